@@ -1,0 +1,31 @@
+"""SQLAlchemy models (DESIGN §3). Imports nothing from the layers above."""
+
+from envcat.models.base import Base, db, utcnow
+from envcat.models.tables import (
+    ROLES,
+    AuditEvent,
+    Bundle,
+    BundleKey,
+    Key,
+    Membership,
+    Tenant,
+    User,
+    WebhookEvent,
+    new_uuid,
+)
+
+__all__ = [
+    "ROLES",
+    "AuditEvent",
+    "Base",
+    "Bundle",
+    "BundleKey",
+    "Key",
+    "Membership",
+    "Tenant",
+    "User",
+    "WebhookEvent",
+    "db",
+    "new_uuid",
+    "utcnow",
+]

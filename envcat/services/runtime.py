@@ -1,0 +1,79 @@
+"""Per-process resources (database, Redis, keyring) bound to a Flask app.
+
+The api and the worker both call `init_app`; services reach the resources
+through `current()`, so they need an app context but never `flask.request`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app
+from redis import Redis
+
+from envcat.core.kms import Keyring
+from envcat.core.settings import Settings
+from envcat.models import db
+
+EXTENSION_KEY = "envcat"
+# Ordinary commands fail fast; the long-poll connection must outlive the longest wait.
+REDIS_SOCKET_TIMEOUT = 5.0
+MAX_LONG_POLL_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a service function needs besides the database session."""
+
+    settings: Settings
+    redis: Redis
+    redis_blocking: Redis
+    keyring: Keyring
+
+
+def make_redis(url: str, *, blocking: bool = False) -> Redis:
+    """Return a pooled client; `blocking` ones wait longer than any long poll."""
+    timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+        health_check_interval=30,
+    )
+
+
+def _engine_options(database_url: str) -> dict[str, Any]:
+    if database_url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 10, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+
+def init_app(app: Flask, settings: Settings) -> Runtime:
+    """Bind the database and Redis to `app` and return the runtime."""
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings.database_url
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(settings.database_url)
+    app.config["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
+    db.init_app(app)
+    runtime = Runtime(
+        settings=settings,
+        redis=make_redis(settings.redis_url),
+        redis_blocking=make_redis(settings.redis_url, blocking=True),
+        keyring=Keyring.from_setting(settings.bundle_kms_key.get_secret_value()),
+    )
+    app.extensions[EXTENSION_KEY] = runtime
+    return runtime
+
+
+def create_service_app(settings: Settings, name: str = "envcat") -> Flask:
+    """A bare Flask app holding the runtime, for workers and command-line tools."""
+    app = Flask(name)
+    init_app(app, settings)
+    return app
+
+
+def current() -> Runtime:
+    """The runtime of the app in the current context."""
+    runtime: Runtime = current_app.extensions[EXTENSION_KEY]
+    return runtime

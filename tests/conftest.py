@@ -1,0 +1,182 @@
+"""Shared fixtures: real Redis, real SQLite/PostgreSQL, a real Celery worker.
+
+Redis: a private `redis-server` on a free port for the whole session when the
+binary exists (isolated from parallel runs), else the machine's 127.0.0.1:6379
+with databases picked at random. App data and the Celery broker use separate
+databases, and app data is flushed before each test that asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from flask import Flask
+from sqlalchemy.engine import make_url
+
+import envcat.workers.tasks  # noqa: F401  # registers the shared tasks with every Celery app
+from envcat.core.keys import new_kms_key, new_shared_secret
+from envcat.core.settings import Settings
+from envcat.models import migrate
+from envcat.services.runtime import create_service_app
+from envcat.workers.factory import QUEUES, create_celery
+from tests.support import RedisServer, free_port, port_answers
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ENVCAT_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+EXTRA_ENV = ("ENVCAT_SERVER",)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's shell must not change results."""
+    for name in list(Settings.model_fields) + list(EXTRA_ENV):
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`redis://host:port` of a Redis this test session may use."""
+    if url := os.environ.get("ENVCAT_TEST_REDIS_URL"):
+        yield url.rstrip("/")
+        return
+    try:
+        server = RedisServer(port=free_port(), directory=tmp_path_factory.mktemp("redis"))
+        server.start()
+    except RuntimeError:
+        if not port_answers(6379):
+            pytest.exit("no redis-server binary and nothing on 127.0.0.1:6379", returncode=3)
+        yield "redis://127.0.0.1:6379"
+        return
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_dbs(redis_base_url: str) -> tuple[int, int]:
+    """(app data db, broker db) for this session."""
+    if redis_base_url.endswith(":6379"):
+        data, broker = random.sample(range(1, 16), 2)
+        return data, broker
+    return 0, 1
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str, redis_dbs: tuple[int, int]) -> str:
+    """URL of the app-data database, flushed for this test."""
+    url = f"{redis_base_url}/{redis_dbs[0]}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+def broker_url(redis_base_url: str, redis_dbs: tuple[int, int]) -> str:
+    return f"{redis_base_url}/{redis_dbs[1]}"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    if not _postgres_reachable():
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
+    name = f"envcat_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    admin = make_url(POSTGRES_ADMIN_URL)
+    yield admin.set(drivername="postgresql+psycopg", database=name).render_as_string(
+        hide_password=False
+    )
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both database backends; the PostgreSQL half skips when no server answers."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'envcat.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    if url := os.environ.get("ENVCAT_TEST_DATABASE_URL"):
+        return url
+    return f"sqlite:///{tmp_path / 'envcat.db'}"
+
+
+def make_settings(
+    database_url: str, redis_url: str, broker_url: str, **overrides: object
+) -> Settings:
+    """Explicit test settings, never read from the environment."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "celery_broker_url": broker_url,
+        "bundle_kms_key": new_kms_key(),
+        "bff_shared_secret": new_shared_secret(),
+        "public_url": "http://envcat.test",
+        "request_rate_limit": "1000/minute",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(sqlite_url: str, redis_url: str, broker_url: str) -> Settings:
+    return make_settings(sqlite_url, redis_url, broker_url)
+
+
+@pytest.fixture
+def service_app(settings: Settings) -> Iterator[Flask]:
+    """A migrated database and the runtime, inside an app context."""
+    migrate.upgrade(settings.database_url)
+    app = create_service_app(settings)
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def celery_app(settings: Settings, service_app: Flask) -> Celery:
+    return create_celery(settings, service_app)
+
+
+@pytest.fixture
+def celery_worker(celery_app: Celery) -> Iterator[object]:
+    """A real worker thread on the real broker, consuming all three queues."""
+    with start_worker(
+        celery_app,
+        pool="solo",
+        concurrency=1,
+        queues=list(QUEUES),
+        perform_ping_check=False,
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker

@@ -1,0 +1,204 @@
+"""The Redis request store against a real Redis."""
+
+import base64
+import threading
+import time
+
+import redis
+
+from envcat.core.sealing import encode_public_key, generate_keypair
+from envcat.core.usercode import user_code
+from envcat.services import access_requests as store
+
+
+def _new(r: redis.Redis, ttl: int = 60) -> tuple[store.AccessRequest, str]:
+    pub = encode_public_key(generate_keypair())
+    return store.create(
+        r,
+        ttl=ttl,
+        cli_pub=pub,
+        bundle="production/api",
+        template_keys=["A"],
+        context={"hostname": "box"},
+    )
+
+
+def test_create_stores_only_hashes_and_public_data(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client)
+    assert len(base64.urlsafe_b64decode(request.id + "==")) * 8 >= 128
+    raw = redis_client.hgetall(store.request_key(request.id))
+    assert token not in str(raw)
+    assert raw["poll_token_hash"] == store.hash_poll_token(token)
+    assert request.user_code == user_code(request.id, request.cli_pub)
+    assert 55 <= redis_client.ttl(store.request_key(request.id)) <= 60
+    assert store.get(redis_client, request.id) == request
+    assert store.pending_count(redis_client) == 1
+
+
+def test_poll_requires_the_right_token(redis_client: redis.Redis) -> None:
+    request, _ = _new(redis_client)
+    assert store.take(redis_client, request.id, "wrong").status == "bad_token"
+    assert store.cancel(redis_client, request.id, "wrong") == "bad_token"
+    assert store.get(redis_client, request.id) is not None
+
+
+def test_ready_is_taken_exactly_once(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client)
+    assert store.take(redis_client, request.id, token).status == "pending"
+    assert store.mark_ready(
+        redis_client,
+        request.id,
+        ciphertext_b64="c2VhbGVk",
+        approved_by="u1",
+        tenant_id="t1",
+        bundle_id="b1",
+    )
+    first = store.take(redis_client, request.id, token)
+    assert first.status == "ready"
+    assert first.ciphertext == "c2VhbGVk"
+    assert first.approval == {"approved_by": "u1", "tenant_id": "t1", "bundle_id": "b1"}
+    assert store.take(redis_client, request.id, token).status == "gone"
+    assert redis_client.zcard(store.UNCLAIMED_INDEX) == 0
+    assert redis_client.zcard(store.PENDING_INDEX) == 0
+
+
+def test_final_states_do_not_change_again(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client)
+    assert store.mark_denied(redis_client, request.id, denied_by="u1", tenant_id="t1")
+    assert not store.mark_ready(
+        redis_client, request.id, ciphertext_b64="x", approved_by="u", tenant_id="t", bundle_id="b"
+    )
+    assert not store.mark_failed(redis_client, request.id, message="m")
+    assert store.take(redis_client, request.id, token).status == "denied"
+    assert store.take(redis_client, request.id, token).status == "gone"
+
+
+def test_failed_carries_its_message(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client)
+    assert store.mark_failed(redis_client, request.id, message="the bundle vanished")
+    result = store.take(redis_client, request.id, token)
+    assert (result.status, result.message, result.ciphertext) == (
+        "failed",
+        "the bundle vanished",
+        None,
+    )
+
+
+def _race_once(redis_url: str, waiters: int) -> list[store.PollResult]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    request, token = _new(client)
+    barrier = threading.Barrier(waiters + 1)
+    results: list[store.PollResult] = []
+    lock = threading.Lock()
+
+    def taker() -> None:
+        own = redis.Redis.from_url(redis_url, decode_responses=True)
+        barrier.wait()
+        for _ in range(500):
+            result = store.take(own, request.id, token)
+            if result.status != "pending":
+                with lock:
+                    results.append(result)
+                return
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=taker) for _ in range(waiters)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    store.mark_ready(
+        client, request.id, ciphertext_b64="Y2lwaGVy", approved_by="u", tenant_id="t", bundle_id="b"
+    )
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_single_use_race_between_twenty_threads(redis_url: str) -> None:
+    for _round in range(5):
+        results = _race_once(redis_url, 20)
+        assert len(results) == 20
+        assert [r.status for r in results].count("ready") == 1
+        assert [r.status for r in results].count("gone") == 19
+        assert all(r.ciphertext is None for r in results if r.status != "ready")
+
+
+def test_wait_wakes_every_waiter_within_milliseconds(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    request, _ = _new(client)
+    woke: list[float] = []
+
+    def waiter() -> None:
+        blocking = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=40)
+        if store.wait_for_change(blocking, request.id, timeout=10):
+            woke.append(time.monotonic())
+
+    threads = [threading.Thread(target=waiter) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    store.mark_denied(client, request.id, denied_by="u", tenant_id="t")
+    for thread in threads:
+        thread.join()
+    assert len(woke) == 5
+    assert max(woke) - signalled < 0.5
+
+
+def test_wait_times_out_when_nothing_happens(redis_client: redis.Redis) -> None:
+    request, _ = _new(redis_client)
+    started = time.monotonic()
+    assert not store.wait_for_change(redis_client, request.id, timeout=0.3)
+    assert time.monotonic() - started >= 0.25
+
+
+def test_cancel_deletes_and_wakes(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client)
+    assert store.cancel(redis_client, request.id, token) == "cancelled"
+    assert store.get(redis_client, request.id) is None
+    assert store.cancel(redis_client, request.id, token) == "gone"
+    assert redis_client.llen(store.wake_key(request.id)) == 1
+
+
+def test_polling_too_fast_is_detected(redis_client: redis.Redis) -> None:
+    request, _ = _new(redis_client)
+    assert not store.is_polling_too_fast(redis_client, request.id, 5)
+    assert store.is_polling_too_fast(redis_client, request.id, 5)
+
+
+def test_expired_requests_vanish_and_are_pruned(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client, ttl=1)
+    time.sleep(1.2)
+    assert store.get(redis_client, request.id) is None
+    assert store.take(redis_client, request.id, token).status == "gone"
+    assert store.prune_pending(redis_client, time.time(), 100) == [request.id]
+    assert store.prune_pending(redis_client, time.time(), 100) == []
+
+
+def test_unclaimed_approvals_are_claimed_once(redis_client: redis.Redis) -> None:
+    request, _ = _new(redis_client, ttl=1)
+    store.mark_ready(
+        redis_client,
+        request.id,
+        ciphertext_b64="x",
+        approved_by="u1",
+        tenant_id="t1",
+        bundle_id="b1",
+    )
+    assert store.claim_unclaimed(redis_client, time.time(), 10) == []
+    time.sleep(1.2)
+    claimed = store.claim_unclaimed(redis_client, time.time(), 10)
+    assert claimed == [{"id": request.id, "tenant_id": "t1", "user_id": "u1", "bundle_id": "b1"}]
+    assert store.claim_unclaimed(redis_client, time.time(), 10) == []
+    store.release_unclaimed(redis_client, claimed[0], time.time())
+    assert store.claim_unclaimed(redis_client, time.time(), 10) == claimed
+
+
+def test_no_key_grows_without_a_ttl(redis_client: redis.Redis) -> None:
+    request, _ = _new(redis_client)
+    store.is_polling_too_fast(redis_client, request.id, 5)
+    store.mark_ready(
+        redis_client, request.id, ciphertext_b64="x", approved_by="u", tenant_id="t", bundle_id="b"
+    )
+    for key in redis_client.scan_iter("req:*"):
+        assert redis_client.ttl(key) > 0, key
