@@ -180,3 +180,33 @@ def celery_worker(celery_app: Celery) -> Iterator[object]:
         shutdown_timeout=30,
     ) as worker:
         yield worker
+
+
+@pytest.fixture
+def api_app(settings: Settings) -> Iterator[Flask]:
+    """The real api app on a migrated database, inside an app context."""
+    from envcat.api import create_app
+
+    migrate.upgrade(settings.database_url)
+    app = create_app(settings)
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def api_client(api_app: Flask):  # type: ignore[no-untyped-def]
+    return api_app.test_client()
+
+
+@pytest.fixture
+def signed_as(api_app: Flask, settings: Settings):  # type: ignore[no-untyped-def]
+    """`signed_as(user, tenant, role="owner")` → a SignedClient for a member of the tenant."""
+    from tests.support.signed import SignedClient, add_member
+
+    def make(user_id: str, tenant_id: str, role: str = "owner") -> SignedClient:
+        add_member(user_id, tenant_id, role)
+        return SignedClient(
+            api_app.test_client(), settings.bff_shared_secret.get_secret_value(), user_id, tenant_id
+        )
+
+    return make

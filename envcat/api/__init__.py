@@ -1,0 +1,74 @@
+"""The internal Flask api: validates, reads/writes DB and Redis, enqueues tasks."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from envcat.api.errors import register_error_handlers
+from envcat.api.extensions import limiter
+from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
+from envcat.core.settings import Settings, load_settings
+from envcat.services.runtime import init_app
+from envcat.workers.factory import create_celery
+
+
+def _blueprints() -> list[object]:
+    from envcat.api.views import (
+        approvals,
+        audit,
+        bundles,
+        health,
+        internal,
+        keys,
+        me,
+        requests,
+        webhooks,
+    )
+
+    return [
+        health.bp,
+        requests.bp,
+        approvals.bp,
+        bundles.bp,
+        keys.bp,
+        audit.bp,
+        me.bp,
+        internal.bp,
+        webhooks.bp,
+    ]
+
+
+def _bind_request_id() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = (
+        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else (secrets.token_hex(8))
+    )
+    request_id_var.set(g.request_id)
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    return response
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the api from explicit settings (tests) or the environment (wsgi)."""
+    settings = settings or load_settings()
+    app = Flask("envcat.api")
+    # Only the bff reaches the api; it passes the client address in X-Forwarded-For.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
+    app.config["RATELIMIT_KEY_PREFIX"] = "ratelimit"
+    init_app(app, settings)
+    app.extensions["celery"] = create_celery(settings, app)
+    limiter.init_app(app)
+    register_error_handlers(app)
+    app.before_request(_bind_request_id)
+    app.after_request(_echo_request_id)
+    for bp in _blueprints():
+        app.register_blueprint(bp)  # type: ignore[arg-type]
+    return app

@@ -1,0 +1,106 @@
+"""HMAC verification of bff → api calls (DESIGN §5) and the caller it yields."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flask import Blueprint, g, request
+from sqlalchemy import select
+
+from envcat.core import signing
+from envcat.models import Membership, User, db
+from envcat.services.errors import Forbidden, NotFound, Unauthorized
+from envcat.services.runtime import current
+
+ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, taken only from the verified signature."""
+
+    user_id: str
+    tenant_id: str
+    role: str
+
+    def require(self, role: str) -> None:
+        """Raise 403 unless the caller's role is at least `role`."""
+        if ROLE_RANK[self.role] < ROLE_RANK[role]:
+            raise Forbidden(f"This needs the {role} role; you are {self.role}.")
+
+
+def _header(name: str) -> str:
+    value = request.headers.get(name)
+    if not value:
+        raise Unauthorized(f"Missing {name} header.")
+    return value
+
+
+def verify_signature() -> tuple[str, str]:
+    """Check the five headers against this exact call; return (user id, tenant id)."""
+    user_id, tenant_id = _header(signing.HEADER_USER), _header(signing.HEADER_TENANT)
+    timestamp, nonce = _header(signing.HEADER_TIMESTAMP), _header(signing.HEADER_NONCE)
+    signature = _header(signing.HEADER_SIGNATURE)
+    if not signing.ID_PATTERN.fullmatch(user_id) or not signing.ID_PATTERN.fullmatch(tenant_id):
+        raise Unauthorized("Malformed identity headers.")
+    if not signing.NONCE_PATTERN.fullmatch(nonce) or not timestamp.isdigit():
+        raise Unauthorized("Malformed signature headers.")
+    if abs(time.time() - int(timestamp)) > signing.CLOCK_SKEW_SECONDS:
+        raise Unauthorized("Signature timestamp is outside the allowed window.")
+    runtime = current()
+    message = signing.canonical_message(
+        user_id,
+        tenant_id,
+        timestamp,
+        nonce,
+        request.method,
+        request.path,
+        request.query_string.decode("latin-1"),
+        request.get_data(cache=True),
+    )
+    secret = runtime.settings.bff_shared_secret.get_secret_value()
+    if not signing.signature_matches(secret, message, signature):
+        raise Unauthorized("Bad signature.")
+    # Only a correctly signed call may spend a nonce, so forgers cannot burn them.
+    if not runtime.redis.set(f"nonce:{nonce}", "1", nx=True, ex=signing.NONCE_TTL_SECONDS):
+        raise Unauthorized("Nonce already used.")
+    return user_id, tenant_id
+
+
+def authenticate_user() -> None:
+    """before_request of the signed blueprint: verify, then resolve the membership."""
+    user_id, tenant_id = verify_signature()
+    if user_id == signing.BFF_USER_ID:
+        raise Unauthorized("The bff identity may only call internal endpoints.")
+    row = db.session.execute(
+        select(Membership.role, User.deleted_at)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.user_id == user_id, Membership.tenant_id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        # Outside the tenant its resources do not exist (never 403, which would confirm them).
+        raise NotFound("Not found.")
+    if row.deleted_at is not None:
+        raise Unauthorized("This account has been deleted.")
+    g.caller = Caller(user_id=user_id, tenant_id=tenant_id, role=row.role)
+
+
+def authenticate_bff() -> None:
+    """before_request of the internal blueprint: only the bff's own identity."""
+    user_id, tenant_id = verify_signature()
+    if user_id != signing.BFF_USER_ID or tenant_id != signing.NO_TENANT:
+        raise Unauthorized("Internal endpoints take the bff identity only.")
+
+
+def caller() -> Caller:
+    """The verified caller of this request (set by `authenticate_user`)."""
+    value: Caller = g.caller
+    return value
+
+
+def signed_blueprint(name: str) -> Blueprint:
+    """A blueprint under /api/v1 whose every call must carry a valid user signature."""
+    bp = Blueprint(name, __name__, url_prefix="/api/v1")
+    bp.before_request(authenticate_user)
+    return bp

@@ -1,0 +1,82 @@
+"""One JSON error shape for every 4xx/5xx (DESIGN §5, STYLE: Errors)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from envcat.services.errors import EnvCatError
+
+log = logging.getLogger("envcat.api")
+
+
+def error_response(status: int, code: str, message: str, details: object = None) -> Response:
+    """Build `{"error", "message", "details"?}` with the given status."""
+    body: dict[str, object] = {"error": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, object]]:
+    """Field errors without the rejected input, which may be a secret."""
+    return [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def _snake(name: str) -> str:
+    return name.lower().replace(" ", "_").replace("-", "_")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map domain, validation, HTTP, backend-down and unexpected errors to the JSON shape."""
+
+    @app.errorhandler(EnvCatError)
+    def _domain(exc: EnvCatError) -> Response:
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.code == "rate_limited" and exc.details:
+            response.headers["Retry-After"] = str(exc.details)
+        return response
+
+    @app.errorhandler(ValidationError)
+    def _validation(exc: ValidationError) -> Response:
+        return error_response(
+            400, "validation_error", "Request is invalid.", validation_details(exc)
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = "rate_limited" if status == 429 else _snake(exc.name)
+        response = error_response(status, code, exc.description or exc.name)
+        if status == 429 and exc.response is not None and "Retry-After" in exc.response.headers:
+            response.headers["Retry-After"] = exc.response.headers["Retry-After"]
+        if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def _redis_down(exc: Exception) -> Response:
+        log.warning("redis unavailable", extra={"error_type": type(exc).__name__})
+        return error_response(503, "unavailable", "A backing service is unavailable; retry.")
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc: OperationalError) -> Response:
+        log.warning("database unavailable", extra={"error_type": type(exc).__name__})
+        return error_response(503, "unavailable", "A backing service is unavailable; retry.")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Log the type only: the message may quote the data that caused it.
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "Something went wrong on our side.")

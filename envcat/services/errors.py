@@ -1,0 +1,53 @@
+"""Domain errors: each carries the HTTP status and the snake_case code of DESIGN §5."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EnvCatError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ValidationFailed(EnvCatError):
+    status, code = 400, "validation_error"
+
+
+class Unauthorized(EnvCatError):
+    status, code = 401, "unauthorized"
+
+
+class InvalidPollToken(EnvCatError):
+    status, code = 401, "invalid_poll_token"
+
+
+class Forbidden(EnvCatError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(EnvCatError):
+    status, code = 404, "not_found"
+
+
+class Conflict(EnvCatError):
+    status, code = 409, "conflict"
+
+
+class ExpiredToken(EnvCatError):
+    status, code = 410, "expired_token"
+
+
+class SlowDown(EnvCatError):
+    status, code = 400, "slow_down"
+
+
+class Unavailable(EnvCatError):
+    status, code = 503, "unavailable"
