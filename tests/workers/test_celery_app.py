@@ -47,10 +47,15 @@ def test_task_runs_through_rabbitmq(settings: Settings, service_app: Flask) -> N
         update={"celery_broker_url": "amqp://guest:guest@127.0.0.1:5672//"}
     )
     app = create_celery(rabbit, service_app)
+    # The broker is shared by every run on this machine: use a queue of our own.
+    queue = f"test-ping-{uuid.uuid4().hex}"
+    app.conf.task_routes = {"envcat.ping": {"queue": queue}}
     with start_worker(
-        app, pool="solo", queues=list(QUEUES), perform_ping_check=False, shutdown_timeout=60
+        app, pool="solo", queues=[queue], perform_ping_check=False, shutdown_timeout=60
     ):
         assert _ping_round_trip(app, settings.redis_url) == "pong"
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_delete(queue)
 
 
 def test_ping_task_is_registered_under_its_explicit_name() -> None:
