@@ -1,0 +1,167 @@
+"""The approval flow: ask, show the phrase, wait for the decision, open the values.
+
+RFC 8628 polling rules apply: never poll faster than `interval`; `slow_down`
+adds 5 s to it for good; network errors are retried with capped exponential
+backoff until the request expires. Ctrl-C and a local timeout cancel the
+request on the server, so nobody can approve what no one is waiting for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from nacl.public import PrivateKey
+
+from envcat.cli.context import request_context
+from envcat.cli.display import Terminal
+from envcat.cli.errors import Cancelled, CliError, RequestExpired, ServerUnreachable
+from envcat.cli.protocol import (
+    POLL_SECONDS,
+    CreatedRequest,
+    Ready,
+    RetryLater,
+    SlowDown,
+    cancel_request,
+    create_request,
+    describe_transport_error,
+    wait_once,
+)
+from envcat.cli.runtime import Clock
+from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.usercode import user_code
+
+SLOW_DOWN_STEP = 5.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 8.0
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What the person asked for; the approver decides what is actually sent."""
+
+    bundle: str | None
+    template_keys: Sequence[str]
+    command: Sequence[str]
+
+
+def request_body(public_key: str, hints: Hints) -> dict[str, Any]:
+    """Return the JSON body of `POST /requests` for our public key and the hints."""
+    body: dict[str, Any] = {"client_pubkey": public_key, "context": request_context(hints.command)}
+    if hints.bundle:
+        body["bundle"] = hints.bundle
+    if hints.template_keys:
+        body["template_keys"] = list(hints.template_keys)
+    return body
+
+
+def backoff_delays() -> Iterator[float]:
+    """Yield 0.5, 1, 2, 4, 8, 8, … seconds: the retry delays after network errors."""
+    delay = BACKOFF_FIRST
+    while True:
+        yield delay
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+class ApprovalFlow:
+    """One request from creation to the opened values, showing progress on stderr."""
+
+    def __init__(self, client: httpx.Client, terminal: Terminal, clock: Clock) -> None:
+        self._client = client
+        self._terminal = terminal
+        self._clock = clock
+
+    def fetch(self, hints: Hints, timeout: float | None = None) -> dict[str, str]:
+        """Return the approved values; raise a CliError subclass for every other end."""
+        private_key = generate_keypair()
+        public_key = encode_public_key(private_key)
+        request = create_request(self._client, request_body(public_key, hints))
+        self._check_phrase(request, public_key)
+        limit = request.expires_in if timeout is None else min(timeout, request.expires_in)
+        deadline = self._clock.monotonic() + limit
+        ciphertext = self._await_decision(request, deadline, limit < request.expires_in)
+        return _open(private_key, ciphertext)
+
+    def _check_phrase(self, request: CreatedRequest, public_key: str) -> None:
+        expected = user_code(request.id, public_key)
+        if request.user_code != expected:
+            cancel_request(self._client, request)
+            raise CliError(
+                "the server's verification phrase does not belong to this request "
+                "(it does not match our key); refusing it. A proxy or the server may be "
+                "tampering with the request: do not approve anything for it."
+            )
+
+    def _await_decision(self, request: CreatedRequest, deadline: float, is_local: bool) -> bytes:
+        error: CliError
+        try:
+            self._terminal.show_approval(request.verification_uri_complete, request.user_code)
+            self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
+            return self._poll_until(request, deadline, is_local)
+        except KeyboardInterrupt:
+            error = Cancelled()
+        except (RequestExpired, ServerUnreachable) as exc:
+            error = exc
+        finally:
+            self._terminal.stop_waiting()
+        self._cancel_quietly(request)
+        raise error
+
+    def _cancel_quietly(self, request: CreatedRequest) -> None:
+        # a second Ctrl-C stops the attempt: the request expires on its own anyway
+        with contextlib.suppress(KeyboardInterrupt):
+            cancel_request(self._client, request)
+
+    def _poll_until(self, request: CreatedRequest, deadline: float, is_local: bool) -> bytes:
+        interval = request.interval
+        delays = backoff_delays()
+        last_error: httpx.TransportError | None = None
+        while (remaining := deadline - self._clock.monotonic()) > 0:
+            started = self._clock.monotonic()
+            try:
+                outcome = wait_once(self._client, request, min(POLL_SECONDS, math.ceil(remaining)))
+            except httpx.TransportError as exc:
+                last_error = exc
+                self._terminal.note("connection lost, retrying…")
+                self._sleep(next(delays), deadline)
+                continue
+            last_error, delays = None, backoff_delays()
+            self._terminal.note("")
+            if isinstance(outcome, Ready):
+                return outcome.ciphertext
+            if isinstance(outcome, SlowDown):
+                interval += SLOW_DOWN_STEP
+                delay = interval
+            elif isinstance(outcome, RetryLater):
+                delay = interval if outcome.seconds is None else outcome.seconds
+            else:  # pending: a server that answers at once must not make us poll faster
+                delay = interval - (self._clock.monotonic() - started)
+            self._sleep(delay, deadline)
+        raise self._deadline_error(last_error, is_local)
+
+    def _sleep(self, seconds: float, deadline: float) -> None:
+        seconds = min(seconds, deadline - self._clock.monotonic())
+        if seconds > 0:
+            self._clock.sleep(seconds)
+
+    def _deadline_error(self, last_error: httpx.TransportError | None, is_local: bool) -> CliError:
+        if last_error is not None:
+            server = str(self._client.base_url).rstrip("/")
+            return ServerUnreachable(
+                f"lost contact with the EnvCat server at {server} until the wait ended: "
+                f"{describe_transport_error(last_error)}"
+            )
+        if is_local:
+            return RequestExpired("no decision before --timeout; the request was cancelled")
+        return RequestExpired("the request expired before anyone approved it")
+
+
+def _open(private_key: PrivateKey, ciphertext: bytes) -> dict[str, str]:
+    try:
+        return open_values(private_key, ciphertext)
+    except ValueError as exc:  # SealingError, or a payload that is not UTF-8 JSON
+        raise CliError(f"the delivered values do not open with this request's key: {exc}") from None

@@ -1,0 +1,37 @@
+"""What a CLI run depends on from the outside world, injectable through `ctx.obj`.
+
+Production runs use the defaults. Tests pass either an `httpx.Client` with a
+`MockTransport` or a whole `Runtime` (client, fake clock, terminal flag):
+`CliRunner().invoke(cli, [...], obj=Runtime(client=..., clock=FakeClock()))`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Monotonic time and sleeping; replaced by a fake clock in tests."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The HTTP client, clock and terminal flag for one run.
+
+    `client` None means: build one from `--server`. `interactive` None means:
+    ask whether stderr is a terminal.
+    """
+
+    client: httpx.Client | None = None
+    clock: Clock = field(default_factory=Clock)
+    interactive: bool | None = None

@@ -1,0 +1,170 @@
+"""The real `envcat` process against a stub HTTP server on 127.0.0.1.
+
+These cover what CliRunner cannot: `run` replacing the process (exec), the
+child's exit code and signals, a real Ctrl-C (SIGINT) during a long poll, and
+`eval "$(envcat get …)"` in a real shell.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.cli_fakes import FakeApi, serve
+
+ENVCAT = [sys.executable, "-m", "envcat.cli.main"]
+
+
+@pytest.fixture
+def server(api: FakeApi) -> Iterator[str]:
+    with serve(api) as url:
+        yield url
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCAT_")}
+    return {**env, "HOME": str(tmp_path), **extra}
+
+
+def envcat(
+    *args: str, tmp_path: Path, timeout: float = 30, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ENVCAT, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path, **extra),
+        cwd=tmp_path,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_run_execs_the_command_with_the_values(api: FakeApi, server: str, tmp_path: Path) -> None:
+    api.values = {"API_KEY": "it's $ecret\nline 2", "HOME": "/overridden"}
+    child = (
+        "import os, sys; "
+        "sys.stdout.write(repr((os.environ['API_KEY'], os.environ['HOME'], "
+        "os.environ['KEPT'], os.getpid(), os.getppid()))); sys.exit(7)"
+    )
+    process = subprocess.Popen(
+        [*ENVCAT, "run", "--server", server, "prod/api", "--", sys.executable, "-c", child],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(tmp_path, KEPT="from the parent"),
+        cwd=tmp_path,
+    )
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 7, stderr
+    secret, home, kept, pid, _ = ast.literal_eval(stdout)
+    assert (secret, home, kept) == ("it's $ecret\nline 2", "/overridden", "from the parent")
+    assert pid == process.pid, "the command must replace envcat, not run as its child"
+    assert "Received 2 values; running" in stderr
+    assert api.calls_to("POST")[0].body["context"]["command"].startswith(sys.executable)
+
+
+def test_run_passes_the_childs_signal_through(api: FakeApi, server: str, tmp_path: Path) -> None:
+    child = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    result = envcat("run", "--server", server, "--", sys.executable, "-c", child, tmp_path=tmp_path)
+    assert result.returncode == -signal.SIGTERM
+
+
+def test_run_command_not_found_asks_nothing(api: FakeApi, server: str, tmp_path: Path) -> None:
+    result = envcat("run", "--server", server, "--", "no-such-command-xyz", tmp_path=tmp_path)
+    assert result.returncode == 127
+    assert "command not found: no-such-command-xyz" in result.stderr
+    assert api.calls == []
+
+
+def test_run_without_a_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = envcat("run", "prod/api", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "give the command after --" in result.stderr
+
+
+def test_run_refuses_invalid_names_before_exec(api: FakeApi, server: str, tmp_path: Path) -> None:
+    api.values = {"GOOD": "1", "BAD=NAME": "x"}
+    marker = tmp_path / "ran"
+    child = f"open({str(marker)!r}, 'w').close()"
+    result = envcat("run", "--server", server, "--", sys.executable, "-c", child, tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "not a valid variable name" in result.stderr
+    assert not marker.exists()
+
+
+def test_ctrl_c_while_waiting_cancels_and_exits_130(
+    api: FakeApi, server: str, tmp_path: Path
+) -> None:
+    api.script = ["hold"]
+    process = subprocess.Popen(
+        [*ENVCAT, "get", "--server", server],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+    )
+    try:
+        assert api.wait_started.wait(20), "envcat never started waiting"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.endswith("Cancelled.\n")
+    assert stdout == ""
+    [delete] = api.calls_to("DELETE")
+    assert delete.headers["x-poll-token"] == api.created["poll_token"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_eval_of_get_in_a_real_shell(api: FakeApi, server: str, tmp_path: Path, shell: str) -> None:
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed here (CI installs it)")
+    sentinel = tmp_path / "pwned"
+    api.values = {"TOKEN": f"a'b\"c $(touch {sentinel}) `touch {sentinel}`\nend"}
+    command = " ".join([*ENVCAT, "get", "--server", server, "prod/api"])
+    script = f'eval "$({command})" && printf \'%s\' "$TOKEN"'
+    result = subprocess.run(
+        [shell, "-c", script],
+        capture_output=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == api.values["TOKEN"].encode()
+    assert not sentinel.exists()
+
+
+def test_fish_source_of_get(api: FakeApi, server: str, tmp_path: Path) -> None:
+    if shutil.which("fish") is None:
+        pytest.skip("fish is not installed here (CI installs it)")
+    api.values = {"TOKEN": "it's \\ fish\nline"}
+    command = " ".join([*ENVCAT, "get", "--server", server, "--format", "fish"])
+    result = subprocess.run(
+        ["fish", "--no-config", "-c", f"{command} | source; printf '%s' \"$TOKEN\""],
+        capture_output=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == api.values["TOKEN"].encode()
+
+
+def test_version_of_the_module_entry_point(tmp_path: Path) -> None:
+    result = envcat("--version", tmp_path=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("envcat ")
