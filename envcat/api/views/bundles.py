@@ -1,7 +1,186 @@
-"""Signed endpoints: bundles (DESIGN §5)."""
+"""Signed endpoints: bundles (DESIGN §5). Thin: parse, authorise, delegate, reply."""
 
 from __future__ import annotations
 
-from envcat.api.auth import signed_blueprint
+from flask import Response, request
+
+from envcat.api.auth import caller, signed_blueprint
+from envcat.api.openapi import endpoint
+from envcat.core.schemas.bundles import (
+    AttachKey,
+    BundleCreate,
+    BundleDetail,
+    BundleKeyAdd,
+    BundleList,
+    BundleListQuery,
+    BundleUpdate,
+    ExportQuery,
+    ImportRequest,
+    ImportResult,
+)
+from envcat.services import bundles
+from envcat.services.audit import Origin
+from envcat.services.tenancy import Actor
 
 bp = signed_blueprint("bundles")
+
+
+def no_store(response: Response) -> Response:
+    """after_request: replies may hold values; no cache (bff, proxy, browser) may keep them."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+bp.after_request(no_store)
+
+
+def current_actor() -> Actor:
+    """The verified caller as a service-layer actor, with the request's origin for the audit."""
+    who = caller()
+    origin = Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
+    return Actor(tenant_id=who.tenant_id, user_id=who.user_id, origin=origin)
+
+
+@endpoint(
+    bp,
+    "/bundles",
+    "GET",
+    summary="List the tenant's bundles",
+    auth="signed",
+    query=BundleListQuery,
+    responses={200: BundleList},
+)
+def list_bundles(query: BundleListQuery) -> BundleList:
+    """Any role may list bundles."""
+    return bundles.list_bundles(caller().tenant_id, query.q)
+
+
+@endpoint(
+    bp,
+    "/bundles",
+    "POST",
+    summary="Create a bundle",
+    auth="signed",
+    body=BundleCreate,
+    responses={201: BundleDetail},
+    errors=(403, 409),
+)
+def create_bundle(body: BundleCreate) -> tuple[BundleDetail, int]:
+    """Admins create bundles."""
+    caller().require("admin")
+    return bundles.create_bundle(current_actor(), body), 201
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>",
+    "GET",
+    summary="A bundle with its keys (secret values masked)",
+    auth="signed",
+    responses={200: BundleDetail},
+    errors=(404,),
+)
+def get_bundle(bundle_id: str) -> BundleDetail:
+    """Any role may read a bundle; secret values stay masked."""
+    return bundles.detail(caller().tenant_id, bundle_id)
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>",
+    "PATCH",
+    summary="Rename, re-describe or re-tag a bundle",
+    auth="signed",
+    body=BundleUpdate,
+    responses={200: BundleDetail},
+    errors=(403, 404, 409),
+)
+def update_bundle(bundle_id: str, body: BundleUpdate) -> BundleDetail:
+    """Admins edit bundles."""
+    caller().require("admin")
+    return bundles.update_bundle(current_actor(), bundle_id, body)
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>",
+    "DELETE",
+    summary="Delete a bundle (its keys stay in the library)",
+    auth="signed",
+    responses={204: None},
+    errors=(403, 404),
+)
+def delete_bundle(bundle_id: str) -> tuple[str, int]:
+    """Admins delete bundles."""
+    caller().require("admin")
+    bundles.delete_bundle(current_actor(), bundle_id)
+    return "", 204
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>/keys",
+    "POST",
+    summary="Attach a library key, or create one in the library and attach it",
+    auth="signed",
+    body=BundleKeyAdd,
+    responses={201: BundleDetail},
+    errors=(403, 404, 409),
+)
+def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
+    """Admins attach keys: `{key_id}` attaches, `{name, value}` creates and attaches."""
+    caller().require("admin")
+    if isinstance(body.root, AttachKey):
+        return bundles.attach_key(current_actor(), bundle_id, body.root), 201
+    return bundles.create_and_attach_key(current_actor(), bundle_id, body.root), 201
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>/keys/<key_id>",
+    "DELETE",
+    summary="Detach a key from a bundle (it stays in the library)",
+    auth="signed",
+    responses={204: None},
+    errors=(403, 404),
+)
+def detach_key(bundle_id: str, key_id: str) -> tuple[str, int]:
+    """Admins detach keys."""
+    caller().require("admin")
+    bundles.detach_key(current_actor(), bundle_id, key_id)
+    return "", 204
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>/import",
+    "POST",
+    summary="Import .env or JSON content in one transaction",
+    auth="signed",
+    body=ImportRequest,
+    responses={200: ImportResult},
+    errors=(403, 404, 409),
+)
+def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
+    """Admins import."""
+    caller().require("admin")
+    return bundles.import_into_bundle(current_actor(), bundle_id, body)
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>/export",
+    "GET",
+    summary="Download the bundle as a .env or JSON file (audited)",
+    auth="signed",
+    query=ExportQuery,
+    responses={200: None},
+    errors=(403, 404),
+)
+def export_bundle(bundle_id: str, query: ExportQuery) -> Response:
+    """Members and above export; the file holds values in clear."""
+    caller().require("member")
+    exported = bundles.export_bundle(current_actor(), bundle_id, query.format)
+    response = Response(exported.body, content_type=exported.content_type)
+    response.headers["Content-Disposition"] = f'attachment; filename="{exported.filename}"'
+    return response

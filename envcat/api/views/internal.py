@@ -5,6 +5,39 @@ from __future__ import annotations
 from flask import Blueprint
 
 from envcat.api.auth import authenticate_bff
+from envcat.api.openapi import endpoint
+from envcat.core.schemas.accounts import AccountOut, Credentials
+from envcat.services import accounts
 
 bp = Blueprint("internal", __name__, url_prefix="/api/v1/internal")
 bp.before_request(authenticate_bff)
+
+
+@endpoint(
+    bp,
+    "/local-auth/sign-up",
+    "POST",
+    summary="Create a local account and its personal tenant (ALLOW_SIGNUP; password >= 10 chars)",
+    auth="internal",
+    body=Credentials,
+    responses={201: AccountOut},
+    errors=(401, 403, 404, 409),
+)
+def sign_up(body: Credentials) -> tuple[AccountOut, int]:
+    """The bff's sign-up form."""
+    return accounts.sign_up(body.email, body.password), 201
+
+
+@endpoint(
+    bp,
+    "/local-auth/sign-in",
+    "POST",
+    summary="Check a local account's email and password",
+    auth="internal",
+    body=Credentials,
+    responses={200: AccountOut},
+    errors=(401, 404),
+)
+def sign_in(body: Credentials) -> AccountOut:
+    """The bff's sign-in form; 401 invalid_credentials for any wrong pair."""
+    return accounts.authenticate(body.email, body.password)

@@ -1,0 +1,342 @@
+"""Wire models of the bundle, key-library and audit endpoints (DESIGN §5).
+
+Request models are strict (no type coercion) and refuse unknown fields; query
+models are lenient (query strings are text) and ignore unknown parameters, so a
+forged `?tenant_id=` is simply not read. Validation messages never quote the
+rejected input: it may be a secret.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
+
+KEY_NAME_MAX = 200
+BUNDLE_NAME_MAX = 200
+MAX_VALUE_BYTES = 64 * 1024
+MAX_DESCRIPTION = 2000
+MAX_TAGS = 32
+MAX_TAG = 64
+MAX_POSITION = 1_000_000
+MAX_IMPORT_CONTENT = 1024 * 1024
+
+KEY_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BUNDLE_NAME_RE = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def is_valid_key_name(name: str) -> bool:
+    """True for an environment-variable name `^[A-Za-z_][A-Za-z0-9_]*$` of ≤ 200 chars."""
+    return len(name) <= KEY_NAME_MAX and KEY_NAME_RE.fullmatch(name) is not None
+
+
+def is_valid_bundle_name(name: str) -> bool:
+    """True for 1-200 chars of [A-Za-z0-9._/-], no leading/trailing "/" and no "//"."""
+    return (
+        0 < len(name) <= BUNDLE_NAME_MAX
+        and BUNDLE_NAME_RE.fullmatch(name) is not None
+        and not name.startswith("/")
+        and not name.endswith("/")
+        and "//" not in name
+    )
+
+
+def value_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as a key value, or None when it can."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
+    if size > MAX_VALUE_BYTES:
+        return f"must be at most {MAX_VALUE_BYTES} bytes of UTF-8"
+    if "\x00" in value:
+        return "must not contain a NUL character (no environment variable can hold one)"
+    return None
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as descriptive text, or None when it can."""
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
+    return None
+
+
+def _key_name(name: str) -> str:
+    if not is_valid_key_name(name):
+        raise ValueError(
+            f"must match ^[A-Za-z_][A-Za-z0-9_]*$ and be at most {KEY_NAME_MAX} characters"
+        )
+    return name
+
+
+def _bundle_name(name: str) -> str:
+    if not is_valid_bundle_name(name):
+        raise ValueError(
+            f"must be 1-{BUNDLE_NAME_MAX} characters of A-Z a-z 0-9 . _ / -, "
+            'without a leading or trailing "/" or "//"'
+        )
+    return name
+
+
+def _value(value: str) -> str:
+    if problem := value_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+def _text(value: str) -> str:
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+def _tags(tags: list[str]) -> list[str]:
+    cleaned: list[str] = []
+    for tag in (t.strip() for t in tags):
+        if not tag:
+            raise ValueError("tags must not be empty")
+        if tag not in cleaned:
+            cleaned.append(tag)
+    return cleaned
+
+
+KeyName = Annotated[str, AfterValidator(_key_name)]
+BundleName = Annotated[str, AfterValidator(_bundle_name)]
+KeyValue = Annotated[str, AfterValidator(_value)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(_text)]
+Tag = Annotated[str, Field(max_length=MAX_TAG), AfterValidator(_text)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_tags)]
+ObjectId = Annotated[str, Field(min_length=1, max_length=64)]
+Position = Annotated[int, Field(ge=0, le=MAX_POSITION)]
+Search = Annotated[str, Field(max_length=200)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Patch(_Body):
+    """A partial update: omit a field to keep it; `null` is refused, not "clear"."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(str(k) for k, v in data.items() if v is None)
+            if nulls:
+                raise ValueError(f"fields may be omitted but not null: {', '.join(nulls)}")
+        return data
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_absent(cls, data: Any) -> Any:
+        # `?cursor=&action=` from a form means "not given".
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != ""}
+        return data
+
+
+# ---- bundles -------------------------------------------------------------------------
+
+
+class BundleCreate(_Body):
+    """POST /bundles."""
+
+    name: BundleName
+    description: Description = ""
+    tags: Tags = Field(default_factory=list)
+
+
+class BundleUpdate(_Patch):
+    """PATCH /bundles/{id}."""
+
+    name: BundleName | None = None
+    description: Description | None = None
+    tags: Tags | None = None
+
+
+class AttachKey(_Body):
+    """Attach an existing library key to a bundle."""
+
+    key_id: ObjectId
+    required: bool = False
+    position: Position | None = None
+
+
+class CreateAndAttachKey(_Body):
+    """Create a key in the library and attach it to a bundle."""
+
+    name: KeyName
+    value: KeyValue
+    is_secret: bool = True
+    description: Description = ""
+    required: bool = False
+    position: Position | None = None
+
+
+class BundleKeyAdd(RootModel[AttachKey | CreateAndAttachKey]):
+    """POST /bundles/{id}/keys: `{key_id, …}` attaches, `{name, value, …}` creates."""
+
+
+class ImportRequest(_Body):
+    """POST /bundles/{id}/import."""
+
+    format: Literal["dotenv", "json"]
+    content: Annotated[str, Field(max_length=MAX_IMPORT_CONTENT)]
+    overwrite: bool = False
+
+
+class BundleListQuery(_Query):
+    """GET /bundles?q= (case-insensitive substring of the name)."""
+
+    q: Search = ""
+
+
+class ExportQuery(_Query):
+    """GET /bundles/{id}/export?format=."""
+
+    format: Literal["dotenv", "json"] = "dotenv"
+
+
+class BundleSummary(BaseModel):
+    """One row of GET /bundles."""
+
+    id: str
+    name: str
+    description: str
+    tags: list[str]
+    key_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class BundleList(BaseModel):
+    """GET /bundles."""
+
+    bundles: list[BundleSummary]
+
+
+class BundleKeyOut(BaseModel):
+    """A key as attached to a bundle; `value` is null for secret keys."""
+
+    id: str
+    name: str
+    is_secret: bool
+    required: bool
+    position: int
+    description: str
+    value: str | None
+
+
+class BundleDetail(BaseModel):
+    """A bundle with its keys in position order."""
+
+    id: str
+    name: str
+    description: str
+    tags: list[str]
+    created_at: datetime
+    updated_at: datetime
+    keys: list[BundleKeyOut]
+
+
+class ImportResult(BaseModel):
+    """What an import did, by name; each name is in exactly one list."""
+
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    skipped: list[str]
+
+
+# ---- the key library -----------------------------------------------------------------
+
+
+class KeyCreate(_Body):
+    """POST /keys."""
+
+    name: KeyName
+    value: KeyValue
+    is_secret: bool = True
+    description: Description = ""
+
+
+class KeyUpdate(_Patch):
+    """PATCH /keys/{id}."""
+
+    name: KeyName | None = None
+    value: KeyValue | None = None
+    is_secret: bool | None = None
+    description: Description | None = None
+
+
+class KeyListQuery(_Query):
+    """GET /keys?q=."""
+
+    q: Search = ""
+
+
+class KeyQuery(_Query):
+    """GET /keys/{id}?reveal=true."""
+
+    reveal: bool = False
+
+
+class KeyOut(BaseModel):
+    """A library key; `value` is null for a secret key unless revealed."""
+
+    id: str
+    name: str
+    is_secret: bool
+    description: str
+    value: str | None
+    bundle_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyList(BaseModel):
+    """GET /keys."""
+
+    keys: list[KeyOut]
+
+
+# ---- audit ---------------------------------------------------------------------------
+
+
+class AuditQuery(_Query):
+    """GET /audit?cursor=&action=&limit=."""
+
+    cursor: Annotated[str, Field(max_length=64)] | None = None
+    action: Annotated[str, Field(max_length=64, pattern=r"^[a-z_.]+$")] | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+class AuditEventOut(BaseModel):
+    """One audit event; `details` never holds a value."""
+
+    id: int
+    actor: str
+    action: str
+    target: str
+    ip: str | None
+    user_agent: str | None
+    at: datetime
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    """Newest first; pass `next_cursor` back as `cursor` for the next page."""
+
+    events: list[AuditEventOut]
+    next_cursor: str | None

@@ -1,0 +1,320 @@
+"""Bundles: named, ordered selections of library keys, with .env/JSON import and export.
+
+Each write is one transaction followed by its audit event; a failed write (a
+bad value, a name taken in a race) is rolled back whole, so the previous state
+stays intact.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from envcat.core.schemas.bundles import (
+    AttachKey,
+    BundleCreate,
+    BundleDetail,
+    BundleKeyOut,
+    BundleList,
+    BundleSummary,
+    BundleUpdate,
+    CreateAndAttachKey,
+    ImportRequest,
+    ImportResult,
+)
+from envcat.models import Bundle, BundleKey, Key, db, utcnow
+from envcat.services import dotenv_io, keys
+from envcat.services.errors import Conflict, NotFound
+from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
+
+log = logging.getLogger("envcat.bundles")
+EXPORT_TYPES = {
+    "dotenv": ("text/plain; charset=utf-8", ".env"),
+    "json": ("application/json", ".json"),
+}
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """An exported bundle: file name, media type and body."""
+
+    filename: str
+    content_type: str
+    body: str
+
+
+def _entries(bundle: Bundle) -> list[tuple[BundleKey, Key]]:
+    rows = db.session.execute(
+        select(BundleKey, Key)
+        .join(Key, Key.id == BundleKey.key_id)
+        .where(BundleKey.bundle_id == bundle.id, Key.tenant_id == bundle.tenant_id)
+        .order_by(BundleKey.position, Key.name)
+    ).all()
+    return [(entry, key) for entry, key in rows]
+
+
+def detail(tenant_id: str, bundle_id: str) -> BundleDetail:
+    """A bundle with its keys in position order; secret values masked (null)."""
+    bundle = get_bundle(tenant_id, bundle_id)
+    return BundleDetail(
+        id=bundle.id,
+        name=bundle.name,
+        description=bundle.description,
+        tags=list(bundle.tags),
+        created_at=as_utc(bundle.created_at),
+        updated_at=as_utc(bundle.updated_at),
+        keys=[
+            BundleKeyOut(
+                id=key.id,
+                name=key.name,
+                is_secret=key.is_secret,
+                required=entry.required,
+                position=entry.position,
+                description=key.description,
+                value=keys.shown_value(key),
+            )
+            for entry, key in _entries(bundle)
+        ],
+    )
+
+
+def list_bundles(tenant_id: str, q: str = "") -> BundleList:
+    """The tenant's bundles sorted by name, with key counts; `q` filters by name substring."""
+    counts = (
+        select(BundleKey.bundle_id, func.count().label("n"))
+        .group_by(BundleKey.bundle_id)
+        .subquery()
+    )
+    statement = (
+        select(Bundle, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.bundle_id == Bundle.id)
+        .where(Bundle.tenant_id == tenant_id)
+    )
+    if q:
+        statement = statement.where(func.lower(Bundle.name).contains(q.lower(), autoescape=True))
+    rows = sorted(db.session.execute(statement).all(), key=lambda r: (r[0].name.lower(), r[0].name))
+    return BundleList(
+        bundles=[
+            BundleSummary(
+                id=b.id,
+                name=b.name,
+                description=b.description,
+                tags=list(b.tags),
+                key_count=int(n),
+                created_at=as_utc(b.created_at),
+                updated_at=as_utc(b.updated_at),
+            )
+            for b, n in rows
+        ]
+    )
+
+
+def _name_taken(tenant_id: str, name: str, other_than: str | None = None) -> bool:
+    statement = select(Bundle.id).where(Bundle.tenant_id == tenant_id, Bundle.name == name)
+    if other_than is not None:
+        statement = statement.where(Bundle.id != other_than)
+    return db.session.execute(statement.limit(1)).first() is not None
+
+
+def create_bundle(actor: Actor, body: BundleCreate) -> BundleDetail:
+    """Create an empty bundle; 409 when the tenant already has one with this name."""
+    message = f"A bundle named {body.name} already exists."
+    with transaction(message):
+        if _name_taken(actor.tenant_id, body.name):
+            raise Conflict(message)
+        bundle = Bundle(
+            tenant_id=actor.tenant_id, name=body.name, description=body.description, tags=body.tags
+        )
+        db.session.add(bundle)
+    actor.record("bundle.created", f"bundle:{bundle.id}", {"name": bundle.name})
+    return detail(actor.tenant_id, bundle.id)
+
+
+def _apply_update(bundle: Bundle, body: BundleUpdate) -> list[str]:
+    """Apply the fields that differ; return their names (a form may resend unchanged ones)."""
+    changed: list[str] = []
+    if body.name is not None and body.name != bundle.name:
+        if _name_taken(bundle.tenant_id, body.name, other_than=bundle.id):
+            raise Conflict(f"A bundle named {body.name} already exists.")
+        bundle.name = body.name
+        changed.append("name")
+    if body.description is not None and body.description != bundle.description:
+        bundle.description = body.description
+        changed.append("description")
+    if body.tags is not None and body.tags != bundle.tags:
+        bundle.tags = body.tags
+        changed.append("tags")
+    return changed
+
+
+def update_bundle(actor: Actor, bundle_id: str, body: BundleUpdate) -> BundleDetail:
+    """Rename, re-describe or re-tag a bundle; 409 when the new name is taken."""
+    with transaction(f"A bundle named {body.name} already exists."):
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        old_name = bundle.name
+        changed = _apply_update(bundle, body)
+    if changed:
+        details: dict[str, object] = {"name": old_name, "fields": sorted(changed)}
+        if "name" in changed:
+            details["new_name"] = bundle.name
+        actor.record("bundle.updated", f"bundle:{bundle.id}", details)
+    return detail(actor.tenant_id, bundle.id)
+
+
+def delete_bundle(actor: Actor, bundle_id: str) -> None:
+    """Delete a bundle; its keys stay in the library."""
+    with transaction():
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        name = bundle.name
+        db.session.delete(bundle)
+    actor.record("bundle.deleted", f"bundle:{bundle_id}", {"name": name})
+
+
+def _next_position(bundle_id: str) -> int:
+    highest = db.session.execute(
+        select(func.max(BundleKey.position)).where(BundleKey.bundle_id == bundle_id)
+    ).scalar_one_or_none()
+    return 0 if highest is None else highest + 1
+
+
+def _attach(bundle: Bundle, key: Key, *, required: bool, position: int | None) -> None:
+    if position is None:
+        position = _next_position(bundle.id)
+    # `key=` (not only key_id) lets the flush insert a new key before its entry.
+    db.session.add(BundleKey(bundle_id=bundle.id, key=key, required=required, position=position))
+    bundle.updated_at = utcnow()
+
+
+def _attached_event(actor: Actor, action: str, bundle: Bundle, key: Key) -> None:
+    details = {"bundle": bundle.name, "key_id": key.id, "key": key.name}
+    actor.record(action, f"bundle:{bundle.id}", details)
+
+
+def attach_key(actor: Actor, bundle_id: str, body: AttachKey) -> BundleDetail:
+    """Attach a library key of the same tenant; 409 when it is already attached."""
+    with transaction("This key is already in this bundle."):
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        key = get_key(actor.tenant_id, body.key_id)
+        if db.session.get(BundleKey, (bundle.id, key.id)) is not None:
+            raise Conflict(f"{key.name} is already in this bundle.")
+        _attach(bundle, key, required=body.required, position=body.position)
+    _attached_event(actor, "bundle.key_attached", bundle, key)
+    return detail(actor.tenant_id, bundle.id)
+
+
+def create_and_attach_key(actor: Actor, bundle_id: str, body: CreateAndAttachKey) -> BundleDetail:
+    """Create a library key and attach it; 409 when the library has the name already."""
+    message = f"A key named {body.name} already exists; attach it by key_id."
+    with transaction(message):
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        if keys.name_taken(actor.tenant_id, body.name):
+            raise Conflict(message)
+        key = keys.new_key(
+            actor.tenant_id,
+            body.name,
+            body.value,
+            is_secret=body.is_secret,
+            description=body.description,
+        )
+        _attach(bundle, key, required=body.required, position=body.position)
+    actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
+    _attached_event(actor, "bundle.key_attached", bundle, key)
+    return detail(actor.tenant_id, bundle.id)
+
+
+def detach_key(actor: Actor, bundle_id: str, key_id: str) -> None:
+    """Detach a key from a bundle (the key stays in the library); 404 when not attached."""
+    with transaction():
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        key = get_key(actor.tenant_id, key_id)
+        entry = db.session.get(BundleKey, (bundle.id, key.id))
+        if entry is None:
+            raise NotFound(f"{key.name} is not in this bundle.")
+        db.session.delete(entry)
+        bundle.updated_at = utcnow()
+    _attached_event(actor, "bundle.key_detached", bundle, key)
+
+
+def _apply_import(
+    bundle: Bundle, values: dict[str, str], overwrite: bool, result: ImportResult
+) -> None:
+    library = {
+        k.name: k
+        for k in db.session.execute(
+            select(Key).where(Key.tenant_id == bundle.tenant_id, Key.name.in_(list(values)))
+        ).scalars()
+    }
+    attached = set(
+        db.session.execute(select(BundleKey.key_id).where(BundleKey.bundle_id == bundle.id))
+        .scalars()
+        .all()
+    )
+    position = _next_position(bundle.id)
+    for name, value in values.items():
+        key = library.get(name)
+        if key is None:
+            key = keys.new_key(bundle.tenant_id, name, value, is_secret=True, description="")
+            result.created.append(name)
+        elif keys.decrypt(key) == value:
+            (result.unchanged if key.id in attached else result.created).append(name)
+        elif overwrite:
+            keys.set_value(key, value)
+            result.updated.append(name)
+        else:
+            # Attaching it would hand out the library's other value under this bundle.
+            result.skipped.append(name)
+            continue
+        if key.id not in attached:
+            _attach(bundle, key, required=False, position=position)
+            position += 1
+
+
+def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> ImportResult:
+    """Import .env or JSON content into a bundle in one transaction; never half-applied."""
+    bundle = get_bundle(actor.tenant_id, bundle_id)
+    parsed = dotenv_io.parse(body.format, body.content)
+    result = ImportResult(created=[], updated=[], unchanged=[], skipped=list(parsed.skipped))
+    with transaction("The library changed during the import; nothing was imported. Retry."):
+        _apply_import(bundle, parsed.values, body.overwrite, result)
+        if result.updated:
+            bundle.updated_at = utcnow()
+    actor.record(
+        "bundle.imported",
+        f"bundle:{bundle.id}",
+        {
+            "bundle": bundle.name,
+            "format": body.format,
+            "overwrite": body.overwrite,
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+            "skipped_count": len(result.skipped),
+        },
+    )
+    log.info(
+        "bundle imported",
+        extra={
+            "bundle_id": bundle.id,
+            "keys_created": len(result.created),
+            "keys_updated": len(result.updated),
+        },
+    )
+    return result
+
+
+def export_bundle(actor: Actor, bundle_id: str, fmt: str) -> ExportFile:
+    """The bundle's keys and values as a .env or JSON file; audited (`bundle.exported`)."""
+    bundle = get_bundle(actor.tenant_id, bundle_id)
+    values = {key.name: keys.decrypt(key) for _, key in _entries(bundle)}
+    body = (
+        dotenv_io.serialise_dotenv(values) if fmt == "dotenv" else dotenv_io.serialise_json(values)
+    )
+    content_type, suffix = EXPORT_TYPES[fmt]
+    actor.record(
+        "bundle.exported",
+        f"bundle:{bundle.id}",
+        {"bundle": bundle.name, "format": fmt, "keys": list(values)},
+    )
+    return ExportFile(bundle.name.replace("/", "_") + suffix, content_type, body)

@@ -1,0 +1,192 @@
+"""The tenant's key library: names, encrypted values, and who may see them.
+
+Values are encrypted with the keyring before they reach the session, bound to
+the tenant and the key's own id (generated first, so it is in the AAD). A
+plaintext never goes to the database, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy import delete, func, select
+
+from envcat.core.kms import DecryptionError
+from envcat.core.schemas.bundles import KeyCreate, KeyList, KeyOut, KeyUpdate
+from envcat.models import BundleKey, Key, db, new_uuid
+from envcat.services.errors import Conflict, EnvCatError
+from envcat.services.runtime import current
+from envcat.services.tenancy import Actor, as_utc, get_key, transaction
+
+log = logging.getLogger("envcat.keys")
+
+
+class DecryptionFailed(EnvCatError):
+    """A stored value does not decrypt with the configured keyring (server-side damage)."""
+
+    status, code = 500, "decryption_failed"
+
+
+def new_key(tenant_id: str, name: str, value: str, *, is_secret: bool, description: str) -> Key:
+    """Add a library key to the session (not committed), its value encrypted under its id."""
+    key_id = new_uuid()
+    ciphertext = current().keyring.encrypt(value, tenant_id=tenant_id, key_id=key_id)
+    key = Key(
+        id=key_id,
+        tenant_id=tenant_id,
+        name=name,
+        value=ciphertext,
+        is_secret=is_secret,
+        description=description,
+    )
+    db.session.add(key)
+    return key
+
+
+def set_value(key: Key, value: str) -> None:
+    """Replace a key's value (re-encrypted under the same tenant and key id)."""
+    key.value = current().keyring.encrypt(value, tenant_id=key.tenant_id, key_id=key.id)
+
+
+def decrypt(key: Key) -> str:
+    """Return a key's plaintext, or raise DecryptionFailed naming the key (never the value)."""
+    try:
+        return current().keyring.decrypt(key.value, tenant_id=key.tenant_id, key_id=key.id)
+    except DecryptionError:
+        log.error("key value does not decrypt", extra={"key_id": key.id})
+        raise DecryptionFailed(
+            f"The value of {key.name} does not decrypt with the configured keyring."
+        ) from None
+
+
+def shown_value(key: Key) -> str | None:
+    """The value a listing shows: null for a secret key (or for one that does not decrypt)."""
+    if key.is_secret:
+        return None
+    try:
+        return decrypt(key)
+    except DecryptionFailed:
+        return None
+
+
+def name_taken(tenant_id: str, name: str, *, other_than: str | None = None) -> bool:
+    """True when the tenant's library already has a key called `name`."""
+    statement = select(Key.id).where(Key.tenant_id == tenant_id, Key.name == name)
+    if other_than is not None:
+        statement = statement.where(Key.id != other_than)
+    return db.session.execute(statement.limit(1)).first() is not None
+
+
+def _bundle_counts(key_ids: Iterable[str]) -> dict[str, int]:
+    ids = list(key_ids)
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        select(BundleKey.key_id, func.count())
+        .where(BundleKey.key_id.in_(ids))
+        .group_by(BundleKey.key_id)
+    ).all()
+    return {key_id: count for key_id, count in rows}
+
+
+def _out(key: Key, bundle_count: int, value: str | None) -> KeyOut:
+    return KeyOut(
+        id=key.id,
+        name=key.name,
+        is_secret=key.is_secret,
+        description=key.description,
+        value=value,
+        bundle_count=bundle_count,
+        created_at=as_utc(key.created_at),
+        updated_at=as_utc(key.updated_at),
+    )
+
+
+def list_keys(tenant_id: str, q: str = "") -> KeyList:
+    """The tenant's library sorted by name; `q` is a case-insensitive substring of the name."""
+    statement = select(Key).where(Key.tenant_id == tenant_id)
+    if q:
+        statement = statement.where(func.lower(Key.name).contains(q.lower(), autoescape=True))
+    keys = sorted(db.session.execute(statement).scalars(), key=lambda k: (k.name.lower(), k.name))
+    counts = _bundle_counts(k.id for k in keys)
+    return KeyList(keys=[_out(k, counts.get(k.id, 0), shown_value(k)) for k in keys])
+
+
+def key_out(tenant_id: str, key_id: str) -> KeyOut:
+    """One library key, its value masked when secret."""
+    key = get_key(tenant_id, key_id)
+    return _out(key, _bundle_counts([key.id]).get(key.id, 0), shown_value(key))
+
+
+def reveal_key(actor: Actor, key_id: str) -> KeyOut:
+    """One library key with its value in clear; audited (`key.revealed`) before it is returned."""
+    key = get_key(actor.tenant_id, key_id)
+    value = decrypt(key)
+    out = _out(key, _bundle_counts([key.id]).get(key.id, 0), value)
+    actor.record("key.revealed", f"key:{key.id}", {"name": key.name})
+    return out
+
+
+def create_key(actor: Actor, body: KeyCreate) -> KeyOut:
+    """Create a library key; 409 when the name is taken."""
+    message = f"A key named {body.name} already exists."
+    with transaction(message):
+        if name_taken(actor.tenant_id, body.name):
+            raise Conflict(message)
+        key = new_key(
+            actor.tenant_id,
+            body.name,
+            body.value,
+            is_secret=body.is_secret,
+            description=body.description,
+        )
+    actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
+    return key_out(actor.tenant_id, key.id)
+
+
+def _apply_update(key: Key, body: KeyUpdate) -> list[str]:
+    """Apply the fields that differ; return their names (a form may resend unchanged ones)."""
+    changed: list[str] = []
+    if body.name is not None and body.name != key.name:
+        if name_taken(key.tenant_id, body.name, other_than=key.id):
+            raise Conflict(f"A key named {body.name} already exists.")
+        key.name = body.name
+        changed.append("name")
+    if body.value is not None and body.value != decrypt(key):
+        set_value(key, body.value)
+        changed.append("value")
+    if body.is_secret is not None and body.is_secret != key.is_secret:
+        key.is_secret = body.is_secret
+        changed.append("is_secret")
+    if body.description is not None and body.description != key.description:
+        key.description = body.description
+        changed.append("description")
+    return changed
+
+
+def update_key(actor: Actor, key_id: str, body: KeyUpdate) -> KeyOut:
+    """Rename, re-value, re-describe or (un)mark a key as secret; 409 on a taken name."""
+    with transaction(f"A key named {body.name} already exists."):
+        key = get_key(actor.tenant_id, key_id)
+        old_name = key.name
+        changed = _apply_update(key, body)
+    if changed:
+        details: dict[str, object] = {"name": old_name, "fields": sorted(changed)}
+        if "name" in changed:
+            details["new_name"] = key.name
+        actor.record("key.updated", f"key:{key.id}", details)
+    return key_out(actor.tenant_id, key.id)
+
+
+def delete_key(actor: Actor, key_id: str) -> None:
+    """Delete a library key and detach it from every bundle."""
+    with transaction():
+        key = get_key(actor.tenant_id, key_id)
+        name = key.name
+        detached = len(
+            db.session.execute(select(BundleKey.bundle_id).where(BundleKey.key_id == key.id)).all()
+        )
+        db.session.execute(delete(BundleKey).where(BundleKey.key_id == key.id))
+        db.session.delete(key)
+    actor.record("key.deleted", f"key:{key_id}", {"name": name, "detached_from": detached})

@@ -1,0 +1,146 @@
+"""Tenant-scoped lookups shared by the bundle, key, audit and /me services.
+
+Every read of tenant data goes through a function here that filters by the
+tenant taken from the verified signature; an object of another tenant is
+indistinguishable from one that does not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from envcat.core.schemas.accounts import AccountOut, TenantOut, UserOut
+from envcat.core.schemas.bundles import AuditEventOut, AuditPage, AuditQuery
+from envcat.models import AuditEvent, Bundle, Key, Membership, Tenant, User, db
+from envcat.services import audit
+from envcat.services.errors import Conflict, NotFound, ValidationFailed
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, in which tenant, and from where (ip and user agent for the audit log)."""
+
+    tenant_id: str
+    user_id: str
+    origin: audit.Origin = field(default_factory=audit.Origin)
+
+    def record(self, action: str, target: str, details: dict[str, Any] | None = None) -> AuditEvent:
+        """Append an audit event for this actor. `details` holds names and ids, never values."""
+        return audit.record(
+            self.tenant_id, self.user_id, action, target, details=details, origin=self.origin
+        )
+
+
+def as_utc(at: datetime) -> datetime:
+    """Return an aware UTC datetime (SQLite hands back naive ones)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def get_bundle(tenant_id: str, bundle_id: str) -> Bundle:
+    """Return the tenant's bundle, or raise NotFound (also for another tenant's id)."""
+    bundle = db.session.execute(
+        select(Bundle).where(Bundle.id == bundle_id, Bundle.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    if bundle is None:
+        raise NotFound("No such bundle.")
+    return bundle
+
+
+def get_key(tenant_id: str, key_id: str) -> Key:
+    """Return the tenant's library key, or raise NotFound (also for another tenant's id)."""
+    key = db.session.execute(
+        select(Key).where(Key.id == key_id, Key.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    if key is None:
+        raise NotFound("No such key.")
+    return key
+
+
+def account(user_id: str, tenant_id: str) -> AccountOut:
+    """The user, the tenant and the user's role there (GET /me, sign-in replies)."""
+    row = db.session.execute(
+        select(User, Tenant, Membership.role)
+        .join(Membership, Membership.user_id == User.id)
+        .join(Tenant, Tenant.id == Membership.tenant_id)
+        .where(User.id == user_id, Tenant.id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("Not found.")
+    user, tenant, role = row
+    return AccountOut(
+        user=UserOut(id=user.id, email=user.email, name=user.name),
+        tenant=TenantOut(id=tenant.id, name=tenant.name, kind=tenant.kind),
+        role=role,
+    )
+
+
+def _encode_cursor(event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"a{event_id}".encode("ascii")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if not (text.startswith("a") and text[1:].isdigit() and len(text) < 20):
+        raise ValidationFailed("The cursor is not one this api handed out.")
+    return int(text[1:])
+
+
+def list_events(tenant_id: str, query: AuditQuery) -> AuditPage:
+    """One page of the tenant's audit log, newest first, with the cursor of the next page."""
+    statement = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
+    if query.cursor is not None:
+        statement = statement.where(AuditEvent.id < _decode_cursor(query.cursor))
+    if query.action is not None:
+        statement = statement.where(AuditEvent.action == query.action)
+    rows = list(
+        db.session.execute(statement.order_by(AuditEvent.id.desc()).limit(query.limit + 1))
+        .scalars()
+        .all()
+    )
+    page = rows[: query.limit]
+    events = [
+        AuditEventOut(
+            id=e.id,
+            actor=e.actor,
+            action=e.action,
+            target=e.target,
+            ip=e.ip,
+            user_agent=e.user_agent,
+            at=as_utc(e.at),
+            details=e.details,
+        )
+        for e in page
+    ]
+    next_cursor = _encode_cursor(page[-1].id) if len(rows) > query.limit else None
+    return AuditPage(events=events, next_cursor=next_cursor)
+
+
+@contextmanager
+def transaction(conflict: str = "The change conflicts with another one; retry.") -> Iterator[None]:
+    """Run the block's writes as one transaction and commit them.
+
+    A unique-constraint clash at any flush or at commit (a race with another
+    writer) becomes a 409 with `conflict` as its message; any error rolls the
+    whole block back, so a failed write leaves the previous state intact.
+    """
+    try:
+        yield
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(conflict) from None
+    except BaseException:
+        db.session.rollback()
+        raise
