@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 import envcat
 from envcat.services.errors import ValidationFailed
 
-Auth = Literal["public", "signed", "internal", "svix"]
+Auth = Literal["public", "signed", "internal", "svix", "poll"]
 ResponseSpec = type[BaseModel] | None
 
 
@@ -48,7 +48,10 @@ _RULE_PARAM = re.compile(r"<(?:[a-z]+:)?([A-Za-z_]+)>")
 
 
 def _parse_body(model: type[BaseModel]) -> BaseModel:
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # absurdly deep nesting: json gives up before `silent` applies
+        data = None
     if not isinstance(data, dict):
         raise ValidationFailed("The request body must be a JSON object.")
     return model.model_validate(data)
@@ -112,6 +115,16 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "internal": [{"bffSignature": []}],
     "svix": [{"svix": []}],
     "public": [],
+    "poll": [{"pollToken": []}],
+}
+# Statuses the authentication itself answers, on every operation of that kind:
+# a missing or bad signature/token is 401; a signed caller outside the tenant is 404.
+_AUTH_ERRORS: dict[str, tuple[int, ...]] = {
+    "signed": (401, 404),
+    "internal": (401,),
+    "svix": (401,),
+    "public": (),
+    "poll": (401,),
 }
 
 
@@ -150,7 +163,7 @@ def _operation_doc(
         if model is not None:
             entry["content"] = {"application/json": {"schema": ref(model)}}
         doc["responses"][str(status)] = entry
-    for status in (*op.errors, 400, 503):
+    for status in (*op.errors, *_AUTH_ERRORS[op.auth], 400, 503):
         doc["responses"].setdefault(
             str(status),
             {

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from envcat.models import AuditEvent, db, utcnow
 
 GENESIS = "0" * 64
-CHAIN_RETRIES = 8
+CHAIN_RETRIES = 40
+BACKOFF_STEP_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,14 @@ def _as_utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def _lock_chain(tenant_id: str) -> None:
+    """On PostgreSQL, serialise appends per tenant until commit (no retries needed)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:chain))"), {"chain": f"audit:{tenant_id}"}
+        )
+
+
 def _last_hash(tenant_id: str) -> str:
     last = db.session.execute(
         select(AuditEvent.hash)
@@ -66,11 +77,13 @@ def record(
 ) -> AuditEvent:
     """Append one event and commit it. Never pass a secret value in `details`.
 
-    Two writers racing on one tenant collide on UNIQUE(tenant_id, prev_hash);
-    the loser re-reads the head and tries again, so the chain never forks.
+    PostgreSQL appends take a per-tenant advisory lock. Elsewhere (SQLite) two
+    writers racing on one tenant collide on UNIQUE(tenant_id, prev_hash); the
+    loser backs off, re-reads the head and tries again, so the chain never forks.
     """
     origin = origin or Origin()
-    for _ in range(CHAIN_RETRIES):
+    for attempt in range(CHAIN_RETRIES):
+        _lock_chain(tenant_id)
         prev_hash = _last_hash(tenant_id)
         at = utcnow()
         event = AuditEvent(
@@ -91,6 +104,7 @@ def record(
             return event
         except IntegrityError:
             db.session.rollback()
+            time.sleep(random.uniform(0, BACKOFF_STEP_SECONDS * (attempt + 1)))  # noqa: S311
     raise RuntimeError(f"audit chain for tenant {tenant_id} is too contended")
 
 
