@@ -210,3 +210,12 @@ def signed_as(api_app: Flask, settings: Settings):  # type: ignore[no-untyped-de
         )
 
     return make
+
+
+@pytest.fixture
+def live_stack(sqlite_url: str, redis_url: str, broker_url: str):  # type: ignore[no-untyped-def]
+    """The real api, a real Celery worker and the real bff on loopback (tests/support/stack.py)."""
+    from tests.support.stack import live_stack as run_live_stack
+
+    with run_live_stack(sqlite_url, redis_url, broker_url) as stack:
+        yield stack

@@ -26,34 +26,59 @@ class ConfigError(SystemExit):
 class Settings(BaseSettings):
     """Every knob of an EnvCat server process; names match DESIGN §2 case-insensitively."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", use_attribute_docstrings=True)
 
     database_url: str = "sqlite:///./.envcat/envcat.db"
+    """SQLAlchemy URL of the database: SQLite for one machine, `postgresql+psycopg://…` to scale."""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for pending requests, nonces, rate limits and wake-ups (run it without persistence)."""
     celery_broker_url: str | None = None
-    bundle_kms_key: SecretStr
+    """Celery broker (Redis or RabbitMQ); defaults to REDIS_URL."""
+    bundle_kms_key: SecretStr | None = None
+    """Keyring for values at rest: comma-separated urlsafe-base64 32-byte keys, first = primary.
+    Required by the api, the workers and `envcat server`; the public bff never holds it."""
     bff_shared_secret: SecretStr
+    """HMAC key the bff signs api calls with: at least 64 hex characters, same on bff and api."""
     session_secret: SecretStr | None = None
+    """Key of the bff's session cookie; derived from BFF_SHARED_SECRET when unset."""
     request_ttl: int = Field(default=300, ge=30, le=3600)
+    """Seconds an access request lives before it expires."""
     request_rate_limit: str = "60/minute"
+    """Request creation limit per client IP, in flask-limiter syntax."""
     public_url: str = "http://localhost:8888"
+    """Public base URL of the web UI; approval links start with it."""
     api_base_url: str = "http://127.0.0.1:5000"
+    """Where the bff reaches the internal api."""
     auth_provider: Literal["local", "clerk"] = "local"
+    """Who signs people in: built-in accounts (`local`) or Clerk (`clerk`)."""
     clerk_jwt_key: SecretStr | None = None
+    """Clerk's PEM public key, to verify session tokens without a network call."""
     clerk_jwks_url: str | None = None
+    """Clerk's JWKS URL, used when CLERK_JWT_KEY is not set."""
     clerk_issuer: str | None = None
+    """Expected `iss` of Clerk session tokens."""
     clerk_authorized_parties: str = ""
+    """Allowed `azp` origins of Clerk session tokens, comma-separated."""
     clerk_publishable_key: str | None = None
+    """Clerk publishable key, for the sign-in page."""
     clerk_webhook_secret: SecretStr | None = None
+    """Svix signing secret (`whsec_…`) of the Clerk webhook endpoint."""
     allow_signup: bool = True
+    """Whether anyone may create a local account on the sign-up page."""
     sweep_interval: int = Field(default=60, ge=1)
+    """Seconds between two sweeps of expired requests (beat)."""
     worker_metrics_port: int = 9808
+    """Port of each worker's Prometheus /metrics endpoint."""
     log_level: str = "INFO"
+    """Level of the JSON logs of every server process."""
     max_body_bytes: int = 1024 * 1024
+    """Largest request body the api accepts, in bytes."""
 
     @field_validator("bundle_kms_key")
     @classmethod
-    def _check_keyring(cls, value: SecretStr) -> SecretStr:
+    def _check_keyring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         entries = [e.strip() for e in value.get_secret_value().split(",") if e.strip()]
         if not entries:
             raise ValueError("must hold at least one key")
@@ -80,6 +105,12 @@ class Settings(BaseSettings):
             raise ValueError("AUTH_PROVIDER=clerk needs CLERK_JWT_KEY or CLERK_JWKS_URL")
         return self
 
+    def kms_key_value(self) -> str:
+        """The BUNDLE_KMS_KEY keyring text; ConfigError when this process was started without it."""
+        if self.bundle_kms_key is None:
+            raise ConfigError("envcat: configuration error: BUNDLE_KMS_KEY: Field required")
+        return self.bundle_kms_key.get_secret_value()
+
     @property
     def broker_url(self) -> str:
         """The Celery broker: CELERY_BROKER_URL, else REDIS_URL."""
@@ -99,9 +130,16 @@ def describe_error(exc: ValidationError) -> str:
     return f"{name}: {message}"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment; on a bad value raise ConfigError with one clear line."""
+def load_settings(*, needs_kms_key: bool = True, **overrides: object) -> Settings:
+    """Read the environment; on a bad value raise ConfigError with one clear line.
+
+    Processes that touch values at rest need BUNDLE_KMS_KEY; the bff passes
+    `needs_kms_key=False` so the internet-facing process never holds it.
+    """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings fills the rest
+        settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings fills the rest
     except ValidationError as exc:
         raise ConfigError(f"envcat: configuration error: {describe_error(exc)}") from None
+    if needs_kms_key:
+        settings.kms_key_value()
+    return settings

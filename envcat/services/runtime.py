@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
-from redis import Redis
+from redis import BlockingConnectionPool, ConnectionPool, Redis
 
 from envcat.core.kms import Keyring
 from envcat.core.settings import Settings
@@ -20,6 +20,12 @@ EXTENSION_KEY = "envcat"
 # Ordinary commands fail fast; the long-poll connection must outlive the longest wait.
 REDIS_SOCKET_TIMEOUT = 5.0
 MAX_LONG_POLL_SECONDS = 30
+# redis-py >= 6 caps a pool at 100 connections, then raises MaxConnectionsError (a 503).
+# Each long poll holds its own connection for up to 30 s, so the blocking pool is sized
+# for all the waiters one process may hold (gunicorn's worker_connections bounds them);
+# ordinary commands are brief, so under a burst they queue for a free connection.
+MAX_WAITING_CONNECTIONS = 10_000
+MAX_COMMAND_CONNECTIONS = 200
 
 
 @dataclass(frozen=True)
@@ -34,14 +40,20 @@ class Runtime:
 
 def make_redis(url: str, *, blocking: bool = False) -> Redis:
     """Return a pooled client; `blocking` ones wait longer than any long poll."""
-    timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
-        health_check_interval=30,
-    )
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+        "health_check_interval": 30,
+    }
+    pool: ConnectionPool
+    if blocking:
+        pool = ConnectionPool.from_url(url, max_connections=MAX_WAITING_CONNECTIONS, **options)
+    else:
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_COMMAND_CONNECTIONS, timeout=REDIS_SOCKET_TIMEOUT, **options
+        )
+    return Redis(connection_pool=pool)
 
 
 def _engine_options(database_url: str) -> dict[str, Any]:
@@ -60,7 +72,7 @@ def init_app(app: Flask, settings: Settings) -> Runtime:
         settings=settings,
         redis=make_redis(settings.redis_url),
         redis_blocking=make_redis(settings.redis_url, blocking=True),
-        keyring=Keyring.from_setting(settings.bundle_kms_key.get_secret_value()),
+        keyring=Keyring.from_setting(settings.kms_key_value()),
     )
     app.extensions[EXTENSION_KEY] = runtime
     return runtime

@@ -71,3 +71,11 @@ def test_worker_start_up_with_missing_secret_is_one_line_no_traceback() -> None:
     )
     assert result.returncode != 0
     assert result.stderr.strip() == "envcat: configuration error: BUNDLE_KMS_KEY: Field required"
+
+
+def test_bff_starts_without_the_kms_key_the_api_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BFF_SHARED_SECRET", GOOD_SECRET)
+    settings = load_settings(needs_kms_key=False)
+    assert settings.bundle_kms_key is None
+    with pytest.raises(ConfigError, match="BUNDLE_KMS_KEY: Field required"):
+        settings.kms_key_value()

@@ -1,0 +1,212 @@
+"""Who is signed in: the local session cookie or a verified Clerk token; CSRF tokens.
+
+The session is Flask's signed cookie (HttpOnly, SameSite=Lax). It holds the
+user id, tenant id, email, role and the CSRF token; never a password or a value.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, redirect, request, session, url_for
+from werkzeug.exceptions import Forbidden, HTTPException
+
+from envcat.bff.apiclient import BFF_SIGNER, CallerInfo, Signer
+from envcat.bff.clerk import ClerkClaims, InvalidToken
+from envcat.bff.runtime import runtime
+from envcat.core import signing
+
+log = logging.getLogger("envcat.bff")
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+CLERK_COOKIE = "__session"
+_USER = "user"
+_CSRF = "csrf"
+_CLERK = "clerk"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CsrfFailed(Forbidden):
+    """A state-changing request without the session's CSRF token."""
+
+    description = "This form has expired or did not come from EnvCat. Reload the page and retry."
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The signed-in person and the tenant they act in."""
+
+    user_id: str
+    tenant_id: str
+    email: str
+    role: str
+    via_bearer: bool = False
+
+    @property
+    def signer(self) -> Signer:
+        """Sign api calls for this user in this tenant."""
+        return Signer(self.user_id, self.tenant_id)
+
+
+def caller_info() -> CallerInfo:
+    """Client IP (after ProxyFix), user agent and request id, passed on to the api."""
+    return CallerInfo(
+        client_ip=request.remote_addr,
+        user_agent=request.user_agent.string or None,
+        request_id=g.get("request_id"),
+    )
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, created on first use."""
+    token = session.get(_CSRF)
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session[_CSRF] = token
+    return token
+
+
+def check_csrf(supplied: str | None) -> None:
+    """Raise CsrfFailed unless `supplied` equals the session's token (constant time)."""
+    expected = session.get(_CSRF)
+    if not isinstance(expected, str) or not expected or not supplied:
+        raise CsrfFailed()
+    if not hmac.compare_digest(expected.encode("utf-8"), supplied.encode("utf-8", "replace")):
+        raise CsrfFailed()
+
+
+def start_session(account: dict[str, Any]) -> None:
+    """Replace the session (no fixation) with a signed-in one for the api's account reply."""
+    session.clear()
+    session.permanent = True
+    session[_USER] = {
+        "id": account["user"]["id"],
+        "tenant": account["tenant"]["id"],
+        "email": account["user"].get("email") or "",
+        "role": account.get("role", "viewer"),
+    }
+    session[_CSRF] = secrets.token_urlsafe(32)
+
+
+def end_session() -> None:
+    """Forget everything in the cookie."""
+    session.clear()
+
+
+def current_identity() -> Identity | None:
+    """The caller of this request, or None when nobody valid is signed in."""
+    if "identity" not in g:
+        g.identity = _clerk_identity() if runtime().clerk is not None else _local_identity()
+    return cast(Identity | None, g.identity)
+
+
+def _local_identity() -> Identity | None:
+    data = session.get(_USER)
+    if not isinstance(data, dict):
+        return None
+    fields = [data.get(name) for name in ("id", "tenant", "email", "role")]
+    if not all(isinstance(value, str) for value in fields):
+        return None
+    user_id, tenant_id, email, role = cast(list[str], fields)
+    if not (signing.ID_PATTERN.fullmatch(user_id) and signing.ID_PATTERN.fullmatch(tenant_id)):
+        return None
+    return Identity(user_id, tenant_id, email, role)
+
+
+def _clerk_token() -> tuple[str | None, bool]:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip(), True
+    return request.cookies.get(CLERK_COOKIE), False
+
+
+def _clerk_identity() -> Identity | None:
+    token, via_bearer = _clerk_token()
+    verifier = runtime().clerk
+    if not token or verifier is None:
+        return None
+    try:
+        claims = verifier.verify(token)
+    except InvalidToken as exc:
+        log.info("clerk token rejected", extra={"reason": str(exc)})
+        return None
+    cache_key = f"{claims.user_id}|{claims.tenant_id}"
+    cached = session.get(_CLERK)
+    if not (isinstance(cached, dict) and cached.get("key") == cache_key):
+        cached = _clerk_account(claims)
+        if cached is None:
+            # A valid Clerk user the api refuses: the sign-in page must say so rather
+            # than let Clerk's script bounce them straight back here.
+            g.clerk_refused = True
+            return None
+        cached["key"] = cache_key
+        session[_CLERK] = cached
+    return Identity(
+        claims.user_id, claims.tenant_id, cached["email"], cached["role"], via_bearer=via_bearer
+    )
+
+
+def _clerk_account(claims: ClerkClaims) -> dict[str, str] | None:
+    """GET /me for the token's user; on 404 provision just in time, then retry once."""
+    api, signer = runtime().api, Signer(claims.user_id, claims.tenant_id)
+    response = api.send("GET", "/api/v1/me", signer=signer, caller=caller_info())
+    if response.status_code == 404:
+        jit = api.send(
+            "POST",
+            "/api/v1/internal/clerk/jit",
+            signer=BFF_SIGNER,
+            caller=caller_info(),
+            json=_jit_body(claims),
+        )
+        if jit.status_code != 200:
+            log.warning("clerk jit refused", extra={"status": jit.status_code})
+            return None
+        response = api.send("GET", "/api/v1/me", signer=signer, caller=caller_info())
+    if response.status_code != 200:
+        log.info("clerk user has no account here", extra={"status": response.status_code})
+        return None
+    me = response.json()
+    return {"email": me["user"].get("email") or "", "role": me["role"]}
+
+
+def _jit_body(claims: ClerkClaims) -> dict[str, str]:
+    body = {
+        "user_id": claims.user_id,
+        "email": claims.email,
+        "name": claims.name,
+        "org_id": claims.org_id,
+        "org_name": claims.org_slug,
+        "org_role": claims.org_role,
+    }
+    return {name: value for name, value in body.items() if value is not None}
+
+
+def back_path() -> str:
+    """Where to come back to after signing in: this page, or its GET form for a POST."""
+    if request.method == "GET":
+        return request.full_path.rstrip("?")
+    try:
+        current_app.url_map.bind("localhost").match(request.path, method="GET")
+    except HTTPException:  # a POST-only action has no page to come back to
+        return "/"
+    return request.path
+
+
+def login_required(view: F) -> F:
+    """Send anonymous visitors to the sign-in page, and back here afterwards."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_identity() is None:
+            return redirect(url_for("auth.sign_in", redirect_url=back_path()))
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)

@@ -1,0 +1,170 @@
+"""Sign-in, sign-up and sign-out, for local accounts (via the api) or Clerk."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, g, redirect, render_template, request
+
+from envcat.bff import metrics
+from envcat.bff.apiclient import BFF_SIGNER, ApiUnavailable
+from envcat.bff.backend import timed_send
+from envcat.bff.clerk import frontend_api_host
+from envcat.bff.errors import page_error
+from envcat.bff.identity import CLERK_COOKIE, current_identity, end_session, start_session
+from envcat.bff.runtime import runtime
+from envcat.bff.security import safe_redirect_target
+
+log = logging.getLogger("envcat.bff")
+bp = Blueprint("auth", __name__)
+
+DEFAULT_AFTER_SIGN_IN = "/bundles"
+MAX_EMAIL_LENGTH = 320
+MAX_PASSWORD_LENGTH = 1024
+_SIGN_UP_ERRORS = {
+    409: "An account with this email already exists. Sign in instead.",
+    403: "Sign-up is closed on this server. Ask an administrator for an account.",
+}
+
+
+def _target() -> str:
+    value = request.values.get("redirect_url")
+    return safe_redirect_target(value, DEFAULT_AFTER_SIGN_IN)
+
+
+def _form(template: str, status: int = 200, error: str | None = None, email: str = "") -> Response:
+    settings = runtime().settings
+    body = render_template(
+        template,
+        error=error,
+        email=email,
+        redirect_url=_target(),
+        allow_signup=settings.allow_signup,
+        clerk_publishable_key=settings.clerk_publishable_key,
+        clerk_host=frontend_api_host(settings.clerk_publishable_key),
+    )
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _credentials() -> tuple[str, str] | None:
+    email = request.form.get("email", "").strip().lower()
+    password = request.form.get("password", "")
+    if not email or not password:
+        return None
+    if len(email) > MAX_EMAIL_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+        return None
+    return email, password
+
+
+REFUSED_MESSAGE = (
+    "You are signed in with Clerk, but this EnvCat server has no active account for you "
+    "(it may have been removed). Ask an administrator, or sign out and use another account."
+)
+
+
+def _entry_page(local_template: str) -> Response:
+    if current_identity() is not None:
+        return redirect(_target())  # type: ignore[return-value]
+    if runtime().clerk is None:
+        return _form(local_template)
+    if g.get("clerk_refused") and not request.args.get("signed_out"):
+        # The Clerk page with signed_out=1 signs them out of Clerk, then offers sign-in.
+        link = ("/sign-in?signed_out=1", "Sign out of Clerk")
+        return page_error(403, REFUSED_MESSAGE, title="No access", link=link)
+    return _form("clerk_sign_in.html")
+
+
+@bp.get("/sign-in")
+def sign_in() -> Response:
+    """The sign-in form (or Clerk's sign-in component)."""
+    return _entry_page("sign_in.html")
+
+
+@bp.post("/sign-in")
+def sign_in_submit() -> Response:
+    """Check email and password with the api; throttle failures per IP and email."""
+    if runtime().clerk is not None:
+        return redirect("/sign-in")  # type: ignore[return-value]
+    credentials = _credentials()
+    if credentials is None:
+        return _form("sign_in.html", 400, "Enter your email and password.")
+    email, password = credentials
+    ip = request.remote_addr or "-"
+    throttle = runtime().throttle
+    if (wait := throttle.retry_after(ip, email)) is not None:
+        metrics.SIGN_INS.labels("throttled").inc()
+        minutes = max(1, round(wait / 60))
+        response = _form(
+            "sign_in.html", 429, f"Too many failed attempts. Try again in {minutes} min.", email
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+    reply = timed_send(
+        "POST",
+        "/api/v1/internal/local-auth/sign-in",
+        signer=BFF_SIGNER,
+        kind="auth",
+        json={"email": email, "password": password},
+    )
+    if reply.status_code == 200:
+        throttle.clear(ip, email)
+        metrics.SIGN_INS.labels("success").inc()
+        start_session(reply.json())
+        return redirect(_target())  # type: ignore[return-value]
+    if reply.status_code in (400, 401):
+        throttle.record_failure(ip, email)
+        metrics.SIGN_INS.labels("failure").inc()
+        return _form("sign_in.html", 401, "Wrong email or password.", email)
+    log.warning("sign-in failed upstream", extra={"status": reply.status_code})
+    raise ApiUnavailable(503, "Signing in is unavailable right now; retry in a moment.")
+
+
+@bp.get("/sign-up")
+def sign_up() -> Response:
+    """The sign-up form (or Clerk's sign-up component)."""
+    return _entry_page("sign_up.html")
+
+
+@bp.post("/sign-up")
+def sign_up_submit() -> Response:
+    """Create a local account through the api and sign it in."""
+    if runtime().clerk is not None:
+        return redirect("/sign-up")  # type: ignore[return-value]
+    credentials = _credentials()
+    if credentials is None:
+        return _form("sign_up.html", 400, "Enter an email and a password.")
+    email, password = credentials
+    if not runtime().throttle.allow_signup(request.remote_addr or "-"):
+        return _form("sign_up.html", 429, "Too many sign-ups from here; try later.", email)
+    reply = timed_send(
+        "POST",
+        "/api/v1/internal/local-auth/sign-up",
+        signer=BFF_SIGNER,
+        kind="auth",
+        json={"email": email, "password": password},
+    )
+    if reply.status_code == 201:
+        start_session(reply.json())
+        return redirect(_target())  # type: ignore[return-value]
+    if reply.status_code in _SIGN_UP_ERRORS:
+        return _form("sign_up.html", reply.status_code, _SIGN_UP_ERRORS[reply.status_code], email)
+    if reply.status_code == 400:
+        return _form("sign_up.html", 400, _sign_up_problem(reply.json()), email)
+    log.warning("sign-up failed upstream", extra={"status": reply.status_code})
+    raise ApiUnavailable(503, "Signing up is unavailable right now; retry in a moment.")
+
+
+def _sign_up_problem(data: object) -> str:
+    message = data.get("message") if isinstance(data, dict) else None
+    if isinstance(message, str) and message:
+        return message
+    return "Use a valid email and a password of at least 10 characters."
+
+
+@bp.post("/sign-out")
+def sign_out() -> Response:
+    """Forget the session (POST only, with CSRF, so no link can sign anyone out)."""
+    end_session()
+    response = redirect("/sign-in?signed_out=1")
+    response.delete_cookie(CLERK_COOKIE)
+    return response  # type: ignore[return-value]

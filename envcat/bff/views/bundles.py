@@ -1,0 +1,221 @@
+"""Bundle pages: list, search, create; one bundle's keys, import and export."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, flash, redirect, request
+
+from envcat.bff import backend
+from envcat.bff.backend import UpstreamError
+from envcat.bff.identity import current_identity, login_required
+from envcat.bff.views.forms import MASK, checkbox, describe, page, submit, tags_field
+
+bp = Blueprint("bundles", __name__)
+
+IMPORT_FORMATS = ("dotenv", "json")
+EXPORT_FORMATS = {"dotenv": ".env", "json": ".json"}
+_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _bundle_path(bundle_id: str, suffix: str = "") -> str:
+    return f"/api/v1/bundles/{bundle_id}{suffix}"
+
+
+def _back(bundle_id: str) -> str:
+    return f"/bundles/{bundle_id}"
+
+
+@bp.get("/bundles")
+@login_required
+def index() -> Response:
+    """Every bundle of the tenant, with a search box and the create form."""
+    query = request.args.get("q", "").strip()
+    params = {"q": query} if query else None
+    bundles = backend.fetch("/api/v1/bundles", params)["bundles"]
+    return page("bundles.html", identity=current_identity(), bundles=bundles, q=query)
+
+
+@bp.post("/bundles")
+@login_required
+def create() -> Response:
+    """Create a bundle and open it."""
+    body = {
+        "name": request.form.get("name", "").strip(),
+        "description": request.form.get("description", ""),
+        "tags": tags_field(),
+    }
+    try:
+        created = backend.call("POST", "/api/v1/bundles", ok=(201,), json=body).json()
+    except UpstreamError as exc:
+        if exc.status == 401:
+            raise
+        flash(describe(exc), "error")
+        return redirect("/bundles")  # type: ignore[return-value]
+    flash(f"Created bundle {created['name']}.", "success")
+    return redirect(_back(created["id"]))  # type: ignore[return-value]
+
+
+def _render(bundle_id: str, revealed: dict[str, str] | None = None) -> Response:
+    bundle = backend.fetch(_bundle_path(bundle_id))
+    attached = {key["id"] for key in bundle["keys"]}
+    library = [k for k in backend.fetch("/api/v1/keys")["keys"] if k["id"] not in attached]
+    return page(
+        "bundle.html",
+        identity=current_identity(),
+        bundle=bundle,
+        library=library,
+        revealed=revealed or {},
+        mask=MASK,
+    )
+
+
+@bp.get("/bundles/<bundle_id>")
+@login_required
+def show(bundle_id: str) -> Response:
+    """One bundle: its keys (secret values masked) and every action on it."""
+    return _render(bundle_id)
+
+
+@bp.post("/bundles/<bundle_id>/keys/<key_id>/reveal")
+@login_required
+def reveal(bundle_id: str, key_id: str) -> Response:
+    """Show one secret value in clear (audited by the api; never cached)."""
+    try:
+        key: dict[str, Any] = backend.fetch(f"/api/v1/keys/{key_id}", {"reveal": "true"})
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    return _render(bundle_id, {key_id: key.get("value") or ""})
+
+
+@bp.post("/bundles/<bundle_id>/keys")
+@login_required
+def add_key(bundle_id: str) -> Response:
+    """Create a key in the library and attach it to this bundle."""
+    name = request.form.get("name", "").strip()
+    body = {
+        "name": name,
+        "value": request.form.get("value", ""),
+        "is_secret": checkbox("is_secret"),
+        "description": request.form.get("description", ""),
+        "required": checkbox("required"),
+    }
+    path = _bundle_path(bundle_id, "/keys")
+    return submit("POST", path, json=body, back=_back(bundle_id), done=f"Added {name}.")
+
+
+@bp.post("/bundles/<bundle_id>/attach")
+@login_required
+def attach(bundle_id: str) -> Response:
+    """Attach a key from the library."""
+    body = {"key_id": request.form.get("key_id", ""), "required": checkbox("required")}
+    path = _bundle_path(bundle_id, "/keys")
+    return submit("POST", path, json=body, back=_back(bundle_id), done="Key attached.")
+
+
+@bp.post("/bundles/<bundle_id>/keys/<key_id>/detach")
+@login_required
+def detach(bundle_id: str, key_id: str) -> Response:
+    """Detach a key; it stays in the library."""
+    path = _bundle_path(bundle_id, f"/keys/{key_id}")
+    done = "Key detached (it is still in the library)."
+    return submit("DELETE", path, back=_back(bundle_id), done=done)
+
+
+@bp.post("/bundles/<bundle_id>/edit")
+@login_required
+def edit(bundle_id: str) -> Response:
+    """Rename, describe or retag the bundle."""
+    body = {
+        "name": request.form.get("name", "").strip(),
+        "description": request.form.get("description", ""),
+        "tags": tags_field(),
+    }
+    path = _bundle_path(bundle_id)
+    return submit("PATCH", path, json=body, back=_back(bundle_id), done="Bundle saved.")
+
+
+@bp.post("/bundles/<bundle_id>/delete")
+@login_required
+def delete(bundle_id: str) -> Response:
+    """Delete the bundle; its keys stay in the library."""
+    try:
+        backend.call("DELETE", _bundle_path(bundle_id), ok=(204,))
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    flash("Bundle deleted; its keys are still in the library.", "success")
+    return redirect("/bundles")  # type: ignore[return-value]
+
+
+def _import_content() -> str | None:
+    upload = request.files.get("file")
+    if upload is not None and upload.filename:
+        raw: bytes = upload.read()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return request.form.get("content", "")
+
+
+@bp.post("/bundles/<bundle_id>/import")
+@login_required
+def import_values(bundle_id: str) -> Response:
+    """Import a pasted or uploaded .env (or JSON) file in one transaction."""
+    content = _import_content()
+    fmt = request.form.get("format", "dotenv")
+    if content is None or fmt not in IMPORT_FORMATS or not content.strip():
+        flash("Paste the file or choose a UTF-8 .env or JSON file to import.", "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    body = {"format": fmt, "content": content, "overwrite": checkbox("overwrite")}
+    try:
+        result = backend.call("POST", _bundle_path(bundle_id, "/import"), json=body).json()
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    flash(_import_summary(result), "success")
+    return redirect(_back(bundle_id))  # type: ignore[return-value]
+
+
+def _import_summary(result: dict[str, list[str]]) -> str:
+    parts = []
+    for outcome in ("created", "updated", "unchanged", "skipped"):
+        names = result.get(outcome) or []
+        listed = f" ({', '.join(names[:10])}{', …' if len(names) > 10 else ''})" if names else ""
+        parts.append(f"{len(names)} {outcome}{listed}")
+    return "Imported: " + "; ".join(parts) + "."
+
+
+@bp.post("/bundles/<bundle_id>/export")
+@login_required
+def export(bundle_id: str) -> Response:
+    """Download the bundle as .env or JSON (POST with CSRF: the api audits every export)."""
+    fmt = request.form.get("format", "dotenv")
+    if fmt not in EXPORT_FORMATS:
+        fmt = "dotenv"
+    try:
+        upstream = backend.call("GET", _bundle_path(bundle_id, "/export"), params={"format": fmt})
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    response = Response(upstream.content, status=200)
+    response.headers["Content-Type"] = upstream.headers.get("Content-Type", "text/plain")
+    response.headers["Content-Disposition"] = upstream.headers.get(
+        "Content-Disposition", f'attachment; filename="{_filename(bundle_id, fmt)}"'
+    )
+    return response
+
+
+def _filename(bundle_id: str, fmt: str) -> str:
+    return _FILENAME_UNSAFE.sub("_", bundle_id) + EXPORT_FORMATS[fmt]

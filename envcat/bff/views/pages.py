@@ -1,0 +1,203 @@
+"""The landing page and the approval page (`/approve/<id>`), the heart of the web UI."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from envcat.bff import backend
+from envcat.bff.backend import UpstreamError
+from envcat.bff.identity import current_identity, login_required
+from envcat.bff.views.forms import page
+
+bp = Blueprint("pages", __name__)
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,256}")
+CONTEXT_FIELDS = (
+    ("hostname", "Host"),
+    ("cwd", "Directory"),
+    ("command", "Command"),
+    ("git_remote", "Git remote"),
+    ("client", "Client"),
+)
+
+
+@dataclass(frozen=True)
+class KeyChoice:
+    """One checkbox on the approval page."""
+
+    name: str
+    is_secret: bool
+    required: bool
+    checked: bool
+    description: str
+
+
+@bp.get("/")
+def landing() -> Response:
+    """What EnvCat is, and where to go next."""
+    return page("landing.html", identity=current_identity())
+
+
+def epoch_seconds(value: object) -> float | None:
+    """A time from the api as unix seconds (number or ISO 8601 text), or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def pick_bundle(
+    bundles: list[dict[str, Any]], chosen_id: str | None, context: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The bundle to show: the approver's pick, else the CLI's id or name hint, else the only."""
+    by_id = {b["id"]: b for b in bundles}
+    for candidate in (chosen_id, context.get("bundle_id")):
+        if candidate and candidate in by_id:
+            return by_id[candidate]
+    hint = context.get("bundle")
+    if isinstance(hint, str) and hint:
+        exact = [b for b in bundles if b["name"] == hint]
+        folded = [b for b in bundles if b["name"].casefold() == hint.casefold()]
+        if exact or len(folded) == 1:
+            return (exact or folded)[0]
+    return bundles[0] if len(bundles) == 1 else None
+
+
+def key_choices(
+    keys: list[dict[str, Any]], template_keys: list[str], selected: list[str] | None = None
+) -> list[KeyChoice]:
+    """Checkboxes: the approver's last pick, else the CLI's template keys, else every key.
+
+    Required keys are always checked (and locked on the page).
+    """
+    wanted = set(selected if selected is not None else template_keys)
+    every = selected is None and not template_keys
+    return [
+        KeyChoice(
+            name=key["name"],
+            is_secret=bool(key.get("is_secret", True)),
+            required=bool(key.get("required")),
+            checked=bool(key.get("required")) or every or key["name"] in wanted,
+            description=str(key.get("description") or ""),
+        )
+        for key in keys
+    ]
+
+
+def _gone() -> Response:
+    return page("approve_gone.html", 404)
+
+
+def _render_approval(
+    request_id: str,
+    context: dict[str, Any],
+    chosen_id: str | None,
+    *,
+    error: str | None = None,
+    selected: list[str] | None = None,
+    status: int = 200,
+) -> Response:
+    bundles: list[dict[str, Any]] = backend.fetch("/api/v1/bundles")["bundles"]
+    chosen = pick_bundle(bundles, chosen_id, context)
+    detail = backend.fetch(f"/api/v1/bundles/{chosen['id']}") if chosen else None
+    template_keys = [k for k in context.get("template_keys") or [] if isinstance(k, str)]
+    choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
+    names = {choice.name for choice in choices}
+    expires_at = epoch_seconds(context.get("expires_at"))
+    return page(
+        "approve.html",
+        status,
+        identity=current_identity(),
+        request_id=request_id,
+        phrase=context.get("user_code", ""),
+        details=_context_rows(context.get("context")),
+        seconds_left=max(0, int((expires_at or time.time()) - time.time())),
+        bundles=bundles,
+        chosen=chosen,
+        choices=choices,
+        missing=[k for k in template_keys if chosen and k not in names],
+        hint=context.get("bundle"),
+        error=error,
+    )
+
+
+def _context_rows(raw: object) -> list[tuple[str, str]]:
+    data = raw if isinstance(raw, dict) else {}
+    rows = []
+    for field, label in CONTEXT_FIELDS:
+        value = data.get(field)
+        if isinstance(value, list):
+            value = " ".join(str(part) for part in value)
+        rows.append((label, str(value) if value else "—"))
+    return rows
+
+
+@bp.get("/approve/<request_id>")
+@login_required
+def approve(request_id: str) -> Response:
+    """Show the phrase, the context, the time left, the bundle and the keys to release."""
+    context = backend.public_context(request_id) if REQUEST_ID.fullmatch(request_id) else None
+    if context is None:
+        return _gone()
+    if context.get("status") != "pending":
+        return page("approve_done.html", 409, outcome="decided")
+    return _render_approval(request_id, context, request.args.get("bundle_id"))
+
+
+@bp.post("/approve/<request_id>")
+@login_required
+def decide(request_id: str) -> Response:
+    """Approve (encrypt the chosen keys for the CLI) or deny."""
+    if not REQUEST_ID.fullmatch(request_id):
+        return _gone()
+    if request.form.get("decision") == "deny":
+        return _deny(request_id)
+    bundle_id = request.form.get("bundle_id", "")
+    include = list(dict.fromkeys(request.form.getlist("include_keys")))
+    try:
+        backend.call(
+            "POST",
+            f"/api/v1/requests/{request_id}/encrypt-from-bundle",
+            ok=(200, 202),
+            json={"bundle_id": bundle_id, "include_keys": include},
+        )
+    except UpstreamError as exc:
+        return _refused(request_id, exc, bundle_id, include)
+    return page("approve_done.html", outcome="approved", count=len(include))
+
+
+def _deny(request_id: str) -> Response:
+    try:
+        backend.call("POST", f"/api/v1/requests/{request_id}/deny")
+    except UpstreamError as exc:
+        if exc.status in (404, 410):
+            return _gone()
+        if exc.status == 409:
+            return page("approve_done.html", 409, outcome="decided")
+        raise
+    return page("approve_done.html", outcome="denied")
+
+
+def _refused(request_id: str, exc: UpstreamError, bundle_id: str, include: list[str]) -> Response:
+    if exc.status == 409:
+        return page("approve_done.html", 409, outcome="decided")
+    if exc.status not in (400, 404):
+        raise exc
+    context = backend.public_context(request_id)
+    if context is None:
+        return _gone()
+    if context.get("status") != "pending":
+        return page("approve_done.html", 409, outcome="decided")
+    return _render_approval(
+        request_id, context, bundle_id, error=exc.message, selected=include, status=exc.status
+    )

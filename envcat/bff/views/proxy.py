@@ -1,0 +1,115 @@
+"""The public `/api/v1/*` surface: public routes pass through, the rest is signed per session.
+
+Public routes (the CLI's request endpoints, Clerk webhooks, the OpenAPI
+document) are forwarded unsigned with only the headers they need. Every other
+route needs a valid session (or Clerk bearer token) and is HMAC-signed for that
+user and tenant; identity and signature headers sent by the browser are never
+forwarded, and the internal endpoints are not reachable from outside at all.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from flask import Blueprint, Response, request
+
+from envcat.bff import metrics
+from envcat.bff.backend import timed_send
+from envcat.bff.errors import json_error
+from envcat.bff.identity import CSRF_HEADER, check_csrf, current_identity
+
+bp = Blueprint("proxy", __name__)
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_ID = r"[A-Za-z0-9_-]{1,256}"
+PUBLIC_ROUTES = (
+    ("POST", re.compile(r"requests")),
+    ("GET", re.compile(rf"requests/{_ID}/context")),
+    ("GET", re.compile(rf"requests/{_ID}/wait")),
+    ("DELETE", re.compile(rf"requests/{_ID}")),
+    ("POST", re.compile(r"webhooks/clerk")),
+    ("GET", re.compile(r"openapi\.json")),
+)
+_SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
+# Forwarded from the browser or CLI; everything else (cookies, Authorization, X-User-Id,
+# X-Signature, …) stays here.
+FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Poll-Token")
+WEBHOOK_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
+RETURNED_HEADERS = (
+    "Content-Type",
+    "Content-Disposition",
+    "Retry-After",
+    "Allow",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+)
+
+
+def is_forwardable(rest: str) -> bool:
+    """Plain segments only: no dot segments, no odd characters, never `internal/…`."""
+    segments = rest.split("/")
+    if any(not _SEGMENT.fullmatch(s) or s in (".", "..") for s in segments):
+        return False
+    return segments[0] != "internal"
+
+
+def is_public(method: str, rest: str) -> bool:
+    """True for the routes anyone may call without signing in."""
+    return any(method == m and pattern.fullmatch(rest) for m, pattern in PUBLIC_ROUTES)
+
+
+def _headers(rest: str) -> dict[str, str]:
+    names = FORWARDED_HEADERS + (WEBHOOK_HEADERS if rest == "webhooks/clerk" else ())
+    return {name: value for name in names if (value := request.headers.get(name)) is not None}
+
+
+def _relay(upstream: httpx.Response) -> Response:
+    response = Response(upstream.content, status=upstream.status_code)
+    response.headers.pop("Content-Type", None)
+    for name in RETURNED_HEADERS:
+        if (value := upstream.headers.get(name)) is not None:
+            response.headers[name] = value
+    return response
+
+
+def _target(rest: str) -> str:
+    query = request.query_string.decode("latin-1")
+    return f"/api/v1/{rest}?{query}" if query else f"/api/v1/{rest}"
+
+
+@bp.route("/api/v1/<path:rest>", methods=METHODS)
+def forward(rest: str) -> Response:
+    """Forward one call to the api and relay its status, body and useful headers."""
+    if not is_forwardable(rest):
+        metrics.PROXY_REJECTED.labels("path").inc()
+        return json_error(404, "not_found", "No such endpoint.")
+    body = request.get_data(cache=False)
+    if is_public(request.method, rest):
+        upstream = timed_send(
+            request.method,
+            _target(rest),
+            signer=None,
+            kind="public",
+            content=body,
+            headers=_headers(rest),
+        )
+        return _relay(upstream)
+    identity = current_identity()
+    if identity is None:
+        metrics.PROXY_REJECTED.labels("unauthenticated").inc()
+        return json_error(401, "unauthorized", "Sign in first.")
+    if request.method not in SAFE_METHODS and not identity.via_bearer:
+        # A cookie rides along on cross-site requests; a bearer token does not.
+        check_csrf(request.headers.get(CSRF_HEADER))
+    upstream = timed_send(
+        request.method,
+        _target(rest),
+        signer=identity.signer,
+        kind="signed",
+        content=body,
+        headers=_headers(rest),
+    )
+    return _relay(upstream)

@@ -1,0 +1,265 @@
+"""The pages without JavaScript: bundles, keys, audit and the approval page, on the live stack."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from envcat.bff.views import keys as key_views
+from envcat.bff.views.pages import key_choices, pick_bundle
+from envcat.core.sealing import encode_public_key, generate_keypair
+from tests.bff.conftest import Browser, assert_security_headers, new_user
+from tests.support.stack import LiveStack
+
+pytestmark = pytest.mark.slow
+
+CANARY = "canary-value-5be0d1c2"
+_BUNDLE_URL = re.compile(r"^/bundles/([0-9a-f-]{36})$")
+
+
+def create_bundle(browser: Browser, name: str) -> str:
+    reply = browser.post("/bundles", {"name": name, "description": "d", "tags": "prod, api"})
+    assert reply.status_code == 302, reply.text
+    match = _BUNDLE_URL.match(reply.headers["Location"])
+    assert match is not None, reply.headers["Location"]
+    return match.group(1)
+
+
+def add_key(browser: Browser, bundle_id: str, name: str, value: str, **flags: str) -> None:
+    reply = browser.post(f"/bundles/{bundle_id}/keys", {"name": name, "value": value, **flags})
+    assert reply.status_code == 302
+    assert f"Added {name}." in browser.get(reply.headers["Location"]).text
+
+
+def bundle_json(browser: Browser, bundle_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = browser.get(f"/api/v1/bundles/{bundle_id}").json()
+    return data
+
+
+def test_bundle_lifecycle_without_javascript(
+    ada: Browser, caplog: pytest.LogCaptureFixture
+) -> None:
+    bundle_id = create_bundle(ada, "production/api")
+    add_key(ada, bundle_id, "API_TOKEN", CANARY, is_secret="on", required="on")
+    add_key(ada, bundle_id, "API_URL", "https://api.example.test")
+    page = ada.get(f"/bundles/{bundle_id}")
+    assert CANARY not in page.text  # masked
+    assert "https://api.example.test" in page.text  # plain values are shown
+    assert page.text.count("Reveal") == 1
+
+    key_id = next(k["id"] for k in bundle_json(ada, bundle_id)["keys"] if k["name"] == "API_TOKEN")
+    revealed = ada.post(f"/bundles/{bundle_id}/keys/{key_id}/reveal")
+    assert revealed.status_code == 200 and CANARY in revealed.text
+    assert revealed.headers["Cache-Control"] == "no-store"
+
+    listing = ada.get("/bundles", params={"q": "PRODUCTION"})
+    assert f'href="/bundles/{bundle_id}"' in listing.text and ">2<" in listing.text
+    assert f'href="/bundles/{bundle_id}"' not in ada.get("/bundles", params={"q": "stag"}).text
+
+    exported = ada.post(f"/bundles/{bundle_id}/export", {"format": "dotenv"})
+    assert exported.status_code == 200
+    assert exported.headers["Content-Disposition"].startswith("attachment")
+    assert CANARY in exported.text and "API_URL" in exported.text
+    assert_security_headers(exported)
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert CANARY not in logged
+
+
+def test_bundle_edit_detach_attach_and_delete(ada: Browser) -> None:
+    bundle_id = create_bundle(ada, "staging/api")
+    add_key(ada, bundle_id, "ONE", "1")
+    key_id = bundle_json(ada, bundle_id)["keys"][0]["id"]
+
+    assert ada.post(f"/bundles/{bundle_id}/keys/{key_id}/detach").status_code == 302
+    assert bundle_json(ada, bundle_id)["keys"] == []
+    page = ada.get(f"/bundles/{bundle_id}")
+    assert "Key detached" in page.text and f'<option value="{key_id}">ONE</option>' in page.text
+
+    assert ada.post(f"/bundles/{bundle_id}/attach", {"key_id": key_id}).status_code == 302
+    assert [k["name"] for k in bundle_json(ada, bundle_id)["keys"]] == ["ONE"]
+
+    edited = ada.post(
+        f"/bundles/{bundle_id}/edit", {"name": "staging/web", "description": "new", "tags": "a,b"}
+    )
+    assert edited.status_code == 302
+    detail = bundle_json(ada, bundle_id)
+    assert (detail["name"], detail["description"], detail["tags"]) == (
+        "staging/web",
+        "new",
+        ["a", "b"],
+    )
+
+    bad = ada.post(f"/bundles/{bundle_id}/edit", {"name": "bad name!"})
+    assert bad.status_code == 302
+    assert "flash error" in ada.get(bad.headers["Location"]).text
+    assert bundle_json(ada, bundle_id)["name"] == "staging/web"  # unchanged
+
+    deleted = ada.post(f"/bundles/{bundle_id}/delete")
+    assert (deleted.status_code, deleted.headers["Location"]) == (302, "/bundles")
+    assert ada.get(f"/bundles/{bundle_id}").status_code == 404
+    assert ada.get(f"/keys/{key_id}").status_code == 200  # the key stays in the library
+
+
+def test_duplicate_and_invalid_bundles_are_explained(ada: Browser) -> None:
+    create_bundle(ada, "dup/api")
+    again = ada.post("/bundles", {"name": "dup/api"})
+    assert again.headers["Location"] == "/bundles"
+    assert "flash error" in ada.get("/bundles").text
+    invalid = ada.post("/bundles", {"name": "//nope"})
+    assert invalid.headers["Location"] == "/bundles"
+    assert len(ada.get("/api/v1/bundles").json()["bundles"]) == 1
+
+
+def test_import_by_paste_and_by_upload(ada: Browser) -> None:
+    bundle_id = create_bundle(ada, "imported/app")
+    pasted = ada.post(
+        f"/bundles/{bundle_id}/import",
+        {"content": f"FIRST=1\nSECOND='{CANARY}'\n", "format": "dotenv"},
+    )
+    assert pasted.status_code == 302
+    summary = ada.get(pasted.headers["Location"]).text
+    assert "Imported: 2 created (FIRST, SECOND)" in summary
+    assert CANARY not in summary
+
+    upload = ada.client.post(
+        f"/bundles/{bundle_id}/import",
+        data={"csrf_token": ada.csrf, "format": "dotenv", "overwrite": "on"},
+        files={"file": (".env", b"FIRST=one\nTHIRD=3\n", "text/plain")},
+    )
+    assert upload.status_code == 302
+    assert "1 created (THIRD); 1 updated (FIRST)" in ada.get(upload.headers["Location"]).text
+    names = [k["name"] for k in bundle_json(ada, bundle_id)["keys"]]
+    assert sorted(names) == ["FIRST", "SECOND", "THIRD"]
+
+    binary = ada.client.post(
+        f"/bundles/{bundle_id}/import",
+        data={"csrf_token": ada.csrf, "format": "dotenv"},
+        files={"file": (".env", b"\xff\xfe\x00", "application/octet-stream")},
+    )
+    assert "UTF-8" in ada.get(binary.headers["Location"]).text
+
+
+def test_key_library_pages(ada: Browser) -> None:
+    created = ada.post("/keys", {"name": "LIB_KEY", "value": CANARY, "is_secret": "on"})
+    assert created.status_code == 302 and "Created LIB_KEY." in ada.get("/keys").text
+    listing = ada.get("/keys", params={"q": "lib"})
+    assert "LIB_KEY" in listing.text and CANARY not in listing.text
+    key_id = ada.get("/api/v1/keys").json()["keys"][0]["id"]
+
+    assert CANARY not in ada.get(f"/keys/{key_id}").text
+    assert CANARY in ada.post(f"/keys/{key_id}/reveal").text
+
+    ada.post(f"/keys/{key_id}/edit", {"name": "LIB_KEY2", "description": "x", "value": ""})
+    key = ada.get(f"/api/v1/keys/{key_id}").json()
+    assert (key["name"], key["is_secret"]) == ("LIB_KEY2", False)
+    shown = ada.get(f"/keys/{key_id}").text  # no longer secret: shown, unchanged value
+    assert CANARY in shown
+
+    bad = ada.post("/keys", {"name": "1BAD", "value": "x"})
+    assert "flash error" in ada.get(bad.headers["Location"]).text
+
+    assert ada.post(f"/keys/{key_id}/delete").headers["Location"] == "/keys"
+    assert ada.get(f"/keys/{key_id}").status_code == 404
+
+
+def test_audit_page_lists_events_with_paging(ada: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AUDIT_A", "AUDIT_B", "AUDIT_C"):
+        ada.post("/keys", {"name": name, "value": "v"})
+    monkeypatch.setattr(key_views, "AUDIT_PAGE_SIZE", 2)
+    first = ada.get("/audit")
+    assert first.status_code == 200
+    assert first.text.count("<code>key.created</code>") == 2
+    cursor = re.search(r'href="/audit\?cursor=([^"&]+)', first.text)
+    assert cursor is not None
+    older = ada.get(f"/audit?cursor={cursor.group(1)}")
+    assert older.text.count("<code>key.created</code>") == 1
+    assert "Newest" in older.text
+    filtered = ada.get("/audit", params={"action": "bundle.created"})
+    assert "key.created" not in filtered.text
+
+
+def test_tenants_never_see_each_other(stack: LiveStack, ada: Browser) -> None:
+    bundle_id = create_bundle(ada, "private/thing")
+    bob = new_user(stack, "bob")
+    assert bob.get(f"/bundles/{bundle_id}").status_code == 404
+    assert "private/thing" not in bob.get("/bundles").text
+    assert bob.post(f"/bundles/{bundle_id}/delete").status_code == 404
+    assert bundle_json(ada, bundle_id)["name"] == "private/thing"
+
+
+def _request(stack: LiveStack, **hints: Any) -> dict[str, str]:
+    body = {"client_pubkey": encode_public_key(generate_keypair()), **hints}
+    reply = httpx.post(f"{stack.bff_url}/api/v1/requests", json=body)
+    assert reply.status_code == 201
+    data: dict[str, str] = reply.json()
+    return data
+
+
+def test_approval_page_preselects_hints_and_locks_required_keys(
+    stack: LiveStack, ada: Browser
+) -> None:
+    create_bundle(ada, "other/app")
+    bundle_id = create_bundle(ada, "prod/api")
+    add_key(ada, bundle_id, "REQUIRED_ONE", "r", required="on")
+    add_key(ada, bundle_id, "WANTED", "w")
+    add_key(ada, bundle_id, "UNWANTED", "u")
+    created = _request(
+        stack,
+        bundle="prod/api",
+        template_keys=["WANTED", "MISSING"],
+        context={"hostname": "laptop-42", "cwd": "/srv/app", "command": "envcat get prod/api"},
+    )
+    page = ada.get(f"/approve/{created['id']}")
+    assert page.status_code == 200
+    html = page.text
+    assert created["user_code"] in html and "Check that this matches your terminal" in html
+    assert "laptop-42" in html and "/srv/app" in html
+    assert f'<option value="{bundle_id}" selected>' in html
+    assert re.search(
+        r'disabled>\s*<input type="hidden" name="include_keys" value="REQUIRED_ONE">', html
+    )
+    assert re.search(r'name="include_keys" value="WANTED" checked>', html)
+    assert re.search(r'name="include_keys" value="UNWANTED">', html)
+    assert "Asked for but not in this bundle: <code>MISSING</code>" in html
+
+    refused = ada.post(
+        f"/approve/{created['id']}",
+        {"decision": "approve", "bundle_id": bundle_id, "include_keys": ["NOPE"]},
+    )
+    assert refused.status_code == 400
+    assert "flash error" in refused.text and created["user_code"] in refused.text
+
+    approved = ada.post(
+        f"/approve/{created['id']}",
+        {"decision": "approve", "bundle_id": bundle_id, "include_keys": ["REQUIRED_ONE", "WANTED"]},
+    )
+    assert approved.status_code == 200
+    assert "2 keys will be sealed" in approved.text
+    again = ada.post(f"/approve/{created['id']}", {"decision": "deny"})
+    assert again.status_code in (404, 409)  # decided (or already delivered and gone)
+
+
+def test_unknown_or_expired_requests_get_a_friendly_page(ada: Browser) -> None:
+    for request_id in ("does-not-exist-123456", "x"):
+        reply = ada.get(f"/approve/{request_id}")
+        assert reply.status_code == 404
+        assert "expired or does not exist" in reply.text
+    denied = ada.post("/approve/does-not-exist-123456", {"decision": "deny"})
+    assert denied.status_code == 404 and "expired or does not exist" in denied.text
+
+
+def test_pick_bundle_and_key_choices() -> None:
+    bundles = [{"id": "1", "name": "prod/api"}, {"id": "2", "name": "Prod/Web"}]
+    assert pick_bundle(bundles, "2", {"bundle_id": "1"}) == bundles[1]
+    assert pick_bundle(bundles, "9", {"bundle_id": "1"}) == bundles[0]
+    assert pick_bundle(bundles, None, {"bundle": "prod/web"}) == bundles[1]
+    assert pick_bundle(bundles, None, {"bundle": "nope"}) is None
+    assert pick_bundle(bundles[:1], None, {}) == bundles[0]
+    keys: list[dict[str, Any]] = [{"name": "A", "required": True}, {"name": "B"}, {"name": "C"}]
+    assert [c.checked for c in key_choices(keys, [])] == [True, True, True]
+    assert [c.checked for c in key_choices(keys, ["C"])] == [True, False, True]
+    assert [c.checked for c in key_choices(keys, ["C"], selected=["B"])] == [True, True, False]
