@@ -21,7 +21,12 @@ typecheck: setup-dev
 	$(BIN)/mypy
 
 test: lint typecheck
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest
+
+# The documentation site on http://127.0.0.1:8889, rebuilt on every change (docs/ and envcat/).
+docs: setup-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8889
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -11,6 +11,7 @@ from flask import Flask
 from envcat.core.settings import Settings
 from envcat.models import db
 from envcat.services.runtime import create_service_app
+from envcat.workers import observability
 
 QUEUES = ("approvals", "provisioning", "maintenance")
 TASK_ROUTES = {
@@ -40,6 +41,10 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": max(10, int(settings.request_ttl * VISIBILITY_TIMEOUT_FRACTION)),
+            # kombu looks for such messages only every interval * throttle seconds
+            # (10 * 10 by default): look every 2 s, so recovery is visibility_timeout + 2 s.
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
         },
         task_serializer="json",
         accept_content=["json"],
@@ -59,6 +64,7 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
         },
     )
     celery.flask_app = context_app  # type: ignore[attr-defined]  # reached by tests and commands
+    observability.install(celery, settings)
     celery.set_default()
     return celery
 

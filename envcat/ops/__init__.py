@@ -1,0 +1,1 @@
+"""Operating an EnvCat server: the `envcat server …` commands and the `up` supervisor."""
