@@ -52,6 +52,9 @@ class Tenant(Timestamped, Base):
     kind: Mapped[str] = mapped_column(String(16))
     # Clerk's updated_at (ms) of the last event applied, so late events cannot undo newer ones.
     source_updated_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Set when Clerk deletes the organisation (or the personal tenant's user): its data is
+    # purged at once and the row stays, so a late event cannot bring the tenant back.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="tenant", cascade="all, delete-orphan", passive_deletes=True
@@ -186,3 +189,18 @@ class WebhookEvent(Base):
     type: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MembershipRemoval(Base):
+    """A Clerk membership that was removed, so a late `created` cannot grant access again.
+
+    No foreign keys: the record must outlive (or precede) the user and the tenant.
+    """
+
+    __tablename__ = "membership_removals"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Clerk's updated_at (ms) of the removed membership: only a newer membership counts.
+    source_updated_at: Mapped[int] = mapped_column(BigInteger)
+    removed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
