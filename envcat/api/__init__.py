@@ -11,7 +11,7 @@ from envcat.api.errors import register_error_handlers
 from envcat.api.extensions import limiter
 from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
 from envcat.core.settings import Settings, load_settings
-from envcat.services.runtime import init_app
+from envcat.services.runtime import MAX_REDIS_CONNECTIONS, REDIS_SOCKET_TIMEOUT, init_app
 from envcat.workers.factory import create_celery
 
 
@@ -20,6 +20,7 @@ def _blueprints() -> list[object]:
         approvals,
         audit,
         bundles,
+        clerk_internal,
         health,
         internal,
         keys,
@@ -37,6 +38,7 @@ def _blueprints() -> list[object]:
         audit.bp,
         me.bp,
         internal.bp,
+        clerk_internal.bp,
         webhooks.bp,
     ]
 
@@ -54,6 +56,11 @@ def _echo_request_id(response: Response) -> Response:
     return response
 
 
+def _unbind_request_id(_: BaseException | None) -> None:
+    # Threaded servers reuse threads: the next request must not inherit this id.
+    request_id_var.set(None)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the api from explicit settings (tests) or the environment (wsgi)."""
     settings = settings or load_settings()
@@ -62,6 +69,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
+    # redis-py's default pool refuses a 101st connection; a gevent worker needs more.
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+        "max_connections": MAX_REDIS_CONNECTIONS,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+    }
     app.config["RATELIMIT_KEY_PREFIX"] = "ratelimit"
     init_app(app, settings)
     app.extensions["celery"] = create_celery(settings, app)
@@ -69,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.before_request(_bind_request_id)
     app.after_request(_echo_request_id)
+    app.teardown_request(_unbind_request_id)
     for bp in _blueprints():
         app.register_blueprint(bp)  # type: ignore[arg-type]
     return app

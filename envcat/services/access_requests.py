@@ -64,6 +64,8 @@ class AccessRequest:
     expires_at: float
     approved_by: str | None = None
     approved_tenant: str | None = None
+    approved_at: float | None = None
+    approval: dict[str, Any] | None = None  # recorded by mark_approved
 
     @property
     def seconds_left(self) -> int:
@@ -145,6 +147,8 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
         expires_at=float(data["expires_at"]),
         approved_by=data.get("approved_by") or None,
         approved_tenant=data.get("approved_tenant") or None,
+        approved_at=float(data["approved_at"]) if data.get("approved_at") else None,
+        approval=json.loads(data["approval"]) if data.get("approval") else None,
     )
 
 
@@ -156,18 +160,20 @@ if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return {'bad_token'}
 local status = redis.call('HGET', h, 'status')
 if status == 'pending' then return {'pending'} end
 local f = redis.call('HMGET', h, 'ciphertext', 'message', 'approved_by',
-                     'approved_tenant', 'bundle_id', 'unclaimed_member')
+                     'approved_tenant', 'bundle_id', 'unclaimed_member', 'approved_at')
 redis.call('DEL', h)
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
 if f[6] then redis.call('ZREM', KEYS[4], f[6]) end
-return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or ''}
+return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', f[7] or ''}
 """
 
 # KEYS: req hash, wake list, pending index, unclaimed index.
-# ARGV: new status, json of fields to set, unclaimed member ('' for none).
+# ARGV: new status, json of fields to set, unclaimed member ('' for none), wake TTL,
+# '1' to refuse a request whose approval is already being carried out.
 _FINISH = """
 local h = KEYS[1]
 if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
+if ARGV[5] == '1' and redis.call('HEXISTS', h, 'approved_at') == 1 then return 0 end
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', h, k, v) end
 redis.call('HSET', h, 'status', ARGV[1])
@@ -181,16 +187,34 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
-# KEYS: req hash, wake list, pending index. ARGV: token hash.
+# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash.
 _CANCEL = """
 local h = KEYS[1]
-if redis.call('EXISTS', h) == 0 then return 'gone' end
-if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return 'bad_token' end
+if redis.call('EXISTS', h) == 0 then return {'gone', ''} end
+if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return {'bad_token', ''} end
+local f = redis.call('HMGET', h, 'approval', 'unclaimed_member')
 redis.call('DEL', h)
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
+if f[2] then redis.call('ZREM', KEYS[4], f[2]) end
 redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 60)
-return 'cancelled'
+return {'cancelled', f[1] or ''}
+"""
+
+# KEYS: req hash. ARGV: approval json, approved_at.
+_APPROVE = """
+local h = KEYS[1]
+if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
+if redis.call('HEXISTS', h, 'approved_at') == 1 then return 0 end
+redis.call('HSET', h, 'approval', ARGV[1], 'approved_at', ARGV[2])
+return 1
+"""
+
+# KEYS: req hash.
+_RELEASE_APPROVAL = """
+local h = KEYS[1]
+if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
+return redis.call('HDEL', h, 'approval', 'approved_at')
 """
 
 
@@ -204,8 +228,13 @@ def take(r: redis.Redis, request_id: str, poll_token: str) -> PollResult:
     status = reply[0]
     if status in ("gone", "bad_token", "pending"):
         return PollResult(status=status)  # type: ignore[arg-type]
-    _, ciphertext, message, approved_by, tenant, bundle_id = reply
-    approval = {"approved_by": approved_by, "tenant_id": tenant, "bundle_id": bundle_id}
+    ciphertext, message, approved_by, tenant, bundle_id, approved_at = reply[1:7]
+    approval = {
+        "approved_by": approved_by,
+        "tenant_id": tenant,
+        "bundle_id": bundle_id,
+        "approved_at": approved_at,
+    }
     return PollResult(
         status=status,  # type: ignore[arg-type]
         ciphertext=ciphertext or None,
@@ -220,6 +249,8 @@ def _finish(
     status: Status,
     fields: dict[str, str],
     unclaimed_member: str = "",
+    *,
+    unless_approved: bool = False,
 ) -> bool:
     done = r.eval(
         _FINISH,
@@ -229,6 +260,7 @@ def _finish(
         json.dumps(fields),
         unclaimed_member,
         WAKE_TTL_SECONDS,
+        "1" if unless_approved else "",
     )
     return bool(done)
 
@@ -257,9 +289,23 @@ def mark_ready(
 
 
 def mark_denied(r: redis.Redis, request_id: str, *, denied_by: str, tenant_id: str) -> bool:
-    """Record a refusal and wake waiters; False if no longer pending."""
+    """Record a refusal and wake waiters; False if no longer pending or already approved."""
     fields = {"approved_by": denied_by, "approved_tenant": tenant_id}
-    return _finish(r, request_id, "denied", fields)
+    return _finish(r, request_id, "denied", fields, unless_approved=True)
+
+
+def mark_approved(r: redis.Redis, request_id: str, *, approval: dict[str, Any], at: float) -> bool:
+    """Record that an approval is being carried out; False if decided or approved already.
+
+    The request stays `pending` for its CLI until the worker marks it ready or
+    failed; a second approval or a denial is refused from now on.
+    """
+    return bool(r.eval(_APPROVE, 1, request_key(request_id), json.dumps(approval), repr(at)))
+
+
+def release_approval(r: redis.Redis, request_id: str) -> None:
+    """Undo `mark_approved` while the request is still pending (its audit write failed)."""
+    r.eval(_RELEASE_APPROVAL, 1, request_key(request_id))
 
 
 def mark_failed(r: redis.Redis, request_id: str, *, message: str) -> bool:
@@ -267,12 +313,29 @@ def mark_failed(r: redis.Redis, request_id: str, *, message: str) -> bool:
     return _finish(r, request_id, "failed", {"message": message})
 
 
+@dataclass(frozen=True)
+class Cancellation:
+    """What a cancel did; `approval` is the recorded approval when there was one."""
+
+    outcome: Literal["cancelled", "gone", "bad_token"]
+    approval: dict[str, Any] | None = None
+
+
+def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancellation:
+    """Delete a request on behalf of its CLI (Ctrl-C), reporting any approval it had."""
+    reply: list[str] = r.eval(_CANCEL, 4, *_keys(request_id), hash_poll_token(poll_token))
+    outcome, approval = reply
+    return Cancellation(
+        outcome=outcome,  # type: ignore[arg-type]  # written only by _CANCEL
+        approval=json.loads(approval) if approval else None,
+    )
+
+
 def cancel(
     r: redis.Redis, request_id: str, poll_token: str
 ) -> Literal["cancelled", "gone", "bad_token"]:
-    """Delete a request on behalf of its CLI (Ctrl-C)."""
-    result: str = r.eval(_CANCEL, 3, *_keys(request_id)[:3], hash_poll_token(poll_token))
-    return result  # type: ignore[return-value]
+    """Delete a request on behalf of its CLI (Ctrl-C); return only the outcome."""
+    return cancel_request(r, request_id, poll_token).outcome
 
 
 def wait_for_change(r_blocking: redis.Redis, request_id: str, timeout: float) -> bool:

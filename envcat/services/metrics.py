@@ -26,6 +26,7 @@ REQUESTS_EXPIRED = Counter(
     "envcat_requests_expired_total", "Requests that expired", ["stage"]
 )  # stage: pending (never approved) | unclaimed (approved, never collected)
 REQUESTS_FAILED = Counter("envcat_requests_failed_total", "Approvals that could not be carried out")
+REQUESTS_CANCELLED = Counter("envcat_requests_cancelled_total", "Requests cancelled by their CLI")
 APPROVAL_TO_DELIVERY = Histogram(
     "envcat_approval_to_delivery_seconds",
     "From the approve call to the CLI receiving the sealed payload",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
-from redis import BlockingConnectionPool, ConnectionPool, Redis
+from redis import Redis
 
 from envcat.core.kms import Keyring
 from envcat.core.settings import Settings
@@ -21,11 +21,9 @@ EXTENSION_KEY = "envcat"
 REDIS_SOCKET_TIMEOUT = 5.0
 MAX_LONG_POLL_SECONDS = 30
 # redis-py >= 6 caps a pool at 100 connections, then raises MaxConnectionsError (a 503).
-# Each long poll holds its own connection for up to 30 s, so the blocking pool is sized
-# for all the waiters one process may hold (gunicorn's worker_connections bounds them);
-# ordinary commands are brief, so under a burst they queue for a free connection.
-MAX_WAITING_CONNECTIONS = 10_000
-MAX_COMMAND_CONNECTIONS = 200
+# Under gevent one process holds thousands of long polls, each on its own connection for
+# up to 30 s, beside bursts of short commands; gunicorn's worker_connections bounds them.
+MAX_REDIS_CONNECTIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,26 +38,23 @@ class Runtime:
 
 def make_redis(url: str, *, blocking: bool = False) -> Redis:
     """Return a pooled client; `blocking` ones wait longer than any long poll."""
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_timeout": MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT,
-        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
-        "health_check_interval": 30,
-    }
-    pool: ConnectionPool
-    if blocking:
-        pool = ConnectionPool.from_url(url, max_connections=MAX_WAITING_CONNECTIONS, **options)
-    else:
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=MAX_COMMAND_CONNECTIONS, timeout=REDIS_SOCKET_TIMEOUT, **options
-        )
-    return Redis(connection_pool=pool)
+    timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+        health_check_interval=30,
+        max_connections=MAX_REDIS_CONNECTIONS,
+    )
 
 
 def _engine_options(database_url: str) -> dict[str, Any]:
+    # Error messages must not quote bound parameters: they reach logs and retries.
+    common: dict[str, Any] = {"hide_parameters": True}
     if database_url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 10, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+        return {**common, "connect_args": {"timeout": 10, "check_same_thread": False}}
+    return {**common, "pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
 
 
 def init_app(app: Flask, settings: Settings) -> Runtime:

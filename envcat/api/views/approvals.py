@@ -1,7 +1,82 @@
-"""Signed endpoints: approvals (DESIGN §5)."""
+"""Signed endpoints: approve (encrypt-from-bundle) and deny (DESIGN §5)."""
 
 from __future__ import annotations
 
-from envcat.api.auth import signed_blueprint
+import kombu.exceptions
+import redis
+from flask import Response
+
+from envcat.api.auth import caller, signed_blueprint
+from envcat.api.openapi import endpoint
+from envcat.api.views.requests import client_origin
+from envcat.core.schemas.requests import DecisionAccepted, EncryptFromBundle
+from envcat.services import requests
+from envcat.services.errors import Unavailable
+from envcat.workers import tasks
 
 bp = signed_blueprint("approvals")
+ENQUEUE_ERRORS = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@endpoint(
+    bp,
+    "/requests/<request_id>/encrypt-from-bundle",
+    "POST",
+    summary="Approve a request: release the chosen keys of a bundle to its CLI",
+    auth="signed",
+    body=EncryptFromBundle,
+    responses={202: DecisionAccepted},
+    errors=(401, 403, 404, 409),
+)
+def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[DecisionAccepted, int]:
+    """Member or above. Validates now; the worker seals the values moments later."""
+    who = caller()
+    who.require("member")
+    approval = requests.approve(
+        request_id,
+        tenant_id=who.tenant_id,
+        user_id=who.user_id,
+        bundle_id=body.bundle_id,
+        include_keys=body.include_keys,
+        origin=client_origin(),
+    )
+    try:
+        # after the audit commit: the task re-reads everything it needs
+        tasks.encrypt_from_bundle.delay(
+            approval.request_id,
+            approval.tenant_id,
+            approval.user_id,
+            approval.bundle_id,
+            approval.include_keys,
+        )
+    except ENQUEUE_ERRORS:
+        requests.abandon(approval)
+        raise Unavailable("The task queue is unavailable; ask the developer to retry.") from None
+    return DecisionAccepted(), 202
+
+
+@endpoint(
+    bp,
+    "/requests/<request_id>/deny",
+    "POST",
+    summary="Deny a request",
+    auth="signed",
+    responses={200: DecisionAccepted},
+    errors=(401, 403, 404, 409),
+)
+def deny(request_id: str) -> DecisionAccepted:
+    """Member or above."""
+    who = caller()
+    who.require("member")
+    requests.deny(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
+    return DecisionAccepted()

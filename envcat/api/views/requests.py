@@ -1,7 +1,126 @@
-"""Public request endpoints used by the CLI (DESIGN §5)."""
+"""Public request endpoints used by the CLI (DESIGN §5). Thin: parse, delegate, reply."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import select
+import socket
+
+from flask import Blueprint, Response, jsonify, request
+
+from envcat.api.extensions import limiter
+from envcat.api.openapi import endpoint
+from envcat.core.schemas.requests import (
+    AccessRequestCreate,
+    AccessRequestCreated,
+    AccessRequestView,
+    WaitQuery,
+    WaitResult,
+)
+from envcat.services import requests
+from envcat.services.audit import Origin
+from envcat.services.runtime import current
+
+POLL_TOKEN_HEADER = "X-Poll-Token"  # noqa: S105  # a header name, not a secret
 
 bp = Blueprint("requests", __name__, url_prefix="/api/v1")
+
+
+def _creation_limit() -> str:
+    return current().settings.request_rate_limit
+
+
+# A blueprint limit is checked before the view parses its body, so malformed calls
+# count too; methods=["POST"] limits request creation, this blueprint's only POST.
+limiter.limit(_creation_limit, methods=["POST"])(bp)
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    # A ready reply carries the sealed payload: no cache may keep it.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _caller_connected() -> bool:
+    """False once the caller has closed its connection (EOF readable on the socket)."""
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return not readable or sock.recv(1, socket.MSG_PEEK) != b""
+    except ValueError:  # e.g. a TLS socket, which cannot peek: assume the caller is there
+        return True
+    except OSError:  # reset by the peer
+        return False
+
+
+def client_origin() -> Origin:
+    """The caller's address and user agent, for the audit log."""
+    return Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
+
+
+@endpoint(
+    bp,
+    "/requests",
+    "POST",
+    summary="Create an access request (the CLI)",
+    auth="public",
+    body=AccessRequestCreate,
+    responses={201: AccessRequestCreated},
+    errors=(429,),
+)
+def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
+    """Anyone may ask; only an approver's decision releases anything."""
+    return requests.create(body), 201
+
+
+@endpoint(
+    bp,
+    "/requests/<request_id>/context",
+    "GET",
+    summary="Show a request to its approver (no poll token needed)",
+    auth="public",
+    responses={200: AccessRequestView},
+    errors=(404,),
+)
+def request_context(request_id: str) -> AccessRequestView:
+    """The approval page's view: phrase, hints, context and times."""
+    return requests.describe(request_id)
+
+
+@endpoint(
+    bp,
+    "/requests/<request_id>/wait",
+    "GET",
+    summary="Long-poll a request's outcome (the ciphertext is handed out once)",
+    auth="poll",
+    query=WaitQuery,
+    responses={200: WaitResult},
+    errors=(401, 410),
+)
+def wait(request_id: str, query: WaitQuery) -> Response:
+    """Pending, or the final state exactly once; 410 once it is gone."""
+    result = requests.wait(
+        request_id,
+        request.headers.get(POLL_TOKEN_HEADER, ""),
+        query.timeout,
+        client_origin(),
+        is_listening=_caller_connected,
+    )
+    return jsonify(result.model_dump(mode="json", exclude_none=True))
+
+
+@endpoint(
+    bp,
+    "/requests/<request_id>",
+    "DELETE",
+    summary="Cancel a request (the CLI, on Ctrl-C)",
+    auth="poll",
+    responses={204: None},
+    errors=(401, 410),
+)
+def cancel(request_id: str) -> tuple[str, int]:
+    """Drop the request so nobody can approve what no one waits for."""
+    requests.cancel(request_id, request.headers.get(POLL_TOKEN_HEADER, ""), client_origin())
+    return "", 204

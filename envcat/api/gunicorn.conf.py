@@ -1,0 +1,45 @@
+"""Gunicorn settings for the api: `gunicorn -c envcat/api/gunicorn.conf.py envcat.api.wsgi:app`.
+
+Long polls (`GET /requests/{id}/wait`, up to 30 s) must not pin one OS thread
+each, so the workers are gevent: one process holds thousands of waiting CLIs as
+greenlets, each blocked in its own Redis BLPOP. See docs/api-deployment.md.
+Command-line flags override anything here (e.g. `-b 0.0.0.0:5000 -w 4`).
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+bind = "127.0.0.1:5000"  # internal only: the bff is the public face
+worker_class = "gevent"  # patches sockets before the app (redis, httpx) is imported
+workers = 2  # processes; each one serves up to worker_connections clients
+worker_connections = 5000  # concurrent requests per worker (greenlets)
+# A gevent worker keeps heart-beating while greenlets wait, so this only catches a
+# worker whose event loop is stuck, not a long poll.
+timeout = 30
+graceful_timeout = 40  # longer than the longest poll: a restart lets waiters finish
+keepalive = 75  # the bff keeps connections to the api open between polls
+accesslog = "-"
+errorlog = "-"
+proc_name = "envcat-api"
+
+# Each waiting poll holds a client socket and a Redis connection in its worker process.
+_FILES_PER_CONNECTION = 2
+_SPARE_FILES = 1024
+
+
+def on_starting(server: Any) -> None:
+    """Raise the open-file limit toward what worker_connections needs (workers inherit it)."""
+    needed = _FILES_PER_CONNECTION * server.cfg.worker_connections + _SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < needed:
+        server.log.warning(
+            "open-file limit %s is below the %s that %s connections per worker need",
+            wanted,
+            needed,
+            server.cfg.worker_connections,
+        )

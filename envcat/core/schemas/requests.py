@@ -1,0 +1,137 @@
+"""Wire models of the request lifecycle (DESIGN §5): the CLI's public endpoints and the
+signed approve/deny calls.
+
+The CLI's create body ignores unknown fields, so an older server still serves a newer
+CLI that sends more context; the signed bodies come from the bff deployed with the
+api and refuse unknown fields. Validation messages never quote the rejected input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from envcat.core.schemas.bundles import BundleName, KeyName, ObjectId
+
+PUBLIC_KEY_BYTES = 32
+MAX_CONTEXT_FIELD = 1024
+MAX_CLIENT = 100
+MAX_TEMPLATE_KEYS = 200
+MAX_INCLUDE_KEYS = 1000
+MAX_WAIT_SECONDS = 30
+POLL_INTERVAL_SECONDS = 5
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+RequestStatus = Literal["pending", "ready", "denied", "failed"]
+
+
+def _public_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("must be standard base64 with padding") from None
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"must decode to {PUBLIC_KEY_BYTES} bytes")
+    if base64.b64encode(raw).decode("ascii") != value:
+        raise ValueError("must be canonical standard base64 with padding")
+    return value
+
+
+def _whole_seconds(value: object) -> object:
+    # Query strings are text: only plain decimal digits count ("5", not "5.0" or " 5").
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,3}", value):
+        raise ValueError("must be a whole number of seconds")
+    return value
+
+
+PublicKey = Annotated[str, Field(max_length=64), AfterValidator(_public_key)]
+ContextText = Annotated[str | None, Field(max_length=MAX_CONTEXT_FIELD)]
+
+
+class ClientContext(BaseModel):
+    """Where and why the CLI asks: shown to the approver, never trusted for access."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    hostname: ContextText = None
+    cwd: ContextText = None
+    command: ContextText = None
+    git_remote: ContextText = None
+    client: Annotated[str | None, Field(max_length=MAX_CLIENT)] = None
+
+
+class AccessRequestCreate(BaseModel):
+    """POST /requests: the CLI's X25519 public key and hints for the approval page."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    client_pubkey: PublicKey
+    bundle: BundleName | None = None
+    bundle_id: ObjectId | None = None
+    template_keys: Annotated[list[KeyName], Field(max_length=MAX_TEMPLATE_KEYS)] = Field(
+        default_factory=list
+    )
+    context: ClientContext = Field(default_factory=ClientContext)
+
+
+class AccessRequestCreated(BaseModel):
+    """201 to POST /requests; `poll_token` is shown here once and stored only as a hash."""
+
+    id: str
+    poll_token: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    interval: int
+    expires_in: int
+
+
+class AccessRequestView(BaseModel):
+    """GET /requests/{id}/context: what the approval page shows (times are unix seconds)."""
+
+    id: str
+    status: RequestStatus
+    user_code: str
+    template_keys: list[str]
+    bundle: str | None
+    bundle_id: str | None
+    context: ClientContext
+    created: float
+    expires_at: float
+
+
+class WaitQuery(BaseModel):
+    """GET /requests/{id}/wait?timeout=N: seconds to hold the poll, 0 to 30."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    timeout: Annotated[int, BeforeValidator(_whole_seconds)] = Field(
+        default=0, ge=0, le=MAX_WAIT_SECONDS
+    )
+
+
+class WaitResult(BaseModel):
+    """200 to a poll; `ciphertext_base64` only when ready, `message` only when failed."""
+
+    status: RequestStatus
+    ciphertext_base64: str | None = None
+    message: str | None = None
+
+
+class EncryptFromBundle(BaseModel):
+    """POST /requests/{id}/encrypt-from-bundle: the approver's choice of keys."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    bundle_id: ObjectId
+    include_keys: Annotated[list[KeyName], Field(min_length=1, max_length=MAX_INCLUDE_KEYS)]
+
+
+class DecisionAccepted(BaseModel):
+    """202 to an approval, 200 to a denial."""
+
+    ok: Literal[True] = True

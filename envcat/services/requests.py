@@ -1,0 +1,272 @@
+"""The request lifecycle rules (DESIGN §5): create, show, wait, cancel, approve, deny.
+
+A request belongs to no tenant until someone approves or denies it, so only the
+decisions and what follows them (delivery, cancellation of an approved request)
+are audited, in the approver's tenant. The poll token is checked before any
+state is revealed to a poller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from envcat.core.schemas.requests import (
+    POLL_INTERVAL_SECONDS,
+    REQUEST_ID_RE,
+    AccessRequestCreate,
+    AccessRequestCreated,
+    AccessRequestView,
+    ClientContext,
+    WaitResult,
+)
+from envcat.models import db
+from envcat.services import access_requests as store
+from envcat.services import audit, delivery, metrics
+from envcat.services.errors import (
+    Conflict,
+    ExpiredToken,
+    InvalidPollToken,
+    NotFound,
+    SlowDown,
+)
+from envcat.services.runtime import current
+
+log = logging.getLogger("envcat.requests")
+CLI_ACTOR = "cli"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An accepted approval: the ids the `encrypt_from_bundle` task carries."""
+
+    request_id: str
+    tenant_id: str
+    user_id: str
+    bundle_id: str
+    include_keys: list[str]
+
+
+def _is_request_id(request_id: str) -> bool:
+    return REQUEST_ID_RE.fullmatch(request_id) is not None
+
+
+def create(body: AccessRequestCreate) -> AccessRequestCreated:
+    """Store a new pending request; the poll token is returned here only."""
+    settings = current().settings
+    request, poll_token = store.create(
+        current().redis,
+        ttl=settings.request_ttl,
+        cli_pub=body.client_pubkey,
+        bundle=body.bundle,
+        bundle_id=body.bundle_id,
+        template_keys=body.template_keys,
+        context=body.context.model_dump(),
+    )
+    metrics.REQUESTS_CREATED.inc()
+    approve_uri = settings.public_url.rstrip("/") + "/approve"
+    return AccessRequestCreated(
+        id=request.id,
+        poll_token=poll_token,
+        user_code=request.user_code,
+        verification_uri=approve_uri,
+        verification_uri_complete=f"{approve_uri}/{request.id}",
+        interval=POLL_INTERVAL_SECONDS,
+        expires_in=settings.request_ttl,
+    )
+
+
+def describe(request_id: str) -> AccessRequestView:
+    """What the approval page shows; NotFound when unknown, expired or delivered."""
+    request = store.get(current().redis, request_id) if _is_request_id(request_id) else None
+    if request is None:
+        raise NotFound("No such request, or it has expired.")
+    return AccessRequestView(
+        id=request.id,
+        status=request.status,
+        user_code=request.user_code,
+        template_keys=request.template_keys,
+        bundle=request.bundle,
+        bundle_id=request.bundle_id,
+        context=ClientContext.model_validate(request.context),
+        created=request.created,
+        expires_at=request.expires_at,
+    )
+
+
+def _take(request_id: str, poll_token: str) -> store.PollResult:
+    result = store.take(current().redis, request_id, poll_token)
+    if result.status == "gone":
+        raise ExpiredToken("The request expired, was already delivered, or never existed.")
+    if result.status == "bad_token":
+        raise InvalidPollToken("Wrong poll token for this request.")
+    return result
+
+
+def _long_poll(
+    request_id: str, poll_token: str, timeout: int, is_listening: Callable[[], bool]
+) -> store.PollResult:
+    """Block on the request's wake-up list (no sleep loop) until final or `timeout`."""
+    runtime = current()
+    deadline = time.monotonic() + timeout
+    result = store.PollResult(status="pending")
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not store.wait_for_change(runtime.redis_blocking, request_id, remaining):
+            break  # nothing was signalled: still pending (or silently expired; the next poll says)
+        if not is_listening():
+            # The poller hung up while we waited (e.g. a restarted bff): taking the
+            # payload now would hand it to nobody and leave its retrying CLI a 410.
+            break
+        result = _take(request_id, poll_token)
+        if result.status != "pending":
+            break
+    return result
+
+
+def wait(
+    request_id: str,
+    poll_token: str,
+    timeout: int,
+    origin: audit.Origin,
+    is_listening: Callable[[], bool] = lambda: True,
+) -> WaitResult:
+    """One poll by the CLI: pending, or the final state exactly once (then the request is gone).
+
+    `is_listening` tells a long poll whether its caller is still connected.
+    """
+    if not poll_token:
+        raise InvalidPollToken("The X-Poll-Token header is required.")
+    if not _is_request_id(request_id):
+        raise ExpiredToken("The request expired, was already delivered, or never existed.")
+    result = _take(request_id, poll_token)
+    if result.status == "pending" and timeout == 0:
+        if store.is_polling_too_fast(current().redis, request_id, POLL_INTERVAL_SECONDS):
+            raise SlowDown(f"Poll at most every {POLL_INTERVAL_SECONDS} s, or long-poll.")
+    elif result.status == "pending":
+        result = _long_poll(request_id, poll_token, timeout, is_listening)
+    if result.status == "ready":
+        _record_delivery(request_id, result, origin)
+    return WaitResult(
+        status=result.status,  # gone and bad_token were raised by _take
+        ciphertext_base64=result.ciphertext,
+        message=result.message,
+    )
+
+
+def _record_delivery(request_id: str, result: store.PollResult, origin: audit.Origin) -> None:
+    metrics.REQUESTS_DELIVERED.inc()
+    if approved_at := result.approval.get("approved_at"):
+        metrics.APPROVAL_TO_DELIVERY.observe(max(0.0, time.time() - float(approved_at)))
+    try:
+        audit.record(
+            result.approval["tenant_id"],
+            CLI_ACTOR,
+            "request.delivered",
+            request_id,
+            details={
+                "approved_by": result.approval.get("approved_by"),
+                "bundle_id": result.approval.get("bundle_id"),
+            },
+            origin=origin,
+        )
+    except SQLAlchemyError:
+        # The request is already taken: a database outage must not destroy the only
+        # copy of the ciphertext, so the CLI still gets it and the gap is logged.
+        db.session.rollback()
+        log.error("could not audit a delivery", extra={"id": request_id}, exc_info=True)
+
+
+def cancel(request_id: str, poll_token: str, origin: audit.Origin) -> None:
+    """Delete a request for its CLI; an approved one is audited in the approver's tenant."""
+    if not poll_token:
+        raise InvalidPollToken("The X-Poll-Token header is required.")
+    if not _is_request_id(request_id):
+        raise ExpiredToken("The request expired, was already delivered, or never existed.")
+    cancellation = store.cancel_request(current().redis, request_id, poll_token)
+    if cancellation.outcome == "gone":
+        raise ExpiredToken("The request expired, was already delivered, or never existed.")
+    if cancellation.outcome == "bad_token":
+        raise InvalidPollToken("Wrong poll token for this request.")
+    metrics.REQUESTS_CANCELLED.inc()
+    if (approval := cancellation.approval) is not None:
+        audit.record(
+            approval["tenant_id"],
+            CLI_ACTOR,
+            "request.cancelled",
+            request_id,
+            details={"approved_by": approval["user_id"], "bundle_id": approval["bundle_id"]},
+            origin=origin,
+        )
+
+
+def _decidable(request_id: str) -> store.AccessRequest:
+    request = store.get(current().redis, request_id) if _is_request_id(request_id) else None
+    if request is None:
+        raise NotFound("No such request, or it has expired.")
+    if request.status != "pending" or request.approved_at is not None:
+        raise Conflict("This request has already been decided.")
+    return request
+
+
+def approve(
+    request_id: str,
+    *,
+    tenant_id: str,
+    user_id: str,
+    bundle_id: str,
+    include_keys: list[str],
+    origin: audit.Origin,
+) -> Approval:
+    """Validate and record an approval, audited; the caller then enqueues the task.
+
+    Raises NotFound (request or bundle), Conflict (already decided) or
+    ValidationFailed (keys). Nothing is left behind when the audit write fails.
+    """
+    r = current().redis
+    _decidable(request_id)
+    selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    record = delivery.approval_record(tenant_id, user_id, selection.bundle_id, selection.names)
+    if not store.mark_approved(r, request_id, approval=record, at=time.time()):
+        raise Conflict("This request has already been decided.")
+    try:
+        audit.record(
+            tenant_id,
+            user_id,
+            "request.approved",
+            request_id,
+            details={
+                "bundle_id": selection.bundle_id,
+                "bundle_name": selection.bundle_name,
+                "keys": selection.names,
+            },
+            origin=origin,
+        )
+    except Exception:
+        db.session.rollback()
+        store.release_approval(r, request_id)
+        raise
+    metrics.REQUESTS_APPROVED.inc()
+    return Approval(request_id, tenant_id, user_id, selection.bundle_id, selection.names)
+
+
+def abandon(approval: Approval) -> None:
+    """The approval could not be queued: fail the request so its CLI stops waiting."""
+    delivery.fail(
+        approval.request_id,
+        approval.tenant_id,
+        approval.user_id,
+        "the approval could not be queued (server busy); ask again",
+    )
+
+
+def deny(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Origin) -> None:
+    """Refuse a request and wake its CLI; Conflict when it was already decided."""
+    _decidable(request_id)
+    if not store.mark_denied(current().redis, request_id, denied_by=user_id, tenant_id=tenant_id):
+        raise Conflict("This request has already been decided.")
+    metrics.REQUESTS_DENIED.inc()
+    audit.record(tenant_id, user_id, "request.denied", request_id, origin=origin)

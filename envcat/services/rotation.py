@@ -1,0 +1,80 @@
+"""Keyring rotation (DESIGN §4): re-encrypt stored values under the primary key.
+
+Each batch is one transaction of conditional UPDATEs (`WHERE id = ? AND value = ?`),
+so a value written by someone else since it was read is left as they wrote it
+(it is already under the primary key), and a crash mid-batch loses nothing: the
+old ciphertext stays valid until its replacement commits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import ColumnElement, func, select, update
+
+from envcat.core.kms import VERSION, DecryptionError
+from envcat.models import Key, db
+from envcat.services.runtime import current
+
+log = logging.getLogger("envcat.rotation")
+SCAN_CHUNK = 200
+
+
+def _outdated_clause() -> ColumnElement[bool]:
+    prefix = f"{VERSION}.{current().keyring.primary_id}."
+    return ~Key.value.startswith(prefix, autoescape=True)
+
+
+def count_outdated() -> int:
+    """Number of stored values not under the primary key (undecryptable ones included)."""
+    count = db.session.execute(select(func.count()).select_from(Key).where(_outdated_clause()))
+    return int(count.scalar_one())
+
+
+def _candidates(after_id: str, limit: int) -> list[tuple[str, str, str]]:
+    rows = db.session.execute(
+        select(Key.id, Key.tenant_id, Key.value)
+        .where(_outdated_clause(), Key.id > after_id)
+        .order_by(Key.id)
+        .limit(limit)
+    ).all()
+    return [(key_id, tenant_id, value) for key_id, tenant_id, value in rows]
+
+
+def _reencrypt(key_id: str, tenant_id: str, value: str) -> bool:
+    try:
+        fresh = current().keyring.reencrypt(value, tenant_id=tenant_id, key_id=key_id)
+    except DecryptionError:
+        # Skipped, not fatal: one damaged row must not stop the rotation of the others.
+        log.error("stored value does not decrypt; left as it is", extra={"key_id": key_id})
+        return False
+    changed = db.session.execute(
+        update(Key)
+        .where(Key.id == key_id, Key.value == value)
+        .values(value=fresh)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+
+
+def rotate_batch(batch_size: int) -> int:
+    """Re-encrypt up to `batch_size` values in one transaction; return how many changed.
+
+    Values that do not decrypt are skipped (and logged by key id), so a return of 0
+    means nothing more can be rotated, even if `count_outdated()` is not 0.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    done, after_id = 0, ""
+    try:
+        while done < batch_size:
+            rows = _candidates(after_id, min(SCAN_CHUNK, batch_size - done))
+            if not rows:
+                break
+            done += sum(_reencrypt(*row) for row in rows)
+            after_id = rows[-1][0]
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return done

@@ -1,0 +1,132 @@
+"""The expiry sweep against a real Redis and database: bounded, and each request handled once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+from flask import Flask
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from envcat.core.sealing import encode_public_key, generate_keypair
+from envcat.models import db
+from envcat.services import access_requests as store
+from envcat.services import sweeps
+from tests.api.test_requests_support import audit_actions
+
+TENANT = "t-acme"
+
+
+def _expired_metric(stage: str) -> float:
+    return REGISTRY.get_sample_value("envcat_requests_expired_total", {"stage": stage}) or 0.0
+
+
+def _new(r: redis.Redis, ttl: int = 1) -> store.AccessRequest:
+    request, _ = store.create(r, ttl=ttl, cli_pub=encode_public_key(generate_keypair()))
+    return request
+
+
+def _approved_and_uncollected(r: redis.Redis, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        request = _new(r)
+        assert store.mark_ready(
+            r,
+            request.id,
+            ciphertext_b64="c2VhbGVk",
+            approved_by="u1",
+            tenant_id=TENANT,
+            bundle_id="b1",
+        )
+        ids.append(request.id)
+    return ids
+
+
+def _after_expiry() -> None:
+    time.sleep(1.1)
+
+
+def test_sweep_prunes_expired_pending_requests_in_batches(
+    service_app: Flask, redis_client: redis.Redis
+) -> None:
+    for _ in range(5):
+        _new(redis_client)
+    alive = _new(redis_client, ttl=60)
+    before = _expired_metric("pending")
+    _after_expiry()
+    report = sweeps.sweep_expired_requests(batch_size=2)
+    assert (report.pruned, report.unclaimed) == (5, 0)
+    assert _expired_metric("pending") == before + 5
+    assert REGISTRY.get_sample_value("envcat_pending_requests") == 1
+    assert redis_client.zrange(store.PENDING_INDEX, 0, -1) == [alive.id]
+    assert sweeps.sweep_expired_requests() == sweeps.SweepReport(pruned=0, unclaimed=0)
+    assert db.session.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 0
+
+
+def test_sweep_audits_each_uncollected_approval_once_even_when_run_concurrently(
+    service_app: Flask, redis_client: redis.Redis
+) -> None:
+    ids = _approved_and_uncollected(redis_client, 12)
+    before = _expired_metric("unclaimed")
+    _after_expiry()
+    reports: list[sweeps.SweepReport] = []
+    barrier = threading.Barrier(3)
+
+    def sweep() -> None:
+        with service_app.app_context():
+            barrier.wait()
+            reports.append(sweeps.sweep_expired_requests(batch_size=2))
+
+    threads = [threading.Thread(target=sweep) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sum(r.unclaimed for r in reports) == 12
+    assert sorted(target for _, target in audit_actions(TENANT)) == sorted(ids)
+    assert {action for action, _ in audit_actions(TENANT)} == {"request.expired"}
+    assert _expired_metric("unclaimed") == before + 12
+    assert sweeps.sweep_expired_requests().unclaimed == 0  # a later run finds nothing left
+
+
+def test_a_collected_or_cancelled_approval_is_not_reported(
+    service_app: Flask, redis_client: redis.Redis
+) -> None:
+    pub = encode_public_key(generate_keypair())
+    collected, collected_token = store.create(redis_client, ttl=1, cli_pub=pub)
+    cancelled, cancelled_token = store.create(redis_client, ttl=1, cli_pub=pub)
+    for request in (collected, cancelled):
+        store.mark_ready(
+            redis_client,
+            request.id,
+            ciphertext_b64="x",
+            approved_by="u1",
+            tenant_id=TENANT,
+            bundle_id="b",
+        )
+    assert store.take(redis_client, collected.id, collected_token).status == "ready"
+    assert store.cancel(redis_client, cancelled.id, cancelled_token) == "cancelled"
+    _after_expiry()
+    assert sweeps.sweep_expired_requests().unclaimed == 0
+    assert audit_actions(TENANT) == []
+
+
+def test_a_database_failure_gives_the_claims_back_for_the_next_sweep(
+    service_app: Flask, redis_client: redis.Redis
+) -> None:
+    ids = _approved_and_uncollected(redis_client, 3)
+    _after_expiry()
+    db.session.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+    db.session.commit()
+    with pytest.raises(OperationalError):
+        sweeps.sweep_expired_requests()
+    assert redis_client.zcard(store.UNCLAIMED_INDEX) == 3
+    db.session.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+    db.session.commit()
+    assert sweeps.sweep_expired_requests().unclaimed == 3
+    assert sorted(target for _, target in audit_actions(TENANT)) == sorted(ids)

@@ -1,0 +1,131 @@
+"""Canary values through a full approval: they reach the CLI and nowhere else.
+
+Scanned after the flow: every key and value in the app Redis, every Celery message
+in the broker (queues and `unacked`, bodies decoded), the JSON logs of the api and
+the worker at DEBUG, and the bytes of the SQLite files.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+from flask import Flask
+
+from envcat.core.logging import JsonFormatter
+from envcat.core.settings import Settings
+from envcat.workers.factory import QUEUES, create_celery
+from tests.api.test_requests_support import (
+    REQUESTS,
+    Cli,
+    SeedKey,
+    redis_dump,
+    seed_bundle,
+    wait_until_final,
+)
+
+TENANT = "t-canary"
+CANARIES = {
+    "DATABASE_PASSWORD": f"canary-db-{secrets.token_hex(8)}",
+    "API_TOKEN": f"canary-api-{secrets.token_hex(8)}",
+    "PEM": f"-----BEGIN canary-pem-{secrets.token_hex(8)}-----\nline two\n",
+}
+
+
+def _needles() -> list[bytes]:
+    """Each canary, and its base64 form, as bytes to search for."""
+    found = []
+    for value in CANARIES.values():
+        core = value.split("\n")[0].encode()
+        found += [core, base64.b64encode(core)[:-4], base64.urlsafe_b64encode(core)[:-4]]
+    return found
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Every record of every logger at DEBUG, formatted exactly as production does."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+def _broker_messages(broker_url: str) -> str:
+    """All broker data, with every Celery message body decoded from base64."""
+    client = redis.Redis.from_url(broker_url, decode_responses=True)
+    texts = [redis_dump(client)]
+    raw: list[Any] = []
+    for queue in QUEUES:
+        raw += client.lrange(queue, 0, -1)
+    raw += [json.loads(v)[0] for v in client.hvals("unacked")] if client.exists("unacked") else []
+    for item in raw:
+        message: dict[str, Any] = item if isinstance(item, dict) else json.loads(item)
+        texts.append(base64.b64decode(message["body"]).decode("utf-8", "replace"))
+        texts.append(json.dumps(message["headers"]))
+    client.close()
+    return "\n".join(texts)
+
+
+def _assert_clean(where: str, data: bytes | str) -> None:
+    blob = data.encode() if isinstance(data, str) else data
+    for needle in _needles():
+        assert needle not in blob, f"a canary leaked into {where}"
+
+
+def test_canaries_reach_the_cli_and_nowhere_else(
+    api_app: Flask,
+    signed_as: Any,
+    service_app: Flask,
+    settings: Settings,
+    redis_client: redis.Redis,
+    broker_url: str,
+    json_logs: io.StringIO,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    owner = signed_as("u-owner", TENANT)
+    bundle_id = seed_bundle(TENANT, "production/api", [SeedKey(k, v) for k, v in CANARIES.items()])
+    cli = Cli.start(api_app.test_client(), bundle="production/api")
+    approved = owner.post(
+        f"{REQUESTS}/{cli.id}/encrypt-from-bundle",
+        json={"bundle_id": bundle_id, "include_keys": list(CANARIES)},
+    )
+    assert approved.status_code == 202
+    queued = _broker_messages(broker_url)
+    assert cli.id in queued  # the scan sees the task's (decoded) arguments
+    _assert_clean("the queued task message", queued)
+    _assert_clean("Redis before delivery", redis_dump(redis_client))
+
+    # The worker sets up its own JSON logging (to stderr) at LOG_LEVEL: make it DEBUG.
+    worker_app = create_celery(settings.model_copy(update={"log_level": "DEBUG"}), service_app)
+    with start_worker(worker_app, pool="solo", queues=list(QUEUES), perform_ping_check=False):
+        reply = wait_until_final(cli)
+        _assert_clean("Redis while the sealed payload waits", redis_dump(redis_client))
+    assert cli.open(reply.get_json()) == CANARIES  # the values did travel, sealed
+
+    _assert_clean("Redis", redis_dump(redis_client))
+    _assert_clean("the broker", _broker_messages(broker_url))
+    logs = json_logs.getvalue() + capfd.readouterr().err
+    assert '"process": "worker"' in logs  # the worker's own JSON logs were captured
+    assert '"level": "debug"' in logs
+    _assert_clean("the logs", logs)
+    if settings.database_url.startswith("sqlite:///"):
+        database = Path(settings.database_url.removeprefix("sqlite:///"))
+        files = list(database.parent.glob(database.name + "*"))  # the db, -wal and -shm
+        assert database in files
+        for path in files:
+            _assert_clean(path.name, path.read_bytes())

@@ -1,0 +1,160 @@
+"""The request, sweep and rotation tasks on a real worker and a real broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery, Task, signals
+from celery.contrib.testing.worker import start_worker
+from flask import Flask
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from envcat.core.keys import new_kms_key
+from envcat.core.sealing import encode_public_key, generate_keypair
+from envcat.models import db
+from envcat.services import access_requests as store
+from envcat.services import delivery, rotation
+from envcat.services.runtime import create_service_app
+from envcat.workers import tasks
+from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
+from tests.api.test_requests_support import SeedKey, audit_actions, seed_bundle
+from tests.conftest import make_settings
+from tests.support.signed import add_member
+
+TENANT, USER = "t-acme", "u-owner"
+
+
+def _eventually(check: Callable[[], bool], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _failures(task: str) -> float:
+    return REGISTRY.get_sample_value("envcat_task_failures_total", {"task": task}) or 0.0
+
+
+def _outdated_now() -> int:
+    db.session.rollback()  # read what the worker committed, not an old snapshot
+    return rotation.count_outdated()
+
+
+def _approved(r: redis.Redis, bundle_id: str, keys: list[str]) -> tuple[str, str]:
+    request, token = store.create(r, ttl=60, cli_pub=encode_public_key(generate_keypair()))
+    record = delivery.approval_record(TENANT, USER, bundle_id, keys)
+    assert store.mark_approved(r, request.id, approval=record, at=time.time())
+    return request.id, token
+
+
+def test_tasks_are_named_routed_and_retry_only_transient_errors() -> None:
+    routed: list[tuple[Task[Any, Any], str]] = [
+        (tasks.encrypt_from_bundle, "approvals"),
+        (tasks.sweep_expired_requests, "maintenance"),
+        (tasks.rotate_kms, "maintenance"),
+    ]
+    for task, queue in routed:
+        assert TASK_ROUTES[task.name]["queue"] == queue
+        assert task.acks_late is True
+        assert task.reject_on_worker_lost is True
+        # set by shared_task(autoretry_for=...); the stubs do not declare it
+        assert set(task.autoretry_for) == {  # type: ignore[attr-defined]
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            OperationalError,
+        }
+        assert task.max_retries == 5
+    assert tasks.ping.name == "envcat.ping"
+
+
+def test_a_duplicated_message_delivers_once(
+    service_app: Flask, celery_worker: object, redis_client: redis.Redis
+) -> None:
+    add_member(USER, TENANT)
+    bundle_id = seed_bundle(TENANT, "production/api", [SeedKey("A", "a"), SeedKey("B", "b")])
+    request_id, token = _approved(redis_client, bundle_id, ["A", "B"])
+    for _ in range(3):  # as after a crash, a visibility timeout or a retry
+        tasks.encrypt_from_bundle.delay(request_id, TENANT, USER, bundle_id, ["A", "B"])
+    _eventually(lambda: store.get(redis_client, request_id).status == "ready")  # type: ignore[union-attr]
+    time.sleep(0.3)  # let the duplicates run
+    assert redis_client.zcard(store.UNCLAIMED_INDEX) == 1
+    assert store.take(redis_client, request_id, token).status == "ready"
+    assert store.take(redis_client, request_id, token).status == "gone"
+
+
+def test_a_transient_database_error_is_retried_until_it_passes(
+    service_app: Flask, celery_worker: object, redis_client: redis.Redis
+) -> None:
+    add_member(USER, TENANT)
+    bundle_id = seed_bundle(TENANT, "production/api", [SeedKey("A", "a")])
+    request_id, _ = _approved(redis_client, bundle_id, ["A"])
+    retries: list[str] = []
+
+    def on_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
+        retries.append(type(getattr(reason, "exc", reason)).__name__)
+
+    signals.task_retry.connect(on_retry, weak=False)
+    db.session.execute(text("ALTER TABLE bundles RENAME TO bundles_away"))
+    db.session.commit()
+    try:
+        tasks.encrypt_from_bundle.delay(request_id, TENANT, USER, bundle_id, ["A"])
+        _eventually(lambda: bool(retries))
+    finally:
+        db.session.execute(text("ALTER TABLE bundles_away RENAME TO bundles"))
+        db.session.commit()
+        signals.task_retry.disconnect(on_retry)
+    assert retries[0] == "OperationalError"
+    assert store.get(redis_client, request_id).status == "pending"  # type: ignore[union-attr]
+    _eventually(lambda: store.get(redis_client, request_id).status == "ready", seconds=40)  # type: ignore[union-attr]
+
+
+def test_a_bug_fails_the_request_at_once_instead_of_retrying(
+    service_app: Flask, celery_worker: object, redis_client: redis.Redis
+) -> None:
+    add_member(USER, TENANT)
+    bundle_id = seed_bundle(TENANT, "production/api", [SeedKey("A", "a")])
+    request_id, _ = _approved(redis_client, bundle_id, ["A"])
+    # damaged state that validation would never let in: sealing raises an unexpected error
+    redis_client.hset(store.request_key(request_id), "cli_pub", "not-a-key")
+    failures = _failures(tasks.encrypt_from_bundle.name)
+    tasks.encrypt_from_bundle.delay(request_id, TENANT, USER, bundle_id, ["A"])
+    _eventually(lambda: store.get(redis_client, request_id).status == "failed")  # type: ignore[union-attr]
+    time.sleep(1.5)  # a retry would have run by now
+    assert _failures(tasks.encrypt_from_bundle.name) == failures + 1
+    assert redis_client.hget(store.request_key(request_id), "message") == delivery.INTERNAL_FAILURE
+    assert audit_actions(TENANT) == [("request.failed", request_id)]
+
+
+def test_rotate_kms_runs_batches_on_the_maintenance_queue(
+    tmp_path: Path, redis_url: str, broker_url: str
+) -> None:
+    from envcat.models import migrate
+    from tests.services.test_rotation import _seed
+
+    old_key, new_key = new_kms_key(), new_kms_key()
+    database_url = f"sqlite:///{tmp_path / 'rotate.db'}"
+    migrate.upgrade(database_url)
+    _seed(
+        create_service_app(
+            make_settings(database_url, redis_url, broker_url, bundle_kms_key=old_key)
+        ),
+        {f"K{i}": "v" for i in range(5)},
+    )
+    settings = make_settings(
+        database_url, redis_url, broker_url, bundle_kms_key=f"{new_key},{old_key}"
+    )
+    app = create_service_app(settings)
+    celery: Celery = create_celery(settings, app)
+    with app.app_context():
+        assert rotation.count_outdated() == 5
+        with start_worker(celery, pool="solo", queues=list(QUEUES), perform_ping_check=False):
+            for _ in range(3):
+                celery.tasks["envcat.rotate_kms"].delay(2)
+            _eventually(lambda: _outdated_now() == 0)
+        db.engine.dispose()
