@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
@@ -60,6 +61,8 @@ LEAST_PRIVILEGE = "viewer"
 # users.email is NOT NULL and UNIQUE: a user Clerk has not described yet (or whose address
 # another row holds, or who was deleted) gets an address that can never be delivered (RFC 2606).
 PLACEHOLDER_DOMAIN = "clerk.invalid"
+# A stored, unprocessed delivery older than this is re-enqueued when Svix retries it.
+STALE_DELIVERY = timedelta(minutes=2)
 
 
 class InvalidSignature(EnvCatError):
@@ -120,14 +123,35 @@ def verify_event(secret: str | None, raw: bytes, headers: Mapping[str, str]) -> 
 
 
 def record_delivery(event: ClerkEvent) -> bool:
-    """Store the svix-id and commit; False when it is stored already (a redelivery or twin)."""
+    """Store the svix-id and commit; True when the caller should enqueue the event.
+
+    False for a twin or a redelivery of an event that was processed or is still
+    fresh. A redelivery of one stored long ago and never processed (the api died
+    between commit and enqueue, or the message was lost) is claimed again, so
+    Svix's retry repairs the gap; the task is idempotent by event id.
+    """
     db.session.add(WebhookEvent(id=event.id, type=event.type))
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        return False
+        return _reclaim_stale_delivery(event.id)
     return True
+
+
+def _reclaim_stale_delivery(event_id: str) -> bool:
+    now = utcnow()
+    claimed = db.session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == event_id,
+            WebhookEvent.processed_at.is_(None),
+            WebhookEvent.received_at < now - STALE_DELIVERY,
+        )
+        .values(received_at=now)
+    )
+    db.session.commit()
+    return cast(CursorResult[Any], claimed).rowcount == 1
 
 
 def forget_delivery(event_id: str) -> None:

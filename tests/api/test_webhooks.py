@@ -17,7 +17,7 @@ import redis
 from celery import _state as celery_state
 from flask import Flask
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from svix.webhooks import Webhook
 from werkzeug.test import TestResponse
 
@@ -303,6 +303,28 @@ def test_duplicate_delivery_is_acknowledged_and_enqueued_once(
     )
     assert (stored_events(), queued(broker)) == (1, 1)
     assert counted("duplicate") == before + 1
+
+
+def test_stale_unprocessed_delivery_is_enqueued_again_on_retry(
+    api_app: Flask, broker: redis.Redis
+) -> None:
+    """The api died between commit and enqueue: Svix's later retry must repair it."""
+    body, headers = sign(clerk_event("user.created", user_data(new_id("user"))))
+    assert api_app.test_client().post(URL, data=body, headers=headers).status_code == 202
+    assert queued(broker) == 1
+    for key in broker.scan_iter(f"{QUEUE}*"):  # the message is lost; the row stays unprocessed
+        broker.delete(key)
+    retry = api_app.test_client().post(URL, data=body, headers=headers)
+    assert retry.json["duplicate"] is True  # fresh: a twin, not a loss
+    db.session.execute(
+        update(WebhookEvent).values(received_at=datetime.now(UTC) - timedelta(minutes=10))
+    )
+    db.session.commit()
+    retry = api_app.test_client().post(URL, data=body, headers=headers)
+    assert (retry.status_code, retry.json["duplicate"]) == (202, False)
+    assert (stored_events(), queued(broker)) == (1, 1)
+    again = api_app.test_client().post(URL, data=body, headers=headers)
+    assert again.json["duplicate"] is True
 
 
 def _api_on(database_url: str, settings: Settings) -> Flask:
