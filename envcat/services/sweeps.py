@@ -35,7 +35,9 @@ def _prune_pending(now: float, batch_size: int) -> int:
     for _ in range(MAX_BATCHES):
         removed = store.prune_pending(r, now, batch_size)
         total += len(removed)
-        if len(removed) < batch_size:
+        # Stop on an empty claim, not a short one: a concurrent sweep may have taken
+        # part of this batch while more is still waiting behind it.
+        if not removed:
             break
     if total:
         metrics.REQUESTS_EXPIRED.labels(stage="pending").inc(total)
@@ -70,7 +72,7 @@ def _expire_unclaimed(now: float, batch_size: int) -> int:
     for _ in range(MAX_BATCHES):
         claimed = store.claim_unclaimed(current().redis, now, batch_size)
         total += _audit_unclaimed(claimed, now)
-        if len(claimed) < batch_size:
+        if not claimed:
             break
     return total
 
