@@ -1,8 +1,8 @@
-# EnvCat: `make up` runs the whole system here, `make test` runs every check.
+# EnvCat: the same two commands as scripts/up and scripts/test, for those who prefer make.
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev up test lint typecheck docs clean
+.PHONY: setup setup-dev up test docs clean
 
 setup:
 	VENV=$(VENV) ./scripts/bootstrap.sh
@@ -10,19 +10,11 @@ setup:
 setup-dev:
 	VENV=$(VENV) WITH_TEST_DEPS=1 ./scripts/bootstrap.sh
 
-up: setup
-	$(BIN)/envcat server up
+up:
+	VENV=$(VENV) ./scripts/up
 
-lint: setup-dev
-	$(BIN)/ruff check envcat tests bench
-	$(BIN)/ruff format --check envcat tests bench
-
-typecheck: setup-dev
-	$(BIN)/mypy
-
-test: lint typecheck
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
-	$(BIN)/python -m pytest
+test:
+	VENV=$(VENV) ./scripts/test
 
 # The documentation site on http://127.0.0.1:8889, rebuilt on every change (docs/ and envcat/).
 docs: setup-dev

@@ -45,7 +45,7 @@ CLI_WAIT_SECONDS = 30
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (make test installs it)")
+        pytest.skip("/usr/bin/chromium is missing (./scripts/test installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -124,7 +124,7 @@ def save_screenshot(page: Any, name: str) -> None:
     target = SCREENSHOTS / name
     page.screenshot(path=str(target), full_page=True)
     # The committed copies in docs/images change only when asked for, so a test run
-    # leaves the work tree clean: `ENVCAT_UPDATE_DOC_IMAGES=1 make test`.
+    # leaves the work tree clean: `ENVCAT_UPDATE_DOC_IMAGES=1 ./scripts/test`.
     if os.environ.get("ENVCAT_UPDATE_DOC_IMAGES") == "1":
         DOC_IMAGES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, DOC_IMAGES / name)
