@@ -25,6 +25,7 @@ from envcat.cli.protocol import (
     CreatedRequest,
     Ready,
     RetryLater,
+    ServerBusy,
     SlowDown,
     cancel_request,
     create_request,
@@ -120,6 +121,7 @@ class ApprovalFlow:
         interval = request.interval
         delays = backoff_delays()
         last_error: httpx.TransportError | None = None
+        busy: str | None = None
         while (remaining := deadline - self._clock.monotonic()) > 0:
             started = self._clock.monotonic()
             try:
@@ -129,7 +131,12 @@ class ApprovalFlow:
                 self._terminal.note("connection lost, retrying…")
                 self._sleep(next(delays), deadline)
                 continue
-            last_error, delays = None, backoff_delays()
+            if isinstance(outcome, ServerBusy):
+                busy = f"the server stayed unavailable (HTTP {outcome.status})"
+                self._terminal.note(f"server unavailable (HTTP {outcome.status}), retrying…")
+                self._sleep(next(delays), deadline)
+                continue
+            last_error, busy, delays = None, None, backoff_delays()
             self._terminal.note("")
             if isinstance(outcome, Ready):
                 return outcome.ciphertext
@@ -141,6 +148,8 @@ class ApprovalFlow:
             else:  # pending: a server that answers at once must not make us poll faster
                 delay = interval - (self._clock.monotonic() - started)
             self._sleep(delay, deadline)
+        if busy is not None:
+            raise ServerUnreachable(f"{busy} until the wait ended")
         raise self._deadline_error(last_error, is_local)
 
     def _sleep(self, seconds: float, deadline: float) -> None:

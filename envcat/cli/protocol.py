@@ -66,7 +66,18 @@ class Ready:
     ciphertext: bytes
 
 
-Outcome = Pending | SlowDown | RetryLater | Ready
+@dataclass(frozen=True)
+class ServerBusy:
+    """502/503/504: the server or a service behind it is down for a moment; retry with backoff."""
+
+    status: int
+
+
+Outcome = Pending | SlowDown | RetryLater | ServerBusy | Ready
+
+
+# A restarting api or bff, or Redis down behind them: the request itself is still alive.
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
 def make_client(server: str) -> httpx.Client:
@@ -199,6 +210,8 @@ def wait_once(client: httpx.Client, request: CreatedRequest, timeout: int) -> Ou
         return SlowDown()
     if response.status_code == 429:
         return RetryLater(retry_after_seconds(response))
+    if response.status_code in TRANSIENT_STATUSES:
+        return ServerBusy(response.status_code)
     if response.status_code == 410:
         raise RequestExpired("the request expired or was already delivered")
     if response.status_code == 401:

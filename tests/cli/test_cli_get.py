@@ -226,11 +226,22 @@ def test_html_500_is_one_clear_line(api: FakeApi, clock: FakeClock, where: str) 
     assert "Traceback" not in result.output
 
 
-def test_json_error_shows_the_server_message(api: FakeApi, clock: FakeClock) -> None:
-    api.script = ["json502"]
+def test_a_briefly_unavailable_server_is_retried_with_backoff(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    api.script = ["json502", "json502", "ready"]
+    result = invoke(api, clock, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert clock.sleeps == [0.5, 1.0]
+    assert "server unavailable (HTTP 502), retrying" in result.stderr
+
+
+def test_a_server_unavailable_until_expiry_exits_5(api: FakeApi, clock: FakeClock) -> None:
+    api.expires_in = 60
+    api.script = ["json502" for _ in range(100)]
     result = invoke(api, clock)
-    assert result.exit_code == 1
-    assert "HTTP 502 (bad_gateway): The api is down." in result.stderr
+    assert result.exit_code == 5
+    assert "the server stayed unavailable (HTTP 502)" in result.stderr
 
 
 def test_malformed_creation_reply_is_refused(clock: FakeClock) -> None:
