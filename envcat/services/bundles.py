@@ -82,8 +82,11 @@ def detail(tenant_id: str, bundle_id: str) -> BundleDetail:
 
 def list_bundles(tenant_id: str, q: str = "") -> BundleList:
     """The tenant's bundles sorted by name, with key counts; `q` filters by name substring."""
+    # Count only this tenant's attachments, not every tenant's.
     counts = (
         select(BundleKey.bundle_id, func.count().label("n"))
+        .join(Bundle, Bundle.id == BundleKey.bundle_id)
+        .where(Bundle.tenant_id == tenant_id)
         .group_by(BundleKey.bundle_id)
         .subquery()
     )
