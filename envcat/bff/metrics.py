@@ -1,20 +1,13 @@
 """Prometheus metrics of the bff, prefixed `envcat_bff_` (DESIGN §10).
 
-Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR; `render()`
-then aggregates every process.
+Exposed through envcat.core.exposition.
 """
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
-    multiprocess,
 )
 
 HTTP_REQUESTS = Counter(
@@ -33,12 +26,3 @@ SIGN_INS = Counter("envcat_bff_sign_ins_total", "Sign-in attempts", ["outcome"])
 PROXY_REJECTED = Counter(
     "envcat_bff_proxy_rejected_total", "Proxied calls refused by the bff itself", ["reason"]
 )
-
-
-def render() -> tuple[bytes, str]:
-    """Return the exposition body and content type for /metrics."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST

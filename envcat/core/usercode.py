@@ -15,7 +15,7 @@ LENGTH = 8
 
 
 def user_code(request_id: str, public_key_b64: str) -> str:
-    """Return the phrase for a request, formatted `XXXX-XXXX`."""
+    """Return the phrase for a request, four letters, a dash, four letters (`WDJB-MJHT`)."""
     raw_key = base64.b64decode(public_key_b64.encode("ascii"))
     digest = hashlib.sha256(
         b"envcat-user-code\x00" + request_id.encode("utf-8") + b"\x00" + raw_key

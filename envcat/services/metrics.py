@@ -1,22 +1,11 @@
 """Prometheus metrics shared by the api and the workers (DESIGN §10), prefixed `envcat_`.
 
-Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR; `render()`
-then aggregates every process.
+Exposed through envcat.core.exposition.
 """
 
 from __future__ import annotations
 
-import os
-
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS_CREATED = Counter("envcat_requests_created_total", "Access requests created")
 REQUESTS_APPROVED = Counter("envcat_requests_approved_total", "Approvals accepted and enqueued")
@@ -51,12 +40,3 @@ PENDING_REQUESTS = Gauge(
 WEBHOOKS_RECEIVED = Counter(
     "envcat_webhooks_received_total", "Clerk webhooks received", ["outcome"]
 )
-
-
-def render() -> tuple[bytes, str]:
-    """Return the exposition body and content type for a /metrics endpoint."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST

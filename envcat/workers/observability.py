@@ -25,8 +25,9 @@ from typing import Any
 
 from celery import Celery, Task, current_app, signals
 from kombu import Connection
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import multiprocess, start_http_server
 
+from envcat.core import exposition
 from envcat.core.logging import configure_logging, request_id_var
 from envcat.core.settings import Settings
 from envcat.services import metrics
@@ -107,20 +108,11 @@ def _task_failed(sender: Task[Any, Any] | None = None, **_: Any) -> None:
         metrics.TASK_FAILURES.labels(task=sender.name).inc()
 
 
-def _registry() -> CollectorRegistry:
-    """The default registry, or one that sums every pool process in multiprocess mode."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return REGISTRY
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return registry
-
-
 def _serve_metrics(sender: Any = None, instance: Any = None, **_: Any) -> None:
     app: Celery = instance.app
     port = int(app.conf.get(_METRICS_PORT) or 0)
     try:
-        start_http_server(port, addr="0.0.0.0", registry=_registry())  # noqa: S104  # scraped
+        start_http_server(port, addr="0.0.0.0", registry=exposition.registry())  # noqa: S104  # scraped
     except OSError as exc:
         # Metrics are not worth refusing work for (e.g. two workers on one host).
         log.warning("worker metrics not served", extra={"port": port, "error": exc.strerror})

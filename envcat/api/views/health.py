@@ -6,8 +6,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from envcat.api.openapi import build_spec
+from envcat.core import exposition
 from envcat.models import db
-from envcat.services import metrics
 from envcat.services.runtime import current
 
 bp = Blueprint("health", __name__)
@@ -51,7 +51,7 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics_view() -> Response:
     """Prometheus exposition."""
-    body, content_type = metrics.render()
+    body, content_type = exposition.render()
     return Response(body, content_type=content_type)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from envcat.bff import metrics
 from envcat.bff.apiclient import ApiUnavailable, CallerInfo
 from envcat.bff.runtime import runtime
+from envcat.core import exposition
 
 bp = Blueprint("health", __name__)
 
@@ -45,5 +45,5 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics_view() -> Response:
     """Prometheus exposition."""
-    body, content_type = metrics.render()
+    body, content_type = exposition.render()
     return Response(body, content_type=content_type)
