@@ -66,17 +66,14 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)
-    def _redis_down(exc: Exception) -> Response:
-        log.warning("redis unavailable", extra={"error_type": type(exc).__name__})
-        return error_response(503, "unavailable", "A backing service is unavailable; retry.")
-
     @app.errorhandler(OperationalError)
-    def _database_down(exc: OperationalError) -> Response:
-        log.warning("database unavailable", extra={"error_type": type(exc).__name__})
+    def _backend_down(exc: Exception) -> Response:
+        backend = "database" if isinstance(exc, OperationalError) else "redis"
+        log.warning(f"{backend} unavailable", extra={"error_type": type(exc).__name__})
         return error_response(503, "unavailable", "A backing service is unavailable; retry.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        # Log the type only: the message may quote the data that caused it.
+        # The JSON formatter keeps type and frames only: the message may quote the data.
         log.error("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "Something went wrong on our side.")
