@@ -1,9 +1,11 @@
-"""Built-in accounts (AUTH_PROVIDER=local): argon2id password hashes, sign-up, sign-in.
+"""Built-in accounts (AUTH_PROVIDER=local): argon2id password hashes, sign-up, sign-in,
+password change and account deletion.
 
 A local user gets a personal tenant with the same id, named after the email,
 where the user is owner. Emails are stored and matched in lower case. Sign-in
-costs one argon2 verification whether or not the email exists, so response
-times do not reveal which emails have accounts.
+costs one argon2 verification whether or not the email exists, and sign-up one
+argon2 hash whether or not the email is taken, so response times do not reveal
+which emails have accounts.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from envcat.core.schemas.accounts import (
     MAX_PASSWORD,
     MIN_PASSWORD,
+    AccountDeleted,
     AccountOut,
+    PasswordChanged,
     SignUp,
     normalise_email,
 )
-from envcat.models import Membership, Tenant, User, db
+from envcat.models import Bundle, Key, Membership, Tenant, User, db, utcnow
+from envcat.services import audit
 from envcat.services.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import account, transaction
@@ -89,9 +94,10 @@ def create_local_user(email: str, password: str) -> tuple[User, Tenant]:
     characters) or Conflict (email taken, compared case-insensitively).
     """
     data = _validated(email, password)
+    # Hash first, taken or not: the answer's timing must not say whether the email exists.
+    password_hash = HASHER.hash(data.password)  # before the transaction: it is slow
     if _email_taken(data.email):
         raise Conflict(EMAIL_TAKEN)
-    password_hash = HASHER.hash(data.password)  # before the transaction: it is slow
     user_id = f"usr_{secrets.token_hex(12)}"
     user = User(id=user_id, email=data.email, name=None, password_hash=password_hash)
     tenant = Tenant(id=user_id, name=data.email, kind="personal")
@@ -142,3 +148,126 @@ def authenticate(email: str, password: str) -> AccountOut:
         user.password_hash = HASHER.hash(password)
         db.session.commit()
     return account(user.id, _home_tenant(user))
+
+
+# ---------------------------------------------------------------- account settings
+
+
+def _password_rules(password: str) -> str:
+    """The new password if it follows the sign-up rules, else ValidationFailed saying which."""
+    try:
+        return SignUp.model_validate({"email": "x@example.com", "password": password}).password
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        kind = errors[0]["type"] if errors else ""
+        limit = (
+            f"at most {MAX_PASSWORD}" if kind == "string_too_long" else f"at least {MIN_PASSWORD}"
+        )
+        details = [{"loc": ["new_password"], "msg": e["msg"], "type": e["type"]} for e in errors]
+        raise ValidationFailed(f"Use a password of {limit} characters.", details=details) from None
+
+
+def _verified_user(user_id: str, password: str) -> User:
+    """The live local user whose password this is, else InvalidCredentials (one argon2 check)."""
+    user = db.session.get(User, user_id)
+    stored = user.password_hash if user is not None and not user.is_deleted else None
+    try:
+        HASHER.verify(stored or _dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        raise InvalidCredentials("The current password is wrong.") from None
+    if user is None or stored is None:
+        raise InvalidCredentials("The current password is wrong.")
+    return user
+
+
+def change_password(
+    user_id: str, old_password: str, new_password: str, origin: audit.Origin
+) -> PasswordChanged:
+    """Replace a local user's password after checking the current one; audited."""
+    _require_local_provider()
+    new_password = _password_rules(new_password)
+    user = _verified_user(user_id, old_password)
+    new_hash = HASHER.hash(new_password)
+    with transaction():
+        user.password_hash = new_hash
+    audit.record(user.id, user.id, "account.password_changed", user.id, origin=origin)
+    log.info("password changed", extra={"user_id": user.id})
+    return PasswordChanged(user_id=user.id)
+
+
+class LastOwner(Conflict):
+    """The user is the only owner of a workspace that has other members."""
+
+    code = "last_owner"
+
+
+def _memberships(user_id: str) -> list[tuple[str, str, int, int]]:
+    """(tenant id, role, other members, other owners) for each of the user's workspaces."""
+    others = (
+        select(
+            Membership.tenant_id,
+            func.count().label("members"),
+            func.count().filter(Membership.role == "owner").label("owners"),
+        )
+        .where(Membership.user_id != user_id)
+        .group_by(Membership.tenant_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(
+            Membership.tenant_id,
+            Membership.role,
+            func.coalesce(others.c.members, 0),
+            func.coalesce(others.c.owners, 0),
+        )
+        .outerjoin(others, others.c.tenant_id == Membership.tenant_id)
+        .where(Membership.user_id == user_id)
+        .order_by(Membership.tenant_id)
+    ).all()
+    return [(str(t), str(r), int(m), int(o)) for t, r, m, o in rows]
+
+
+def _retire_tenant(tenant_id: str) -> None:
+    """Mark the workspace deleted and purge its bundles, keys and memberships (audit stays)."""
+    db.session.execute(update(Tenant).where(Tenant.id == tenant_id).values(deleted_at=utcnow()))
+    db.session.execute(delete(Bundle).where(Bundle.tenant_id == tenant_id))
+    db.session.execute(delete(Key).where(Key.tenant_id == tenant_id))
+    db.session.execute(delete(Membership).where(Membership.tenant_id == tenant_id))
+
+
+def delete_account(user_id: str, password: str, origin: audit.Origin) -> AccountDeleted:
+    """Delete a local account after checking its password; audited in each of its workspaces.
+
+    Refused (409 last_owner) while the user is the only owner of a workspace that
+    has other members. A workspace the user is the only member of (always the
+    personal one) is deleted with its bundles and keys. The user row is scrubbed
+    and kept, so audit entries still name an id that can never sign in again.
+    """
+    _require_local_provider()
+    user = _verified_user(user_id, password)
+    memberships = _memberships(user.id)
+    blocking = [
+        t for t, role, members, owners in memberships if role == "owner" and members and not owners
+    ]
+    if blocking:
+        names = ", ".join(
+            sorted(db.session.execute(select(Tenant.name).where(Tenant.id.in_(blocking))).scalars())
+        )
+        raise LastOwner(
+            f"You are the only owner of {names}, which has other members. "
+            "Make another member an owner, or remove the members, first."
+        )
+    retired = [t for t, _, members, _ in memberships if not members]
+    with transaction():
+        for tenant_id in retired:
+            _retire_tenant(tenant_id)
+        db.session.execute(delete(Membership).where(Membership.user_id == user.id))
+        user.deleted_at = utcnow()
+        user.email = f"{user.id}@deleted.invalid"
+        user.name = None
+        user.password_hash = None
+    for tenant_id, _, _, _ in memberships:
+        details = {"workspace_deleted": tenant_id in retired}
+        audit.record(tenant_id, user.id, "account.deleted", user.id, details=details, origin=origin)
+    log.info("local account deleted", extra={"user_id": user.id, "tenants": len(retired)})
+    return AccountDeleted(user_id=user.id, deleted_tenants=retired)

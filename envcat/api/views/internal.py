@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from envcat.api.auth import authenticate_bff
 from envcat.api.openapi import endpoint
-from envcat.core.schemas.accounts import AccountOut, Credentials
+from envcat.core.schemas.accounts import (
+    AccountDeleted,
+    AccountDeletion,
+    AccountOut,
+    Credentials,
+    PasswordChange,
+    PasswordChanged,
+)
 from envcat.services import accounts
+from envcat.services.audit import Origin
 
 bp = Blueprint("internal", __name__, url_prefix="/api/v1/internal")
 bp.before_request(authenticate_bff)
@@ -41,3 +49,37 @@ def sign_up(body: Credentials) -> tuple[AccountOut, int]:
 def sign_in(body: Credentials) -> AccountOut:
     """The bff's sign-in form; 401 invalid_credentials for any wrong pair."""
     return accounts.authenticate(body.email, body.password)
+
+
+def _origin() -> Origin:
+    return Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
+
+
+@endpoint(
+    bp,
+    "/local-auth/change-password",
+    "POST",
+    summary="Replace a local account's password (the current one is required); audited",
+    auth="internal",
+    body=PasswordChange,
+    responses={200: PasswordChanged},
+    errors=(400, 401, 404),
+)
+def change_password(body: PasswordChange) -> PasswordChanged:
+    """The account page; 401 invalid_credentials when the current password is wrong."""
+    return accounts.change_password(body.user_id, body.old_password, body.new_password, _origin())
+
+
+@endpoint(
+    bp,
+    "/local-auth/delete-account",
+    "POST",
+    summary="Delete a local account (password required; refused for a workspace's last owner)",
+    auth="internal",
+    body=AccountDeletion,
+    responses={200: AccountDeleted},
+    errors=(400, 401, 404, 409),
+)
+def delete_account(body: AccountDeletion) -> AccountDeleted:
+    """The account page; 409 last_owner while other members depend on this owner."""
+    return accounts.delete_account(body.user_id, body.password, _origin())

@@ -93,6 +93,7 @@ class TenantOut(BaseModel):
     id: str
     name: str
     kind: Literal["personal", "org"]
+    slug: str = ""  # what the CLI names with -w; "" only from an older api
 
 
 class AccountOut(BaseModel):
@@ -101,3 +102,43 @@ class AccountOut(BaseModel):
     user: UserOut
     tenant: TenantOut
     role: Role
+
+
+UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class PasswordChange(BaseModel):
+    """Body of POST /internal/local-auth/change-password: the bff vouches for `user_id`.
+
+    The current password is required as well, so a stolen session alone cannot
+    take over the account. The new one is checked by the service (it says which
+    rule it broke).
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    user_id: UserId
+    old_password: AnyText
+    new_password: AnyText
+
+
+class AccountDeletion(BaseModel):
+    """Body of POST /internal/local-auth/delete-account: the user and their password."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    user_id: UserId
+    password: AnyText
+
+
+class PasswordChanged(BaseModel):
+    """The password was replaced; the bff then revokes the user's other sessions."""
+
+    user_id: str
+
+
+class AccountDeleted(BaseModel):
+    """The account is gone; so are the workspaces it was the only member of."""
+
+    user_id: str
+    deleted_tenants: list[str]
