@@ -9,9 +9,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from envcat.api.errors import register_error_handlers
 from envcat.api.extensions import limiter
+from envcat.core import forwarding
 from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
 from envcat.core.settings import Settings, load_settings
-from envcat.services.runtime import MAX_REDIS_CONNECTIONS, REDIS_SOCKET_TIMEOUT, init_app
+from envcat.services.runtime import (
+    MAX_REDIS_CONNECTIONS,
+    REDIS_SOCKET_TIMEOUT,
+    current,
+    init_app,
+)
 from envcat.workers.factory import create_celery
 
 
@@ -56,6 +62,32 @@ def _echo_request_id(response: Response) -> Response:
     return response
 
 
+def _adopt_client_ip() -> None:
+    """Take the client address the bff vouched for; otherwise keep the socket's (after ProxyFix).
+
+    Registered before the rate limiter, which keys on `request.remote_addr`.
+    """
+    claimed = request.headers.get(forwarding.HEADER_CLIENT_IP)
+    if claimed is None:
+        return
+    runtime = current()
+    verified = forwarding.verified_client(
+        runtime.settings.bff_shared_secret.get_secret_value(),
+        claimed,
+        request.headers.get(forwarding.HEADER_CLIENT_PROOF),
+        request.method,
+        request.path,
+    )
+    if verified is None:
+        return
+    ip, nonce = verified
+    key = forwarding.NONCE_KEY_PREFIX + nonce
+    # Single use: a proof seen on the wire cannot be replayed to borrow the address.
+    if runtime.redis.set(key, "1", nx=True, ex=forwarding.NONCE_TTL_SECONDS):
+        request.remote_addr = ip
+        request.environ["REMOTE_ADDR"] = ip
+
+
 def _unbind_request_id(_: BaseException | None) -> None:
     # Threaded servers reuse threads: the next request must not inherit this id.
     request_id_var.set(None)
@@ -65,8 +97,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the api from explicit settings (tests) or the environment (wsgi)."""
     settings = settings or load_settings()
     app = Flask("envcat.api")
-    # Only the bff reaches the api; it passes the client address in X-Forwarded-For.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    # X-Forwarded-For is trusted only for TRUSTED_PROXIES hops; the bff's client address
+    # arrives with a proof instead (`_adopt_client_ip`).
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
     # redis-py's default pool refuses a 101st connection; a gevent worker needs more.
@@ -78,9 +111,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["RATELIMIT_KEY_PREFIX"] = "ratelimit"
     init_app(app, settings)
     app.extensions["celery"] = create_celery(settings, app)
+    app.before_request(_bind_request_id)
+    app.before_request(_adopt_client_ip)  # before the limiter's own hook
     limiter.init_app(app)
     register_error_handlers(app)
-    app.before_request(_bind_request_id)
     app.after_request(_echo_request_id)
     app.teardown_request(_unbind_request_id)
     for bp in _blueprints():

@@ -72,8 +72,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or load_settings(needs_kms_key=False)
     app = Flask(__name__)
-    # One reverse proxy (TLS terminator) in front: trust its X-Forwarded-For and -Proto.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    # X-Forwarded-For/-Proto only from the TRUSTED_PROXIES reverse proxies (e.g. 1 behind a
+    # TLS terminator); with none, the client address is the socket's.
+    hops = settings.trusted_proxies
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = build_runtime(settings)
     app.before_request(_bind_request_id)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import string
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -12,6 +16,10 @@ from envcat.bff import metrics
 from envcat.bff.apiclient import ApiUnavailable, Signer
 from envcat.bff.identity import caller_info, current_identity
 from envcat.bff.runtime import runtime
+from envcat.core import forwarding
+
+# What an id in an api path looks like (UUIDs, urlsafe tokens): no `/`, `?`, `#`, `%` or dots.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class UpstreamError(Exception):
@@ -25,6 +33,32 @@ class UpstreamError(Exception):
         self.details = details
 
 
+def api_path(template: str, **ids: str) -> str:
+    """Fill `template`'s `{name}` fields with ids, each checked and quoted; 404 for a bad id.
+
+    `api_path("/api/v1/keys/{key_id}", key_id=key_id)`: a value such as `x?reveal=true`,
+    `a/b`, `x#y` or `..` never becomes part of the path the api sees.
+    """
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    if fields != set(ids):
+        raise ValueError(f"api_path: {template} needs exactly {sorted(fields)}")
+    for value in ids.values():
+        if not ID_PATTERN.fullmatch(value):
+            metrics.PROXY_REJECTED.labels("path").inc()
+            raise UpstreamError(404, "not_found", "Not found.")
+    return template.format(**{name: quote(value, safe="") for name, value in ids.items()})
+
+
+def _client_headers(method: str, path: str) -> dict[str, str]:
+    info = caller_info()
+    if info.client_ip is None:
+        return {}
+    secret = runtime().settings.bff_shared_secret.get_secret_value()
+    # The api sees the decoded path (werkzeug unquotes it); the proof binds that.
+    target = unquote(path.partition("?")[0])
+    return forwarding.client_headers(secret, info.client_ip, method, target)
+
+
 def timed_send(
     method: str,
     path: str,
@@ -36,18 +70,20 @@ def timed_send(
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
-    """One api call with the caller's IP, user agent and request id, timed for /metrics."""
+    """One api call with the caller's IP (with its proof), user agent and request id, timed."""
     started = time.perf_counter()
+    # The client address travels only with its proof, never as a bare X-Forwarded-For.
+    caller = replace(caller_info(), client_ip=None)
     try:
         response = runtime().api.send(
             method,
             path,
             signer=signer,
-            caller=caller_info(),
+            caller=caller,
             params=params,
             json=json,
             content=content,
-            headers=headers,
+            headers={**(headers or {}), **_client_headers(method, path)},
         )
     except ApiUnavailable:
         metrics.API_UNAVAILABLE.inc()
@@ -103,7 +139,10 @@ def fetch(path: str, params: Mapping[str, str] | None = None) -> Any:
 
 def public_context(request_id: str) -> dict[str, Any] | None:
     """The public context of an access request, or None when unknown or expired."""
-    response = timed_send("GET", f"/api/v1/requests/{request_id}/context", signer=None, kind="page")
+    if not ID_PATTERN.fullmatch(request_id):
+        return None
+    path = api_path("/api/v1/requests/{request_id}/context", request_id=request_id)
+    response = timed_send("GET", path, signer=None, kind="page")
     if response.status_code in (404, 410):
         return None
     if response.status_code != 200:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,8 +58,9 @@ class Settings(BaseSettings):
     """Clerk's JWKS URL, used when CLERK_JWT_KEY is not set."""
     clerk_issuer: str | None = None
     """Expected `iss` of Clerk session tokens."""
-    clerk_authorized_parties: str = ""
-    """Allowed `azp` origins of Clerk session tokens, comma-separated."""
+    clerk_authorized_parties: str | None = None
+    """Allowed `azp` origins of Clerk session tokens, comma-separated; unset = the origin of
+    PUBLIC_URL. An empty value is a configuration error when AUTH_PROVIDER=clerk."""
     clerk_publishable_key: str | None = None
     """Clerk publishable key, for the sign-in page."""
     clerk_webhook_secret: SecretStr | None = None
@@ -69,6 +71,13 @@ class Settings(BaseSettings):
     """Seconds between two sweeps of expired requests (beat)."""
     worker_metrics_port: int = 9808
     """Port of each worker's Prometheus /metrics endpoint."""
+    worker_metrics_host: str = "127.0.0.1"
+    """Address the worker's /metrics endpoint binds (`0.0.0.0` to let another host scrape)."""
+    trusted_proxies: int = Field(default=0, ge=0, le=10)
+    """Reverse proxies in front of the api/bff whose X-Forwarded-For/-Proto hops are trusted;
+    0 = the client address is the socket's."""
+    metrics_token: SecretStr | None = None
+    """Bearer token that `/metrics` of the api and the bff require; unset = `/metrics` is 404."""
     log_level: str = "INFO"
     """Level of the JSON logs of every server process."""
     max_body_bytes: int = 1024 * 1024
@@ -103,6 +112,8 @@ class Settings(BaseSettings):
     def _check_clerk(self) -> Settings:
         if self.auth_provider == "clerk" and not (self.clerk_jwt_key or self.clerk_jwks_url):
             raise ValueError("AUTH_PROVIDER=clerk needs CLERK_JWT_KEY or CLERK_JWKS_URL")
+        if self.auth_provider == "clerk" and not self.authorized_parties:
+            raise ValueError("AUTH_PROVIDER=clerk needs CLERK_AUTHORIZED_PARTIES (or unset it)")
         return self
 
     def kms_key_value(self) -> str:
@@ -118,7 +129,10 @@ class Settings(BaseSettings):
 
     @property
     def authorized_parties(self) -> list[str]:
-        """Allowed `azp` origins for Clerk tokens."""
+        """Allowed `azp` origins for Clerk tokens (default: the origin of PUBLIC_URL)."""
+        if self.clerk_authorized_parties is None:
+            parts = urlsplit(self.public_url)
+            return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
         return [p.strip() for p in self.clerk_authorized_parties.split(",") if p.strip()]
 
 

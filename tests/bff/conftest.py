@@ -99,6 +99,8 @@ def module_stack(
     It keeps its app data in a Redis database of its own, so the per-test flush
     of the `redis_url` fixture cannot pull state from under it.
     """
+    # The test stack stands behind one TLS proxy: tests play it with X-Forwarded-*.
+    overrides = {"trusted_proxies": 1, **overrides}
     data_db = next(n for n in range(2, 16) if n not in redis_dbs)
     data_url = f"{redis_base_url}/{data_db}"
     with redis.Redis.from_url(data_url) as client:

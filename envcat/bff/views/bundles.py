@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, request
 
 from envcat.bff import backend
-from envcat.bff.backend import UpstreamError
+from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.forms import MASK, checkbox, describe, page, submit, tags_field
 
@@ -20,7 +20,7 @@ _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def _bundle_path(bundle_id: str, suffix: str = "") -> str:
-    return f"/api/v1/bundles/{bundle_id}{suffix}"
+    return api_path("/api/v1/bundles/{bundle_id}", bundle_id=bundle_id) + suffix
 
 
 def _back(bundle_id: str) -> str:
@@ -83,7 +83,8 @@ def show(bundle_id: str) -> Response:
 def reveal(bundle_id: str, key_id: str) -> Response:
     """Show one secret value in clear (audited by the api; never cached)."""
     try:
-        key: dict[str, Any] = backend.fetch(f"/api/v1/keys/{key_id}", {"reveal": "true"})
+        path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
+        key: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
@@ -121,7 +122,7 @@ def attach(bundle_id: str) -> Response:
 @login_required
 def detach(bundle_id: str, key_id: str) -> Response:
     """Detach a key; it stays in the library."""
-    path = _bundle_path(bundle_id, f"/keys/{key_id}")
+    path = api_path("/api/v1/bundles/{bundle}/keys/{key}", bundle=bundle_id, key=key_id)
     done = "Key detached (it is still in the library)."
     return submit("DELETE", path, back=_back(bundle_id), done=done)
 

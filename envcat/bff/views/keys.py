@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, request
 
 from envcat.bff import backend
-from envcat.bff.backend import UpstreamError
+from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.forms import MASK, checkbox, describe, page, submit
 
@@ -40,7 +40,7 @@ def create() -> Response:
 
 
 def _render(key_id: str, revealed: str | None = None) -> Response:
-    key = backend.fetch(f"/api/v1/keys/{key_id}")
+    key = backend.fetch(api_path("/api/v1/keys/{key_id}", key_id=key_id))
     return page("key.html", identity=current_identity(), key=key, revealed=revealed, mask=MASK)
 
 
@@ -56,7 +56,8 @@ def show(key_id: str) -> Response:
 def reveal(key_id: str) -> Response:
     """Show the value in clear (audited by the api; never cached)."""
     try:
-        key: dict[str, Any] = backend.fetch(f"/api/v1/keys/{key_id}", {"reveal": "true"})
+        path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
+        key: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
@@ -77,7 +78,8 @@ def edit(key_id: str) -> Response:
     if value := request.form.get("value", ""):
         body["value"] = value
     back = f"/keys/{key_id}"
-    return submit("PATCH", f"/api/v1/keys/{key_id}", json=body, back=back, done="Key saved.")
+    path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
+    return submit("PATCH", path, json=body, back=back, done="Key saved.")
 
 
 @bp.post("/keys/<key_id>/delete")
@@ -85,7 +87,7 @@ def edit(key_id: str) -> Response:
 def delete(key_id: str) -> Response:
     """Delete a key everywhere (it is detached from every bundle)."""
     try:
-        backend.call("DELETE", f"/api/v1/keys/{key_id}", ok=(204,))
+        backend.call("DELETE", api_path("/api/v1/keys/{key_id}", key_id=key_id), ok=(204,))
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise

@@ -109,7 +109,9 @@ def _render_approval(
 ) -> Response:
     bundles: list[dict[str, Any]] = backend.fetch("/api/v1/bundles")["bundles"]
     chosen = pick_bundle(bundles, chosen_id, context)
-    detail = backend.fetch(f"/api/v1/bundles/{chosen['id']}") if chosen else None
+    detail = (
+        backend.fetch(backend.api_path("/api/v1/bundles/{id}", id=chosen["id"])) if chosen else None
+    )
     template_keys = [k for k in context.get("template_keys") or [] if isinstance(k, str)]
     choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
     names = {choice.name for choice in choices}
@@ -167,7 +169,7 @@ def decide(request_id: str) -> Response:
     try:
         backend.call(
             "POST",
-            f"/api/v1/requests/{request_id}/encrypt-from-bundle",
+            backend.api_path("/api/v1/requests/{id}/encrypt-from-bundle", id=request_id),
             ok=(200, 202),
             json={"bundle_id": bundle_id, "include_keys": include},
         )
@@ -178,7 +180,7 @@ def decide(request_id: str) -> Response:
 
 def _deny(request_id: str) -> Response:
     try:
-        backend.call("POST", f"/api/v1/requests/{request_id}/deny")
+        backend.call("POST", backend.api_path("/api/v1/requests/{id}/deny", id=request_id))
     except UpstreamError as exc:
         if exc.status in (404, 410):
             return _gone()

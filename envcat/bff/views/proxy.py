@@ -10,6 +10,7 @@ forwarded, and the internal endpoints are not reachable from outside at all.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import httpx
 from flask import Blueprint, Response, request
@@ -76,8 +77,10 @@ def _relay(upstream: httpx.Response) -> Response:
 
 
 def _target(rest: str) -> str:
+    # Segments were checked by is_forwardable; quoting keeps that true whatever it allows.
+    path = "/api/v1/" + "/".join(quote(segment, safe="") for segment in rest.split("/"))
     query = request.query_string.decode("latin-1")
-    return f"/api/v1/{rest}?{query}" if query else f"/api/v1/{rest}"
+    return f"{path}?{query}" if query else path
 
 
 @bp.route("/api/v1/<path:rest>", methods=METHODS)
