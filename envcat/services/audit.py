@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import random
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import ColumnElement, Select, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
-from envcat.models import AuditEvent, db, utcnow
+from envcat.core.schemas.audit import (
+    AuditEventOut,
+    AuditPage,
+    AuditPeople,
+    AuditQuery,
+    PersonOut,
+    TargetKind,
+)
+from envcat.models import AuditEvent, Bundle, Key, User, db, utcnow
+from envcat.services.errors import ValidationFailed
 
 GENESIS = "0" * 64
 CHAIN_RETRIES = 40
@@ -141,3 +154,174 @@ def verify_chain(tenant_id: str) -> ChainReport:
 def tenants_with_events() -> list[str]:
     """Every tenant id that has an audit log (for `envcat server verify-audit`)."""
     return list(db.session.execute(select(AuditEvent.tenant_id).distinct()).scalars())
+
+
+# ---- reading the log -----------------------------------------------------------------
+
+# Actors that are not people: the CLI collecting its values, the workers and sweeps.
+MACHINE_ACTORS = frozenset({"cli", "system"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def _encode_cursor(event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"a{event_id}".encode("ascii")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not (raw.startswith("a") and raw[1:].isdigit() and len(raw) < 20):
+        raise ValidationFailed("The cursor is not one this api handed out.")
+    return int(raw[1:])
+
+
+def _stored_time(at: datetime) -> datetime:
+    # SQLite keeps naive UTC text: compare with naive UTC there, aware elsewhere.
+    if db.session.get_bind().dialect.name == "sqlite":
+        return at.astimezone(UTC).replace(tzinfo=None)
+    return at
+
+
+def _filters(query: AuditQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.action is not None:
+        conditions.append(AuditEvent.action.startswith(query.action, autoescape=True))
+    if query.actor is not None:
+        approved_by = AuditEvent.details["approved_by"].as_string()
+        conditions.append(or_(AuditEvent.actor == query.actor, approved_by == query.actor))
+    if query.bundle_id is not None:
+        in_details = AuditEvent.details["bundle_id"].as_string() == query.bundle_id
+        conditions.append(or_(AuditEvent.target == f"bundle:{query.bundle_id}", in_details))
+    if query.target is not None:
+        conditions.append(AuditEvent.target == query.target)
+    if query.since is not None:
+        conditions.append(AuditEvent.at >= _stored_time(query.since))
+    if query.until is not None:
+        conditions.append(AuditEvent.at < _stored_time(query.until))
+    return conditions
+
+
+def _statement(tenant_id: str, query: AuditQuery) -> Select[AuditEvent]:
+    statement = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id, *_filters(query))
+    if query.cursor is not None:
+        statement = statement.where(AuditEvent.id < _decode_cursor(query.cursor))
+    return statement.order_by(AuditEvent.id.desc()).limit(query.limit + 1)
+
+
+def list_events(tenant_id: str, query: AuditQuery) -> AuditPage:
+    """One page of the tenant's log, newest first, filtered, with names and the next cursor."""
+    rows = list(db.session.execute(_statement(tenant_id, query)).scalars().all())
+    page = rows[: query.limit]
+    targets = [_split_target(e) for e in page]
+    names = _current_names(tenant_id, page, targets)
+    events = [
+        _event_out(event, kind, target_id, names)
+        for event, (kind, target_id) in zip(page, targets, strict=True)
+    ]
+    mentioned = [e.actor for e in page] + [_approver(e) for e in page]
+    next_cursor = _encode_cursor(page[-1].id) if len(rows) > query.limit else None
+    return AuditPage(events=events, next_cursor=next_cursor, people=_people(mentioned))
+
+
+def list_people(tenant_id: str) -> AuditPeople:
+    """Every user who acted in the tenant's log, by email (the person filter's choices)."""
+    actors = db.session.execute(
+        select(AuditEvent.actor).where(AuditEvent.tenant_id == tenant_id).distinct()
+    ).scalars()
+    people = _people(actors)
+    return AuditPeople(people=sorted(people.values(), key=lambda p: (p.email or p.id).lower()))
+
+
+def _approver(event: AuditEvent) -> str:
+    value = event.details.get("approved_by") if isinstance(event.details, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _people(ids: Iterable[str]) -> dict[str, PersonOut]:
+    wanted = {i for i in ids if i and i not in MACHINE_ACTORS}
+    if not wanted:
+        return {}
+    users = db.session.execute(select(User).where(User.id.in_(wanted))).scalars()
+    return {u.id: PersonOut(id=u.id, email=u.email, name=u.name) for u in users}
+
+
+def _split_target(event: AuditEvent) -> tuple[TargetKind, str]:
+    target = event.target or ""
+    kind, _, rest = target.partition(":")
+    if kind in ("bundle", "key") and rest:
+        return ("bundle" if kind == "bundle" else "key"), rest
+    if event.action.startswith("request.") and _REQUEST_ID.fullmatch(target):
+        return "request", target
+    return ("other", target) if target else ("none", "")
+
+
+def _details(event: AuditEvent) -> dict[str, Any]:
+    return event.details if isinstance(event.details, dict) else {}
+
+
+def _bundle_of(event: AuditEvent, kind: TargetKind, target_id: str) -> str | None:
+    if kind == "bundle":
+        return target_id
+    value = _details(event).get("bundle_id")
+    return value if isinstance(value, str) and value else None
+
+
+def _current_names(
+    tenant_id: str, page: list[AuditEvent], targets: list[tuple[TargetKind, str]]
+) -> dict[tuple[str, str], str]:
+    wanted: dict[str, set[str]] = {"bundle": set(), "key": set()}
+    for event, (kind, target_id) in zip(page, targets, strict=True):
+        if kind in wanted:
+            wanted[kind].add(target_id)
+        if bundle_id := _bundle_of(event, kind, target_id):
+            wanted["bundle"].add(bundle_id)
+    names: dict[tuple[str, str], str] = {}
+    for kind, model in (("bundle", Bundle), ("key", Key)):
+        if wanted[kind]:
+            rows = db.session.execute(
+                select(model.id, model.name).where(
+                    model.tenant_id == tenant_id, model.id.in_(wanted[kind])
+                )
+            )
+            names.update({(kind, row_id): name for row_id, name in rows})
+    return names
+
+
+def _recorded(event: AuditEvent, *fields: str) -> str | None:
+    details = _details(event)
+    for field_name in fields:
+        if isinstance(value := details.get(field_name), str) and value:
+            return value
+    return None
+
+
+def _event_out(
+    event: AuditEvent, kind: TargetKind, target_id: str, names: dict[tuple[str, str], str]
+) -> AuditEventOut:
+    current = names.get((kind, target_id))
+    recorded = _recorded(event, "name", "bundle") if kind == "bundle" else None
+    if kind == "key":
+        recorded = _recorded(event, "name")
+    bundle_id = _bundle_of(event, kind, target_id)
+    bundle_now = names.get(("bundle", bundle_id)) if bundle_id else None
+    return AuditEventOut(
+        id=event.id,
+        actor=event.actor,
+        action=event.action,
+        target=event.target,
+        target_kind=kind,
+        target_id=target_id,
+        target_name=current or recorded,
+        target_exists=current is not None,
+        bundle_id=bundle_id,
+        bundle_name=(bundle_now or _recorded(event, "bundle_name", "bundle", "name"))
+        if bundle_id
+        else None,
+        bundle_exists=bundle_now is not None,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        at=_as_utc(event.at),
+        details=event.details,
+    )

@@ -7,8 +7,6 @@ indistinguishable from one that does not exist.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,10 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from envcat.core.schemas.accounts import AccountOut, TenantOut, UserOut
-from envcat.core.schemas.bundles import AuditEventOut, AuditPage, AuditQuery
 from envcat.models import AuditEvent, Bundle, Key, Membership, Tenant, User, db
 from envcat.services import audit
-from envcat.services.errors import Conflict, NotFound, ValidationFailed
+from envcat.services.errors import Conflict, NotFound
 
 
 @dataclass(frozen=True)
@@ -78,53 +75,9 @@ def account(user_id: str, tenant_id: str) -> AccountOut:
     user, tenant, role = row
     return AccountOut(
         user=UserOut(id=user.id, email=user.email, name=user.name),
-        tenant=TenantOut(id=tenant.id, name=tenant.name, kind=tenant.kind),
+        tenant=TenantOut(id=tenant.id, name=tenant.name, kind=tenant.kind, slug=tenant.slug),
         role=role,
     )
-
-
-def _encode_cursor(event_id: int) -> str:
-    return base64.urlsafe_b64encode(f"a{event_id}".encode("ascii")).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    if not (text.startswith("a") and text[1:].isdigit() and len(text) < 20):
-        raise ValidationFailed("The cursor is not one this api handed out.")
-    return int(text[1:])
-
-
-def list_events(tenant_id: str, query: AuditQuery) -> AuditPage:
-    """One page of the tenant's audit log, newest first, with the cursor of the next page."""
-    statement = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
-    if query.cursor is not None:
-        statement = statement.where(AuditEvent.id < _decode_cursor(query.cursor))
-    if query.action is not None:
-        statement = statement.where(AuditEvent.action == query.action)
-    rows = list(
-        db.session.execute(statement.order_by(AuditEvent.id.desc()).limit(query.limit + 1))
-        .scalars()
-        .all()
-    )
-    page = rows[: query.limit]
-    events = [
-        AuditEventOut(
-            id=e.id,
-            actor=e.actor,
-            action=e.action,
-            target=e.target,
-            ip=e.ip,
-            user_agent=e.user_agent,
-            at=as_utc(e.at),
-            details=e.details,
-        )
-        for e in page
-    ]
-    next_cursor = _encode_cursor(page[-1].id) if len(rows) > query.limit else None
-    return AuditPage(events=events, next_cursor=next_cursor)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Wire models of the bundle, key-library and audit endpoints (DESIGN §5).
+"""Wire models of the bundle and key-library endpoints (DESIGN §5).
 
 Request models are strict (no type coercion) and refuse unknown fields; query
 models are lenient (query strings are text) and ignore unknown parameters, so a
@@ -309,34 +309,3 @@ class KeyList(BaseModel):
     """GET /keys."""
 
     keys: list[KeyOut]
-
-
-# ---- audit ---------------------------------------------------------------------------
-
-
-class AuditQuery(_Query):
-    """GET /audit?cursor=&action=&limit=."""
-
-    cursor: Annotated[str, Field(max_length=64)] | None = None
-    action: Annotated[str, Field(max_length=64, pattern=r"^[a-z_.]+$")] | None = None
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
-
-
-class AuditEventOut(BaseModel):
-    """One audit event; `details` never holds a value."""
-
-    id: int
-    actor: str
-    action: str
-    target: str
-    ip: str | None
-    user_agent: str | None
-    at: datetime
-    details: dict[str, Any]
-
-
-class AuditPage(BaseModel):
-    """Newest first; pass `next_cursor` back as `cursor` for the next page."""
-
-    events: list[AuditEventOut]
-    next_cursor: str | None
