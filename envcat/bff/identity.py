@@ -1,7 +1,9 @@
-"""Who is signed in: the local session cookie or a verified Clerk token; CSRF tokens.
+"""Who is signed in: a local server-side session or a verified Clerk token; CSRF tokens.
 
-The session is Flask's signed cookie (HttpOnly, SameSite=Lax). It holds the
-user id, tenant id, email, role and the CSRF token; never a password or a value.
+Flask's signed cookie (HttpOnly, SameSite=Lax) holds the CSRF token and, once a
+local account signs in, a random session id; the record it names lives in Redis
+(`envcat.bff.sessions`), so sign-out and revocation take effect at once. Never a
+password or a value.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from werkzeug.exceptions import Forbidden, HTTPException
 from envcat.bff.apiclient import BFF_SIGNER, CallerInfo, Signer
 from envcat.bff.clerk import ClerkClaims, InvalidToken
 from envcat.bff.runtime import runtime
+from envcat.bff.sessions import SessionStore
 from envcat.core import signing
 
 log = logging.getLogger("envcat.bff")
@@ -27,7 +30,7 @@ log = logging.getLogger("envcat.bff")
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 CLERK_COOKIE = "__session"
-_USER = "user"
+_SID = "sid"
 _CSRF = "csrf"
 _CLERK = "clerk"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +51,7 @@ class Identity:
     email: str
     role: str
     via_bearer: bool = False
+    session_id: str | None = None
 
     @property
     def signer(self) -> Signer:
@@ -82,22 +86,33 @@ def check_csrf(supplied: str | None) -> None:
         raise CsrfFailed()
 
 
+def sessions() -> SessionStore:
+    """The session records of this process's Redis."""
+    return SessionStore(runtime().redis)
+
+
 def start_session(account: dict[str, Any]) -> None:
-    """Replace the session (no fixation) with a signed-in one for the api's account reply."""
-    session.clear()
+    """Replace the session (no fixation) with a new server-side one for the api's account reply."""
+    end_session()
+    session_id = sessions().create(
+        account["user"]["id"],
+        account["tenant"]["id"],
+        account["user"].get("email") or "",
+        account.get("role", "viewer"),
+    )
     session.permanent = True
-    session[_USER] = {
-        "id": account["user"]["id"],
-        "tenant": account["tenant"]["id"],
-        "email": account["user"].get("email") or "",
-        "role": account.get("role", "viewer"),
-    }
+    session[_SID] = session_id
     session[_CSRF] = secrets.token_urlsafe(32)
+    g.pop("identity", None)
 
 
 def end_session() -> None:
-    """Forget everything in the cookie."""
+    """Revoke this browser's server-side session, if any, and forget everything in the cookie."""
+    session_id = session.get(_SID)
+    if isinstance(session_id, str) and session_id:
+        sessions().revoke(session_id)
     session.clear()
+    g.pop("identity", None)
 
 
 def current_identity() -> Identity | None:
@@ -108,16 +123,16 @@ def current_identity() -> Identity | None:
 
 
 def _local_identity() -> Identity | None:
-    data = session.get(_USER)
-    if not isinstance(data, dict):
+    session_id = session.get(_SID)
+    if not isinstance(session_id, str) or not session_id:
         return None
-    fields = [data.get(name) for name in ("id", "tenant", "email", "role")]
-    if not all(isinstance(value, str) for value in fields):
+    record = sessions().load(session_id)
+    if record is None:  # signed out, revoked or expired: the cookie alone is worth nothing
         return None
-    user_id, tenant_id, email, role = cast(list[str], fields)
+    user_id, tenant_id = record.user_id, record.tenant_id
     if not (signing.ID_PATTERN.fullmatch(user_id) and signing.ID_PATTERN.fullmatch(tenant_id)):
         return None
-    return Identity(user_id, tenant_id, email, role)
+    return Identity(user_id, tenant_id, record.email, record.role, session_id=session_id)
 
 
 def _clerk_token() -> tuple[str | None, bool]:

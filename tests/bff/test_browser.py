@@ -135,6 +135,9 @@ def sign_up_in_browser(page: Any, stack: LiveStack, email: str) -> None:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    page.wait_for_url(re.compile(r"/sign-in"))  # sign-up never signs in (no email oracle)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"/bundles$"))
 
 

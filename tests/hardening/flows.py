@@ -138,13 +138,13 @@ class BffSession:
 
     @classmethod
     def sign_up(cls, bff_url: str, email: str, password: str) -> BffSession:
-        """Create a local account with the sign-up form; the session is then signed in."""
-        session = cls(httpx.Client(base_url=bff_url, timeout=30.0))
-        session.csrf = session._csrf_of("/sign-up")
-        reply = session.form("/sign-up", {"email": email, "password": password})
-        assert reply.status_code == 302, reply.text
-        session.csrf = session._csrf_of("/bundles")
-        return session
+        """Create a local account with the sign-up form, then sign it in with the sign-in form."""
+        with httpx.Client(base_url=bff_url, timeout=30.0) as client:
+            form = cls(client)
+            form.csrf = form._csrf_of("/sign-up")
+            reply = form.form("/sign-up", {"email": email, "password": password})
+            assert reply.status_code == 302, reply.text
+        return cls.sign_in(bff_url, email, password)
 
     @classmethod
     def sign_in(cls, bff_url: str, email: str, password: str) -> BffSession:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, g, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from envcat.bff import metrics
 from envcat.bff.apiclient import BFF_SIGNER, ApiUnavailable
@@ -14,6 +24,7 @@ from envcat.bff.errors import page_error
 from envcat.bff.identity import CLERK_COOKIE, current_identity, end_session, start_session
 from envcat.bff.runtime import runtime
 from envcat.bff.security import safe_redirect_target
+from envcat.bff.throttle import REASON_DELAY, REASON_NETWORK, REASON_PAIR
 
 log = logging.getLogger("envcat.bff")
 bp = Blueprint("auth", __name__)
@@ -21,9 +32,20 @@ bp = Blueprint("auth", __name__)
 DEFAULT_AFTER_SIGN_IN = "/bundles"
 MAX_EMAIL_LENGTH = 320
 MAX_PASSWORD_LENGTH = 1024
-_SIGN_UP_ERRORS = {
-    409: "An account with this email already exists. Sign in instead.",
-    403: "Sign-up is closed on this server. Ask an administrator for an account.",
+SIGN_UP_CLOSED = "Sign-up is closed on this server. Ask an administrator for an account."
+# The same words for a new account and for an email that already has one (no oracle).
+SIGNED_UP = (
+    "Your account is ready: sign in with the email and password you chose. "
+    "If this email already had an account, its password has not changed."
+)
+_PREFILL = "sign_in_email"
+_REFUSALS = {
+    REASON_PAIR: "Too many failed attempts from here. Try again in {minutes} min.",
+    REASON_NETWORK: "Too many failed attempts from here. Try again in {minutes} min.",
+    REASON_DELAY: (
+        "Too many failed attempts for this account. Try again in {minutes} min, "
+        "or sign in from your usual network."
+    ),
 }
 
 
@@ -66,7 +88,7 @@ def _entry_page(local_template: str) -> Response:
     if current_identity() is not None:
         return redirect(_target())  # type: ignore[return-value]
     if runtime().clerk is None:
-        return _form(local_template)
+        return _form(local_template, email=str(session.pop(_PREFILL, "")))
     if g.get("clerk_refused") and not request.args.get("signed_out"):
         # The Clerk page with signed_out=1 signs them out of Clerk, then offers sign-in.
         link = ("/sign-in?signed_out=1", "Sign out of Clerk")
@@ -91,13 +113,12 @@ def sign_in_submit() -> Response:
     email, password = credentials
     ip = request.remote_addr or "-"
     throttle = runtime().throttle
-    if (wait := throttle.retry_after(ip, email)) is not None:
+    if (refusal := throttle.admit(ip, email)) is not None:
         metrics.SIGN_INS.labels("throttled").inc()
-        minutes = max(1, round(wait / 60))
-        response = _form(
-            "sign_in.html", 429, f"Too many failed attempts. Try again in {minutes} min.", email
-        )
-        response.headers["Retry-After"] = str(wait)
+        minutes = max(1, round(refusal.retry_after / 60))
+        message = _REFUSALS[refusal.reason].format(minutes=minutes)
+        response = _form("sign_in.html", 429, message, email)
+        response.headers["Retry-After"] = str(refusal.retry_after)
         return response
     reply = timed_send(
         "POST",
@@ -127,7 +148,7 @@ def sign_up() -> Response:
 
 @bp.post("/sign-up")
 def sign_up_submit() -> Response:
-    """Create a local account through the api and sign it in."""
+    """Create a local account through the api, then send the person to sign in."""
     if runtime().clerk is not None:
         return redirect("/sign-up")  # type: ignore[return-value]
     credentials = _credentials()
@@ -143,11 +164,14 @@ def sign_up_submit() -> Response:
         kind="auth",
         json={"email": email, "password": password},
     )
-    if reply.status_code == 201:
-        start_session(reply.json())
-        return redirect(_target())  # type: ignore[return-value]
-    if reply.status_code in _SIGN_UP_ERRORS:
-        return _form("sign_up.html", reply.status_code, _SIGN_UP_ERRORS[reply.status_code], email)
+    if reply.status_code in (201, 409):
+        # Taken or not, the same answer: the new account is not signed in here, so the
+        # page cannot differ (docs/security.md, "Uniform sign-up answer").
+        flash(SIGNED_UP, "success")
+        session[_PREFILL] = email
+        return redirect(url_for("auth.sign_in", redirect_url=_target()))  # type: ignore[return-value]
+    if reply.status_code == 403:
+        return _form("sign_up.html", 403, SIGN_UP_CLOSED, email)
     if reply.status_code == 400:
         return _form("sign_up.html", 400, _sign_up_problem(reply.json()), email)
     log.warning("sign-up failed upstream", extra={"status": reply.status_code})
@@ -163,7 +187,7 @@ def _sign_up_problem(data: object) -> str:
 
 @bp.post("/sign-out")
 def sign_out() -> Response:
-    """Forget the session (POST only, with CSRF, so no link can sign anyone out)."""
+    """Revoke this session (POST only, with CSRF, so no link can sign anyone out)."""
     end_session()
     response = redirect("/sign-in?signed_out=1")
     response.delete_cookie(CLERK_COOKIE)
