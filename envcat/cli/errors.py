@@ -6,6 +6,7 @@ Every class is a `click.ClickException`, so click prints one line on stderr
 
 from __future__ import annotations
 
+import contextlib
 from typing import IO, Any
 
 import click
@@ -16,6 +17,7 @@ EXIT_USAGE = 2
 EXIT_EXPIRED = 3
 EXIT_DENIED = 4
 EXIT_UNREACHABLE = 5
+EXIT_UNTRUSTED = 6
 EXIT_NOT_EXECUTABLE = 126
 EXIT_COMMAND_NOT_FOUND = 127
 EXIT_CANCELLED = 130
@@ -45,6 +47,18 @@ class ServerUnreachable(CliError):
     exit_code = EXIT_UNREACHABLE
 
 
+class UsageProblem(CliError):
+    """A setting is missing or malformed (no workspace, a bad config file); exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class Untrusted(CliError):
+    """The delivery failed verification or carries a refused name: nothing is printed or run."""
+
+    exit_code = EXIT_UNTRUSTED
+
+
 class CommandNotFound(CliError):
     """`envcat run` was given a command that is not on PATH (as a shell: 127)."""
 
@@ -68,3 +82,19 @@ class Cancelled(CliError):
     def show(self, file: IO[Any] | None = None) -> None:
         """Print "Cancelled." without click's "Error:" prefix."""
         click.echo(self.message, err=True, file=file)
+
+
+class Terminated(CliError):
+    """SIGTERM or SIGHUP while waiting: the request was cancelled; exit code 128 + signal."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print the line if stderr still exists (a closed terminal sends SIGHUP)."""
+        with contextlib.suppress(OSError, ValueError):
+            click.echo(self.message, err=True, file=file)
+
+
+def terminated(signal_number: int, name: str) -> Terminated:
+    """Return the error for a cancelling signal, exiting 128 + its number as shells do."""
+    kind = type(f"Terminated{name}", (Terminated,), {"exit_code": 128 + signal_number})
+    error: Terminated = kind(f"Cancelled ({name}).")
+    return error

@@ -2,14 +2,18 @@
 
 RFC 8628 polling rules apply: never poll faster than `interval`; `slow_down`
 adds 5 s to it for good; network errors are retried with capped exponential
-backoff until the request expires. Ctrl-C and a local timeout cancel the
-request on the server, so nobody can approve what no one is waiting for.
+backoff until the request expires. Ctrl-C, SIGTERM, SIGHUP (the terminal
+closed) and a local timeout cancel the request on the server, so nobody can
+approve what no one is waiting for. SIGTERM and SIGHUP are caught on their own,
+so cancelling works even when SIGINT is ignored (`nohup envcat … &`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +23,13 @@ from nacl.public import PrivateKey
 
 from envcat.cli.context import request_context
 from envcat.cli.display import Terminal
-from envcat.cli.errors import Cancelled, CliError, RequestExpired, ServerUnreachable
+from envcat.cli.errors import (
+    Cancelled,
+    CliError,
+    RequestExpired,
+    ServerUnreachable,
+    terminated,
+)
 from envcat.cli.protocol import (
     POLL_SECONDS,
     CreatedRequest,
@@ -33,7 +43,7 @@ from envcat.cli.protocol import (
     wait_once,
 )
 from envcat.cli.runtime import Clock
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.usercode import user_code
 
 SLOW_DOWN_STEP = 5.0
@@ -45,14 +55,60 @@ BACKOFF_MAX = 8.0
 class Hints:
     """What the person asked for; the approver decides what is actually sent."""
 
+    workspace: str
     bundle: str | None
     template_keys: Sequence[str]
-    command: Sequence[str]
+    command: Sequence[str]  # already redacted: it is shown to the approver
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A delivery as it arrived: not trusted until `envcat.cli.verify` checked it."""
+
+    private_key: PrivateKey
+    public_key: str
+    request_id: str
+    ciphertext: bytes
+
+
+class _Signalled(BaseException):
+    """Raised in the main thread by SIGTERM/SIGHUP while waiting, like KeyboardInterrupt."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+CANCEL_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def cancel_on_signals() -> Iterator[None]:
+    """While waiting, turn SIGTERM and SIGHUP into `_Signalled` so the request is cancelled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signal_number: int, frame: object) -> None:
+        raise _Signalled(signal_number)
+
+    previous = {number: signal.signal(number, interrupt) for number in CANCEL_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def request_body(public_key: str, hints: Hints) -> dict[str, Any]:
     """Return the JSON body of `POST /requests` for our public key and the hints."""
-    body: dict[str, Any] = {"client_pubkey": public_key, "context": request_context(hints.command)}
+    body: dict[str, Any] = {
+        "client_pubkey": public_key,
+        "workspace": hints.workspace,
+        "context": request_context(hints.command),
+    }
     if hints.bundle:
         body["bundle"] = hints.bundle
     if hints.template_keys:
@@ -76,8 +132,8 @@ class ApprovalFlow:
         self._terminal = terminal
         self._clock = clock
 
-    def fetch(self, hints: Hints, timeout: float | None = None) -> dict[str, str]:
-        """Return the approved values; raise a CliError subclass for every other end."""
+    def fetch(self, hints: Hints, timeout: float | None = None) -> Sealed:
+        """Return the sealed delivery; raise a CliError subclass for every other end."""
         private_key = generate_keypair()
         public_key = encode_public_key(private_key)
         request = create_request(self._client, request_body(public_key, hints))
@@ -85,7 +141,7 @@ class ApprovalFlow:
         limit = request.expires_in if timeout is None else min(timeout, request.expires_in)
         deadline = self._clock.monotonic() + limit
         ciphertext = self._await_decision(request, deadline, limit < request.expires_in)
-        return _open(private_key, ciphertext)
+        return Sealed(private_key, public_key, request.id, ciphertext)
 
     def _check_phrase(self, request: CreatedRequest, public_key: str) -> None:
         expected = user_code(request.id, public_key)
@@ -100,15 +156,21 @@ class ApprovalFlow:
     def _await_decision(self, request: CreatedRequest, deadline: float, is_local: bool) -> bytes:
         error: CliError
         try:
-            self._terminal.show_approval(request.verification_uri_complete, request.user_code)
-            self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
-            return self._poll_until(request, deadline, is_local)
+            with cancel_on_signals():
+                self._terminal.show_approval(request.verification_uri_complete, request.user_code)
+                self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
+                return self._poll_until(request, deadline, is_local)
         except KeyboardInterrupt:
             error = Cancelled()
+        except _Signalled as exc:
+            error = terminated(exc.signal_number, signal.Signals(exc.signal_number).name)
         except (RequestExpired, ServerUnreachable) as exc:
             error = exc
         finally:
-            self._terminal.stop_waiting()
+            with contextlib.suppress(
+                OSError
+            ):  # a closed terminal (SIGHUP) must not stop the cancel
+                self._terminal.stop_waiting()
         self._cancel_quietly(request)
         raise error
 
@@ -167,10 +229,3 @@ class ApprovalFlow:
         if is_local:
             return RequestExpired("no decision before --timeout; the request was cancelled")
         return RequestExpired("the request expired before anyone approved it")
-
-
-def _open(private_key: PrivateKey, ciphertext: bytes) -> dict[str, str]:
-    try:
-        return open_values(private_key, ciphertext)
-    except ValueError as exc:  # SealingError, or a payload that is not UTF-8 JSON
-        raise CliError(f"the delivered values do not open with this request's key: {exc}") from None

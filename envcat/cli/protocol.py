@@ -161,9 +161,56 @@ def create_request(client: httpx.Client, body: dict[str, Any]) -> CreatedRequest
         delay = retry_after_seconds(response)
         later = f"; try again in {delay:.0f} s" if delay is not None else ""
         raise CliError(f"the server is rate-limiting new requests{later}")
+    if response.status_code == 404:
+        data = _json_object(response) or {}
+        if data.get("error") == "unknown_workspace":
+            workspace = safe_text(str(body.get("workspace")), limit=80)
+            raise CliError(
+                f"the server has no workspace {workspace!r}; check --workspace, "
+                "ENVCAT_WORKSPACE or .envcat.toml (the slug is shown in the web UI)"
+            )
     if response.status_code != 201:
         raise CliError(describe_failure(response))
     return _parse_created(_json_object(response))
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    """The server's delivery signing key, as `GET /api/v1/server-key` states it."""
+
+    public_key: bytes
+    fingerprint: str
+    all_fingerprints: tuple[str, ...]
+
+
+def fetch_server_key(client: httpx.Client) -> ServerKey:
+    """Fetch and check the server's public delivery key; CliError when malformed."""
+    from envcat.core.envelope import EnvelopeError, decode_key, fingerprint
+    from envcat.core.wire import SERVER_KEY_PATH
+
+    try:
+        response = client.get(SERVER_KEY_PATH)
+    except httpx.TransportError as exc:
+        server = str(client.base_url).rstrip("/")
+        raise ServerUnreachable(
+            f"cannot reach the EnvCat server at {server}: {describe_transport_error(exc)}"
+        ) from None
+    data = _json_object(response)
+    if response.status_code != 200 or data is None:
+        raise CliError(describe_failure(response))
+    try:
+        primary = decode_key(str(data.get("public_key", "")))
+        others = [decode_key(str(item.get("public_key", ""))) for item in data.get("keys") or []]
+    except (EnvelopeError, AttributeError):
+        raise CliError("the server's key reply is malformed (public_key)") from None
+    stated = data.get("fingerprint")
+    if stated is not None and stated != fingerprint(primary):
+        raise CliError("the server's key reply is inconsistent: its fingerprint does not match")
+    return ServerKey(
+        public_key=primary,
+        fingerprint=fingerprint(primary),
+        all_fingerprints=tuple(fingerprint(key) for key in others) or (fingerprint(primary),),
+    )
 
 
 def _parse_created(data: dict[str, Any] | None) -> CreatedRequest:

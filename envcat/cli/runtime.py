@@ -35,3 +35,16 @@ class Runtime:
     client: httpx.Client | None = None
     clock: Clock = field(default_factory=Clock)
     interactive: bool | None = None
+
+
+def runtime_from(obj: object) -> Runtime:
+    """Return the Runtime behind `ctx.obj`: None, a Runtime, or a bare `httpx.Client`."""
+    import httpx
+
+    if obj is None:
+        return Runtime()
+    if isinstance(obj, Runtime):
+        return obj
+    if isinstance(obj, httpx.Client):
+        return Runtime(client=obj)
+    raise TypeError(f"ctx.obj must be a Runtime or an httpx.Client, not {type(obj).__name__}")

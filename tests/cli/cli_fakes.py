@@ -1,18 +1,22 @@
 """Test doubles for the CLI: an in-memory EnvCat public API, a fake clock, and an
 HTTP server thread serving that API on 127.0.0.1 for subprocess tests.
 
-The fake API implements the four public endpoints of DESIGN.md §5 the way the
-real server must: it derives the user code from the request id and the client's
-public key, and seals the values to that key with the real sealed box.
+The fake API implements the public endpoints of DESIGN.md §5 the way the real
+server must: it derives the user code from the request id and the client's
+public key, and seals a signed envelope (envcat/core/envelope.py, with a test
+keyring) to that key with the real sealed box. Knobs let a test play an
+impostor: sign with another keyring, seal bare values, or state other facts.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,10 +27,30 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from envcat.cli.runtime import Clock
+from envcat.core.envelope import Envelope, SigningKeyring, encode_key, fingerprint, seal_envelope
 from envcat.core.sealing import seal_values
 from envcat.core.usercode import user_code
+from envcat.core.wire import SERVER_KEY_PATH
 
 REQUESTS = "/api/v1/requests"
+SERVER_SEED = bytes(range(32))
+OTHER_SEED = bytes(range(100, 132))
+NEW_SEED = bytes(range(200, 232))
+WORKSPACE = "acme"
+APPROVER = "alice@acme.dev"
+DEFAULT_BUNDLE = "production/api"
+
+
+def keyring(*seeds: bytes) -> SigningKeyring:
+    """A signing keyring from fixed test seeds (primary first)."""
+    return SigningKeyring(list(seeds))
+
+
+def fingerprint_of(seed: bytes) -> str:
+    """The fingerprint of the public key made from a test seed."""
+    return fingerprint(keyring(seed).public_keys[0])
+
+
 # A wait script item is a status word (see FakeApi._wait_reply) or an exception
 # instance, raised by the MockTransport as if the network or the person did it.
 Step = str | BaseException
@@ -57,6 +81,13 @@ class FakeApi:
     calls: list[Call] = field(default_factory=list)
     wait_started: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    # the delivery: signed by `signer` (the server's keyring unless an impostor's is set)
+    signing: SigningKeyring = field(default_factory=lambda: keyring(SERVER_SEED))
+    impostor: SigningKeyring | None = None
+    unsigned: bool = False  # seal bare JSON values, as before issue #11
+    workspaces: tuple[str, ...] = (WORKSPACE,)
+    bundle_name: str | None = None  # None: the BUNDLE hint, else DEFAULT_BUNDLE
+    tamper: dict[str, Any] = field(default_factory=dict)  # Envelope fields to override
 
     def calls_to(self, method: str, suffix: str = "") -> list[Call]:
         """Return the recorded calls with this method whose path ends with `suffix`."""
@@ -67,6 +98,8 @@ class FakeApi:
         self.calls.append(call)
         if call.method == "POST" and call.path == REQUESTS:
             return self._create(call.body)
+        if call.method == "GET" and call.path == SERVER_KEY_PATH:
+            return self._server_key()
         if not self.created or not call.path.startswith(f"{REQUESTS}/{self.created['id']}"):
             return _json(404, {"error": "not_found", "message": "Unknown request."})
         if call.headers.get("x-poll-token") != self.created["poll_token"]:
@@ -79,7 +112,39 @@ class FakeApi:
             raise step
         return self._wait_reply(step, float(call.query.get("timeout", "0")))
 
+    def _server_key(self) -> tuple[int, dict[str, str], bytes]:
+        keys = [
+            {"public_key": encode_key(key), "fingerprint": fingerprint(key)}
+            for key in (self.impostor or self.signing).public_keys
+        ]
+        return _json(200, {**keys[0], "keys": keys})
+
+    def envelope(self) -> Envelope:
+        """The statement the fake server signs for the current request."""
+        signer = self.impostor or self.signing
+        statement = Envelope(
+            request_id=self.created["id"],
+            cli_public_key=self.created["client_pubkey"],
+            workspace_id="ws_1",
+            workspace_slug=self.created["workspace"],
+            bundle_id="b_1",
+            bundle_name=self.bundle_name or self.created.get("bundle") or DEFAULT_BUNDLE,
+            approver_id="u_1",
+            approver_email=APPROVER,
+            approved_at=time.time(),
+            keys=self.values,
+            server_keys=[encode_key(key) for key in signer.public_keys],
+        )
+        return dataclasses.replace(statement, **self.tamper)
+
+    def _sealed(self) -> bytes:
+        if self.unsigned:
+            return seal_values(self.created["client_pubkey"], self.values)
+        return seal_envelope(self.envelope(), self.impostor or self.signing)
+
     def _create(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        if body.get("workspace") not in self.workspaces:
+            return _json(404, {"error": "unknown_workspace", "message": "No such workspace."})
         request_id = secrets.token_urlsafe(16)
         public_key = body["client_pubkey"]
         code = user_code(request_id, public_key)
@@ -92,8 +157,11 @@ class FakeApi:
             "interval": self.interval,
             "expires_in": self.expires_in,
             "client_pubkey": public_key,
+            "workspace": body["workspace"],
+            "bundle": body.get("bundle"),
         }
-        reply = {k: v for k, v in self.created.items() if k != "client_pubkey"}
+        private = ("client_pubkey", "workspace", "bundle")
+        reply = {k: v for k, v in self.created.items() if k not in private}
         return _json(201, reply)
 
     def _wait_reply(self, step: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
@@ -101,8 +169,7 @@ class FakeApi:
             self.release.wait(timeout)
             return _json(200, {"status": "pending"})
         if step == "ready":
-            sealed = seal_values(self.created["client_pubkey"], self.values)
-            ciphertext = base64.b64encode(sealed).decode("ascii")
+            ciphertext = base64.b64encode(self._sealed()).decode("ascii")
             return _json(200, {"status": "ready", "ciphertext_base64": ciphertext})
         if step == "html500":
             return 500, {"Content-Type": "text/html"}, b"<html><h1>Internal Server Error</h1>"

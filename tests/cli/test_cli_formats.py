@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from envcat.cli.formats import FORMATS, FormatError, quote_dotenv, render, validate_values
-from envcat.cli.main import FORMAT_CHOICES
+from envcat.cli.options import FORMAT_CHOICES
 
 GOLDEN = Path(__file__).with_name("golden")
 CORPUS: dict[str, str] = json.loads((GOLDEN / "corpus.json").read_text(encoding="utf-8"))

@@ -34,7 +34,8 @@ def test_delivered_values_go_to_stdout_only(api: FakeApi, clock: FakeClock, fmt:
     assert url in result.stderr
     assert api.created["user_code"] in result.stderr
     assert url not in result.stdout
-    assert "Received 3 values." in result.stderr
+    assert "approved by alice@acme.dev in acme · production/api" in result.stderr
+    assert "Received 3 values from production/api." in result.stderr
 
 
 def test_default_format_is_sh(api: FakeApi, clock: FakeClock) -> None:
@@ -50,12 +51,14 @@ def test_accepts_a_bare_httpx_client_as_ctx_obj(api: FakeApi) -> None:
 
 
 def test_request_carries_key_hints_and_context(api: FakeApi, clock: FakeClock) -> None:
+    api.values = {"A": "1", "B_2": "2"}
     result = invoke(api, clock, "production/api", "-k", "A", "-k", "B_2")
     assert result.exit_code == 0, result.stderr
     body = api.calls_to("POST")[0].body
     assert len(base64.b64decode(body["client_pubkey"], validate=True)) == 32
     assert body["bundle"] == "production/api"
     assert body["template_keys"] == ["A", "B_2"]
+    assert body["workspace"] == "acme"
     context = body["context"]
     assert context["command"] == "envcat get production/api -k A -k B_2"
     assert context["client"].startswith("envcat/")
@@ -281,8 +284,9 @@ def test_mismatching_user_code_is_refused_before_showing_the_url(
 def test_ciphertext_that_does_not_open_is_an_error(api: FakeApi, clock: FakeClock) -> None:
     api.script = ["bad_ciphertext"]
     result = invoke(api, clock)
-    assert result.exit_code == 1
-    assert "do not open with this request's key" in result.stderr
+    assert result.exit_code == 6
+    assert "does not open with this request's key" in result.stderr
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize("bad_key", ["BAD-KEY", "A;touch /tmp/x", "1ST", "", "A B", "ÉTÉ"])
@@ -324,8 +328,9 @@ def test_write_creates_a_private_dotenv_file(
     assert result.stdout == ""
     assert target.read_text(encoding="utf-8") == render(VALUES, "dotenv")
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert f"Wrote 3 values to {target} (mode 0600)." in result.stderr
-    assert [p.name for p in tmp_path.iterdir()] == [".env"]  # no temporary left behind
+    assert f"Wrote 3 values from production/api to {target} (mode 0600)." in result.stderr
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".env")]
+    assert left == [".env"]  # no temporary left behind
 
 
 def test_write_replaces_a_readable_file_and_honours_format(
@@ -368,18 +373,45 @@ def test_non_terminal_stderr_gets_plain_lines(api: FakeApi, clock: FakeClock) ->
     assert result.stderr.count("Waiting for approval…") == 1
 
 
-def test_write_through_a_symlink_keeps_the_link(
+def test_write_refuses_a_symlink_before_asking(
     api: FakeApi, clock: FakeClock, tmp_path: Path
 ) -> None:
-    real = tmp_path / "real.env"
+    real = tmp_path / "bashrc"
     real.write_text("old")
     link = tmp_path / ".env"
     link.symlink_to(real)
     result = invoke(api, clock, "--write", str(link))
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 2
+    assert "is a symbolic link; refusing to write through it" in result.stderr
+    assert api.calls == []
     assert link.is_symlink()
-    assert real.read_text() == render(api.values, "dotenv")
-    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert real.read_text() == "old"
+
+
+def test_write_refuses_a_symlink_made_while_waiting(tmp_path: Path) -> None:
+    from envcat.cli.errors import CliError
+    from envcat.cli.output import write_private_file
+
+    real = tmp_path / "bashrc"
+    real.write_text("old")
+    link = tmp_path / ".env"
+    link.symlink_to(real)  # as if planted after the option was checked
+    with pytest.raises(CliError, match="symbolic link"):
+        write_private_file(link, "A=1\n")
+    assert real.read_text() == "old"
+    assert link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir() if "env" in p.name) == [".env"]
+
+
+def test_write_refuses_a_dangling_symlink(tmp_path: Path) -> None:
+    from envcat.cli.errors import CliError
+    from envcat.cli.output import write_private_file
+
+    link = tmp_path / ".env"
+    link.symlink_to(tmp_path / "would-be-created")
+    with pytest.raises(CliError, match="symbolic link"):
+        write_private_file(link, "A=1\n")
+    assert not (tmp_path / "would-be-created").exists()
 
 
 def test_write_refuses_a_device_before_asking(api: FakeApi, clock: FakeClock) -> None:

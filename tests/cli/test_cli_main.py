@@ -147,4 +147,5 @@ def test_envcat_server_environment_variable_sets_the_default(
 
 def test_default_server_is_localhost_8888() -> None:
     result = CliRunner().invoke(cli, ["get", "--help"])
-    assert "default: http://localhost:8888" in result.stdout
+    assert "http://localhost:8888" in result.stdout
+    assert "6 untrusted delivery" in result.stdout

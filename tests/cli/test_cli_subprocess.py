@@ -1,8 +1,12 @@
 """The real `envcat` process against a stub HTTP server on 127.0.0.1.
 
 These cover what CliRunner cannot: `run` replacing the process (exec), the
-child's exit code and signals, a real Ctrl-C (SIGINT) during a long poll, and
-`eval "$(envcat get …)"` in a real shell.
+child's exit code and signals, SIGTERM, SIGHUP and a real Ctrl-C (SIGINT)
+during a long poll, and `eval "$(envcat get …)"` in a real shell.
+
+The suite may itself run with SIGINT ignored (`nohup`), which children
+inherit: only the SIGINT test depends on it, and it restores the default
+disposition in the child first.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_fakes import FakeApi, serve
+from tests.cli.cli_fakes import WORKSPACE, FakeApi, serve
 
 ENVCAT = [sys.executable, "-m", "envcat.cli.main"]
 
@@ -30,8 +34,14 @@ def server(api: FakeApi) -> Iterator[str]:
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCAT_")}
-    return {**env, "HOME": str(tmp_path), **extra}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENVCAT_", "XDG_"))}
+    return {
+        **env,
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "ENVCAT_WORKSPACE": WORKSPACE,
+        **extra,
+    }
 
 
 def envcat(
@@ -55,8 +65,9 @@ def test_run_execs_the_command_with_the_values(api: FakeApi, server: str, tmp_pa
         "sys.stdout.write(repr((os.environ['API_KEY'], os.environ['HOME'], "
         "os.environ['KEPT'], os.getpid(), os.getppid()))); sys.exit(7)"
     )
+    argv = ["run", "--server", server, "prod/api", "--allow-var", "HOME", "--"]
     process = subprocess.Popen(
-        [*ENVCAT, "run", "--server", server, "prod/api", "--", sys.executable, "-c", child],
+        [*ENVCAT, *argv, sys.executable, "-c", child],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -68,7 +79,7 @@ def test_run_execs_the_command_with_the_values(api: FakeApi, server: str, tmp_pa
     secret, home, kept, pid, _ = ast.literal_eval(stdout)
     assert (secret, home, kept) == ("it's $ecret\nline 2", "/overridden", "from the parent")
     assert pid == process.pid, "the command must replace envcat, not run as its child"
-    assert "Received 2 values; running" in stderr
+    assert "Received 2 values from prod/api; running" in stderr
     assert api.calls_to("POST")[0].body["context"]["command"].startswith(sys.executable)
 
 
@@ -101,9 +112,13 @@ def test_run_refuses_invalid_names_before_exec(api: FakeApi, server: str, tmp_pa
     assert not marker.exists()
 
 
-def test_ctrl_c_while_waiting_cancels_and_exits_130(
-    api: FakeApi, server: str, tmp_path: Path
-) -> None:
+def _reset_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python then installs its Ctrl-C handler
+
+
+def _interrupt_while_waiting(
+    api: FakeApi, server: str, tmp_path: Path, signal_number: int, **popen: object
+) -> tuple[int, str, str]:
     api.script = ["hold"]
     process = subprocess.Popen(
         [*ENVCAT, "get", "--server", server],
@@ -112,18 +127,56 @@ def test_ctrl_c_while_waiting_cancels_and_exits_130(
         text=True,
         env=clean_env(tmp_path),
         cwd=tmp_path,
+        **popen,  # type: ignore[call-overload]  # forwarded Popen keywords
     )
     try:
         assert api.wait_started.wait(20), "envcat never started waiting"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal_number)
         stdout, stderr = process.communicate(timeout=20)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr
+    return process.returncode, stdout, stderr
+
+
+def test_ctrl_c_while_waiting_cancels_and_exits_130(
+    api: FakeApi, server: str, tmp_path: Path
+) -> None:
+    code, stdout, stderr = _interrupt_while_waiting(
+        api, server, tmp_path, signal.SIGINT, preexec_fn=_reset_sigint
+    )
+    assert code == 130, stderr
     assert stderr.endswith("Cancelled.\n")
     assert stdout == ""
     [delete] = api.calls_to("DELETE")
     assert delete.headers["x-poll-token"] == api.created["poll_token"]
+
+
+@pytest.mark.parametrize(
+    ("signal_number", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")]
+)
+def test_sigterm_and_sighup_while_waiting_cancel_the_request(
+    api: FakeApi, server: str, tmp_path: Path, signal_number: int, name: str
+) -> None:
+    code, stdout, stderr = _interrupt_while_waiting(api, server, tmp_path, signal_number)
+    assert code == 128 + signal_number, stderr
+    assert stderr.endswith(f"Cancelled ({name}).\n")
+    assert stdout == ""
+    [delete] = api.calls_to("DELETE")
+    assert delete.path == f"/api/v1/requests/{api.created['id']}"
+    assert delete.headers["x-poll-token"] == api.created["poll_token"]
+
+
+def test_sigterm_cancels_even_when_sigint_is_ignored(
+    api: FakeApi, server: str, tmp_path: Path
+) -> None:
+    def ignore_sigint() -> None:  # as `nohup envcat get … &` starts it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    code, _, stderr = _interrupt_while_waiting(
+        api, server, tmp_path, signal.SIGTERM, preexec_fn=ignore_sigint
+    )
+    assert code == 128 + signal.SIGTERM, stderr
+    assert len(api.calls_to("DELETE")) == 1
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])

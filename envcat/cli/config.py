@@ -1,0 +1,238 @@
+"""Where the CLI's settings come from: flags, environment, `.envcat.toml`, user config.
+
+First found wins, per setting:
+
+- workspace: `--workspace/-w`, `ENVCAT_WORKSPACE`, `.envcat.toml` (walking up
+  from the cwd), the user config (`$XDG_CONFIG_HOME/envcat/config.toml`);
+- server: `--server`, `ENVCAT_SERVER`, `.envcat.toml`, the user config, then
+  `http://localhost:8888`.
+
+`.envcat.toml` belongs to a project and is meant to be committed: it holds no
+secret, only `server`, `workspace`, `bundle` (the default BUNDLE),
+`server_fingerprint` (a pin of the server's delivery key) and `allow_vars`.
+Standard library only, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from envcat.cli.errors import UsageProblem
+from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
+
+PROJECT_FILE = ".envcat.toml"
+DEFAULT_SERVER = "http://localhost:8888"
+PROJECT_KEYS = ("server", "workspace", "bundle", "server_fingerprint", "allow_vars")
+USER_KEYS = ("server", "workspace")
+NO_WORKSPACE_HINT = (
+    "no workspace: pass --workspace SLUG (or -w), set ENVCAT_WORKSPACE, run `envcat init` "
+    'to write a .envcat.toml for this project, or set workspace = "SLUG" in {user_config}'
+)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """One parsed config file; absent settings are None."""
+
+    path: Path
+    server: str | None = None
+    workspace: str | None = None
+    bundle: str | None = None
+    server_fingerprint: str | None = None
+    allow_vars: tuple[str, ...] = field(default_factory=tuple)
+
+
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the user's EnvCat config directory (`$XDG_CONFIG_HOME/envcat`)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or ""
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+    return root / "envcat"
+
+
+def user_config_path() -> Path:
+    """Return the path of the user config file (it may not exist)."""
+    return config_dir() / "config.toml"
+
+
+def find_project_file(start: Path | None = None) -> Path | None:
+    """Return the nearest `.envcat.toml` in `start` (default: cwd) or a parent, or None."""
+    try:
+        here = (start or Path.cwd()).absolute()
+    except OSError:  # the cwd was removed under us
+        return None
+    for directory in (here, *here.parents):
+        candidate = directory / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
+    """Parse one TOML config file; UsageProblem (exit 2) naming the file when it is malformed."""
+    try:
+        with path.open("rb") as stream:
+            data = tomllib.load(stream)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageProblem(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageProblem(f"cannot read {path}: {exc.strerror or exc}") from None
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise UsageProblem(
+            f"{path}: unknown setting {unknown[0]!r} (expected one of: {', '.join(allowed)})"
+        )
+    values = {name: _text(path, data, name) for name in allowed if name != "allow_vars"}
+    workspace = values.get("workspace")
+    if workspace is not None and not is_workspace_slug(workspace):
+        raise UsageProblem(f"{path}: workspace {workspace!r} is not a slug ({WORKSPACE_SLUG_RULE})")
+    server = values.get("server")
+    if server is not None and not is_web_url(server):
+        raise UsageProblem(f"{path}: server {server!r} is not an http:// or https:// URL")
+    return ConfigFile(
+        path=path,
+        server=server.rstrip("/") if server else None,
+        workspace=workspace,
+        bundle=values.get("bundle"),
+        server_fingerprint=values.get("server_fingerprint"),
+        allow_vars=_names(path, data.get("allow_vars", [])),
+    )
+
+
+def _text(path: Path, data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise UsageProblem(f"{path}: {name} must be a non-empty string")
+    return value.strip()
+
+
+def _names(path: Path, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise UsageProblem(f"{path}: allow_vars must be a list of variable names")
+    return tuple(value)
+
+
+def load_project() -> ConfigFile | None:
+    """Return the nearest `.envcat.toml`, parsed, or None."""
+    path = find_project_file()
+    return None if path is None else read_config(path, PROJECT_KEYS)
+
+
+def load_user() -> ConfigFile | None:
+    """Return the user config, parsed, or None when it does not exist."""
+    path = user_config_path()
+    return read_config(path, USER_KEYS) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one run."""
+
+    server: str
+    workspace: str | None
+    bundle: str | None
+    project: ConfigFile | None
+
+    def require_workspace(self) -> str:
+        """Return the workspace slug or raise UsageProblem saying how to set one."""
+        if self.workspace is None:
+            raise UsageProblem(NO_WORKSPACE_HINT.format(user_config=user_config_path()))
+        return self.workspace
+
+    @property
+    def project_pin(self) -> str | None:
+        """The `.envcat.toml` pin, if it applies to this run's server."""
+        project = self.project
+        if project is None or project.server_fingerprint is None:
+            return None
+        if project.server is not None and origin(project.server) != origin(self.server):
+            return None  # the pin is for the project's server, not one named on the command line
+        return project.server_fingerprint
+
+    @property
+    def allow_vars(self) -> tuple[str, ...]:
+        """Dangerous names the project allows."""
+        return self.project.allow_vars if self.project is not None else ()
+
+
+def resolve(
+    *, server: str | None, workspace: str | None, bundle: str | None, environ: Mapping[str, str]
+) -> Settings:
+    """Resolve server, workspace and bundle: flags, environment, project file, user config."""
+    project = load_project()
+    user = load_user()
+    files = [f for f in (project, user) if f is not None]
+    chosen_workspace = (
+        workspace
+        or environ.get("ENVCAT_WORKSPACE")
+        or next((f.workspace for f in files if f.workspace), None)
+    )
+    if chosen_workspace is not None and not is_workspace_slug(chosen_workspace):
+        raise UsageProblem(f"workspace {chosen_workspace!r} is not a slug ({WORKSPACE_SLUG_RULE})")
+    chosen_server = (
+        server
+        or environ.get("ENVCAT_SERVER")
+        or next((f.server for f in files if f.server), None)
+        or DEFAULT_SERVER
+    )
+    if not is_web_url(chosen_server):
+        raise UsageProblem(f"server {chosen_server!r} is not an http:// or https:// URL")
+    default_bundle = project.bundle if project is not None else None
+    return Settings(
+        server=chosen_server.rstrip("/"),
+        workspace=chosen_workspace,
+        bundle=bundle or default_bundle,
+        project=project,
+    )
+
+
+def is_web_url(value: str) -> bool:
+    """True for an http:// or https:// URL with a host."""
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unclosed [ or a port that is not a number
+        return False
+
+
+def origin(server: str) -> str:
+    """Return `scheme://host[:port]` of a server URL, lower-case, default port left out."""
+    parts = urlsplit(server)
+    host = (parts.hostname or "").lower()
+    shown = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+    return f"{parts.scheme}://{shown}{port}"
+
+
+def is_loopback(server: str) -> bool:
+    """True when the server's host is localhost, 127.0.0.0/8 or ::1."""
+    host = (urlsplit(server).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(server: str, *, insecure_http: bool, warn: Any) -> None:
+    """Refuse plain http:// to anything but loopback unless --insecure-http (then warn)."""
+    if urlsplit(server).scheme != "http" or is_loopback(server):
+        return
+    if not insecure_http:
+        raise UsageProblem(
+            f"refusing plain http:// to {origin(server)}: anyone on the network path could read "
+            "the request and tamper with it. Use https://, or pass --insecure-http if you "
+            "really mean it"
+        )
+    warn(f"Warning: --insecure-http: talking to {origin(server)} without TLS.")
