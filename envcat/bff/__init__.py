@@ -68,7 +68,7 @@ def _configure(app: Flask, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the bff from explicit settings (tests) or the environment (wsgi)."""
-    from envcat.bff.views import account, auth, bundles, health, keys, pages, proxy
+    from envcat.bff.views import account, audit, auth, bundles, health, keys, pages, proxy
 
     settings = settings or load_settings(needs_kms_key=False)
     app = Flask(__name__)
@@ -86,6 +86,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.context_processor(_template_globals)
     # Globals (unlike context values) reach imported macros too.
     app.jinja_env.globals.update(csrf_token=csrf_token, auth_provider=settings.auth_provider)
-    for bp in (health.bp, auth.bp, account.bp, pages.bp, bundles.bp, keys.bp, proxy.bp):
+    for bp in (health.bp, auth.bp, account.bp, pages.bp, bundles.bp, keys.bp, audit.bp, proxy.bp):
         app.register_blueprint(bp)
     return app

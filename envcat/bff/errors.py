@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from envcat.bff.apiclient import ApiUnavailable
 from envcat.bff.backend import UpstreamError
-from envcat.bff.identity import CsrfFailed, back_path, end_session
+from envcat.bff.identity import CsrfFailed, Identity, back_path, current_identity, end_session
 
 log = logging.getLogger("envcat.bff")
 
@@ -26,6 +26,21 @@ _TITLES = {
     502: "EnvCat is unavailable",
     503: "EnvCat is unavailable",
 }
+
+
+# Our words for the stock HTTP errors (werkzeug's descriptions talk about "the server").
+_MESSAGES = {
+    404: "There is nothing at this address. It may have been deleted, or the link is mistyped.",
+    405: "This page cannot be used that way.",
+}
+
+
+def _viewer() -> Identity | None:
+    # The header shows who is signed in, even on pages no view handled (404s).
+    try:
+        return current_identity()
+    except Exception:  # an error page must render even when the session store is down
+        return None
 
 
 def wants_json() -> bool:
@@ -53,6 +68,7 @@ def page_error(
         title=title or _TITLES.get(status, "Error"),
         message=message,
         link=link,
+        signed_in=_viewer(),
     )
     return Response(body, status=status, mimetype="text/html")
 
@@ -76,7 +92,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        return error_response(status, _snake(exc.name), exc.description or exc.name)
+        stock = exc.description == type(exc).description
+        message = (_MESSAGES.get(status) if stock else None) or exc.description or exc.name
+        return error_response(status, _snake(exc.name), message)
 
     @app.errorhandler(ApiUnavailable)
     def _unavailable(exc: ApiUnavailable) -> Response:

@@ -241,7 +241,7 @@ def detach_key(actor: Actor, bundle_id: str, key_id: str) -> None:
 
 
 def _apply_import(
-    bundle: Bundle, values: dict[str, str], overwrite: bool, result: ImportResult
+    bundle: Bundle, values: dict[str, str], body: ImportRequest, result: ImportResult
 ) -> None:
     library = {
         k.name: k
@@ -258,11 +258,13 @@ def _apply_import(
     for name, value in values.items():
         key = library.get(name)
         if key is None:
-            key = keys.new_key(bundle.tenant_id, name, value, is_secret=True, description="")
+            key = keys.new_key(
+                bundle.tenant_id, name, value, is_secret=body.is_secret, description=""
+            )
             result.created.append(name)
         elif keys.decrypt(key) == value:
             (result.unchanged if key.id in attached else result.created).append(name)
-        elif overwrite:
+        elif body.overwrite:
             keys.set_value(key, value)
             result.updated.append(name)
         else:
@@ -280,7 +282,7 @@ def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> Imp
     parsed = dotenv_io.parse(body.format, body.content)
     result = ImportResult(created=[], updated=[], unchanged=[], skipped=list(parsed.skipped))
     with transaction("The library changed during the import; nothing was imported. Retry."):
-        _apply_import(bundle, parsed.values, body.overwrite, result)
+        _apply_import(bundle, parsed.values, body, result)
         if result.updated:
             bundle.updated_at = utcnow()
     actor.record(

@@ -48,6 +48,8 @@
 
     document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
+      // The change submits the form, so its button would only be noise.
+      select.form.querySelectorAll("button[type=submit]").forEach(function (button) { button.hidden = true; });
     });
 
     document.querySelectorAll("[data-copy]").forEach(function (button) {

@@ -8,8 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, request
 
 from envcat.bff import backend
-from envcat.bff.backend import UpstreamError, api_path
+from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
+from envcat.bff.views import reveals
 from envcat.bff.views.forms import MASK, checkbox, describe, page, submit, tags_field
 
 bp = Blueprint("bundles", __name__)
@@ -27,14 +28,45 @@ def _back(bundle_id: str) -> str:
     return f"/bundles/{bundle_id}"
 
 
+BUNDLE_NAME_HELP = (
+    "A bundle name uses letters, digits, dots, dashes and underscores, with single slashes "
+    "between parts, like production/api."
+)
+
+
+def _bundles_page(
+    form: dict[str, str] | None = None, error: str | None = None, status: int = 200
+) -> Response:
+    query = request.args.get("q", "").strip()
+    params = {"q": query} if query else None
+    bundles = backend.fetch("/api/v1/bundles", params)["bundles"]
+    return page(
+        "bundles.html",
+        status,
+        identity=current_identity(),
+        bundles=bundles,
+        q=query,
+        form=form or {},
+        error=error,
+    )
+
+
 @bp.get("/bundles")
 @login_required
 def index() -> Response:
     """Every bundle of the tenant, with a search box and the create form."""
-    query = request.args.get("q", "").strip()
-    params = {"q": query} if query else None
-    bundles = backend.fetch("/api/v1/bundles", params)["bundles"]
-    return page("bundles.html", identity=current_identity(), bundles=bundles, q=query)
+    return _bundles_page()
+
+
+def _create_problem(exc: UpstreamError) -> str:
+    fields = {
+        str(item.get("loc", [""])[-1])
+        for item in (exc.details if isinstance(exc.details, list) else [])
+        if isinstance(item, dict) and item.get("loc")
+    }
+    if exc.status == 400 and "name" in fields:
+        return BUNDLE_NAME_HELP
+    return describe(exc)
 
 
 @bp.post("/bundles")
@@ -51,8 +83,9 @@ def create() -> Response:
     except UpstreamError as exc:
         if exc.status == 401:
             raise
-        flash(describe(exc), "error")
-        return redirect("/bundles")  # type: ignore[return-value]
+        # Render (not redirect) so the typed name, description and tags stay in the form.
+        typed = {field: request.form.get(field, "") for field in ("name", "description", "tags")}
+        return _bundles_page(typed, _create_problem(exc), 409 if exc.status == 409 else 400)
     flash(f"Created bundle {created['name']}.", "success")
     return redirect(_back(created["id"]))  # type: ignore[return-value]
 
@@ -74,14 +107,16 @@ def _render(bundle_id: str, revealed: dict[str, str] | None = None) -> Response:
 @bp.get("/bundles/<bundle_id>")
 @login_required
 def show(bundle_id: str) -> Response:
-    """One bundle: its keys (secret values masked) and every action on it."""
-    return _render(bundle_id)
-
-
-@bp.post("/bundles/<bundle_id>/keys/<key_id>/reveal")
-@login_required
-def reveal(bundle_id: str, key_id: str) -> Response:
-    """Show one secret value in clear (audited by the api; never cached)."""
+    """One bundle: its keys (secret values masked), every action on it, and a value
+    revealed once by a reveal ticket (`?reveal=`)."""
+    token = request.args.get("reveal", "")
+    identity = current_identity()
+    if not token or identity is None:
+        return _render(bundle_id)
+    key_id = reveals.redeem(identity, token)
+    if key_id is None:
+        flash("That value was shown once already. Press Reveal to see it again.", "success")
+        return _render(bundle_id)
     try:
         path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
         key: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
@@ -89,8 +124,19 @@ def reveal(bundle_id: str, key_id: str) -> Response:
         if exc.status in (401, 404):
             raise
         flash(describe(exc), "error")
-        return redirect(_back(bundle_id))  # type: ignore[return-value]
+        return _render(bundle_id)
     return _render(bundle_id, {key_id: key.get("value") or ""})
+
+
+@bp.post("/bundles/<bundle_id>/keys/<key_id>/reveal")
+@login_required
+def reveal(bundle_id: str, key_id: str) -> Response:
+    """Leave a reveal ticket and go to the GET page that spends it (post/redirect/get)."""
+    identity = current_identity()
+    if identity is None or not (ID_PATTERN.fullmatch(bundle_id) and ID_PATTERN.fullmatch(key_id)):
+        raise UpstreamError(404, "not_found", "Not found.")
+    token = reveals.issue(identity, key_id)
+    return redirect(f"{_back(bundle_id)}?reveal={token}#value-{key_id}", 303)  # type: ignore[return-value]
 
 
 @bp.post("/bundles/<bundle_id>/keys")
@@ -175,7 +221,12 @@ def import_values(bundle_id: str) -> Response:
     if content is None or fmt not in IMPORT_FORMATS or not content.strip():
         flash("Paste the file or choose a UTF-8 .env or JSON file to import.", "error")
         return redirect(_back(bundle_id))  # type: ignore[return-value]
-    body = {"format": fmt, "content": content, "overwrite": checkbox("overwrite")}
+    body = {
+        "format": fmt,
+        "content": content,
+        "overwrite": checkbox("overwrite"),
+        "is_secret": checkbox("is_secret"),
+    }
     try:
         result = backend.call("POST", _bundle_path(bundle_id, "/import"), json=body).json()
     except UpstreamError as exc:

@@ -41,6 +41,22 @@ def describe(exc: UpstreamError) -> str:
     return " ".join(parts)
 
 
+# Field errors whose api wording means nothing to a person, in plain words.
+_PLAIN_WORDS = {
+    ("include_keys", "too_short"): "Choose at least one key.",
+}
+
+
+def refusal(exc: UpstreamError) -> str:
+    """The sentence to show for a refused approval: plain words when we have them."""
+    for item in exc.details if isinstance(exc.details, list) else []:
+        if isinstance(item, dict):
+            field = str((item.get("loc") or [""])[0])
+            if plain := _PLAIN_WORDS.get((field, str(item.get("type")))):
+                return plain
+    return exc.message
+
+
 def submit(
     method: str,
     path: str,

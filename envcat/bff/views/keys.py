@@ -1,4 +1,4 @@
-"""The key library (list, create, edit, reveal, delete) and the audit log."""
+"""The key library: list, create, edit, reveal, delete."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, request
 
 from envcat.bff import backend
-from envcat.bff.backend import UpstreamError, api_path
+from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
+from envcat.bff.views import reveals
 from envcat.bff.views.forms import MASK, checkbox, describe, page, submit
 
 bp = Blueprint("keys", __name__)
-
-AUDIT_PAGE_SIZE = 50
 
 
 @bp.get("/keys")
@@ -39,22 +38,45 @@ def create() -> Response:
     return submit("POST", "/api/v1/keys", json=body, back="/keys", done=f"Created {name}.")
 
 
+def _from_bundle() -> str:
+    """The bundle whose page this key page was opened from (`?bundle=` or the form's), or ""."""
+    bundle_id = request.values.get("bundle", "")
+    return bundle_id if ID_PATTERN.fullmatch(bundle_id) else ""
+
+
+def _bundle_back() -> str | None:
+    bundle_id = _from_bundle()
+    return f"/bundles/{bundle_id}" if bundle_id else None
+
+
+def _key_page(key_id: str) -> str:
+    bundle_id = _from_bundle()
+    return f"/keys/{key_id}" + (f"?bundle={bundle_id}" if bundle_id else "")
+
+
 def _render(key_id: str, revealed: str | None = None) -> Response:
     key = backend.fetch(api_path("/api/v1/keys/{key_id}", key_id=key_id))
-    return page("key.html", identity=current_identity(), key=key, revealed=revealed, mask=MASK)
+    return page(
+        "key.html",
+        identity=current_identity(),
+        key=key,
+        revealed=revealed,
+        mask=MASK,
+        bundle_id=_from_bundle(),
+    )
 
 
 @bp.get("/keys/<key_id>")
 @login_required
 def show(key_id: str) -> Response:
-    """One key with its edit form."""
-    return _render(key_id)
-
-
-@bp.post("/keys/<key_id>/reveal")
-@login_required
-def reveal(key_id: str) -> Response:
-    """Show the value in clear (audited by the api; never cached)."""
+    """One key with its edit form, and its value once when a reveal ticket (`?reveal=`) is spent."""
+    token = request.args.get("reveal", "")
+    identity = current_identity()
+    if not token or identity is None:
+        return _render(key_id)
+    if reveals.redeem(identity, token, key_id) is None:
+        flash("That value was shown once already. Press Reveal to see it again.", "success")
+        return _render(key_id)
     try:
         path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
         key: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
@@ -62,8 +84,21 @@ def reveal(key_id: str) -> Response:
         if exc.status in (401, 404):
             raise
         flash(describe(exc), "error")
-        return redirect(f"/keys/{key_id}")  # type: ignore[return-value]
+        return _render(key_id)
     return _render(key_id, key.get("value") or "")
+
+
+@bp.post("/keys/<key_id>/reveal")
+@login_required
+def reveal(key_id: str) -> Response:
+    """Leave a reveal ticket and go to the GET page that spends it (post/redirect/get)."""
+    identity = current_identity()
+    if identity is None or not ID_PATTERN.fullmatch(key_id):
+        raise UpstreamError(404, "not_found", "Not found.")
+    token = reveals.issue(identity, key_id)
+    bundle_id = _from_bundle()
+    also = f"&bundle={bundle_id}" if bundle_id else ""
+    return redirect(f"/keys/{key_id}?reveal={token}{also}", 303)  # type: ignore[return-value]
 
 
 @bp.post("/keys/<key_id>/edit")
@@ -77,9 +112,8 @@ def edit(key_id: str) -> Response:
     }
     if value := request.form.get("value", ""):
         body["value"] = value
-    back = f"/keys/{key_id}"
     path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
-    return submit("PATCH", path, json=body, back=back, done="Key saved.")
+    return submit("PATCH", path, json=body, back=_key_page(key_id), done="Key saved.")
 
 
 @bp.post("/keys/<key_id>/delete")
@@ -92,28 +126,6 @@ def delete(key_id: str) -> Response:
         if exc.status in (401, 404):
             raise
         flash(describe(exc), "error")
-        return redirect(f"/keys/{key_id}")  # type: ignore[return-value]
+        return redirect(_key_page(key_id))  # type: ignore[return-value]
     flash("Key deleted and detached from every bundle.", "success")
-    return redirect("/keys")  # type: ignore[return-value]
-
-
-@bp.get("/audit")
-@login_required
-def audit() -> Response:
-    """The tenant's audit events, newest first, a page at a time."""
-    action = request.args.get("action", "").strip()
-    cursor = request.args.get("cursor", "").strip()
-    params = {"limit": str(AUDIT_PAGE_SIZE)}
-    if action:
-        params["action"] = action
-    if cursor:
-        params["cursor"] = cursor
-    data = backend.fetch("/api/v1/audit", params)
-    return page(
-        "audit.html",
-        identity=current_identity(),
-        events=data.get("events", []),
-        next_cursor=data.get("next_cursor"),
-        action=action,
-        is_first_page=not cursor,
-    )
+    return redirect(_bundle_back() or "/keys")  # type: ignore[return-value]

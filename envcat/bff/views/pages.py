@@ -13,7 +13,7 @@ from flask import Blueprint, Response, request
 from envcat.bff import backend
 from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import current_identity, login_required
-from envcat.bff.views.forms import page
+from envcat.bff.views.forms import page, refusal
 
 bp = Blueprint("pages", __name__)
 
@@ -201,5 +201,5 @@ def _refused(request_id: str, exc: UpstreamError, bundle_id: str, include: list[
     if context.get("status") != "pending":
         return page("approve_done.html", 409, outcome="decided")
     return _render_approval(
-        request_id, context, bundle_id, error=exc.message, selected=include, status=exc.status
+        request_id, context, bundle_id, error=refusal(exc), selected=include, status=exc.status
     )

@@ -194,6 +194,7 @@ class ImportRequest(_Body):
     format: Literal["dotenv", "json"]
     content: Annotated[str, Field(max_length=MAX_IMPORT_CONTENT)]
     overwrite: bool = False
+    is_secret: bool = True  # for the keys the import creates; existing keys keep theirs
 
 
 class BundleListQuery(_Query):

@@ -1,0 +1,193 @@
+"""The audit log page: filters, paging, and CSV/JSON downloads of the filtered view."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, timedelta
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from envcat.bff import backend
+from envcat.bff.backend import UpstreamError
+from envcat.bff.identity import current_identity, login_required
+from envcat.bff.views.forms import describe, page
+
+bp = Blueprint("audit", __name__)
+
+AUDIT_PAGE_SIZE = 50
+EXPORT_BATCH = 200
+# A download stops here; narrow the filter (dates, person) for more.
+EXPORT_MAX_EVENTS = 10_000
+# The form's fields, as the page's own query string.
+FILTER_FIELDS = ("action", "person", "bundle", "target", "from", "to")
+# Starting points for the action filter (any prefix works).
+ACTION_HINTS = (
+    "request",
+    "request.approved",
+    "request.denied",
+    "request.delivered",
+    "request.cancelled",
+    "request.expired",
+    "request.failed",
+    "bundle",
+    "bundle.exported",
+    "bundle.imported",
+    "key",
+    "key.revealed",
+)
+MACHINES = {"cli": "Terminal (envcat CLI)", "system": "EnvCat (workers)"}
+CSV_COLUMNS = ("at", "who", "actor", "action", "target", "bundle", "keys", "ip", "user_agent")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _filters() -> dict[str, str]:
+    return {name: request.args.get(name, "").strip() for name in FILTER_FIELDS}
+
+
+def _day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def api_params(filters: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """The api's query for the form's filters, and a message for a field that makes no sense.
+
+    Dates are whole days in UTC: `from` counts from its midnight, `to` includes its day.
+    """
+    params = {
+        api_name: filters[field]
+        for field, api_name in (
+            ("action", "action"),
+            ("person", "actor"),
+            ("bundle", "bundle_id"),
+            ("target", "target"),
+        )
+        if filters[field]
+    }
+    start, end = _day(filters["from"]), _day(filters["to"])
+    if (filters["from"] and start is None) or (filters["to"] and end is None):
+        return params, "Dates look like 2026-03-10."
+    if start and end and end < start:
+        return params, "The end date is before the start date."
+    if start:
+        params["since"] = f"{start.isoformat()}T00:00:00Z"
+    if end:
+        params["until"] = f"{(end + timedelta(days=1)).isoformat()}T00:00:00Z"
+    return params, None
+
+
+def who(actor: str, people: dict[str, Any]) -> str:
+    """A person's email (or a label for the CLI and the workers); the raw id otherwise."""
+    if actor in MACHINES:
+        return MACHINES[actor]
+    person = people.get(actor) or {}
+    return str(person.get("email") or actor)
+
+
+@bp.get("/audit")
+@login_required
+def index() -> Response:
+    """The tenant's audit events, newest first, filtered, a page at a time."""
+    filters = _filters()
+    params, problem = api_params(filters)
+    cursor = request.args.get("cursor", "").strip()
+    data: dict[str, Any] = {"events": [], "next_cursor": None, "people": {}}
+    if problem is None:
+        query = {**params, "limit": str(AUDIT_PAGE_SIZE), **({"cursor": cursor} if cursor else {})}
+        try:
+            data = backend.fetch("/api/v1/audit", query)
+        except UpstreamError as exc:
+            if exc.status != 400:
+                raise
+            problem = describe(exc)
+    people = backend.fetch("/api/v1/audit/people")["people"]
+    bundles = backend.fetch("/api/v1/bundles")["bundles"]
+    return page(
+        "audit.html",
+        400 if problem else 200,
+        identity=current_identity(),
+        events=data["events"],
+        people=data["people"],
+        next_cursor=data["next_cursor"],
+        is_first_page=not cursor,
+        filters=filters,
+        active={k: v for k, v in filters.items() if v},
+        problem=problem,
+        person_choices=[(p["id"], p["email"] or p["id"]) for p in people],
+        machines=MACHINES,
+        bundle_choices=[(b["id"], b["name"]) for b in bundles],
+        action_hints=ACTION_HINTS,
+        who=who,
+    )
+
+
+def _all_events(params: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+    events: list[dict[str, Any]] = []
+    people: dict[str, Any] = {}
+    cursor = ""
+    while len(events) < EXPORT_MAX_EVENTS:
+        query = {**params, "limit": str(EXPORT_BATCH), **({"cursor": cursor} if cursor else {})}
+        data = backend.fetch("/api/v1/audit", query)
+        events += data["events"]
+        people.update(data["people"])
+        cursor = data["next_cursor"] or ""
+        if not cursor:
+            return events, people, False
+    return events[:EXPORT_MAX_EVENTS], people, True
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    # A spreadsheet would run a cell starting with = + - @ as a formula.
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _csv_row(event: dict[str, Any], people: dict[str, Any]) -> list[str]:
+    details = event.get("details") or {}
+    keys = details.get("keys")
+    if not isinstance(keys, list):
+        keys = []
+    row = {
+        "at": event["at"],
+        "who": who(event["actor"], people),
+        "actor": event["actor"],
+        "action": event["action"],
+        "target": event["target"],
+        "bundle": event.get("bundle_name") or "",
+        "keys": " ".join(str(k) for k in keys),
+        "ip": event.get("ip"),
+        "user_agent": event.get("user_agent"),
+    }
+    return [_cell(row[column]) for column in CSV_COLUMNS]
+
+
+@bp.get("/audit/export.<fmt>")
+@login_required
+def export(fmt: str) -> Response:
+    """Every event of the filtered view (up to EXPORT_MAX_EVENTS) as CSV or JSON."""
+    if fmt not in ("csv", "json"):
+        raise UpstreamError(404, "not_found", "Not found.")
+    params, problem = api_params(_filters())
+    if problem is not None:
+        raise UpstreamError(400, "validation_error", problem)
+    events, people, truncated = _all_events(params)
+    if fmt == "json":
+        body = json.dumps(
+            {"events": events, "people": people, "truncated": truncated}, ensure_ascii=False
+        )
+        response = Response(body, mimetype="application/json")
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(_csv_row(event, people) for event in events)
+        response = Response(out.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="envcat-audit.{fmt}"'
+    if truncated:
+        response.headers["X-Envcat-Truncated"] = str(EXPORT_MAX_EVENTS)
+    return response
