@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from envcat.api import create_app
 from envcat.core.settings import Settings
-from envcat.models import AuditEvent, Bundle, Membership, Tenant, User, db
+from envcat.models import AuditEvent, Bundle, Membership, Tenant, User, db, migrate
 from tests.support.signed import SignedClient, add_member
 
 SIGN_UP = "/api/v1/internal/local-auth/sign-up"
@@ -18,6 +21,15 @@ CHANGE = "/api/v1/internal/local-auth/change-password"
 DELETE = "/api/v1/internal/local-auth/delete-account"
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
+
+
+@pytest.fixture
+def both_app(database_url: str, settings: Settings) -> Iterator[Flask]:
+    """The api on SQLite and on PostgreSQL (skipped when no server answers)."""
+    migrate.upgrade(database_url)
+    app = create_app(settings.model_copy(update={"database_url": database_url}))
+    with app.app_context():
+        yield app
 
 
 def _bff(api_app: Flask, settings: Settings) -> SignedClient:
@@ -37,9 +49,9 @@ def _actions(tenant_id: str) -> list[str]:
 
 
 def test_change_password_needs_the_current_one_and_is_audited(
-    api_app: Flask, settings: Settings
+    both_app: Flask, settings: Settings
 ) -> None:
-    bff = _bff(api_app, settings)
+    bff = _bff(both_app, settings)
     user_id = _sign_up(bff, "ada@example.com")
     wrong = bff.post(
         CHANGE, {"user_id": user_id, "old_password": "not it at all", "new_password": NEW_PASSWORD}
@@ -75,9 +87,9 @@ def test_only_the_bff_identity_may_change_passwords(
 
 
 def test_deleting_a_personal_account_deletes_its_workspace(
-    api_app: Flask, settings: Settings
+    both_app: Flask, settings: Settings
 ) -> None:
-    bff = _bff(api_app, settings)
+    bff = _bff(both_app, settings)
     user_id = _sign_up(bff, "ada@example.com")
     db.session.add(Bundle(tenant_id=user_id, name="production/api"))
     db.session.commit()
@@ -103,9 +115,9 @@ def test_deleting_a_personal_account_deletes_its_workspace(
 
 
 def test_the_last_owner_of_a_shared_workspace_cannot_delete_the_account(
-    api_app: Flask, settings: Settings
+    both_app: Flask, settings: Settings
 ) -> None:
-    bff = _bff(api_app, settings)
+    bff = _bff(both_app, settings)
     user_id = _sign_up(bff, "ada@example.com")
     add_member(user_id, "org_shared", "owner", kind="org")
     add_member("usr_bob", "org_shared", "member", kind="org")
