@@ -16,6 +16,8 @@ if [ "$WITH_TEST_DEPS" = 1 ]; then
   # Real shells for the quoting round-trip tests, Chromium for the browser tests.
   for tool in zsh fish dash; do command -v "$tool" >/dev/null || apt_packages+=("$tool"); done
   [ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+  # npm fetches axe-core (accessibility checks) and mermaid (diagrams in the docs).
+  command -v npm >/dev/null || apt_packages+=(npm)
 fi
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
@@ -31,12 +33,48 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
+# The stamp holds the pyproject.toml digest and the extras installed for it. A run that
+# needs a subset of those (`up` after `./scripts/test`) installs nothing.
 stamp="$VENV/.envcat-installed"
 extras=server
 [ "$WITH_TEST_DEPS" = 1 ] && extras=server,dev
-want="$extras $(sha256sum pyproject.toml | cut -c1-16)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+digest=$(sha256sum pyproject.toml | cut -c1-16)
+{ read -r had_extras had_digest < "$stamp"; } 2>/dev/null || true
+installed=",${had_extras:-},"
+missing=0
+for extra in ${extras//,/ }; do
+  [[ "$installed" == *",$extra,"* ]] || missing=1
+done
+if [ "${had_digest:-}" != "$digest" ] || [ "$missing" = 1 ]; then
+  # Keep what was installed for this same pyproject.toml: alternating never uninstalls.
+  [ "${had_digest:-}" = "$digest" ] && extras=$(printf '%s\n' ${had_extras//,/ } ${extras//,/ } | sort -u | paste -sd, -)
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[$extras]"
-  echo "$want" > "$stamp"
+  echo "$extras $digest" > "$stamp"
+fi
+
+# JavaScript for the accessibility checks and the docs' diagrams: pinned versions from
+# scripts/js-deps.txt, fetched once with `npm pack` (npm checks the registry's integrity
+# hash) into .cache/js/<name>-<version>/. Nothing from a CDN at test or docs time.
+fetch_js() {
+  local name=$1 version=$2 file=$3 dest=".cache/js/$1-$2" tmp
+  [ -f "$dest/$file" ] && return 0
+  if ! command -v npm >/dev/null; then
+    echo "bootstrap: npm is missing, so $name is not installed (apt-get install npm)" >&2
+    return 0
+  fi
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && npm pack --silent "$name@$version" >/dev/null 2>&1); then
+    mkdir -p "$dest"
+    tar -xzf "$tmp"/*.tgz -C "$dest" --strip-components=1 "package/$file" package/LICENSE
+  else
+    echo "bootstrap: could not fetch $name@$version with npm" >&2
+  fi
+  rm -rf "$tmp"
+}
+if [ "$WITH_TEST_DEPS" = 1 ]; then
+  while read -r name version file; do
+    case "$name" in ''|'#'*) continue ;; esac
+    fetch_js "$name" "$version" "$file"
+  done < scripts/js-deps.txt
 fi
