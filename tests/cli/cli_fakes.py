@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from nacl.public import PublicKey, SealedBox
 
 from envcat.cli.runtime import Clock
 from envcat.core.envelope import Envelope, SigningKeyring, encode_key, fingerprint, seal_envelope
@@ -88,6 +89,7 @@ class FakeApi:
     workspaces: tuple[str, ...] = (WORKSPACE,)
     bundle_name: str | None = None  # None: the BUNDLE hint, else DEFAULT_BUNDLE
     tamper: dict[str, Any] = field(default_factory=dict)  # Envelope fields to override
+    forge: dict[str, str] | None = None  # values swapped into the payload after signing
 
     def calls_to(self, method: str, suffix: str = "") -> list[Call]:
         """Return the recorded calls with this method whose path ends with `suffix`."""
@@ -140,7 +142,18 @@ class FakeApi:
     def _sealed(self) -> bytes:
         if self.unsigned:
             return seal_values(self.created["client_pubkey"], self.values)
-        return seal_envelope(self.envelope(), self.impostor or self.signing)
+        statement = self.envelope()
+        signer = self.impostor or self.signing
+        if self.tamper.get("cli_public_key") is None and self.forge is None:
+            return seal_envelope(statement, signer)  # the production path
+        # sealed to the terminal's real key whatever the statement says
+        signatures = signer.sign(statement.to_payload())
+        if self.forge is not None:  # a man in the middle's edit after signing
+            statement = dataclasses.replace(statement, keys=self.forge)
+        payload = base64.b64encode(statement.to_payload()).decode()
+        document = {"v": 1, "payload": payload, "sigs": signatures}
+        recipient = PublicKey(base64.b64decode(self.created["client_pubkey"]))
+        return bytes(SealedBox(recipient).encrypt(json.dumps(document).encode()))
 
     def _create(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         if body.get("workspace") not in self.workspaces:

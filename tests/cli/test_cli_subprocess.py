@@ -12,6 +12,7 @@ disposition in the child first.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import signal
@@ -81,6 +82,17 @@ def test_run_execs_the_command_with_the_values(api: FakeApi, server: str, tmp_pa
     assert pid == process.pid, "the command must replace envcat, not run as its child"
     assert "Received 2 values from prod/api; running" in stderr
     assert api.calls_to("POST")[0].body["context"]["command"].startswith(sys.executable)
+
+
+def test_the_approver_sees_the_child_command_redacted(
+    api: FakeApi, server: str, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-c", "pass", "--password=hunter2", "-phunter2"]
+    result = envcat("run", "--server", server, "--", *argv, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    body = api.calls_to("POST")[0].body
+    assert body["context"]["command"].endswith("-c pass '--password=***' '-p***'")
+    assert "hunter2" not in json.dumps(body)
 
 
 def test_run_passes_the_childs_signal_through(api: FakeApi, server: str, tmp_path: Path) -> None:
