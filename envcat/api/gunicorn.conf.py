@@ -11,6 +11,8 @@ from __future__ import annotations
 import resource
 from typing import Any
 
+from envcat.core import serving
+
 bind = "127.0.0.1:5000"  # internal only: the bff is the public face
 worker_class = "gevent"  # patches sockets before the app (redis, httpx) is imported
 workers = 2  # processes; each one serves up to worker_connections clients
@@ -30,7 +32,28 @@ _SPARE_FILES = 1024
 
 
 def on_starting(server: Any) -> None:
-    """Raise the open-file limit toward what worker_connections needs (workers inherit it)."""
+    """Check the settings, share one metrics directory, raise the open-file limit.
+
+    A bad setting stops here, in the master, with one line and exit code 3 (no
+    worker is forked); workers inherit the metrics directory and the limit.
+    """
+    serving.load_or_halt(needs_kms_key=True)
+    if (path := serving.private_metrics_dir()) is not None:
+        server.log.info("prometheus multiprocess directory %s (removed on exit)", path)
+    _raise_file_limit(server)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Forget the live gauges of a worker that is gone."""
+    serving.worker_gone(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the private metrics directory."""
+    serving.remove_metrics_dir()
+
+
+def _raise_file_limit(server: Any) -> None:
     needed = _FILES_PER_CONNECTION * server.cfg.worker_connections + _SPARE_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = needed if hard == resource.RLIM_INFINITY else min(hard, needed)

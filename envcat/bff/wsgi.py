@@ -1,13 +1,18 @@
 """The single app gunicorn imports.
 
-Serve it with gevent workers so long polls do not hold a worker each:
-`gunicorn -k gevent -w 2 --worker-connections 2000 -b 0.0.0.0:8888 envcat.bff.wsgi:app`.
+Serve it with its gunicorn settings (gevent workers, so long polls do not hold
+a worker each): `gunicorn -c envcat/bff/gunicorn.conf.py envcat.bff.wsgi:app`.
+A bad setting exits with code 3 after one line, so gunicorn halts instead of
+re-forking the worker forever (see envcat/core/serving.py).
 """
 
-from envcat.bff import create_app
-from envcat.core.logging import configure_logging
-from envcat.core.settings import load_settings
+from envcat.core.serving import load_or_halt
 
-settings = load_settings(needs_kms_key=False)
+# Settings first: a bad one halts the server before the slow imports of the app.
+settings = load_or_halt(needs_kms_key=False)
+
+from envcat.bff import create_app  # noqa: E402
+from envcat.core.logging import configure_logging  # noqa: E402
+
 configure_logging("bff", settings.log_level)
 app = create_app(settings)

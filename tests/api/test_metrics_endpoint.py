@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from envcat.core.settings import Settings
 from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, seed_bundle, wait_until_final
+from tests.conftest import make_settings
 
 TENANT = "t-metrics"
+TOKEN = "api-test-metrics-token"
+
+
+@pytest.fixture
+def settings(sqlite_url: str, redis_url: str, broker_url: str) -> Settings:
+    """The api of these tests lets a scraper with METRICS_TOKEN in."""
+    return make_settings(sqlite_url, redis_url, broker_url, metrics_token=TOKEN)
 
 
 def _scrape(api_app: Flask) -> dict[str, float]:
-    response = api_app.test_client().get("/metrics")
+    response = api_app.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     samples: dict[str, float] = {}
@@ -52,3 +62,23 @@ def test_metrics_count_a_real_flow(api_app: Flask, signed_as: Any, celery_worker
     assert grew("envcat_approval_to_delivery_seconds_count") == 1
     assert 0 < grew("envcat_approval_to_delivery_seconds_sum") < 30
     assert "metrics-canary" not in str(after)
+
+
+def test_metrics_need_the_bearer_token(api_app: Flask) -> None:
+    client = api_app.test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401
+        assert refused.get_json()["error"] == "unauthorized"
+        assert b"envcat_" not in refused.data
+
+
+def test_metrics_do_not_exist_without_a_token(
+    sqlite_url: str, redis_url: str, broker_url: str
+) -> None:
+    from envcat.api import create_app
+
+    app = create_app(make_settings(sqlite_url, redis_url, broker_url))
+    reply = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reply.status_code == 404
+    assert reply.get_json()["error"] == "not_found"

@@ -17,6 +17,7 @@ from envcat.core.settings import Settings
 from tests.support.stack import LiveStack, live_stack
 
 PASSWORD = "correct horse battery staple"
+METRICS_TOKEN = "bff-test-metrics-token"
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -100,7 +101,7 @@ def module_stack(
     of the `redis_url` fixture cannot pull state from under it.
     """
     # The test stack stands behind one TLS proxy: tests play it with X-Forwarded-*.
-    overrides = {"trusted_proxies": 1, **overrides}
+    overrides = {"trusted_proxies": 1, "metrics_token": METRICS_TOKEN, **overrides}
     data_db = next(n for n in range(2, 16) if n not in redis_dbs)
     data_url = f"{redis_base_url}/{data_db}"
     with redis.Redis.from_url(data_url) as client:

@@ -9,6 +9,7 @@ import redis
 from envcat.bff.security import content_security_policy, safe_redirect_target, session_secret
 from envcat.core.settings import Settings
 from tests.bff.conftest import (
+    METRICS_TOKEN,
     PASSWORD,
     Browser,
     assert_security_headers,
@@ -221,7 +222,9 @@ def test_health_readiness_and_metrics(stack: LiveStack, ada: Browser) -> None:
     assert httpx.get(f"{stack.bff_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{stack.bff_url}/readyz")
     assert (ready.status_code, ready.json()["checks"]) == (200, {"api": True, "redis": True})
-    metrics = httpx.get(f"{stack.bff_url}/metrics").text
+    assert httpx.get(f"{stack.bff_url}/metrics").status_code == 401
+    scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    metrics = httpx.get(f"{stack.bff_url}/metrics", headers=scraper).text
     assert "envcat_bff_http_requests_total" in metrics
     assert 'envcat_bff_sign_ins_total{outcome="success"}' in metrics
     assert "envcat_bff_api_call_seconds_bucket" in metrics

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
 from envcat.api.openapi import build_spec
 from envcat.core import exposition
 from envcat.models import db
+from envcat.services.errors import NotFound, Unauthorized
 from envcat.services.runtime import current
 
 bp = Blueprint("health", __name__)
@@ -50,7 +51,14 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics_view() -> Response:
-    """Prometheus exposition."""
+    """Prometheus exposition, for a scraper with the METRICS_TOKEN bearer token only."""
+    allowed = exposition.is_authorized(
+        current().settings.metrics_token, request.headers.get("Authorization")
+    )
+    if allowed is None:
+        raise NotFound("Not found.")
+    if not allowed:
+        raise Unauthorized("Send Authorization: Bearer <METRICS_TOKEN>.")
     body, content_type = exposition.render()
     return Response(body, content_type=content_type)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from envcat.bff.apiclient import ApiUnavailable, CallerInfo
+from envcat.bff.errors import json_error
 from envcat.bff.runtime import runtime
 from envcat.core import exposition
 
@@ -44,6 +45,15 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics_view() -> Response:
-    """Prometheus exposition."""
+    """Prometheus exposition, for a scraper with the METRICS_TOKEN bearer token only."""
+    allowed = exposition.is_authorized(
+        runtime().settings.metrics_token, request.headers.get("Authorization")
+    )
+    if allowed is None:
+        return json_error(404, "not_found", "Not found.")
+    if not allowed:
+        response = json_error(401, "unauthorized", "Send Authorization: Bearer <METRICS_TOKEN>.")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
     body, content_type = exposition.render()
     return Response(body, content_type=content_type)

@@ -1,0 +1,104 @@
+"""Start-up of the api and bff under gunicorn: config errors halt, metrics sum every worker.
+
+- A bad or missing setting must stop the server, not crash-loop its workers
+  (gunicorn re-forks a worker that exits 1, forever). `load_or_halt` prints the
+  one-line error and exits with gunicorn's WORKER_BOOT_ERROR (3), on which the
+  arbiter halts. The gunicorn.conf.py files call it in the master
+  (`on_starting`), so no worker is forked at all; `wsgi.py` calls it too, for
+  `gunicorn envcat.api.wsgi:app` without `-c`.
+- prometheus_client counts per process: with several workers and no
+  PROMETHEUS_MULTIPROC_DIR a scrape answers from whichever worker gets it.
+  `private_metrics_dir` makes one directory for the server's lifetime in the
+  master (the workers inherit the variable); `remove_metrics_dir` deletes it
+  on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from envcat.core.settings import ConfigError, Settings, load_settings
+
+# gunicorn's Arbiter.WORKER_BOOT_ERROR: the arbiter stops instead of forking a new worker.
+WORKER_BOOT_ERROR = 3
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+_OWNED_VARIABLE = "ENVCAT_PRIVATE_METRICS_DIR"
+_MARKER_FRESH_SECONDS = 60.0
+
+
+def _in_gunicorn_worker() -> bool:
+    """True while a gunicorn worker loads the app (not in the master, nor with --preload)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "init_process" and f"gunicorn{os.sep}workers" in code.co_filename:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def _is_first_report(line: str) -> bool:
+    """Under `gunicorn -w N` every worker fails alike: let only the first one print."""
+    if not _in_gunicorn_worker():
+        return True
+    marker = Path(tempfile.gettempdir()) / f"envcat-config-error-{os.getppid()}-{len(line)}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - marker.stat().st_mtime > _MARKER_FRESH_SECONDS:
+                marker.unlink()  # a stale marker of an earlier master with the same pid
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def load_or_halt(*, needs_kms_key: bool = True) -> Settings:
+    """The settings from the environment, or one line on stderr and exit code 3."""
+    try:
+        return load_settings(needs_kms_key=needs_kms_key)
+    except ConfigError as exc:
+        line = str(exc.code)
+        if not _is_first_report(line):
+            # A sibling worker already reported it and halts the arbiter. Two exits with
+            # code 3 at once make gunicorn's halt raise again (a traceback, exit 1).
+            raise SystemExit(1) from None
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+
+
+def private_metrics_dir() -> Path | None:
+    """Create and export a private PROMETHEUS_MULTIPROC_DIR unless the operator set one.
+
+    Even one worker needs it: a restarted worker (max_requests, a crash, TTIN/TTOU)
+    would otherwise start its counters from zero.
+    """
+    if os.environ.get(MULTIPROC_VARIABLE):
+        return None
+    path = Path(tempfile.mkdtemp(prefix="envcat-prometheus-"))
+    os.environ[MULTIPROC_VARIABLE] = str(path)
+    os.environ[_OWNED_VARIABLE] = str(path)
+    return path
+
+
+def remove_metrics_dir() -> None:
+    """Delete the directory `private_metrics_dir` made (never one the operator set)."""
+    owned = os.environ.pop(_OWNED_VARIABLE, None)
+    if owned and os.environ.get(MULTIPROC_VARIABLE) == owned:
+        shutil.rmtree(owned, ignore_errors=True)
+        os.environ.pop(MULTIPROC_VARIABLE, None)
+
+
+def worker_gone(pid: int) -> None:
+    """Forget a dead worker's live gauges (multiprocess mode only)."""
+    if os.environ.get(MULTIPROC_VARIABLE):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
