@@ -106,6 +106,21 @@ def start_session(account: dict[str, Any]) -> None:
     g.pop("identity", None)
 
 
+def renew_session(identity: Identity) -> int:
+    """End every session of the user, start a fresh one for this browser; return how many others.
+
+    A new id here too: a thief holding a copy of this very cookie is signed out as well.
+    """
+    ended = sessions().revoke_user(identity.user_id)
+    account = {
+        "user": {"id": identity.user_id, "email": identity.email},
+        "tenant": {"id": identity.tenant_id},
+        "role": identity.role,
+    }
+    start_session(account)
+    return max(0, ended - 1)
+
+
 def end_session() -> None:
     """Revoke this browser's server-side session, if any, and forget everything in the cookie."""
     session_id = session.get(_SID)

@@ -73,11 +73,13 @@ def test_sign_out_everywhere_ends_every_session(stack: LiveStack, ada: Browser) 
 
 def test_sign_out_other_sessions_keeps_this_one(stack: LiveStack, ada: Browser) -> None:
     others = [_second_session(stack, ada) for _ in range(2)]
+    stolen = _copy(stack, ada)  # a copy of this very cookie
     reply = ada.post("/account/sign-out-others")
     assert (reply.status_code, reply.headers["Location"]) == (302, "/account")
     assert "2 other sessions were signed out" in ada.get("/account").text
     assert not _is_signed_out(ada.client)
     assert all(_is_signed_out(other.client) for other in others)
+    assert _is_signed_out(stolen)
 
 
 def test_password_change_needs_the_old_one_and_ends_other_sessions(
@@ -99,11 +101,13 @@ def test_password_change_needs_the_old_one_and_ends_other_sessions(
     )
     assert short.status_code == 400 and "at least 10 characters" in short.text
     assert not _is_signed_out(other.client)
+    stolen = _copy(stack, ada)
     done = ada.post("/account/password", {**change, "old_password": PASSWORD})
     assert (done.status_code, done.headers["Location"]) == (302, "/account")
     assert "1 other session was signed out" in ada.get("/account").text
     assert not _is_signed_out(ada.client)
     assert _is_signed_out(other.client)
+    assert _is_signed_out(stolen)  # this browser got a new session id
     with stack.browser() as client:
         token = csrf_in(client.get("/sign-in").text)
         old = client.post(

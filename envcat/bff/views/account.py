@@ -3,7 +3,8 @@
 Password change and deletion go to the api's signed internal endpoints with the
 user id of this server-side session; both need the current password, and a
 wrong one counts as a failed sign-in for the throttle. A changed password ends
-every other session of the user; a deleted account ends them all.
+every other session of the user (and gives this browser a new session id); a
+deleted account ends them all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from envcat.bff.apiclient import BFF_SIGNER
 from envcat.bff.backend import error_from, timed_send
 from envcat.bff.clerk import frontend_api_host
-from envcat.bff.identity import Identity, current_identity, login_required, sessions
+from envcat.bff.identity import (
+    Identity,
+    current_identity,
+    login_required,
+    renew_session,
+    sessions,
+)
 from envcat.bff.runtime import runtime
 from envcat.core.settings import Settings
 
@@ -102,7 +109,7 @@ def account() -> Response:
 @bp.post("/account/password")
 @login_required
 def change_password() -> Response:
-    """Change the password (current one required) and end every other session."""
+    """Change the password (current one required); end every other session, renew this one."""
     identity = _local_me()
     new = _field("new_password")
     if new != _field("new_password_confirm"):
@@ -126,7 +133,7 @@ def change_password() -> Response:
         return _page(400, str(reply.json().get("message") or "Choose another password."))
     if reply.status_code != 200:
         raise error_from(reply)
-    ended = sessions().revoke_user(identity.user_id, keep=identity.session_id)
+    ended = renew_session(identity)
     flash(f"Password changed. {_sessions_phrase(ended)} signed out.", "success")
     return redirect("/account")  # type: ignore[return-value]
 
@@ -138,9 +145,9 @@ def _sessions_phrase(count: int) -> str:
 @bp.post("/account/sign-out-others")
 @login_required
 def sign_out_others() -> Response:
-    """End every session of this user except this one."""
+    """End every other session of this user and renew this one (a copied cookie dies too)."""
     identity = _local_me()
-    ended = sessions().revoke_user(identity.user_id, keep=identity.session_id)
+    ended = renew_session(identity)
     flash(f"{_sessions_phrase(ended)} signed out.".capitalize(), "success")
     return redirect("/account")  # type: ignore[return-value]
 
