@@ -198,3 +198,29 @@ def test_a_new_account_signs_in_after_sign_up(stack: LiveStack) -> None:
         )
         assert signed.status_code == 302
         assert client.get("/account").status_code == 200
+
+
+def test_wrong_current_passwords_count_against_the_sign_in_throttle(
+    stack: LiveStack, ada: Browser
+) -> None:
+    headers = {"X-Forwarded-For": "198.51.100.77"}
+    change = {"new_password": NEW_PASSWORD, "new_password_confirm": NEW_PASSWORD}
+    statuses = []
+    for n in range(12):
+        reply = ada.post(
+            "/account/password", {**change, "old_password": f"guess {n} wrong"}, headers=headers
+        )
+        statuses.append(reply.status_code)
+        if reply.status_code == 429:
+            assert int(reply.headers["Retry-After"]) > 0
+            break
+    assert statuses[:6] == [401] * 6 and statuses[-1] == 429
+    # The same throttle guards the sign-in form for this address and email.
+    with stack.browser() as client:
+        token = csrf_in(client.get("/sign-in").text)
+        reply = client.post(
+            "/sign-in",
+            data={"email": ada.account["user"]["email"], "password": PASSWORD, "csrf_token": token},
+            headers=headers,
+        )
+        assert reply.status_code == 429
