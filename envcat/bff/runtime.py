@@ -1,6 +1,7 @@
-"""Per-process resources of the bff: the api client, Redis for throttling, the Clerk verifier.
+"""Per-process resources of the bff: the api client, Redis (sessions, throttling), Clerk's verifier.
 
-The bff holds no database connection; Redis is used only for sign-in throttling.
+The bff holds no database connection; Redis holds only its `bff:*` keys: local
+sessions (`bff:sess:*`) and sign-in/sign-up throttling.
 """
 
 from __future__ import annotations
