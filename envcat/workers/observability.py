@@ -9,9 +9,9 @@
 - `task_prerun`/`task_postrun`/`task_failure` feed `envcat_task_duration_seconds`
   and `envcat_task_failures_total`.
 - `celeryd_init` (sent only by `celery worker`, in its main process) serves
-  /metrics on WORKER_METRICS_PORT and samples `envcat_queue_depth`. With the
-  prefork pool set PROMETHEUS_MULTIPROC_DIR (an empty directory) so the main
-  process reports what the pool processes measured.
+  /metrics on WORKER_METRICS_HOST:WORKER_METRICS_PORT (127.0.0.1 unless set) and
+  samples `envcat_queue_depth`. With the prefork pool set PROMETHEUS_MULTIPROC_DIR
+  (an empty directory) so the main process reports what the pool processes measured.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ MAX_REQUEST_ID_LENGTH = 64
 QUEUE_DEPTH_SECONDS = 15.0
 _LOG_LEVEL = "envcat_log_level"
 _METRICS_PORT = "envcat_worker_metrics_port"
+_METRICS_HOST = "envcat_worker_metrics_host"
 _UID = "envcat.observability."
 
 log = logging.getLogger("envcat.worker")
@@ -48,7 +49,11 @@ _running: dict[str, tuple[float, Token[str | None]]] = {}
 def install(celery: Celery, settings: Settings) -> None:
     """Wire logs, request-id propagation and metrics into the worker's signals (idempotent)."""
     celery.conf.update(
-        {_LOG_LEVEL: settings.log_level, _METRICS_PORT: settings.worker_metrics_port}
+        {
+            _LOG_LEVEL: settings.log_level,
+            _METRICS_PORT: settings.worker_metrics_port,
+            _METRICS_HOST: settings.worker_metrics_host,
+        }
     )
     receivers = (
         (signals.setup_logging, _configure_worker_logging),
@@ -111,13 +116,15 @@ def _task_failed(sender: Task[Any, Any] | None = None, **_: Any) -> None:
 def _serve_metrics(sender: Any = None, instance: Any = None, **_: Any) -> None:
     app: Celery = instance.app
     port = int(app.conf.get(_METRICS_PORT) or 0)
+    # Loopback unless WORKER_METRICS_HOST opens it: the endpoint has no authentication.
+    host = str(app.conf.get(_METRICS_HOST) or "127.0.0.1")
     try:
-        start_http_server(port, addr="0.0.0.0", registry=exposition.registry())  # noqa: S104  # scraped
+        start_http_server(port, addr=host, registry=exposition.registry())
     except OSError as exc:
         # Metrics are not worth refusing work for (e.g. two workers on one host).
         log.warning("worker metrics not served", extra={"port": port, "error": exc.strerror})
         return
-    log.info("worker metrics served", extra={"port": port})
+    log.info("worker metrics served", extra={"port": port, "host": host})
     threading.Thread(
         target=_sample_queue_depth, args=(app,), name="envcat-queue-depth", daemon=True
     ).start()

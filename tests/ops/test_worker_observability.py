@@ -31,7 +31,7 @@ from envcat.workers.observability import REQUEST_ID_HEADER as MESSAGE_HEADER
 from envcat.workers.observability import queue_depth, record_queue_depth
 from tests.conftest import make_settings
 from tests.ops.conftest import clean_environment
-from tests.support import free_port, wait_for_port
+from tests.support import free_port, port_answers, wait_for_port
 from tests.support.signed import SignedClient, add_member
 
 pytestmark = pytest.mark.slow
@@ -121,6 +121,14 @@ def _scrape_until(url: str, name: str, minimum: float, **labels: str) -> str:
 
 def _publisher(settings: Settings) -> Celery:
     return create_celery(settings)
+
+
+def test_metrics_listen_on_loopback_only_by_default(worker: RunningWorker) -> None:
+    port = worker.settings.worker_metrics_port
+    assert worker.settings.worker_metrics_host == "127.0.0.1"
+    assert port_answers(port, host="127.0.0.1")
+    # Another address of this machine (all of 127/8 reaches it): nothing listens there.
+    assert not port_answers(port, host="127.0.0.2")
 
 
 def test_metrics_endpoint_reports_task_durations_failures_and_queue_depth(
