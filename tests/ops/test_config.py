@@ -22,6 +22,7 @@ from envcat.ops.config import (
     sqlite_url,
 )
 from tests.ops.conftest import ENVCAT, clean_environment
+from tests.support import free_port
 
 
 def _mode(path: Path) -> int:
@@ -128,7 +129,10 @@ def test_bad_configuration_stops_every_command_with_one_line(
     tmp_path: Path, command: str, variable: str, value: str, expected: str
 ) -> None:
     env = _environment_with(variable, value)
-    result = CliRunner().invoke(server, [command, "--data-dir", str(tmp_path)], env=env)
+    # Free ports: the check must not depend on what else listens on 5000 or 8888.
+    ports = ["--api-port", str(free_port()), "--bff-port", str(free_port())]
+    args = [command, "--data-dir", str(tmp_path), *(ports if command == "up" else [])]
+    result = CliRunner().invoke(server, args, env=env)
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == f"envcat: configuration error: {expected}\n"
