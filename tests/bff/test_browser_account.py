@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+DOC_IMAGES = REPO / "docs" / "images"
 NEW_PASSWORD = "a brand new passphrase"
 
 
@@ -80,6 +84,8 @@ def test_change_password_then_sign_out_everywhere(live_stack: LiveStack, tabs: A
     page.get_by_text("Password changed. 1 other session was signed out.").wait_for()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "account.png"), full_page=True)
+    if os.environ.get("ENVCAT_UPDATE_DOC_IMAGES") == "1":  # as tests/bff/test_browser.py
+        shutil.copyfile(SCREENSHOTS / "account.png", DOC_IMAGES / "account.png")
     assert _is_signed_out(elsewhere, live_stack)
 
     _sign_in(elsewhere, live_stack, email, PASSWORD)  # the old password no longer works
