@@ -29,11 +29,12 @@ from envcat.models import migrate
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import QUEUES, create_celery
 from tests.support import RedisServer, free_port, port_answers
+from tests.support.envelopes import TEST_SIGNING_SEED
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ENVCAT_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-EXTRA_ENV = ("ENVCAT_SERVER",)
+EXTRA_ENV = ("ENVCAT_SERVER", "ENVCAT_WORKSPACE")
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +142,7 @@ def make_settings(
         "redis_url": redis_url,
         "celery_broker_url": broker_url,
         "bundle_kms_key": new_kms_key(),
+        "delivery_signing_key": TEST_SIGNING_SEED,
         "bff_shared_secret": new_shared_secret(),
         "public_url": "http://envcat.test",
         "request_rate_limit": "1000/minute",

@@ -99,7 +99,7 @@ def test_canaries_reach_the_cli_and_nowhere_else(
 ) -> None:
     owner = signed_as("u-owner", TENANT)
     bundle_id = seed_bundle(TENANT, "production/api", [SeedKey(k, v) for k, v in CANARIES.items()])
-    cli = Cli.start(api_app.test_client(), bundle="production/api")
+    cli = Cli.start(api_app.test_client(), TENANT, bundle="production/api")
     approved = owner.post(
         f"{REQUESTS}/{cli.id}/encrypt-from-bundle",
         json={"bundle_id": bundle_id, "include_keys": list(CANARIES)},

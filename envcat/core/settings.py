@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from envcat.core.envelope import EnvelopeError, SigningKeyring, decode_key
+
 KMS_KEY_BYTES = 32
 MIN_SHARED_SECRET_HEX = 64
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -40,6 +42,14 @@ class Settings(BaseSettings):
     Required by the api, the workers and `envcat server`; the public bff never holds it."""
     bff_shared_secret: SecretStr
     """HMAC key the bff signs api calls with: at least 64 hex characters, same on bff and api."""
+    delivery_signing_key: SecretStr | None = None
+    """Ed25519 seeds the workers sign deliveries with: comma-separated urlsafe base64, first =
+    primary, the rest still sign during a rotation's grace period. Workers only."""
+    delivery_public_keys: str | None = None
+    """Public halves of DELIVERY_SIGNING_KEY (urlsafe base64, comma-separated, primary first),
+    served at /api/v1/server-key; derived from DELIVERY_SIGNING_KEY when that is set."""
+    max_pending_per_ip: int = Field(default=20, ge=1)
+    """Pending requests one client IP may hold at once; more are refused with 429."""
     session_secret: SecretStr | None = None
     """Key of the bff's session cookie; derived from BFF_SHARED_SECRET when unset."""
     request_ttl: int = Field(default=300, ge=30, le=3600)
@@ -108,6 +118,26 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_SHARED_SECRET_HEX} hex characters")
         return value
 
+    @field_validator("delivery_signing_key")
+    @classmethod
+    def _check_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                SigningKeyring.from_setting(value.get_secret_value())
+            except EnvelopeError:
+                raise ValueError("must be urlsafe-base64 32-byte Ed25519 seeds") from None
+        return value
+
+    @field_validator("delivery_public_keys")
+    @classmethod
+    def _check_public_keys(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                [decode_key(entry) for entry in value.split(",") if entry.strip()]
+            except EnvelopeError:
+                raise ValueError("must be urlsafe-base64 32-byte Ed25519 public keys") from None
+        return value
+
     @model_validator(mode="after")
     def _check_clerk(self) -> Settings:
         if self.auth_provider == "clerk" and not (self.clerk_jwt_key or self.clerk_jwks_url):
@@ -121,6 +151,26 @@ class Settings(BaseSettings):
         if self.bundle_kms_key is None:
             raise ConfigError("envcat: configuration error: BUNDLE_KMS_KEY: Field required")
         return self.bundle_kms_key.get_secret_value()
+
+    def signing_keyring(self) -> SigningKeyring:
+        """The delivery signing keys; ConfigError when this process was started without them."""
+        if self.delivery_signing_key is None:
+            raise ConfigError("envcat: configuration error: DELIVERY_SIGNING_KEY: Field required")
+        return SigningKeyring.from_setting(self.delivery_signing_key.get_secret_value())
+
+    def signing_keyring_text(self) -> str:
+        """The DELIVERY_SIGNING_KEY text, for child processes; ConfigError when unset."""
+        self.signing_keyring()
+        assert self.delivery_signing_key is not None  # noqa: S101  # checked just above
+        return self.delivery_signing_key.get_secret_value()
+
+    def server_public_keys(self) -> list[bytes]:
+        """Raw public keys of the delivery signing keyring, primary first (may be empty)."""
+        if self.delivery_public_keys:
+            return [decode_key(e) for e in self.delivery_public_keys.split(",") if e.strip()]
+        if self.delivery_signing_key is not None:
+            return self.signing_keyring().public_keys
+        return []
 
     @property
     def broker_url(self) -> str:

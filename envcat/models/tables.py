@@ -18,9 +18,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from envcat.core.wire import slugify
 from envcat.models.base import Base, utcnow
 
 ROLES = ("owner", "admin", "member", "viewer")
@@ -41,15 +44,42 @@ class Timestamped:
     )
 
 
+def _free_slug(context: DefaultExecutionContext) -> str:
+    """A unique slug made from the new tenant's name (or id) when none was given.
+
+    Runs before the INSERT on the same connection, so every way of creating a
+    tenant (sign-up, Clerk provisioning, `create-user`) gets one.
+    """
+    params = context.get_current_parameters()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+    base = slugify(str(params.get("name") or "")) or slugify(str(params["id"])) or "workspace"
+    table = Tenant.__table__
+    taken = set(
+        context.connection.execute(
+            select(table.c.slug).where(table.c.slug.like(f"{base}%"))
+        ).scalars()
+    )
+    if base not in taken:
+        return base
+    suffix = 2
+    while f"{base}-{suffix}" in taken:
+        suffix += 1
+    return f"{base}-{suffix}"
+
+
 class Tenant(Timestamped, Base):
     """A personal workspace (Clerk user id) or an organisation (Clerk org id)."""
 
     __tablename__ = "tenants"
-    __table_args__ = (CheckConstraint("kind IN ('personal', 'org')", name="kind"),)
+    __table_args__ = (
+        CheckConstraint("kind IN ('personal', 'org')", name="kind"),
+        Index("uq_tenants_slug", "slug", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
+    # What the CLI names (`envcat get -w acme …`): stable, URL-safe, unique; the owner may edit it.
+    slug: Mapped[str] = mapped_column(String(64), default=_free_slug)
     # Clerk's updated_at (ms) of the last event applied, so late events cannot undo newer ones.
     source_updated_at: Mapped[int | None] = mapped_column(BigInteger)
     # Set when Clerk deletes the organisation (or the personal tenant's user): its data is
@@ -137,6 +167,8 @@ class Key(Timestamped, Base):
     value: Mapped[str] = mapped_column(Text)  # ciphertext, see envcat.core.kms
     is_secret: Mapped[bool] = mapped_column(Boolean, default=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # An admin's explicit yes to a name that changes how programs load or run (LD_PRELOAD…).
+    dangerous_ok: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class BundleKey(Base):

@@ -1,5 +1,9 @@
 """The ephemeral request store in Redis (DESIGN §7).
 
+The per-IP index (`ip:<addr>:pending`) is named inside the scripts from the
+request's own `ip` field, so the scripts touch keys they were not passed: fine
+on one Redis or Sentinel, not on Redis Cluster (which EnvCat does not support).
+
 `req:{id}` holds a request for REQUEST_TTL seconds; only public keys, hashes
 and sealed ciphertext ever go in. State changes are single Lua scripts, so a
 ready request is handed out exactly once however many waiters race for it.
@@ -11,11 +15,10 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from envcat.core.usercode import user_code
 
@@ -25,6 +28,7 @@ WAKE_TTL_SECONDS = 60
 TOKEN_BYTES = 24  # 192 bits for both the request id and the poll token
 
 Status = Literal["pending", "ready", "denied", "failed"]
+CreateOutcome = Literal["created", "too_many"]
 PollStatus = Literal["pending", "ready", "denied", "failed", "gone", "bad_token"]
 
 
@@ -43,9 +47,62 @@ def poll_rate_key(request_id: str) -> str:
     return f"req:{request_id}:poll"
 
 
+def ip_pending_key(ip: str) -> str:
+    """Requests one client IP holds, scored by expiry (the per-IP cap)."""
+    return f"ip:{ip}:pending"
+
+
+def waiter_key(request_id: str) -> str:
+    """Who holds the long poll of a request: a newer wait replaces an older one."""
+    return f"req:{request_id}:waiter"
+
+
 def hash_poll_token(token: str) -> str:
     """Only this hash is stored: a Redis reader cannot take deliveries."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An accepted approval as the api records it and the worker carries it out.
+
+    `to_json` is canonical (sorted keys, no spaces): the integrity MAC covers exactly it.
+    """
+
+    tenant_id: str
+    user_id: str
+    bundle_id: str
+    include_keys: tuple[str, ...]
+    approved_at: float
+
+    def to_json(self) -> str:
+        """Canonical JSON of the approval."""
+        return json.dumps(
+            {
+                "tenant_id": self.tenant_id,
+                "user_id": self.user_id,
+                "bundle_id": self.bundle_id,
+                "include_keys": list(self.include_keys),
+                "approved_at": repr(self.approved_at),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Approval:
+        """Parse what `to_json` wrote; ValueError when it is not that shape."""
+        data = json.loads(text)
+        try:
+            return cls(
+                tenant_id=str(data["tenant_id"]),
+                user_id=str(data["user_id"]),
+                bundle_id=str(data["bundle_id"]),
+                include_keys=tuple(str(name) for name in data["include_keys"]),
+                approved_at=float(data["approved_at"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError("not an approval record") from exc
 
 
 @dataclass(frozen=True)
@@ -55,6 +112,8 @@ class AccessRequest:
     id: str
     status: Status
     cli_pub: str
+    tenant_id: str
+    workspace: str
     user_code: str
     context: dict[str, Any]
     template_keys: list[str]
@@ -62,10 +121,11 @@ class AccessRequest:
     bundle_id: str | None
     created: float
     expires_at: float
-    approved_by: str | None = None
-    approved_tenant: str | None = None
-    approved_at: float | None = None
-    approval: dict[str, Any] | None = None  # recorded by mark_approved
+    poll_token_hash: str = ""
+    mac: str = ""  # integrity MAC over the fields the worker relies on (services.integrity)
+    decided_by: str | None = None
+    approval: Approval | None = None  # recorded by mark_approved
+    approval_mac: str = ""
 
     @property
     def seconds_left(self) -> int:
@@ -80,64 +140,119 @@ class PollResult:
     status: PollStatus
     ciphertext: str | None = None
     message: str | None = None
-    approval: dict[str, str] = field(default_factory=dict)
+    tenant_id: str | None = None
+    approval: Approval | None = None
+
+
+# KEYS: req hash, pending index, ip index. ARGV: now, ttl, cap, expires_at, request id,
+# then field/value pairs.
+_CREATE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A request about to be stored: its id, poll token and the hash its MAC covers."""
+
+    id: str
+    poll_token: str
+    poll_token_hash: str
+    created: float
+    expires_at: float
+
+
+def new_request(ttl: int) -> NewRequest:
+    """Fresh random id and poll token (192 bits each) for a request that lives `ttl` seconds."""
+    poll_token = secrets.token_urlsafe(TOKEN_BYTES)
+    now = round(time.time(), 3)  # stored to the millisecond: what `get` reads back is equal
+    return NewRequest(
+        id=secrets.token_urlsafe(TOKEN_BYTES),
+        poll_token=poll_token,
+        poll_token_hash=hash_poll_token(poll_token),
+        created=now,
+        expires_at=round(now + ttl, 3),
+    )
 
 
 def create(
     r: redis.Redis,
+    new: NewRequest,
     *,
     ttl: int,
     cli_pub: str,
+    tenant_id: str,
+    workspace: str,
+    mac: str,
+    client_ip: str,
+    max_per_ip: int,
     bundle: str | None = None,
     bundle_id: str | None = None,
     template_keys: list[str] | None = None,
     context: dict[str, Any] | None = None,
-) -> tuple[AccessRequest, str]:
-    """Store a new pending request; return it with the poll token (shown once)."""
-    request_id = secrets.token_urlsafe(TOKEN_BYTES)
-    poll_token = secrets.token_urlsafe(TOKEN_BYTES)
-    now = time.time()
+) -> AccessRequest | None:
+    """Store a new pending request; None when `client_ip` already holds `max_per_ip`."""
     request = AccessRequest(
-        id=request_id,
+        id=new.id,
         status="pending",
         cli_pub=cli_pub,
-        user_code=user_code(request_id, cli_pub),
+        tenant_id=tenant_id,
+        workspace=workspace,
+        user_code=user_code(new.id, cli_pub),
         context=context or {},
         template_keys=template_keys or [],
         bundle=bundle,
         bundle_id=bundle_id,
-        created=now,
-        expires_at=now + ttl,
+        created=new.created,
+        expires_at=new.expires_at,
+        poll_token_hash=new.poll_token_hash,
+        mac=mac,
     )
-    fields: dict[FieldT, EncodableT] = {
+    fields: dict[str, str] = {
         "status": "pending",
         "cli_pub": cli_pub,
+        "tid": tenant_id,
+        "ws": workspace,
         "user_code": request.user_code,
-        "context": json.dumps(request.context),
-        "template_keys": json.dumps(request.template_keys),
+        "context": json.dumps(_compact(request.context), separators=(",", ":")),
+        "template_keys": json.dumps(request.template_keys, separators=(",", ":")),
         "bundle": bundle or "",
         "bundle_id": bundle_id or "",
-        "created": repr(now),
-        "expires_at": repr(request.expires_at),
-        "poll_token_hash": hash_poll_token(poll_token),
+        "created": f"{new.created:.3f}",
+        "expires_at": f"{new.expires_at:.3f}",
+        "poll_token_hash": new.poll_token_hash,
+        "mac": mac,
+        "ip": client_ip,
     }
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(request_key(request_id), mapping=fields)
-    pipe.expire(request_key(request_id), ttl)
-    pipe.zadd(PENDING_INDEX, {request_id: request.expires_at})
-    pipe.execute()
-    return request, poll_token
+    pairs = [item for pair in fields.items() for item in pair]
+    keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip)]
+    args: list[str | int] = [repr(new.created), ttl, max_per_ip, repr(new.expires_at), new.id]
+    return request if r.eval(_CREATE, 3, *keys, *args, *pairs) else None
+
+
+def _compact(context: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in context.items() if value not in (None, "")}
 
 
 def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
     """Return the request, or None when unknown, expired or already delivered."""
-    data: dict[str, str] = r.hgetall(request_key(request_id))  # type: ignore[assignment]
+    data: dict[str, str] = r.hgetall(request_key(request_id))  # type: ignore[assignment]  # decode_responses
     if not data or float(data.get("expires_at", "0")) <= time.time():
         return None
+    approval = data.get("approval")
     return AccessRequest(
         id=request_id,
         status=data["status"],  # type: ignore[arg-type]  # written only by this module
         cli_pub=data["cli_pub"],
+        tenant_id=data.get("tid", ""),
+        workspace=data.get("ws", ""),
         user_code=data["user_code"],
         context=json.loads(data["context"]),
         template_keys=json.loads(data["template_keys"]),
@@ -145,10 +260,11 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
         bundle_id=data["bundle_id"] or None,
         created=float(data["created"]),
         expires_at=float(data["expires_at"]),
-        approved_by=data.get("approved_by") or None,
-        approved_tenant=data.get("approved_tenant") or None,
-        approved_at=float(data["approved_at"]) if data.get("approved_at") else None,
-        approval=json.loads(data["approval"]) if data.get("approval") else None,
+        poll_token_hash=data.get("poll_token_hash", ""),
+        mac=data.get("mac", ""),
+        decided_by=data.get("decided_by") or None,
+        approval=Approval.from_json(approval) if approval else None,
+        approval_mac=data.get("amac", ""),
     )
 
 
@@ -159,25 +275,28 @@ if redis.call('EXISTS', h) == 0 then return {'gone'} end
 if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return {'bad_token'} end
 local status = redis.call('HGET', h, 'status')
 if status == 'pending' then return {'pending'} end
-local f = redis.call('HMGET', h, 'ciphertext', 'message', 'approved_by',
-                     'approved_tenant', 'bundle_id', 'unclaimed_member', 'approved_at')
+local f = redis.call('HMGET', h, 'ciphertext', 'message', 'tid', 'approval', 'unclaimed_member')
+local ip = redis.call('HGET', h, 'ip')
+if ip then redis.call('ZREM', 'ip:' .. ip .. ':pending', string.sub(h, 5)) end
 redis.call('DEL', h)
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
-if f[6] then redis.call('ZREM', KEYS[4], f[6]) end
-return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', f[7] or ''}
+if f[5] then redis.call('ZREM', KEYS[4], f[5]) end
+return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
 """
 
-# KEYS: req hash, wake list, pending index, unclaimed index.
-# ARGV: new status, json of fields to set, unclaimed member ('' for none), wake TTL,
-# '1' to refuse a request whose approval is already being carried out.
+# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: new status, json of
+# fields to set, unclaimed member ('' for none), wake TTL, '1' to refuse a request whose
+# approval is already being carried out.
 _FINISH = """
 local h = KEYS[1]
 if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
-if ARGV[5] == '1' and redis.call('HEXISTS', h, 'approved_at') == 1 then return 0 end
+if ARGV[5] == '1' and redis.call('HEXISTS', h, 'approval') == 1 then return 0 end
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', h, k, v) end
 redis.call('HSET', h, 'status', ARGV[1])
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
+local ip = redis.call('HGET', h, 'ip')
+if ip then redis.call('ZREM', 'ip:' .. ip .. ':pending', string.sub(h, 5)) end
 if ARGV[3] ~= '' then
   redis.call('HSET', h, 'unclaimed_member', ARGV[3])
   redis.call('ZADD', KEYS[4], redis.call('HGET', h, 'expires_at'), ARGV[3])
@@ -187,26 +306,28 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
-# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash.
+# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash, wake TTL.
 _CANCEL = """
 local h = KEYS[1]
-if redis.call('EXISTS', h) == 0 then return {'gone', ''} end
-if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return {'bad_token', ''} end
-local f = redis.call('HMGET', h, 'approval', 'unclaimed_member')
+if redis.call('EXISTS', h) == 0 then return {'gone', '', ''} end
+if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return {'bad_token', '', ''} end
+local f = redis.call('HMGET', h, 'approval', 'unclaimed_member', 'tid')
+local ip = redis.call('HGET', h, 'ip')
+if ip then redis.call('ZREM', 'ip:' .. ip .. ':pending', string.sub(h, 5)) end
 redis.call('DEL', h)
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
 if f[2] then redis.call('ZREM', KEYS[4], f[2]) end
 redis.call('LPUSH', KEYS[2], '1')
-redis.call('EXPIRE', KEYS[2], 60)
-return {'cancelled', f[1] or ''}
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {'cancelled', f[1] or '', f[3] or ''}
 """
 
-# KEYS: req hash. ARGV: approval json, approved_at.
+# KEYS: req hash. ARGV: approval json, its MAC.
 _APPROVE = """
 local h = KEYS[1]
 if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
-if redis.call('HEXISTS', h, 'approved_at') == 1 then return 0 end
-redis.call('HSET', h, 'approval', ARGV[1], 'approved_at', ARGV[2])
+if redis.call('HEXISTS', h, 'approval') == 1 then return 0 end
+redis.call('HSET', h, 'approval', ARGV[1], 'amac', ARGV[2])
 return 1
 """
 
@@ -214,7 +335,7 @@ return 1
 _RELEASE_APPROVAL = """
 local h = KEYS[1]
 if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
-return redis.call('HDEL', h, 'approval', 'approved_at')
+return redis.call('HDEL', h, 'approval', 'amac')
 """
 
 
@@ -227,19 +348,14 @@ def take(r: redis.Redis, request_id: str, poll_token: str) -> PollResult:
     reply: list[str] = r.eval(_TAKE, 4, *_keys(request_id), hash_poll_token(poll_token))
     status = reply[0]
     if status in ("gone", "bad_token", "pending"):
-        return PollResult(status=status)  # type: ignore[arg-type]
-    ciphertext, message, approved_by, tenant, bundle_id, approved_at = reply[1:7]
-    approval = {
-        "approved_by": approved_by,
-        "tenant_id": tenant,
-        "bundle_id": bundle_id,
-        "approved_at": approved_at,
-    }
+        return PollResult(status=status)  # type: ignore[arg-type]  # written only by _TAKE
+    ciphertext, message, tenant_id, approval = reply[1:5]
     return PollResult(
-        status=status,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]  # written only by _TAKE
         ciphertext=ciphertext or None,
         message=message or None,
-        approval={k: v for k, v in approval.items() if v},
+        tenant_id=tenant_id or None,
+        approval=Approval.from_json(approval) if approval else None,
     )
 
 
@@ -265,42 +381,33 @@ def _finish(
     return bool(done)
 
 
-def mark_ready(
-    r: redis.Redis,
-    request_id: str,
-    *,
-    ciphertext_b64: str,
-    approved_by: str,
-    tenant_id: str,
-    bundle_id: str,
-) -> bool:
+def mark_ready(r: redis.Redis, request_id: str, *, ciphertext_b64: str, approval: Approval) -> bool:
     """Store the sealed payload and wake waiters; False if no longer pending."""
     member = json.dumps(
-        {"id": request_id, "tenant_id": tenant_id, "user_id": approved_by, "bundle_id": bundle_id},
+        {
+            "id": request_id,
+            "tenant_id": approval.tenant_id,
+            "user_id": approval.user_id,
+            "bundle_id": approval.bundle_id,
+        },
         sort_keys=True,
     )
-    fields = {
-        "ciphertext": ciphertext_b64,
-        "approved_by": approved_by,
-        "approved_tenant": tenant_id,
-        "bundle_id": bundle_id,
-    }
+    fields = {"ciphertext": ciphertext_b64, "approval": approval.to_json()}
     return _finish(r, request_id, "ready", fields, member)
 
 
-def mark_denied(r: redis.Redis, request_id: str, *, denied_by: str, tenant_id: str) -> bool:
+def mark_denied(r: redis.Redis, request_id: str, *, denied_by: str) -> bool:
     """Record a refusal and wake waiters; False if no longer pending or already approved."""
-    fields = {"approved_by": denied_by, "approved_tenant": tenant_id}
-    return _finish(r, request_id, "denied", fields, unless_approved=True)
+    return _finish(r, request_id, "denied", {"decided_by": denied_by}, unless_approved=True)
 
 
-def mark_approved(r: redis.Redis, request_id: str, *, approval: dict[str, Any], at: float) -> bool:
+def mark_approved(r: redis.Redis, request_id: str, *, approval: Approval, mac: str) -> bool:
     """Record that an approval is being carried out; False if decided or approved already.
 
     The request stays `pending` for its CLI until the worker marks it ready or
     failed; a second approval or a denial is refused from now on.
     """
-    return bool(r.eval(_APPROVE, 1, request_key(request_id), json.dumps(approval), repr(at)))
+    return bool(r.eval(_APPROVE, 1, request_key(request_id), approval.to_json(), mac))
 
 
 def release_approval(r: redis.Redis, request_id: str) -> None:
@@ -318,24 +425,32 @@ class Cancellation:
     """What a cancel did; `approval` is the recorded approval when there was one."""
 
     outcome: Literal["cancelled", "gone", "bad_token"]
-    approval: dict[str, Any] | None = None
+    tenant_id: str | None = None
+    approval: Approval | None = None
 
 
 def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancellation:
     """Delete a request on behalf of its CLI (Ctrl-C), reporting any approval it had."""
-    reply: list[str] = r.eval(_CANCEL, 4, *_keys(request_id), hash_poll_token(poll_token))
-    outcome, approval = reply
+    reply: list[str] = r.eval(
+        _CANCEL, 4, *_keys(request_id), hash_poll_token(poll_token), WAKE_TTL_SECONDS
+    )
+    outcome, approval, tenant_id = reply
     return Cancellation(
         outcome=outcome,  # type: ignore[arg-type]  # written only by _CANCEL
-        approval=json.loads(approval) if approval else None,
+        tenant_id=tenant_id or None,
+        approval=Approval.from_json(approval) if approval else None,
     )
 
 
-def cancel(
-    r: redis.Redis, request_id: str, poll_token: str
-) -> Literal["cancelled", "gone", "bad_token"]:
-    """Delete a request on behalf of its CLI (Ctrl-C); return only the outcome."""
-    return cancel_request(r, request_id, poll_token).outcome
+def hold_wait(r: redis.Redis, request_id: str, holder: str, seconds: float) -> None:
+    """Make `holder` the one long poll of this request; an older holder stops taking."""
+    r.set(waiter_key(request_id), holder, ex=max(1, int(seconds) + 5))
+
+
+def holds_wait(r: redis.Redis, request_id: str, holder: str) -> bool:
+    """True while no newer long poll of this request has replaced `holder`."""
+    current_holder = r.get(waiter_key(request_id))
+    return current_holder is None or current_holder == holder
 
 
 def wait_for_change(r_blocking: redis.Redis, request_id: str, timeout: float) -> bool:

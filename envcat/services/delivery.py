@@ -5,6 +5,11 @@ synchronously by the approve call and again by the worker, because the world
 may have changed in between. `encrypt_from_bundle` is idempotent: a request
 that is no longer pending is left alone, and the final change is one atomic
 Redis script, so a redelivered or concurrent message cannot deliver twice.
+
+Nothing in Redis or the task message is taken on trust (issue #12): the
+request's and the approval's integrity MACs are checked before a key is read.
+The values travel in a signed envelope (issue #11, envcat.core.envelope) that
+names the workspace, bundle and approver, so the CLI can check them itself.
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ import base64
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 
+from envcat.core.envelope import Envelope, encode_key, seal_envelope
 from envcat.core.kms import DecryptionError
-from envcat.core.sealing import seal_values
-from envcat.models import Bundle, BundleKey, Key, Membership, db
-from envcat.services import access_requests, audit, metrics
+from envcat.models import Bundle, BundleKey, Key, Membership, User, db
+from envcat.services import access_requests, audit, integrity, metrics, workspaces
+from envcat.services.access_requests import AccessRequest, Approval
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
 
@@ -28,6 +33,7 @@ log = logging.getLogger("envcat.delivery")
 APPROVER_ROLES = frozenset({"owner", "admin", "member"})
 SYSTEM_ACTOR = "system"
 INTERNAL_FAILURE = "the server could not carry out the approval (internal error); ask again"
+TAMPERED = "the approval failed the server's integrity check and was refused; ask again"
 
 
 @dataclass(frozen=True)
@@ -51,18 +57,6 @@ class Selection:
     def names(self) -> list[str]:
         """Key names in bundle order."""
         return [key.name for key in self.keys]
-
-
-def approval_record(
-    tenant_id: str, user_id: str, bundle_id: str, include_keys: Sequence[str]
-) -> dict[str, Any]:
-    """What the api records in Redis when it accepts an approval; the task must match it."""
-    return {
-        "tenant_id": tenant_id,
-        "user_id": user_id,
-        "bundle_id": bundle_id,
-        "include_keys": list(include_keys),
-    }
 
 
 def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> Selection:
@@ -95,13 +89,16 @@ def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> 
     return Selection(bundle_id=bundle.id, bundle_name=bundle.name, keys=chosen)
 
 
-def _approver_may_release(tenant_id: str, user_id: str) -> bool:
-    role = db.session.execute(
-        select(Membership.role).where(
-            Membership.user_id == user_id, Membership.tenant_id == tenant_id
-        )
-    ).scalar_one_or_none()
-    return role in APPROVER_ROLES
+def _approver_email(tenant_id: str, user_id: str) -> str | None:
+    """The approver's email while they may still release values here, else None."""
+    row = db.session.execute(
+        select(Membership.role, User.email, User.deleted_at)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.user_id == user_id, Membership.tenant_id == tenant_id)
+    ).one_or_none()
+    if row is None or row.role not in APPROVER_ROLES or row.deleted_at is not None:
+        return None
+    return str(row.email)
 
 
 def _decrypt(tenant_id: str, selection: Selection) -> dict[str, str]:
@@ -118,48 +115,82 @@ def _decrypt(tenant_id: str, selection: Selection) -> dict[str, str]:
     return values
 
 
-def _sealed_values(
-    tenant_id: str, user_id: str, bundle_id: str, names: Sequence[str], cli_pub: str
-) -> str:
-    if not _approver_may_release(tenant_id, user_id):
+def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
+    email = _approver_email(approval.tenant_id, approval.user_id)
+    if email is None:
         raise ValidationFailed("the approver no longer has the member role in this tenant")
     try:
-        selection = select_keys(tenant_id, bundle_id, names)
+        selection = select_keys(approval.tenant_id, approval.bundle_id, approval.include_keys)
     except NotFound:
         raise ValidationFailed("the bundle was deleted after the approval") from None
-    return base64.b64encode(seal_values(cli_pub, _decrypt(tenant_id, selection))).decode("ascii")
+    keyring = current().settings.signing_keyring()
+    envelope = Envelope(
+        request_id=request.id,
+        cli_public_key=request.cli_pub,
+        workspace_id=approval.tenant_id,
+        workspace_slug=workspaces.slug_of(approval.tenant_id) or request.workspace,
+        bundle_id=selection.bundle_id,
+        bundle_name=selection.bundle_name,
+        approver_id=approval.user_id,
+        approver_email=email,
+        approved_at=approval.approved_at,
+        keys=_decrypt(approval.tenant_id, selection),
+        server_keys=[encode_key(key) for key in keyring.public_keys],
+    )
+    return base64.b64encode(seal_envelope(envelope, keyring)).decode("ascii")
 
 
-def encrypt_from_bundle(
-    request_id: str, tenant_id: str, user_id: str, bundle_id: str, include_keys: list[str]
-) -> bool:
-    """Seal the approved keys to the request's CLI key and mark it ready; True if delivered.
+def _intact_approval(request: AccessRequest, approval_mac: str) -> Approval | None:
+    """The recorded approval when Redis and the task agree with the api's MACs, else None."""
+    approval = request.approval
+    if approval is None or approval.tenant_id != request.tenant_id:
+        return None
+    if not integrity.is_request_intact(request):
+        return None
+    if approval_mac != request.approval_mac:
+        return None
+    if not integrity.is_approval_intact(request, approval, approval_mac):
+        return None
+    return approval
 
-    A request that is no longer pending, or whose recorded approval differs from
-    these arguments, is left alone (a redelivered or stray message is a no-op).
-    A payload that cannot be carried out marks the request failed, with a
-    message naming the key or bundle, never a value.
+
+def encrypt_from_bundle(request_id: str, approval_mac: str) -> bool:
+    """Seal the approved keys in a signed envelope to the request's CLI key; True if delivered.
+
+    A request that is no longer pending is left alone (a redelivered message is a
+    no-op). One whose stored record or task does not carry the api's MACs is
+    refused before any key is read: failed, and audited in its workspace. A
+    payload that cannot be carried out marks the request failed, with a message
+    naming the key or bundle, never a value.
     """
     r = current().redis
     pending = access_requests.get(r, request_id)
     if pending is None or pending.status != "pending":
         return False
-    if pending.approval != approval_record(tenant_id, user_id, bundle_id, include_keys):
-        log.warning("task does not match the recorded approval", extra={"id": request_id})
+    approval = _intact_approval(pending, approval_mac)
+    if approval is None:
+        _refuse_tampered(pending)
         return False
     try:
-        ciphertext = _sealed_values(tenant_id, user_id, bundle_id, include_keys, pending.cli_pub)
+        ciphertext = _sealed_envelope(pending, approval)
     except ValidationFailed as exc:
-        fail(request_id, tenant_id, user_id, exc.message)
+        fail(request_id, approval.tenant_id, approval.user_id, exc.message)
         return False
-    return access_requests.mark_ready(
-        r,
-        request_id,
-        ciphertext_b64=ciphertext,
-        approved_by=user_id,
-        tenant_id=tenant_id,
-        bundle_id=bundle_id,
-    )
+    return access_requests.mark_ready(r, request_id, ciphertext_b64=ciphertext, approval=approval)
+
+
+def _refuse_tampered(request: AccessRequest) -> None:
+    log.warning("request or approval fails its integrity check", extra={"id": request.id})
+    metrics.REQUESTS_FAILED.inc()
+    if request.tenant_id and workspaces.slug_of(request.tenant_id):
+        audit.record(
+            request.tenant_id,
+            SYSTEM_ACTOR,
+            "request.integrity_failed",
+            request.id,
+            details={"reason": "the stored request or approval does not carry the api's MAC"},
+        )
+    access_requests.mark_failed(current().redis, request.id, message=TAMPERED)
 
 
 def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
@@ -180,7 +211,10 @@ def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
     return failed
 
 
-def fail_unexpectedly(request_id: str, tenant_id: str, user_id: str) -> bool:
+def fail_unexpectedly(request_id: str) -> bool:
     """Mark a request failed after a bug, so its CLI stops waiting; True if it was pending."""
     db.session.rollback()
-    return fail(request_id, tenant_id, user_id, INTERNAL_FAILURE)
+    request = access_requests.get(current().redis, request_id)
+    if request is None or request.approval is None:
+        return False
+    return fail(request_id, request.tenant_id, request.approval.user_id, INTERNAL_FAILURE)

@@ -37,6 +37,14 @@ class NotFound(EnvCatError):
     status, code = 404, "not_found"
 
 
+class UnknownWorkspace(NotFound):
+    code = "unknown_workspace"
+
+
+class RateLimited(EnvCatError):
+    status, code = 429, "rate_limited"  # details: seconds for Retry-After
+
+
 class Conflict(EnvCatError):
     status, code = 409, "conflict"
 

@@ -35,6 +35,7 @@ from envcat.core.schemas.clerk import (
     display_name,
     valid_email,
 )
+from envcat.core.wire import is_workspace_slug
 from envcat.models import (
     Base,
     Bundle,
@@ -241,10 +242,20 @@ def _delete_user(user_id: str) -> None:
     _retire_tenant(user_id, "personal")
 
 
+def _clerk_slug(org: ClerkOrganization) -> dict[str, str]:
+    """Clerk's slug for a new org's workspace when valid and free; else made from its name."""
+    slug = org.slug or ""
+    if not is_workspace_slug(slug):
+        return {}
+    if db.session.execute(select(Tenant.id).where(Tenant.slug == slug)).first() is not None:
+        return {}
+    return {"slug": slug}
+
+
 def _apply_org(org: ClerkOrganization) -> None:
     name = _clip(org.name) or org.id
     values: dict[str, Any] = {"name": name, "source_updated_at": org.updated_at}
-    if _insert_ignore(Tenant, id=org.id, kind="org", **values):
+    if _insert_ignore(Tenant, id=org.id, kind="org", **values, **_clerk_slug(org)):
         return
     applied = db.session.execute(
         update(Tenant)
@@ -362,9 +373,9 @@ def _provision_session(claims: ClerkJitRequest) -> str:
     if claims.org_id is None:
         return user_id
     org_id = claims.org_id
-    _insert_ignore(
-        Tenant, id=org_id, name=_clip(display_name(claims.org_name)) or org_id, kind="org"
-    )
+    name = _clip(display_name(claims.org_name)) or org_id
+    slug = _clerk_slug(ClerkOrganization(id=org_id, name=name, slug=claims.org_slug, updated_at=0))
+    _insert_ignore(Tenant, id=org_id, name=name, kind="org", **slug)
     if not _is_live_org(org_id):
         raise NotFound("This organisation no longer exists.")
     if db.session.get(Membership, (user_id, org_id)) is None:

@@ -1,20 +1,23 @@
 """The request lifecycle rules (DESIGN §5): create, show, wait, cancel, approve, deny.
 
-A request belongs to no tenant until someone approves or denies it, so only the
+A request names its workspace when it is made (issue #11); only a member of
+that workspace can decide it, and to anyone else it does not exist. The
 decisions and what follows them (delivery, cancellation of an approved request)
-are audited, in the approver's tenant. The poll token is checked before any
-state is revealed to a poller.
+are audited in that workspace. The poll token is checked before any state is
+revealed to a poller. What the worker will rely on is MACed here (integrity).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from envcat.core.envelope import encode_key, fingerprint
 from envcat.core.schemas.requests import (
     POLL_INTERVAL_SECONDS,
     REQUEST_ID_RE,
@@ -22,17 +25,21 @@ from envcat.core.schemas.requests import (
     AccessRequestCreated,
     AccessRequestView,
     ClientContext,
+    ServerKey,
+    ServerKeys,
     WaitResult,
 )
 from envcat.models import db
 from envcat.services import access_requests as store
-from envcat.services import audit, delivery, metrics
+from envcat.services import audit, delivery, integrity, metrics, workspaces
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
     InvalidPollToken,
     NotFound,
+    RateLimited,
     SlowDown,
+    Unavailable,
 )
 from envcat.services.runtime import current
 
@@ -41,42 +48,72 @@ CLI_ACTOR = "cli"
 
 
 @dataclass(frozen=True)
-class Approval:
-    """An accepted approval: the ids the `encrypt_from_bundle` task carries."""
+class AcceptedApproval:
+    """An approval recorded in Redis; the task carries the request id and the MAC only."""
 
     request_id: str
-    tenant_id: str
-    user_id: str
-    bundle_id: str
-    include_keys: list[str]
+    approval: store.Approval
+    mac: str
 
 
 def _is_request_id(request_id: str) -> bool:
     return REQUEST_ID_RE.fullmatch(request_id) is not None
 
 
-def create(body: AccessRequestCreate) -> AccessRequestCreated:
-    """Store a new pending request; the poll token is returned here only."""
+def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
+    """Store a new pending request for a workspace; the poll token is returned here only.
+
+    Raises UnknownWorkspace (404) and RateLimited (429) when `client_ip` already
+    holds MAX_PENDING_PER_IP undecided requests.
+    """
     settings = current().settings
-    request, poll_token = store.create(
+    workspace = workspaces.resolve(body.workspace)
+    new = store.new_request(settings.request_ttl)
+    mac = integrity.request_mac(
+        new, cli_pub=body.client_pubkey, tenant_id=workspace.id, workspace=workspace.slug
+    )
+    request = store.create(
         current().redis,
+        new,
         ttl=settings.request_ttl,
         cli_pub=body.client_pubkey,
+        tenant_id=workspace.id,
+        workspace=workspace.slug,
+        mac=mac,
+        client_ip=client_ip,
+        max_per_ip=settings.max_pending_per_ip,
         bundle=body.bundle,
         bundle_id=body.bundle_id,
         template_keys=body.template_keys,
         context=body.context.model_dump(),
     )
+    if request is None:
+        raise RateLimited(
+            f"Too many pending requests from this address (at most "
+            f"{settings.max_pending_per_ip}); finish or cancel one first.",
+            details=POLL_INTERVAL_SECONDS * 6,
+        )
     metrics.REQUESTS_CREATED.inc()
     approve_uri = settings.public_url.rstrip("/") + "/approve"
     return AccessRequestCreated(
         id=request.id,
-        poll_token=poll_token,
+        poll_token=new.poll_token,
         user_code=request.user_code,
         verification_uri=approve_uri,
         verification_uri_complete=f"{approve_uri}/{request.id}",
         interval=POLL_INTERVAL_SECONDS,
         expires_in=settings.request_ttl,
+    )
+
+
+def server_keys() -> ServerKeys:
+    """The delivery signing keys' public halves (GET /server-key); 503 when none is configured."""
+    keys = current().settings.server_public_keys()
+    if not keys:
+        raise Unavailable("This server has no delivery signing key configured.")
+    listed = [ServerKey(public_key=encode_key(key), fingerprint=fingerprint(key)) for key in keys]
+    return ServerKeys(
+        public_key=listed[0].public_key, fingerprint=listed[0].fingerprint, keys=listed
     )
 
 
@@ -88,6 +125,7 @@ def describe(request_id: str) -> AccessRequestView:
     return AccessRequestView(
         id=request.id,
         status=request.status,
+        workspace=request.workspace,
         user_code=request.user_code,
         template_keys=request.template_keys,
         bundle=request.bundle,
@@ -110,16 +148,22 @@ def _take(request_id: str, poll_token: str) -> store.PollResult:
 def _long_poll(
     request_id: str, poll_token: str, timeout: int, is_listening: Callable[[], bool]
 ) -> store.PollResult:
-    """Block on the request's wake-up list (no sleep loop) until final or `timeout`."""
+    """Block on the request's wake-up list (no sleep loop) until final or `timeout`.
+
+    One long poll per request takes the payload: a newer wait (a CLI that
+    reconnected) replaces this one, which then answers "pending" and takes nothing.
+    """
     runtime = current()
+    holder = secrets.token_urlsafe(8)
+    store.hold_wait(runtime.redis, request_id, holder, timeout)
     deadline = time.monotonic() + timeout
     result = store.PollResult(status="pending")
     while (remaining := deadline - time.monotonic()) > 0:
         if not store.wait_for_change(runtime.redis_blocking, request_id, remaining):
             break  # nothing was signalled: still pending (or silently expired; the next poll says)
-        if not is_listening():
-            # The poller hung up while we waited (e.g. a restarted bff): taking the
-            # payload now would hand it to nobody and leave its retrying CLI a 410.
+        if not is_listening() or not store.holds_wait(runtime.redis, request_id, holder):
+            # The poller hung up while we waited (e.g. a restarted bff), or reconnected on
+            # another connection: taking the payload now would hand it to nobody.
             break
         result = _take(request_id, poll_token)
         if result.status != "pending":
@@ -159,18 +203,17 @@ def wait(
 
 def _record_delivery(request_id: str, result: store.PollResult, origin: audit.Origin) -> None:
     metrics.REQUESTS_DELIVERED.inc()
-    if approved_at := result.approval.get("approved_at"):
-        metrics.APPROVAL_TO_DELIVERY.observe(max(0.0, time.time() - float(approved_at)))
+    approval = result.approval
+    if approval is None:
+        return
+    metrics.APPROVAL_TO_DELIVERY.observe(max(0.0, time.time() - approval.approved_at))
     try:
         audit.record(
-            result.approval["tenant_id"],
+            approval.tenant_id,
             CLI_ACTOR,
             "request.delivered",
             request_id,
-            details={
-                "approved_by": result.approval.get("approved_by"),
-                "bundle_id": result.approval.get("bundle_id"),
-            },
+            details={"approved_by": approval.user_id, "bundle_id": approval.bundle_id},
             origin=origin,
         )
     except SQLAlchemyError:
@@ -181,7 +224,7 @@ def _record_delivery(request_id: str, result: store.PollResult, origin: audit.Or
 
 
 def cancel(request_id: str, poll_token: str, origin: audit.Origin) -> None:
-    """Delete a request for its CLI; an approved one is audited in the approver's tenant."""
+    """Delete a request for its CLI; audited in its workspace."""
     if not poll_token:
         raise InvalidPollToken("The X-Poll-Token header is required.")
     if not _is_request_id(request_id):
@@ -194,20 +237,21 @@ def cancel(request_id: str, poll_token: str, origin: audit.Origin) -> None:
     metrics.REQUESTS_CANCELLED.inc()
     if (approval := cancellation.approval) is not None:
         audit.record(
-            approval["tenant_id"],
+            approval.tenant_id,
             CLI_ACTOR,
             "request.cancelled",
             request_id,
-            details={"approved_by": approval["user_id"], "bundle_id": approval["bundle_id"]},
+            details={"approved_by": approval.user_id, "bundle_id": approval.bundle_id},
             origin=origin,
         )
 
 
-def _decidable(request_id: str) -> store.AccessRequest:
+def _decidable(request_id: str, tenant_id: str) -> store.AccessRequest:
+    """The pending request, if it is for `tenant_id`; another workspace's is NotFound too."""
     request = store.get(current().redis, request_id) if _is_request_id(request_id) else None
-    if request is None:
+    if request is None or request.tenant_id != tenant_id:
         raise NotFound("No such request, or it has expired.")
-    if request.status != "pending" or request.approved_at is not None:
+    if request.status != "pending" or request.approval is not None:
         raise Conflict("This request has already been decided.")
     return request
 
@@ -220,17 +264,25 @@ def approve(
     bundle_id: str,
     include_keys: list[str],
     origin: audit.Origin,
-) -> Approval:
+) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
-    Raises NotFound (request or bundle), Conflict (already decided) or
-    ValidationFailed (keys). Nothing is left behind when the audit write fails.
+    Raises NotFound (request of another workspace, or bundle), Conflict (already
+    decided) or ValidationFailed (keys). Nothing is left behind when the audit
+    write fails.
     """
     r = current().redis
-    _decidable(request_id)
+    request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
-    record = delivery.approval_record(tenant_id, user_id, selection.bundle_id, selection.names)
-    if not store.mark_approved(r, request_id, approval=record, at=time.time()):
+    approval = store.Approval(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        bundle_id=selection.bundle_id,
+        include_keys=tuple(selection.names),
+        approved_at=time.time(),
+    )
+    mac = integrity.approval_mac(request, approval)
+    if not store.mark_approved(r, request_id, approval=approval, mac=mac):
         raise Conflict("This request has already been decided.")
     try:
         audit.record(
@@ -250,23 +302,23 @@ def approve(
         store.release_approval(r, request_id)
         raise
     metrics.REQUESTS_APPROVED.inc()
-    return Approval(request_id, tenant_id, user_id, selection.bundle_id, selection.names)
+    return AcceptedApproval(request_id, approval, mac)
 
 
-def abandon(approval: Approval) -> None:
+def abandon(accepted: AcceptedApproval) -> None:
     """The approval could not be queued: fail the request so its CLI stops waiting."""
     delivery.fail(
-        approval.request_id,
-        approval.tenant_id,
-        approval.user_id,
+        accepted.request_id,
+        accepted.approval.tenant_id,
+        accepted.approval.user_id,
         "the approval could not be queued (server busy); ask again",
     )
 
 
 def deny(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Origin) -> None:
-    """Refuse a request and wake its CLI; Conflict when it was already decided."""
-    _decidable(request_id)
-    if not store.mark_denied(current().redis, request_id, denied_by=user_id, tenant_id=tenant_id):
+    """Refuse a request and wake its CLI; NotFound for another workspace's request."""
+    _decidable(request_id, tenant_id)
+    if not store.mark_denied(current().redis, request_id, denied_by=user_id):
         raise Conflict("This request has already been decided.")
     metrics.REQUESTS_DENIED.inc()
     audit.record(tenant_id, user_id, "request.denied", request_id, origin=origin)

@@ -57,17 +57,19 @@ RETRY_OPTIONS: RetryOptions = {
 
 
 @shared_task(name="envcat.encrypt_from_bundle", **RETRY_OPTIONS)
-def encrypt_from_bundle(
-    request_id: str, tenant_id: str, user_id: str, bundle_id: str, include_keys: list[str]
-) -> None:
-    """Seal the approved keys to the request's CLI key; a repeated message is a no-op."""
+def encrypt_from_bundle(request_id: str, approval_mac: str) -> None:
+    """Seal the approved keys to the request's CLI key; a repeated message is a no-op.
+
+    The message carries the request id and the approval's integrity MAC only: who
+    approved which bundle is read from Redis and checked against the MAC.
+    """
     try:
-        delivery.encrypt_from_bundle(request_id, tenant_id, user_id, bundle_id, include_keys)
+        delivery.encrypt_from_bundle(request_id, approval_mac)
     except TRANSIENT_ERRORS:
         raise
     except Exception:
         # A bug, not a passing outage: tell the waiting CLI, then fail loudly.
-        delivery.fail_unexpectedly(request_id, tenant_id, user_id)
+        delivery.fail_unexpectedly(request_id)
         raise
 
 

@@ -43,7 +43,7 @@ def _queued(broker_url: str, request_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_approval_is_validated_audited_then_enqueued_with_ids_only(
+def test_approval_is_validated_audited_then_enqueued_with_id_and_mac_only(
     api_client: FlaskClient, signed_as: Any, broker_url: str, redis_client: redis.Redis
 ) -> None:
     owner = signed_as("u-owner", TENANT)
@@ -56,12 +56,14 @@ def test_approval_is_validated_audited_then_enqueued_with_ids_only(
     assert response.get_json() == {"ok": True}
     assert audit_actions(TENANT) == [("request.approved", cli.id)]
     (message,) = _queued(broker_url, cli.id)
-    assert message["headers"]["argsrepr"] == repr(
-        (cli.id, TENANT, "u-owner", bundle_id, ["DATABASE_URL", "API_KEY"])
-    )
     stored = store.get(redis_client, cli.id)
-    assert stored is not None
-    assert (stored.status, stored.approved_at is not None) == ("pending", True)
+    assert stored is not None and stored.approval is not None
+    # the broker sees the request id and the approval's MAC: no tenant, user, bundle or key
+    assert message["headers"]["argsrepr"] == repr((cli.id, stored.approval_mac))
+    for hidden in (TENANT, "u-owner", bundle_id, "DATABASE_URL"):
+        assert hidden not in json.dumps(message)
+    assert stored.status == "pending"
+    assert stored.approval.include_keys == ("DATABASE_URL", "API_KEY")
     assert cli.wait().get_json() == {"status": "pending"}
 
 
@@ -140,7 +142,7 @@ def test_bad_selections_are_refused_and_nothing_is_recorded(
     assert "OTHER" in stranger.get_json()["message"]
     assert audit_actions(TENANT) == []
     assert _queued(broker_url, cli.id) == []
-    assert store.get(redis_client, cli.id).approved_at is None  # type: ignore[union-attr]
+    assert store.get(redis_client, cli.id).approval is None  # type: ignore[union-attr]
 
 
 def test_a_viewer_can_neither_approve_nor_deny(api_client: FlaskClient, signed_as: Any) -> None:
@@ -244,4 +246,4 @@ def test_openapi_lists_the_request_endpoints_with_their_models(api_client: Flask
     )
     for name in ("AccessRequestCreate", "EncryptFromBundle", "WaitResult", "ClientContext"):
         assert name in schemas
-    assert set(schemas["AccessRequestCreate"]["required"]) == {"client_pubkey"}
+    assert set(schemas["AccessRequestCreate"]["required"]) == {"client_pubkey", "workspace"}

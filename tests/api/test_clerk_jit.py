@@ -48,7 +48,7 @@ def test_first_sign_in_creates_the_personal_account(api_app: Flask, settings: Se
         200,
         {
             "user": {"id": uid, "email": "jo@example.test", "name": "Jo"},
-            "tenant": {"id": uid, "name": "Jo", "kind": "personal"},
+            "tenant": {"id": uid, "name": "Jo", "kind": "personal", "slug": "jo"},
             "role": "owner",
         },
     )
@@ -63,7 +63,7 @@ def test_sign_in_with_an_org_returns_the_org_tenant(api_app: Flask, settings: Se
     )
     assert response.status_code == 200, response.json
     assert (response.json["tenant"], response.json["role"]) == (
-        {"id": org, "name": "Acme", "kind": "org"},
+        {"id": org, "name": "Acme", "kind": "org", "slug": "acme"},
         "member",
     )
     assert response.json["user"]["email"] == placeholder_email(uid)
@@ -127,7 +127,8 @@ def test_jit_first_then_webhooks_merge_cleanly(api_app: Flask, settings: Setting
     me = signed(api_app, settings, uid, org).get("/api/v1/me")
     assert me.json == {
         "user": {"id": uid, "email": "jo@example.test", "name": "Joanna Lovelace"},
-        "tenant": {"id": org, "name": "Acme", "kind": "org"},
+        # the slug is made once, at JIT, and stays stable when Clerk renames the org
+        "tenant": {"id": org, "name": "Acme", "kind": "org", "slug": org.lower().replace("_", "-")},
         "role": "member",  # Clerk's membership event is the source of truth
     }
     assert jit(api_app, settings, **claims).json == me.json

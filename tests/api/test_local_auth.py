@@ -56,6 +56,7 @@ def test_sign_up_creates_user_personal_tenant_and_owner_membership(bff) -> None:
         "id": body["user"]["id"],
         "name": "ada@example.com",
         "kind": "personal",
+        "slug": "ada",  # made from the email's local part; unique
     }
     user = db.session.get(User, body["user"]["id"])
     assert user is not None and user.password_hash is not None

@@ -15,7 +15,7 @@ def test_me_answers_the_agreed_shape_for_every_role(signed_as, role: str) -> Non
     assert response.status_code == 200
     assert response.get_json() == {
         "user": {"id": "u-1", "email": "u-1@example.test", "name": "u-1"},
-        "tenant": {"id": "org-1", "name": "org-1", "kind": "personal"},
+        "tenant": {"id": "org-1", "name": "org-1", "kind": "personal", "slug": "org-1"},
         "role": role,
     }
 
@@ -24,7 +24,7 @@ def test_me_follows_the_signed_tenant(signed_as) -> None:  # type: ignore[no-unt
     signed_as("u-1", "t-personal", "owner")
     add_member("u-1", "t-org", "viewer", kind="org")
     org = signed_as("u-1", "t-org", "viewer").get("/api/v1/me").get_json()
-    assert org["tenant"] == {"id": "t-org", "name": "t-org", "kind": "org"}
+    assert org["tenant"] == {"id": "t-org", "name": "t-org", "kind": "org", "slug": "t-org"}
     assert org["role"] == "viewer"
     personal = signed_as("u-1", "t-personal", "owner").get("/api/v1/me").get_json()
     assert personal["tenant"]["id"] == "t-personal" and personal["role"] == "owner"

@@ -39,14 +39,14 @@ def test_metrics_count_a_real_flow(api_app: Flask, signed_as: Any, celery_worker
     bundle_id = seed_bundle(TENANT, "metrics/app", [SeedKey("TOKEN", "metrics-canary")])
     before = _scrape(api_app)
 
-    delivered = Cli.start(api_app.test_client(), bundle="metrics/app")
+    delivered = Cli.start(api_app.test_client(), TENANT, bundle="metrics/app")
     approve = owner.post(
         f"{REQUESTS}/{delivered.id}/encrypt-from-bundle",
         json={"bundle_id": bundle_id, "include_keys": ["TOKEN"]},
     )
     assert approve.status_code == 202
     assert wait_until_final(delivered).get_json()["status"] == "ready"
-    denied = Cli.start(api_app.test_client())
+    denied = Cli.start(api_app.test_client(), TENANT)
     assert owner.post(f"{REQUESTS}/{denied.id}/deny").status_code == 200
     assert wait_until_final(denied).get_json()["status"] == "denied"
 

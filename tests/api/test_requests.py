@@ -18,8 +18,9 @@ from envcat.core.settings import Settings
 from envcat.core.usercode import user_code
 from envcat.models import AuditEvent, db
 from envcat.services import access_requests as store
-from tests.api.test_requests_support import REQUESTS, Cli
+from tests.api.test_requests_support import REQUESTS, WORKSPACE, Cli, ensure_workspace
 from tests.conftest import make_settings
+from tests.support.requests import stored_request
 
 
 def _pub() -> str:
@@ -33,10 +34,12 @@ def _metric(name: str, labels: dict[str, str] | None = None) -> float:
 def test_create_returns_the_device_flow_fields(api_client: FlaskClient, settings: Settings) -> None:
     before = _metric("envcat_requests_created_total")
     pub = _pub()
+    ensure_workspace(WORKSPACE)
     response = api_client.post(
         REQUESTS,
         json={
             "client_pubkey": pub,
+            "workspace": WORKSPACE,
             "bundle": "production/api",
             "template_keys": ["DATABASE_URL", "API_KEY"],
             "context": {
@@ -108,9 +111,10 @@ BAD_HINTS = [
     ("bundle_id", "x" * 65),
     ("template_keys", ["1BAD"]),
     ("template_keys", "API_KEY"),
-    ("template_keys", ["OK"] * 201),
+    ("template_keys", ["OK"] * 51),
+    ("template_keys", ["K" * 129]),
     ("context", "box"),
-    ("context", {"hostname": "h" * 1025}),
+    ("context", {"hostname": "h" * 513}),
     ("context", {"cwd": 3}),
     ("context", {"client": "c" * 101}),
 ]
@@ -118,9 +122,57 @@ BAD_HINTS = [
 
 def test_create_refuses_bad_hints(api_client: FlaskClient) -> None:
     for field, value in BAD_HINTS:
-        response = api_client.post(REQUESTS, json={"client_pubkey": _pub(), field: value})
+        body = {"client_pubkey": _pub(), "workspace": WORKSPACE, field: value}
+        response = api_client.post(REQUESTS, json=body)
         assert response.status_code == 400, (field, value)
         assert response.get_json()["details"][0]["loc"][0] == field
+
+
+def test_create_needs_a_workspace_that_exists(api_client: FlaskClient) -> None:
+    """Issue #11: every request names the workspace whose members alone can decide it."""
+    ensure_workspace(WORKSPACE)
+    for body, status, code in [
+        ({"client_pubkey": _pub()}, 400, "validation_error"),
+        ({"client_pubkey": _pub(), "workspace": "Not A Slug"}, 400, "validation_error"),
+        ({"client_pubkey": _pub(), "workspace": "x" * 65}, 400, "validation_error"),
+        ({"client_pubkey": _pub(), "workspace": "nobody-here"}, 404, "unknown_workspace"),
+    ]:
+        response = api_client.post(REQUESTS, json=body)
+        assert (response.status_code, response.get_json()["error"]) == (status, code), body
+    response = api_client.post(REQUESTS, json={"client_pubkey": _pub(), "workspace": WORKSPACE})
+    assert response.status_code == 201
+    context = api_client.get(f"{REQUESTS}/{response.get_json()['id']}/context").get_json()
+    assert context["workspace"] == WORKSPACE
+
+
+def test_one_address_holds_at_most_max_pending_requests(
+    sqlite_url: str, redis_url: str, broker_url: str
+) -> None:
+    """Issue #12: undecided requests per client IP are capped; a cancelled one frees a place."""
+    from envcat.api import create_app
+    from envcat.models import migrate
+
+    settings = make_settings(sqlite_url, redis_url, broker_url, max_pending_per_ip=3)
+    migrate.upgrade(settings.database_url)
+    app = create_app(settings)
+    client = app.test_client()
+    with app.app_context():
+        ensure_workspace(WORKSPACE)
+
+    def post(ip: str) -> Any:
+        body = {"client_pubkey": _pub(), "workspace": WORKSPACE}
+        return client.post(REQUESTS, json=body, environ_base={"REMOTE_ADDR": ip})
+
+    created = [post("192.0.2.10") for _ in range(3)]
+    assert [r.status_code for r in created] == [201, 201, 201]
+    refused = post("192.0.2.10")
+    assert (refused.status_code, refused.get_json()["error"]) == (429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) > 0
+    assert post("192.0.2.11").status_code == 201
+    first = created[0].get_json()
+    headers = {"X-Poll-Token": first["poll_token"]}
+    assert client.delete(f"{REQUESTS}/{first['id']}", headers=headers).status_code == 204
+    assert post("192.0.2.10").status_code == 201
 
 
 def test_create_refuses_a_body_that_is_not_an_object(api_client: FlaskClient) -> None:
@@ -145,12 +197,17 @@ def test_create_is_rate_limited_per_client_ip(
 
     settings = make_settings(sqlite_url, redis_url, broker_url, request_rate_limit="2/minute")
     migrate.upgrade(settings.database_url)
-    client = create_app(settings).test_client()
+    app = create_app(settings)
+    client = app.test_client()
+    with app.app_context():
+        ensure_workspace(WORKSPACE)
 
     def post(ip: str) -> Any:
         # The socket's address (X-Forwarded-For is not trusted: TRUSTED_PROXIES=0).
         return client.post(
-            REQUESTS, json={"client_pubkey": _pub()}, environ_base={"REMOTE_ADDR": ip}
+            REQUESTS,
+            json={"client_pubkey": _pub(), "workspace": WORKSPACE},
+            environ_base={"REMOTE_ADDR": ip},
         )
 
     assert [post("192.0.2.1").status_code for _ in range(2)] == [201, 201]
@@ -192,9 +249,9 @@ def test_context_is_404_when_unknown_expired_or_delivered(
 ) -> None:
     assert api_client.get(f"{REQUESTS}/{'x' * 32}/context").status_code == 404
     assert api_client.get(f"{REQUESTS}/bad%20id/context").status_code == 404
-    short, _ = store.create(redis_client, ttl=1, cli_pub=_pub())
+    short, _ = stored_request(redis_client, ttl=1)
     cli = Cli.start(api_client)
-    store.mark_denied(redis_client, cli.id, denied_by="u", tenant_id="t")
+    store.mark_denied(redis_client, cli.id, denied_by="u")
     assert cli.wait().get_json()["status"] == "denied"
     time.sleep(1.1)
     for request_id in (short.id, cli.id):
@@ -218,14 +275,8 @@ def test_wait_with_a_wrong_token_does_not_take_a_ready_payload(
     api_client: FlaskClient, redis_client: redis.Redis
 ) -> None:
     cli = Cli.start(api_client)
-    store.mark_ready(
-        redis_client,
-        cli.id,
-        ciphertext_b64="c2VhbGVk",
-        approved_by="u",
-        tenant_id="t",
-        bundle_id="b",
-    )
+    approval = store.Approval(WORKSPACE, "u", "b", ("A",), time.time())
+    store.mark_ready(redis_client, cli.id, ciphertext_b64="c2VhbGVk", approval=approval)
     assert cli.wait(token="y" * 32).status_code == 401
     assert cli.wait().get_json() == {"status": "ready", "ciphertext_base64": "c2VhbGVk"}
 
@@ -271,7 +322,7 @@ def test_long_poll_returns_within_milliseconds_of_a_decision(
     thread.start()
     time.sleep(0.5)
     decided = time.monotonic()
-    store.mark_denied(redis_client, cli.id, denied_by="u", tenant_id="t")
+    store.mark_denied(redis_client, cli.id, denied_by="u")
     thread.join(timeout=10)
     ((answered, body),) = replies
     assert body == {"status": "denied"}
@@ -281,7 +332,7 @@ def test_long_poll_returns_within_milliseconds_of_a_decision(
 def test_wait_is_410_when_expired_delivered_or_unknown(
     api_client: FlaskClient, redis_client: redis.Redis
 ) -> None:
-    expired, token = store.create(redis_client, ttl=1, cli_pub=_pub())
+    expired, token = stored_request(redis_client, ttl=1)
     time.sleep(1.1)
     gone = api_client.get(f"{REQUESTS}/{expired.id}/wait", headers={"X-Poll-Token": token})
     unknown = api_client.get(f"{REQUESTS}/{'z' * 32}/wait", headers={"X-Poll-Token": token})

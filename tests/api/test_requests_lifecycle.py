@@ -11,7 +11,6 @@ from flask import Flask
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import AuditEvent, db
 from envcat.services import access_requests as store
 from tests.api.test_requests_support import (
@@ -23,6 +22,7 @@ from tests.api.test_requests_support import (
     seed_bundle,
     wait_until_final,
 )
+from tests.support.requests import stored_request
 
 TENANT = "t-acme"
 OWNER = "u-owner"
@@ -111,11 +111,14 @@ def test_exactly_one_of_twenty_concurrent_waiters_receives_the_ciphertext(
     for thread in threads:
         thread.join(timeout=30)
 
-    ready = [r for r in replies if r.status_code == 200]
+    ready = [r for r in replies if r.status_code == 200 and r.get_json()["status"] == "ready"]
     assert len(replies) == 20
     assert len(ready) == 1
     assert cli.open(ready[0].get_json()) == {"DATABASE_URL": "postgres://db.internal/app"}
-    assert sorted({r.status_code for r in replies if r is not ready[0]}) == [410]
+    # the others were replaced by a newer long poll (pending, took nothing) or found it gone
+    others = [r for r in replies if r is not ready[0]]
+    assert all(r.status_code == 410 or r.get_json() == {"status": "pending"} for r in others)
+    assert cli.wait().status_code == 410
     assert audit_actions(TENANT).count(("request.delivered", cli.id)) == 1
 
 
@@ -210,9 +213,7 @@ def test_an_approval_nobody_collects_expires_into_the_approvers_audit(
     owner = signed_as(OWNER, TENANT)
     bundle_id = seed_bundle(TENANT, "production/api", KEYS)
     # the store takes a TTL below the Settings minimum of 30 s, so the test stays short
-    request, token = store.create(
-        redis_client, ttl=2, cli_pub=encode_public_key(generate_keypair())
-    )
+    request, token = stored_request(redis_client, tenant_id=TENANT, ttl=2)
     assert _approve(owner, request.id, bundle_id, ["DATABASE_URL"]).status_code == 202
     time.sleep(max(0.0, request.expires_at - time.time()) + 0.1)
     tasks.sweep_expired_requests.delay()

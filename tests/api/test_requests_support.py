@@ -6,7 +6,6 @@ as the CLI does (public endpoints) and as the bff does (signed endpoints).
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +17,20 @@ from nacl.public import PrivateKey
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import AuditEvent, Bundle, BundleKey, Key, Tenant, db, new_uuid
 from envcat.services.runtime import current
+from tests.support.envelopes import open_delivery
 
 REQUESTS = "/api/v1/requests"
+WORKSPACE = "t-acme"  # the tenant most request tests approve in; its slug is its id
+
+
+def ensure_workspace(tenant_id: str) -> None:
+    """Create the tenant if missing (its slug is made from its id)."""
+    if db.session.get(Tenant, tenant_id) is None:
+        db.session.add(Tenant(id=tenant_id, name=tenant_id, kind="org"))
+        db.session.commit()
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,12 @@ class Cli:
     created: dict[str, Any] | None = None
 
     @classmethod
-    def start(cls, client: FlaskClient, **hints: Any) -> Cli:
-        """Create a request as `envcat get` does; assert the 201."""
+    def start(cls, client: FlaskClient, workspace: str = WORKSPACE, **hints: Any) -> Cli:
+        """Create a request for `workspace` as `envcat get` does; assert the 201."""
+        ensure_workspace(workspace)
         cli = cls(client, generate_keypair())
-        response = client.post(REQUESTS, json={"client_pubkey": cli.public_key, **hints})
+        body = {"client_pubkey": cli.public_key, "workspace": workspace, **hints}
+        response = client.post(REQUESTS, json=body)
         assert response.status_code == 201, response.get_json()
         cli.created = response.get_json()
         cli.id, cli.poll_token = cli.created["id"], cli.created["poll_token"]
@@ -127,8 +137,8 @@ class Cli:
         return self.client.delete(f"{REQUESTS}/{self.id}", headers=headers)
 
     def open(self, body: dict[str, Any]) -> dict[str, str]:
-        """Open a ready reply's ciphertext with this CLI's private key."""
-        return open_values(self.private_key, base64.b64decode(body["ciphertext_base64"]))
+        """Open a ready reply's signed envelope with this CLI's private key; return the values."""
+        return open_delivery(self.private_key, body["ciphertext_base64"])
 
 
 def wait_until_final(cli: Cli, seconds: float = 20) -> TestResponse:

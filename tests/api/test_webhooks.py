@@ -144,7 +144,7 @@ def test_user_created_is_provisioned_and_visible_through_me(
     assert me.status_code == 200, me.json
     assert me.json == {
         "user": {"id": uid, "email": f"{uid.lower()}@example.test", "name": "Ada Lovelace"},
-        "tenant": {"id": uid, "name": "Ada Lovelace", "kind": "personal"},
+        "tenant": {"id": uid, "name": "Ada Lovelace", "kind": "personal", "slug": "ada-lovelace"},
         "role": "owner",
     }
 
@@ -162,7 +162,7 @@ def test_org_role_change_takes_effect_on_the_next_signed_call(
     client = signed(api_app, settings, uid, org)
     me = client.get("/api/v1/me").get_json()
     assert (me["tenant"], me["role"]) == (
-        {"id": org, "name": "Acme", "kind": "org"},
+        {"id": org, "name": "Acme", "kind": "org", "slug": "acme"},
         "member",
     )
     assert client.post("/api/v1/bundles", {"name": "production/api"}).status_code == 403

@@ -11,16 +11,31 @@ from envcat.core.usercode import user_code
 from envcat.services import access_requests as store
 
 
-def _new(r: redis.Redis, ttl: int = 60) -> tuple[store.AccessRequest, str]:
+def _new(
+    r: redis.Redis, ttl: int = 60, *, ip: str = "198.51.100.7", cap: int = 100
+) -> tuple[store.AccessRequest, str]:
     pub = encode_public_key(generate_keypair())
-    return store.create(
+    new = store.new_request(ttl)
+    request = store.create(
         r,
+        new,
         ttl=ttl,
         cli_pub=pub,
+        tenant_id="t1",
+        workspace="acme",
+        mac="store-tests-do-not-check-macs",
+        client_ip=ip,
+        max_per_ip=cap,
         bundle="production/api",
         template_keys=["A"],
         context={"hostname": "box"},
     )
+    assert request is not None
+    return request, new.poll_token
+
+
+def _approval(tenant: str = "t1", user: str = "u1", bundle: str = "b1") -> store.Approval:
+    return store.Approval(tenant, user, bundle, ("A",), 1700000000.5)
 
 
 def test_create_stores_only_hashes_and_public_data(redis_client: redis.Redis) -> None:
@@ -38,7 +53,7 @@ def test_create_stores_only_hashes_and_public_data(redis_client: redis.Redis) ->
 def test_poll_requires_the_right_token(redis_client: redis.Redis) -> None:
     request, _ = _new(redis_client)
     assert store.take(redis_client, request.id, "wrong").status == "bad_token"
-    assert store.cancel(redis_client, request.id, "wrong") == "bad_token"
+    assert store.cancel_request(redis_client, request.id, "wrong").outcome == "bad_token"
     assert store.get(redis_client, request.id) is not None
 
 
@@ -49,14 +64,13 @@ def test_ready_is_taken_exactly_once(redis_client: redis.Redis) -> None:
         redis_client,
         request.id,
         ciphertext_b64="c2VhbGVk",
-        approved_by="u1",
-        tenant_id="t1",
-        bundle_id="b1",
+        approval=_approval("t1", "u1", "b1"),
     )
     first = store.take(redis_client, request.id, token)
     assert first.status == "ready"
     assert first.ciphertext == "c2VhbGVk"
-    assert first.approval == {"approved_by": "u1", "tenant_id": "t1", "bundle_id": "b1"}
+    assert first.approval == _approval("t1", "u1", "b1")
+    assert first.tenant_id == "t1"
     assert store.take(redis_client, request.id, token).status == "gone"
     assert redis_client.zcard(store.UNCLAIMED_INDEX) == 0
     assert redis_client.zcard(store.PENDING_INDEX) == 0
@@ -64,9 +78,12 @@ def test_ready_is_taken_exactly_once(redis_client: redis.Redis) -> None:
 
 def test_final_states_do_not_change_again(redis_client: redis.Redis) -> None:
     request, token = _new(redis_client)
-    assert store.mark_denied(redis_client, request.id, denied_by="u1", tenant_id="t1")
+    assert store.mark_denied(redis_client, request.id, denied_by="u1")
     assert not store.mark_ready(
-        redis_client, request.id, ciphertext_b64="x", approved_by="u", tenant_id="t", bundle_id="b"
+        redis_client,
+        request.id,
+        ciphertext_b64="x",
+        approval=_approval("t", "u", "b"),
     )
     assert not store.mark_failed(redis_client, request.id, message="m")
     assert store.take(redis_client, request.id, token).status == "denied"
@@ -107,7 +124,10 @@ def _race_once(redis_url: str, waiters: int) -> list[store.PollResult]:
         thread.start()
     barrier.wait()
     store.mark_ready(
-        client, request.id, ciphertext_b64="Y2lwaGVy", approved_by="u", tenant_id="t", bundle_id="b"
+        client,
+        request.id,
+        ciphertext_b64="Y2lwaGVy",
+        approval=_approval("t", "u", "b"),
     )
     for thread in threads:
         thread.join()
@@ -138,7 +158,7 @@ def test_wait_wakes_every_waiter_within_milliseconds(redis_url: str) -> None:
         thread.start()
     time.sleep(0.3)
     signalled = time.monotonic()
-    store.mark_denied(client, request.id, denied_by="u", tenant_id="t")
+    store.mark_denied(client, request.id, denied_by="u")
     for thread in threads:
         thread.join()
     assert len(woke) == 5
@@ -154,9 +174,9 @@ def test_wait_times_out_when_nothing_happens(redis_client: redis.Redis) -> None:
 
 def test_cancel_deletes_and_wakes(redis_client: redis.Redis) -> None:
     request, token = _new(redis_client)
-    assert store.cancel(redis_client, request.id, token) == "cancelled"
+    assert store.cancel_request(redis_client, request.id, token).outcome == "cancelled"
     assert store.get(redis_client, request.id) is None
-    assert store.cancel(redis_client, request.id, token) == "gone"
+    assert store.cancel_request(redis_client, request.id, token).outcome == "gone"
     assert redis_client.llen(store.wake_key(request.id)) == 1
 
 
@@ -181,9 +201,7 @@ def test_unclaimed_approvals_are_claimed_once(redis_client: redis.Redis) -> None
         redis_client,
         request.id,
         ciphertext_b64="x",
-        approved_by="u1",
-        tenant_id="t1",
-        bundle_id="b1",
+        approval=_approval("t1", "u1", "b1"),
     )
     assert store.claim_unclaimed(redis_client, time.time(), 10) == []
     time.sleep(1.2)
@@ -198,7 +216,51 @@ def test_no_key_grows_without_a_ttl(redis_client: redis.Redis) -> None:
     request, _ = _new(redis_client)
     store.is_polling_too_fast(redis_client, request.id, 5)
     store.mark_ready(
-        redis_client, request.id, ciphertext_b64="x", approved_by="u", tenant_id="t", bundle_id="b"
+        redis_client,
+        request.id,
+        ciphertext_b64="x",
+        approval=_approval("t", "u", "b"),
     )
     for key in redis_client.scan_iter("req:*"):
         assert redis_client.ttl(key) > 0, key
+
+
+def test_one_ip_holds_at_most_its_cap_of_undecided_requests(redis_client: redis.Redis) -> None:
+    first, token = _new(redis_client, cap=2)
+    _new(redis_client, cap=2)
+    pub = encode_public_key(generate_keypair())
+    refused = store.create(
+        redis_client,
+        store.new_request(60),
+        ttl=60,
+        cli_pub=pub,
+        tenant_id="t1",
+        workspace="acme",
+        mac="m",
+        client_ip="198.51.100.7",
+        max_per_ip=2,
+    )
+    assert refused is None
+    _new(redis_client, cap=2, ip="198.51.100.8")  # another address is not affected
+    assert store.cancel_request(redis_client, first.id, token).outcome == "cancelled"
+    _new(redis_client, cap=2)  # a cancelled request frees its place at once
+
+
+def test_a_newer_long_poll_replaces_the_older(redis_client: redis.Redis) -> None:
+    request, _ = _new(redis_client)
+    store.hold_wait(redis_client, request.id, "first", 20)
+    assert store.holds_wait(redis_client, request.id, "first")
+    store.hold_wait(redis_client, request.id, "second", 20)
+    assert not store.holds_wait(redis_client, request.id, "first")
+    assert store.holds_wait(redis_client, request.id, "second")
+
+
+def test_approval_json_round_trips_and_rejects_other_shapes() -> None:
+    approval = _approval()
+    assert store.Approval.from_json(approval.to_json()) == approval
+    for text in ('{"tenant_id": "t"}', "[]"):
+        try:
+            store.Approval.from_json(text)
+        except (ValueError, TypeError):
+            continue
+        raise AssertionError(f"accepted {text}")

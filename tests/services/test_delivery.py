@@ -8,7 +8,8 @@ import pytest
 import redis
 from flask import Flask
 
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.envelope import EnvelopeError, SigningKeyring, generate_seed, open_envelope
+from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import Bundle, BundleKey, Membership, db
 from envcat.services import access_requests as store
 from envcat.services import delivery
@@ -20,6 +21,8 @@ from tests.api.test_requests_support import (
     redis_dump,
     seed_bundle,
 )
+from tests.support.envelopes import TEST_SERVER_KEY, open_verified
+from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member
 
 TENANT, USER = "t-acme", "u-approver"
@@ -36,18 +39,21 @@ def bundle_id(service_app: Flask) -> str:
     return seed_bundle(TENANT, "production/api", KEYS)
 
 
+APPROVAL_MACS: dict[str, str] = {}
+
+
 def _approved_request(
     r: redis.Redis, bundle_id: str, keys: list[str]
 ) -> tuple[store.AccessRequest, str, object]:
     private_key = generate_keypair()
-    request, token = store.create(r, ttl=60, cli_pub=encode_public_key(private_key))
-    record = delivery.approval_record(TENANT, USER, bundle_id, keys)
-    assert store.mark_approved(r, request.id, approval=record, at=1.0)
+    request, token = stored_request(r, tenant_id=TENANT, cli_pub=encode_public_key(private_key))
+    APPROVAL_MACS[request.id] = record_approval(r, request, USER, bundle_id, keys)
     return request, token, private_key
 
 
-def _run(request_id: str, bundle_id: str, keys: list[str]) -> bool:
-    return delivery.encrypt_from_bundle(request_id, TENANT, USER, bundle_id, keys)
+def _run(request_id: str, bundle_id: str = "", keys: list[str] | None = None) -> bool:
+    # bundle and keys come from the MACed record in Redis, never from the message
+    return delivery.encrypt_from_bundle(request_id, APPROVAL_MACS.get(request_id, ""))
 
 
 def test_delivers_once_even_when_the_message_runs_twice(
@@ -61,24 +67,61 @@ def test_delivers_once_even_when_the_message_runs_twice(
     assert redis_client.hget(store.request_key(request.id), "ciphertext") == stored
     result = store.take(redis_client, request.id, token)
     assert result.status == "ready"
-    opened = open_values(private_key, base64.b64decode(result.ciphertext or ""))  # type: ignore[arg-type]
-    assert list(opened.items()) == [
+    envelope = open_verified(private_key, result.ciphertext or "")  # type: ignore[arg-type]  # a PrivateKey
+    assert list(envelope.keys.items()) == [
         ("DATABASE_URL", "postgres://db/app"),
         ("API_KEY", "sk-canary-3141"),
     ]
+    assert (envelope.request_id, envelope.cli_public_key) == (request.id, request.cli_pub)
+    assert (envelope.workspace_id, envelope.workspace_slug) == (TENANT, "t-acme")
+    assert (envelope.bundle_id, envelope.bundle_name) == (bundle_id, "production/api")
+    assert (envelope.approver_id, envelope.approver_email) == (USER, f"{USER}@example.test")
     assert _run(request.id, bundle_id, keys) is False  # delivered and gone
 
 
-def test_a_message_that_differs_from_the_recorded_approval_is_ignored(
+def test_the_envelope_is_signed_by_the_server_key_only(
+    bundle_id: str, redis_client: redis.Redis
+) -> None:
+    request, token, private_key = _approved_request(redis_client, bundle_id, ["DATABASE_URL"])
+    assert _run(request.id) is True
+    sealed = base64.b64decode(store.take(redis_client, request.id, token).ciphertext or "")
+    signed = open_envelope(private_key, sealed)  # type: ignore[arg-type]  # a PrivateKey
+    stranger = SigningKeyring.from_setting(generate_seed()).public_keys[0]
+    with pytest.raises(EnvelopeError, match="not signed by the trusted server key"):
+        signed.verified_by(stranger)
+    tampered = type(signed)(signed.payload.replace(b"postgres", b"postgrez"), signed.signatures)
+    with pytest.raises(EnvelopeError):
+        tampered.verified_by(TEST_SERVER_KEY)
+    assert dict(signed.verified_by(TEST_SERVER_KEY).keys) == {"DATABASE_URL": "postgres://db/app"}
+
+
+def test_a_message_without_the_api_mac_is_refused_before_any_key_is_read(
     bundle_id: str, redis_client: redis.Redis
 ) -> None:
     request, _, _ = _approved_request(redis_client, bundle_id, ["DATABASE_URL"])
-    assert _run(request.id, bundle_id, ["DATABASE_URL", "API_KEY"]) is False
-    unapproved, _ = store.create(redis_client, ttl=60, cli_pub=request.cli_pub)
-    assert _run(unapproved.id, bundle_id, ["DATABASE_URL"]) is False
-    for request_id in (request.id, unapproved.id):
-        assert store.get(redis_client, request_id).status == "pending"  # type: ignore[union-attr]
-    assert audit_actions(TENANT) == []
+    assert delivery.encrypt_from_bundle(request.id, "forged-mac") is False
+    assert _failure(redis_client, request.id) == delivery.TAMPERED
+    assert audit_actions(TENANT) == [("request.integrity_failed", request.id)]
+    unapproved, _ = stored_request(redis_client, tenant_id=TENANT, cli_pub=request.cli_pub)
+    assert delivery.encrypt_from_bundle(unapproved.id, APPROVAL_MACS[request.id]) is False
+    assert store.get(redis_client, unapproved.id).status == "failed"  # type: ignore[union-attr]
+
+
+def test_a_forged_redis_record_and_task_deliver_nothing(
+    bundle_id: str, redis_client: redis.Redis
+) -> None:
+    """Issue #12 finding 1: a writer to Redis rewrites the approval and the CLI key."""
+    request, _, _ = _approved_request(redis_client, bundle_id, ["DATABASE_URL"])
+    attacker = generate_keypair()
+    forged = store.Approval(TENANT, USER, bundle_id, ("DATABASE_URL", "API_KEY"), 1.0)
+    redis_client.hset(
+        store.request_key(request.id),
+        mapping={"approval": forged.to_json(), "cli_pub": encode_public_key(attacker)},
+    )
+    # the attacker replays the genuine task message (the MAC the api gave the real approval)
+    assert delivery.encrypt_from_bundle(request.id, APPROVAL_MACS[request.id]) is False
+    assert _failure(redis_client, request.id) == delivery.TAMPERED
+    assert redis_client.hget(store.request_key(request.id), "ciphertext") is None
 
 
 def _failure(redis_client: redis.Redis, request_id: str) -> str | None:
@@ -156,7 +199,7 @@ def test_fail_audits_first_and_reports_whether_the_request_was_pending(
     bundle_id: str, redis_client: redis.Redis
 ) -> None:
     request, _, _ = _approved_request(redis_client, bundle_id, ["DATABASE_URL"])
-    assert delivery.fail_unexpectedly(request.id, TENANT, USER) is True
+    assert delivery.fail_unexpectedly(request.id) is True
     assert _failure(redis_client, request.id) == delivery.INTERNAL_FAILURE
     assert delivery.fail(request.id, TENANT, USER, "again") is False
     assert audit_actions(TENANT) == [("request.failed", request.id)] * 2

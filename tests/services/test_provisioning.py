@@ -430,7 +430,7 @@ def test_jit_creates_the_personal_account_once(prov: Flask) -> None:
     assert first == again
     assert first.model_dump() == {
         "user": {"id": uid, "email": "jo@example.test", "name": "Jo"},
-        "tenant": {"id": uid, "name": "Jo", "kind": "personal"},
+        "tenant": {"id": uid, "name": "Jo", "kind": "personal", "slug": "jo"},
         "role": "owner",
     }
 

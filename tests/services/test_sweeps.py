@@ -17,6 +17,7 @@ from envcat.models import db
 from envcat.services import access_requests as store
 from envcat.services import sweeps
 from tests.api.test_requests_support import audit_actions
+from tests.support.requests import stored_request
 
 TENANT = "t-acme"
 
@@ -26,8 +27,12 @@ def _expired_metric(stage: str) -> float:
 
 
 def _new(r: redis.Redis, ttl: int = 1) -> store.AccessRequest:
-    request, _ = store.create(r, ttl=ttl, cli_pub=encode_public_key(generate_keypair()))
+    request, _ = stored_request(r, tenant_id=TENANT, ttl=ttl)
     return request
+
+
+def _approval(user: str, tenant: str, bundle: str) -> store.Approval:
+    return store.Approval(tenant, user, bundle, ("A",), time.time())
 
 
 def _approved_and_uncollected(r: redis.Redis, count: int) -> list[str]:
@@ -38,9 +43,7 @@ def _approved_and_uncollected(r: redis.Redis, count: int) -> list[str]:
             r,
             request.id,
             ciphertext_b64="c2VhbGVk",
-            approved_by="u1",
-            tenant_id=TENANT,
-            bundle_id="b1",
+            approval=_approval("u1", TENANT, "b1"),
         )
         ids.append(request.id)
     return ids
@@ -98,19 +101,17 @@ def test_a_collected_or_cancelled_approval_is_not_reported(
     service_app: Flask, redis_client: redis.Redis
 ) -> None:
     pub = encode_public_key(generate_keypair())
-    collected, collected_token = store.create(redis_client, ttl=1, cli_pub=pub)
-    cancelled, cancelled_token = store.create(redis_client, ttl=1, cli_pub=pub)
+    collected, collected_token = stored_request(redis_client, tenant_id=TENANT, ttl=1, cli_pub=pub)
+    cancelled, cancelled_token = stored_request(redis_client, tenant_id=TENANT, ttl=1, cli_pub=pub)
     for request in (collected, cancelled):
         store.mark_ready(
             redis_client,
             request.id,
             ciphertext_b64="x",
-            approved_by="u1",
-            tenant_id=TENANT,
-            bundle_id="b",
+            approval=_approval("u1", TENANT, "b"),
         )
     assert store.take(redis_client, collected.id, collected_token).status == "ready"
-    assert store.cancel(redis_client, cancelled.id, cancelled_token) == "cancelled"
+    assert store.cancel_request(redis_client, cancelled.id, cancelled_token).outcome == "cancelled"
     _after_expiry()
     assert sweeps.sweep_expired_requests().unclaimed == 0
     assert audit_actions(TENANT) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from envcat.workers import tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
 from tests.api.test_requests_support import SeedKey, audit_actions, seed_bundle
 from tests.conftest import make_settings
+from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member
 
 TENANT, USER = "t-acme", "u-owner"
@@ -46,10 +48,15 @@ def _outdated_now() -> int:
     return rotation.count_outdated()
 
 
-def _approved(r: redis.Redis, bundle_id: str, keys: list[str]) -> tuple[str, str]:
-    request, token = store.create(r, ttl=60, cli_pub=encode_public_key(generate_keypair()))
-    record = delivery.approval_record(TENANT, USER, bundle_id, keys)
-    assert store.mark_approved(r, request.id, approval=record, at=time.time())
+MACS: dict[str, str] = {}
+
+
+def _approved(
+    r: redis.Redis, bundle_id: str, keys: list[str], cli_pub: str | None = None
+) -> tuple[str, str]:
+    cli_pub = cli_pub or encode_public_key(generate_keypair())
+    request, token = stored_request(r, tenant_id=TENANT, cli_pub=cli_pub)
+    MACS[request.id] = record_approval(r, request, USER, bundle_id, keys)
     return request.id, token
 
 
@@ -80,7 +87,7 @@ def test_a_duplicated_message_delivers_once(
     bundle_id = seed_bundle(TENANT, "production/api", [SeedKey("A", "a"), SeedKey("B", "b")])
     request_id, token = _approved(redis_client, bundle_id, ["A", "B"])
     for _ in range(3):  # as after a crash, a visibility timeout or a retry
-        tasks.encrypt_from_bundle.delay(request_id, TENANT, USER, bundle_id, ["A", "B"])
+        tasks.encrypt_from_bundle.delay(request_id, MACS[request_id])
     _eventually(lambda: store.get(redis_client, request_id).status == "ready")  # type: ignore[union-attr]
     time.sleep(0.3)  # let the duplicates run
     assert redis_client.zcard(store.UNCLAIMED_INDEX) == 1
@@ -103,7 +110,7 @@ def test_a_transient_database_error_is_retried_until_it_passes(
     db.session.execute(text("ALTER TABLE bundles RENAME TO bundles_away"))
     db.session.commit()
     try:
-        tasks.encrypt_from_bundle.delay(request_id, TENANT, USER, bundle_id, ["A"])
+        tasks.encrypt_from_bundle.delay(request_id, MACS[request_id])
         _eventually(lambda: bool(retries))
     finally:
         db.session.execute(text("ALTER TABLE bundles_away RENAME TO bundles"))
@@ -119,11 +126,12 @@ def test_a_bug_fails_the_request_at_once_instead_of_retrying(
 ) -> None:
     add_member(USER, TENANT)
     bundle_id = seed_bundle(TENANT, "production/api", [SeedKey("A", "a")])
-    request_id, _ = _approved(redis_client, bundle_id, ["A"])
-    # damaged state that validation would never let in: sealing raises an unexpected error
-    redis_client.hset(store.request_key(request_id), "cli_pub", "not-a-key")
+    # damaged state that validation would never let in (MACed, so it passes the integrity
+    # check): sealing raises an unexpected error
+    short_key = base64.b64encode(b"\x01" * 31).decode()  # 31 bytes: no X25519 key
+    request_id, _ = _approved(redis_client, bundle_id, ["A"], cli_pub=short_key)
     failures = _failures(tasks.encrypt_from_bundle.name)
-    tasks.encrypt_from_bundle.delay(request_id, TENANT, USER, bundle_id, ["A"])
+    tasks.encrypt_from_bundle.delay(request_id, MACS[request_id])
     _eventually(lambda: store.get(redis_client, request_id).status == "failed")  # type: ignore[union-attr]
     time.sleep(1.5)  # a retry would have run by now
     assert _failures(tasks.encrypt_from_bundle.name) == failures + 1

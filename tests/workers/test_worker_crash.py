@@ -9,7 +9,6 @@ and seals, then blocks on its final atomic write; it is killed right there.
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
@@ -23,16 +22,17 @@ import pytest
 import redis
 from flask import Flask
 
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import migrate
 from envcat.services import access_requests as store
-from envcat.services import delivery
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
 from tests.api.test_requests_support import SeedKey, seed_bundle
 from tests.conftest import make_settings
 from tests.support import RedisServer, private_redis
+from tests.support.envelopes import open_delivery
+from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member
 
 TENANT, USER = "t-acme", "u-owner"
@@ -73,6 +73,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         REDIS_URL=settings.redis_url,
         CELERY_BROKER_URL=settings.broker_url,
         BUNDLE_KMS_KEY=settings.kms_key_value(),
+        DELIVERY_SIGNING_KEY=settings.signing_keyring_text(),
         BFF_SHARED_SECRET=settings.bff_shared_secret.get_secret_value(),
         REQUEST_TTL=str(settings.request_ttl),
     )
@@ -119,16 +120,14 @@ def test_a_worker_killed_mid_task_leads_to_exactly_one_delivery(
                 TENANT, "production/api", [SeedKey("A", "alpha"), SeedKey("B", "beta")]
             )
         private_key = generate_keypair()
-        request, token = store.create(
-            app_redis, ttl=REQUEST_TTL, cli_pub=encode_public_key(private_key)
-        )
-        approval = delivery.approval_record(TENANT, USER, bundle_id, ["A", "B"])
-        assert store.mark_approved(app_redis, request.id, approval=approval, at=time.time())
+        with flask_app.app_context():
+            request, token = stored_request(
+                app_redis, tenant_id=TENANT, ttl=REQUEST_TTL, cli_pub=encode_public_key(private_key)
+            )
+            mac = record_approval(app_redis, request, USER, bundle_id, ["A", "B"])
 
         app_redis.client_pause(60_000, all=False)  # writes wait; reads go on
-        celery.tasks["envcat.encrypt_from_bundle"].delay(
-            request.id, TENANT, USER, bundle_id, ["A", "B"]
-        )
+        celery.tasks["envcat.encrypt_from_bundle"].delay(request.id, mac)
         _eventually(lambda: broker.hlen("unacked") == 1, 20, "the worker to reserve the task")
         _eventually(lambda: _blocked_in_final_write(app_redis), 20, "the task to reach mark_ready")
         first.send_signal(signal.SIGKILL)
@@ -152,7 +151,7 @@ def test_a_worker_killed_mid_task_leads_to_exactly_one_delivery(
 
         result = store.take(app_redis, request.id, token)
         assert result.status == "ready"
-        values = open_values(private_key, base64.b64decode(result.ciphertext or ""))
+        values = open_delivery(private_key, result.ciphertext or "")
         assert values == {"A": "alpha", "B": "beta"}
         assert store.take(app_redis, request.id, token).status == "gone"
         _eventually(lambda: broker.hlen("unacked") == 0, 10, "the redelivered message to be acked")

@@ -42,7 +42,7 @@ def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[Decis
     """Member or above. Validates now; the worker seals the values moments later."""
     who = caller()
     who.require("member")
-    approval = requests.approve(
+    accepted = requests.approve(
         request_id,
         tenant_id=who.tenant_id,
         user_id=who.user_id,
@@ -52,15 +52,9 @@ def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[Decis
     )
     try:
         # after the audit commit: the task re-reads everything it needs
-        tasks.encrypt_from_bundle.delay(
-            approval.request_id,
-            approval.tenant_id,
-            approval.user_id,
-            approval.bundle_id,
-            approval.include_keys,
-        )
+        tasks.encrypt_from_bundle.delay(accepted.request_id, accepted.mac)
     except ENQUEUE_ERRORS:
-        requests.abandon(approval)
+        requests.abandon(accepted)
         raise Unavailable("The task queue is unavailable; ask the developer to retry.") from None
     return DecisionAccepted(), 202
 

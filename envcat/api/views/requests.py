@@ -13,6 +13,7 @@ from envcat.core.schemas.requests import (
     AccessRequestCreate,
     AccessRequestCreated,
     AccessRequestView,
+    ServerKeys,
     WaitQuery,
     WaitResult,
 )
@@ -68,11 +69,25 @@ def client_origin() -> Origin:
     auth="public",
     body=AccessRequestCreate,
     responses={201: AccessRequestCreated},
-    errors=(429,),
+    errors=(404, 429),
 )
 def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
-    """Anyone may ask; only an approver's decision releases anything."""
-    return requests.create(body), 201
+    """Anyone may ask a workspace; only its approver's decision releases anything."""
+    return requests.create(body, client_origin().ip or "unknown"), 201
+
+
+@endpoint(
+    bp,
+    "/server-key",
+    "GET",
+    summary="The key deliveries are signed with (the CLI pins its fingerprint)",
+    auth="public",
+    responses={200: ServerKeys},
+    errors=(503,),
+)
+def server_key() -> ServerKeys:
+    """Primary key first; during a rotation the previous keys still sign and are listed."""
+    return requests.server_keys()
 
 
 @endpoint(

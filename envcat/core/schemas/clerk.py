@@ -84,6 +84,7 @@ class ClerkOrganization(BaseModel):
 
     id: ClerkId
     name: ShortText = ""
+    slug: ShortText | None = None  # Clerk's org slug becomes the workspace slug when free
     updated_at: Millis
 
 
@@ -133,4 +134,5 @@ class ClerkJitRequest(BaseModel):
     name: ShortText | None = None
     org_id: ClerkId | None = None
     org_name: ShortText | None = None
+    org_slug: ShortText | None = None
     org_role: Annotated[str, Field(max_length=200)] | None = None

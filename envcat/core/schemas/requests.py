@@ -16,11 +16,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from envcat.core.schemas.bundles import BundleName, KeyName, ObjectId
+from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 
 PUBLIC_KEY_BYTES = 32
-MAX_CONTEXT_FIELD = 1024
+MAX_CONTEXT_FIELD = 512
 MAX_CLIENT = 100
-MAX_TEMPLATE_KEYS = 200
+MAX_TEMPLATE_KEYS = 50
+MAX_TEMPLATE_KEY_LENGTH = 128
 MAX_INCLUDE_KEYS = 1000
 MAX_WAIT_SECONDS = 30
 POLL_INTERVAL_SECONDS = 5
@@ -48,7 +50,15 @@ def _whole_seconds(value: object) -> object:
     return value
 
 
+def _workspace_slug(value: str) -> str:
+    if not is_workspace_slug(value):
+        raise ValueError(f"must be a workspace slug: {WORKSPACE_SLUG_RULE}")
+    return value
+
+
 PublicKey = Annotated[str, Field(max_length=64), AfterValidator(_public_key)]
+WorkspaceSlug = Annotated[str, Field(max_length=64), AfterValidator(_workspace_slug)]
+TemplateKey = Annotated[KeyName, Field(max_length=MAX_TEMPLATE_KEY_LENGTH)]
 ContextText = Annotated[str | None, Field(max_length=MAX_CONTEXT_FIELD)]
 
 
@@ -70,9 +80,10 @@ class AccessRequestCreate(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     client_pubkey: PublicKey
+    workspace: WorkspaceSlug
     bundle: BundleName | None = None
     bundle_id: ObjectId | None = None
-    template_keys: Annotated[list[KeyName], Field(max_length=MAX_TEMPLATE_KEYS)] = Field(
+    template_keys: Annotated[list[TemplateKey], Field(max_length=MAX_TEMPLATE_KEYS)] = Field(
         default_factory=list
     )
     context: ClientContext = Field(default_factory=ClientContext)
@@ -95,6 +106,7 @@ class AccessRequestView(BaseModel):
 
     id: str
     status: RequestStatus
+    workspace: str
     user_code: str
     template_keys: list[str]
     bundle: str | None
@@ -102,6 +114,21 @@ class AccessRequestView(BaseModel):
     context: ClientContext
     created: float
     expires_at: float
+
+
+class ServerKey(BaseModel):
+    """One delivery signing key: urlsafe-base64 raw Ed25519 public key and its fingerprint."""
+
+    public_key: str
+    fingerprint: str
+
+
+class ServerKeys(BaseModel):
+    """GET /server-key: the key new deliveries are signed with, and every key still signing."""
+
+    public_key: str
+    fingerprint: str
+    keys: list[ServerKey]
 
 
 class WaitQuery(BaseModel):

@@ -1,0 +1,80 @@
+"""Wire rules both sides need, standard library only (the CLI installs without pydantic).
+
+One definition each: the workspace slug, and which variable names change how
+programs load or run (the CLI refuses them unless allowed one by one; the api
+refuses them at write time unless an admin marks the key `dangerous_ok`).
+"""
+
+from __future__ import annotations
+
+import re
+
+WORKSPACE_SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
+WORKSPACE_SLUG_RULE = "lower-case letters, digits, '-' and '_', 1-64 characters"
+SERVER_KEY_PATH = "/api/v1/server-key"
+
+# Exact names that make a shell, the dynamic loader or an interpreter run code,
+# or change which program runs (see docs/security.md, "Dangerous variable names").
+DANGEROUS_NAMES = frozenset(
+    {
+        "BASH_ENV",
+        "ENV",
+        "PROMPT_COMMAND",
+        "PS1",
+        "PS2",
+        "PS4",
+        "IFS",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "CDPATH",
+        "PATH",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PERL5OPT",
+        "PERL5LIB",
+        "PERLLIB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "GCONV_PATH",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "RES_OPTIONS",
+        "TMPDIR",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "BROWSER",
+        "SSH_ASKPASS",
+        "SUDO_ASKPASS",
+        "ZDOTDIR",
+        "XDG_CONFIG_HOME",
+        "HOME",
+        "SHELL",
+    }
+)
+# Prefixes: the dynamic loaders (LD_PRELOAD, DYLD_INSERT_LIBRARIES), Python's
+# start-up hooks (PYTHONPATH, PYTHONSTARTUP, PYTHONHOME), git's exec hooks
+# (GIT_SSH_COMMAND, GIT_EXEC_PATH, GIT_CONFIG_*), and BASH_FUNC_* exported functions.
+DANGEROUS_PREFIXES = ("LD_", "DYLD_", "PYTHON", "GIT_", "BASH_FUNC_", "LUA_PATH", "LUA_CPATH")
+
+
+def is_dangerous_name(name: str) -> bool:
+    """True when a variable of this name can make a program load or run other code."""
+    upper = name.upper()
+    return upper in DANGEROUS_NAMES or upper.startswith(DANGEROUS_PREFIXES)
+
+
+def slugify(text: str) -> str:
+    """Return a workspace slug made from a name or an email address (may be empty)."""
+    base = text.split("@", 1)[0] if "@" in text else text
+    slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-_")
+    return slug[:48].strip("-_")
+
+
+def is_workspace_slug(value: str) -> bool:
+    """True when `value` is a well-formed workspace slug."""
+    return WORKSPACE_SLUG_RE.fullmatch(value) is not None

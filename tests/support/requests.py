@@ -1,0 +1,70 @@
+"""Requests and approvals written straight into the store, as the api would (real MACs).
+
+For service, worker and fault tests that start below the HTTP layer. They need
+an app context (the integrity MAC key comes from the runtime's keyring).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from envcat.core.sealing import encode_public_key, generate_keypair
+from envcat.core.wire import slugify
+from envcat.services import access_requests as store
+from envcat.services import integrity
+
+TEST_IP = "203.0.113.9"
+
+
+def stored_request(
+    r: redis.Redis,
+    *,
+    tenant_id: str = "t-acme",
+    ttl: int = 60,
+    cli_pub: str | None = None,
+    client_ip: str = TEST_IP,
+    **hints: Any,
+) -> tuple[store.AccessRequest, str]:
+    """A pending request for `tenant_id`, MACed like the api's; returns it and its poll token."""
+    cli_pub = cli_pub or encode_public_key(generate_keypair())
+    workspace = slugify(tenant_id) or tenant_id
+    new = store.new_request(ttl)
+    mac = integrity.request_mac(new, cli_pub=cli_pub, tenant_id=tenant_id, workspace=workspace)
+    request = store.create(
+        r,
+        new,
+        ttl=ttl,
+        cli_pub=cli_pub,
+        tenant_id=tenant_id,
+        workspace=workspace,
+        mac=mac,
+        client_ip=client_ip,
+        max_per_ip=10_000,
+        **hints,
+    )
+    assert request is not None
+    return request, new.poll_token
+
+
+def record_approval(
+    r: redis.Redis,
+    request: store.AccessRequest,
+    user_id: str,
+    bundle_id: str,
+    keys: Sequence[str],
+) -> str:
+    """Record an approval as the api's approve call does; return the MAC the task carries."""
+    approval = store.Approval(
+        tenant_id=request.tenant_id,
+        user_id=user_id,
+        bundle_id=bundle_id,
+        include_keys=tuple(keys),
+        approved_at=time.time(),
+    )
+    mac = integrity.approval_mac(request, approval)
+    assert store.mark_approved(r, request.id, approval=approval, mac=mac)
+    return mac
