@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import IO, Any
@@ -39,11 +40,19 @@ class OpsError(click.ClickException):
         click.echo(self.message, err=True, file=file)
 
 
+REDIS_PASSWORD = "REDIS_PASSWORD"  # noqa: S105  # the variable name, not a value
+
+
 def generate_secrets() -> dict[str, str]:
-    """Return fresh values for every secret a server needs (what `gen-keys` prints)."""
+    """Return fresh values for every secret a server needs (what `gen-keys` prints).
+
+    REDIS_PASSWORD is the password of the private redis-server `up` starts (compose
+    uses it for the api/worker Redis user).
+    """
     return {
         "BUNDLE_KMS_KEY": new_kms_key(),
         "BFF_SHARED_SECRET": new_shared_secret(),
+        REDIS_PASSWORD: secrets.token_hex(32),
     }
 
 
@@ -69,10 +78,21 @@ def write_private_file(path: Path, text: str) -> None:
 
 
 def ensure_data_dir(data_dir: Path) -> Path:
-    """Create the data directory (mode 0700) if needed and return its absolute path."""
+    """Create the data directory if needed, make it mode 0700 (always), return its path."""
     data_dir = data_dir.expanduser().absolute()
     data_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if stat.S_IMODE(data_dir.stat().st_mode) != PRIVATE_DIR_MODE:
+        data_dir.chmod(PRIVATE_DIR_MODE)
     return data_dir
+
+
+def ensure_private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 if missing, else make it 0600 (the SQLite file)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        if stat.S_IMODE(path.stat().st_mode) != PRIVATE_FILE_MODE:
+            path.chmod(PRIVATE_FILE_MODE)
 
 
 def ensure_secrets(data_dir: Path) -> Path:

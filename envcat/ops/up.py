@@ -26,12 +26,19 @@ import envcat
 from envcat.core.settings import Settings
 from envcat.ops import demo
 from envcat.ops.config import (
+    DATABASE_FILE,
     DEFAULT_DATA_DIR,
+    REDIS_PASSWORD,
+    SECRETS_FILE,
     OpsError,
     ensure_data_dir,
+    ensure_private_file,
     ensure_secrets,
     load_server_settings,
+    read_secrets,
     settings_environment,
+    sqlite_url,
+    write_private_file,
 )
 from envcat.ops.maintenance import init_database
 from envcat.ops.supervisor import Output, ProcessSpec, Supervisor
@@ -40,14 +47,23 @@ from envcat.workers.factory import QUEUES
 READY_TIMEOUT_SECONDS = 90.0
 REDIS_START_SECONDS = 10.0
 POLL_SECONDS = 0.25
-# The api's own gunicorn settings (gevent workers for long polls, file limits).
+# The api's and the bff's own gunicorn settings (gevent workers for long polls, file
+# limits, settings checked in the master so a bad one stops the server).
 API_GUNICORN_CONFIG = Path(envcat.__file__).parent / "api" / "gunicorn.conf.py"
+BFF_GUNICORN_CONFIG = Path(envcat.__file__).parent / "bff" / "gunicorn.conf.py"
+REDIS_CONFIG_FILE = "redis.conf"
 WORKER_CONCURRENCY = "2"
 REDIS_MISSING = (
     "envcat: redis-server not found: apt-get install redis-server (Debian/Ubuntu) "
     "or brew install redis (or set REDIS_URL to a Redis you run)"
 )
 KMS_VARIABLE = "BUNDLE_KMS_KEY"
+SIGNING_VARIABLE = "DELIVERY_SIGNING_KEY"
+# What the internet-facing bff never holds: the keyring of the values at rest, the
+# delivery signing key and the database URL (with its password).
+NOT_FOR_THE_BFF = frozenset({KMS_VARIABLE, SIGNING_VARIABLE, "DATABASE_URL"})
+# Only the workers sign deliveries.
+NOT_FOR_THE_API = frozenset({SIGNING_VARIABLE})
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _Handler = Callable[[int, FrameType | None], object] | int | None
 
@@ -122,9 +138,25 @@ def _metrics_dir(data_dir: Path, name: str) -> str:
     return str(path)
 
 
-def _without_kms_key(env: Mapping[str, str]) -> dict[str, str]:
-    # The internet-facing bff never holds the keyring of the values at rest.
-    return {name: value for name, value in env.items() if name.upper() != KMS_VARIABLE}
+def _without(env: Mapping[str, str], names: frozenset[str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name.upper() not in names}
+
+
+def redis_config(port: int, data_dir: Path, password: str) -> str:
+    """The private redis-server's configuration: loopback, no persistence, a password."""
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        'save ""',
+        "appendonly no",
+        f'dir "{data_dir}"',
+        "loglevel warning",
+        # Keeps a pending request's hash (with its CLI context) in the compact encoding:
+        # about 0.95 KB per request instead of 1.6 KB (docs/reliability.md).
+        "hash-max-listpack-value 512",
+        f"requirepass {password}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def app_specs(options: UpOptions, data_dir: Path, settings: Settings) -> list[ProcessSpec]:
@@ -135,7 +167,7 @@ def app_specs(options: UpOptions, data_dir: Path, settings: Settings) -> list[Pr
     # gunicorn masters would share its default path.
     gunicorn = [python, "-m", "gunicorn", "--graceful-timeout", "5", "--no-control-socket"]
     api = [*gunicorn, "--config", str(API_GUNICORN_CONFIG)]
-    bff = [*gunicorn, "--worker-class", "gevent", "--workers", "2", "--worker-connections", "2000"]
+    bff = [*gunicorn, "--config", str(BFF_GUNICORN_CONFIG)]
     celery = [python, "-m", "celery", "-A", "envcat.workers"]
     worker = [*celery, "worker", "-Q", ",".join(QUEUES), "--concurrency", WORKER_CONCURRENCY]
     beat = [*celery, "beat", "--schedule", str(data_dir / "celerybeat-schedule")]
@@ -143,18 +175,24 @@ def app_specs(options: UpOptions, data_dir: Path, settings: Settings) -> list[Pr
         ProcessSpec(
             "api",
             [*api, "--bind", f"127.0.0.1:{options.api_port}", "envcat.api.wsgi:app"],
-            {**env, "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(data_dir, "api")},
+            {
+                **_without(env, NOT_FOR_THE_API),
+                "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(data_dir, "api"),
+            },
         ),
         ProcessSpec(
             "worker",
             [*worker, "--loglevel", level],
             {**env, "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(data_dir, "worker")},
         ),
-        ProcessSpec("beat", [*beat, "--loglevel", level], env),
+        ProcessSpec("beat", [*beat, "--loglevel", level], _without(env, NOT_FOR_THE_API)),
         ProcessSpec(
             "bff",
             [*bff, "--bind", f"{options.host}:{options.bff_port}", "envcat.bff.wsgi:app"],
-            {**_without_kms_key(env), "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(data_dir, "bff")},
+            {
+                **_without(env, NOT_FOR_THE_BFF),
+                "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(data_dir, "bff"),
+            },
         ),
     ]
 
@@ -174,16 +212,19 @@ class Up:
         self.output.line("envcat", text)
 
     def start_private_redis(self) -> None:
-        """Start a non-persistent redis-server child on a free port and point settings at it."""
+        """Start a non-persistent, password-protected redis-server child on a free port.
+
+        The password (REDIS_PASSWORD in secrets.env) goes in a mode-0600 config file,
+        never on the command line, which every local user can read.
+        """
         binary = shutil.which("redis-server")
         if binary is None:
             raise OpsError(REDIS_MISSING)
         port = free_port()
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-        argv += ["no", "--dir", str(self.data_dir), "--loglevel", "warning"]
-        # Keeps a pending request's hash (with its CLI context) in the compact encoding:
-        # about 0.95 KB per request instead of 1.6 KB (docs/reliability.md).
-        argv += ["--hash-max-listpack-value", "512"]
+        password = read_secrets(self.data_dir / SECRETS_FILE)[REDIS_PASSWORD]
+        config = self.data_dir / REDIS_CONFIG_FILE
+        write_private_file(config, redis_config(port, self.data_dir, password))
+        argv = [binary, str(config)]
         self.supervisor.start(ProcessSpec("redis", argv, dict(os.environ), is_backing=True))
         deadline = time.monotonic() + REDIS_START_SECONDS
         while not _port_answers(port):
@@ -192,7 +233,9 @@ class Up:
                 raise OpsError(f"envcat: redis-server did not answer on port {port}")
             time.sleep(0.05)
         self.settings = load_server_settings(
-            self.data_dir, **_fixed_settings(self.options), redis_url=f"redis://127.0.0.1:{port}/0"
+            self.data_dir,
+            **_fixed_settings(self.options),
+            redis_url=f"redis://:{password}@127.0.0.1:{port}/0",
         )
 
     def _raise_if_a_child_died(self) -> None:
@@ -253,6 +296,9 @@ class Up:
         """Start everything in order, then supervise."""
         if "redis_url" not in self.settings.model_fields_set:
             self.start_private_redis()
+        if self.settings.database_url == sqlite_url(self.data_dir):
+            # Private from its creation, and again if an older run left it 0644.
+            ensure_private_file(self.data_dir / DATABASE_FILE)
         init_database(self.settings)
         url = make_url(self.settings.database_url).render_as_string(hide_password=True)
         self.say(f"database is migrated: {url}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from envcat.bff.apiclient import BFF_SIGNER, HmacAuth, Signer
 from envcat.ops.config import read_secrets
@@ -185,9 +186,21 @@ def test_up_demo_serves_a_real_get_and_stops_cleanly(running_up: RunningUp) -> N
     )
     pids = {name: int(pid) for name, pid in started}
     assert set(pids) == {"redis", "api", "worker", "beat", "bff"}
-    # The internet-facing bff runs without the keyring; the api has it.
-    assert b"BUNDLE_KMS_KEY=" not in Path(f"/proc/{pids['bff']}/environ").read_bytes()
+    # The internet-facing bff runs without the keyring or the database URL; the api has them.
+    bff_environ = Path(f"/proc/{pids['bff']}/environ").read_bytes()
+    assert b"BUNDLE_KMS_KEY=" not in bff_environ
+    assert b"DATABASE_URL=" not in bff_environ
     assert b"BUNDLE_KMS_KEY=" in Path(f"/proc/{pids['api']}/environ").read_bytes()
+    assert stat.S_IMODE((up.data_dir / "envcat.db").stat().st_mode) == 0o600
+    # Redis wants the password from secrets.env, which no command line shows.
+    password = read_secrets(secrets_path)["REDIS_PASSWORD"]
+    redis_argv = Path(f"/proc/{pids['redis']}/cmdline").read_bytes()
+    assert password.encode() not in redis_argv
+    port = int(re.search(rb"^port (\d+)$", (up.data_dir / "redis.conf").read_bytes(), re.M)[1])
+    with redis.Redis(port=port) as anonymous, pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    with redis.Redis(port=port, password=password) as allowed:
+        assert allowed.ping()
 
     values = _run_get_and_approve(up, secret, _demo_identity(up, secret))
     assert sorted(values) == sorted(DEMO_KEYS)

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from envcat.bff.apiclient import HmacAuth, Signer
 from envcat.ops import demo
 from envcat.ops.commands import server
-from envcat.ops.config import OpsError
+from envcat.ops.config import OpsError, ensure_data_dir, ensure_private_file
 from envcat.ops.supervisor import Output, ProcessSpec, Supervisor
-from envcat.ops.up import REDIS_MISSING, Up, UpOptions, app_specs, browser_host
+from envcat.ops.up import REDIS_MISSING, Up, UpOptions, app_specs, browser_host, redis_config
 from tests.support import free_port
 
 
@@ -67,7 +67,9 @@ def test_children_get_the_settings_and_their_own_metrics_dirs(
     config = Path(specs["api"].argv[specs["api"].argv.index("--config") + 1])
     assert 'worker_class = "gevent"' in config.read_text()  # long polls need gevent
     bff = specs["bff"].argv
-    assert bff[bff.index("--worker-class") + 1] == "gevent"
+    bff_config = Path(bff[bff.index("--config") + 1])
+    assert 'worker_class = "gevent"' in bff_config.read_text()
+    assert "load_or_halt(needs_kms_key=False)" in bff_config.read_text()
     assert "gevent" not in specs["worker"].argv  # STYLE: keep gevent out of the worker
     worker = specs["worker"].argv
     assert worker[worker.index("-Q") + 1] == "approvals,provisioning,maintenance"
@@ -78,7 +80,10 @@ def test_children_get_the_settings_and_their_own_metrics_dirs(
     assert len(dirs) == 3
     for spec in specs.values():
         assert spec.env["BFF_SHARED_SECRET"] == settings.bff_shared_secret.get_secret_value()
-        assert spec.env["DATABASE_URL"] == settings.database_url
+    for name in ("api", "worker", "beat"):
+        assert specs[name].env["DATABASE_URL"] == settings.database_url
+    # The bff reaches the database only through the api: no URL, no password.
+    assert "DATABASE_URL" not in specs["bff"].env
     keyring = settings.kms_key_value()
     for name in ("api", "worker", "beat"):
         assert specs[name].env["BUNDLE_KMS_KEY"] == keyring
@@ -191,3 +196,28 @@ def test_demo_against_an_unreachable_api_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(OpsError) as raised:
         demo.ensure_demo(f"http://127.0.0.1:{free_port()}", "0" * 64, tmp_path)
     assert raised.value.message == "envcat: demo setup failed: ConnectError calling the api"
+
+
+def test_the_private_redis_config_holds_the_password_not_the_command_line(tmp_path: Path) -> None:
+    text = redis_config(6390, tmp_path, "f" * 64)
+    assert f"requirepass {'f' * 64}" in text
+    assert "bind 127.0.0.1" in text
+    assert 'save ""' in text
+
+
+def test_data_dir_and_database_file_become_private_when_they_already_exist(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    ensure_data_dir(data_dir)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    database = data_dir / "envcat.db"
+    database.write_bytes(b"")
+    database.chmod(0o644)
+    ensure_private_file(database)
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    fresh = data_dir / "fresh.db"
+    ensure_private_file(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
