@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from envcat.cli.errors import UsageProblem
 from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 
 PROJECT_FILE = ".envcat.toml"
+FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 DEFAULT_SERVER = "http://localhost:8888"
 PROJECT_KEYS = ("server", "workspace", "bundle", "server_fingerprint", "allow_vars")
 USER_KEYS = ("server", "workspace")
@@ -93,6 +95,9 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
     workspace = values.get("workspace")
     if workspace is not None and not is_workspace_slug(workspace):
         raise UsageProblem(f"{path}: workspace {workspace!r} is not a slug ({WORKSPACE_SLUG_RULE})")
+    pin = values.get("server_fingerprint")
+    if pin is not None and not is_fingerprint(pin):
+        raise UsageProblem(f"{path}: server_fingerprint {pin!r} is not SHA256:<43 characters>")
     server = values.get("server")
     if server is not None and not is_web_url(server):
         raise UsageProblem(f"{path}: server {server!r} is not an http:// or https:// URL")
@@ -193,6 +198,11 @@ def resolve(
         bundle=bundle or default_bundle,
         project=project,
     )
+
+
+def is_fingerprint(value: str) -> bool:
+    """True for a `SHA256:<43 base64 characters>` key fingerprint."""
+    return FINGERPRINT_RE.fullmatch(value) is not None
 
 
 def is_web_url(value: str) -> bool:

@@ -79,6 +79,10 @@ class _Signalled(BaseException):
         self.signal_number = signal_number
 
 
+def _terminated(exc: _Signalled) -> CliError:
+    return terminated(exc.signal_number, signal.Signals(exc.signal_number).name)
+
+
 CANCEL_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
@@ -136,47 +140,53 @@ class ApprovalFlow:
         """Return the sealed delivery; raise a CliError subclass for every other end."""
         private_key = generate_keypair()
         public_key = encode_public_key(private_key)
-        request = create_request(self._client, request_body(public_key, hints))
-        self._check_phrase(request, public_key)
-        limit = request.expires_in if timeout is None else min(timeout, request.expires_in)
-        deadline = self._clock.monotonic() + limit
-        ciphertext = self._await_decision(request, deadline, limit < request.expires_in)
+        with cancel_on_signals():  # from the POST on: a request we know of is never left behind
+            try:
+                request = create_request(self._client, request_body(public_key, hints))
+            except _Signalled as exc:
+                raise _terminated(exc) from None
+            limit = request.expires_in if timeout is None else min(timeout, request.expires_in)
+            deadline = self._clock.monotonic() + limit
+            ciphertext = self._await_decision(
+                request, public_key, deadline, limit < request.expires_in
+            )
         return Sealed(private_key, public_key, request.id, ciphertext)
 
     def _check_phrase(self, request: CreatedRequest, public_key: str) -> None:
         expected = user_code(request.id, public_key)
         if request.user_code != expected:
-            cancel_request(self._client, request)
+            self._cancel_quietly(request)
             raise CliError(
                 "the server's verification phrase does not belong to this request "
                 "(it does not match our key); refusing it. A proxy or the server may be "
                 "tampering with the request: do not approve anything for it."
             )
 
-    def _await_decision(self, request: CreatedRequest, deadline: float, is_local: bool) -> bytes:
+    def _await_decision(
+        self, request: CreatedRequest, public_key: str, deadline: float, is_local: bool
+    ) -> bytes:
         error: CliError
         try:
-            with cancel_on_signals():
-                self._terminal.show_approval(request.verification_uri_complete, request.user_code)
-                self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
-                return self._poll_until(request, deadline, is_local)
+            self._check_phrase(request, public_key)
+            self._terminal.show_approval(request.verification_uri_complete, request.user_code)
+            self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
+            return self._poll_until(request, deadline, is_local)
         except KeyboardInterrupt:
             error = Cancelled()
         except _Signalled as exc:
-            error = terminated(exc.signal_number, signal.Signals(exc.signal_number).name)
+            error = _terminated(exc)
         except (RequestExpired, ServerUnreachable) as exc:
             error = exc
         finally:
-            with contextlib.suppress(
-                OSError
-            ):  # a closed terminal (SIGHUP) must not stop the cancel
+            # a closed terminal (SIGHUP) must not stop the cancel
+            with contextlib.suppress(OSError):
                 self._terminal.stop_waiting()
         self._cancel_quietly(request)
         raise error
 
     def _cancel_quietly(self, request: CreatedRequest) -> None:
-        # a second Ctrl-C stops the attempt: the request expires on its own anyway
-        with contextlib.suppress(KeyboardInterrupt):
+        # a second Ctrl-C or signal stops the attempt: the request expires on its own anyway
+        with contextlib.suppress(KeyboardInterrupt, _Signalled):
             cancel_request(self._client, request)
 
     def _poll_until(self, request: CreatedRequest, deadline: float, is_local: bool) -> bytes:

@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from envcat.cli.config import config_dir, origin
+from envcat.cli.config import config_dir, is_fingerprint, origin
 from envcat.cli.errors import CliError
 
 KNOWN_SERVERS = "known_servers"
-FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
-
-
-def is_fingerprint(value: str) -> bool:
-    """True for a `SHA256:<43 base64 characters>` key fingerprint."""
-    return FINGERPRINT_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -40,14 +33,14 @@ class KnownServers:
     def _entries(self) -> list[tuple[str, str]]:
         try:
             text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {self.path}: {exc}") from None
         entries = []
         for line in text.splitlines():
             fields = line.split()
-            if len(fields) >= 2 and not fields[0].startswith("#"):
+            if len(fields) >= 2 and not fields[0].startswith("#") and is_fingerprint(fields[1]):
                 entries.append((fields[0], fields[1]))
         return entries
 

@@ -70,7 +70,7 @@ def redact_command(argv: Sequence[str], keep: Collection[str] = ()) -> list[str]
                 redacted.append(MASK)
             pending = None
             continue
-        if argument in keep:
+        if argument.partition("=")[0] in keep:
             redacted.append(argument)
             continue
         if is_sensitive_flag(argument) or argument in _USER_FLAGS:

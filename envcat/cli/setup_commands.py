@@ -211,8 +211,8 @@ def trust(
     the server's operator gives you (`envcat server` prints it), or pass it
     with --fingerprint.
     """
-    from envcat.cli.config import check_transport, resolve
-    from envcat.cli.pins import KnownServers, is_fingerprint
+    from envcat.cli.config import check_transport, is_fingerprint, resolve
+    from envcat.cli.pins import KnownServers
 
     if expected is not None and not is_fingerprint(expected):
         raise UsageProblem(f"--fingerprint {expected!r} is not of the form SHA256:<43 characters>")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from nacl.public import PrivateKey
 
 from envcat.cli.display import safe_text
-from envcat.cli.errors import Untrusted
+from envcat.cli.errors import CliError, Untrusted
 from envcat.cli.pins import KnownServers
 from envcat.core.envelope import (
     Envelope,
@@ -73,11 +73,8 @@ def verify_delivery(
         raise Untrusted(f"refusing the delivery: {exc}") from None
     check_statement(envelope, expected)
     if pinned is None:
-        trust.known.pin(trust.server, fingerprint(key))
-        say(
-            f"First use of {trust.server}: its delivery key is {fingerprint(key)} "
-            f"— pinned in {trust.known.path}"
-        )
+        where = _pin(trust, fingerprint(key), say)
+        say(f"First use of {trust.server}: its delivery key is {fingerprint(key)} — {where}")
     else:
         _follow_rotation(signed, offered[0], pinned, trust, say)
     return envelope
@@ -122,8 +119,18 @@ def _follow_rotation(
             f"trusted; update server_fingerprint in {trust.project_file} to {new}."
         )
         return
-    trust.known.pin(trust.server, new)
-    say(f"Server key rotated: {pinned} → {new}, vouched for by the key you trusted.")
+    where = _pin(trust, new, say)
+    say(f"Server key rotated: {pinned} → {new}, vouched for by the key you trusted; {where}")
+
+
+def _pin(trust: Trust, new: str, say: Callable[[str], None]) -> str:
+    """Record the pin; a verified delivery is not lost because the config is read-only."""
+    try:
+        trust.known.pin(trust.server, new)
+    except CliError as exc:
+        say(f"Warning: {exc.message}")
+        return "NOT pinned (trusted for this run only)"
+    return f"pinned in {trust.known.path}"
 
 
 def check_statement(envelope: Envelope, expected: Expected) -> None:

@@ -109,6 +109,7 @@ def test_a_bad_workspace_slug_is_a_usage_error(api: FakeApi, clock: FakeClock) -
         ('workspace = "UPPER"\n', "is not a slug"),
         ('server = "ftp://x"\n', "is not an http:// or https:// URL"),
         ('allow_vars = "PATH"\n', "allow_vars must be a list"),
+        ('server_fingerprint = "SHA256:short"\n', "is not SHA256:<43 characters>"),
     ],
 )
 def test_a_malformed_project_file_is_exit_2_naming_it(

@@ -66,7 +66,7 @@ def test_a_trailing_sensitive_flag_without_value_is_kept() -> None:
 
 
 def test_our_own_key_flag_is_not_redacted() -> None:
-    argv = ["envcat", "get", "--key", "DATABASE_URL", "-k", "API_KEY"]
+    argv = ["envcat", "get", "--key", "DATABASE_URL", "--key=API_KEY", "-k", "API_KEY"]
     assert redact_command(argv, keep=("--key",)) == argv
 
 

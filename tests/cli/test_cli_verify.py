@@ -327,3 +327,27 @@ def test_the_environment_is_untouched_by_a_refusal(api: FakeApi, clock: FakeCloc
     api.values = {"LD_PRELOAD": "x.so"}
     invoke(api, clock)
     assert "LD_PRELOAD" not in os.environ
+
+
+def test_an_unwritable_config_does_not_lose_a_verified_delivery(
+    api: FakeApi, clock: FakeClock, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a config "directory" below a file: mkdir fails, even for root
+    runtime = Runtime(client=mock_client(api), clock=clock.clock(), interactive=False)
+    result = CliRunner().invoke(
+        cli, ["get", "--server", SERVER], obj=runtime, env={"XDG_CONFIG_HOME": str(blocker)}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "NOT pinned (trusted for this run only)" in result.stderr
+    assert result.stdout == "export API_KEY='s3cr3t'\n"
+
+
+def test_malformed_known_servers_lines_are_ignored(
+    api: FakeApi, clock: FakeClock, known_servers: Path
+) -> None:
+    known_servers.parent.mkdir(parents=True)
+    known_servers.write_text(f"garbage\n{SERVER} not-a-fingerprint\n")
+    result = invoke(api, clock)
+    assert result.exit_code == 0, result.stderr
+    assert "First use of" in result.stderr
