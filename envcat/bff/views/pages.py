@@ -152,7 +152,7 @@ def approve(request_id: str) -> Response:
     if context is None:
         return _gone()
     if context.get("status") != "pending":
-        return page("approve_done.html", 409, outcome="decided")
+        return page("approve_done.html", 409, outcome="decided", state=context.get("status"))
     return _render_approval(request_id, context, request.args.get("bundle_id"))
 
 

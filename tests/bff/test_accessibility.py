@@ -1,0 +1,88 @@
+"""axe-core on every page of the web UI, light and dark: no serious or critical violations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.bff.browser_support import (
+    add_key,
+    axe_violations,
+    chromium,
+    create_bundle,
+    describe_violations,
+    new_request,
+    new_tab,
+    sign_up,
+    workspace_of,
+)
+from tests.bff.conftest import unique_email
+from tests.support.stack import LiveStack
+
+__all__ = ["chromium"]  # the fixture, imported for pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _check(page: Any, label: str, found: dict[str, str]) -> None:
+    page.wait_for_load_state("load")
+    violations = axe_violations(page)
+    if violations:
+        found[label] = describe_violations(violations)
+
+
+def _signed_out_pages(page: Any, stack: LiveStack, found: dict[str, str]) -> None:
+    for path in ("/", "/sign-in", "/sign-up", "/no-such-page"):
+        page.goto(f"{stack.bff_url}{path}")
+        _check(page, f"signed out {path}", found)
+
+
+def _workspace_pages(page: Any, stack: LiveStack, found: dict[str, str]) -> None:
+    bundle_id = create_bundle(page, stack, "production/api")
+    add_key(page, "API_URL", "https://api.example.test", secret=False)
+    add_key(page, "SECRET_TOKEN", "canary-a11y", secret=True)
+    _check(page, "bundle", found)
+    page.get_by_role("button", name="Reveal").click()
+    page.locator("code.revealed").wait_for()
+    _check(page, "bundle with a revealed value", found)
+    page.get_by_role("link", name="API_URL").click()
+    _check(page, "key", found)
+    for path in ("/", "/bundles", "/keys", "/account", "/no-such-page"):
+        page.goto(f"{stack.bff_url}{path}")
+        _check(page, f"signed in {path}", found)
+    page.goto(f"{stack.bff_url}/bundles")
+    page.locator("#new-name").fill("production/api")  # taken: the refusal page
+    page.get_by_role("button", name="Create bundle").click()
+    page.locator("#new-error").wait_for()
+    _check(page, "bundle refused", found)
+
+    created = new_request(stack, workspace_of(page, stack), bundle="production/api")
+    page.goto(f"{stack.bff_url}/approve/{created['id']}")
+    _check(page, "approval", found)
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("The values are on their way to your terminal").wait_for()
+    _check(page, "approved", found)
+    page.goto(f"{stack.bff_url}/approve/{created['id']}")
+    _check(page, "already decided", found)
+    page.goto(f"{stack.bff_url}/approve/abcdefghijklmnopqrstuv")
+    _check(page, "unknown request", found)
+    page.goto(f"{stack.bff_url}/audit")
+    _check(page, "audit", found)
+    page.goto(f"{stack.bff_url}/audit?action=request&bundle={bundle_id}")
+    _check(page, "audit filtered", found)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_has_no_serious_accessibility_violations(
+    chromium: Any, stack: LiveStack, scheme: str
+) -> None:
+    page = new_tab(chromium, color_scheme=scheme, bypass_csp=True)
+    found: dict[str, str] = {}
+    try:
+        _signed_out_pages(page, stack, found)
+        sign_up(page, stack, unique_email(f"a11y-{scheme}"))
+        _workspace_pages(page, stack, found)
+    finally:
+        page.context.close()
+    assert not found, "\n".join(f"[{label}]\n{text}" for label, text in found.items())
