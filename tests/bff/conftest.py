@@ -59,6 +59,11 @@ class Browser:
     def tenant_id(self) -> str:
         return str(self.account["tenant"]["id"])
 
+    @property
+    def workspace(self) -> str:
+        """The slug a CLI names this person's workspace by (`envcat get -w …`)."""
+        return str(self.account["tenant"]["slug"])
+
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, **kwargs)
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,12 +69,15 @@ def page(browser: Any) -> Iterator[Any]:
 class CliRun:
     """The real `envcat get` in a subprocess; stderr is read line by line as it comes."""
 
-    def __init__(self, server: str, bundle: str) -> None:
+    def __init__(self, server: str, bundle: str, workspace: str, config_home: Path) -> None:
+        argv = [str(ENVCAT), "get", bundle, "-w", workspace, "--server", server, "--no-qr"]
         self.process = subprocess.Popen(
-            [str(ENVCAT), "get", bundle, "--server", server, "--no-qr", "--format", "json"],
+            [*argv, "--format", "json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # its own known_servers: the first use pins this run's server key
+            env={**os.environ, "XDG_CONFIG_HOME": str(config_home)},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -156,8 +160,11 @@ def create_bundle_with_two_keys(page: Any, stack: LiveStack, name: str) -> None:
         page.get_by_text(f"Added {key}.").wait_for()
 
 
-def start_cli(stack: LiveStack, runs: list[CliRun], bundle: str) -> tuple[CliRun, str, str]:
-    run = CliRun(stack.bff_url, bundle)
+def start_cli(
+    stack: LiveStack, runs: list[CliRun], bundle: str, workspace: str = "ada"
+) -> tuple[CliRun, str, str]:
+    """`envcat get BUNDLE -w WORKSPACE` (ada@example.test's personal workspace is `ada`)."""
+    run = CliRun(stack.bff_url, bundle, workspace, Path(tempfile.mkdtemp(prefix="envcat-cfg-")))
     runs.append(run)
     url, phrase = run.approval()
     return run, url, phrase
@@ -208,7 +215,7 @@ def test_deny_makes_the_cli_exit_4(
         bundle = api.post("/api/v1/bundles", json={"name": "staging/api"}).json()
         api.post(f"/api/v1/bundles/{bundle['id']}/keys", json={"name": "TOKEN", "value": CANARY})
     sign_in_in_browser(page, live_stack, "grace@example.test")
-    run, url, phrase = start_cli(live_stack, cli_runs, "staging/api")
+    run, url, phrase = start_cli(live_stack, cli_runs, "staging/api", "grace")
     page.goto(url)
     assert page.get_by_test_id("phrase").inner_text() == phrase
     page.get_by_role("button", name="Deny").click()
@@ -222,10 +229,14 @@ def test_deny_makes_the_cli_exit_4(
 
 
 def test_signed_out_visit_goes_through_sign_in_and_back(live_stack: LiveStack, page: Any) -> None:
-    live_stack.sign_up("linus@example.test", PASSWORD)
+    account = live_stack.sign_up("linus@example.test", PASSWORD)
     created = httpx.post(
         f"{live_stack.bff_url}/api/v1/requests",
-        json={"client_pubkey": encode_public_key(generate_keypair()), "bundle": "nowhere"},
+        json={
+            "client_pubkey": encode_public_key(generate_keypair()),
+            "workspace": account["tenant"]["slug"],
+            "bundle": "nowhere",
+        },
     ).json()
     approval_path = f"/approve/{created['id']}"
 

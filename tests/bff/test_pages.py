@@ -187,8 +187,8 @@ def test_tenants_never_see_each_other(stack: LiveStack, ada: Browser) -> None:
     assert bundle_json(ada, bundle_id)["name"] == "private/thing"
 
 
-def _request(stack: LiveStack, **hints: Any) -> dict[str, str]:
-    body = {"client_pubkey": encode_public_key(generate_keypair()), **hints}
+def _request(stack: LiveStack, workspace: str, **hints: Any) -> dict[str, str]:
+    body = {"client_pubkey": encode_public_key(generate_keypair()), "workspace": workspace, **hints}
     reply = httpx.post(f"{stack.bff_url}/api/v1/requests", json=body)
     assert reply.status_code == 201
     data: dict[str, str] = reply.json()
@@ -205,6 +205,7 @@ def test_approval_page_preselects_hints_and_locks_required_keys(
     add_key(ada, bundle_id, "UNWANTED", "u")
     created = _request(
         stack,
+        ada.workspace,
         bundle="prod/api",
         template_keys=["WANTED", "MISSING"],
         context={"hostname": "laptop-42", "cwd": "/srv/app", "command": "envcat get prod/api"},

@@ -26,8 +26,12 @@ from tests.support.stack import LiveStack, runtime_of
 pytestmark = pytest.mark.slow
 
 
-def create_request(stack: LiveStack, **body: object) -> dict[str, str]:
-    payload = {"client_pubkey": encode_public_key(generate_keypair()), **body}
+def create_request(stack: LiveStack, workspace: str, **body: object) -> dict[str, str]:
+    payload = {
+        "client_pubkey": encode_public_key(generate_keypair()),
+        "workspace": workspace,
+        **body,
+    }
     reply = httpx.post(f"{stack.bff_url}/api/v1/requests", json=payload)
     assert reply.status_code == 201, reply.text
     data: dict[str, str] = reply.json()
@@ -132,8 +136,8 @@ def test_internal_endpoints_are_unreachable_from_outside(
     assert reply.status_code == 404
 
 
-def test_public_request_endpoints_pass_through(stack: LiveStack) -> None:
-    created = create_request(stack, bundle="production/api", template_keys=["A"])
+def test_public_request_endpoints_pass_through(stack: LiveStack, ada: Browser) -> None:
+    created = create_request(stack, ada.workspace, bundle="production/api", template_keys=["A"])
     assert created["verification_uri_complete"] == (f"{stack.bff_url}/approve/{created['id']}")
     base = f"{stack.bff_url}/api/v1/requests/{created['id']}"
     context = httpx.get(f"{base}/context")
@@ -157,7 +161,7 @@ def test_long_poll_wakes_on_approval_without_blocking_others(
     with stack.signed(ada.user_id, ada.tenant_id) as api:
         bundle = api.post("/api/v1/bundles", json={"name": "prod/api"}).json()
         api.post(f"/api/v1/bundles/{bundle['id']}/keys", json={"name": "A", "value": "1"})
-    created = create_request(stack)
+    created = create_request(stack, ada.workspace)
     outcome: dict[str, object] = {}
 
     def wait() -> None:
@@ -189,8 +193,8 @@ def test_long_poll_wakes_on_approval_without_blocking_others(
     assert float(outcome["seconds"]) < 10  # type: ignore[arg-type]
 
 
-def test_request_id_is_kept_end_to_end(stack: LiveStack) -> None:
-    created = create_request(stack)
+def test_request_id_is_kept_end_to_end(stack: LiveStack, ada: Browser) -> None:
+    created = create_request(stack, ada.workspace)
     reply = httpx.get(
         f"{stack.bff_url}/api/v1/requests/{created['id']}/context",
         headers={"X-Request-Id": "trace-0123456789"},

@@ -34,7 +34,11 @@ def limited_stack(
 
 
 def test_rate_limit_is_per_client_ip_with_retry_after(limited_stack: LiveStack) -> None:
-    body = {"client_pubkey": encode_public_key(generate_keypair())}
+    account = limited_stack.sign_up("limits@example.test", "correct horse battery")
+    body = {
+        "client_pubkey": encode_public_key(generate_keypair()),
+        "workspace": account["tenant"]["slug"],
+    }
     url = f"{limited_stack.bff_url}/api/v1/requests"
     first_ip = {"X-Forwarded-For": "203.0.113.5"}
     assert [httpx.post(url, json=body, headers=first_ip).status_code for _ in range(2)] == [

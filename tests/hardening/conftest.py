@@ -60,9 +60,15 @@ class ProcessStack:
         self.bff_generation += 1
 
 
-def cli_environment(directory: Path) -> dict[str, str]:
-    """A clean environment for `envcat` subprocesses: no ENVCAT_SERVER, a private HOME."""
-    return {"PATH": os.environ["PATH"], "HOME": str(directory), "LANG": "C.UTF-8"}
+def cli_environment(directory: Path, workspace: str) -> dict[str, str]:
+    """A clean environment for `envcat` subprocesses: no ENVCAT_SERVER, a private HOME
+    (so its own known_servers), and the workspace it asks."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(directory),
+        "LANG": "C.UTF-8",
+        "ENVCAT_WORKSPACE": workspace,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ class Owner:
     user_id: str
     tenant_id: str
     client: httpx.Client
+    workspace: str = ""  # the slug a CLI names the tenant by
 
     def create_bundle(self, name: str, values: dict[str, str]) -> str:
         """Create a bundle holding `values` (created in the library); return its id."""
@@ -68,7 +69,8 @@ def sign_up_owner(api_url: str, secret: str) -> Owner:
     assert reply.status_code == 201, reply.text
     account: dict[str, Any] = reply.json()
     user_id, tenant_id = account["user"]["id"], account["tenant"]["id"]
-    return Owner(user_id, tenant_id, signed_client(api_url, secret, Signer(user_id, tenant_id)))
+    client = signed_client(api_url, secret, Signer(user_id, tenant_id))
+    return Owner(user_id, tenant_id, client, account["tenant"]["slug"])
 
 
 @dataclass

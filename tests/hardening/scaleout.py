@@ -29,7 +29,7 @@ import httpx
 from celery import Celery
 from nacl.public import PrivateKey
 
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import migrate
 from envcat.workers.factory import create_celery
@@ -44,6 +44,7 @@ from tests.hardening.processes import (
     worker_metric,
 )
 from tests.support import free_port, private_redis
+from tests.support.envelopes import open_delivery
 
 VALUES = {"SCALE_DATABASE_URL": "postgres://primary.internal/app", "SCALE_TOKEN": "tok-scale"}
 ENCRYPT, SWEEP = "envcat.encrypt_from_bundle", "envcat.sweep_expired_requests"
@@ -169,7 +170,7 @@ def _wait(bff: str, asker: Asker, outcome: Outcome, lock: threading.Lock) -> Non
                 elif reply.status_code == 200 and reply.json()["status"] == "ready":
                     outcome.answers.append("ready")
                     sealed = base64.b64decode(reply.json()["ciphertext_base64"])
-                    outcome.opened.append(open_values(asker.private_key, sealed))
+                    outcome.opened.append(open_delivery(asker.private_key, sealed))
                 else:
                     outcome.answers.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
             return
@@ -185,11 +186,11 @@ def _approve(session: BffSession, request_id: str, bundle_id: str, errors: list[
         errors.append(f"approve HTTP {reply.status_code}: {reply.text[:200]}")
 
 
-def _ask(bff: str) -> Asker:
+def _ask(bff: str, workspace: str) -> Asker:
     private_key = generate_keypair()
     reply = httpx.post(
         f"{bff}/api/v1/requests",
-        json={"client_pubkey": encode_public_key(private_key)},
+        json={"client_pubkey": encode_public_key(private_key), "workspace": workspace},
         timeout=30,
     )
     assert reply.status_code == 201, reply.text
@@ -205,7 +206,8 @@ def drive(target: Cluster, approvals: int, broker: str) -> Result:
     bundle_id = reply.json()["id"]
     for name, value in VALUES.items():
         sessions[1].api("POST", f"/api/v1/bundles/{bundle_id}/keys", {"name": name, "value": value})
-    askers = [_ask(target.bffs[i % 2]) for i in range(approvals)]
+    workspace = sessions[0].api("GET", "/api/v1/me").json()["tenant"]["slug"]
+    askers = [_ask(target.bffs[i % 2], workspace) for i in range(approvals)]
     outcomes = [Outcome() for _ in askers]
     lock, errors = threading.Lock(), list[str]()
     waiters = [

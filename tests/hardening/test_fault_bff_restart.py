@@ -27,7 +27,7 @@ def test_clis_waiting_through_a_restarted_bff_all_receive(
 ) -> None:
     owner = sign_up_owner(process_stack.api_url, process_stack.secret)
     bundle_id = owner.create_bundle("production/api", VALUES)
-    env = cli_environment(tmp_path)
+    env = cli_environment(tmp_path, owner.workspace)
     clis = [
         CliRun.start(process_stack.bff_url, "production/api", "--timeout", "90", env=env)
         for _ in range(CLIS)

@@ -16,11 +16,12 @@ import pytest
 import redis
 
 from envcat.services import access_requests as store
-from envcat.services import delivery
+from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
 from tests.hardening.conftest import ProcessStack, cli_environment
 from tests.hardening.flows import CliRun, sign_up_owner
 from tests.hardening.processes import worker_metric
+from tests.support.requests import record_approval
 
 TASK = "envcat.encrypt_from_bundle"
 MISSING_BUNDLE = "00000000-0000-4000-8000-000000000000"
@@ -43,19 +44,21 @@ def test_a_task_for_a_missing_bundle_fails_the_request_once(
     owner.client.close()
     app_redis = redis.Redis.from_url(process_stack.settings.redis_url, decode_responses=True)
     broker = redis.Redis.from_url(process_stack.settings.broker_url, decode_responses=True)
-    cli = CliRun.start(process_stack.bff_url, "--timeout", "60", env=cli_environment(tmp_path))
+    env = cli_environment(tmp_path, owner.workspace)
+    cli = CliRun.start(process_stack.bff_url, "--timeout", "60", env=env)
     try:
         request_id = cli.request_id()
         runs, failures = (
             _runs(process_stack),
             _worker_sample(process_stack, "envcat_task_failures_total"),
         )
-        record = delivery.approval_record(owner.tenant_id, owner.user_id, MISSING_BUNDLE, ["A"])
-        assert store.mark_approved(app_redis, request_id, approval=record, at=time.time())
+        # an approval the api would have MACed, for a bundle that does not exist
+        with create_service_app(process_stack.settings).app_context():
+            request = store.get(app_redis, request_id)
+            assert request is not None
+            mac = record_approval(app_redis, request, owner.user_id, MISSING_BUNDLE, ["A"])
         celery = create_celery(process_stack.settings)
-        celery.send_task(
-            TASK, args=[request_id, owner.tenant_id, owner.user_id, MISSING_BUNDLE, ["A"]]
-        )
+        celery.send_task(TASK, args=[request_id, mac])
 
         code, values, stderr = cli.finish(timeout=60)
         assert code == 1 and values is None

@@ -8,7 +8,6 @@ api and bff under gunicorn and the Celery worker are not restarted.
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -16,19 +15,20 @@ import httpx
 import pytest
 from nacl.public import PrivateKey
 
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.sealing import encode_public_key, generate_keypair
 from tests.hardening.conftest import ProcessStack
 from tests.hardening.flows import Owner, sign_up_owner
 from tests.hardening.snapshots import database_dump
+from tests.support.envelopes import open_delivery
 
 VALUES = {"REDIS_OUTAGE_A": "alpha", "REDIS_OUTAGE_B": "beta"}
 RECOVERY_SECONDS = 30.0
 
 
-def _create(public: httpx.Client) -> tuple[httpx.Response, PrivateKey]:
+def _create(public: httpx.Client, workspace: str) -> tuple[httpx.Response, PrivateKey]:
     private_key = generate_keypair()
-    reply = public.post("/api/v1/requests", json={"client_pubkey": encode_public_key(private_key)})
-    return reply, private_key
+    body = {"client_pubkey": encode_public_key(private_key), "workspace": workspace}
+    return public.post("/api/v1/requests", json=body), private_key
 
 
 def _wait(public: httpx.Client, created: dict[str, Any], timeout: int = 0) -> httpx.Response:
@@ -47,7 +47,9 @@ def _assert_unavailable(reply: httpx.Response, what: str) -> None:
 def _recovered_flow(public: httpx.Client, owner: Owner, bundle_id: str) -> dict[str, str]:
     """A whole approval after the outage; retried only until Redis answers again."""
     deadline = time.monotonic() + RECOVERY_SECONDS
-    while (reply := _create(public))[0].status_code == 503 and time.monotonic() < deadline:
+    while (reply := _create(public, owner.workspace))[
+        0
+    ].status_code == 503 and time.monotonic() < deadline:
         time.sleep(0.2)
     response, private_key = reply
     assert response.status_code == 201, response.text
@@ -55,7 +57,7 @@ def _recovered_flow(public: httpx.Client, owner: Owner, bundle_id: str) -> dict[
     assert owner.approve(created["id"], bundle_id, list(VALUES)).status_code == 202
     result = _wait(public, created, timeout=25).json()  # the worker reconnected to its broker
     assert result["status"] == "ready", result
-    return open_values(private_key, base64.b64decode(result["ciphertext_base64"]))
+    return open_delivery(private_key, result["ciphertext_base64"])
 
 
 @pytest.mark.slow
@@ -64,13 +66,13 @@ def test_redis_restarted_mid_flow_gives_503_then_recovers(process_stack: Process
     public = httpx.Client(base_url=process_stack.bff_url, timeout=30)
     try:
         bundle_id = owner.create_bundle("redis/outage", VALUES)
-        pending, _ = _create(public)
+        pending, _ = _create(public, owner.workspace)
         assert pending.status_code == 201
         before = database_dump(process_stack.settings.database_url)
 
         process_stack.redis.stop()
         try:
-            _assert_unavailable(_create(public)[0], "create through the bff")
+            _assert_unavailable(_create(public, owner.workspace)[0], "create through the bff")
             _assert_unavailable(_wait(public, pending.json()), "wait through the bff")
             _assert_unavailable(_wait(public, pending.json(), timeout=5), "long poll")
             approval = owner.approve(pending.json()["id"], bundle_id, list(VALUES))

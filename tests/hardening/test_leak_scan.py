@@ -66,7 +66,9 @@ def _create_bundle(person: BffSession, name: str, values: dict[str, str]) -> str
 
 def _deliver(stack: ProcessStack, person: BffSession, bundle_id: str, home: Path) -> str:
     """The real CLI asks, the person approves on the approval page; return the CLI's stderr."""
-    cli = CliRun.start(stack.bff_url, "leak/scan", "--timeout", "60", env=cli_environment(home))
+    workspace = person.api("GET", "/api/v1/me").json()["tenant"]["slug"]
+    env = cli_environment(home, workspace)
+    cli = CliRun.start(stack.bff_url, "leak/scan", "--timeout", "60", env=env)
     try:
         request_id = cli.request_id()
         page = person.client.get(f"/approve/{request_id}")

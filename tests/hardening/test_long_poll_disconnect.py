@@ -9,7 +9,6 @@ checks that its caller is still connected before it takes anything.
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
 from urllib.parse import urlsplit
@@ -17,7 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.sealing import encode_public_key, generate_keypair
+from tests.support.envelopes import open_delivery
 from tests.support.stack import LiveStack
 
 VALUES = {"HUNG_UP": "still delivered"}
@@ -48,9 +48,11 @@ def test_a_hung_up_long_poll_leaves_the_payload_for_the_next(live_stack: LiveSta
             )
             assert added.status_code == 201
         private_key = generate_keypair()
-        created = cli.post(
-            "/api/v1/requests", json={"client_pubkey": encode_public_key(private_key)}
-        ).json()
+        body = {
+            "client_pubkey": encode_public_key(private_key),
+            "workspace": account["tenant"]["slug"],
+        }
+        created = cli.post("/api/v1/requests", json=body).json()
         _hang_up_a_long_poll(live_stack.api_url, created["id"], created["poll_token"])
 
         approved = owner.post(
@@ -66,5 +68,4 @@ def test_a_hung_up_long_poll_leaves_the_payload_for_the_next(live_stack: LiveSta
         )
     assert reply.status_code == 200, reply.text
     assert reply.json()["status"] == "ready"
-    sealed = base64.b64decode(reply.json()["ciphertext_base64"])
-    assert open_values(private_key, sealed) == VALUES
+    assert open_delivery(private_key, reply.json()["ciphertext_base64"]) == VALUES

@@ -168,7 +168,8 @@ def _approve_through_the_api(settings: Settings, request_id: str) -> str:
         keys = f"/api/v1/bundles/{bundle['id']}/keys"
         assert signed.post(keys, {"name": "OBS_TOKEN", "value": CANARY}).status_code == 201
         public_key = encode_public_key(generate_keypair())
-        created = api.test_client().post("/api/v1/requests", json={"client_pubkey": public_key})
+        body = {"client_pubkey": public_key, "workspace": "ten-obs"}
+        created = api.test_client().post("/api/v1/requests", json=body)
         access_id = created.get_json()["id"]
         approve = signed.post(
             f"/api/v1/requests/{access_id}/encrypt-from-bundle",
