@@ -45,8 +45,6 @@ def _in_gunicorn_worker() -> bool:
 
 def _is_first_report(line: str) -> bool:
     """Under `gunicorn -w N` every worker fails alike: let only the first one print."""
-    if not _in_gunicorn_worker():
-        return True
     marker = Path(tempfile.gettempdir()) / f"envcat-config-error-{os.getppid()}-{len(line)}"
     try:
         with contextlib.suppress(FileNotFoundError):
@@ -66,12 +64,16 @@ def load_or_halt(*, needs_kms_key: bool = True) -> Settings:
         return load_settings(needs_kms_key=needs_kms_key)
     except ConfigError as exc:
         line = str(exc.code)
-        if not _is_first_report(line):
-            # A sibling worker already reported it and halts the arbiter. Two exits with
-            # code 3 at once make gunicorn's halt raise again (a traceback, exit 1).
-            raise SystemExit(1) from None
-        print(line, file=sys.stderr, flush=True)
-        raise SystemExit(WORKER_BOOT_ERROR) from None
+        in_worker = _in_gunicorn_worker()
+        # Under `-w N` a sibling may have reported it already and halts the arbiter; two
+        # exits with code 3 at once make gunicorn's halt raise again (a traceback, exit 1).
+        code = WORKER_BOOT_ERROR if not in_worker or _is_first_report(line) else 1
+        if code == WORKER_BOOT_ERROR:
+            print(line, file=sys.stderr, flush=True)
+        if in_worker:
+            # Nothing to clean up yet; a prompt exit lets the arbiter halt at once.
+            os._exit(code)
+        raise SystemExit(code) from None
 
 
 def private_metrics_dir() -> Path | None:

@@ -14,7 +14,13 @@ from typing import TypeVar
 
 import click
 
-from envcat.ops.config import DEFAULT_DATA_DIR, OpsError, generate_secrets, load_server_settings
+from envcat.ops.config import (
+    DEFAULT_DATA_DIR,
+    SECRETS_FILE,
+    OpsError,
+    generate_secrets,
+    load_server_settings,
+)
 
 F = TypeVar("F", bound=Callable[..., object])
 _PORT = click.IntRange(1, 65535)
@@ -113,6 +119,45 @@ def gen_keys() -> None:
     """
     for name, value in generate_secrets().items():
         click.echo(f"{name}={value}")
+
+
+@server.command("rotate-signing-key")
+@click.option(
+    "--secrets-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The env file holding DELIVERY_SIGNING_KEY [default: DATA_DIR/secrets.env].",
+)
+@click.option("--drop-old", is_flag=True, help="End a rotation: keep only the new primary key.")
+@data_dir_option
+def rotate_signing_key(secrets_file: Path | None, drop_old: bool, data_dir: Path) -> None:
+    """Rotate the key the workers sign deliveries with (DELIVERY_SIGNING_KEY).
+
+    Puts a fresh key first in DELIVERY_SIGNING_KEY and keeps the current one
+    second: the workers sign with both, so a CLI that pinned the old key still
+    verifies deliveries and learns the new key from them. After the grace period
+    (30 days is a good default) run it again with --drop-old.
+    """
+    from envcat.ops import signing
+
+    path = secrets_file or data_dir / SECRETS_FILE
+    if drop_old:
+        result = signing.drop_old(path)
+        click.echo(result.primary)
+        _echo(f"{path}: DELIVERY_SIGNING_KEY now holds only the primary key.")
+        _echo("Restart the workers and the api with it.")
+        return
+    result = signing.rotate(path)
+    click.echo(result.primary)
+    _echo(f"{path}: a new primary delivery signing key {result.primary}")
+    if result.kept:
+        _echo(f"keeps signing with the previous key {result.kept[0]} during the grace period.")
+    _echo("1. Restart the workers (they sign) and the api (it serves the public keys).")
+    _echo(
+        f"2. Keep the old key for the grace period ({signing.GRACE_DAYS} days is a good default): "
+        "CLIs pinned to it verify deliveries signed by both keys and learn the new one."
+    )
+    _echo("3. Then run: envcat server rotate-signing-key --drop-old, and restart again.")
 
 
 @server.command("rotate-kms")

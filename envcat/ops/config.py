@@ -18,6 +18,7 @@ import click
 from dotenv import dotenv_values
 from pydantic import SecretStr
 
+from envcat.core.envelope import generate_seed
 from envcat.core.keys import new_kms_key, new_shared_secret
 from envcat.core.settings import ConfigError, Settings, load_settings
 
@@ -46,12 +47,13 @@ REDIS_PASSWORD = "REDIS_PASSWORD"  # noqa: S105  # the variable name, not a valu
 def generate_secrets() -> dict[str, str]:
     """Return fresh values for every secret a server needs (what `gen-keys` prints).
 
-    REDIS_PASSWORD is the password of the private redis-server `up` starts (compose
-    uses it for the api/worker Redis user).
+    DELIVERY_SIGNING_KEY is for the workers only; REDIS_PASSWORD is the password of
+    the private redis-server `up` starts (compose uses it for the api/worker Redis user).
     """
     return {
         "BUNDLE_KMS_KEY": new_kms_key(),
         "BFF_SHARED_SECRET": new_shared_secret(),
+        "DELIVERY_SIGNING_KEY": generate_seed(),
         REDIS_PASSWORD: secrets.token_hex(32),
     }
 

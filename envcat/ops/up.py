@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 import envcat
 from envcat.core.settings import Settings
-from envcat.ops import demo
+from envcat.ops import demo, signing
 from envcat.ops.config import (
     DATABASE_FILE,
     DEFAULT_DATA_DIR,
@@ -58,7 +58,7 @@ REDIS_MISSING = (
     "or brew install redis (or set REDIS_URL to a Redis you run)"
 )
 KMS_VARIABLE = "BUNDLE_KMS_KEY"
-SIGNING_VARIABLE = "DELIVERY_SIGNING_KEY"
+SIGNING_VARIABLE = signing.SIGNING_VARIABLE
 # What the internet-facing bff never holds: the keyring of the values at rest, the
 # delivery signing key and the database URL (with its password).
 NOT_FOR_THE_BFF = frozenset({KMS_VARIABLE, SIGNING_VARIABLE, "DATABASE_URL"})
@@ -142,6 +142,14 @@ def _without(env: Mapping[str, str], names: frozenset[str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if name.upper() not in names}
 
 
+def _public_keys(settings: Settings) -> dict[str, str]:
+    # The api serves the public halves (GET /api/v1/server-key); the seeds stay with the workers.
+    if settings.delivery_signing_key is None or settings.delivery_public_keys:
+        return {}
+    seeds = settings.delivery_signing_key.get_secret_value()
+    return {"DELIVERY_PUBLIC_KEYS": signing.public_keys_setting(seeds)}
+
+
 def redis_config(port: int, data_dir: Path, password: str) -> str:
     """The private redis-server's configuration: loopback, no persistence, a password."""
     lines = [
@@ -177,6 +185,7 @@ def app_specs(options: UpOptions, data_dir: Path, settings: Settings) -> list[Pr
             [*api, "--bind", f"127.0.0.1:{options.api_port}", "envcat.api.wsgi:app"],
             {
                 **_without(env, NOT_FOR_THE_API),
+                **_public_keys(settings),
                 "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(data_dir, "api"),
             },
         ),

@@ -34,7 +34,12 @@ def test_gen_keys_prints_settings_that_load() -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     values = dict(line.split("=", 1) for line in lines)
-    assert sorted(values) == ["BFF_SHARED_SECRET", "BUNDLE_KMS_KEY", "REDIS_PASSWORD"]
+    assert sorted(values) == [
+        "BFF_SHARED_SECRET",
+        "BUNDLE_KMS_KEY",
+        "DELIVERY_SIGNING_KEY",
+        "REDIS_PASSWORD",
+    ]
     assert len(values["REDIS_PASSWORD"]) == 64
     settings = Settings(**{name.lower(): value for name, value in values.items()})  # type: ignore[arg-type]
     assert settings.bff_shared_secret.get_secret_value() == values["BFF_SHARED_SECRET"]
@@ -53,7 +58,12 @@ def test_secrets_file_is_created_private_and_reused(tmp_path: Path) -> None:
     path = ensure_secrets(data_dir)
     assert _mode(path) == 0o600
     first = read_secrets(path)
-    assert set(first) == {"BUNDLE_KMS_KEY", "BFF_SHARED_SECRET", "REDIS_PASSWORD"}
+    assert set(first) == {
+        "BUNDLE_KMS_KEY",
+        "BFF_SHARED_SECRET",
+        "DELIVERY_SIGNING_KEY",
+        "REDIS_PASSWORD",
+    }
     ensure_secrets(data_dir)
     assert read_secrets(path) == first
     assert not list(data_dir.glob(".*.tmp"))

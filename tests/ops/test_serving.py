@@ -95,6 +95,13 @@ def test_a_bad_secret_stops_celery_with_one_line(command: list[str], tmp_path: P
     assert seconds < STOP_WITHIN_SECONDS
 
 
+def test_a_worker_without_the_signing_key_stops_with_one_line() -> None:
+    env = clean_environment(BFF_SHARED_SECRET=new_shared_secret(), BUNDLE_KMS_KEY=new_kms_key())
+    result, seconds = _run([*CELERY, "worker", "--pool", "solo"], env)
+    _assert_one_clear_line(result, "DELIVERY_SIGNING_KEY: Field required")
+    assert seconds < STOP_WITHIN_SECONDS
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
