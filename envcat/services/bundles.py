@@ -220,6 +220,7 @@ def create_and_attach_key(actor: Actor, bundle_id: str, body: CreateAndAttachKey
             body.value,
             is_secret=body.is_secret,
             description=body.description,
+            dangerous_ok=body.dangerous_ok,
         )
         _attach(bundle, key, required=body.required, position=body.position)
     actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
@@ -259,7 +260,12 @@ def _apply_import(
         key = library.get(name)
         if key is None:
             key = keys.new_key(
-                bundle.tenant_id, name, value, is_secret=body.is_secret, description=""
+                bundle.tenant_id,
+                name,
+                value,
+                is_secret=body.is_secret,
+                description="",
+                dangerous_ok=body.dangerous_ok,
             )
             result.created.append(name)
         elif keys.decrypt(key) == value:

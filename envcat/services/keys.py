@@ -14,8 +14,9 @@ from sqlalchemy import delete, func, select
 
 from envcat.core.kms import DecryptionError
 from envcat.core.schemas.bundles import KeyCreate, KeyList, KeyOut, KeyUpdate
+from envcat.core.wire import is_dangerous_name
 from envcat.models import BundleKey, Key, db, new_uuid
-from envcat.services.errors import Conflict, EnvCatError
+from envcat.services.errors import Conflict, EnvCatError, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc, get_key, transaction
 
@@ -28,8 +29,27 @@ class DecryptionFailed(EnvCatError):
     status, code = 500, "decryption_failed"
 
 
-def new_key(tenant_id: str, name: str, value: str, *, is_secret: bool, description: str) -> Key:
+def check_name(name: str, *, dangerous_ok: bool) -> None:
+    """Refuse a name that changes how programs load or run (LD_PRELOAD, BASH_ENV, PATH…)
+    unless an admin marked the key `dangerous_ok` (issue #11; the CLI refuses them too)."""
+    if is_dangerous_name(name) and not dangerous_ok:
+        raise ValidationFailed(
+            f"{name} changes how programs load or run; EnvCat refuses such names unless the "
+            "key is marked dangerous_ok (and each CLI must still allow it with --allow-var)."
+        )
+
+
+def new_key(
+    tenant_id: str,
+    name: str,
+    value: str,
+    *,
+    is_secret: bool,
+    description: str,
+    dangerous_ok: bool = False,
+) -> Key:
     """Add a library key to the session (not committed), its value encrypted under its id."""
+    check_name(name, dangerous_ok=dangerous_ok)
     key_id = new_uuid()
     ciphertext = current().keyring.encrypt(value, tenant_id=tenant_id, key_id=key_id)
     key = Key(
@@ -39,6 +59,7 @@ def new_key(tenant_id: str, name: str, value: str, *, is_secret: bool, descripti
         value=ciphertext,
         is_secret=is_secret,
         description=description,
+        dangerous_ok=dangerous_ok,
     )
     db.session.add(key)
     return key
@@ -98,6 +119,7 @@ def _out(key: Key, bundle_count: int, value: str | None) -> KeyOut:
         description=key.description,
         value=value,
         bundle_count=bundle_count,
+        dangerous_ok=key.dangerous_ok,
         created_at=as_utc(key.created_at),
         updated_at=as_utc(key.updated_at),
     )
@@ -140,6 +162,7 @@ def create_key(actor: Actor, body: KeyCreate) -> KeyOut:
             body.value,
             is_secret=body.is_secret,
             description=body.description,
+            dangerous_ok=body.dangerous_ok,
         )
     actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
     return key_out(actor.tenant_id, key.id)
@@ -148,6 +171,10 @@ def create_key(actor: Actor, body: KeyCreate) -> KeyOut:
 def _apply_update(key: Key, body: KeyUpdate) -> list[str]:
     """Apply the fields that differ; return their names (a form may resend unchanged ones)."""
     changed: list[str] = []
+    if body.dangerous_ok is not None and body.dangerous_ok != key.dangerous_ok:
+        key.dangerous_ok = body.dangerous_ok
+        changed.append("dangerous_ok")
+    check_name(body.name or key.name, dangerous_ok=key.dangerous_ok)
     if body.name is not None and body.name != key.name:
         if name_taken(key.tenant_id, body.name, other_than=key.id):
             raise Conflict(f"A key named {body.name} already exists.")

@@ -12,6 +12,7 @@ KEY_FIELDS = {
     "id",
     "name",
     "is_secret",
+    "dangerous_ok",
     "description",
     "value",
     "bundle_count",
@@ -256,3 +257,34 @@ def test_every_key_route_is_in_the_openapi_document(api_client) -> None:  # type
     assert set(spec["paths"]["/api/v1/keys/{key_id}"]) == {"get", "patch", "delete"}
     params = {p["name"] for p in spec["paths"]["/api/v1/keys/{key_id}"]["get"]["parameters"]}
     assert params == {"key_id", "reveal"}
+
+
+@pytest.mark.parametrize(
+    "name", ["LD_PRELOAD", "BASH_ENV", "PATH", "PYTHONSTARTUP", "GIT_SSH_COMMAND"]
+)
+def test_names_that_change_how_programs_run_need_dangerous_ok(owner, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue #11: the server refuses LD_PRELOAD & co. at write time unless an admin says so."""
+    refused = owner.post("/api/v1/keys", {"name": name, "value": "./evil.so"})
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "validation_error"
+    assert "dangerous_ok" in refused.get_json()["message"]
+    assert "./evil.so" not in refused.get_data(as_text=True)
+    assert db.session.query(Key).filter_by(name=name).count() == 0
+    allowed = owner.post("/api/v1/keys", {"name": name, "value": "x", "dangerous_ok": True})
+    assert allowed.status_code == 201, allowed.get_json()
+    assert allowed.get_json()["dangerous_ok"] is True
+
+
+def test_renaming_to_a_dangerous_name_or_importing_one_is_refused(owner) -> None:  # type: ignore[no-untyped-def]
+    key = owner.post("/api/v1/keys", {"name": "HARMLESS", "value": "x"}).get_json()
+    renamed = owner.patch(f"/api/v1/keys/{key['id']}", {"name": "LD_LIBRARY_PATH"})
+    assert renamed.status_code == 400
+    assert owner.get(f"/api/v1/keys/{key['id']}").get_json()["name"] == "HARMLESS"
+    bundle = owner.post("/api/v1/bundles", {"name": "imp/ort"}).get_json()
+    body = {"format": "dotenv", "content": "SAFE=1\nBASH_ENV=$(id)\n"}
+    imported = owner.post(f"/api/v1/bundles/{bundle['id']}/import", body)
+    assert imported.status_code == 400
+    assert db.session.query(Key).filter_by(name="SAFE").count() == 0  # nothing half-written
+    assert owner.post(
+        f"/api/v1/bundles/{bundle['id']}/import", {**body, "dangerous_ok": True}
+    ).status_code in (200, 201)

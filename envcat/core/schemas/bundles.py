@@ -182,6 +182,7 @@ class CreateAndAttachKey(_Body):
     description: Description = ""
     required: bool = False
     position: Position | None = None
+    dangerous_ok: bool = False  # an admin's yes to a name like LD_PRELOAD (see core.wire)
 
 
 class BundleKeyAdd(RootModel[AttachKey | CreateAndAttachKey]):
@@ -195,6 +196,7 @@ class ImportRequest(_Body):
     content: Annotated[str, Field(max_length=MAX_IMPORT_CONTENT)]
     overwrite: bool = False
     is_secret: bool = True  # for the keys the import creates; existing keys keep theirs
+    dangerous_ok: bool = False  # lets the import create names like LD_PRELOAD (core.wire)
 
 
 class BundleListQuery(_Query):
@@ -270,6 +272,7 @@ class KeyCreate(_Body):
     value: KeyValue
     is_secret: bool = True
     description: Description = ""
+    dangerous_ok: bool = False  # an admin's yes to a name like LD_PRELOAD (see core.wire)
 
 
 class KeyUpdate(_Patch):
@@ -279,6 +282,7 @@ class KeyUpdate(_Patch):
     value: KeyValue | None = None
     is_secret: bool | None = None
     description: Description | None = None
+    dangerous_ok: bool | None = None
 
 
 class KeyListQuery(_Query):
@@ -302,6 +306,7 @@ class KeyOut(BaseModel):
     description: str
     value: str | None
     bundle_count: int
+    dangerous_ok: bool = False
     created_at: datetime
     updated_at: datetime
 
