@@ -23,7 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_fakes import WORKSPACE, FakeApi, serve
+from tests.cli.cli_fakes import (
+    NEW_SEED,
+    SERVER_SEED,
+    WORKSPACE,
+    FakeApi,
+    fingerprint_of,
+    keyring,
+    serve,
+)
 
 ENVCAT = [sys.executable, "-m", "envcat.cli.main"]
 
@@ -191,7 +199,7 @@ def test_sigterm_cancels_even_when_sigint_is_ignored(
     assert len(api.calls_to("DELETE")) == 1
 
 
-@pytest.mark.parametrize("shell", ["bash", "zsh"])
+@pytest.mark.parametrize("shell", ["bash", "dash", "zsh"])
 def test_eval_of_get_in_a_real_shell(api: FakeApi, server: str, tmp_path: Path, shell: str) -> None:
     if shutil.which(shell) is None:
         pytest.skip(f"{shell} is not installed here (CI installs it)")
@@ -210,6 +218,8 @@ def test_eval_of_get_in_a_real_shell(api: FakeApi, server: str, tmp_path: Path, 
     assert result.returncode == 0, result.stderr
     assert result.stdout == api.values["TOKEN"].encode()
     assert not sentinel.exists()
+    assert f"First use of {server}: its delivery key is SHA256:".encode() in result.stderr
+    assert b"approved by alice@acme.dev in acme \xc2\xb7 prod/api" in result.stderr
 
 
 def test_fish_source_of_get(api: FakeApi, server: str, tmp_path: Path) -> None:
@@ -227,9 +237,23 @@ def test_fish_source_of_get(api: FakeApi, server: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == api.values["TOKEN"].encode()
+    assert b"First use of" in result.stderr
 
 
 def test_version_of_the_module_entry_point(tmp_path: Path) -> None:
     result = envcat("--version", tmp_path=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("envcat ")
+
+
+def test_a_rotation_moves_the_pin_of_the_real_process(
+    api: FakeApi, server: str, tmp_path: Path
+) -> None:
+    known = tmp_path / "config" / "envcat" / "known_servers"
+    known.parent.mkdir(parents=True)
+    known.write_text(f"{server} {fingerprint_of(SERVER_SEED)}\n")
+    api.signing = keyring(NEW_SEED, SERVER_SEED)
+    result = envcat("get", "--server", server, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Server key rotated" in result.stderr
+    assert known.read_text() == f"{server} {fingerprint_of(NEW_SEED)}\n"
