@@ -113,12 +113,22 @@ def init_db(data_dir: Path) -> None:
 def gen_keys() -> None:
     """Print fresh secrets as KEY=value lines for an env file.
 
+    DELIVERY_SIGNING_KEY is for the workers only; DELIVERY_PUBLIC_KEYS (its
+    public half) is for the api; BUNDLE_KMS_KEY never goes to the bff
+    (docs/self-hosting.md shows which file each line belongs in).
+
     \b
     Example:
       (umask 077; envcat server gen-keys > .envcat/secrets.env)
     """
-    for name, value in generate_secrets().items():
+    from envcat.ops import signing
+
+    values = generate_secrets()
+    for name, value in values.items():
         click.echo(f"{name}={value}")
+    # Not a secret: the api serves it; the seeds stay with the workers.
+    public = signing.public_keys_setting(values[signing.SIGNING_VARIABLE])
+    click.echo(f"{signing.PUBLIC_VARIABLE}={public}")
 
 
 @server.command("rotate-signing-key")
@@ -145,6 +155,7 @@ def rotate_signing_key(secrets_file: Path | None, drop_old: bool, data_dir: Path
         result = signing.drop_old(path)
         click.echo(result.primary)
         _echo(f"{path}: DELIVERY_SIGNING_KEY now holds only the primary key.")
+        _echo(f"The api serves {signing.PUBLIC_VARIABLE}={result.public_keys}")
         _echo("Restart the workers and the api with it.")
         return
     result = signing.rotate(path)
@@ -152,6 +163,7 @@ def rotate_signing_key(secrets_file: Path | None, drop_old: bool, data_dir: Path
     _echo(f"{path}: a new primary delivery signing key {result.primary}")
     if result.kept:
         _echo(f"keeps signing with the previous key {result.kept[0]} during the grace period.")
+    _echo(f"The api serves {signing.PUBLIC_VARIABLE}={result.public_keys}")
     _echo("1. Restart the workers (they sign) and the api (it serves the public keys).")
     _echo(
         f"2. Keep the old key for the grace period ({signing.GRACE_DAYS} days is a good default): "

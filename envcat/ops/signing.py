@@ -21,8 +21,12 @@ from envcat.core.envelope import (
 from envcat.ops.config import OpsError, read_secrets, write_private_file
 
 SIGNING_VARIABLE = "DELIVERY_SIGNING_KEY"
+PUBLIC_VARIABLE = "DELIVERY_PUBLIC_KEYS"
 GRACE_DAYS = 30
-_LINE = re.compile(rf"^\s*(export\s+)?{SIGNING_VARIABLE}\s*=.*$", re.M)
+
+
+def _line(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*(export\s+)?{name}\s*=.*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Rotation:
 
     primary: str
     kept: list[str]
+    public_keys: str
 
 
 def _seeds(value: str) -> list[str]:
@@ -54,10 +59,16 @@ def public_keys_setting(value: str) -> str:
 
 
 def _write(path: Path, seeds: list[str]) -> None:
+    """Replace the seeds (and the public keys, when the file holds them) in place."""
     text = path.read_text(encoding="utf-8")
-    line = f"{SIGNING_VARIABLE}={','.join(seeds)}"
-    if _LINE.search(text):
-        text = _LINE.sub(lambda _: line, text, count=1)
+    value = ",".join(seeds)
+    public = _line(PUBLIC_VARIABLE)
+    if public.search(text):
+        line = f"{PUBLIC_VARIABLE}={public_keys_setting(value)}"
+        text = public.sub(lambda _: line, text, count=1)
+    own, line = _line(SIGNING_VARIABLE), f"{SIGNING_VARIABLE}={value}"
+    if own.search(text):
+        text = own.sub(lambda _: line, text, count=1)
     else:
         text = text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
     write_private_file(path, text)
@@ -82,7 +93,7 @@ def rotate(path: Path) -> Rotation:
     rotated = [generate_seed(), *seeds]
     fingerprints = _fingerprints(rotated)
     _write(path, rotated)
-    return Rotation(fingerprints[0], fingerprints[1:])
+    return Rotation(fingerprints[0], fingerprints[1:], public_keys_setting(",".join(rotated)))
 
 
 def drop_old(path: Path) -> Rotation:
@@ -93,4 +104,4 @@ def drop_old(path: Path) -> Rotation:
     fingerprints = _fingerprints(seeds)
     if len(seeds) > 1:
         _write(path, seeds[:1])
-    return Rotation(fingerprints[0], [])
+    return Rotation(fingerprints[0], [], public_keys_setting(seeds[0]))

@@ -37,6 +37,7 @@ def test_gen_keys_prints_settings_that_load() -> None:
     assert sorted(values) == [
         "BFF_SHARED_SECRET",
         "BUNDLE_KMS_KEY",
+        "DELIVERY_PUBLIC_KEYS",
         "DELIVERY_SIGNING_KEY",
         "REDIS_PASSWORD",
     ]

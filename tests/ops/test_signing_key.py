@@ -29,6 +29,7 @@ def test_gen_keys_prints_a_signing_key_the_settings_accept() -> None:
     values = dict(line.split("=", 1) for line in lines)
     keyring = SigningKeyring.from_setting(values[VARIABLE])
     assert len(keyring.public_keys) == 1
+    assert values["DELIVERY_PUBLIC_KEYS"] == encode_key(keyring.public_keys[0])
 
 
 def test_an_older_secrets_file_gets_a_signing_key_and_keeps_its_values(tmp_path: Path) -> None:
@@ -45,7 +46,8 @@ def test_an_older_secrets_file_gets_a_signing_key_and_keeps_its_values(tmp_path:
 def test_rotation_prepends_a_new_key_then_drops_the_old_one(tmp_path: Path) -> None:
     old = generate_seed()
     path = tmp_path / "secrets.env"
-    path.write_text(f"# mine\nREDIS_PASSWORD=r\n{VARIABLE}={old}\nLOG_LEVEL=DEBUG\n")
+    public = "DELIVERY_PUBLIC_KEYS=" + encode_key(SigningKeyring.from_setting(old).public_keys[0])
+    path.write_text(f"# mine\nREDIS_PASSWORD=r\n{VARIABLE}={old}\n{public}\nLOG_LEVEL=DEBUG\n")
     path.chmod(0o600)
 
     rotated = _rotate(path)
@@ -59,6 +61,10 @@ def test_rotation_prepends_a_new_key_then_drops_the_old_one(tmp_path: Path) -> N
     text = path.read_text()
     assert text.startswith("# mine\nREDIS_PASSWORD=r\n") and text.endswith("LOG_LEVEL=DEBUG\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    both = SigningKeyring.from_setting(",".join(seeds)).public_keys
+    expected_public = ",".join(encode_key(key) for key in both)
+    assert read_secrets(path)["DELIVERY_PUBLIC_KEYS"] == expected_public
+    assert f"DELIVERY_PUBLIC_KEYS={expected_public}" in rotated.stderr
     assert old not in rotated.output and seeds[0] not in rotated.output  # seeds never shown
 
     again = _rotate(path)
