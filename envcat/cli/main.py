@@ -20,6 +20,7 @@ from envcat import __version__
 from envcat.cli.commands import ARGV, CHILD, EnvcatGroup, RecordingCommand, RunCommand
 from envcat.cli.errors import Cancelled, CliError
 from envcat.cli.options import FORMAT_CHOICES, check_write_path, hint_options, wait_options
+from envcat.cli.setup_commands import init, trust
 
 if TYPE_CHECKING:
     from envcat.cli.config import Settings
@@ -47,6 +48,10 @@ def cli() -> None:
       eval "$(envcat get production/api)"
       envcat run production/api -- ./manage.py runserver
     """
+
+
+cli.add_command(init)
+cli.add_command(trust)
 
 
 @cli.command(cls=RecordingCommand)
@@ -110,15 +115,15 @@ def get(
     envelope = _deliver(ctx, settings, keys, allow_vars, command, no_qr=no_qr, timeout=timeout)
     values = envelope.keys
     text = _render(values, chosen, envelope.bundle_name)
-    origin = _origin(envelope)
+    source = _bundle_label(envelope)
     if write_path is not None:
         from envcat.cli.output import write_private_file
 
         target = write_private_file(write_path, text)
-        click.echo(f"Wrote {_count(values)} from {origin} to {target} (mode 0600).", err=True)
+        click.echo(f"Wrote {_count(values)} from {source} to {target} (mode 0600).", err=True)
         return
     click.echo(text.encode("utf-8"), nl=False)  # bytes: exact UTF-8 whatever the locale
-    click.echo(f"Received {_count(values)} from {origin}.", err=True)
+    click.echo(f"Received {_count(values)} from {source}.", err=True)
 
 
 @cli.command(cls=RunCommand)
@@ -168,7 +173,7 @@ def run(
         ctx, settings, keys, allow_vars, _redacted(command), no_qr=no_qr, timeout=timeout
     )
     click.echo(
-        f"Received {_count(envelope.keys)} from {_origin(envelope)}; running {command[0]}.",
+        f"Received {_count(envelope.keys)} from {_bundle_label(envelope)}; running {command[0]}.",
         err=True,
     )
     exec_command(program, command, child_environment(envelope.keys, os.environ))
@@ -248,7 +253,7 @@ def _deliver(
     return envelope
 
 
-def _origin(envelope: Envelope) -> str:
+def _bundle_label(envelope: Envelope) -> str:
     from envcat.cli.display import safe_text
 
     return safe_text(envelope.bundle_name, 120)
@@ -278,12 +283,6 @@ def _refuse_unsafe(values: Mapping[str, str]) -> None:
 
 def _count(values: Mapping[str, str]) -> str:
     return f"{len(values)} value{'' if len(values) == 1 else 's'}"
-
-
-from envcat.cli.setup_commands import init, trust  # noqa: E402  (needs `cli` defined above)
-
-cli.add_command(init)
-cli.add_command(trust)
 
 
 def main() -> None:
