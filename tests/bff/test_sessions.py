@@ -100,6 +100,12 @@ def test_password_change_needs_the_old_one_and_ends_other_sessions(
         {"old_password": PASSWORD, "new_password": "short", "new_password_confirm": "short"},
     )
     assert short.status_code == 400 and "at least 10 characters" in short.text
+    huge = "y" * 1025  # never cut down to a shorter password than the one typed
+    long = ada.post(
+        "/account/password",
+        {"old_password": PASSWORD, "new_password": huge, "new_password_confirm": huge},
+    )
+    assert long.status_code == 400 and "at most 1024 characters" in long.text
     assert not _is_signed_out(other.client)
     stolen = _copy(stack, ada)
     done = ada.post("/account/password", {**change, "old_password": PASSWORD})

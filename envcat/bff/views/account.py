@@ -73,8 +73,10 @@ def _page(status: int = 200, error: str | None = None, **extra: Any) -> Response
     return Response(body, status=status, mimetype="text/html")
 
 
-def _field(name: str) -> str:
-    return request.form.get(name, "")[:MAX_PASSWORD_LENGTH]
+def _field(name: str) -> str | None:
+    """A password field, or None when it is longer than any password may be."""
+    value = request.form.get(name, "")
+    return value if len(value) <= MAX_PASSWORD_LENGTH else None
 
 
 def _throttled(identity: Identity) -> Response | None:
@@ -111,21 +113,21 @@ def account() -> Response:
 def change_password() -> Response:
     """Change the password (current one required); end every other session, renew this one."""
     identity = _local_me()
-    new = _field("new_password")
+    new, old = _field("new_password"), _field("old_password")
+    if new is None:
+        return _page(400, f"Use a password of at most {MAX_PASSWORD_LENGTH} characters.")
     if new != _field("new_password_confirm"):
         return _page(400, "The two new passwords differ.")
     if (refused := _throttled(identity)) is not None:
         return refused
+    if old is None:
+        return _wrong_password(identity, "The current password is wrong.")
     reply = timed_send(
         "POST",
         CHANGE_PATH,
         signer=BFF_SIGNER,
         kind="auth",
-        json={
-            "user_id": identity.user_id,
-            "old_password": _field("old_password"),
-            "new_password": new,
-        },
+        json={"user_id": identity.user_id, "old_password": old, "new_password": new},
     )
     if reply.status_code == 401:
         return _wrong_password(identity, "The current password is wrong.")
@@ -169,15 +171,18 @@ def delete_account() -> Response:
         return _page(400, "Tick the box to confirm that the account should be deleted.")
     if (refused := _throttled(identity)) is not None:
         return refused
+    wrong = "The password is wrong; the account was not deleted."
+    if (password := _field("password")) is None:
+        return _wrong_password(identity, wrong)
     reply = timed_send(
         "POST",
         DELETE_PATH,
         signer=BFF_SIGNER,
         kind="auth",
-        json={"user_id": identity.user_id, "password": _field("password")},
+        json={"user_id": identity.user_id, "password": password},
     )
     if reply.status_code == 401:
-        return _wrong_password(identity, "The password is wrong; the account was not deleted.")
+        return _wrong_password(identity, wrong)
     if reply.status_code == 409:
         return _page(409, str(reply.json().get("message") or "The account cannot be deleted."))
     if reply.status_code != 200:
