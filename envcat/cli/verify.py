@@ -86,8 +86,13 @@ def _trusted_key(
     if pinned is None:
         return offered[0]  # first use: the primary key, which must have signed it
     for key in offered:
-        if fingerprint(key) == pinned and signed.is_signed_by(key):
-            return key
+        if fingerprint(key) == pinned:
+            if signed.is_signed_by(key):
+                return key
+            raise Untrusted(
+                f"refusing the delivery: its signature by the pinned key {pinned} does not "
+                "verify; it was altered on the way or forged"
+            )
     where = trust.project_file or str(trust.known.path)
     raise Untrusted(
         f"REFUSING the delivery: the server key changed. {trust.server} is pinned to "
