@@ -25,7 +25,7 @@ SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Blueprints whose POSTs come from our own forms and must carry the CSRF token.
 # The proxy checks its own (public CLI routes have no session to protect).
-FORM_BLUEPRINTS = frozenset({"auth", "pages", "bundles", "keys", "account"})
+FORM_BLUEPRINTS = frozenset({"auth", "pages", "bundles", "keys", "account", "workspaces"})
 
 
 def _bind_request_id() -> None:
@@ -68,7 +68,17 @@ def _configure(app: Flask, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the bff from explicit settings (tests) or the environment (wsgi)."""
-    from envcat.bff.views import account, audit, auth, bundles, health, keys, pages, proxy
+    from envcat.bff.views import (
+        account,
+        audit,
+        auth,
+        bundles,
+        health,
+        keys,
+        pages,
+        proxy,
+        workspaces,
+    )
 
     settings = settings or load_settings(needs_kms_key=False)
     app = Flask(__name__)
@@ -86,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.context_processor(_template_globals)
     # Globals (unlike context values) reach imported macros too.
     app.jinja_env.globals.update(csrf_token=csrf_token, auth_provider=settings.auth_provider)
-    for bp in (health.bp, auth.bp, account.bp, pages.bp, bundles.bp, keys.bp, audit.bp, proxy.bp):
-        app.register_blueprint(bp)
+    blueprints = (health, auth, account, pages, workspaces, bundles, keys, audit, proxy)
+    for module in blueprints:
+        app.register_blueprint(module.bp)
     return app

@@ -14,6 +14,7 @@ from envcat.bff import backend
 from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.forms import page, refusal
+from envcat.bff.views.workspaces import elsewhere, elsewhere_page
 
 bp = Blueprint("pages", __name__)
 
@@ -153,6 +154,8 @@ def approve(request_id: str) -> Response:
         return _gone()
     if context.get("status") != "pending":
         return page("approve_done.html", 409, outcome="decided", state=context.get("status"))
+    if (found := elsewhere(context)) is not None:
+        return elsewhere_page(request_id, found)
     return _render_approval(request_id, context, request.args.get("bundle_id"))
 
 
@@ -182,6 +185,9 @@ def _deny(request_id: str) -> Response:
     try:
         backend.call("POST", backend.api_path("/api/v1/requests/{id}/deny", id=request_id))
     except UpstreamError as exc:
+        context = backend.public_context(request_id) if exc.status == 404 else None
+        if context is not None and (found := elsewhere(context)) is not None:
+            return elsewhere_page(request_id, found)
         if exc.status in (404, 410):
             return _gone()
         if exc.status == 409:
@@ -200,6 +206,8 @@ def _refused(request_id: str, exc: UpstreamError, bundle_id: str, include: list[
         return _gone()
     if context.get("status") != "pending":
         return page("approve_done.html", 409, outcome="decided")
+    if (found := elsewhere(context)) is not None:
+        return elsewhere_page(request_id, found)
     return _render_approval(
         request_id, context, bundle_id, error=refusal(exc), selected=include, status=exc.status
     )
