@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from envcat.cli.config import DEFAULT_SERVER, PROJECT_FILE, is_web_url
-from envcat.cli.errors import CliError, Untrusted, UsageProblem
+from envcat.cli.errors import CliError, ServerUnreachable, Untrusted, UsageProblem
 from envcat.cli.options import (
     check_workspace_option,
     insecure_http_option,
@@ -181,7 +181,12 @@ def init(
         bundle = click.prompt("Default bundle (empty for none)", default="", err=True) or None
     fingerprint = None
     if not no_pin:
-        key = _fetch_key(ctx, server)
+        try:
+            key = _fetch_key(ctx, server)
+        except ServerUnreachable as exc:
+            raise ServerUnreachable(
+                f"{exc.message} (pass --no-pin to write the file without the key)"
+            ) from None
         _show_key(server, key)
         if yes or click.confirm("Pin this key in .envcat.toml?", default=True, err=True):
             fingerprint = key.fingerprint

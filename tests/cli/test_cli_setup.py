@@ -202,3 +202,16 @@ def test_trust_rejects_a_malformed_fingerprint_option(api: FakeApi) -> None:
     result = invoke(api, "trust", "--server", SERVER, "--fingerprint", "abc")
     assert result.exit_code == 2
     assert api.calls == []
+
+
+def test_init_with_an_unreachable_server_says_how_to_go_on(unused_port: int) -> None:
+    server = f"http://127.0.0.1:{unused_port}"
+    result = CliRunner().invoke(cli, ["init", "--server", server, "-w", "acme", "--yes"])
+    assert result.exit_code == 5
+    assert "pass --no-pin" in result.stderr
+    assert not Path(".envcat.toml").exists()
+    result = CliRunner().invoke(
+        cli, ["init", "--server", server, "-w", "acme", "--yes", "--no-pin"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert project() == {"server": server, "workspace": "acme", "allow_vars": []}
