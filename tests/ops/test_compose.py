@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import re
 import shlex
+import shutil
+import stat
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
+import redis
 import yaml
 from celery import Celery
 
 from envcat.core.settings import Settings
 from envcat.ops.config import settings_environment
+from tests.support import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
@@ -149,8 +155,9 @@ def test_api_publishes_no_port_to_the_host() -> None:
     for service in ("redis", "worker", "postgres"):
         assert "ports" not in SERVICES[service], service
     published = {name for name, spec in SERVICES.items() if "ports" in spec}
-    assert published == {"bff", "docs"}
-    assert SERVICES["bff"]["ports"] == ["${BFF_PORT:-8888}:8888"]
+    assert published == {"bff", "docs", "tls"}
+    assert SERVICES["bff"]["ports"] == ["${BFF_BIND:-0.0.0.0}:${BFF_PORT:-8888}:8888"]
+    assert SERVICES["tls"]["profiles"] == ["tls"]
 
 
 def test_long_running_services_have_healthchecks() -> None:
@@ -163,33 +170,121 @@ def test_long_running_services_have_healthchecks() -> None:
         assert f"http://127.0.0.1:{port}/readyz" in probe
 
 
+def _redis_script() -> str:
+    argv = _argv("redis")
+    assert argv[:2] == ["sh", "-c"]
+    return argv[2].replace("$$", "$")  # compose's escape for a literal $
+
+
 def test_redis_keeps_nothing_on_disk() -> None:
     redis = SERVICES["redis"]
     assert redis["image"].startswith("redis:7")
-    argv = _argv("redis")
+    exec_line = next(line for line in _redis_script().splitlines() if line.startswith("exec "))
+    argv = shlex.split(exec_line)[1:]
     assert _option(argv, "--save") == ""
     assert _option(argv, "--appendonly") == "no"
+    assert "PASSWORD" not in exec_line  # passwords reach redis through a 0600 file only
+
+
+def test_redis_users_limit_the_bff_to_its_own_keys(tmp_path: Path) -> None:
+    """Run compose's redis command with a real redis-server and try each user."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    script = _redis_script().replace("/tmp/users.acl", str(tmp_path / "users.acl"))
+    script = script.replace(
+        "exec redis-server", f"exec {binary} --port {port} --bind 127.0.0.1 --dir {tmp_path}"
+    )
+    env = {"PATH": os.environ["PATH"], "REDIS_PASSWORD": "p" * 64, "REDIS_BFF_PASSWORD": "b" * 64}
+    process = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        assert stat.S_IMODE((tmp_path / "users.acl").stat().st_mode) == 0o600
+        with redis.Redis(port=port) as anonymous, pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        url = f"redis://envcat:{'p' * 64}@127.0.0.1:{port}/0"
+        with redis.Redis.from_url(url, decode_responses=True) as envcat:
+            envcat.hset("req:abc", mapping={"status": "pending"})
+            envcat.rpush("approvals", "message")
+            assert envcat.publish("celeryev", "x") == 0
+        bff_url = f"redis://bff:{'b' * 64}@127.0.0.1:{port}/0"
+        with redis.Redis.from_url(bff_url, decode_responses=True) as bff:
+            assert bff.ping()
+            bff.set("bff:sess:1", "x", ex=60)
+            assert bff.getdel("bff:sess:1") == "x"
+            bff.hset("bff:throttle:a", "n", 1)
+            assert bff.ttl("bff:throttle:a") == -1
+            script_sha = bff.script_load("return redis.call('INCR', KEYS[1])")
+            assert bff.evalsha(script_sha, 1, "bff:count") == 1
+            pipe = bff.pipeline(transaction=True)
+            pipe.sadd("bff:sess:user:u", "1").expire("bff:sess:user:u", 60).execute()
+            for refused in (
+                lambda: bff.hgetall("req:abc"),
+                lambda: bff.rpush("approvals", "forged"),
+                lambda: bff.set("nonce:x", "1"),
+                lambda: bff.evalsha(script_sha, 1, "ratelimit/x"),
+                lambda: bff.keys("*"),
+                lambda: bff.flushall(),
+                lambda: bff.config_get("*"),
+                lambda: bff.publish("celeryev", "x"),
+            ):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    refused()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+SECRET_NAMES = ("BUNDLE_KMS_KEY", "BFF_SHARED_SECRET", "DELIVERY_SIGNING_KEY", "DATABASE_URL")
+REDIS_USER_URL = (
+    "redis://{user}:${{{variable}:?set {variable} in .env (docs/self-hosting.md)}}@redis:6379/0"
+)
 
 
 def test_secrets_come_from_an_env_file_not_from_compose() -> None:
     text = (ROOT / "compose.yaml").read_text()
-    for name in ("BUNDLE_KMS_KEY=", "BFF_SHARED_SECRET=", "BUNDLE_KMS_KEY:", "BFF_SHARED_SECRET:"):
-        assert name not in text
+    for name in SECRET_NAMES:  # named in comments and grep patterns, never given a value
+        assert not re.search(rf"{name}\s*[=:]\s*[\w/+-]{{8,}}", text), name
+    server_files = [".envcat/secrets.env", ".envcat/server.env"]
+    expected = {
+        "migrate": server_files,
+        "api": server_files,
+        "beat": server_files,
+        "worker": [*server_files, ".envcat/signing.env"],
+        "bff": [".envcat/secrets.env"],
+    }
     for service in ENVCAT_SERVICES:
-        keyring = [] if service == "bff" else [".envcat/kms.env"]
-        assert SERVICES[service]["env_file"] == [".envcat/secrets.env", *keyring], service
+        assert SERVICES[service]["env_file"] == expected[service], service
         environment = SERVICES[service]["environment"]
-        assert environment["REDIS_URL"] == "redis://redis:6379/0"
+        user, variable = (
+            ("bff", "REDIS_BFF_PASSWORD")
+            if service == "bff"
+            else (
+                "envcat",
+                "REDIS_PASSWORD",
+            )
+        )
+        assert environment["REDIS_URL"] == REDIS_USER_URL.format(user=user, variable=variable)
         assert set(environment) <= {name.upper() for name in Settings.model_fields} | {
             "PROMETHEUS_MULTIPROC_DIR"
         }
 
 
-def test_the_bff_is_never_given_the_keyring() -> None:
+def test_the_bff_gets_no_server_secret_and_no_data_volume() -> None:
     bff = SERVICES["bff"]
-    assert all("kms" not in entry for entry in bff["env_file"])
-    assert "BUNDLE_KMS_KEY" not in bff["environment"]
-    assert all(".envcat/kms.env" in SERVICES[name]["env_file"] for name in ("api", "worker"))
+    assert bff["env_file"] == [".envcat/secrets.env"]
+    assert bff["volumes"] == []
+    for name in SECRET_NAMES:
+        assert name not in bff["environment"]
+    assert bff["environment"]["TRUSTED_PROXIES"] == "${TRUSTED_PROXIES:-0}"
+    assert all(".envcat/server.env" in SERVICES[name]["env_file"] for name in ("api", "worker"))
+    signing = [
+        name for name in ENVCAT_SERVICES if ".envcat/signing.env" in SERVICES[name]["env_file"]
+    ]
+    assert signing == ["worker"]
+    # Worker metrics leave the container (compose network only: nothing publishes 9808).
+    assert SERVICES["worker"]["environment"]["WORKER_METRICS_HOST"] == "0.0.0.0"  # noqa: S104
 
 
 def test_postgres_is_an_optional_profile() -> None:
