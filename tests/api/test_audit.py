@@ -238,6 +238,8 @@ BAD_QUERIES = [
     "target=a%20b",
     "target=" + "a" * 256,
     "since=yesterday",
+    "since=0001-01-01T00:00:00%2B05:00",
+    "until=9999-12-31T23:59:59-05:00",
     "until=2026-13-01",
     "since=2026-03-11&until=2026-03-10",
     "since=2026-03-10&until=2026-03-10",

@@ -19,7 +19,10 @@ TargetKind = Literal["bundle", "key", "request", "other", "none"]
 
 def _aware(value: datetime) -> datetime:
     # A time without a zone is UTC, as every time the api hands out.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 has no UTC form
+        raise ValueError("must be a time between years 1 and 9999 in UTC") from None
 
 
 UtcTime = Annotated[datetime, AfterValidator(_aware)]
