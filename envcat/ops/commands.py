@@ -7,6 +7,7 @@ server modules (Flask, SQLAlchemy, Celery) only when it runs, so `--help` and
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +127,8 @@ def gen_keys() -> None:
     values = generate_secrets()
     for name, value in values.items():
         click.echo(f"{name}={value}")
+    # Compose's second Redis user, limited to the bff's own keys (up runs one user).
+    click.echo(f"REDIS_BFF_PASSWORD={secrets.token_hex(32)}")
     # Not a secret: the api serves it; the seeds stay with the workers.
     public = signing.public_keys_setting(values[signing.SIGNING_VARIABLE])
     click.echo(f"{signing.PUBLIC_VARIABLE}={public}")

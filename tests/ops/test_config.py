@@ -39,9 +39,12 @@ def test_gen_keys_prints_settings_that_load() -> None:
         "BUNDLE_KMS_KEY",
         "DELIVERY_PUBLIC_KEYS",
         "DELIVERY_SIGNING_KEY",
+        "REDIS_BFF_PASSWORD",
         "REDIS_PASSWORD",
     ]
     assert len(values["REDIS_PASSWORD"]) == 64
+    assert len(values["REDIS_BFF_PASSWORD"]) == 64
+    assert values["REDIS_PASSWORD"] != values["REDIS_BFF_PASSWORD"]
     settings = Settings(**{name.lower(): value for name, value in values.items()})  # type: ignore[arg-type]
     assert settings.bff_shared_secret.get_secret_value() == values["BFF_SHARED_SECRET"]
     assert result.stderr == ""
