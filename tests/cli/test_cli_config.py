@@ -221,3 +221,22 @@ def test_origin_normalises_the_server_url() -> None:
     assert origin("HTTPS://Envcat.Example:443/x/") == "https://envcat.example"
     assert origin("http://127.0.0.1:8888/") == "http://127.0.0.1:8888"
     assert origin("http://[::1]:80") == "http://[::1]"
+
+
+def test_run_without_a_workspace_asks_nothing(api: FakeApi, clock: FakeClock) -> None:
+    runtime = Runtime(client=mock_client(api), clock=clock.clock(), interactive=False)
+    result = CliRunner().invoke(
+        cli, ["run", "--", "true"], obj=runtime, env={"ENVCAT_WORKSPACE": ""}
+    )
+    assert result.exit_code == 2
+    assert "no workspace" in result.stderr
+    assert api.calls == []
+
+
+def test_trust_refuses_plain_http_to_another_host(api: FakeApi) -> None:
+    result = CliRunner().invoke(
+        cli, ["trust", "--server", "http://envcat.example", "--yes"], obj=mock_client(api)
+    )
+    assert result.exit_code == 2
+    assert "refusing plain http://" in result.stderr
+    assert api.calls == []

@@ -137,11 +137,17 @@ def _reset_sigint() -> None:
 
 
 def _interrupt_while_waiting(
-    api: FakeApi, server: str, tmp_path: Path, signal_number: int, **popen: object
+    api: FakeApi,
+    server: str,
+    tmp_path: Path,
+    signal_number: int,
+    *command: str,
+    **popen: object,
 ) -> tuple[int, str, str]:
     api.script = ["hold"]
+    subcommand, *rest = command or ("get",)
     process = subprocess.Popen(
-        [*ENVCAT, "get", "--server", server],
+        [*ENVCAT, subcommand, "--server", server, *rest],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -184,6 +190,17 @@ def test_sigterm_and_sighup_while_waiting_cancel_the_request(
     [delete] = api.calls_to("DELETE")
     assert delete.path == f"/api/v1/requests/{api.created['id']}"
     assert delete.headers["x-poll-token"] == api.created["poll_token"]
+
+
+def test_sigterm_cancels_a_waiting_run_and_nothing_runs(
+    api: FakeApi, server: str, tmp_path: Path
+) -> None:
+    code, _, stderr = _interrupt_while_waiting(
+        api, server, tmp_path, signal.SIGTERM, "run", "--", "sh", "-c", "touch ran"
+    )
+    assert code == 128 + signal.SIGTERM, stderr
+    assert len(api.calls_to("DELETE")) == 1
+    assert not (tmp_path / "ran").exists()
 
 
 def test_sigterm_cancels_even_when_sigint_is_ignored(
