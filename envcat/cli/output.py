@@ -41,7 +41,8 @@ def resolve_write_target(path: Path) -> Path:
 
 def _check_regular_without_following(target: Path) -> None:
     """Open the existing target with O_NOFOLLOW and check it is a regular file."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: opening a FIFO must not hang; POSIX only (Windows relies on the lstat check)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         descriptor = os.open(target, flags)
     except FileNotFoundError:
