@@ -137,7 +137,6 @@ def test_bundle_page_layout(tab: Any, stack: LiveStack) -> None:
     assert import_card.get_by_role("heading", name="Attach from the library").count() == 0
     # A URL is never split inside a word at this width.
     assert line_count(tab, ".table td.value code") == 1
-    save_screenshot(tab, "bundle.png")
 
 
 def test_names_and_urls_do_not_break_mid_word(chromium: Any, stack: LiveStack) -> None:
