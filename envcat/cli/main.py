@@ -38,9 +38,9 @@ def cli() -> None:
     """Get secrets into your terminal once a person approves the request in a browser.
 
     Each request makes a fresh key pair; the server seals the approved values
-    to it, so only this terminal can read them, and signs what it delivers
-    with a key this CLI pins. Nothing is stored on disk unless you ask for a
-    file with --write.
+    to it, so only this terminal can open what is sent, and signs what it
+    delivers with a key this CLI pins. No value is stored on disk unless you
+    ask for a file with --write.
 
     \b
     Quick start:
