@@ -129,7 +129,26 @@ def _names(path: Path, value: object) -> tuple[str, ...]:
 def load_project() -> ConfigFile | None:
     """Return the nearest `.envcat.toml`, parsed, or None."""
     path = find_project_file()
-    return None if path is None else read_config(path, PROJECT_KEYS)
+    if path is None:
+        return None
+    _check_owner(path)
+    return read_config(path, PROJECT_KEYS)
+
+
+def _check_owner(path: Path) -> None:
+    """Refuse a project file another user owns (as git refuses such repositories).
+
+    It chooses the server and the names allowed; a `.envcat.toml` planted in a
+    shared parent such as /tmp must not decide that for us.
+    """
+    if not hasattr(os, "getuid"):
+        return
+    owner = path.stat().st_uid
+    if owner not in (os.getuid(), 0):
+        raise UsageProblem(
+            f"{path} belongs to another user (uid {owner}); refusing to use it. "
+            "Remove it, or run envcat from a directory without it above"
+        )
 
 
 def load_user() -> ConfigFile | None:

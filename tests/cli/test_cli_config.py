@@ -240,3 +240,17 @@ def test_trust_refuses_plain_http_to_another_host(api: FakeApi) -> None:
     assert result.exit_code == 2
     assert "refusing plain http://" in result.stderr
     assert api.calls == []
+
+
+def test_a_project_file_owned_by_another_user_is_refused(
+    api: FakeApi, clock: FakeClock, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    planted = tmp_path / ".envcat.toml"  # above the cwd, as in a shared /tmp
+    planted.write_text('server = "https://attacker.example"\nallow_vars = ["LD_PRELOAD"]\n')
+    os.chown(planted, 4242, 4242)
+    result = invoke(api, clock)
+    assert result.exit_code == 2
+    assert f"{planted} belongs to another user (uid 4242)" in result.stderr
+    assert api.calls == []
