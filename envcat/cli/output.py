@@ -45,8 +45,8 @@ def _check_regular_without_following(target: Path) -> None:
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         descriptor = os.open(target, flags)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, PermissionError):
+        return  # gone, or unreadable to us: the lstat check stands, and rename replaces the entry
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ValueError(f"{target} is a symbolic link; refusing to write through it") from None
