@@ -7,9 +7,16 @@ identity on the internal endpoints).
 
 from __future__ import annotations
 
+import http.client
+import json as jsonlib
+import select
+import ssl
+import threading
+import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
 
@@ -18,9 +25,24 @@ from envcat.core.logging import REQUEST_ID_HEADER
 
 # The api caps a long poll at 30 s; reads must outlive it.
 LONG_POLL_CAP_SECONDS = 30
-TIMEOUT = httpx.Timeout(connect=5.0, read=LONG_POLL_CAP_SECONDS + 15.0, write=15.0, pool=10.0)
-# Under gevent one process holds many waiting CLIs, each on its own upstream connection.
-LIMITS = httpx.Limits(max_connections=2000, max_keepalive_connections=100, keepalive_expiry=30)
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = LONG_POLL_CAP_SECONDS + 15.0
+# Under gevent one process holds many waiting CLIs, each on its own upstream connection
+# while it waits; afterwards at most this many stay open for reuse.
+MAX_IDLE_CONNECTIONS = 100
+# Well under the api's keep-alive (75 s, envcat/api/gunicorn.conf.py), so the api never
+# closes a connection we are about to reuse.
+KEEPALIVE_EXPIRY_SECONDS = 30.0
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The httpx path (an explicit transport: tests and tools).
+TIMEOUT = httpx.Timeout(
+    connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS, write=15.0, pool=10.0
+)
+LIMITS = httpx.Limits(
+    max_connections=2000,
+    max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+    keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+)
 
 
 @dataclass(frozen=True)
@@ -77,8 +99,86 @@ class CallerInfo:
     request_id: str | None
 
 
+class _Connections:
+    """Idle HTTP/1.1 connections to one api origin, reused last in, first out.
+
+    Taking and returning a connection costs O(1) whatever the number open. (httpx's
+    pool scans every connection, and polls each one's socket, on every call and
+    every release: with a thousand long polls open through one bff worker that scan
+    made polls answer tens of seconds late; see docs/performance.md.)
+    """
+
+    def __init__(self, base_url: str) -> None:
+        parts = urlsplit(base_url)
+        self.is_tls = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.is_tls else 80)
+        self.prefix = parts.path.rstrip("/")
+        self._tls = ssl.create_default_context() if self.is_tls else None
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection still open (True), else a new one (False)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._idle:
+                connection, since = self._idle.pop()
+                if now - since < KEEPALIVE_EXPIRY_SECONDS and not _is_dropped(connection):
+                    return connection, True
+                connection.close()
+        return self._connect(), False
+
+    def give_back(self, connection: http.client.HTTPConnection) -> None:
+        """Keep `connection` for the next call, unless MAX_IDLE_CONNECTIONS are kept already."""
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append((connection, time.monotonic()))
+                return
+        connection.close()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection
+        if self._tls is not None:
+            connection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=CONNECT_TIMEOUT_SECONDS, context=self._tls
+            )
+        else:
+            connection = http.client.HTTPConnection(
+                self.host, self.port, timeout=CONNECT_TIMEOUT_SECONDS
+            )
+        connection.connect()
+        if connection.sock is not None:  # reads must outlive the longest poll
+            connection.sock.settimeout(READ_TIMEOUT_SECONDS)
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            connection.close()
+
+
+def _is_dropped(connection: http.client.HTTPConnection) -> bool:
+    """True when the api closed an idle connection (EOF, or bytes nobody asked for)."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class ApiClient:
-    """A pooled httpx.Client on API_BASE_URL with explicit timeouts."""
+    """Pooled, signed calls to API_BASE_URL with explicit timeouts (connect 5 s, read 45 s).
+
+    The calls go over the standard library's HTTP/1.1 client with our own O(1)
+    keep-alive pool (about a fifth of httpx's CPU per call, which the bff's proxy
+    path is mostly made of). A `transport` (tests, tools) routes them through an
+    httpx.Client on it instead.
+    """
 
     def __init__(
         self,
@@ -88,12 +188,18 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._secret = secret
-        self._client = httpx.Client(
-            base_url=base_url,
-            timeout=TIMEOUT,
-            limits=LIMITS,
-            transport=transport,
-            follow_redirects=False,
+        self._base_url = base_url.rstrip("/")
+        self._connections = _Connections(base_url) if transport is None else None
+        self._client = (
+            httpx.Client(
+                base_url=base_url,
+                timeout=TIMEOUT,
+                limits=LIMITS,
+                transport=transport,
+                follow_redirects=False,
+            )
+            if transport is not None
+            else None
         )
 
     def send(
@@ -116,6 +222,76 @@ class ApiClient:
             all_headers["User-Agent"] = caller.user_agent
         if caller.request_id:
             all_headers[REQUEST_ID_HEADER] = caller.request_id
+        if self._client is not None:
+            return self._send_httpx(method, path, signer, params, json, content, all_headers)
+        body = content if content is not None else b""
+        if json is not None:
+            body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+            all_headers["Content-Type"] = "application/json"
+        raw_path, _, query = path.partition("?")
+        if params:
+            extra = urlencode(params)
+            query = f"{query}&{extra}" if query else extra
+        if signer is not None:
+            # The api verifies over its decoded path and the raw query string.
+            all_headers.update(
+                signing.sign_headers(
+                    self._secret,
+                    signer.user_id,
+                    signer.tenant_id,
+                    method,
+                    unquote(raw_path),
+                    query,
+                    body,
+                )
+            )
+        target = f"{raw_path}?{query}" if query else raw_path
+        return self._exchange(method, target, all_headers, body)
+
+    def _exchange(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> httpx.Response:
+        assert self._connections is not None  # noqa: S101  # send() checked
+        prefix = self._connections.prefix
+        for attempt in (1, 2):
+            try:
+                connection, reused = self._connections.take()
+            except TimeoutError:
+                raise ApiUnavailable(502, "The api did not answer in time.") from None
+            except OSError:
+                raise ApiUnavailable(503, "The api is unreachable.") from None
+            try:
+                connection.request(method, prefix + target, body=body or None, headers=headers)
+                reply = connection.getresponse()
+                data = reply.read()
+            except TimeoutError:
+                connection.close()
+                raise ApiUnavailable(502, "The api did not answer in time.") from None
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                # A kept-alive connection the api closed just now: say it again on a new
+                # one, but only what is safe to repeat.
+                if reused and attempt == 1 and method in IDEMPOTENT_METHODS:
+                    continue
+                raise ApiUnavailable(503, "The api is unreachable.") from None
+            if reply.will_close:
+                connection.close()
+            else:
+                self._connections.give_back(connection)
+            return httpx.Response(reply.status, headers=reply.getheaders(), content=data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_httpx(
+        self,
+        method: str,
+        path: str,
+        signer: Signer | None,
+        params: Mapping[str, str] | None,
+        json: Any,
+        content: bytes | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        assert self._client is not None  # noqa: S101  # send() checked
         auth = HmacAuth(self._secret, signer) if signer is not None else None
         try:
             return self._client.request(
@@ -124,7 +300,7 @@ class ApiClient:
                 params=params,
                 json=json,
                 content=content,
-                headers=all_headers,
+                headers=headers,
                 auth=auth,
             )
         except httpx.TimeoutException:
@@ -134,4 +310,7 @@ class ApiClient:
 
     def close(self) -> None:
         """Close pooled connections."""
-        self._client.close()
+        if self._connections is not None:
+            self._connections.close()
+        if self._client is not None:
+            self._client.close()
