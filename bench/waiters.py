@@ -32,6 +32,8 @@ import psutil  # type: ignore[import-untyped]  # no stubs installed
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from stack import WORKSPACE, percentile, stack
 
 from envcat.core.sealing import encode_public_key, generate_keypair
@@ -67,10 +69,8 @@ def _rss(masters: list[psutil.Process]) -> dict[int, int]:
     found = {}
     for master in masters:
         for process in [master, *master.children(recursive=True)]:
-            try:
+            with contextlib.suppress(psutil.Error):
                 found[process.pid] = process.memory_info().rss
-            except psutil.Error:
-                pass
     return found
 
 
