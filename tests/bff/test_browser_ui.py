@@ -257,3 +257,23 @@ def test_audit_page_filters_and_downloads(tab: Any, stack: LiveStack) -> None:
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["action"] for r in rows] == ["request.approved"]
     assert rows[0]["keys"] == "RELEASED"
+
+
+def test_a_decided_link_says_what_happened(tab: Any, stack: LiveStack) -> None:
+    signed_in(tab, stack, "decided")
+    create_bundle(tab, stack, "decided/app")
+    add_key(tab, "ONE", "1", secret=False)
+    workspace = workspace_of(tab, stack)
+    approved = new_request(stack, workspace, bundle="decided/app")
+    tab.goto(f"{stack.bff_url}/approve/{approved['id']}")
+    tab.get_by_role("button", name="Approve").click()
+    tab.get_by_text("The values are on their way").wait_for()
+    tab.goto(f"{stack.bff_url}/approve/{approved['id']}")
+    assert tab.get_by_role("heading", level=1).inner_text() == "This request was already approved"
+
+    denied = new_request(stack, workspace, bundle="decided/app")
+    tab.goto(f"{stack.bff_url}/approve/{denied['id']}")
+    tab.get_by_role("button", name="Deny").click()
+    tab.get_by_text("The request was denied").wait_for()
+    tab.goto(f"{stack.bff_url}/approve/{denied['id']}")
+    assert tab.get_by_role("heading", level=1).inner_text() == "This request was denied"
