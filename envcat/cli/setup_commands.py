@@ -236,3 +236,9 @@ def trust(
     known.pin(settings.server, key.fingerprint)
     replaced = f" (replacing {previous})" if previous and previous != key.fingerprint else ""
     _say(f"Pinned {key.fingerprint} for {settings.server} in {known.path}{replaced}.")
+    project_pin, project = settings.project_pin, settings.project
+    if project_pin is not None and project_pin != key.fingerprint and project is not None:
+        _say(
+            f"Note: {project.path} pins {project_pin}, which takes precedence here; "
+            f"update its server_fingerprint to {key.fingerprint} if this key is right."
+        )

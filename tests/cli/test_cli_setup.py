@@ -215,3 +215,11 @@ def test_init_with_an_unreachable_server_says_how_to_go_on(unused_port: int) -> 
     )
     assert result.exit_code == 0, result.stderr
     assert project() == {"server": server, "workspace": "acme", "allow_vars": []}
+
+
+def test_trust_points_at_a_project_pin_that_overrides_it(api: FakeApi) -> None:
+    Path(".envcat.toml").write_text(f'server_fingerprint = "{fingerprint_of(OTHER_SEED)}"\n')
+    result = invoke(api, "trust", "--server", SERVER, "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert f"pins {fingerprint_of(OTHER_SEED)}, which takes precedence here" in result.stderr
+    assert f"update its server_fingerprint to {PRIMARY}" in result.stderr
