@@ -235,12 +235,12 @@ def _deliver(
             sealed = ApprovalFlow(client, terminal, runtime.clock).fetch(hints, timeout)
         except KeyboardInterrupt:
             raise Cancelled() from None
-    project = settings.project
+    project, project_pin = settings.project, settings.project_pin
     trust = Trust(
         server=settings.server,
         known=KnownServers.default(),
-        project_pin=settings.project_pin,
-        project_file=str(project.path) if project is not None else None,
+        project_pin=project_pin,
+        project_file=str(project.path) if project is not None and project_pin else None,
     )
     expected = Expected(sealed.request_id, sealed.public_key, workspace, settings.bundle, keys)
     envelope = verify_delivery(sealed.private_key, sealed.ciphertext, expected, trust, _say)

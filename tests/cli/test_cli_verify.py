@@ -354,3 +354,13 @@ def test_malformed_known_servers_lines_are_ignored(
     result = invoke(api, clock)
     assert result.exit_code == 0, result.stderr
     assert "First use of" in result.stderr
+
+
+def test_a_project_file_without_a_pin_leaves_the_pin_to_known_servers(
+    api: FakeApi, clock: FakeClock, known_servers: Path
+) -> None:
+    Path(".envcat.toml").write_text('workspace = "acme"\n')
+    pin(known_servers, OTHER_SEED)
+    result = invoke(api, clock)
+    assert_refused(result, f"(in {known_servers})")
+    assert "server_fingerprint" not in result.stderr
