@@ -1,16 +1,23 @@
 """The ephemeral request store in Redis (DESIGN §7).
 
-The per-IP index (`ip:<addr>:pending`) is named inside the scripts from the
-request's own `ip` field, so the scripts touch keys they were not passed: fine
-on one Redis or Sentinel, not on Redis Cluster (which EnvCat does not support).
-
 `req:{id}` holds a request for REQUEST_TTL seconds; only public keys, hashes
 and sealed ciphertext ever go in. State changes are single Lua scripts, so a
 ready request is handed out exactly once however many waiters race for it.
+
+Compact on purpose (issue #14: at most 1 KB per pending request with Redis's
+default `hash-max-listpack-value 64`): the hash holds short fields only, each
+value under 64 bytes so it stays a listpack, and what only the approval page
+reads (bundle hint, template keys, CLI context) is one JSON string beside it,
+`req:{id}:v`. Field names, one to three letters, are listed in FIELDS.
+
+The per-IP counter (`ip:<addr>:n`) is named inside the scripts from the
+request's own `ip` field, so the scripts touch keys they were not passed: fine
+on one Redis or Sentinel, not on Redis Cluster (which EnvCat does not support).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -25,7 +32,8 @@ from envcat.core.usercode import user_code
 PENDING_INDEX = "requests:pending"
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
-TOKEN_BYTES = 24  # 192 bits for both the request id and the poll token
+TOKEN_BYTES = 24  # the poll token: 192 bits
+ID_BYTES = 16  # the request id: 128 bits (DESIGN §5), short because Redis holds it three times
 
 Status = Literal["pending", "ready", "denied", "failed"]
 CreateOutcome = Literal["created", "too_many"]
@@ -48,8 +56,12 @@ def poll_rate_key(request_id: str) -> str:
 
 
 def ip_pending_key(ip: str) -> str:
-    """Requests one client IP holds, scored by expiry (the per-IP cap)."""
-    return f"ip:{ip}:pending"
+    """How many undecided requests one client IP holds (the per-IP cap).
+
+    Counted down when a request is decided or cancelled; one that expires
+    undecided still counts until REQUEST_TTL after that address's last request.
+    """
+    return f"ip:{ip}:n"
 
 
 def waiter_key(request_id: str) -> str:
@@ -57,9 +69,37 @@ def waiter_key(request_id: str) -> str:
     return f"req:{request_id}:waiter"
 
 
+def view_key(request_id: str) -> str:
+    """What only the approval page reads: bundle hint, template keys and CLI context (JSON)."""
+    return f"req:{request_id}:v"
+
+
+# The hash's fields: status, CLI public key, tenant id, workspace slug, lifetime, expires at,
+# poll-token hash, integrity MAC, client IP; then, as the request moves on,
+# approval JSON, approval MAC, ciphertext, failure message, who denied, unclaimed member.
+FIELDS = {
+    "s": "status",
+    "pub": "cli_pub",
+    "tid": "tenant_id",
+    "ws": "workspace",
+    "ttl": "seconds it lives (created = exp - ttl)",
+    "exp": "expires_at",
+    "pth": "poll_token_hash",
+    "mac": "mac",
+    "ip": "client_ip",
+    "a": "approval",
+    "am": "approval_mac",
+    "ct": "ciphertext",
+    "msg": "message",
+    "by": "decided_by",
+    "um": "unclaimed_member",
+}
+
+
 def hash_poll_token(token: str) -> str:
-    """Only this hash is stored: a Redis reader cannot take deliveries."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    """Only this hash is stored: a Redis reader cannot take deliveries (SHA-256, base64url)."""
+    digest = hashlib.sha256(token.encode("utf-8")).digest()[:16]  # 128 bits suffice
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -144,15 +184,16 @@ class PollResult:
     approval: Approval | None = None
 
 
-# KEYS: req hash, pending index, ip index. ARGV: now, ttl, cap, expires_at, request id,
-# then field/value pairs.
+# KEYS: req hash, pending index, ip counter, view. ARGV: now, ttl, cap, expires_at, request id,
+# view JSON, then field/value pairs.
 _CREATE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+local n = tonumber(redis.call('GET', KEYS[3]) or '0')
+if n >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 """
@@ -174,7 +215,7 @@ def new_request(ttl: int) -> NewRequest:
     poll_token = secrets.token_urlsafe(TOKEN_BYTES)
     now = round(time.time(), 3)  # stored to the millisecond: what `get` reads back is equal
     return NewRequest(
-        id=secrets.token_urlsafe(TOKEN_BYTES),
+        id=secrets.token_urlsafe(ID_BYTES),
         poll_token=poll_token,
         poll_token_hash=hash_poll_token(poll_token),
         created=now,
@@ -216,55 +257,71 @@ def create(
         mac=mac,
     )
     fields: dict[str, str] = {
-        "status": "pending",
-        "cli_pub": cli_pub,
+        "s": "pending",
+        "pub": cli_pub,
         "tid": tenant_id,
         "ws": workspace,
-        "user_code": request.user_code,
-        "context": json.dumps(_compact(request.context), separators=(",", ":")),
-        "template_keys": json.dumps(request.template_keys, separators=(",", ":")),
-        "bundle": bundle or "",
-        "bundle_id": bundle_id or "",
-        "created": f"{new.created:.3f}",
-        "expires_at": f"{new.expires_at:.3f}",
-        "poll_token_hash": new.poll_token_hash,
+        "ttl": str(ttl),  # created = expires_at - ttl; the user code is derived from the id
+        "exp": f"{new.expires_at:.3f}",
+        "pth": new.poll_token_hash,
         "mac": mac,
         "ip": client_ip,
     }
+    # positional, not an object: field names would cost a size class (issue #14)
+    shown = [_clip(str(request.context.get(name) or "")) for name in CONTEXT_FIELDS]
+    view: list[Any] = [bundle or "", bundle_id or "", request.template_keys, shown]
     pairs = [item for pair in fields.items() for item in pair]
-    keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip)]
+    keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip), view_key(new.id)]
     args: list[str | int] = [repr(new.created), ttl, max_per_ip, repr(new.expires_at), new.id]
-    return request if r.eval(_CREATE, 3, *keys, *args, *pairs) else None
+    args.append(json.dumps(view, separators=(",", ":"), ensure_ascii=False))
+    return request if r.eval(_CREATE, 4, *keys, *args, *pairs) else None
 
 
-def _compact(context: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in context.items() if value not in (None, "")}
+# The CLI context as stored in the view, by position (DESIGN §5's `context` object).
+CONTEXT_FIELDS = ("hostname", "cwd", "command", "git_remote", "client")
+_NO_VIEW: list[Any] = ["", "", [], []]
+# Each context field is display-only: clipped to this many UTF-8 bytes in Redis, so the
+# largest request stays under 4 KB (issue #12; docs/performance.md).
+CONTEXT_FIELD_BYTES = 200
+
+
+def _clip(text: str) -> str:
+    raw = text.encode("utf-8")
+    if len(raw) <= CONTEXT_FIELD_BYTES:
+        return text
+    return raw[: CONTEXT_FIELD_BYTES - 3].decode("utf-8", "ignore") + "…"
 
 
 def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
     """Return the request, or None when unknown, expired or already delivered."""
-    data: dict[str, str] = r.hgetall(request_key(request_id))  # type: ignore[assignment]  # decode_responses
-    if not data or float(data.get("expires_at", "0")) <= time.time():
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(request_key(request_id))
+    pipe.get(view_key(request_id))
+    data, view_text = pipe.execute()
+    if not data or float(data.get("exp", "0")) <= time.time():
         return None
-    approval = data.get("approval")
+    bundle, bundle_id, template_keys, context = json.loads(view_text) if view_text else _NO_VIEW
+    approval = data.get("a")
     return AccessRequest(
         id=request_id,
-        status=data["status"],  # type: ignore[arg-type]  # written only by this module
-        cli_pub=data["cli_pub"],
+        status=data["s"],
+        cli_pub=data["pub"],
         tenant_id=data.get("tid", ""),
         workspace=data.get("ws", ""),
-        user_code=data["user_code"],
-        context=json.loads(data["context"]),
-        template_keys=json.loads(data["template_keys"]),
-        bundle=data["bundle"] or None,
-        bundle_id=data["bundle_id"] or None,
-        created=float(data["created"]),
-        expires_at=float(data["expires_at"]),
-        poll_token_hash=data.get("poll_token_hash", ""),
+        user_code=user_code(request_id, data["pub"]),
+        context={
+            name: value for name, value in zip(CONTEXT_FIELDS, context, strict=False) if value
+        },
+        template_keys=template_keys,
+        bundle=bundle or None,
+        bundle_id=bundle_id or None,
+        created=round(float(data["exp"]) - int(data["ttl"]), 3),
+        expires_at=float(data["exp"]),
+        poll_token_hash=data.get("pth", ""),
         mac=data.get("mac", ""),
-        decided_by=data.get("decided_by") or None,
+        decided_by=data.get("by") or None,
         approval=Approval.from_json(approval) if approval else None,
-        approval_mac=data.get("amac", ""),
+        approval_mac=data.get("am", ""),
     )
 
 
@@ -272,13 +329,11 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
 _TAKE = """
 local h = KEYS[1]
 if redis.call('EXISTS', h) == 0 then return {'gone'} end
-if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return {'bad_token'} end
-local status = redis.call('HGET', h, 'status')
+if redis.call('HGET', h, 'pth') ~= ARGV[1] then return {'bad_token'} end
+local status = redis.call('HGET', h, 's')
 if status == 'pending' then return {'pending'} end
-local f = redis.call('HMGET', h, 'ciphertext', 'message', 'tid', 'approval', 'unclaimed_member')
-local ip = redis.call('HGET', h, 'ip')
-if ip then redis.call('ZREM', 'ip:' .. ip .. ':pending', string.sub(h, 5)) end
-redis.call('DEL', h)
+local f = redis.call('HMGET', h, 'ct', 'msg', 'tid', 'a', 'um')
+redis.call('DEL', h, h .. ':v')
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
 if f[5] then redis.call('ZREM', KEYS[4], f[5]) end
 return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
@@ -289,17 +344,19 @@ return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
 # approval is already being carried out.
 _FINISH = """
 local h = KEYS[1]
-if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
-if ARGV[5] == '1' and redis.call('HEXISTS', h, 'approval') == 1 then return 0 end
+if redis.call('HGET', h, 's') ~= 'pending' then return 0 end
+if ARGV[5] == '1' and redis.call('HEXISTS', h, 'a') == 1 then return 0 end
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', h, k, v) end
-redis.call('HSET', h, 'status', ARGV[1])
+redis.call('HSET', h, 's', ARGV[1])
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
 local ip = redis.call('HGET', h, 'ip')
-if ip then redis.call('ZREM', 'ip:' .. ip .. ':pending', string.sub(h, 5)) end
+if ip and tonumber(redis.call('GET', 'ip:' .. ip .. ':n') or '0') > 0 then
+  redis.call('DECR', 'ip:' .. ip .. ':n')
+end
 if ARGV[3] ~= '' then
-  redis.call('HSET', h, 'unclaimed_member', ARGV[3])
-  redis.call('ZADD', KEYS[4], redis.call('HGET', h, 'expires_at'), ARGV[3])
+  redis.call('HSET', h, 'um', ARGV[3])
+  redis.call('ZADD', KEYS[4], redis.call('HGET', h, 'exp'), ARGV[3])
 end
 redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -310,11 +367,15 @@ return 1
 _CANCEL = """
 local h = KEYS[1]
 if redis.call('EXISTS', h) == 0 then return {'gone', '', ''} end
-if redis.call('HGET', h, 'poll_token_hash') ~= ARGV[1] then return {'bad_token', '', ''} end
-local f = redis.call('HMGET', h, 'approval', 'unclaimed_member', 'tid')
-local ip = redis.call('HGET', h, 'ip')
-if ip then redis.call('ZREM', 'ip:' .. ip .. ':pending', string.sub(h, 5)) end
-redis.call('DEL', h)
+if redis.call('HGET', h, 'pth') ~= ARGV[1] then return {'bad_token', '', ''} end
+local f = redis.call('HMGET', h, 'a', 'um', 'tid')
+if redis.call('HGET', h, 's') == 'pending' then
+  local ip = redis.call('HGET', h, 'ip')
+  if ip and tonumber(redis.call('GET', 'ip:' .. ip .. ':n') or '0') > 0 then
+    redis.call('DECR', 'ip:' .. ip .. ':n')
+  end
+end
+redis.call('DEL', h, h .. ':v')
 redis.call('ZREM', KEYS[3], string.sub(h, 5))
 if f[2] then redis.call('ZREM', KEYS[4], f[2]) end
 redis.call('LPUSH', KEYS[2], '1')
@@ -325,17 +386,17 @@ return {'cancelled', f[1] or '', f[3] or ''}
 # KEYS: req hash. ARGV: approval json, its MAC.
 _APPROVE = """
 local h = KEYS[1]
-if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
-if redis.call('HEXISTS', h, 'approval') == 1 then return 0 end
-redis.call('HSET', h, 'approval', ARGV[1], 'amac', ARGV[2])
+if redis.call('HGET', h, 's') ~= 'pending' then return 0 end
+if redis.call('HEXISTS', h, 'a') == 1 then return 0 end
+redis.call('HSET', h, 'a', ARGV[1], 'am', ARGV[2])
 return 1
 """
 
 # KEYS: req hash.
 _RELEASE_APPROVAL = """
 local h = KEYS[1]
-if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
-return redis.call('HDEL', h, 'approval', 'amac')
+if redis.call('HGET', h, 's') ~= 'pending' then return 0 end
+return redis.call('HDEL', h, 'a', 'am')
 """
 
 
@@ -392,13 +453,13 @@ def mark_ready(r: redis.Redis, request_id: str, *, ciphertext_b64: str, approval
         },
         sort_keys=True,
     )
-    fields = {"ciphertext": ciphertext_b64, "approval": approval.to_json()}
+    fields = {"ct": ciphertext_b64, "a": approval.to_json()}
     return _finish(r, request_id, "ready", fields, member)
 
 
 def mark_denied(r: redis.Redis, request_id: str, *, denied_by: str) -> bool:
     """Record a refusal and wake waiters; False if no longer pending or already approved."""
-    return _finish(r, request_id, "denied", {"decided_by": denied_by}, unless_approved=True)
+    return _finish(r, request_id, "denied", {"by": denied_by}, unless_approved=True)
 
 
 def mark_approved(r: redis.Redis, request_id: str, *, approval: Approval, mac: str) -> bool:
@@ -417,7 +478,7 @@ def release_approval(r: redis.Redis, request_id: str) -> None:
 
 def mark_failed(r: redis.Redis, request_id: str, *, message: str) -> bool:
     """Record that an approval could not be carried out; False if no longer pending."""
-    return _finish(r, request_id, "failed", {"message": message})
+    return _finish(r, request_id, "failed", {"msg": message})
 
 
 @dataclass(frozen=True)

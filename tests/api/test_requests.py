@@ -77,7 +77,7 @@ def test_create_stores_no_tenant_data_and_no_token(
     cli = Cli.start(api_client, bundle="production/api")
     stored = redis_client.hgetall(store.request_key(cli.id))
     assert cli.poll_token not in str(stored)
-    assert stored["status"] == "pending"
+    assert stored["s"] == "pending"
 
 
 BAD_PUBKEYS = [
@@ -114,7 +114,8 @@ BAD_HINTS = [
     ("template_keys", ["OK"] * 51),
     ("template_keys", ["K" * 129]),
     ("context", "box"),
-    ("context", {"hostname": "h" * 513}),
+    ("context", {"hostname": "h" * 1025}),
+    ("template_keys", [f"K{i:02d}" + "X" * 40 for i in range(40)]),  # over 1,500 characters
     ("context", {"cwd": 3}),
     ("context", {"client": "c" * 101}),
 ]

@@ -46,7 +46,7 @@ def test_unknown_expired_and_delivered_ids_look_the_same(
     api_client: FlaskClient, redis_client: redis.Redis
 ) -> None:
     delivered = Cli.start(api_client)
-    redis_client.hset(store.request_key(delivered.id), "status", "denied")
+    redis_client.hset(store.request_key(delivered.id), "s", "denied")
     assert delivered.wait().get_json() == {"status": "denied"}  # taken, hence gone
     expired = Cli.start(api_client)
     redis_client.delete(store.request_key(expired.id))

@@ -43,7 +43,7 @@ def test_create_stores_only_hashes_and_public_data(redis_client: redis.Redis) ->
     assert len(base64.urlsafe_b64decode(request.id + "==")) * 8 >= 128
     raw = redis_client.hgetall(store.request_key(request.id))
     assert token not in str(raw)
-    assert raw["poll_token_hash"] == store.hash_poll_token(token)
+    assert raw["pth"] == store.hash_poll_token(token)
     assert request.user_code == user_code(request.id, request.cli_pub)
     assert 55 <= redis_client.ttl(store.request_key(request.id)) <= 60
     assert store.get(redis_client, request.id) == request
@@ -264,3 +264,46 @@ def test_approval_json_round_trips_and_rejects_other_shapes() -> None:
         except (ValueError, TypeError):
             continue
         raise AssertionError(f"accepted {text}")
+
+
+def test_the_largest_request_stays_under_4_kb_and_a_typical_one_under_1_kb(
+    redis_client: redis.Redis,
+) -> None:
+    """Issue #12/#14: display-only context is clipped; the key hints are bounded by validation."""
+
+    def footprint(**hints: object) -> int:
+        new = store.new_request(300)
+        store.create(
+            redis_client,
+            new,
+            ttl=300,
+            cli_pub=encode_public_key(generate_keypair()),
+            tenant_id="org_2abcdefghijklmnopqrstuvwx",
+            workspace="acme-payments",
+            mac="m" * 22,
+            client_ip="203.0.113.77",
+            max_per_ip=100,
+            **hints,  # type: ignore[arg-type]  # the hint keywords of store.create
+        )
+        keys = [store.request_key(new.id), store.view_key(new.id)]
+        return sum(int(redis_client.memory_usage(key) or 0) for key in keys)
+
+    typical = footprint(
+        bundle="production/api",
+        template_keys=["DATABASE_URL", "REDIS_URL", "STRIPE_SECRET_KEY"],
+        context={
+            "hostname": "dev-laptop-042.corp.example.com",
+            "cwd": "/home/ada/src/github.com/example/payments-api",
+            "command": "envcat run production/api -- npm start",
+            "git_remote": "git@github.com:example/payments-api.git",
+            "client": "envcat/0.1.0",
+        },
+    )
+    worst = footprint(
+        bundle="b" * 200,
+        bundle_id="i" * 64,
+        template_keys=[f"K{i:02d}" + "X" * 26 for i in range(50)],  # 1,450 characters
+        context={name: "\U0001f600" * 1024 for name in store.CONTEXT_FIELDS},
+    )
+    assert typical < 800  # the request's own keys; the pending index adds ~100-150 B
+    assert worst < 3500

@@ -62,9 +62,9 @@ def test_delivers_once_even_when_the_message_runs_twice(
     keys = ["DATABASE_URL", "API_KEY"]
     request, token, private_key = _approved_request(redis_client, bundle_id, keys)
     assert _run(request.id, bundle_id, keys) is True
-    stored = redis_client.hget(store.request_key(request.id), "ciphertext")
+    stored = redis_client.hget(store.request_key(request.id), "ct")
     assert _run(request.id, bundle_id, keys) is False  # a redelivered message is a no-op
-    assert redis_client.hget(store.request_key(request.id), "ciphertext") == stored
+    assert redis_client.hget(store.request_key(request.id), "ct") == stored
     result = store.take(redis_client, request.id, token)
     assert result.status == "ready"
     envelope = open_verified(private_key, result.ciphertext or "")  # type: ignore[arg-type]  # a PrivateKey
@@ -116,17 +116,17 @@ def test_a_forged_redis_record_and_task_deliver_nothing(
     forged = store.Approval(TENANT, USER, bundle_id, ("DATABASE_URL", "API_KEY"), 1.0)
     redis_client.hset(
         store.request_key(request.id),
-        mapping={"approval": forged.to_json(), "cli_pub": encode_public_key(attacker)},
+        mapping={"a": forged.to_json(), "pub": encode_public_key(attacker)},
     )
     # the attacker replays the genuine task message (the MAC the api gave the real approval)
     assert delivery.encrypt_from_bundle(request.id, APPROVAL_MACS[request.id]) is False
     assert _failure(redis_client, request.id) == delivery.TAMPERED
-    assert redis_client.hget(store.request_key(request.id), "ciphertext") is None
+    assert redis_client.hget(store.request_key(request.id), "ct") is None
 
 
 def _failure(redis_client: redis.Redis, request_id: str) -> str | None:
     assert store.get(redis_client, request_id).status == "failed"  # type: ignore[union-attr]
-    return redis_client.hget(store.request_key(request_id), "message")  # type: ignore[return-value]
+    return redis_client.hget(store.request_key(request_id), "msg")  # type: ignore[return-value]
 
 
 def test_a_deleted_bundle_fails_the_request(bundle_id: str, redis_client: redis.Redis) -> None:

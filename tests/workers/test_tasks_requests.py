@@ -135,7 +135,7 @@ def test_a_bug_fails_the_request_at_once_instead_of_retrying(
     _eventually(lambda: store.get(redis_client, request_id).status == "failed")  # type: ignore[union-attr]
     time.sleep(1.5)  # a retry would have run by now
     assert _failures(tasks.encrypt_from_bundle.name) == failures + 1
-    assert redis_client.hget(store.request_key(request_id), "message") == delivery.INTERNAL_FAILURE
+    assert redis_client.hget(store.request_key(request_id), "msg") == delivery.INTERNAL_FAILURE
     assert audit_actions(TENANT) == [("request.failed", request_id)]
 
 

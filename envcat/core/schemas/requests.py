@@ -13,16 +13,24 @@ import binascii
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from envcat.core.schemas.bundles import BundleName, KeyName, ObjectId
 from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 
 PUBLIC_KEY_BYTES = 32
-MAX_CONTEXT_FIELD = 512
+MAX_CONTEXT_FIELD = 1024  # accepted; the store keeps the first 200 bytes of each (display only)
 MAX_CLIENT = 100
 MAX_TEMPLATE_KEYS = 50
 MAX_TEMPLATE_KEY_LENGTH = 128
+MAX_TEMPLATE_KEYS_TOTAL = 1500  # characters of all names together: the worst request < 4 KB
 MAX_INCLUDE_KEYS = 1000
 MAX_WAIT_SECONDS = 30
 POLL_INTERVAL_SECONDS = 5
@@ -87,6 +95,15 @@ class AccessRequestCreate(BaseModel):
         default_factory=list
     )
     context: ClientContext = Field(default_factory=ClientContext)
+
+    @field_validator("template_keys")
+    @classmethod
+    def _bounded_keys(cls, names: list[str]) -> list[str]:
+        if sum(len(name) for name in names) > MAX_TEMPLATE_KEYS_TOTAL:
+            raise ValueError(
+                f"the names together must be at most {MAX_TEMPLATE_KEYS_TOTAL} characters"
+            )
+        return names
 
 
 class AccessRequestCreated(BaseModel):
