@@ -94,7 +94,8 @@ class BareCelery:
     def __init__(self, broker_url: str, redis_url: str) -> None:
         from celery import Celery
 
-        self.app = Celery("bare-client", broker=broker_url)
+        # Not the current app: the api in the same process enqueues through its own.
+        self.app = Celery("bare-client", broker=broker_url, set_as_current=False)
         self.blocking = redis.Redis.from_url(redis_url, socket_timeout=None)
 
     def round_trip(self) -> float:
