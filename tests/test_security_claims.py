@@ -157,7 +157,7 @@ def collect(ids: list[str], root: Path) -> tuple[dict[str, bool], list[str]]:
     os.close(handle)
     out = Path(name)
     try:
-        subprocess.run(
+        run = subprocess.run(
             [sys.executable, "-c", _COLLECTOR, str(out), "--rootdir", str(root), *present],
             cwd=root,
             capture_output=True,
@@ -165,9 +165,13 @@ def collect(ids: list[str], root: Path) -> tuple[dict[str, bool], list[str]]:
             timeout=240,
             check=False,
         )
-        report = json.loads(out.read_text(encoding="utf-8"))
+        written = out.read_text(encoding="utf-8")
     finally:
         out.unlink(missing_ok=True)
+    if not written:  # the collector itself died: say why instead of a JSON error
+        tail = (run.stdout + run.stderr).strip().splitlines()[-5:]
+        return {}, [*problems, f"pytest collection crashed: {' / '.join(tail)}"]
+    report = json.loads(written)
     if report["code"] not in (0, 5):
         problems.append(f"pytest could not collect {' '.join(present)} (exit {report['code']})")
     return dict(report["items"]), problems
