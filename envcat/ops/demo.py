@@ -45,6 +45,7 @@ class DemoAccount:
     user_id: str
     tenant_id: str
     bundle_id: str
+    workspace: str = ""  # the slug a CLI names with -w
 
 
 def demo_keys() -> list[DemoKey]:
@@ -153,9 +154,10 @@ def ensure_demo(api_url: str, secret: str, data_dir: Path) -> DemoAccount:
         with httpx.Client(base_url=api_url, timeout=API_TIMEOUT) as client:
             identity = _sign_up_or_in(client, secret, password)
             user_id, tenant_id = str(identity["user"]["id"]), str(identity["tenant"]["id"])
+            workspace = str(identity["tenant"].get("slug") or "")
             auth = HmacAuth(secret, Signer(user_id, tenant_id))
             bundle = _ensure_bundle(client, auth)
             _ensure_keys(client, auth, bundle)
     except httpx.HTTPError as exc:
         raise OpsError(f"envcat: demo setup failed: {type(exc).__name__} calling the api") from None
-    return DemoAccount(DEMO_EMAIL, password, user_id, tenant_id, str(bundle["id"]))
+    return DemoAccount(DEMO_EMAIL, password, user_id, tenant_id, str(bundle["id"]), workspace)

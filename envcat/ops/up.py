@@ -8,6 +8,7 @@ and the bff run as supervised children until Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -77,6 +78,15 @@ class UpOptions:
     bff_port: int
     data_dir: Path
     demo: bool
+
+
+def cli_command() -> str:
+    """`envcat` when that name runs this install, else the path of this install's script."""
+    here = Path(sys.executable).parent / "envcat"
+    found = shutil.which("envcat")
+    if found is not None and Path(found).resolve() == here.resolve():
+        return "envcat"
+    return shlex.quote(str(here)) if here.exists() else "envcat"
 
 
 def browser_host(host: str) -> str:
@@ -297,7 +307,10 @@ class Up:
         self.say(f"    envcat server create-user --email you@example.com --password-stdin{extra}")
         if account is not None:
             self.say(f"Demo account: {account.email}  password: {account.password}")
-            self.say(f"Try it: envcat get {demo.DEMO_BUNDLE} --server {server}")
+            # The exact command, runnable as printed: this very install's envcat, by path
+            # unless it is the one on PATH (issue #15: `envcat: command not found`).
+            command = f"{cli_command()} get {demo.DEMO_BUNDLE} -w {account.workspace}"
+            self.say(f"Try it: {command} --server {server}")
         self.say(f"Worker metrics: http://127.0.0.1:{self.settings.worker_metrics_port}/metrics")
         self.say("EnvCat is ready. Press Ctrl-C to stop everything.")
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -141,9 +142,14 @@ def _demo_identity(up: RunningUp, secret: str) -> Signer:
 
 
 def _run_get_and_approve(up: RunningUp, secret: str, demo_user: Signer) -> dict[str, str]:
+    # The banner's command exactly as printed (issue #15: it must run as shown), plus
+    # options that only make it machine-readable.
+    printed = up.lines.wait_for(r"Try it: (.+)$", 1).group(1)
+    argv = shlex.split(printed)
+    assert argv[1:4] == ["get", "demo/app", "-w"] and "--server" in argv, printed
     get = subprocess.Popen(
-        [str(ENVCAT), "get", "demo/app", "--server", up.bff_url, "--no-qr", "--format", "json"],
-        env=clean_environment(),
+        [*argv, "--no-qr", "--format", "json"],
+        env=clean_environment(XDG_CONFIG_HOME=str(up.data_dir / "cli-config")),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
