@@ -274,3 +274,28 @@ def test_a_rotation_moves_the_pin_of_the_real_process(
     assert result.returncode == 0, result.stderr
     assert "Server key rotated" in result.stderr
     assert known.read_text() == f"{server} {fingerprint_of(NEW_SEED)}\n"
+
+
+def test_run_needs_no_arguments_in_a_configured_project(
+    api: FakeApi, server: str, tmp_path: Path
+) -> None:
+    (tmp_path / ".envcat.toml").write_text(
+        f'server = "{server}"\nworkspace = "acme"\nbundle = "production/api"\n'
+        f'server_fingerprint = "{fingerprint_of(SERVER_SEED)}"\n'
+    )
+    env = clean_env(tmp_path)
+    del env["ENVCAT_WORKSPACE"]
+    result = subprocess.run(
+        [*ENVCAT, "run", "--", "sh", "-c", 'printf %s "$API_KEY" > out'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out").read_text() == "s3cr3t"
+    body = api.calls_to("POST")[0].body
+    assert (body["workspace"], body["bundle"]) == ("acme", "production/api")
+    assert "First use" not in result.stderr  # pinned by the project file
