@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from flask import Flask, Response, jsonify
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from envcat.api.extensions import limiter
 from envcat.services.errors import EnvCatError
 
 log = logging.getLogger("envcat.api")
@@ -60,6 +62,10 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(status, code, exc.description or exc.name)
         if status == 429 and exc.response is not None and "Retry-After" in exc.response.headers:
             response.headers["Retry-After"] = exc.response.headers["Retry-After"]
+        elif status == 429 and (breached := limiter.current_limit) is not None:
+            # The limiter's headers are off (two Redis round trips on every call);
+            # only a refusal pays for reading the window.
+            response.headers["Retry-After"] = str(max(1, int(breached.reset_at - time.time())))
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response
