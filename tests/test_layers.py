@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,12 @@ ALLOWED = {
 CLIENT_FORBIDDEN = {"flask", "celery", "sqlalchemy", "redis", "pydantic", "kombu", "alembic"}
 
 
+# A dotted module path in a string: what importlib.import_module and lazy loaders receive.
+_MODULE_STRING = re.compile(r"envcat(\.[a-z_][a-z0-9_]*)+")
+
+
 def _imports(path: Path) -> set[str]:
+    """Modules imported by statements, and envcat modules named in strings (importlib)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -31,6 +37,10 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value.split(":", 1)[0]  # "envcat.workers.celery:app" style too
+            if _MODULE_STRING.fullmatch(text):
+                names.add(text)
     return names
 
 
@@ -53,7 +63,8 @@ def test_layer_imports_only_what_design_allows(layer: str) -> None:
 
 def test_client_code_needs_no_server_packages() -> None:
     client_modules = _modules("cli") + [
-        PACKAGE / "core" / name for name in ("sealing.py", "usercode.py", "__init__.py")
+        PACKAGE / "core" / name
+        for name in ("sealing.py", "usercode.py", "envelope.py", "wire.py", "__init__.py")
     ]
     bad = [
         f"{path.relative_to(PACKAGE)} imports {name}"
@@ -62,3 +73,14 @@ def test_client_code_needs_no_server_packages() -> None:
         if name.split(".")[0] in CLIENT_FORBIDDEN
     ]
     assert not bad, "\n".join(bad)
+
+
+def test_module_paths_in_strings_count_as_imports(tmp_path: Path) -> None:
+    """A layer cannot escape the rules with importlib: the string is read as an import."""
+    module = tmp_path / "lazy.py"
+    module.write_text(
+        'import importlib\nimportlib.import_module("envcat.services.delivery")\n'
+        'TARGET = "envcat.workers.celery:app"\nTEXT = "see envcat.models for details"\n',
+        encoding="utf-8",
+    )
+    assert _imports(module) == {"importlib", "envcat.services.delivery", "envcat.workers.celery"}
