@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -146,14 +147,14 @@ def test_create_needs_a_workspace_that_exists(api_client: FlaskClient) -> None:
     assert context["workspace"] == WORKSPACE
 
 
-def test_one_address_holds_at_most_max_pending_requests(
-    sqlite_url: str, redis_url: str, broker_url: str
-) -> None:
-    """Issue #12: undecided requests per client IP are capped; a cancelled one frees a place."""
+def _api_with(
+    sqlite_url: str, redis_url: str, broker_url: str, **overrides: object
+) -> tuple[FlaskClient, Callable[[str], Any]]:
+    """An api with these settings, and `post(ip)` creating a request from that address."""
     from envcat.api import create_app
     from envcat.models import migrate
 
-    settings = make_settings(sqlite_url, redis_url, broker_url, max_pending_per_ip=3)
+    settings = make_settings(sqlite_url, redis_url, broker_url, **overrides)
     migrate.upgrade(settings.database_url)
     app = create_app(settings)
     client = app.test_client()
@@ -161,8 +162,18 @@ def test_one_address_holds_at_most_max_pending_requests(
         ensure_workspace(WORKSPACE)
 
     def post(ip: str) -> Any:
+        # The socket's address (X-Forwarded-For is not trusted: TRUSTED_PROXIES=0).
         body = {"client_pubkey": _pub(), "workspace": WORKSPACE}
         return client.post(REQUESTS, json=body, environ_base={"REMOTE_ADDR": ip})
+
+    return client, post
+
+
+def test_one_address_holds_at_most_max_pending_requests(
+    sqlite_url: str, redis_url: str, broker_url: str
+) -> None:
+    """Issue #12: undecided requests per client IP are capped; a cancelled one frees a place."""
+    client, post = _api_with(sqlite_url, redis_url, broker_url, max_pending_per_ip=3)
 
     created = [post("192.0.2.10") for _ in range(3)]
     assert [r.status_code for r in created] == [201, 201, 201]
@@ -193,23 +204,7 @@ def test_create_ignores_unknown_fields_for_newer_clients(api_client: FlaskClient
 def test_create_is_rate_limited_per_client_ip(
     sqlite_url: str, redis_url: str, broker_url: str
 ) -> None:
-    from envcat.api import create_app
-    from envcat.models import migrate
-
-    settings = make_settings(sqlite_url, redis_url, broker_url, request_rate_limit="2/minute")
-    migrate.upgrade(settings.database_url)
-    app = create_app(settings)
-    client = app.test_client()
-    with app.app_context():
-        ensure_workspace(WORKSPACE)
-
-    def post(ip: str) -> Any:
-        # The socket's address (X-Forwarded-For is not trusted: TRUSTED_PROXIES=0).
-        return client.post(
-            REQUESTS,
-            json={"client_pubkey": _pub(), "workspace": WORKSPACE},
-            environ_base={"REMOTE_ADDR": ip},
-        )
+    client, post = _api_with(sqlite_url, redis_url, broker_url, request_rate_limit="2/minute")
 
     assert [post("192.0.2.1").status_code for _ in range(2)] == [201, 201]
     limited = post("192.0.2.1")
