@@ -49,7 +49,8 @@ def test_bundle_lifecycle_without_javascript(
     add_key(ada, bundle_id, "API_URL", "https://api.example.test")
     page = ada.get(f"/bundles/{bundle_id}")
     assert CANARY not in page.text  # masked
-    assert "https://api.example.test" in page.text  # plain values are shown
+    # Plain values are shown (with <wbr> wrap points after / . : and the like).
+    assert "https://api.example.test" in page.text.replace("<wbr>", "")
     assert page.text.count("Reveal") == 1
 
     key_id = next(k["id"] for k in bundle_json(ada, bundle_id)["keys"] if k["name"] == "API_TOKEN")

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, request
+from markupsafe import Markup, escape
 
 from envcat.bff import backend
 from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
@@ -15,9 +16,18 @@ from envcat.bff.views.forms import MASK, checkbox, describe, page, submit, tags_
 
 bp = Blueprint("bundles", __name__)
 
+# After these, a long value (a URL, a path) may wrap; never inside a word.
+_SOFT_BREAK_AFTER = re.compile(r"(?<=[/.:?&=,;@])")
+_WBR = Markup("<wbr>")
 IMPORT_FORMATS = ("dotenv", "json")
 EXPORT_FORMATS = {"dotenv": ".env", "json": ".json"}
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@bp.app_template_filter("softbreak")
+def softbreak(value: object) -> Markup:
+    """Escape a value and let it wrap after `/ . : ? & = , ; @` (a <wbr>), never mid-word."""
+    return _WBR.join(escape(piece) for piece in _SOFT_BREAK_AFTER.split(str(value)))
 
 
 def _bundle_path(bundle_id: str, suffix: str = "") -> str:
