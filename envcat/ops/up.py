@@ -63,8 +63,9 @@ SIGNING_VARIABLE = signing.SIGNING_VARIABLE
 # What the internet-facing bff never holds: the keyring of the values at rest, the
 # delivery signing key and the database URL (with its password).
 NOT_FOR_THE_BFF = frozenset({KMS_VARIABLE, SIGNING_VARIABLE, "DATABASE_URL"})
-# Only the workers sign deliveries.
-NOT_FOR_THE_API = frozenset({SIGNING_VARIABLE})
+# Only the workers sign deliveries. The api sits behind no proxy: the bff's proof, not
+# X-Forwarded-For, tells it the client address (TRUSTED_PROXIES is for the bff).
+NOT_FOR_THE_API = frozenset({SIGNING_VARIABLE, "TRUSTED_PROXIES"})
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _Handler = Callable[[int, FrameType | None], object] | int | None
 

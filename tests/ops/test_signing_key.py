@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from envcat.core.envelope import SigningKeyring, encode_key, fingerprint, generate_seed
@@ -110,3 +111,14 @@ def test_only_the_worker_gets_the_seeds_and_the_api_the_public_keys(
     keyring = SigningKeyring.from_setting(seeds.get_secret_value())
     public = ",".join(encode_key(key) for key in keyring.public_keys)
     assert specs["api"].env["DELIVERY_PUBLIC_KEYS"] == public
+
+
+def test_only_the_bff_trusts_proxies(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRUSTED_PROXIES", "1")
+    behind = settings.model_copy(update={"trusted_proxies": 1})
+    options = UpOptions("127.0.0.1", 15000, 18888, tmp_path, demo=False)
+    specs = {spec.name: spec for spec in app_specs(options, tmp_path, behind)}
+    assert specs["bff"].env["TRUSTED_PROXIES"] == "1"
+    assert "TRUSTED_PROXIES" not in specs["api"].env
