@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev up test docs clean
+.PHONY: setup setup-dev up test docs bench clean
 
 setup:
 	VENV=$(VENV) ./scripts/bootstrap.sh
@@ -19,6 +19,10 @@ test:
 # The documentation site on http://127.0.0.1:8889, rebuilt on every change (docs/ and envcat/).
 docs: setup-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8889
+
+# The speed benches of issue #14 in a quick mode, one table (docs/performance.md).
+bench:
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

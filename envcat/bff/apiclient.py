@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json as jsonlib
 import select
+import socket
 import ssl
 import threading
 import time
@@ -116,6 +117,7 @@ class _Connections:
         self.prefix = parts.path.rstrip("/")
         self._tls = ssl.create_default_context() if self.is_tls else None
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._address: tuple[socket.AddressFamily, Any] | None = None
         self._lock = threading.Lock()
 
     def take(self) -> tuple[http.client.HTTPConnection, bool]:
@@ -143,14 +145,35 @@ class _Connections:
             connection = http.client.HTTPSConnection(
                 self.host, self.port, timeout=CONNECT_TIMEOUT_SECONDS, context=self._tls
             )
+            connection.connect()
         else:
-            connection = http.client.HTTPConnection(
-                self.host, self.port, timeout=CONNECT_TIMEOUT_SECONDS
-            )
-        connection.connect()
+            connection = http.client.HTTPConnection(self.host, self.port)
+            connection.sock = self._open_socket()
         if connection.sock is not None:  # reads must outlive the longest poll
             connection.sock.settimeout(READ_TIMEOUT_SECONDS)
         return connection
+
+    def _open_socket(self) -> socket.socket:
+        """A TCP connection to the api, resolving its name once per process, not per call.
+
+        Under gevent every lookup (even of an address literal) is a round trip
+        through a thread pool; a burst of long polls opens hundreds of connections.
+        A failed connect forgets the address, so a moved api is found again.
+        """
+        if self._address is None:
+            found = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            self._address = (found[0][0], found[0][4])
+        family, address = self._address
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT_SECONDS)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            self._address = None
+            raise
+        return sock
 
     def close(self) -> None:
         with self._lock:
