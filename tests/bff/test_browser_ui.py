@@ -114,6 +114,10 @@ def test_bundle_page_layout(tab: Any, stack: LiveStack) -> None:
     create_bundle(tab, stack, "layout/app")
     add_key(tab, "SERVICE_URL", "https://localhost:8443/api", secret=False)
     add_key(tab, "SERVICE_TOKEN", "t0ken", secret=True)
+    # The command to type, with the workspace the CLI must name.
+    workspace = workspace_of(tab, stack)
+    assert workspace
+    assert tab.locator("#get-command").inner_text() == f"envcat get layout/app -w {workspace}"
     header = tab.get_by_role("columnheader", name="Actions")
     assert header.is_visible()
     detach = tab.get_by_role("button", name="Detach").first

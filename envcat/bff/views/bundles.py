@@ -104,10 +104,13 @@ def _render(bundle_id: str, revealed: dict[str, str] | None = None) -> Response:
     bundle = backend.fetch(_bundle_path(bundle_id))
     attached = {key["id"] for key in bundle["keys"]}
     library = [k for k in backend.fetch("/api/v1/keys")["keys"] if k["id"] not in attached]
+    # The CLI names the workspace (-w): show the command exactly as it must be typed.
+    workspace = str(backend.fetch("/api/v1/me").get("tenant", {}).get("slug") or "")
     return page(
         "bundle.html",
         identity=current_identity(),
         bundle=bundle,
+        get_command=f"envcat get {bundle['name']}" + (f" -w {workspace}" if workspace else ""),
         library=library,
         revealed=revealed or {},
         mask=MASK,
