@@ -125,16 +125,28 @@ def _wait_for_workers(url: str) -> None:
 
 @contextlib.contextmanager
 def _bff(redis_url: str, log: Path, **extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with _serve("bff", redis_url, log, **extra) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serve(
+    app: str, redis_url: str, log: Path, **extra: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`gunicorn -c <app's conf> -w 2` on a free port, until the block ends (then SIGTERM)."""
     port = free_port()
     env = clean_environment(
         BFF_SHARED_SECRET=new_shared_secret(),
+        BUNDLE_KMS_KEY=new_kms_key(),
+        DATABASE_URL=f"sqlite:///{log.parent / 'envcat.db'}",
         REDIS_URL=redis_url,
         API_BASE_URL=f"http://127.0.0.1:{free_port()}",
         **extra,
     )
-    argv = [*GUNICORN, "-c", BFF_CONF, "-w", "2", "--bind", f"127.0.0.1:{port}"]
+    conf = API_CONF if app == "api" else BFF_CONF
+    argv = [*GUNICORN, "-c", conf, "-w", "2", "--bind", f"127.0.0.1:{port}"]
     with log.open("wb") as sink:
-        process = subprocess.Popen([*argv, "envcat.bff.wsgi:app"], env=env, stderr=sink, cwd="/")
+        process = subprocess.Popen([*argv, f"envcat.{app}.wsgi:app"], env=env, stderr=sink, cwd="/")
         try:
             wait_for_port(port, timeout=60)
             url = f"http://127.0.0.1:{port}"
@@ -193,3 +205,18 @@ def test_metrics_need_the_token(redis_url: str, tmp_path: Path) -> None:
     with _bff(redis_url, tmp_path / "bff2.log") as (url, _):
         unset = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert unset.status_code == 404
+
+
+def test_the_api_under_its_conf_serves_multiprocess_metrics(redis_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "api.log"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with _serve("api", redis_url, log, METRICS_TOKEN=TOKEN) as (url, _):
+        for _ in range(4):
+            reply = httpx.get(f"{url}/metrics", headers=auth, timeout=30)
+            assert reply.status_code == 200
+            # Only the multiprocess collector answers: no per-process Python collectors.
+            assert "python_gc_objects_collected_total" not in reply.text
+        assert httpx.get(f"{url}/metrics", timeout=30).status_code == 401
+    found = re.search(r"prometheus multiprocess directory (\S+)", log.read_text())
+    assert found is not None
+    assert not Path(found.group(1)).exists()
