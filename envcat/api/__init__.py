@@ -7,6 +7,7 @@ import secrets
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from envcat.api.context import no_store
 from envcat.api.errors import register_error_handlers
 from envcat.api.extensions import limiter
 from envcat.core import forwarding
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     limiter.init_app(app)
     register_error_handlers(app)
     app.after_request(_echo_request_id)
+    app.after_request(no_store)  # every reply: signed, internal, public and errors alike
     app.teardown_request(_unbind_request_id)
     for bp in _blueprints():
         app.register_blueprint(bp)  # type: ignore[arg-type]

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import kombu.exceptions
-import redis
-from flask import Response
-
 from envcat.api.auth import caller, signed_blueprint
+from envcat.api.context import client_origin
 from envcat.api.openapi import endpoint
-from envcat.api.views.requests import client_origin
 from envcat.core.schemas.requests import DecisionAccepted, EncryptFromBundle
 from envcat.services import requests
-from envcat.services.errors import Unavailable
 from envcat.workers import tasks
+from envcat.workers.enqueue import enqueue
 
 bp = signed_blueprint("approvals")
-ENQUEUE_ERRORS = (
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
-
-
-@bp.after_request
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 @endpoint(
@@ -50,12 +35,13 @@ def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[Decis
         include_keys=body.include_keys,
         origin=client_origin(),
     )
-    try:
-        # after the audit commit: the task re-reads everything it needs
-        tasks.encrypt_from_bundle.delay(accepted.request_id, accepted.mac)
-    except ENQUEUE_ERRORS:
-        requests.abandon(accepted)
-        raise Unavailable("The task queue is unavailable; ask the developer to retry.") from None
+    # after the audit commit: the task re-reads everything it needs
+    enqueue(
+        tasks.encrypt_from_bundle,
+        (accepted.request_id, accepted.mac),
+        on_failure=lambda: requests.abandon(accepted),
+        message="The task queue is unavailable; ask the developer to retry.",
+    )
     return DecisionAccepted(), 202
 
 

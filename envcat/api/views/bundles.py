@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response
 
 from envcat.api.auth import caller, signed_blueprint
+from envcat.api.context import current_actor
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.bundles import (
     AttachKey,
@@ -19,26 +20,8 @@ from envcat.core.schemas.bundles import (
     ImportResult,
 )
 from envcat.services import bundles
-from envcat.services.audit import Origin
-from envcat.services.tenancy import Actor
 
 bp = signed_blueprint("bundles")
-
-
-def no_store(response: Response) -> Response:
-    """after_request: replies may hold values; no cache (bff, proxy, browser) may keep them."""
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-bp.after_request(no_store)
-
-
-def current_actor() -> Actor:
-    """The verified caller as a service-layer actor, with the request's origin for the audit."""
-    who = caller()
-    origin = Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
-    return Actor(tenant_id=who.tenant_id, user_id=who.user_id, origin=origin)
 
 
 @endpoint(

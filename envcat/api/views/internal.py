@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 
 from envcat.api.auth import authenticate_bff
+from envcat.api.context import client_origin
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.accounts import (
     AccountDeleted,
@@ -15,7 +16,6 @@ from envcat.core.schemas.accounts import (
     PasswordChanged,
 )
 from envcat.services import accounts
-from envcat.services.audit import Origin
 
 bp = Blueprint("internal", __name__, url_prefix="/api/v1/internal")
 bp.before_request(authenticate_bff)
@@ -51,10 +51,6 @@ def sign_in(body: Credentials) -> AccountOut:
     return accounts.authenticate(body.email, body.password)
 
 
-def _origin() -> Origin:
-    return Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
-
-
 @endpoint(
     bp,
     "/local-auth/change-password",
@@ -67,7 +63,9 @@ def _origin() -> Origin:
 )
 def change_password(body: PasswordChange) -> PasswordChanged:
     """The account page; 401 invalid_credentials when the current password is wrong."""
-    return accounts.change_password(body.user_id, body.old_password, body.new_password, _origin())
+    return accounts.change_password(
+        body.user_id, body.old_password, body.new_password, client_origin()
+    )
 
 
 @endpoint(
@@ -82,4 +80,4 @@ def change_password(body: PasswordChange) -> PasswordChanged:
 )
 def delete_account(body: AccountDeletion) -> AccountDeleted:
     """The account page; 409 last_owner while other members depend on this owner."""
-    return accounts.delete_account(body.user_id, body.password, _origin())
+    return accounts.delete_account(body.user_id, body.password, client_origin())

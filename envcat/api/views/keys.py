@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from envcat.api.auth import caller, signed_blueprint
+from envcat.api.context import current_actor
 from envcat.api.openapi import endpoint
-from envcat.api.views.bundles import current_actor, no_store
 from envcat.core.schemas.bundles import (
     KeyCreate,
     KeyList,
@@ -16,7 +16,6 @@ from envcat.core.schemas.bundles import (
 from envcat.services import keys
 
 bp = signed_blueprint("keys")
-bp.after_request(no_store)
 
 
 @endpoint(

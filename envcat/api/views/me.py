@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from envcat.api.auth import caller, signed_blueprint
+from envcat.api.context import current_actor
 from envcat.api.openapi import endpoint
-from envcat.api.views.bundles import current_actor, no_store
 from envcat.core.schemas.accounts import AccountOut, TenantOut
 from envcat.core.schemas.workspaces import WorkspaceList, WorkspaceRename
 from envcat.services import tenancy, workspaces
 
 bp = signed_blueprint("me")
-bp.after_request(no_store)
 
 
 @endpoint(

@@ -7,6 +7,7 @@ import socket
 
 from flask import Blueprint, Response, jsonify, request
 
+from envcat.api.context import client_origin
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.requests import (
@@ -18,7 +19,6 @@ from envcat.core.schemas.requests import (
     WaitResult,
 )
 from envcat.services import requests
-from envcat.services.audit import Origin
 from envcat.services.runtime import current
 
 POLL_TOKEN_HEADER = "X-Poll-Token"  # noqa: S105  # a header name, not a secret
@@ -35,13 +35,6 @@ def _creation_limit() -> str:
 limiter.limit(_creation_limit, methods=["POST"])(bp)
 
 
-@bp.after_request
-def _no_store(response: Response) -> Response:
-    # A ready reply carries the sealed payload: no cache may keep it.
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def _caller_connected() -> bool:
     """False once the caller has closed its connection (EOF readable on the socket)."""
     sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
@@ -54,11 +47,6 @@ def _caller_connected() -> bool:
         return True
     except OSError:  # reset by the peer
         return False
-
-
-def client_origin() -> Origin:
-    """The caller's address and user agent, for the audit log."""
-    return Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
 
 
 @endpoint(

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from flask import Blueprint, request
-from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import RedisError
 
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.clerk import ClerkWebhookAck
 from envcat.services import metrics, provisioning
-from envcat.services.errors import Unavailable
 from envcat.services.runtime import current
 from envcat.workers import tasks
+from envcat.workers.enqueue import enqueue
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1")
-
-# What publishing to a broker that is down raises (kombu wraps most of it).
-ENQUEUE_ERRORS = (BrokerError, RedisError, OSError)
 
 
 def _receive() -> ClerkWebhookAck:
@@ -29,16 +24,15 @@ def _receive() -> ClerkWebhookAck:
         return ClerkWebhookAck(ignored=True)
     if not provisioning.record_delivery(event):
         return ClerkWebhookAck(duplicate=True)
-    try:
-        # argsrepr: worker logs and events show ids only, never the payload's emails and
-        # names (a Celery 5 option that celery-types does not declare, hence the ignore).
-        tasks.provision_clerk_event.apply_async(  # type: ignore[call-arg]
-            (event.id, event.type, event.payload()), argsrepr=repr((event.id, event.type))
-        )
-    except ENQUEUE_ERRORS:
+    enqueue(
+        tasks.provision_clerk_event,
+        (event.id, event.type, event.payload()),
         # Unrecord it: Svix retries on 503, and the retry must not look like a duplicate.
-        provisioning.forget_delivery(event.id)
-        raise Unavailable("The task queue is unavailable; retry.") from None
+        on_failure=lambda: provisioning.forget_delivery(event.id),
+        message="The task queue is unavailable; retry.",
+        # worker logs and events show ids only, never the payload's emails and names
+        options={"argsrepr": repr((event.id, event.type))},
+    )
     return ClerkWebhookAck()
 
 

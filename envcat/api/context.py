@@ -1,0 +1,31 @@
+"""What a view needs from the current HTTP request, in one place (issue #13).
+
+The caller's origin for the audit log, the verified caller as a service-layer
+actor, and the one `no-store` rule every api reply follows.
+"""
+
+from __future__ import annotations
+
+from flask import Response, request
+
+from envcat.api.auth import caller
+from envcat.services.audit import Origin
+from envcat.services.tenancy import Actor
+
+
+def client_origin() -> Origin:
+    """The caller's address (after ProxyFix or the bff's proof) and user agent, for the audit."""
+    return Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
+
+
+def current_actor() -> Actor:
+    """The verified caller as a service-layer actor, with the request's origin for the audit."""
+    who = caller()
+    return Actor(tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
+
+
+def no_store(response: Response) -> Response:
+    """after_request on every api reply: it may hold values or a sealed payload; no cache
+    (bff, proxy, browser) may keep it."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
