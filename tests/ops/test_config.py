@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -153,16 +154,23 @@ def test_bad_configuration_stops_every_command_with_one_line(
     assert result.stderr == f"envcat: configuration error: {expected}\n"
 
 
-def test_bad_configuration_in_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["init-db", "up"])
+def test_bad_configuration_in_a_real_process_prints_no_traceback(
+    tmp_path: Path, command: str
+) -> None:
     variable, value, expected = BAD_VALUES[0]
+    ports = ["--api-port", str(free_port()), "--bff-port", str(free_port())]
+    started = time.monotonic()
     result = subprocess.run(
-        [str(ENVCAT), "server", "init-db", "--data-dir", str(tmp_path)],
+        [str(ENVCAT), "server", command, "--data-dir", str(tmp_path)]
+        + (ports if command == "up" else []),
         env=clean_environment(**_environment_with(variable, value)),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    assert time.monotonic() - started < 10
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == f"envcat: configuration error: {expected}\n"
