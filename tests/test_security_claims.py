@@ -66,12 +66,12 @@ def _cells(line: str) -> list[str]:
     inner = line.strip()
     inner = inner[1:] if inner.startswith("|") else inner
     inner = inner[:-1] if inner.endswith("|") else inner
-    # a `|` inside backticks (code) does not split cells
+    # a `|` inside backticks (code) or escaped as \| does not split cells
     cells, current, in_code = [], "", False
-    for char in inner:
+    for index, char in enumerate(inner):
         if char == "`":
             in_code = not in_code
-        if char == "|" and not in_code:
+        if char == "|" and not in_code and inner[index - 1 : index] != "\\":
             cells.append(current.strip())
             current = ""
         else:
@@ -220,7 +220,7 @@ Prose may cite `tests/test_fake.py::test_fine` and `…::test_also_fine`.
 | claim | where | tests |
 |---|---|---|
 | proven | README | `tests/test_fake.py::test_fine`, `…::test_param[one]` |
-| `a|b` in code stays one cell | docs | `tests/test_fake.py::test_param` |
+| `a|b` in code and a\\|b escaped stay one cell | docs | `tests/test_fake.py::test_param` |
 | missing test | README | `tests/test_fake.py::test_not_there` |
 | missing file | README | `tests/test_gone.py::test_anything` |
 | skipped | landing | `tests/test_fake.py::test_skipped`, `…::test_skipped_if_true` |
