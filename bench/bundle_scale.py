@@ -37,7 +37,7 @@ from sqlalchemy import insert
 from envcat.core.sealing import encode_public_key, generate_keypair, seal_values
 from envcat.core.settings import Settings
 from envcat.models import Bundle, BundleKey, Key, db, migrate
-from envcat.services import access_requests, delivery
+from envcat.services import delivery
 from envcat.services.runtime import create_service_app, current
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,6 +47,7 @@ from tests.hardening.databases import temporary_postgres
 from tests.hardening.flows import signed_client
 from tests.hardening.processes import processes, server_environment, wait_until_healthy
 from tests.support import RedisServer, free_port
+from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member
 
 TARGET = 1.5
@@ -111,18 +112,17 @@ def big_bundle(settings: Settings, runs: int) -> tuple[float, float, float]:
         ]
         names = [name for _, name, _ in stored]
         runtime = current()
-        record = delivery.approval_record(BIG_TENANT, USER, bundle_id, names)
         approved = []  # approved pending requests, made ahead: only the task's work is timed
         for _ in range(runs + 1):
             public_key = encode_public_key(generate_keypair())
-            request, _ = access_requests.create(runtime.redis, ttl=300, cli_pub=public_key)
-            access_requests.mark_approved(runtime.redis, request.id, approval=record, at=0.0)
-            approved.append(request.id)
+            request, _ = stored_request(runtime.redis, tenant_id=BIG_TENANT, cli_pub=public_key)
+            mac = record_approval(runtime.redis, request, USER, bundle_id, names)
+            approved.append((request.id, mac))
 
         def service() -> None:
             db.session.expire_all()  # the worker reads fresh rows, as after another process
-            request_id = approved.pop()
-            assert delivery.encrypt_from_bundle(request_id, BIG_TENANT, USER, bundle_id, names)
+            request_id, mac = approved.pop()
+            assert delivery.encrypt_from_bundle(request_id, mac)
 
         def primitives() -> None:
             values = {

@@ -22,11 +22,9 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]  # no stubs installed
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import create_body, start_bare_flask
-from stack import LoadResult, closed_loop, stack
+from stack import LoadResult, closed_loop, cpu_seconds, machine_load, stack
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 
@@ -40,19 +38,7 @@ LABELS = {
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) of each named process and everything it forked."""
-    used: dict[str, float] = {}
-    for name, pid in pids.items():
-        total = 0.0
-        try:
-            root = psutil.Process(pid)
-            for process in [root, *root.children(recursive=True)]:
-                times = process.cpu_times()
-                total += times.user + times.system
-        except psutil.Error:
-            pass
-        used[name] = total
-    return used
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
 
 def measure(
@@ -92,11 +78,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved slices (default 4)")
     parser.add_argument("--check", action="store_true", help=f"exit 1 below {TARGET_RATIO}x")
     options = parser.parse_args()
+    machine = machine_load()
     results, cpu = measure(options.seconds, options.clients, options.rounds)
     bare = results["bare"]
     print(
         f"{options.clients} clients, {options.seconds:g} s each,"
-        f" in {options.rounds} interleaved slices"
+        f" in {options.rounds} interleaved slices ({machine} at start)"
     )
     for name, load in results.items():
         print(

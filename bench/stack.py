@@ -114,6 +114,28 @@ def stack(
 WORKSPACE, USER = "bench", "u-bench"
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and everything it forked; 0 once gone."""
+    import psutil  # type: ignore[import-untyped]  # no stubs installed
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            times = process.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def machine_load() -> str:
+    """The 1-minute load average against the core count: wall-clock figures depend on it."""
+    import os
+
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
 def seed_workspace(settings: Settings) -> None:
     """Create the tenant (workspace slug `bench`) and owner that requests name."""
     from envcat.models import db

@@ -34,7 +34,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from stack import WORKSPACE, percentile, stack
+from stack import WORKSPACE, cpu_seconds, machine_load, percentile, stack
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 
@@ -54,6 +54,8 @@ class Load:
     peak_rss: dict[int, int] = field(default_factory=dict)
     peak_redis_clients: int = 0
     wall: float = 0.0
+    cpu_ms_per_poll: dict[str, float] = field(default_factory=dict)
+    machine: str = ""
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -143,6 +145,7 @@ async def _measure(
     masters: list[psutil.Process],
     r: redis.Redis,
     options: argparse.Namespace,
+    groups: dict[str, int],
 ) -> Load:
     load = Load(target)
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -150,6 +153,8 @@ async def _measure(
     load.idle_rss = _rss(masters)
     done = asyncio.Event()
     sampler = asyncio.create_task(_sample(masters, r, load, done))
+    cpu_before = {name: cpu_seconds(pid) for name, pid in groups.items()}
+    load.machine = machine_load()
     started = time.perf_counter()
     host, port = url.removeprefix("http://").split(":")
     step = options.ramp / max(1, options.n)
@@ -160,6 +165,10 @@ async def _measure(
         )
     )
     load.wall = time.perf_counter() - started
+    load.cpu_ms_per_poll = {
+        name: (cpu_seconds(pid) - cpu_before[name]) / options.n * 1000
+        for name, pid in groups.items()
+    }
     done.set()
     await sampler
     return load
@@ -196,6 +205,8 @@ def report(options: argparse.Namespace, load: Load) -> None:
             f" holding {total_peak / mib:.1f} MiB ({per_waiter:.1f} KiB per waiter)"
         )
     print(f"Redis connected clients at peak: {load.peak_redis_clients}")
+    cpu = "  ".join(f"{name} {ms:.2f}" for name, ms in load.cpu_ms_per_poll.items() if ms >= 0.01)
+    print(f"CPU ms per poll (admitting, holding, answering): {cpu}   ({load.machine} at start)")
     print(f"clean (0 errors, all within timeout + {ALLOWED_LATENESS:g} s): {is_clean(load, hold)}")
 
 
@@ -209,15 +220,19 @@ def run(options: argparse.Namespace) -> list[Load]:
         api = psutil.Process(children["api"].pid)
         bff = psutil.Process(children["bff"].pid)
         targets = {"api": (running.api, [api]), "bff": (running.bff, [bff, api])}
-        for name in options.via.split(","):
-            url, masters = targets[name]
-            label = "straight to the api" if name == "api" else "through the bff"
-            loads.append(asyncio.run(_measure(label, url, masters, r, options)))
-        r.close()
-        if any(load.errors for load in loads):  # the servers' own account of what went wrong
-            lines = running.group.logs().splitlines()
-            notable = [x for x in lines if any(w in x for w in NOTABLE_LOG_WORDS)]
-            print(*notable[-30:], sep="\n")
+        groups = {"api": api.pid, "bff": bff.pid, "redis": running.redis_pid}
+        try:
+            for name in options.via.split(","):
+                url, masters = targets[name]
+                label = "straight to the api" if name == "api" else "through the bff"
+                loads.append(asyncio.run(_measure(label, url, masters, r, options, groups)))
+        finally:
+            r.close()
+            if sys.exc_info()[0] is not None or any(load.errors for load in loads):
+                # the servers' own account of what went wrong
+                lines = running.group.logs().splitlines()
+                notable = [x for x in lines if any(w in x for w in NOTABLE_LOG_WORDS)]
+                print(*notable[-30:], sep="\n")
     return loads
 
 
