@@ -60,8 +60,11 @@ def test_bundle_name_pattern_works_and_a_refusal_keeps_the_name(tab: Any, stack:
         "/lead": False,
         "trail/": False,
     }
-    # What the browser let through but the server refuses (a taken name) stays typed.
+    # The rename field on a bundle page checks the same way.
     create_bundle(tab, stack, "taken/name")
+    tab.locator("#edit-name").fill("bad name!")
+    assert tab.locator("#edit-name").evaluate("el => el.validity.patternMismatch")
+    # What the browser let through but the server refuses (a taken name) stays typed.
     tab.goto(f"{stack.bff_url}/bundles")
     tab.locator("#new-name").fill("taken/name")
     tab.locator("#new-description").fill("my description")
