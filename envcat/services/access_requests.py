@@ -58,8 +58,9 @@ def poll_rate_key(request_id: str) -> str:
 def ip_pending_key(ip: str) -> str:
     """How many undecided requests one client IP holds (the per-IP cap).
 
-    Counted down when a request is decided or cancelled; one that expires
-    undecided still counts until REQUEST_TTL after that address's last request.
+    Counted down exactly when the request leaves the pending index: decided,
+    cancelled, or (expired undecided) pruned by the next sweep; deleted at zero.
+    No TTL of its own, so it costs no expiry entry (issue #14).
     """
     return f"ip:{ip}:n"
 
@@ -184,8 +185,8 @@ class PollResult:
     approval: Approval | None = None
 
 
-# KEYS: req hash, pending index, ip counter, view. ARGV: now, ttl, cap, expires_at, request id,
-# view JSON, then field/value pairs.
+# KEYS: req hash, pending index, ip counter, view. ARGV: now, ttl, cap, expires_at,
+# pending-index member ("<id> <ip>"), view JSON, then field/value pairs.
 _CREATE = """
 local n = tonumber(redis.call('GET', KEYS[3]) or '0')
 if n >= tonumber(ARGV[3]) then return 0 end
@@ -194,7 +195,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 """
 
@@ -272,7 +272,8 @@ def create(
     view: list[Any] = [bundle or "", bundle_id or "", request.template_keys, shown]
     pairs = [item for pair in fields.items() for item in pair]
     keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip), view_key(new.id)]
-    args: list[str | int] = [repr(new.created), ttl, max_per_ip, repr(new.expires_at), new.id]
+    member = pending_member(new.id, client_ip)
+    args: list[str | int] = [repr(new.created), ttl, max_per_ip, repr(new.expires_at), member]
     args.append(json.dumps(view, separators=(",", ":"), ensure_ascii=False))
     return request if r.eval(_CREATE, 4, *keys, *args, *pairs) else None
 
@@ -325,35 +326,47 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
     )
 
 
+LEAVE_PENDING = """
+local function leave_pending(h, index)
+  -- Out of the pending index once; only then is its address's counter counted down.
+  local ip = redis.call('HGET', h, 'ip') or ''
+  if redis.call('ZREM', index, string.sub(h, 5) .. ' ' .. ip) == 1 and ip ~= '' then
+    local counter = 'ip:' .. ip .. ':n'
+    if redis.call('DECR', counter) <= 0 then redis.call('DEL', counter) end
+  end
+end
+"""
+
 # KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash.
-_TAKE = """
+_TAKE = (
+    LEAVE_PENDING
+    + """
 local h = KEYS[1]
 if redis.call('EXISTS', h) == 0 then return {'gone'} end
 if redis.call('HGET', h, 'pth') ~= ARGV[1] then return {'bad_token'} end
 local status = redis.call('HGET', h, 's')
 if status == 'pending' then return {'pending'} end
 local f = redis.call('HMGET', h, 'ct', 'msg', 'tid', 'a', 'um')
+leave_pending(h, KEYS[3])
 redis.call('DEL', h, h .. ':v')
-redis.call('ZREM', KEYS[3], string.sub(h, 5))
 if f[5] then redis.call('ZREM', KEYS[4], f[5]) end
 return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
 """
+)
 
 # KEYS: req hash, wake list, pending index, unclaimed index. ARGV: new status, json of
 # fields to set, unclaimed member ('' for none), wake TTL, '1' to refuse a request whose
 # approval is already being carried out.
-_FINISH = """
+_FINISH = (
+    LEAVE_PENDING
+    + """
 local h = KEYS[1]
 if redis.call('HGET', h, 's') ~= 'pending' then return 0 end
 if ARGV[5] == '1' and redis.call('HEXISTS', h, 'a') == 1 then return 0 end
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', h, k, v) end
 redis.call('HSET', h, 's', ARGV[1])
-redis.call('ZREM', KEYS[3], string.sub(h, 5))
-local ip = redis.call('HGET', h, 'ip')
-if ip and tonumber(redis.call('GET', 'ip:' .. ip .. ':n') or '0') > 0 then
-  redis.call('DECR', 'ip:' .. ip .. ':n')
-end
+leave_pending(h, KEYS[3])
 if ARGV[3] ~= '' then
   redis.call('HSET', h, 'um', ARGV[3])
   redis.call('ZADD', KEYS[4], redis.call('HGET', h, 'exp'), ARGV[3])
@@ -362,26 +375,24 @@ redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
+)
 
 # KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash, wake TTL.
-_CANCEL = """
+_CANCEL = (
+    LEAVE_PENDING
+    + """
 local h = KEYS[1]
 if redis.call('EXISTS', h) == 0 then return {'gone', '', ''} end
 if redis.call('HGET', h, 'pth') ~= ARGV[1] then return {'bad_token', '', ''} end
 local f = redis.call('HMGET', h, 'a', 'um', 'tid')
-if redis.call('HGET', h, 's') == 'pending' then
-  local ip = redis.call('HGET', h, 'ip')
-  if ip and tonumber(redis.call('GET', 'ip:' .. ip .. ':n') or '0') > 0 then
-    redis.call('DECR', 'ip:' .. ip .. ':n')
-  end
-end
+leave_pending(h, KEYS[3])
 redis.call('DEL', h, h .. ':v')
-redis.call('ZREM', KEYS[3], string.sub(h, 5))
 if f[2] then redis.call('ZREM', KEYS[4], f[2]) end
 redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {'cancelled', f[1] or '', f[3] or ''}
 """
+)
 
 # KEYS: req hash. ARGV: approval json, its MAC.
 _APPROVE = """
@@ -538,14 +549,30 @@ def is_polling_too_fast(r: redis.Redis, request_id: str, interval: int) -> bool:
     return not first
 
 
+# KEYS: pending index. ARGV: member ("<id> <ip>").
+_PRUNE = """
+local ip = string.match(ARGV[1], ' (.*)$') or ''
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ip ~= '' then
+  local counter = 'ip:' .. ip .. ':n'
+  if redis.call('DECR', counter) <= 0 then redis.call('DEL', counter) end
+end
+return 1
+"""
+
+
+def pending_member(request_id: str, client_ip: str) -> str:
+    """The request's entry in the pending index: its id and the address it counts against."""
+    return f"{request_id} {client_ip}"
+
+
 def prune_pending(r: redis.Redis, now: float, limit: int) -> list[str]:
-    """Remove up to `limit` expired ids from the pending index; return those removed."""
-    expired: list[str] = r.zrangebyscore(PENDING_INDEX, "-inf", now, start=0, num=limit)  # type: ignore[assignment]
-    removed = []
-    for request_id in expired:
-        if r.zrem(PENDING_INDEX, request_id):
-            removed.append(request_id)
-    return removed
+    """Remove up to `limit` expired requests from the pending index (and from their
+    address's count); return the ids removed. ZREM decides, so each is handled once."""
+    expired: list[str] = r.zrangebyscore(PENDING_INDEX, "-inf", now, start=0, num=limit)  # type: ignore[assignment]  # decode_responses
+    return [
+        member.split(" ", 1)[0] for member in expired if r.eval(_PRUNE, 1, PENDING_INDEX, member)
+    ]
 
 
 def claim_unclaimed(r: redis.Redis, now: float, limit: int) -> list[dict[str, str]]:

@@ -244,6 +244,30 @@ def test_one_ip_holds_at_most_its_cap_of_undecided_requests(redis_client: redis.
     _new(redis_client, cap=2, ip="198.51.100.8")  # another address is not affected
     assert store.cancel_request(redis_client, first.id, token).outcome == "cancelled"
     _new(redis_client, cap=2)  # a cancelled request frees its place at once
+    assert redis_client.get(store.ip_pending_key("198.51.100.7")) == "2"
+
+
+def test_an_expired_undecided_request_frees_its_place_when_swept(
+    redis_client: redis.Redis,
+) -> None:
+    expired, _ = _new(redis_client, ttl=60, cap=1, ip="198.51.100.9")
+    counter = store.ip_pending_key("198.51.100.9")
+    assert redis_client.get(counter) == "1"
+    # the sweep at a time past its expiry (a clock, not a sleep)
+    assert store.prune_pending(redis_client, expired.expires_at + 1, 10) == [expired.id]
+    assert redis_client.get(counter) is None  # counted down to zero and deleted
+    assert store.prune_pending(redis_client, expired.expires_at + 1, 10) == []
+    _new(redis_client, cap=1, ip="198.51.100.9")
+    assert redis_client.ttl(counter) == -1  # no expiry entry of its own
+
+
+def test_a_decision_counts_the_address_down_exactly_once(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client, ip="198.51.100.12")
+    counter = store.ip_pending_key("198.51.100.12")
+    assert store.mark_failed(redis_client, request.id, message="m")
+    assert redis_client.get(counter) is None
+    assert store.cancel_request(redis_client, request.id, token).outcome == "cancelled"
+    assert redis_client.get(counter) is None  # not below zero, not recreated
 
 
 def test_a_newer_long_poll_replaces_the_older(redis_client: redis.Redis) -> None:

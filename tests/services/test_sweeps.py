@@ -17,7 +17,7 @@ from envcat.models import db
 from envcat.services import access_requests as store
 from envcat.services import sweeps
 from tests.api.test_requests_support import audit_actions
-from tests.support.requests import stored_request
+from tests.support.requests import TEST_IP, stored_request
 
 TENANT = "t-acme"
 
@@ -65,7 +65,9 @@ def test_sweep_prunes_expired_pending_requests_in_batches(
     assert (report.pruned, report.unclaimed) == (5, 0)
     assert _expired_metric("pending") == before + 5
     assert REGISTRY.get_sample_value("envcat_pending_requests") == 1
-    assert redis_client.zrange(store.PENDING_INDEX, 0, -1) == [alive.id]
+    assert redis_client.zrange(store.PENDING_INDEX, 0, -1) == [
+        store.pending_member(alive.id, TEST_IP)
+    ]
     assert sweeps.sweep_expired_requests() == sweeps.SweepReport(pruned=0, unclaimed=0)
     assert db.session.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 0
 
