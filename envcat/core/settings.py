@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from typing import Literal
 from urllib.parse import urlsplit
@@ -92,6 +93,8 @@ class Settings(BaseSettings):
     """Level of the JSON logs of every server process."""
     max_body_bytes: int = 1024 * 1024
     """Largest request body the api accepts, in bytes."""
+    key_versions_kept: int = Field(default=20, ge=1, le=1000)
+    """Versions of each key value kept (the current one included); older ones are deleted."""
 
     @field_validator("bundle_kms_key")
     @classmethod
@@ -156,7 +159,7 @@ class Settings(BaseSettings):
         """The delivery signing keys; ConfigError when this process was started without them."""
         if self.delivery_signing_key is None:
             raise ConfigError("envcat: configuration error: DELIVERY_SIGNING_KEY: Field required")
-        return SigningKeyring.from_setting(self.delivery_signing_key.get_secret_value())
+        return _signing_keyring(self.delivery_signing_key.get_secret_value())
 
     def signing_keyring_text(self) -> str:
         """The DELIVERY_SIGNING_KEY text, for child processes; ConfigError when unset."""
@@ -184,6 +187,12 @@ class Settings(BaseSettings):
             parts = urlsplit(self.public_url)
             return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
         return [p.strip() for p in self.clerk_authorized_parties.split(",") if p.strip()]
+
+
+@functools.lru_cache(maxsize=4)
+def _signing_keyring(text: str) -> SigningKeyring:
+    # parsed once per process: each delivery signs with it
+    return SigningKeyring.from_setting(text)
 
 
 def describe_error(exc: ValidationError) -> str:
