@@ -6,7 +6,9 @@ its rows must name at least one test id (`tests/path.py::test_name`, optionally
 `::Class::test_name` or a parametrised `[id]`). Every test id anywhere on the
 page must be collected by pytest itself (a subprocess collecting only the
 referenced files) and must not carry an unconditional skip. `…::test_name`
-abbreviates the file of the id written before it.
+abbreviates the file of the id written before it. Every quoted claim of the
+claims inventory must still appear in what users read (README, docs, templates,
+`--help`, Python strings), so the inventory cannot drift from the wording.
 """
 
 from __future__ import annotations
@@ -286,3 +288,42 @@ def test_the_checker_passes_a_page_whose_references_all_hold(tmp_path: Path) -> 
     page.write_text(BROKEN_PAGE.split("| missing test")[0], encoding="utf-8")
 
     assert check_claims(page, root=tmp_path) == []
+
+
+def _shown_to_users() -> str:
+    """Everything users read, flattened: README, docs, templates, --help, Python strings."""
+    from click.testing import CliRunner
+
+    from envcat.cli.main import cli
+
+    parts = [(ROOT / "README.md").read_text(encoding="utf-8")]
+    parts += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))]
+    templates = sorted((ROOT / "envcat" / "bff" / "templates").glob("*.html"))
+    parts += [re.sub(r"<[^>]+>|\{[{%#].*?[}%#]\}", " ", p.read_text()) for p in templates]
+    parts += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "envcat").rglob("*.py"))]
+    for command in ([], ["get"], ["run"], ["init"], ["trust"]):
+        parts.append(CliRunner().invoke(cli, [*command, "--help"], terminal_width=200).output)
+    return _flat("\n".join(parts))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("`", "").replace("*", "").split()).lower()
+
+
+def test_every_quoted_claim_is_still_shown_to_users() -> None:
+    """The inventory quotes users' words: a reworded source must update its row."""
+    rows, _ = claim_rows(SECURITY_MD.read_text(encoding="utf-8"))
+    shown = _shown_to_users()
+    checked, missing = 0, []
+    for row in rows:
+        if row.table != "Claims inventory":
+            continue
+        for quote in re.findall(r'"([^"]+)"', row.text):
+            for part in re.split(r"…|`<[^`]+>`", quote):
+                if len(part.strip()) > 8:
+                    checked += 1
+                    if _flat(part) not in shown:
+                        missing.append(f"line {row.line}: {part.strip()!r}")
+    assert checked >= 30, "the inventory quotes too little to check"
+    assert missing == [], "\n".join(missing)
+    assert _flat("nobody else can open them, not even this server") not in shown
