@@ -19,6 +19,9 @@ FROM builder AS docs-build
 RUN /opt/envcat/bin/pip install "mkdocs>=1.6" "mkdocs-material>=9.5"
 COPY mkdocs.yml ./
 COPY docs ./docs
+# The diagrams' mermaid, pinned and integrity-checked, served with the site (no CDN).
+COPY scripts/js-deps.txt scripts/fetch_js.py ./scripts/
+RUN python scripts/fetch_js.py mermaid
 RUN /opt/envcat/bin/mkdocs build --strict --site-dir /site
 
 # ---- docs: the built site, served as static files -----------------------------------

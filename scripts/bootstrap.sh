@@ -55,12 +55,14 @@ fi
 
 # JavaScript for the accessibility checks and the docs' diagrams: pinned versions from
 # scripts/js-deps.txt, fetched once with `npm pack` (npm checks the registry's integrity
-# hash) into .cache/js/<name>-<version>/. Nothing from a CDN at test or docs time.
+# hash; scripts/fetch_js.py does the same where npm is missing) into
+# .cache/js/<name>-<version>/. Nothing from a CDN at test or docs time.
 fetch_js() {
   local name=$1 version=$2 file=$3 dest=".cache/js/$1-$2" tmp
   [ -f "$dest/$file" ] && return 0
   if ! command -v npm >/dev/null; then
-    echo "bootstrap: npm is missing, so $name is not installed (apt-get install npm)" >&2
+    # The same registry tarball, checked against its sha512 integrity, without npm.
+    python3 scripts/fetch_js.py "$name" || echo "bootstrap: could not fetch $name@$version" >&2
     return 0
   fi
   tmp=$(mktemp -d)
