@@ -150,6 +150,7 @@ def test_a_member_of_several_workspaces_switches_to_the_requests(stack: LiveStac
     assert (switched.status_code, switched.headers["Location"]) == (303, f"/approve/{request_id}")
     now = ann.get(f"/approve/{request_id}")
     assert now.status_code == 200 and "Verification phrase" in now.text
+    assert re.search(rf"<dt>Workspace</dt><dd><code>{team.workspace}</code>", now.text)
     # a workspace she does not belong to cannot be switched to
     stranger = new_user(stack, "stranger")
     ann.post("/workspaces/switch", {"tenant_id": stranger.tenant_id, "next": "/bundles"})

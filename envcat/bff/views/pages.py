@@ -123,6 +123,7 @@ def _render_approval(
         identity=current_identity(),
         request_id=request_id,
         phrase=context.get("user_code", ""),
+        workspace=context.get("workspace", ""),
         details=_context_rows(context.get("context")),
         seconds_left=max(0, int((expires_at or time.time()) - time.time())),
         bundles=bundles,
