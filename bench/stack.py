@@ -5,14 +5,14 @@ pid when the block ends) with the exact command lines the deployment docs give:
 
 - the api: `gunicorn -c envcat/api/gunicorn.conf.py envcat.api.wsgi:app`
   (docs/api-deployment.md: gevent, 2 workers, 5,000 connections each);
-- the bff: `gunicorn --worker-class=gevent --workers=2 --worker-connections=2000`
-  (docs/web-ui.md, `envcat server up`);
+- the bff: `gunicorn -c envcat/bff/gunicorn.conf.py` (`envcat server up`);
 - a private redis-server with its default configuration.
 """
 
 from __future__ import annotations
 
 import http.client
+import runpy
 import statistics
 import sys
 import threading
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the process helpers live with the tests
@@ -39,8 +40,15 @@ from tests.hardening.processes import (  # noqa: E402
 from tests.support import RedisServer, free_port  # noqa: E402
 
 API_GUNICORN_CONF = ROOT / "envcat" / "api" / "gunicorn.conf.py"
-# docs/web-ui.md and `envcat server up` run the bff (and so the bare app) like this.
-BFF_GUNICORN = ["--worker-class=gevent", "--workers=2", "--worker-connections=2000"]
+BFF_GUNICORN_CONF = ROOT / "envcat" / "bff" / "gunicorn.conf.py"
+
+
+def _bff_settings() -> dict[str, Any]:
+    """The numbers of the bff's gunicorn settings file, which the bare app is served with too."""
+    names = ("worker_class", "workers", "worker_connections", "keepalive")  # and its access log
+    found = runpy.run_path(str(BFF_GUNICORN_CONF)) if BFF_GUNICORN_CONF.exists() else {}
+    defaults = {"worker_class": "gevent", "workers": 2, "worker_connections": 2000, "keepalive": 2}
+    return {name: found.get(name, defaults[name]) for name in names}
 
 
 def api_argv(port: int) -> list[str]:
@@ -50,8 +58,15 @@ def api_argv(port: int) -> list[str]:
 
 
 def bff_argv(port: int, app: str = "envcat.bff.wsgi:app") -> list[str]:
-    """The bff (or any WSGI `app`) with the bff's documented gunicorn settings."""
-    return [str(BIN / "gunicorn"), *BFF_GUNICORN, "--graceful-timeout=5", "--no-control-socket",
+    """The bff as deployed (its settings file); any other WSGI `app` with the same numbers."""
+    if app == "envcat.bff.wsgi:app" and BFF_GUNICORN_CONF.exists():
+        return [str(BIN / "gunicorn"), "-c", str(BFF_GUNICORN_CONF), "--no-control-socket",
+                f"--bind=127.0.0.1:{port}", app]  # fmt: skip
+    conf = _bff_settings()
+    return [str(BIN / "gunicorn"), f"--worker-class={conf['worker_class']}",
+            f"--workers={conf['workers']}", f"--worker-connections={conf['worker_connections']}",
+            f"--keep-alive={conf['keepalive']}", "--access-logfile=-", "--graceful-timeout=5",
+            "--no-control-socket",
             f"--bind=127.0.0.1:{port}", app]  # fmt: skip
 
 
