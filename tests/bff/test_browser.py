@@ -198,6 +198,10 @@ def test_approve_one_key_reaches_the_cli(
     assert json.loads(stdout) == {"API_URL": PLAIN_VALUE}
     assert CANARY not in stdout + stderr
 
+    # The link, opened again, says it was used (from the workspace's audit log).
+    page.goto(url)
+    assert page.get_by_role("heading", level=1).inner_text() == "This link was already used"
+
 
 def sign_in_in_browser(page: Any, stack: LiveStack, email: str) -> None:
     page.goto(f"{stack.bff_url}/sign-in")

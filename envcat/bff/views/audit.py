@@ -126,6 +126,26 @@ def index() -> Response:
     )
 
 
+REQUEST_ENDINGS = ("delivered", "cancelled", "expired", "denied", "failed")
+
+
+def request_state(request_id: str) -> str | None:
+    """What this tenant's log says became of a request that is gone from the api.
+
+    `delivered`, `cancelled`, `expired`, `denied`, `failed` or `approved`; None when
+    the log of this workspace never saw it (another workspace's request looks unknown).
+    """
+    try:
+        data = backend.fetch("/api/v1/audit", {"target": request_id, "limit": "20"})
+    except UpstreamError:
+        return None
+    actions = [str(event.get("action", "")) for event in data.get("events", [])]
+    for action in actions:  # newest first: the last thing that happened
+        if (ending := action.removeprefix("request.")) in REQUEST_ENDINGS:
+            return ending
+    return "approved" if "request.approved" in actions else None
+
+
 def _all_events(params: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
     events: list[dict[str, Any]] = []
     people: dict[str, Any] = {}

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, request
 from envcat.bff import backend
 from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import current_identity, login_required
+from envcat.bff.views.audit import request_state
 from envcat.bff.views.forms import page, refusal
 from envcat.bff.views.workspaces import elsewhere, elsewhere_page
 
@@ -152,7 +153,8 @@ def approve(request_id: str) -> Response:
     """Show the phrase, the context, the time left, the bundle and the keys to release."""
     context = backend.public_context(request_id) if REQUEST_ID.fullmatch(request_id) else None
     if context is None:
-        return _gone()
+        state = request_state(request_id) if REQUEST_ID.fullmatch(request_id) else None
+        return page("approve_gone.html", 404, state=state)
     if context.get("status") != "pending":
         return page("approve_done.html", 409, outcome="decided", state=context.get("status"))
     if (found := elsewhere(context)) is not None:
