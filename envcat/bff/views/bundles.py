@@ -100,7 +100,14 @@ def create() -> Response:
     return redirect(_back(created["id"]))  # type: ignore[return-value]
 
 
-def _render(bundle_id: str, revealed: dict[str, str] | None = None) -> Response:
+def _render(
+    bundle_id: str,
+    revealed: dict[str, str] | None = None,
+    *,
+    edit: dict[str, str] | None = None,
+    edit_error: str | None = None,
+    status: int = 200,
+) -> Response:
     bundle = backend.fetch(_bundle_path(bundle_id))
     attached = {key["id"] for key in bundle["keys"]}
     library = [k for k in backend.fetch("/api/v1/keys")["keys"] if k["id"] not in attached]
@@ -108,8 +115,16 @@ def _render(bundle_id: str, revealed: dict[str, str] | None = None) -> Response:
     workspace = str(backend.fetch("/api/v1/me").get("tenant", {}).get("slug") or "")
     return page(
         "bundle.html",
+        status,
         identity=current_identity(),
         bundle=bundle,
+        edit=edit
+        or {
+            "name": bundle["name"],
+            "description": bundle.get("description") or "",
+            "tags": ", ".join(bundle.get("tags") or []),
+        },
+        edit_error=edit_error,
         get_command=f"envcat get {bundle['name']}" + (f" -w {workspace}" if workspace else ""),
         library=library,
         revealed=revealed or {},
@@ -195,8 +210,17 @@ def edit(bundle_id: str) -> Response:
         "description": request.form.get("description", ""),
         "tags": tags_field(),
     }
-    path = _bundle_path(bundle_id)
-    return submit("PATCH", path, json=body, back=_back(bundle_id), done="Bundle saved.")
+    try:
+        backend.call("PATCH", _bundle_path(bundle_id), json=body)
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        # Render (not redirect) so what was typed stays in the form.
+        typed = {field: request.form.get(field, "") for field in ("name", "description", "tags")}
+        status = 409 if exc.status == 409 else 400
+        return _render(bundle_id, edit=typed, edit_error=_create_problem(exc), status=status)
+    flash("Bundle saved.", "success")
+    return redirect(_back(bundle_id))  # type: ignore[return-value]
 
 
 @bp.post("/bundles/<bundle_id>/delete")
