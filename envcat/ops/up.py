@@ -19,13 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-
-import httpx
-from sqlalchemy.engine import make_url
+from typing import TYPE_CHECKING
 
 import envcat
 from envcat.core.settings import Settings
-from envcat.ops import demo, signing
+from envcat.ops import signing
 from envcat.ops.config import (
     DATABASE_FILE,
     DEFAULT_DATA_DIR,
@@ -41,9 +39,15 @@ from envcat.ops.config import (
     sqlite_url,
     write_private_file,
 )
-from envcat.ops.maintenance import init_database
 from envcat.ops.supervisor import Output, ProcessSpec, Supervisor
-from envcat.workers.factory import QUEUES
+
+if TYPE_CHECKING:
+    import httpx
+
+    from envcat.ops import demo
+
+# The heavy modules (SQLAlchemy and Alembic, Celery, Flask, httpx) are imported where
+# they are used, after the settings are checked: a bad secret stops `up` in a second.
 
 READY_TIMEOUT_SECONDS = 90.0
 REDIS_START_SECONDS = 10.0
@@ -188,6 +192,8 @@ def app_specs(options: UpOptions, data_dir: Path, settings: Settings) -> list[Pr
     api = [*gunicorn, "--config", str(API_GUNICORN_CONFIG)]
     bff = [*gunicorn, "--config", str(BFF_GUNICORN_CONFIG)]
     celery = [python, "-m", "celery", "-A", "envcat.workers"]
+    from envcat.workers.factory import QUEUES
+
     worker = [*celery, "worker", "-Q", ",".join(QUEUES), "--concurrency", WORKER_CONCURRENCY]
     beat = [*celery, "beat", "--schedule", str(data_dir / "celerybeat-schedule")]
     return [
@@ -274,6 +280,8 @@ class Up:
         if self.options.host not in ("0.0.0.0", "127.0.0.1"):  # noqa: S104
             pending["bff"] = f"http://{self.options.host}:{self.options.bff_port}/readyz"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        import httpx
+
         with httpx.Client(timeout=2.0) as client:
             while pending:
                 self._raise_if_a_child_died()
@@ -299,6 +307,8 @@ class Up:
 
     def print_banner(self, account: demo.DemoAccount | None) -> None:
         """Where to go next: the URL, the first account, the demo."""
+        from envcat.ops import demo
+
         public_url = self.settings.public_url.rstrip("/")
         server = f"http://{browser_host(self.options.host)}:{self.options.bff_port}"
         data_dir = self.options.data_dir
@@ -317,6 +327,11 @@ class Up:
 
     def run(self) -> int:
         """Start everything in order, then supervise."""
+        from sqlalchemy.engine import make_url
+
+        from envcat.ops import demo
+        from envcat.ops.maintenance import init_database
+
         if "redis_url" not in self.settings.model_fields_set:
             self.start_private_redis()
         if self.settings.database_url == sqlite_url(self.data_dir):
@@ -338,6 +353,8 @@ class Up:
 
 
 def _is_ready(client: httpx.Client, url: str) -> bool:
+    import httpx
+
     try:
         return client.get(url).status_code == httpx.codes.OK
     except httpx.HTTPError:
