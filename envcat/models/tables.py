@@ -175,7 +175,10 @@ class BundleKey(Base):
     """A key attached to a bundle, with its order and whether it must be released."""
 
     __tablename__ = "bundle_keys"
-    __table_args__ = (Index("ix_bundle_keys_key_id", "key_id"),)
+    __table_args__ = (
+        Index("ix_bundle_keys_key_id", "key_id"),
+        Index("uq_bundle_keys_alias", "bundle_id", "alias", unique=True),
+    )
 
     bundle_id: Mapped[str] = mapped_column(
         ForeignKey("bundles.id", ondelete="CASCADE"), primary_key=True
@@ -184,9 +187,40 @@ class BundleKey(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
     required: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The variable name the bundle exports the key as (`PROD_DATABASE_URL` as `DATABASE_URL`).
+    alias: Mapped[str | None] = mapped_column(String(200))
 
     bundle: Mapped[Bundle] = relationship(back_populates="entries")
     key: Mapped[Key] = relationship(lazy="joined")
+
+
+class KeyVersion(Base):
+    """One value a key has held (the current one included), encrypted like the key itself.
+
+    The ciphertext's associated data binds it to the tenant, the key and the version number,
+    so a version copied onto another key, tenant or version number does not decrypt.
+    """
+
+    __tablename__ = "key_versions"
+    __table_args__ = (
+        UniqueConstraint("key_id", "version", name="uq_key_versions_key_version"),
+        Index("ix_key_versions_tenant_id", "tenant_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("keys.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(Text)  # ciphertext, see envcat.services.versions
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(Integer)  # bytes of UTF-8 plaintext
+    # The import that wrote this version, so one import can be told apart (and undone).
+    import_id: Mapped[str | None] = mapped_column(String(36))
+
+    # Many-to-one only, so a flush inserts a new key before its first version; deleting a
+    # key deletes its versions in the database (ON DELETE CASCADE).
+    key: Mapped[Key] = relationship()
 
 
 class AuditEvent(Base):

@@ -24,7 +24,7 @@ from envcat.core.schemas.bundles import (
     ImportRequest,
     ImportResult,
 )
-from envcat.models import Bundle, BundleKey, Key, db, utcnow
+from envcat.models import Bundle, BundleKey, Key, db, new_uuid, utcnow
 from envcat.services import dotenv_io, keys
 from envcat.services.errors import Conflict, NotFound
 from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
@@ -69,6 +69,8 @@ def detail(tenant_id: str, bundle_id: str) -> BundleDetail:
             BundleKeyOut(
                 id=key.id,
                 name=key.name,
+                alias=entry.alias,
+                export_name=entry.alias or key.name,
                 is_secret=key.is_secret,
                 required=entry.required,
                 position=entry.position,
@@ -182,16 +184,52 @@ def _next_position(bundle_id: str) -> int:
     return 0 if highest is None else highest + 1
 
 
-def _attach(bundle: Bundle, key: Key, *, required: bool, position: int | None) -> None:
+def exported_names(bundle_id: str) -> set[str]:
+    """The variable names a bundle exports: each entry's alias, else its key's name."""
+    rows = db.session.execute(
+        select(BundleKey.alias, Key.name)
+        .join(Key, Key.id == BundleKey.key_id)
+        .where(BundleKey.bundle_id == bundle_id)
+    ).all()
+    return {alias or name for alias, name in rows}
+
+
+def _attach(
+    bundle: Bundle,
+    key: Key,
+    *,
+    required: bool,
+    position: int | None,
+    alias: str | None = None,
+    exported: set[str] | None = None,
+) -> None:
+    """Add the entry; `exported` is the bundle's exported names when the caller has them
+    (an import: a query here would flush mid-import), updated with this one."""
+    if alias == key.name:
+        alias = None  # exporting a key as its own name is no alias
+    if alias is not None:
+        keys.check_name(alias, dangerous_ok=key.dangerous_ok)
+    export_name = alias or key.name
+    if exported is None:
+        exported = exported_names(bundle.id)
+    if export_name in exported:
+        raise Conflict(f"This bundle already exports a variable named {export_name}.")
+    exported.add(export_name)
     if position is None:
         position = _next_position(bundle.id)
     # `key=` (not only key_id) lets the flush insert a new key before its entry.
-    db.session.add(BundleKey(bundle_id=bundle.id, key=key, required=required, position=position))
+    db.session.add(
+        BundleKey(bundle_id=bundle.id, key=key, required=required, position=position, alias=alias)
+    )
     bundle.updated_at = utcnow()
 
 
-def _attached_event(actor: Actor, action: str, bundle: Bundle, key: Key) -> None:
+def _attached_event(
+    actor: Actor, action: str, bundle: Bundle, key: Key, alias: str | None = None
+) -> None:
     details = {"bundle": bundle.name, "key_id": key.id, "key": key.name}
+    if alias is not None and alias != key.name:
+        details["alias"] = alias
     actor.record(action, f"bundle:{bundle.id}", details)
 
 
@@ -202,8 +240,8 @@ def attach_key(actor: Actor, bundle_id: str, body: AttachKey) -> BundleDetail:
         key = get_key(actor.tenant_id, body.key_id)
         if db.session.get(BundleKey, (bundle.id, key.id)) is not None:
             raise Conflict(f"{key.name} is already in this bundle.")
-        _attach(bundle, key, required=body.required, position=body.position)
-    _attached_event(actor, "bundle.key_attached", bundle, key)
+        _attach(bundle, key, required=body.required, position=body.position, alias=body.alias)
+    _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
 
 
@@ -221,10 +259,11 @@ def create_and_attach_key(actor: Actor, bundle_id: str, body: CreateAndAttachKey
             is_secret=body.is_secret,
             description=body.description,
             dangerous_ok=body.dangerous_ok,
+            author=actor.user_id,
         )
-        _attach(bundle, key, required=body.required, position=body.position)
+        _attach(bundle, key, required=body.required, position=body.position, alias=body.alias)
     actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
-    _attached_event(actor, "bundle.key_attached", bundle, key)
+    _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
 
 
@@ -236,13 +275,26 @@ def detach_key(actor: Actor, bundle_id: str, key_id: str) -> None:
         entry = db.session.get(BundleKey, (bundle.id, key.id))
         if entry is None:
             raise NotFound(f"{key.name} is not in this bundle.")
+        alias = entry.alias
         db.session.delete(entry)
         bundle.updated_at = utcnow()
-    _attached_event(actor, "bundle.key_detached", bundle, key)
+    _attached_event(actor, "bundle.key_detached", bundle, key, alias)
+
+
+@dataclass(frozen=True)
+class _ImportRun:
+    """Who imports, and the id the import's versions and audit event carry."""
+
+    author: str
+    import_id: str
 
 
 def _apply_import(
-    bundle: Bundle, values: dict[str, str], body: ImportRequest, result: ImportResult
+    bundle: Bundle,
+    values: dict[str, str],
+    body: ImportRequest,
+    result: ImportResult,
+    run: _ImportRun,
 ) -> None:
     library = {
         k.name: k
@@ -255,9 +307,14 @@ def _apply_import(
         .scalars()
         .all()
     )
+    exported = exported_names(bundle.id)
     position = _next_position(bundle.id)
     for name, value in values.items():
         key = library.get(name)
+        if (key is None or key.id not in attached) and name in exported:
+            # Another key is exported under this name here (an alias): two would clash.
+            result.skipped.append(name)
+            continue
         if key is None:
             key = keys.new_key(
                 bundle.tenant_id,
@@ -266,19 +323,21 @@ def _apply_import(
                 is_secret=body.is_secret,
                 description="",
                 dangerous_ok=body.dangerous_ok,
+                author=run.author,
+                import_id=run.import_id,
             )
             result.created.append(name)
         elif keys.decrypt(key) == value:
             (result.unchanged if key.id in attached else result.created).append(name)
         elif body.overwrite:
-            keys.set_value(key, value)
+            keys.set_value(key, value, author=run.author, import_id=run.import_id)
             result.updated.append(name)
         else:
             # Attaching it would hand out the library's other value under this bundle.
             result.skipped.append(name)
             continue
         if key.id not in attached:
-            _attach(bundle, key, required=False, position=position)
+            _attach(bundle, key, required=False, position=position, exported=exported)
             position += 1
 
 
@@ -287,8 +346,9 @@ def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> Imp
     bundle = get_bundle(actor.tenant_id, bundle_id)
     parsed = dotenv_io.parse(body.format, body.content)
     result = ImportResult(created=[], updated=[], unchanged=[], skipped=list(parsed.skipped))
+    run = _ImportRun(author=actor.user_id, import_id=new_uuid())
     with transaction("The library changed during the import; nothing was imported. Retry."):
-        _apply_import(bundle, parsed.values, body, result)
+        _apply_import(bundle, parsed.values, body, result, run)
         if result.updated:
             bundle.updated_at = utcnow()
     actor.record(
@@ -296,6 +356,7 @@ def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> Imp
         f"bundle:{bundle.id}",
         {
             "bundle": bundle.name,
+            "import_id": run.import_id,
             "format": body.format,
             "overwrite": body.overwrite,
             "created": result.created,
@@ -318,7 +379,9 @@ def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> Imp
 def export_bundle(actor: Actor, bundle_id: str, fmt: str) -> ExportFile:
     """The bundle's keys and values as a .env or JSON file; audited (`bundle.exported`)."""
     bundle = get_bundle(actor.tenant_id, bundle_id)
-    values = {key.name: keys.decrypt(key) for _, key in _entries(bundle)}
+    entries = _entries(bundle)
+    values = {entry.alias or key.name: keys.decrypt(key) for entry, key in entries}
+    aliases = {entry.alias: key.name for entry, key in entries if entry.alias}
     body = (
         dotenv_io.serialise_dotenv(values) if fmt == "dotenv" else dotenv_io.serialise_json(values)
     )
@@ -326,6 +389,7 @@ def export_bundle(actor: Actor, bundle_id: str, fmt: str) -> ExportFile:
     actor.record(
         "bundle.exported",
         f"bundle:{bundle.id}",
-        {"bundle": bundle.name, "format": fmt, "keys": list(values)},
+        {"bundle": bundle.name, "format": fmt, "keys": list(values)}
+        | ({"aliases": aliases} if aliases else {}),
     )
     return ExportFile(bundle.name.replace("/", "_") + suffix, content_type, body)

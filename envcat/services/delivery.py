@@ -38,11 +38,15 @@ TAMPERED = "the approval failed the server's integrity check and was refused; as
 
 @dataclass(frozen=True)
 class ChosenKey:
-    """A key released by an approval (its id and name; the value stays encrypted)."""
+    """A key released by an approval (its id and name; the value stays encrypted).
+
+    `name` is the name it is delivered under: the bundle's alias for it, else its own.
+    """
 
     id: str
     name: str
     value: str  # ciphertext as stored
+    library_name: str = ""  # the key's own name when the bundle exports it under an alias
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> 
         raise NotFound("No such bundle.")
     # Plain columns, not Key entities: building 1,000 ORM objects cost 4x the decryption.
     rows = db.session.execute(
-        select(BundleKey.required, Key.id, Key.name, Key.value)
+        select(BundleKey.required, BundleKey.alias, Key.id, Key.name, Key.value)
         .join(Key, Key.id == BundleKey.key_id)
         .where(BundleKey.bundle_id == bundle.id, Key.tenant_id == tenant_id)
         .order_by(BundleKey.position, Key.name)
@@ -80,12 +84,18 @@ def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> 
     wanted = set(include_keys)
     if not wanted:
         raise ValidationFailed("Choose at least one key.")
-    attached = {row.name for row in rows}
+    # Approvers tick, and CLIs receive, the exported names (issue #19: aliases).
+    exported = [(row, row.alias or row.name) for row in rows]
+    attached = {name for _, name in exported}
     if unknown := sorted(wanted - attached):
         raise ValidationFailed(f"Not in bundle {bundle.name}: {', '.join(unknown)}.")
-    if missing := [row.name for row in rows if row.required and row.name not in wanted]:
+    if missing := [name for row, name in exported if row.required and name not in wanted]:
         raise ValidationFailed(f"Required keys left out: {', '.join(missing)}.")
-    chosen = [ChosenKey(row.id, row.name, row.value) for row in rows if row.name in wanted]
+    chosen = [
+        ChosenKey(row.id, name, row.value, library_name=row.name)
+        for row, name in exported
+        if name in wanted
+    ]
     return Selection(bundle_id=bundle.id, bundle_name=bundle.name, keys=chosen)
 
 

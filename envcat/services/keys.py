@@ -11,11 +11,13 @@ import logging
 from collections.abc import Iterable
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import aliased
 
 from envcat.core.kms import DecryptionError
 from envcat.core.schemas.bundles import KeyCreate, KeyList, KeyOut, KeyUpdate
 from envcat.core.wire import is_dangerous_name
 from envcat.models import BundleKey, Key, db, new_uuid
+from envcat.services import versions
 from envcat.services.errors import Conflict, EnvCatError, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc, get_key, transaction
@@ -47,8 +49,13 @@ def new_key(
     is_secret: bool,
     description: str,
     dangerous_ok: bool = False,
+    author: str | None = None,
+    import_id: str | None = None,
 ) -> Key:
-    """Add a library key to the session (not committed), its value encrypted under its id."""
+    """Add a library key to the session (not committed), its value encrypted under its id.
+
+    The value is also kept as the key's first version (`envcat.services.versions`).
+    """
     check_name(name, dangerous_ok=dangerous_ok)
     key_id = new_uuid()
     ciphertext = current().keyring.encrypt(value, tenant_id=tenant_id, key_id=key_id)
@@ -62,12 +69,18 @@ def new_key(
         dangerous_ok=dangerous_ok,
     )
     db.session.add(key)
+    versions.record(key, value, author=author, import_id=import_id)
     return key
 
 
-def set_value(key: Key, value: str) -> None:
-    """Replace a key's value (re-encrypted under the same tenant and key id)."""
+def set_value(key: Key, value: str, *, author: str | None, import_id: str | None = None) -> int:
+    """Replace a key's value (re-encrypted under the same tenant and key id), keeping the
+    previous one as a version; return the new version's number."""
+    previous = key.value
     key.value = current().keyring.encrypt(value, tenant_id=key.tenant_id, key_id=key.id)
+    return versions.record(
+        key, value, author=author, previous_ciphertext=previous, import_id=import_id
+    )
 
 
 def decrypt(key: Key) -> str:
@@ -96,6 +109,17 @@ def name_taken(tenant_id: str, name: str, *, other_than: str | None = None) -> b
     statement = select(Key.id).where(Key.tenant_id == tenant_id, Key.name == name)
     if other_than is not None:
         statement = statement.where(Key.id != other_than)
+    return db.session.execute(statement.limit(1)).first() is not None
+
+
+def export_clash(key_id: str, name: str) -> bool:
+    """True when a bundle exports this key under its own name and another key as `name`."""
+    own, other = aliased(BundleKey), aliased(BundleKey)
+    statement = (
+        select(own.bundle_id)
+        .join(other, other.bundle_id == own.bundle_id)
+        .where(own.key_id == key_id, own.alias.is_(None), other.alias == name)
+    )
     return db.session.execute(statement.limit(1)).first() is not None
 
 
@@ -163,12 +187,13 @@ def create_key(actor: Actor, body: KeyCreate) -> KeyOut:
             is_secret=body.is_secret,
             description=body.description,
             dangerous_ok=body.dangerous_ok,
+            author=actor.user_id,
         )
     actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
     return key_out(actor.tenant_id, key.id)
 
 
-def _apply_update(key: Key, body: KeyUpdate) -> list[str]:
+def _apply_update(key: Key, body: KeyUpdate, author: str) -> list[str]:
     """Apply the fields that differ; return their names (a form may resend unchanged ones)."""
     changed: list[str] = []
     if body.dangerous_ok is not None and body.dangerous_ok != key.dangerous_ok:
@@ -178,10 +203,12 @@ def _apply_update(key: Key, body: KeyUpdate) -> list[str]:
     if body.name is not None and body.name != key.name:
         if name_taken(key.tenant_id, body.name, other_than=key.id):
             raise Conflict(f"A key named {body.name} already exists.")
+        if export_clash(key.id, body.name):
+            raise Conflict(f"A bundle with this key already exports another key as {body.name}.")
         key.name = body.name
         changed.append("name")
     if body.value is not None and body.value != decrypt(key):
-        set_value(key, body.value)
+        set_value(key, body.value, author=author)
         changed.append("value")
     if body.is_secret is not None and body.is_secret != key.is_secret:
         key.is_secret = body.is_secret
@@ -197,7 +224,7 @@ def update_key(actor: Actor, key_id: str, body: KeyUpdate) -> KeyOut:
     with transaction(f"A key named {body.name} already exists."):
         key = get_key(actor.tenant_id, key_id)
         old_name = key.name
-        changed = _apply_update(key, body)
+        changed = _apply_update(key, body, actor.user_id)
     if changed:
         details: dict[str, object] = {"name": old_name, "fields": sorted(changed)}
         if "name" in changed:

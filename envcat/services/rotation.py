@@ -3,7 +3,9 @@
 Each batch is one transaction of conditional UPDATEs (`WHERE id = ? AND value = ?`),
 so a value written by someone else since it was read is left as they wrote it
 (it is already under the primary key), and a crash mid-batch loses nothing: the
-old ciphertext stays valid until its replacement commits.
+old ciphertext stays valid until its replacement commits. Kept key versions
+(`key_versions`, issue #19) are rotated the same way, after the keys, and count
+in the progress.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import logging
 from sqlalchemy import ColumnElement, func, select, update
 
 from envcat.core.kms import VERSION, DecryptionError
-from envcat.models import Key, db
+from envcat.models import Key, KeyVersion, db
 from envcat.services.runtime import current
+from envcat.services.versions import bound_id
 
 log = logging.getLogger("envcat.rotation")
 SCAN_CHUNK = 200
@@ -25,10 +28,19 @@ def _outdated_clause() -> ColumnElement[bool]:
     return ~Key.value.startswith(prefix, autoescape=True)
 
 
+def _outdated_version_clause() -> ColumnElement[bool]:
+    prefix = f"{VERSION}.{current().keyring.primary_id}."
+    return ~KeyVersion.value.startswith(prefix, autoescape=True)
+
+
 def count_outdated() -> int:
-    """Number of stored values not under the primary key (undecryptable ones included)."""
-    count = db.session.execute(select(func.count()).select_from(Key).where(_outdated_clause()))
-    return int(count.scalar_one())
+    """Number of stored values (keys and kept versions) not under the primary key
+    (undecryptable ones included)."""
+    keys = db.session.execute(select(func.count()).select_from(Key).where(_outdated_clause()))
+    kept = db.session.execute(
+        select(func.count()).select_from(KeyVersion).where(_outdated_version_clause())
+    )
+    return int(keys.scalar_one()) + int(kept.scalar_one())
 
 
 def _candidates(after_id: str, limit: int) -> list[tuple[str, str, str]]:
@@ -57,6 +69,63 @@ def _reencrypt(key_id: str, tenant_id: str, value: str) -> bool:
     return bool(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
 
 
+def _version_candidates(after_id: int, limit: int) -> list[tuple[int, str, str, int, str]]:
+    rows = db.session.execute(
+        select(
+            KeyVersion.id,
+            KeyVersion.key_id,
+            KeyVersion.tenant_id,
+            KeyVersion.version,
+            KeyVersion.value,
+        )
+        .where(_outdated_version_clause(), KeyVersion.id > after_id)
+        .order_by(KeyVersion.id)
+        .limit(limit)
+    ).all()
+    return [
+        (row_id, key_id, tenant, number, value) for row_id, key_id, tenant, number, value in rows
+    ]
+
+
+def _reencrypt_version(row_id: int, key_id: str, tenant_id: str, number: int, value: str) -> bool:
+    try:
+        fresh = current().keyring.reencrypt(
+            value, tenant_id=tenant_id, key_id=bound_id(key_id, number)
+        )
+    except DecryptionError:
+        log.error("stored version does not decrypt; left as it is", extra={"key_id": key_id})
+        return False
+    changed = db.session.execute(
+        update(KeyVersion)
+        .where(KeyVersion.id == row_id, KeyVersion.value == value)
+        .values(value=fresh)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+
+
+def _rotate_keys(budget: int) -> int:
+    done, after_id = 0, ""
+    while done < budget:
+        rows = _candidates(after_id, min(SCAN_CHUNK, budget - done))
+        if not rows:
+            break
+        done += sum(_reencrypt(*row) for row in rows)
+        after_id = rows[-1][0]
+    return done
+
+
+def _rotate_versions(budget: int) -> int:
+    done, after_id = 0, 0
+    while done < budget:
+        rows = _version_candidates(after_id, min(SCAN_CHUNK, budget - done))
+        if not rows:
+            break
+        done += sum(_reencrypt_version(*row) for row in rows)
+        after_id = rows[-1][0]
+    return done
+
+
 def rotate_batch(batch_size: int) -> int:
     """Re-encrypt up to `batch_size` values in one transaction; return how many changed.
 
@@ -65,14 +134,10 @@ def rotate_batch(batch_size: int) -> int:
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    done, after_id = 0, ""
     try:
-        while done < batch_size:
-            rows = _candidates(after_id, min(SCAN_CHUNK, batch_size - done))
-            if not rows:
-                break
-            done += sum(_reencrypt(*row) for row in rows)
-            after_id = rows[-1][0]
+        done = _rotate_keys(batch_size)
+        if done < batch_size:
+            done += _rotate_versions(batch_size - done)
         db.session.commit()
     except Exception:
         db.session.rollback()

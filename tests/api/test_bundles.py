@@ -10,7 +10,17 @@ from envcat.models import AuditEvent, Bundle, BundleKey, Key, db
 from tests.support.signed import SignedClient
 
 BUNDLE_FIELDS = {"id", "name", "description", "tags", "created_at", "updated_at", "keys"}
-ENTRY_FIELDS = {"id", "name", "is_secret", "required", "position", "description", "value"}
+ENTRY_FIELDS = {
+    "id",
+    "name",
+    "alias",
+    "export_name",
+    "is_secret",
+    "required",
+    "position",
+    "description",
+    "value",
+}
 
 
 @pytest.fixture

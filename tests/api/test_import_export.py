@@ -155,6 +155,7 @@ def test_imported_keys_are_secret_and_audited_by_name(owner) -> None:  # type: i
     event = db.session.query(AuditEvent).filter_by(action="bundle.imported").one()
     assert event.details == {
         "bundle": "production/api",
+        "import_id": event.details["import_id"],  # issue #19: also on the versions it wrote
         "format": "dotenv",
         "overwrite": False,
         "created": ["TOKEN"],

@@ -15,6 +15,7 @@ EXPECTED_TABLES = {
     "bundle_keys",
     "audit_events",
     "webhook_events",
+    "key_versions",
 }
 
 

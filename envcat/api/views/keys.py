@@ -12,8 +12,12 @@ from envcat.core.schemas.bundles import (
     KeyOut,
     KeyQuery,
     KeyUpdate,
+    KeyVersionList,
+    KeyVersionOut,
+    KeyVersionQuery,
+    Rollback,
 )
-from envcat.services import keys
+from envcat.services import keys, versions
 
 bp = signed_blueprint("keys")
 
@@ -96,3 +100,51 @@ def delete_key(key_id: str) -> tuple[str, int]:
     caller().require("admin")
     keys.delete_key(current_actor(), key_id)
     return "", 204
+
+
+@endpoint(
+    bp,
+    "/keys/<key_id>/versions",
+    "GET",
+    summary="The key's kept versions, newest first: time, author, size (never a value)",
+    auth="signed",
+    responses={200: KeyVersionList},
+    errors=(404,),
+)
+def list_versions(key_id: str) -> KeyVersionList:
+    """Any role may list versions; values stay on the server."""
+    return versions.list_versions(caller().tenant_id, key_id)
+
+
+@endpoint(
+    bp,
+    "/keys/<key_id>/versions/<int:number>",
+    "GET",
+    summary="One version; ?reveal=true returns its value in clear (audited, member+)",
+    auth="signed",
+    query=KeyVersionQuery,
+    responses={200: KeyVersionOut},
+    errors=(403, 404),
+)
+def get_version(key_id: str, number: int, query: KeyVersionQuery) -> KeyVersionOut:
+    """Any role reads a version's metadata; revealing its value needs member."""
+    if not query.reveal:
+        return versions.version_out(caller().tenant_id, key_id, number)
+    caller().require("member")
+    return versions.reveal_version(current_actor(), key_id, number)
+
+
+@endpoint(
+    bp,
+    "/keys/<key_id>/rollback",
+    "POST",
+    summary="Make an old version current again, as a new version equal to it (admin+, audited)",
+    auth="signed",
+    body=Rollback,
+    responses={200: KeyVersionOut},
+    errors=(403, 404, 409),
+)
+def rollback(key_id: str, body: Rollback) -> KeyVersionOut:
+    """Admins roll back."""
+    caller().require("admin")
+    return versions.rollback(current_actor(), key_id, body.version)

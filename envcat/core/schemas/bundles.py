@@ -166,9 +166,10 @@ class BundleUpdate(_Patch):
 
 
 class AttachKey(_Body):
-    """Attach an existing library key to a bundle."""
+    """Attach an existing library key to a bundle, optionally exported under `alias`."""
 
     key_id: ObjectId
+    alias: KeyName | None = None  # the variable name the bundle exports it as
     required: bool = False
     position: Position | None = None
 
@@ -183,6 +184,7 @@ class CreateAndAttachKey(_Body):
     required: bool = False
     position: Position | None = None
     dangerous_ok: bool = False  # an admin's yes to a name like LD_PRELOAD (see core.wire)
+    alias: KeyName | None = None  # the variable name the bundle exports it as
 
 
 class BundleKeyAdd(RootModel[AttachKey | CreateAndAttachKey]):
@@ -230,10 +232,16 @@ class BundleList(BaseModel):
 
 
 class BundleKeyOut(BaseModel):
-    """A key as attached to a bundle; `value` is null for secret keys."""
+    """A key as attached to a bundle; `value` is null for secret keys.
+
+    `name` is the library name, `alias` the name the bundle exports it as (or null),
+    `export_name` the one a delivery, an export and the approval page use.
+    """
 
     id: str
     name: str
+    alias: str | None = None
+    export_name: str
     is_secret: bool
     required: bool
     position: int
@@ -315,3 +323,39 @@ class KeyList(BaseModel):
     """GET /keys."""
 
     keys: list[KeyOut]
+
+
+# ---- key versions (issue #19) --------------------------------------------------------
+
+
+class KeyVersionQuery(_Query):
+    """GET /keys/{id}/versions/{n}?reveal=true."""
+
+    reveal: bool = False
+
+
+class Rollback(_Body):
+    """POST /keys/{id}/rollback: the version to make current again."""
+
+    version: Annotated[int, Field(ge=1)]
+
+
+class KeyVersionOut(BaseModel):
+    """One kept value of a key: when, by whom, how many bytes; `value` only when revealed."""
+
+    version: int
+    created_at: datetime
+    created_by: str | None
+    author_email: str | None
+    size: int
+    import_id: str | None
+    is_current: bool
+    value: str | None = None
+
+
+class KeyVersionList(BaseModel):
+    """GET /keys/{id}/versions, newest first (never a value)."""
+
+    key_id: str
+    name: str
+    versions: list[KeyVersionOut]
