@@ -85,6 +85,14 @@ def _workspace_pages(page: Any, stack: LiveStack, found: dict[str, str]) -> None
     _check(page, "audit", found)
     page.goto(f"{stack.bff_url}/audit?action=request&bundle={bundle_id}")
     _check(page, "audit filtered", found)
+    page.goto(f"{stack.bff_url}/audit?from=2026-03-11&to=2026-03-10")
+    _check(page, "audit with a refused filter", found)
+    page.goto(f"{stack.bff_url}/bundles/{bundle_id}")
+    page.locator("#edit-name").evaluate("el => el.removeAttribute('pattern')")
+    page.locator("#edit-name").fill("bad name!")
+    page.get_by_role("button", name="Save").click()
+    page.locator("#edit-error").wait_for()
+    _check(page, "bundle rename refused", found)
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
