@@ -31,8 +31,8 @@ _ID = re.compile(
 )
 _CODE = re.compile(r"`([^`]+)`")
 
-# Run in a fresh interpreter: collects the given files and prints, per item, its node id
-# and whether it is skipped whatever the circumstances (skip, or skipif(True)).
+# Run in a fresh interpreter: collects the given files and writes, per item, its node id
+# and "skip" (skipped whatever the circumstances: skip, or skipif(True)), "xfail" or "run".
 _COLLECTOR = """
 import json, sys
 import pytest
@@ -42,9 +42,10 @@ class Report:
         self.items = {}
     def pytest_collection_finish(self, session):
         for item in session.items:
-            always = any(m.name == "skip" or (m.name == "skipif" and m.args and m.args[0] is True)
-                         for m in item.iter_markers())
-            self.items[item.nodeid] = always
+            names = [m.name for m in item.iter_markers()
+                     if m.name != "skipif" or (m.args and m.args[0] is True)]
+            self.items[item.nodeid] = ("skip" if {"skip", "skipif"} & set(names)
+                                       else "xfail" if "xfail" in names else "run")
 
 report = Report()
 code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *sys.argv[2:]],
@@ -148,8 +149,8 @@ def claim_rows(markdown: str) -> tuple[list[Row], list[str]]:
     return rows, problems
 
 
-def collect(ids: list[str], root: Path) -> tuple[dict[str, bool], list[str]]:
-    """Collect the files of `ids` with pytest under `root`: {node id: always skipped}."""
+def collect(ids: list[str], root: Path) -> tuple[dict[str, str], list[str]]:
+    """Collect the files of `ids` with pytest under `root`: {node id: skip, xfail or run}."""
     files = sorted({test_id.split("::", 1)[0] for test_id in ids})
     problems = [f"{file}: no such file" for file in files if not (root / file).is_file()]
     present = [file for file in files if (root / file).is_file()]
@@ -192,18 +193,24 @@ def check_claims(markdown_path: Path, root: Path = ROOT) -> list[str]:
     problems += bad
     items, collect_problems = collect(all_ids, root)
     problems += collect_problems
+    status: dict[str, set[str]] = {}
     for test_id in sorted(set(all_ids)):
         if not (root / test_id.split("::", 1)[0]).is_file():
             continue
-        matches = [
-            node
+        status[test_id] = {
+            items[node]
             for node in items
             if node == test_id or ("[" not in test_id and node.startswith(test_id + "["))
-        ]
-        if not matches:
+        }
+        if not status[test_id]:
             problems.append(f"{test_id}: no such test (pytest does not collect it)")
-        elif all(items[node] for node in matches):
+        elif status[test_id] == {"skip"}:
             problems.append(f"{test_id}: skipped unconditionally")
+    problems += [
+        f"line {row.line} ({row.table}): only expected failures show this claim"
+        for row in rows
+        if row.ids and all(status.get(test_id) == {"xfail"} for test_id in row.ids)
+    ]
     return problems
 
 
@@ -228,6 +235,7 @@ Prose may cite `tests/test_fake.py::test_fine` and `…::test_also_fine`.
 | skipped | landing | `tests/test_fake.py::test_skipped`, `…::test_skipped_if_true` |
 | unproven | landing | none |
 | wrong parameter | docs | `tests/test_fake.py::test_param[three]` |
+| a known gap only | docs | `tests/test_fake.py::test_expected_to_fail` |
 | malformed | docs | `tests/test_fake.py` |
 
 | asset | protected by |
@@ -255,6 +263,10 @@ def test_skipped():
 @pytest.mark.skipif(True, reason="never runs either")
 def test_skipped_if_true():
     pass
+
+@pytest.mark.xfail(strict=True, reason="a known gap")
+def test_expected_to_fail():
+    assert False
 """
 
 
@@ -273,9 +285,10 @@ def test_the_checker_fails_on_broken_references(tmp_path: Path) -> None:
             "tests/test_fake.py::test_skipped: skipped unconditionally",
             "tests/test_fake.py::test_skipped_if_true: skipped unconditionally",
             "tests/test_fake.py::test_param[three]: no such test (pytest does not collect it)",
-            "line 14 (Claims): `tests/test_fake.py` is not a test id (tests/path.py::test_name)",
+            "line 15 (Claims): `tests/test_fake.py` is not a test id (tests/path.py::test_name)",
             "line 12 (Claims): claim row has no test: 'unproven'",
-            "line 14 (Claims): claim row has no test: 'malformed'",
+            "line 15 (Claims): claim row has no test: 'malformed'",
+            "line 14 (Claims): only expected failures show this claim",
             "`tests/test_fake.py` is not a test id (tests/path.py::test_name)",
         ]
     )
