@@ -45,6 +45,7 @@ RUN groupadd --system --gid 10001 envcat \
 COPY --from=builder /opt/envcat /opt/envcat
 USER envcat
 WORKDIR /data
-VOLUME ["/data"]
+# No VOLUME here: compose.yaml mounts the envcat-data volume only where it is needed
+# (the bff gets none), and an image-level VOLUME would give every container one.
 EXPOSE 5000 8888 9808
 CMD ["envcat", "server", "--help"]

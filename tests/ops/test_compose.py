@@ -324,6 +324,13 @@ def test_dockerfile_final_stage_is_slim_and_runs_as_a_non_root_user() -> None:
             assert any(line.startswith("USER envcat") for line in lines), header
 
 
+def test_the_image_declares_no_volume_so_the_bff_gets_none() -> None:
+    runtime = _stages((ROOT / "Dockerfile").read_text())[-1][1]
+    assert not [line for line in runtime if line.upper().startswith("VOLUME")]
+    for service in ("api", "worker", "beat", "migrate"):
+        assert "envcat-data:/data" in SERVICES[service]["volumes"], service
+
+
 def test_compose_builds_the_stages_the_dockerfile_has() -> None:
     names = {header.split()[-1] for header, _ in _stages((ROOT / "Dockerfile").read_text())}
     for name, spec in SERVICES.items():
