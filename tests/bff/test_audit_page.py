@@ -6,12 +6,14 @@ import csv
 import io
 import json
 import re
+import uuid
 from typing import Any
 
 import pytest
 
 from envcat.bff.views import audit as audit_views
 from envcat.core.sealing import encode_public_key, generate_keypair
+from envcat.services import audit
 from tests.bff.conftest import Browser, new_user
 from tests.support.stack import LiveStack
 
@@ -166,3 +168,26 @@ def test_the_log_is_only_the_callers_tenant(stack: LiveStack, ada: Browser) -> N
     assert "ada-only" not in page
     assert ada.account["user"]["email"] not in page
     assert "ada-only" not in bob.get("/audit/export.csv").text
+
+
+@pytest.mark.parametrize(
+    ("action", "heading"),
+    [
+        ("request.delivered", "This link was already used"),
+        ("request.cancelled", "The terminal cancelled this request"),
+        ("request.expired", "This request was approved but never collected"),
+    ],
+)
+def test_a_forgotten_request_link_says_what_the_log_knows(
+    stack: LiveStack, ada: Browser, action: str, heading: str
+) -> None:
+    request_id = "gone" + uuid.uuid4().hex  # the api does not know it (any more)
+    with stack.api_app.app_context():
+        audit.record(ada.tenant_id, ada.user_id, "request.approved", request_id)
+        audit.record(ada.tenant_id, "cli", action, request_id)
+    page = ada.get(f"/approve/{request_id}")
+    assert page.status_code == 404
+    assert f"<h1>{heading}</h1>" in page.text
+    # Another workspace's log knows nothing of it: the plain answer, nothing leaks.
+    bob = new_user(stack, "bob")
+    assert "expired or does not exist" in bob.get(f"/approve/{request_id}").text
