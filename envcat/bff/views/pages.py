@@ -38,6 +38,7 @@ class KeyChoice:
     required: bool
     checked: bool
     description: str
+    library_name: str = ""  # the key's own name when the bundle exports it as `name`
 
 
 @bp.get("/")
@@ -75,6 +76,11 @@ def pick_bundle(
     return bundles[0] if len(bundles) == 1 else None
 
 
+def _exported(key: dict[str, Any]) -> str:
+    # The approver ticks, and the CLI receives, the name the bundle exports (issue #19).
+    return str(key.get("export_name") or key["name"])
+
+
 def key_choices(
     keys: list[dict[str, Any]], template_keys: list[str], selected: list[str] | None = None
 ) -> list[KeyChoice]:
@@ -86,11 +92,12 @@ def key_choices(
     every = selected is None and not template_keys
     return [
         KeyChoice(
-            name=key["name"],
+            name=_exported(key),
             is_secret=bool(key.get("is_secret", True)),
             required=bool(key.get("required")),
-            checked=bool(key.get("required")) or every or key["name"] in wanted,
+            checked=bool(key.get("required")) or every or _exported(key) in wanted,
             description=str(key.get("description") or ""),
+            library_name=key["name"] if key.get("alias") else "",
         )
         for key in keys
     ]
