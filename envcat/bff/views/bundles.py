@@ -186,8 +186,13 @@ def add_key(bundle_id: str) -> Response:
 @bp.post("/bundles/<bundle_id>/attach")
 @login_required
 def attach(bundle_id: str) -> Response:
-    """Attach a key from the library."""
-    body = {"key_id": request.form.get("key_id", ""), "required": checkbox("required")}
+    """Attach a key from the library, optionally exported under another name ("Export as")."""
+    body: dict[str, object] = {
+        "key_id": request.form.get("key_id", ""),
+        "required": checkbox("required"),
+    }
+    if alias := request.form.get("alias", "").strip():
+        body["alias"] = alias
     path = _bundle_path(bundle_id, "/keys")
     return submit("POST", path, json=body, back=_back(bundle_id), done="Key attached.")
 

@@ -54,16 +54,45 @@ def _key_page(key_id: str) -> str:
     return f"/keys/{key_id}" + (f"?bundle={bundle_id}" if bundle_id else "")
 
 
-def _render(key_id: str, revealed: str | None = None) -> Response:
+def _render(
+    key_id: str, revealed: str | None = None, version_shown: tuple[int, str] | None = None
+) -> Response:
     key = backend.fetch(api_path("/api/v1/keys/{key_id}", key_id=key_id))
+    history = backend.fetch(api_path("/api/v1/keys/{key_id}/versions", key_id=key_id))
     return page(
         "key.html",
         identity=current_identity(),
         key=key,
         revealed=revealed,
+        versions=history.get("versions", []),
+        version_shown=version_shown,
         mask=MASK,
         bundle_id=_from_bundle(),
     )
+
+
+def _version_ticket(key_id: str, number: int) -> str:
+    return f"{key_id}#v{number}"
+
+
+def _show_version(key_id: str, token: str) -> Response:
+    """Spend a version's reveal ticket: the page shows that old value once (audited by the api)."""
+    identity = current_identity()
+    ticket = reveals.redeem(identity, token) if identity is not None else None
+    prefix = _version_ticket(key_id, 0)[:-1]
+    if ticket is None or not ticket.startswith(prefix) or not ticket[len(prefix) :].isdigit():
+        flash("That value was shown once already. Press Reveal to see it again.", "success")
+        return _render(key_id)
+    number = int(ticket[len(prefix) :])
+    path = api_path("/api/v1/keys/{key_id}/versions/{n}", key_id=key_id, n=str(number))
+    try:
+        shown: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return _render(key_id)
+    return _render(key_id, version_shown=(number, str(shown.get("value") or "")))
 
 
 @bp.get("/keys/<key_id>")
@@ -72,6 +101,8 @@ def show(key_id: str) -> Response:
     """One key with its edit form, and its value once when a reveal ticket (`?reveal=`) is spent."""
     token = request.args.get("reveal", "")
     identity = current_identity()
+    if version_token := request.args.get("reveal_version", ""):
+        return _show_version(key_id, version_token)
     if not token or identity is None:
         return _render(key_id)
     if reveals.redeem(identity, token, key_id) is None:
@@ -99,6 +130,33 @@ def reveal(key_id: str) -> Response:
     bundle_id = _from_bundle()
     also = f"&bundle={bundle_id}" if bundle_id else ""
     return redirect(f"/keys/{key_id}?reveal={token}{also}", 303)  # type: ignore[return-value]
+
+
+@bp.post("/keys/<key_id>/versions/<int:number>/reveal")
+@login_required
+def reveal_version(key_id: str, number: int) -> Response:
+    """Leave a ticket for one old value and go to the GET page that spends it."""
+    identity = current_identity()
+    if identity is None or not ID_PATTERN.fullmatch(key_id):
+        raise UpstreamError(404, "not_found", "Not found.")
+    token = reveals.issue(identity, _version_ticket(key_id, number))
+    bundle_id = _from_bundle()
+    also = f"&bundle={bundle_id}" if bundle_id else ""
+    target = f"/keys/{key_id}?reveal_version={token}{also}#version-{number}"
+    return redirect(target, 303)  # type: ignore[return-value]
+
+
+@bp.post("/keys/<key_id>/rollback")
+@login_required
+def rollback(key_id: str) -> Response:
+    """Make an old version current again (a new version equal to it); back to the key page."""
+    version = request.form.get("version", "")
+    if not version.isdigit():
+        flash("Choose a version to roll back to.", "error")
+        return redirect(_key_page(key_id))  # type: ignore[return-value]
+    path = api_path("/api/v1/keys/{key_id}/rollback", key_id=key_id)
+    done = f"Rolled back to version {version}: it is the current value again."
+    return submit("POST", path, json={"version": int(version)}, back=_key_page(key_id), done=done)
 
 
 @bp.post("/keys/<key_id>/edit")
