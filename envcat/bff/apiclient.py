@@ -12,7 +12,6 @@ import json as jsonlib
 import select
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
@@ -118,26 +117,27 @@ class _Connections:
         self._tls = ssl.create_default_context() if self.is_tls else None
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._address: tuple[socket.AddressFamily, Any] | None = None
-        self._lock = threading.Lock()
 
     def take(self) -> tuple[http.client.HTTPConnection, bool]:
         """An idle connection still open (True), else a new one (False)."""
         now = time.monotonic()
-        with self._lock:
-            while self._idle:
+        while True:
+            try:
+                # list.pop and list.append are atomic (GIL), and no greenlet switch can
+                # happen inside them: no lock needed, under threads or gevent.
                 connection, since = self._idle.pop()
-                if now - since < KEEPALIVE_EXPIRY_SECONDS and not _is_dropped(connection):
-                    return connection, True
-                connection.close()
-        return self._connect(), False
+            except IndexError:
+                return self._connect(), False
+            if now - since < KEEPALIVE_EXPIRY_SECONDS and not _is_dropped(connection):
+                return connection, True
+            connection.close()
 
     def give_back(self, connection: http.client.HTTPConnection) -> None:
         """Keep `connection` for the next call, unless MAX_IDLE_CONNECTIONS are kept already."""
-        with self._lock:
-            if len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append((connection, time.monotonic()))
-                return
-        connection.close()
+        if len(self._idle) < MAX_IDLE_CONNECTIONS:  # a few more under a race: harmless
+            self._idle.append((connection, time.monotonic()))
+        else:
+            connection.close()
 
     def _connect(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection
@@ -176,8 +176,7 @@ class _Connections:
         return sock
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, []
         for connection, _ in idle:
             connection.close()
 
