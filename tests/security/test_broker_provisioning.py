@@ -1,0 +1,52 @@
+"""A broker writer and Clerk provisioning messages (issue #23, threat model, broker row).
+
+The api records each Svix-verified Clerk delivery by its id and enqueues the
+event's data; the worker applies an id the api recorded, once. The data itself
+carries no MAC, so whoever can write to the broker can take a recorded message
+off the queue and put it back with other data under the same id. This strict
+xfail states the property that should hold; it starts failing the day
+provisioning messages are protected, and docs/security.md must follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from envcat.models import WebhookEvent, db, migrate
+from envcat.services import provisioning
+from envcat.services.runtime import create_service_app
+from tests.conftest import make_settings
+from tests.services.test_provisioning import apply, membership_data, new_id, role_of
+
+
+@pytest.fixture
+def runtime(sqlite_url: str, redis_url: str, broker_url: str) -> Iterator[Flask]:
+    migrate.upgrade(sqlite_url)
+    app = create_service_app(make_settings(sqlite_url, redis_url, broker_url))
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Clerk provisioning messages carry no MAC: a broker writer can swap a recorded "
+    "event's data",
+)
+def test_a_broker_writer_cannot_swap_the_data_of_a_recorded_clerk_event(runtime: Flask) -> None:
+    org, owner, attacker = new_id("org"), new_id("user"), new_id("user")
+    apply("organizationMembership.created", membership_data(org, owner, "org:admin"))
+    assert role_of(owner, org) == "admin"
+    # the api records a genuine, Svix-verified delivery: another member joins
+    genuine = new_id("msg")
+    db.session.add(WebhookEvent(id=genuine, type="organizationMembership.created"))
+    db.session.commit()
+    # a broker writer replaces the queued message's data before the worker runs it
+    forged = membership_data(org, attacker, "org:admin")
+    provisioning.apply_event(genuine, "organizationMembership.created", forged)
+
+    assert role_of(attacker, org) is None
