@@ -29,12 +29,11 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 from werkzeug.wrappers import Request
 
 from envcat.core import signing
-from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
-from envcat.services import access_requests
 from envcat.services.runtime import current
 from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
 from tests.conftest import make_settings
+from tests.support.requests import stored_request
 from tests.support.signed import add_member
 
 OWNER, TENANT = "u-fuzz-owner", "t-fuzz"
@@ -100,11 +99,7 @@ def _seed() -> dict[str, list[str]]:
     )
     runtime = current()
     request_ids = [
-        access_requests.create(
-            runtime.redis,
-            ttl=runtime.settings.request_ttl,
-            cli_pub=encode_public_key(generate_keypair()),
-        )[0].id
+        stored_request(runtime.redis, tenant_id=TENANT, ttl=runtime.settings.request_ttl)[0].id
         for _ in range(3)
     ]
     return {

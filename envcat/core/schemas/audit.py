@@ -6,10 +6,18 @@ an empty parameter (`?action=` from a form) means "not given".
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 AUDIT_PAGE_MAX = 200
 ACTOR_MAX = 128
@@ -25,7 +33,17 @@ def _aware(value: datetime) -> datetime:
         raise ValueError("must be a time between years 1 and 9999 in UTC") from None
 
 
-UtcTime = Annotated[datetime, AfterValidator(_aware)]
+def _iso_text(value: object) -> object:
+    # pydantic would read "0.5" or "1700000000" as unix seconds; the documented form
+    # (and the OpenAPI `date-time` format) is ISO 8601 only.
+    if isinstance(value, str) and re.fullmatch(
+        r"[+-]?[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?", value.strip()
+    ):
+        raise ValueError("must be an ISO 8601 time, e.g. 2026-12-01T09:00:00Z")
+    return value
+
+
+UtcTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_aware)]
 
 
 class AuditQuery(BaseModel):
