@@ -14,6 +14,7 @@ worker, the CLI's stderr, and the bodies of the refused calls.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import time
 from pathlib import Path
@@ -148,8 +149,12 @@ def test_canaries_reach_the_cli_and_nowhere_else(
     _assert_clean("the refusals", "\n".join(reply.text for reply in refused))
     _assert_clean("the CLI's stderr", cli_stderr)
     logs = process_stack.procs.logs()
-    # the scan sees this flow's DEBUG logs, from the worker too
-    assert bundle_id in logs and '"level": "debug"' in logs and '"process": "worker"' in logs
+    # the scan sees this flow's DEBUG logs, from the worker too: its task message (the
+    # request id and a MAC, nothing else since issue #12) is in the worker's log
+    request_id = re.search(r"/approve/([A-Za-z0-9_-]+)", cli_stderr)
+    assert request_id is not None and request_id.group(1) in logs
+    assert '"level": "debug"' in logs and '"process": "worker"' in logs
+    assert "envcat.encrypt_from_bundle" in logs
     _assert_clean("the process logs", logs)
     _assert_clean("Redis (every database)", redis_bytes(process_stack.redis.url))
     messages = celery_messages(settings.broker_url, list(QUEUES))
