@@ -11,15 +11,16 @@ the same keyring as the key itself, so `rotate-kms` re-encrypts it too.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, inspect, select
 
 from envcat.core.kms import DecryptionError
-from envcat.core.schemas.bundles import KeyVersionList, KeyVersionOut
-from envcat.models import Key, KeyVersion, User, db
-from envcat.services.errors import EnvCatError, NotFound
+from envcat.core.schemas.bundles import ImportUndone, KeyVersionList, KeyVersionOut
+from envcat.models import AuditEvent, Bundle, BundleKey, Key, KeyVersion, User, db
+from envcat.services.errors import Conflict, EnvCatError, NotFound
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, get_key, transaction
+from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
 
 log = logging.getLogger("envcat.versions")
 
@@ -192,3 +193,116 @@ def rollback(actor: Actor, key_id: str, number: int) -> KeyVersionOut:
     )
     found = _get(key, new_number)
     return _out(found, new_number, _emails({actor.user_id}), None)
+
+
+# ---- undoing an import as one unit ------------------------------------------------------
+
+
+@dataclass
+class _UndoPlan:
+    restore: list[tuple[Key, int]] = field(default_factory=list)  # key, version to restore
+    delete: list[Key] = field(default_factory=list)  # keys the import created
+    detach: list[str] = field(default_factory=list)  # key ids the import only attached
+
+
+def _import_event(bundle: Bundle, import_id: str) -> AuditEvent:
+    events = db.session.execute(
+        select(AuditEvent).where(
+            AuditEvent.tenant_id == bundle.tenant_id,
+            AuditEvent.action.in_(("bundle.imported", "bundle.import_undone")),
+            AuditEvent.target == f"bundle:{bundle.id}",
+        )
+    ).scalars()
+    found = [e for e in events if (e.details or {}).get("import_id") == import_id]
+    if any(e.action == "bundle.import_undone" for e in found):
+        raise Conflict("This import was undone already.")
+    imported = [e for e in found if e.action == "bundle.imported"]
+    if not imported:
+        raise NotFound("No such import in this bundle.")
+    return imported[0]
+
+
+def _plan_undo(bundle: Bundle, import_id: str, created: set[str]) -> _UndoPlan:
+    written = db.session.execute(
+        select(KeyVersion, Key)
+        .join(Key, Key.id == KeyVersion.key_id)
+        .where(KeyVersion.import_id == import_id, Key.tenant_id == bundle.tenant_id)
+    ).all()
+    plan, changed = _UndoPlan(), []
+    for found, key in written:
+        if _latest(key.id) != found.version:
+            changed.append(key.name)
+        elif found.version == 1 and key.name in created:
+            if _in_other_bundles(key.id, bundle.id):
+                changed.append(key.name)  # attached elsewhere since: deleting would reach there
+            else:
+                plan.delete.append(key)
+        elif found.version - 1 < _oldest(key.id):
+            changed.append(key.name)  # its previous value is no longer kept
+        else:
+            plan.restore.append((key, found.version - 1))
+    if changed:
+        raise Conflict(
+            "These keys changed since the import (or lost their previous value); roll them "
+            f"back one by one: {', '.join(sorted(changed))}."
+        )
+    touched = {key.name for _, key in written}
+    for name in sorted(created - touched):  # library keys the import only attached
+        key_id = db.session.execute(
+            select(Key.id).where(Key.tenant_id == bundle.tenant_id, Key.name == name)
+        ).scalar_one_or_none()
+        if key_id is not None:
+            plan.detach.append(key_id)
+    return plan
+
+
+def _in_other_bundles(key_id: str, bundle_id: str) -> bool:
+    other = db.session.execute(
+        select(BundleKey.bundle_id).where(
+            BundleKey.key_id == key_id, BundleKey.bundle_id != bundle_id
+        )
+    )
+    return other.first() is not None
+
+
+def _oldest(key_id: str) -> int:
+    lowest = db.session.execute(
+        select(func.min(KeyVersion.version)).where(KeyVersion.key_id == key_id)
+    ).scalar_one_or_none()
+    return int(lowest or 0)
+
+
+def undo_import(actor: Actor, bundle_id: str, import_id: str) -> ImportUndone:
+    """Undo one import as a unit: restore each value it changed, delete each key it created,
+    detach each key it attached. 409 (nothing changed) when a key changed since; audited."""
+    with transaction("The keys changed during the undo; nothing was changed. Retry."):
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        event = _import_event(bundle, import_id)
+        plan = _plan_undo(bundle, import_id, set(event.details.get("created") or []))
+        for key, number in plan.restore:
+            value = _decrypt(key, _get(key, number))
+            previous = key.value
+            key.value = current().keyring.encrypt(value, tenant_id=key.tenant_id, key_id=key.id)
+            record(key, value, author=actor.user_id, previous_ciphertext=previous)
+        deleted = [key.name for key in plan.delete]
+        for key in plan.delete:
+            db.session.execute(delete(BundleKey).where(BundleKey.key_id == key.id))
+            db.session.delete(key)
+        if plan.detach:
+            db.session.execute(
+                delete(BundleKey).where(
+                    BundleKey.bundle_id == bundle.id, BundleKey.key_id.in_(plan.detach)
+                )
+            )
+    result = ImportUndone(
+        import_id=import_id,
+        restored=sorted(key.name for key, _ in plan.restore),
+        deleted=sorted(deleted),
+        detached=len(plan.detach),
+    )
+    actor.record(
+        "bundle.import_undone",
+        f"bundle:{bundle.id}",
+        {"bundle": bundle.name, **result.model_dump()},
+    )
+    return result

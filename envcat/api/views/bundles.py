@@ -18,8 +18,9 @@ from envcat.core.schemas.bundles import (
     ExportQuery,
     ImportRequest,
     ImportResult,
+    ImportUndone,
 )
-from envcat.services import bundles
+from envcat.services import bundles, versions
 
 bp = signed_blueprint("bundles")
 
@@ -148,6 +149,21 @@ def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
     """Admins import."""
     caller().require("admin")
     return bundles.import_into_bundle(current_actor(), bundle_id, body)
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>/imports/<import_id>/undo",
+    "POST",
+    summary="Undo one import as a unit: restore the values it changed, remove what it added",
+    auth="signed",
+    responses={200: ImportUndone},
+    errors=(403, 404, 409),
+)
+def undo_import(bundle_id: str, import_id: str) -> ImportUndone:
+    """Admins undo imports; 409 and nothing changed when a key changed since."""
+    caller().require("admin")
+    return versions.undo_import(current_actor(), bundle_id, import_id)
 
 
 @endpoint(

@@ -359,3 +359,12 @@ class KeyVersionList(BaseModel):
     key_id: str
     name: str
     versions: list[KeyVersionOut]
+
+
+class ImportUndone(BaseModel):
+    """POST /bundles/{id}/imports/{import_id}/undo: what the undo did, by name."""
+
+    import_id: str
+    restored: list[str]  # keys whose value before the import is current again
+    deleted: list[str]  # keys the import created
+    detached: int  # library keys the import had only attached to this bundle
