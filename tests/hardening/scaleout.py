@@ -132,6 +132,7 @@ def cluster(directory: Path, database_url: str, broker_url: str | None) -> Itera
             f"{redis.url}/0",
             broker_url or f"{redis.url}/1",
             request_rate_limit="100000/minute",
+            max_pending_per_ip=100_000,  # every asker is on loopback
             log_level="WARNING",
         )
         migrate.upgrade(database_url)
