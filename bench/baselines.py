@@ -107,6 +107,18 @@ class BareCelery:
             raise RuntimeError("the bare Celery worker did not answer")
         return time.perf_counter() - started
 
+    def burst(self, count: int) -> float:
+        """Seconds for the bare worker to run `count` no-op tasks sent back to back."""
+        key = f"bare:burst:{uuid.uuid4().hex}"
+        started = time.perf_counter()
+        with self.app.producer_or_acquire() as producer:
+            for _ in range(count):
+                self.app.send_task("bare.noop", args=[key], producer=producer)
+        for _ in range(count):
+            if self.blocking.blpop([key], timeout=60) is None:
+                raise RuntimeError("the bare Celery worker stopped answering")
+        return time.perf_counter() - started
+
     def close(self) -> None:
         self.blocking.close()
         self.app.close()

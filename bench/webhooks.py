@@ -4,11 +4,15 @@ Starts its own private redis-server, the api under gunicorn with the deployed se
 (envcat/api/gunicorn.conf.py: two gevent workers) and one Celery worker process (solo
 pool), on a fresh SQLite database (or --database-url), then measures:
 
-1. GET /healthz with N concurrent senders: the server's bare request rate (baseline);
+1. the bare Flask+Redis app of `bench/baselines.py` (one HSET + EXPIRE per POST,
+   the bff's gunicorn numbers) with N concurrent senders: the floor of a POST that
+   stores something (baseline); GET /healthz on the api as an extra line;
 2. POST /api/v1/webhooks/clerk with N concurrent senders, each a distinct svix-signed
    `user.created`: the rate (and latency) of 202 answers, as a ratio of (1);
-3. the time for the worker to run E bare `envcat.ping` tasks (baseline);
-4. the time for the same worker, told to consume the provisioning queue once all E
+3. the time for the bare Celery app's solo worker (`bench/baselines.py`) to run E
+   no-op tasks (baseline); the same for EnvCat's worker and `envcat.ping` as an
+   extra line;
+4. the time for EnvCat's worker, told to consume the provisioning queue once all E
    webhooks are accepted, to provision them all (user, personal tenant, owner
    membership committed), as a ratio of (3).
 
@@ -46,8 +50,13 @@ from envcat.models import WebhookEvent, migrate
 ROOT = Path(__file__).resolve().parent.parent
 # The Clerk payload builders and the private redis-server helper live with the tests.
 sys.path.insert(0, str(ROOT))
+from tests.hardening.processes import processes  # noqa: E402
 from tests.services.test_provisioning import clerk_event, user_data  # noqa: E402
 from tests.support import RedisServer, free_port, wait_for_port  # noqa: E402
+from tests.support.envelopes import TEST_SIGNING_SEED  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from baselines import bare_celery, start_bare_flask  # noqa: E402
 
 BIN = Path(sys.executable).parent
 Request = tuple[str, str, bytes, dict[str, str]]
@@ -62,6 +71,7 @@ def _environment(database_url: str, redis_url: str, webhook_secret: str) -> dict
         "BUNDLE_KMS_KEY": new_kms_key(),
         "BFF_SHARED_SECRET": new_shared_secret(),
         "CLERK_WEBHOOK_SECRET": webhook_secret,
+        "DELIVERY_SIGNING_KEY": TEST_SIGNING_SEED,  # workers refuse to start without one
         "LOG_LEVEL": "WARNING",
     }
 
@@ -214,27 +224,48 @@ def run(senders: int, events: int, database_url: str | None) -> None:
     migrate.upgrade(database_url)
     webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
     health: list[Request] = [("GET", "/healthz", b"", {})] * max(events, 2000)
-    with _stack(database_url, workdir, webhook_secret) as (base_url, env):
+    bare_body = json.dumps({"client_pubkey": "A" * 43 + "=", "workspace": "bench"}).encode()
+    bare_posts: list[Request] = [
+        ("POST", "/api/v1/requests", bare_body, {"Content-Type": "application/json"})
+    ] * max(events, 2000)
+    with (
+        _stack(database_url, workdir, webhook_secret) as (base_url, env),
+        processes(workdir / "bare") as group,
+    ):
+        redis_base = env["REDIS_URL"].rsplit("/", 1)[0]
+        bare_url = start_bare_flask(group, redis_base, workdir)
         control = _control_app(env["CELERY_BROKER_URL"])
         _ping_round(control, env["REDIS_URL"], 1)  # the worker is up
         _send_all(base_url, health[: senders * 4], senders)  # warm both api processes
-        baseline = _send_all(base_url, health, senders)
+        _send_all(bare_url, bare_posts[: senders * 4], senders)
+        baseline = _send_all(bare_url, bare_posts, senders)
+        health_load = _send_all(base_url, health, senders)
+        with bare_celery(redis_base, workdir) as bare:
+            bare_s = bare.burst(events)
         ping_s = _ping_round(control, env["REDIS_URL"], events)
         hooks = _send_all(
             base_url, [_signed_user_created(webhook_secret) for _ in range(events)], senders
         )
         drain_s = _drain(control, database_url, events)
     print(f"envcat webhook bench: {events} events, {senders} concurrent senders, {database_url}")
-    for label, load in (("GET /healthz (baseline)", baseline), ("POST webhooks → 202", hooks)):
+    rows = (
+        ("bare Flask+Redis POST (baseline)", baseline),
+        ("api GET /healthz (extra)", health_load),
+        ("POST webhooks → 202", hooks),
+    )
+    for label, load in rows:
         print(
-            f"  {label:<24} {load.rate:7.0f} req/s  p50 {load.percentile_ms(0.5):6.1f} ms"
+            f"  {label:<32} {load.rate:7.0f} req/s  p50 {load.percentile_ms(0.5):6.1f} ms"
             f"  p95 {load.percentile_ms(0.95):6.1f} ms  ({load.ok}/{len(load.latencies)} ok)"
         )
-    print(f"  acceptance ratio         {hooks.rate / baseline.rate:7.2f}x the baseline rate")
-    print(f"  {events} envcat.ping tasks, one worker (baseline)   {ping_s:7.2f} s")
+    print(
+        f"  acceptance ratio                 {hooks.rate / baseline.rate:7.2f}x the baseline rate"
+    )
+    print(f"  {events} bare Celery no-op tasks (baseline)      {bare_s:7.2f} s")
+    print(f"  {events} envcat.ping tasks, one worker (extra)   {ping_s:7.2f} s")
     print(
         f"  {events} user.created provisioned, one worker      {drain_s:7.2f} s"
-        f"  ({events / drain_s:.0f} events/s; {drain_s / ping_s:.2f}x the baseline)"
+        f"  ({events / drain_s:.0f} events/s; {drain_s / bare_s:.2f}x the baseline)"
     )
 
 
