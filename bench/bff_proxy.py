@@ -1,11 +1,11 @@
 """What the bff costs in front of the api, and whether long polls block anyone, as ratios.
 
-Starts its own private redis-server and the api and the bff under gunicorn with
-gevent workers (as deployed) on a fresh SQLite database, then measures:
+Starts its own private redis-server and the api and the bff from their gunicorn
+settings files (gevent, as deployed; bench/stack.py) on a fresh SQLite database, then measures:
 
 1. the median time of `GET /api/v1/requests/<id>/context` straight to the api
    (baseline) and through the bff: the proxy's cost, as a ratio;
-2. W concurrent long polls (`wait?timeout=T`) held through one bff worker: the
+2. W concurrent long polls (`wait?timeout=T`) held through the bff: the
    wall time until all return, as a ratio of T (1.0 = none waited for another);
 3. the median time of the bff's `/healthz` while those W polls are held, as a
    ratio of the same when idle (near 1 = waiting CLIs do not slow anyone down).
@@ -16,67 +16,25 @@ gevent workers (as deployed) on a fresh SQLite database, then measures:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 
-from envcat.core.keys import new_kms_key, new_shared_secret
 from envcat.core.sealing import encode_public_key, generate_keypair
-from envcat.models import migrate
 
 # The private redis-server helper lives with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support import RedisServer, free_port, wait_for_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import WORKSPACE
+from stack import stack as running_stack
 
 BIN = Path(sys.executable).parent
-
-
-def _environment(database_url: str, redis_url: str, api_port: int, bff_port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": f"{redis_url}/0",
-        "CELERY_BROKER_URL": f"{redis_url}/1",
-        "BUNDLE_KMS_KEY": new_kms_key(),
-        "BFF_SHARED_SECRET": new_shared_secret(),
-        "API_BASE_URL": f"http://127.0.0.1:{api_port}",
-        "PUBLIC_URL": f"http://127.0.0.1:{bff_port}",
-        "REQUEST_RATE_LIMIT": "1000000/minute",
-        "LOG_LEVEL": "WARNING",
-    }
-
-
-@contextmanager
-def _gunicorn(app: str, port: int, env: dict[str, str], log: Path) -> Iterator[None]:
-    argv = [
-        str(BIN / "gunicorn"),
-        "--worker-class=gevent",
-        "--workers=1",
-        "--worker-connections=5000",
-        f"--bind=127.0.0.1:{port}",
-        app,
-    ]
-    with log.open("wb") as sink:
-        child = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, timeout=30)
-            yield
-        finally:
-            child.terminate()
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
 
 
 def _median_get(client: httpx.Client, url: str, calls: int) -> float:
@@ -93,7 +51,11 @@ def _create_requests(bff: str, count: int) -> list[dict[str, str]]:
     with httpx.Client(base_url=bff, timeout=30) as client:
         return [
             client.post(
-                "/api/v1/requests", json={"client_pubkey": encode_public_key(generate_keypair())}
+                "/api/v1/requests",
+                json={
+                    "client_pubkey": encode_public_key(generate_keypair()),
+                    "workspace": WORKSPACE,
+                },
             ).json()
             for _ in range(count)
         ]
@@ -124,18 +86,10 @@ def _hold_polls(
 
 def measure(calls: int, waiters: int, hold: int) -> dict[str, float]:
     """Run the stack and return the raw figures (seconds)."""
-    with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        redis = RedisServer(port=free_port(), directory=workdir / "redis")
-        redis.start()
-        stack.callback(redis.stop)
-        database_url = f"sqlite:///{workdir / 'envcat.db'}"
-        migrate.upgrade(database_url)
-        api_port, bff_port = free_port(), free_port()
-        env = _environment(database_url, redis.url, api_port, bff_port)
-        stack.enter_context(_gunicorn("envcat.api.wsgi:app", api_port, env, workdir / "api.log"))
-        stack.enter_context(_gunicorn("envcat.bff.wsgi:app", bff_port, env, workdir / "bff.log"))
-        api, bff = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{bff_port}"
+    # The api and the bff as deployed (bench/stack.py), with a seeded workspace.
+    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp)) as running:
+        workdir = running.directory / "logs"
+        api, bff = running.api, running.bff
         probe = _create_requests(bff, 1)[0]
         path = f"/api/v1/requests/{probe['id']}/context"
         # One client shared by every thread: a client per thread would spend the run
@@ -161,7 +115,7 @@ def measure(calls: int, waiters: int, hold: int) -> dict[str, float]:
         if statuses.count("pending") != 2 * waiters:
             log = (workdir / "bff.log").read_text()[-3000:] + (workdir / "api.log").read_text()[
                 -3000:
-            ]
+            ]  # the Processes group's logs
             raise SystemExit(f"long polls failed: {sorted(set(statuses))}\n{log}")
         return {
             "direct": direct,
