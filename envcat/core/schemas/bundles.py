@@ -337,7 +337,7 @@ class KeyVersionQuery(_Query):
 class Rollback(_Body):
     """POST /keys/{id}/rollback: the version to make current again."""
 
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class KeyVersionOut(BaseModel):
