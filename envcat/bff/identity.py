@@ -22,7 +22,8 @@ from werkzeug.exceptions import Forbidden, HTTPException
 from envcat.bff.apiclient import BFF_SIGNER, CallerInfo, Signer
 from envcat.bff.clerk import ClerkClaims, InvalidToken
 from envcat.bff.runtime import runtime
-from envcat.bff.sessions import SessionStore
+from envcat.bff.security import session_secret
+from envcat.bff.sessions import SessionStore, record_mac_key
 from envcat.core import signing
 
 log = logging.getLogger("envcat.bff")
@@ -88,7 +89,8 @@ def check_csrf(supplied: str | None) -> None:
 
 def sessions() -> SessionStore:
     """The session records of this process's Redis."""
-    return SessionStore(runtime().redis)
+    bff = runtime()
+    return SessionStore(bff.redis, record_mac_key(session_secret(bff.settings)))
 
 
 def start_session(account: dict[str, Any]) -> None:

@@ -5,11 +5,17 @@ the record under `bff:sess:<sha256(id)>`: a copy of Redis alone cannot be replay
 as a cookie. Each user's record keys sit in the set `bff:sess:user:<user id>`, so
 sign-out everywhere, a password change and account deletion can revoke them all.
 Records expire 12 h after sign-in whatever happens to the cookie.
+
+Each record carries a MAC (HMAC-SHA256 under a key derived from the session
+secret, which Redis never holds) over its key and fields, so a writer to Redis
+cannot turn a record into another user's: an edited record reads as no session
+(issue #23, the threat model's Redis row).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -23,6 +29,12 @@ USER_PREFIX = "bff:sess:user:"
 LIFETIME_SECONDS = 12 * 60 * 60
 SESSION_ID_BYTES = 32
 _FIELDS = ("user", "tenant", "email", "role", "created")
+_MAC_LABEL = b"envcat/bff-session-record/v1"
+
+
+def record_mac_key(session_secret: str) -> bytes:
+    """The key session records are MACed with, derived from the bff's session secret."""
+    return hmac.new(session_secret.encode("utf-8"), _MAC_LABEL, hashlib.sha256).digest()
 
 
 def _record_key(session_id: str) -> str:
@@ -49,20 +61,21 @@ class SessionStore:
     """Create, read and revoke session records in Redis."""
 
     redis: redis.Redis
+    mac_key: bytes
     lifetime: int = LIFETIME_SECONDS
     clock: Callable[[], float] = field(default=time.time)
+
+    def _mac(self, key: str, values: list[str]) -> str:
+        message = "\x1f".join([key, *values]).encode("utf-8")
+        return hmac.new(self.mac_key, message, hashlib.sha256).hexdigest()
 
     def create(self, user_id: str, tenant_id: str, email: str, role: str) -> str:
         """Store a new session for this user and return its (secret) id for the cookie."""
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         key = _record_key(session_id)
-        record: dict[FieldT, EncodableT] = {
-            "user": user_id,
-            "tenant": tenant_id,
-            "email": email,
-            "role": role,
-            "created": repr(self.clock()),
-        }
+        values = [user_id, tenant_id, email, role, repr(self.clock())]
+        record: dict[FieldT, EncodableT] = dict(zip(_FIELDS, values, strict=True))
+        record["mac"] = self._mac(key, values)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=record)
         pipe.expire(key, self.lifetime)
@@ -73,10 +86,14 @@ class SessionStore:
 
     def load(self, session_id: str) -> SessionRecord | None:
         """The live record of this id, or None when it was revoked, expired or never existed."""
-        values = self.redis.hmget(_record_key(session_id), list(_FIELDS))
-        if any(not isinstance(value, str) for value in values):
+        key = _record_key(session_id)
+        stored = self.redis.hmget(key, [*_FIELDS, "mac"])
+        if any(not isinstance(value, str) for value in stored):
             return None
-        user, tenant, email, role, created = (str(value) for value in values)
+        *values, mac = (str(value) for value in stored)
+        if not hmac.compare_digest(self._mac(key, values), mac):
+            return None  # edited in Redis: not a session of anyone
+        user, tenant, email, role, created = values
         return SessionRecord(user, tenant, email, role, float(created))
 
     def revoke(self, session_id: str) -> None:

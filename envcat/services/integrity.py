@@ -6,7 +6,8 @@ real values to a key of their choosing. So the api MACs (HMAC-SHA256) the
 request's CLI key, poll-token hash and workspace when it creates the request,
 and the approval record (bound to that first MAC) when it accepts a decision;
 the task carries the approval MAC, and the worker checks both before it reads
-a single key.
+a single key. Clerk provisioning messages carry a MAC of the Svix-verified event
+data the same way, so a broker writer cannot swap a recorded event's data.
 
 The MAC key is derived with HKDF-SHA256 from each BUNDLE_KMS_KEY entry: only
 the api and the workers hold that keyring; Redis, the broker and the bff never
@@ -20,6 +21,9 @@ import base64
 import functools
 import hashlib
 import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -112,3 +116,18 @@ def approval_mac(request: AccessRequest, approval: Approval) -> str:
 def is_approval_intact(request: AccessRequest, approval: Approval, mac: str) -> bool:
     """True when `approval` is exactly what the api accepted for this request."""
     return bool(mac) and _verify(_approval_message(request, approval), mac)
+
+
+def _event_message(event_id: str, event_type: str, data: Mapping[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "|".join(("clerk-event", "v1", event_id, event_type, canonical))
+
+
+def event_mac(event_id: str, event_type: str, data: Mapping[str, Any]) -> str:
+    """MAC of a Svix-verified Clerk event's data, which the provisioning task carries."""
+    return _mac(_keys()[0], _event_message(event_id, event_type, data))
+
+
+def is_event_intact(event_id: str, event_type: str, data: Mapping[str, Any], mac: str) -> bool:
+    """True when a provisioning message's data is what the api verified and recorded."""
+    return bool(mac) and _verify(_event_message(event_id, event_type, data), mac)

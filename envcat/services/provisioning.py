@@ -48,7 +48,7 @@ from envcat.models import (
     db,
     utcnow,
 )
-from envcat.services import tenancy
+from envcat.services import integrity, tenancy
 from envcat.services.errors import EnvCatError, NotFound, Unavailable, ValidationFailed
 
 log = logging.getLogger("envcat.provisioning")
@@ -166,11 +166,16 @@ def forget_delivery(event_id: str) -> None:
 # ---------------------------------------------------------------- applying events
 
 
-def apply_event(event_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
-    """Apply a recorded event exactly once and commit; False when already applied or unknown."""
+def apply_event(event_id: str, event_type: str, data: Mapping[str, Any], mac: str) -> bool:
+    """Apply a recorded event exactly once and commit; False when already applied, unknown,
+    or when its data is not what the api verified (the MAC the message carries)."""
     model = EVENT_MODELS.get(event_type)
     if model is None:
         raise ValueError(f"{event_type!r} is not a provisioning event")
+    if not integrity.is_event_intact(event_id, event_type, data, mac):
+        # a broker writer's message: refused without a retry, logged by id only
+        log.warning("provisioning message fails its integrity check", extra={"event": event_id})
+        return False
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:

@@ -86,6 +86,6 @@ def rotate_kms(batch_size: int) -> None:
 
 
 @shared_task(name="envcat.provision_clerk_event", **RETRY_OPTIONS)
-def provision_clerk_event(event_id: str, event_type: str, data: dict[str, Any]) -> None:
+def provision_clerk_event(event_id: str, event_type: str, data: dict[str, Any], mac: str) -> None:
     """Apply one recorded Clerk event (idempotent by svix-id; a re-run is a no-op)."""
-    provisioning.apply_event(event_id, event_type, data)
+    provisioning.apply_event(event_id, event_type, data, mac)

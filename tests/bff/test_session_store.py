@@ -6,11 +6,13 @@ import hashlib
 
 import redis
 
-from envcat.bff.sessions import PREFIX, USER_PREFIX, SessionStore
+from envcat.bff.sessions import PREFIX, USER_PREFIX, SessionStore, record_mac_key
+
+MAC_KEY = record_mac_key("test-session-secret")
 
 
 def test_a_record_round_trips_and_is_keyed_by_a_hash(redis_client: redis.Redis) -> None:
-    store = SessionStore(redis_client, lifetime=600, clock=lambda: 1234.5)
+    store = SessionStore(redis_client, MAC_KEY, lifetime=600, clock=lambda: 1234.5)
     session_id = store.create("usr_a", "usr_a", "a@x.test", "owner")
     assert len(session_id) >= 43  # 256 random bits
     record = store.load(session_id)
@@ -31,7 +33,7 @@ def test_a_record_round_trips_and_is_keyed_by_a_hash(redis_client: redis.Redis) 
 
 
 def test_revoke_ends_one_session_only(redis_client: redis.Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, MAC_KEY)
     first, second = (store.create("usr_a", "usr_a", "a@x.test", "owner") for _ in range(2))
     store.revoke(first)
     assert store.load(first) is None and store.load(second) is not None
@@ -42,7 +44,7 @@ def test_revoke_ends_one_session_only(redis_client: redis.Redis) -> None:
 def test_revoke_user_keeps_the_named_session_and_spares_other_users(
     redis_client: redis.Redis,
 ) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, MAC_KEY)
     mine = [store.create("usr_a", "usr_a", "a@x.test", "owner") for _ in range(3)]
     theirs = store.create("usr_b", "usr_b", "b@x.test", "owner")
     assert store.revoke_user("usr_a", keep=mine[0]) == 2
@@ -53,9 +55,22 @@ def test_revoke_user_keeps_the_named_session_and_spares_other_users(
 
 
 def test_count_prunes_records_that_expired(redis_client: redis.Redis) -> None:
-    store = SessionStore(redis_client)
+    store = SessionStore(redis_client, MAC_KEY)
     alive, expired = (store.create("usr_a", "usr_a", "a@x.test", "owner") for _ in range(2))
     redis_client.delete(PREFIX + hashlib.sha256(expired.encode()).hexdigest())  # as a TTL would
     assert store.count("usr_a") == 1
     assert redis_client.scard(USER_PREFIX + "usr_a") == 1
     assert store.load(alive) is not None
+
+
+def test_an_edited_record_is_no_session(redis_client: redis.Redis) -> None:
+    """Issue #23: a writer to Redis cannot turn its own record into another user's."""
+    store = SessionStore(redis_client, MAC_KEY)
+    session_id = store.create("u-mallory", "t-mallory", "m@example.test", "owner")
+    (key,) = redis_client.smembers("bff:sess:user:u-mallory")
+    redis_client.hset(key, mapping={"user": "u-victim", "tenant": "t-victim"})
+    assert store.load(session_id) is None
+    other = SessionStore(redis_client, record_mac_key("another-secret"))
+    fresh = store.create("u-ann", "t-ann", "a@example.test", "member")
+    assert other.load(fresh) is None  # a record MACed under another key is refused too
+    assert store.load(fresh) is not None

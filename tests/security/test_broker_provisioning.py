@@ -1,11 +1,11 @@
 """A broker writer and Clerk provisioning messages (issue #23, threat model, broker row).
 
 The api records each Svix-verified Clerk delivery by its id and enqueues the
-event's data; the worker applies an id the api recorded, once. The data itself
-carries no MAC, so whoever can write to the broker can take a recorded message
-off the queue and put it back with other data under the same id. This strict
-xfail states the property that should hold; it starts failing the day
-provisioning messages are protected, and docs/security.md must follow.
+event's data; the worker applies an id the api recorded, once. Whoever can write
+to the broker can take a recorded message off the queue and put it back with other
+data under the same id, keeping the MAC.
+The message's data carries the api's MAC (services.integrity), so the worker
+refuses the swapped data and still applies the genuine message once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 
 from envcat.models import WebhookEvent, db, migrate
-from envcat.services import provisioning
+from envcat.services import integrity, provisioning
 from envcat.services.runtime import create_service_app
 from tests.conftest import make_settings
 from tests.services.test_provisioning import apply, membership_data, new_id, role_of
@@ -32,12 +32,6 @@ def runtime(sqlite_url: str, redis_url: str, broker_url: str) -> Iterator[Flask]
         db.engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Clerk provisioning messages carry no MAC: a broker writer can swap a recorded "
-    "event's data",
-)
 def test_a_broker_writer_cannot_swap_the_data_of_a_recorded_clerk_event(runtime: Flask) -> None:
     org, owner, attacker = new_id("org"), new_id("user"), new_id("user")
     apply("organizationMembership.created", membership_data(org, owner, "org:admin"))
@@ -46,8 +40,14 @@ def test_a_broker_writer_cannot_swap_the_data_of_a_recorded_clerk_event(runtime:
     genuine = new_id("msg")
     db.session.add(WebhookEvent(id=genuine, type="organizationMembership.created"))
     db.session.commit()
-    # a broker writer replaces the queued message's data before the worker runs it
+    member = new_id("user")
+    data = membership_data(org, member, "org:member")
+    mac = integrity.event_mac(genuine, "organizationMembership.created", data)
+    # a broker writer replaces the queued message's data (keeping the api's MAC)
     forged = membership_data(org, attacker, "org:admin")
-    provisioning.apply_event(genuine, "organizationMembership.created", forged)
-
+    assert not provisioning.apply_event(genuine, "organizationMembership.created", forged, mac)
+    assert not provisioning.apply_event(genuine, "organizationMembership.created", forged, "x")
     assert role_of(attacker, org) is None
+    # the genuine message still applies, once
+    assert provisioning.apply_event(genuine, "organizationMembership.created", data, mac)
+    assert role_of(member, org) == "member"

@@ -30,7 +30,7 @@ from envcat.models import (
     db,
     migrate,
 )
-from envcat.services import audit, provisioning
+from envcat.services import audit, integrity, provisioning
 from envcat.services.errors import NotFound
 from envcat.services.runtime import create_service_app, current
 from tests.conftest import POSTGRES_ADMIN_URL, _postgres_reachable, make_settings
@@ -174,7 +174,8 @@ def apply(event_type: str, data: dict[str, Any], event_id: str | None = None) ->
     if db.session.get(WebhookEvent, event_id) is None:
         db.session.add(WebhookEvent(id=event_id, type=event_type))
         db.session.commit()
-    return provisioning.apply_event(event_id, event_type, data)
+    mac = integrity.event_mac(event_id, event_type, data)  # as the webhook view MACs it
+    return provisioning.apply_event(event_id, event_type, data, mac)
 
 
 def fresh(model: Any, key: Any) -> Any:
@@ -221,7 +222,9 @@ def test_a_processed_event_is_not_applied_again(prov: Flask) -> None:
 
 def test_an_unrecorded_event_is_a_no_op(prov: Flask) -> None:
     uid = new_id("user")
-    assert provisioning.apply_event(new_id("msg"), "user.created", user_data(uid)) is False
+    unknown, data = new_id("msg"), user_data(uid)
+    mac = integrity.event_mac(unknown, "user.created", data)
+    assert provisioning.apply_event(unknown, "user.created", data, mac) is False
     assert fresh(User, uid) is None
 
 
@@ -413,7 +416,7 @@ def test_malformed_event_data_fails_loudly_and_stays_unprocessed(prov: Flask) ->
     db.session.rollback()
     assert fresh(WebhookEvent, event_id).processed_at is None
     with pytest.raises(ValueError, match="not a provisioning event"):
-        provisioning.apply_event(event_id, "session.created", {})
+        provisioning.apply_event(event_id, "session.created", {}, "")
 
 
 # ------------------------------------------------------------ first sign-in (JIT)

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from envcat.core.settings import Settings
 from envcat.models import User, WebhookEvent, db
+from envcat.services import integrity
 from envcat.services.runtime import create_service_app
 from envcat.workers import tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
@@ -100,15 +101,21 @@ def test_task_is_named_routed_and_retries_only_transient_errors() -> None:
     assert not any(issubclass(ValidationError, kind) for kind in retried)
 
 
+def _send(event_id: str, event_type: str, data: dict[str, Any]) -> None:
+    """Enqueue as the webhook view does: the data with the api's MAC of it."""
+    mac = integrity.event_mac(event_id, event_type, data)
+    tasks.provision_clerk_event.delay(event_id, event_type, data, mac)
+
+
 @pytest.mark.usefixtures("celery_worker")
 def test_redelivered_message_is_a_no_op(service_app: Flask, runs: Runs) -> None:
     uid = new_id("user")
     event_id = record("user.created")
-    tasks.provision_clerk_event.delay(event_id, "user.created", user_data(uid))
+    _send(event_id, "user.created", user_data(uid))
     assert runs.wait_for(1) == ["SUCCESS"]
     db.session.execute(update(User).where(User.id == uid).values(name="Renamed since"))
     db.session.commit()
-    tasks.provision_clerk_event.delay(event_id, "user.created", user_data(uid))
+    _send(event_id, "user.created", user_data(uid))
     assert runs.wait_for(2) == ["SUCCESS", "SUCCESS"]
     db.session.expire_all()
     user = db.session.get(User, uid)
@@ -118,9 +125,9 @@ def test_redelivered_message_is_a_no_op(service_app: Flask, runs: Runs) -> None:
 @pytest.mark.usefixtures("celery_worker")
 def test_a_bad_payload_fails_once_and_is_not_retried(service_app: Flask, runs: Runs) -> None:
     event_id = record("user.created")
-    tasks.provision_clerk_event.delay(event_id, "user.created", {"id": "user_without_fields"})
+    _send(event_id, "user.created", {"id": "user_without_fields"})
     later = record("user.created")
-    tasks.provision_clerk_event.delay(later, "user.created", user_data(new_id("user")))
+    _send(later, "user.created", user_data(new_id("user")))
     outcomes = runs.wait_for(3)  # failure, its postrun, then the next message
     assert outcomes == ["FAILED:ValueError", "FAILURE", "SUCCESS"]
     db.session.expire_all()
@@ -139,5 +146,5 @@ def test_a_database_outage_is_retried(
     with start_worker(
         app, pool="solo", queues=list(QUEUES), perform_ping_check=False, shutdown_timeout=30
     ):
-        tasks.provision_clerk_event.delay(new_id("msg"), "user.created", user_data(new_id("user")))
+        _send(new_id("msg"), "user.created", user_data(new_id("user")))
         assert runs.wait_for(2)[:2] == ["RETRY-REQUESTED", "RETRY"]

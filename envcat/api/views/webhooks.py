@@ -6,7 +6,7 @@ from flask import Blueprint, request
 
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.clerk import ClerkWebhookAck
-from envcat.services import metrics, provisioning
+from envcat.services import integrity, metrics, provisioning
 from envcat.services.runtime import current
 from envcat.workers import tasks
 from envcat.workers.enqueue import enqueue
@@ -24,9 +24,10 @@ def _receive() -> ClerkWebhookAck:
         return ClerkWebhookAck(ignored=True)
     if not provisioning.record_delivery(event):
         return ClerkWebhookAck(duplicate=True)
+    payload = event.payload()
     enqueue(
         tasks.provision_clerk_event,
-        (event.id, event.type, event.payload()),
+        (event.id, event.type, payload, integrity.event_mac(event.id, event.type, payload)),
         # Unrecord it: Svix retries on 503, and the retry must not look like a duplicate.
         on_failure=lambda: provisioning.forget_delivery(event.id),
         message="The task queue is unavailable; retry.",
