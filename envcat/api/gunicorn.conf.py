@@ -8,7 +8,6 @@ Command-line flags override anything here (e.g. `-b 0.0.0.0:5000 -w 4`).
 
 from __future__ import annotations
 
-import resource
 from typing import Any
 
 from envcat.core import serving
@@ -28,7 +27,6 @@ proc_name = "envcat-api"
 
 # Each waiting poll holds a client socket and a Redis connection in its worker process.
 _FILES_PER_CONNECTION = 2
-_SPARE_FILES = 1024
 
 
 def on_starting(server: Any) -> None:
@@ -40,7 +38,7 @@ def on_starting(server: Any) -> None:
     serving.load_or_halt(needs_kms_key=True)
     if (path := serving.private_metrics_dir()) is not None:
         server.log.info("prometheus multiprocess directory %s (removed on exit)", path)
-    _raise_file_limit(server)
+    serving.raise_file_limit(server, _FILES_PER_CONNECTION)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -51,18 +49,3 @@ def child_exit(server: Any, worker: Any) -> None:
 def on_exit(server: Any) -> None:
     """Remove the private metrics directory."""
     serving.remove_metrics_dir()
-
-
-def _raise_file_limit(server: Any) -> None:
-    needed = _FILES_PER_CONNECTION * server.cfg.worker_connections + _SPARE_FILES
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    if wanted < needed:
-        server.log.warning(
-            "open-file limit %s is below the %s that %s connections per worker need",
-            wanted,
-            needed,
-            server.cfg.worker_connections,
-        )

@@ -17,6 +17,8 @@ bind = "127.0.0.1:8888"  # put the TLS proxy in front, or bind 0.0.0.0 (docs/sel
 worker_class = "gevent"  # patches sockets before the app (redis, httpx) is imported
 workers = 2
 worker_connections = 2000  # each waiting CLI holds one greenlet and one api connection
+# A poll through the proxy holds the CLI's socket and a connection to the api.
+_FILES_PER_CONNECTION = 2
 timeout = 30
 graceful_timeout = 40  # longer than the longest poll: a restart lets waiters finish
 keepalive = 75  # longer than any client's idle expiry (httpx: 5 s), or reuse races the close
@@ -26,10 +28,12 @@ proc_name = "envcat-bff"
 
 
 def on_starting(server: Any) -> None:
-    """Check the settings (the bff never needs BUNDLE_KMS_KEY) and share one metrics directory."""
+    """Check the settings (the bff never needs BUNDLE_KMS_KEY), share one metrics directory,
+    raise the open-file limit (under a 1,024 default a worker fails at ~500 waiting CLIs)."""
     serving.load_or_halt(needs_kms_key=False)
     if (path := serving.private_metrics_dir()) is not None:
         server.log.info("prometheus multiprocess directory %s (removed on exit)", path)
+    serving.raise_file_limit(server, _FILES_PER_CONNECTION)
 
 
 def child_exit(server: Any, worker: Any) -> None:

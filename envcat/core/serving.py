@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from envcat.core.settings import ConfigError, Settings, load_settings
 
@@ -104,3 +106,22 @@ def worker_gone(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+_SPARE_FILES = 1024
+
+
+def raise_file_limit(server: Any, files_per_connection: int) -> None:
+    """Raise the master's open-file limit (workers inherit it) for worker_connections clients."""
+    needed = files_per_connection * server.cfg.worker_connections + _SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < needed:
+        server.log.warning(
+            "open-file limit %s is below the %s that %s connections per worker need",
+            wanted,
+            needed,
+            server.cfg.worker_connections,
+        )
