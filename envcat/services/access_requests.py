@@ -275,7 +275,7 @@ def create(
     member = pending_member(new.id, client_ip)
     args: list[str | int] = [repr(new.created), ttl, max_per_ip, repr(new.expires_at), member]
     args.append(json.dumps(view, separators=(",", ":"), ensure_ascii=False))
-    return request if r.eval(_CREATE, 4, *keys, *args, *pairs) else None
+    return request if _eval(r, _CREATE, 4, *keys, *args, *pairs) else None
 
 
 # The CLI context as stored in the view, by position (DESIGN §5's `context` object).
@@ -415,9 +415,26 @@ def _keys(request_id: str) -> list[str]:
     return [request_key(request_id), wake_key(request_id), PENDING_INDEX, UNCLAIMED_INDEX]
 
 
+_SHAS: dict[str, str] = {}  # script text -> SHA-1, computed once per process
+
+
+def _eval(r: redis.Redis, script: str, numkeys: int, *keys_and_args: str | int | float) -> Any:
+    """Run a script by its SHA-1 (EVALSHA), loading it on the first NOSCRIPT: the script's
+    text crosses the network once per Redis, not once per call (issue #14)."""
+    sha = _SHAS.get(script)
+    if sha is None:
+        sha = _SHAS[script] = hashlib.sha1(
+            script.encode("utf-8"), usedforsecurity=False
+        ).hexdigest()
+    try:
+        return r.evalsha(sha, numkeys, *keys_and_args)
+    except redis.exceptions.NoScriptError:
+        return r.eval(script, numkeys, *keys_and_args)
+
+
 def take(r: redis.Redis, request_id: str, poll_token: str) -> PollResult:
     """Look at a request as its CLI; a final state is returned once and deleted atomically."""
-    reply: list[str] = r.eval(_TAKE, 4, *_keys(request_id), hash_poll_token(poll_token))
+    reply: list[str] = _eval(r, _TAKE, 4, *_keys(request_id), hash_poll_token(poll_token))
     status = reply[0]
     if status in ("gone", "bad_token", "pending"):
         return PollResult(status=status)  # type: ignore[arg-type]  # written only by _TAKE
@@ -440,7 +457,8 @@ def _finish(
     *,
     unless_approved: bool = False,
 ) -> bool:
-    done = r.eval(
+    done = _eval(
+        r,
         _FINISH,
         4,
         *_keys(request_id),
@@ -479,12 +497,12 @@ def mark_approved(r: redis.Redis, request_id: str, *, approval: Approval, mac: s
     The request stays `pending` for its CLI until the worker marks it ready or
     failed; a second approval or a denial is refused from now on.
     """
-    return bool(r.eval(_APPROVE, 1, request_key(request_id), approval.to_json(), mac))
+    return bool(_eval(r, _APPROVE, 1, request_key(request_id), approval.to_json(), mac))
 
 
 def release_approval(r: redis.Redis, request_id: str) -> None:
     """Undo `mark_approved` while the request is still pending (its audit write failed)."""
-    r.eval(_RELEASE_APPROVAL, 1, request_key(request_id))
+    _eval(r, _RELEASE_APPROVAL, 1, request_key(request_id))
 
 
 def mark_failed(r: redis.Redis, request_id: str, *, message: str) -> bool:
@@ -503,8 +521,8 @@ class Cancellation:
 
 def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancellation:
     """Delete a request on behalf of its CLI (Ctrl-C), reporting any approval it had."""
-    reply: list[str] = r.eval(
-        _CANCEL, 4, *_keys(request_id), hash_poll_token(poll_token), WAKE_TTL_SECONDS
+    reply: list[str] = _eval(
+        r, _CANCEL, 4, *_keys(request_id), hash_poll_token(poll_token), WAKE_TTL_SECONDS
     )
     outcome, approval, tenant_id = reply
     return Cancellation(
@@ -571,7 +589,7 @@ def prune_pending(r: redis.Redis, now: float, limit: int) -> list[str]:
     address's count); return the ids removed. ZREM decides, so each is handled once."""
     expired: list[str] = r.zrangebyscore(PENDING_INDEX, "-inf", now, start=0, num=limit)  # type: ignore[assignment]  # decode_responses
     return [
-        member.split(" ", 1)[0] for member in expired if r.eval(_PRUNE, 1, PENDING_INDEX, member)
+        member.split(" ", 1)[0] for member in expired if _eval(r, _PRUNE, 1, PENDING_INDEX, member)
     ]
 
 
