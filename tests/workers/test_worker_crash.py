@@ -98,7 +98,7 @@ def _ping(flask_app: Flask, r: redis.Redis, log: Path, seconds: float = 60) -> N
 
 
 def _blocked_in_final_write(r: redis.Redis) -> bool:
-    return any(c["cmd"] == "eval" and "b" in c["flags"] for c in r.client_list())
+    return any(c["cmd"] in ("eval", "evalsha") and "b" in c["flags"] for c in r.client_list())
 
 
 @pytest.mark.slow
