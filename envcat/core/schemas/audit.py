@@ -1,7 +1,9 @@
 """Wire models of the audit log endpoints (DESIGN §5): filters, events, people.
 
 Query models are lenient (query strings are text) and ignore unknown parameters;
-an empty parameter (`?action=` from a form) means "not given".
+an empty text filter (`?action=` from a form) means "not given", and the patterns
+say so (they allow the empty string), so the OpenAPI document tells the truth; an
+empty `limit`, `since` or `until` is a 400 like any value its schema refuses.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import (
 AUDIT_PAGE_MAX = 200
 ACTOR_MAX = 128
 
+_TEXT_FILTERS = frozenset({"cursor", "action", "actor", "bundle_id", "target"})
 TargetKind = Literal["bundle", "key", "request", "other", "none"]
 
 
@@ -61,21 +64,21 @@ class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     cursor: Annotated[str, Field(max_length=64)] | None = None
-    action: Annotated[str, Field(max_length=64, pattern=r"^[a-z_.]+$")] | None = None
-    actor: Annotated[str, Field(max_length=ACTOR_MAX, pattern=r"^[A-Za-z0-9_.:@|-]+$")] | None = (
+    action: Annotated[str, Field(max_length=64, pattern=r"^[a-z_.]*$")] | None = None
+    actor: Annotated[str, Field(max_length=ACTOR_MAX, pattern=r"^[A-Za-z0-9_.:@|-]*$")] | None = (
         None
     )
-    bundle_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
-    target: Annotated[str, Field(max_length=255, pattern=r"^[A-Za-z0-9_:-]+$")] | None = None
+    bundle_id: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")] | None = None
+    target: Annotated[str, Field(max_length=255, pattern=r"^[A-Za-z0-9_:-]*$")] | None = None
     since: UtcTime | None = None
     until: UtcTime | None = None
     limit: Annotated[int, Field(ge=1, le=AUDIT_PAGE_MAX)] = 50
 
     @model_validator(mode="before")
     @classmethod
-    def _empty_is_absent(cls, data: Any) -> Any:
+    def _empty_text_is_absent(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != ""}
+            return {k: v for k, v in data.items() if not (v == "" and k in _TEXT_FILTERS)}
         return data
 
     @model_validator(mode="after")
