@@ -92,11 +92,6 @@ class SigningKeyring:
         """Raw public keys, primary first."""
         return [bytes(key.verify_key) for key in self._keys]
 
-    @property
-    def primary_fingerprint(self) -> str:
-        """Fingerprint of the key new CLIs pin."""
-        return fingerprint(self.public_keys[0])
-
     def sign(self, payload: bytes) -> list[dict[str, str]]:
         """Return one `{"kid", "sig"}` per key over DOMAIN + payload, primary first."""
         return [

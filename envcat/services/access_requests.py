@@ -36,7 +36,6 @@ TOKEN_BYTES = 24  # the poll token: 192 bits
 ID_BYTES = 16  # the request id: 128 bits (DESIGN §5), short because Redis holds it three times
 
 Status = Literal["pending", "ready", "denied", "failed"]
-CreateOutcome = Literal["created", "too_many"]
 PollStatus = Literal["pending", "ready", "denied", "failed", "gone", "bad_token"]
 
 
