@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,50 +19,24 @@ import httpx
 import pytest
 
 from envcat.core.sealing import encode_public_key, generate_keypair
+from tests.bff.browser_support import PASSWORD, chromium, new_tab, save_screenshot
 from tests.support.stack import LiveStack
+
+__all__ = ["chromium"]  # the fixture, imported for pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-REPO = Path(__file__).resolve().parents[2]
 ENVCAT = Path(sys.executable).with_name("envcat")
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
-DOC_IMAGES = REPO / "docs" / "images"
-PASSWORD = "correct horse battery staple"
 CANARY = "canary-secret-7f3a9c"
 PLAIN_VALUE = "https://api.example.test"
 CLI_WAIT_SECONDS = 30
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (./scripts/test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield instance
-        instance.close()
-
-
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
+def page(chromium: Any) -> Iterator[Any]:
+    tab = new_tab(chromium)
     yield tab
-    context.close()
+    tab.context.close()
 
 
 class CliRun:
@@ -121,17 +94,6 @@ def cli_runs() -> Iterator[list[CliRun]]:
     yield runs
     for run in runs:
         run.kill()
-
-
-def save_screenshot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    target = SCREENSHOTS / name
-    page.screenshot(path=str(target), full_page=True)
-    # The committed copies in docs/images change only when asked for, so a test run
-    # leaves the work tree clean: `ENVCAT_UPDATE_DOC_IMAGES=1 ./scripts/test`.
-    if os.environ.get("ENVCAT_UPDATE_DOC_IMAGES") == "1":
-        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(target, DOC_IMAGES / name)
 
 
 def sign_up_in_browser(page: Any, stack: LiveStack, email: str) -> None:

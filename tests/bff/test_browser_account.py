@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.bff.browser_support import chromium, save_screenshot
 from tests.bff.conftest import PASSWORD, unique_email
 from tests.support.stack import LiveStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+__all__ = ["chromium"]  # the fixture, imported for pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
-DOC_IMAGES = REPO / "docs" / "images"
 NEW_PASSWORD = "a brand new passphrase"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (./scripts/test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield instance
-        instance.close()
 
 
 @pytest.fixture
@@ -82,10 +62,7 @@ def test_change_password_then_sign_out_everywhere(live_stack: LiveStack, tabs: A
     page.get_by_label("New password again").fill(NEW_PASSWORD)
     page.get_by_role("button", name="Change password").click()
     page.get_by_text("Password changed. 1 other session was signed out.").wait_for()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "account.png"), full_page=True)
-    if os.environ.get("ENVCAT_UPDATE_DOC_IMAGES") == "1":  # as tests/bff/test_browser.py
-        shutil.copyfile(SCREENSHOTS / "account.png", DOC_IMAGES / "account.png")
+    save_screenshot(page, "account.png")
     assert _is_signed_out(elsewhere, live_stack)
 
     _sign_in(elsewhere, live_stack, email, PASSWORD)  # the old password no longer works
