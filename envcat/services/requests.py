@@ -63,8 +63,8 @@ def _is_request_id(request_id: str) -> bool:
 def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
     """Store a new pending request for a workspace; the poll token is returned here only.
 
-    Raises UnknownWorkspace (404) and RateLimited (429) when `client_ip` already
-    holds MAX_PENDING_PER_IP undecided requests.
+    Raises UnknownWorkspace (404) for an unknown slug, or RateLimited (429) when
+    `client_ip` already holds MAX_PENDING_PER_IP undecided requests.
     """
     settings = current().settings
     workspace = workspaces.resolve(body.workspace)
