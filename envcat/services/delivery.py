@@ -138,7 +138,9 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         request_id=request.id,
         cli_public_key=request.cli_pub,
         workspace_id=approval.tenant_id,
-        workspace_slug=workspaces.slug_of(approval.tenant_id) or request.workspace,
+        # the slug the request was made for, under the api's MAC: one query fewer, and a
+        # slug renamed meanwhile still matches what the CLI asked
+        workspace_slug=request.workspace,
         bundle_id=selection.bundle_id,
         bundle_name=selection.bundle_name,
         approver_id=approval.user_id,
