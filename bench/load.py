@@ -22,7 +22,6 @@ growth after warm-up beyond noise (`--growth-mb`, per process).
 from __future__ import annotations
 
 import argparse
-import base64
 import queue
 import secrets
 import sys
@@ -40,7 +39,7 @@ import httpx
 import redis
 from nacl.public import PrivateKey
 
-from envcat.core.sealing import encode_public_key, generate_keypair, open_values
+from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import migrate
 
@@ -58,6 +57,7 @@ from tests.hardening.processes import (
     worker_argv,
 )
 from tests.support import RedisServer, free_port
+from tests.support.envelopes import open_delivery
 
 VALUES = {f"LOAD_KEY_{i}": f"value-{i}-" + "x" * 40 for i in range(10)}
 LONG_POLL_SECONDS = 10
@@ -109,6 +109,7 @@ class Traffic:
     bff_url: str
     person: BffSession
     bundle_id: str
+    workspace: str
     stats: Stats
     stop: threading.Event
     to_approve: queue.Queue[str] = field(default_factory=queue.Queue)
@@ -136,7 +137,7 @@ def _poll_until_delivered(
         if body["status"] != "ready":
             traffic.stats.fail("delivery", f"status {body['status']}")
             return
-        values = open_values(key, base64.b64decode(body["ciphertext_base64"]))
+        values = open_delivery(key, body["ciphertext_base64"])
         if values != VALUES:
             traffic.stats.fail("delivery", "the opened values differ")
             return
@@ -151,7 +152,7 @@ def cli_loop(traffic: Traffic) -> None:
     with httpx.Client(base_url=traffic.bff_url, timeout=LONG_POLL_SECONDS + 20) as client:
         while not traffic.stop.is_set():
             key = generate_keypair()
-            body = {"client_pubkey": encode_public_key(key)}
+            body = {"client_pubkey": encode_public_key(key), "workspace": traffic.workspace}
             reply = timed(traffic.stats, "create request", 201, client.post, REQUESTS, json=body)
             if reply is None:
                 time.sleep(0.5)
@@ -288,7 +289,8 @@ def run(options: argparse.Namespace, target: Stack) -> tuple[Stats, dict[str, in
     bundle_id = person.api("POST", "/api/v1/bundles", {"name": "load/bundle"}).json()["id"]
     for name, value in VALUES.items():
         person.api("POST", f"/api/v1/bundles/{bundle_id}/keys", {"name": name, "value": value})
-    traffic = Traffic(target.bff_url, person, bundle_id, Stats(), threading.Event())
+    workspace = person.api("GET", "/api/v1/me").json()["tenant"]["slug"]
+    traffic = Traffic(target.bff_url, person, bundle_id, workspace, Stats(), threading.Event())
     loops = [cli_loop] * options.clis + [approver_loop] * 2 + [reader_loop] * 2 + [writer_loop]
     threads = [threading.Thread(target=loop, args=(traffic,), daemon=True) for loop in loops]
     for thread in threads:
