@@ -89,14 +89,19 @@ class Stack:
 
 @contextmanager
 def stack(
-    directory: Path, *, api: bool = True, bff: bool = True, **overrides: object
+    directory: Path,
+    *,
+    api: bool = True,
+    bff: bool = True,
+    database_url: str = "",
+    **overrides: object,
 ) -> Iterator[Stack]:
-    """Start Redis (defaults), migrate a fresh SQLite database, then the api and the bff."""
+    """Start Redis (defaults), migrate a fresh database (SQLite unless given), the api and bff."""
     with ExitStack() as exits:
         server = RedisServer(port=free_port(), directory=directory / "redis")
         server.start()
         exits.callback(server.stop)
-        database_url = f"sqlite:///{directory / 'envcat.db'}"
+        database_url = database_url or f"sqlite:///{directory / 'envcat.db'}"
         migrate.upgrade(database_url)
         api_port, bff_port = free_port(), free_port()
         values: dict[str, object] = {
