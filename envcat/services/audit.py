@@ -177,7 +177,7 @@ def _decode_cursor(cursor: str) -> int:
     return int(raw[1:])
 
 
-def _stored_time(at: datetime) -> datetime:
+def stored_time(at: datetime) -> datetime:
     # SQLite keeps naive UTC text: compare with naive UTC there, aware elsewhere.
     if db.session.get_bind().dialect.name == "sqlite":
         return at.astimezone(UTC).replace(tzinfo=None)
@@ -197,9 +197,9 @@ def _filters(query: AuditQuery) -> list[ColumnElement[bool]]:
     if query.target is not None:
         conditions.append(AuditEvent.target == query.target)
     if query.since is not None:
-        conditions.append(AuditEvent.at >= _stored_time(query.since))
+        conditions.append(AuditEvent.at >= stored_time(query.since))
     if query.until is not None:
-        conditions.append(AuditEvent.at < _stored_time(query.until))
+        conditions.append(AuditEvent.at < stored_time(query.until))
     return conditions
 
 
@@ -214,15 +214,23 @@ def list_events(tenant_id: str, query: AuditQuery) -> AuditPage:
     """One page of the tenant's log, newest first, filtered, with names and the next cursor."""
     rows = list(db.session.execute(_statement(tenant_id, query)).scalars().all())
     page = rows[: query.limit]
-    targets = [_split_target(e) for e in page]
-    names = _current_names(tenant_id, page, targets)
+    next_cursor = _encode_cursor(page[-1].id) if len(rows) > query.limit else None
+    events, people = describe(tenant_id, page)
+    return AuditPage(events=events, next_cursor=next_cursor, people=people)
+
+
+def describe(
+    tenant_id: str, rows: list[AuditEvent]
+) -> tuple[list[AuditEventOut], dict[str, PersonOut]]:
+    """Events as the api shows them (targets and bundles named), and the people they mention."""
+    targets = [_split_target(e) for e in rows]
+    names = _current_names(tenant_id, rows, targets)
     events = [
         _event_out(event, kind, target_id, names)
-        for event, (kind, target_id) in zip(page, targets, strict=True)
+        for event, (kind, target_id) in zip(rows, targets, strict=True)
     ]
-    mentioned = [e.actor for e in page] + [_approver(e) for e in page]
-    next_cursor = _encode_cursor(page[-1].id) if len(rows) > query.limit else None
-    return AuditPage(events=events, next_cursor=next_cursor, people=_people(mentioned))
+    mentioned = [e.actor for e in rows] + [_approver(e) for e in rows]
+    return events, _people(mentioned)
 
 
 def list_people(tenant_id: str) -> AuditPeople:

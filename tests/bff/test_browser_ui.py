@@ -281,6 +281,14 @@ def test_audit_page_filters_and_downloads(tab: Any, stack: LiveStack) -> None:
     assert [r["action"] for r in rows] == ["request.approved"]
     assert rows[0]["keys"] == "RELEASED"
 
+    tab.get_by_role("link", name="Compliance report").click()
+    tab.wait_for_url(f"{stack.bff_url}/audit/report")
+    bundles = tab.locator("section", has=tab.get_by_role("heading", name="Per bundle"))
+    assert "RELEASED (1)" not in bundles.inner_text()  # approved, but never collected
+    assert "pending" in tab.locator("section", has_text="Releases").inner_text()
+    tab.get_by_text("Intact: all").wait_for()
+    save_screenshot(tab, "report.png")
+
 
 def test_a_decided_link_says_what_happened(tab: Any, stack: LiveStack) -> None:
     signed_in(tab, stack, "decided")

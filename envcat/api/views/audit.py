@@ -5,7 +5,8 @@ from __future__ import annotations
 from envcat.api.auth import caller, signed_blueprint
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.audit import AuditPage, AuditPeople, AuditQuery
-from envcat.services import audit
+from envcat.core.schemas.compliance import ComplianceReport, ReportQuery
+from envcat.services import audit, compliance
 
 bp = signed_blueprint("audit")
 
@@ -35,3 +36,17 @@ def list_audit(query: AuditQuery) -> AuditPage:
 def list_audit_people() -> AuditPeople:
     """The choices of the log's person filter; any role."""
     return audit.list_people(caller().tenant_id)
+
+
+@endpoint(
+    bp,
+    "/audit/report",
+    "GET",
+    summary="A compliance report of one period: releases, denials, reveals, changes, chain check",
+    auth="signed",
+    query=ReportQuery,
+    responses={200: ComplianceReport},
+)
+def compliance_report(query: ReportQuery) -> ComplianceReport:
+    """Any role, like the log it is made from: it holds names and origins, never values."""
+    return compliance.report(caller().tenant_id, query)

@@ -59,6 +59,10 @@
       });
     });
 
+    document.querySelectorAll("[data-print]").forEach(function (button) {
+      button.addEventListener("click", function () { window.print(); });
+    });
+
     document.querySelectorAll("[data-copy-text]").forEach(function (button) {
       button.addEventListener("click", function () { copyText(button.getAttribute("data-copy-text"), button); });
     });

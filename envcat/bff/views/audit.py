@@ -211,3 +211,117 @@ def export(fmt: str) -> Response:
     if truncated:
         response.headers["X-Envcat-Truncated"] = str(EXPORT_MAX_EVENTS)
     return response
+
+
+# ---- compliance report (issue #19) ----------------------------------------------------
+
+REPORT_DEFAULT_DAYS = 30
+REPORT_CSV_COLUMNS = (
+    "section",
+    "at",
+    "who",
+    "actor",
+    "action",
+    "bundle_or_name",
+    "keys",
+    "outcome",
+    "outcome_at",
+    "delivered_to_ip",
+    "delivered_to_agent",
+    "target",
+)
+
+
+def _report_period() -> tuple[dict[str, str], dict[str, str], str | None]:
+    """The form's days (defaulting to the last 30 days) and the api's since/until for them."""
+    today = date.today()
+    days = {
+        "from": request.args.get("from", "").strip()
+        or (today - timedelta(days=REPORT_DEFAULT_DAYS - 1)).isoformat(),
+        "to": request.args.get("to", "").strip() or today.isoformat(),
+    }
+    params, problem = api_params({"action": "", "person": "", "bundle": "", "target": "", **days})
+    return days, params, problem
+
+
+def _report_rows(report: dict[str, Any]) -> list[list[str]]:
+    people = report.get("people") or {}
+    rows: list[dict[str, Any]] = []
+    for release in report["releases"]:
+        rows.append(
+            {
+                "section": "release",
+                "at": release["approved_at"],
+                "actor": release["approved_by"],
+                "action": "request.approved",
+                "bundle_or_name": release.get("bundle_name") or release.get("bundle_id") or "",
+                "keys": " ".join(release["keys"]),
+                "outcome": release["outcome"],
+                "outcome_at": release.get("outcome_at"),
+                "delivered_to_ip": release.get("delivered_to_ip"),
+                "delivered_to_agent": release.get("delivered_to_agent"),
+                "target": release["request_id"],
+            }
+        )
+    for section, name in (("denial", "denials"), ("access", "accesses"), ("change", "changes")):
+        for item in report[name]:
+            rows.append(
+                {
+                    "section": section,
+                    "at": item["at"],
+                    "actor": item["actor"],
+                    "action": item["action"],
+                    "bundle_or_name": item.get("name") or "",
+                    "target": item["target"],
+                }
+            )
+    for row in rows:
+        row["who"] = who(row["actor"], people)
+    return [[_cell(row.get(column)) for column in REPORT_CSV_COLUMNS] for row in rows]
+
+
+@bp.get("/audit/report")
+@login_required
+def report_page() -> Response:
+    """A printable compliance report of a period: releases, denials, accesses, changes."""
+    days, params, problem = _report_period()
+    report: dict[str, Any] | None = None
+    if problem is None:
+        try:
+            report = backend.fetch("/api/v1/audit/report", params)
+        except UpstreamError as exc:
+            if exc.status != 400:
+                raise
+            problem = describe(exc)
+    return page(
+        "audit_report.html",
+        400 if problem else 200,
+        identity=current_identity(),
+        report=report,
+        days=days,
+        problem=problem,
+        who=who,
+    )
+
+
+@bp.get("/audit/report.<fmt>")
+@login_required
+def report_download(fmt: str) -> Response:
+    """The same report as JSON (the api's document) or CSV (one row per release or decision)."""
+    if fmt not in ("csv", "json"):
+        raise UpstreamError(404, "not_found", "Not found.")
+    days, params, problem = _report_period()
+    if problem is not None:
+        raise UpstreamError(400, "validation_error", problem)
+    report = backend.fetch("/api/v1/audit/report", params)
+    if fmt == "json":
+        response = Response(json.dumps(report, ensure_ascii=False), mimetype="application/json")
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(REPORT_CSV_COLUMNS)
+        writer.writerows(_report_rows(report))
+        response = Response(out.getvalue(), mimetype="text/csv")
+    name = f"envcat-report-{days['from']}-to-{days['to']}.{fmt}"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
