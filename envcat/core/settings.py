@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     """Whether anyone may create a local account on the sign-up page."""
     sweep_interval: int = Field(default=60, ge=1)
     """Seconds between two sweeps of expired requests (beat)."""
+    audit_sink_interval: int = Field(default=10, ge=1)
+    """Seconds between two rounds of shipping new audit events to the workspaces' syslog sinks."""
+    audit_sink_allow_private: bool = False
+    """Let audit sinks be private, loopback or link-local addresses (a single-tenant deployment
+    whose collector is on its own network). Off, a workspace admin cannot make the workers
+    connect to the deployment's internal hosts."""
     worker_metrics_port: int = 9808
     """Port of each worker's Prometheus /metrics endpoint."""
     worker_metrics_host: str = "127.0.0.1"

@@ -1,5 +1,6 @@
 """SQLAlchemy models (DESIGN §3). Imports nothing from the layers above."""
 
+from envcat.models.audit_sinks import AuditSink
 from envcat.models.base import Base, db, utcnow
 from envcat.models.tables import (
     ROLES,
@@ -19,6 +20,7 @@ from envcat.models.tables import (
 __all__ = [
     "ROLES",
     "AuditEvent",
+    "AuditSink",
     "Base",
     "Bundle",
     "BundleKey",

@@ -20,6 +20,8 @@ TASK_ROUTES = {
     "envcat.provision_clerk_event": {"queue": "provisioning"},
     "envcat.sweep_expired_requests": {"queue": "maintenance"},
     "envcat.rotate_kms": {"queue": "maintenance"},
+    "envcat.ship_audit_sinks": {"queue": "maintenance"},
+    "envcat.ship_audit": {"queue": "maintenance"},
 }
 # A killed worker's message comes back after this many seconds on a Redis broker;
 # it must be well below REQUEST_TTL (the tasks are idempotent, an early redelivery is harmless).
@@ -60,6 +62,10 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             "sweep-expired-requests": {
                 "task": "envcat.sweep_expired_requests",
                 "schedule": float(settings.sweep_interval),
+            },
+            "ship-audit-sinks": {
+                "task": "envcat.ship_audit_sinks",
+                "schedule": float(settings.audit_sink_interval),
             },
         },
     )

@@ -9,7 +9,7 @@ import redis
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from envcat.services import delivery, provisioning, rotation, sweeps
+from envcat.services import audit_sinks, delivery, provisioning, rotation, sweeps
 from envcat.services.runtime import current
 
 PING_REPLY_TTL = 60
@@ -89,3 +89,20 @@ def rotate_kms(batch_size: int) -> None:
 def provision_clerk_event(event_id: str, event_type: str, data: dict[str, Any], mac: str) -> None:
     """Apply one recorded Clerk event (idempotent by svix-id; a re-run is a no-op)."""
     provisioning.apply_event(event_id, event_type, data, mac)
+
+
+@shared_task(name="envcat.ship_audit_sinks", **RETRY_OPTIONS)
+def ship_audit_sinks() -> None:
+    """Beat: one `ship_audit` per workspace whose syslog sink is behind its log."""
+    for tenant_id in audit_sinks.due_tenants():
+        ship_audit.delay(tenant_id)
+
+
+@shared_task(name="envcat.ship_audit", **RETRY_OPTIONS)
+def ship_audit(tenant_id: str) -> None:
+    """Send one workspace's new audit events to its collector; a failure waits for the next beat.
+
+    A collector outage is recorded on the sink, not retried here: the cursor keeps the
+    place, and the next round (AUDIT_SINK_INTERVAL) sends the same events again.
+    """
+    audit_sinks.ship(tenant_id)

@@ -30,6 +30,7 @@ from werkzeug.wrappers import Request
 
 from envcat.core import signing
 from envcat.core.settings import Settings
+from envcat.models import AuditSink, db
 from envcat.services.runtime import current
 from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
 from tests.conftest import make_settings
@@ -97,6 +98,9 @@ def _seed() -> dict[str, list[str]]:
     bundle_id = seed_bundle(
         TENANT, "production/api", [SeedKey(names[0], "db"), SeedKey(names[1], "t", True)]
     )
+    # A sink to read and delete (its host is never reached: nothing ships in this test).
+    db.session.add(AuditSink(tenant_id=TENANT, host="logs.example.com", port=6514, tls=True))
+    db.session.commit()
     runtime = current()
     request_ids = [
         stored_request(runtime.redis, tenant_id=TENANT, ttl=runtime.settings.request_ttl)[0].id

@@ -55,6 +55,9 @@ class SignedClient:
     def patch(self, path: str, json: Any = None, **kw: Any) -> TestResponse:
         return self.call("PATCH", path, json, **kw)
 
+    def put(self, path: str, json: Any = None, **kw: Any) -> TestResponse:
+        return self.call("PUT", path, json, **kw)
+
     def delete(self, path: str, **kw: Any) -> TestResponse:
         return self.call("DELETE", path, **kw)
 
