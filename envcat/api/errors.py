@@ -45,7 +45,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(EnvCatError)
     def _domain(exc: EnvCatError) -> Response:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
-        if exc.code == "rate_limited" and exc.details:
+        if exc.code in ("rate_limited", "busy") and exc.details:
             response.headers["Retry-After"] = str(exc.details)
         return response
 

@@ -94,16 +94,21 @@ def timed_send(
 
 
 def error_from(response: httpx.Response) -> UpstreamError | ApiUnavailable:
-    """Turn an unexpected api reply into the exception a page handles."""
-    if response.status_code >= 500:
-        metrics.API_UNAVAILABLE.inc()
-        return ApiUnavailable(503, "The api is unavailable; retry in a moment.")
+    """Turn an unexpected api reply into the exception a page handles.
+
+    A 503 `busy` (the approval workers are behind, issue #22) is the api's own
+    answer, with a message the page shows; any other 5xx means the api is away.
+    """
     try:
         data = response.json()
     except ValueError:
         data = None
     if not isinstance(data, dict):
         data = {}
+    busy = response.status_code == 503 and data.get("error") == "busy"
+    if response.status_code >= 500 and not busy:
+        metrics.API_UNAVAILABLE.inc()
+        return ApiUnavailable(503, "The api is unavailable; retry in a moment.")
     return UpstreamError(
         response.status_code,
         str(data.get("error") or "error"),

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     """Whether anyone may create a local account on the sign-up page."""
     sweep_interval: int = Field(default=60, ge=1)
     """Seconds between two sweeps of expired requests (beat)."""
+    approval_backlog_limit: int = Field(default=2000, ge=0)
+    """Approvals that may wait in the queue before new requests and approvals are refused
+    with 503 and Retry-After (0: never refuse). Size it to what the workers clear well
+    within REQUEST_TTL."""
     audit_sink_interval: int = Field(default=10, ge=1)
     """Seconds between two rounds of shipping new audit events to the workspaces' syslog sinks."""
     audit_sink_allow_private: bool = False

@@ -59,3 +59,7 @@ class SlowDown(EnvCatError):
 
 class Unavailable(EnvCatError):
     status, code = 503, "unavailable"
+
+
+class Busy(EnvCatError):
+    status, code = 503, "busy"  # details: seconds for Retry-After

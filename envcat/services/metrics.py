@@ -40,3 +40,8 @@ PENDING_REQUESTS = Gauge(
 WEBHOOKS_RECEIVED = Counter(
     "envcat_webhooks_received_total", "Clerk webhooks received", ["outcome"]
 )
+BUSY_REFUSALS = Counter(
+    "envcat_busy_refusals_total",
+    "Creates and approvals refused because the approvals backlog was at its limit",
+    ["stage"],
+)  # stage: create | approve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from envcat.api.auth import caller, signed_blueprint
+from envcat.api.backpressure import refuse_when_behind
 from envcat.api.context import client_origin
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.requests import DecisionAccepted, EncryptFromBundle
@@ -21,12 +22,13 @@ bp = signed_blueprint("approvals")
     auth="signed",
     body=EncryptFromBundle,
     responses={202: DecisionAccepted},
-    errors=(401, 403, 404, 409),
+    errors=(401, 403, 404, 409, 503),
 )
 def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[DecisionAccepted, int]:
     """Member or above. Validates now; the worker seals the values moments later."""
     who = caller()
     who.require("member")
+    refuse_when_behind("approve")
     accepted = requests.approve(
         request_id,
         tenant_id=who.tenant_id,

@@ -7,6 +7,7 @@ import socket
 
 from flask import Blueprint, Response, jsonify, request
 
+from envcat.api.backpressure import refuse_when_behind
 from envcat.api.context import client_origin
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
@@ -57,10 +58,11 @@ def _caller_connected() -> bool:
     auth="public",
     body=AccessRequestCreate,
     responses={201: AccessRequestCreated},
-    errors=(404, 429),
+    errors=(404, 429, 503),
 )
 def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
     """Anyone may ask a workspace; only its approver's decision releases anything."""
+    refuse_when_behind("create")
     return requests.create(body, client_origin().ip or "unknown"), 201
 
 

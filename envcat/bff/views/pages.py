@@ -209,7 +209,7 @@ def _deny(request_id: str) -> Response:
 def _refused(request_id: str, exc: UpstreamError, bundle_id: str, include: list[str]) -> Response:
     if exc.status == 409:
         return page("approve_done.html", 409, outcome="decided")
-    if exc.status not in (400, 404):
+    if exc.status not in (400, 404) and exc.code != "busy":
         raise exc
     context = backend.public_context(request_id)
     if context is None:
