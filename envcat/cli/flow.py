@@ -36,6 +36,7 @@ from envcat.cli.protocol import (
     Ready,
     RetryLater,
     ServerBusy,
+    ServerBusyCreating,
     SlowDown,
     cancel_request,
     create_request,
@@ -47,6 +48,8 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.usercode import user_code
 
 SLOW_DOWN_STEP = 5.0
+# Creating while the server is busy: this many tries, Retry-After apart (about half a minute).
+BUSY_ATTEMPTS = 6
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 8.0
 
@@ -142,7 +145,7 @@ class ApprovalFlow:
         public_key = encode_public_key(private_key)
         with cancel_on_signals():  # from the POST on: a request we know of is never left behind
             try:
-                request = create_request(self._client, request_body(public_key, hints))
+                request = self._create(request_body(public_key, hints))
             except _Signalled as exc:
                 raise _terminated(exc) from None
             limit = request.expires_in if timeout is None else min(timeout, request.expires_in)
@@ -151,6 +154,18 @@ class ApprovalFlow:
                 request, public_key, deadline, limit < request.expires_in
             )
         return Sealed(private_key, public_key, request.id, ciphertext)
+
+    def _create(self, body: dict[str, Any]) -> CreatedRequest:
+        """Create the request; while the server says it is busy, wait as asked and ask again."""
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            try:
+                return create_request(self._client, body)
+            except ServerBusyCreating as exc:
+                if attempt == BUSY_ATTEMPTS:
+                    raise
+                self._terminal.note(f"EnvCat is busy; asking again in {exc.seconds:.0f} s…")
+                self._clock.sleep(exc.seconds)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_phrase(self, request: CreatedRequest, public_key: str) -> None:
         expected = user_code(request.id, public_key)

@@ -76,6 +76,20 @@ class ServerBusy:
 Outcome = Pending | SlowDown | RetryLater | ServerBusy | Ready
 
 
+class ServerBusyCreating(ServerUnreachable):
+    """503 busy on create: the server's approval workers are behind (issue #22); retry later.
+
+    Exits like an unreachable server (5) when it stays busy: a CI job may retry later.
+    """
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+BUSY_RETRY_SECONDS = 5.0
+BUSY_RETRY_MAX_SECONDS = 30.0  # whatever Retry-After says: a server cannot park us for hours
+
 # A restarting api or bff, or Redis down behind them: the request itself is still alive.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
@@ -161,6 +175,10 @@ def create_request(client: httpx.Client, body: dict[str, Any]) -> CreatedRequest
         delay = retry_after_seconds(response)
         later = f"; try again in {delay:.0f} s" if delay is not None else ""
         raise CliError(f"the server is rate-limiting new requests{later}")
+    if response.status_code == 503 and (_json_object(response) or {}).get("error") == "busy":
+        delay = retry_after_seconds(response)
+        wait = BUSY_RETRY_SECONDS if delay is None else min(delay, BUSY_RETRY_MAX_SECONDS)
+        raise ServerBusyCreating(describe_failure(response), wait)
     if response.status_code == 404:
         data = _json_object(response) or {}
         if data.get("error") == "unknown_workspace":

@@ -90,6 +90,8 @@ class FakeApi:
     bundle_name: str | None = None  # None: the BUNDLE hint, else DEFAULT_BUNDLE
     tamper: dict[str, Any] = field(default_factory=dict)  # Envelope fields to override
     forge: dict[str, str] | None = None  # values swapped into the payload after signing
+    busy_creates: int = 0  # this many creates answer 503 busy first (issue #22)
+    busy_retry_after: str = "5"
 
     def calls_to(self, method: str, suffix: str = "") -> list[Call]:
         """Return the recorded calls with this method whose path ends with `suffix`."""
@@ -156,6 +158,11 @@ class FakeApi:
         return bytes(SealedBox(recipient).encrypt(json.dumps(document).encode()))
 
     def _create(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        if self.busy_creates > 0:
+            self.busy_creates -= 1
+            message = "EnvCat is busy: 2000 approvals are waiting for a worker."
+            reply = _json(503, {"error": "busy", "message": message, "details": 5})
+            return reply[0], {**reply[1], "Retry-After": self.busy_retry_after}, reply[2]
         if body.get("workspace") not in self.workspaces:
             return _json(404, {"error": "unknown_workspace", "message": "No such workspace."})
         request_id = secrets.token_urlsafe(16)

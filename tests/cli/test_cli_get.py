@@ -239,6 +239,26 @@ def test_a_briefly_unavailable_server_is_retried_with_backoff(
     assert "server unavailable (HTTP 502), retrying" in result.stderr
 
 
+def test_a_busy_server_is_asked_again_after_its_retry_after(api: FakeApi, clock: FakeClock) -> None:
+    api.busy_creates = 2
+    result = invoke(api, clock, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert clock.sleeps[:2] == [5.0, 5.0]
+    assert "EnvCat is busy; asking again in 5 s" in result.stderr
+    assert len(api.calls_to("POST")) == 3
+
+
+def test_a_server_that_stays_busy_exits_5_and_cannot_park_the_cli(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    api.busy_creates, api.busy_retry_after = 100, "86400"
+    result = invoke(api, clock)
+    assert result.exit_code == 5
+    assert clock.sleeps == [30.0] * 5  # capped, six tries in all
+    assert "(busy): EnvCat is busy" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_a_server_unavailable_until_expiry_exits_5(api: FakeApi, clock: FakeClock) -> None:
     api.expires_in = 60
     api.script = ["json502" for _ in range(100)]
