@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     """Largest request body the api accepts, in bytes."""
     key_versions_kept: int = Field(default=20, ge=1, le=1000)
     """Versions of each key value kept (the current one included); older ones are deleted."""
+    backup_public_key: str | None = None
+    """X25519 public key (urlsafe base64, from `envcat server backup-keygen`) that
+    `envcat server backup` encrypts to; its private key stays off the server."""
 
     @field_validator("bundle_kms_key")
     @classmethod
@@ -111,6 +114,18 @@ class Settings(BaseSettings):
                 raise ValueError("each key must be urlsafe base64") from None
             if len(raw) != KMS_KEY_BYTES:
                 raise ValueError("each key must decode to 32 bytes")
+        return value
+
+    @field_validator("backup_public_key")
+    @classmethod
+    def _check_backup_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                raw = base64.urlsafe_b64decode(value.strip().encode("ascii"))
+            except (binascii.Error, UnicodeEncodeError):
+                raise ValueError("must be urlsafe base64") from None
+            if len(raw) != KMS_KEY_BYTES:
+                raise ValueError("must decode to a 32-byte X25519 public key")
         return value
 
     @field_validator("bff_shared_secret")

@@ -121,6 +121,18 @@ def load_server_settings(data_dir: Path, **overrides: object) -> Settings:
 
     Raises OpsError with one line naming the bad variable, never a traceback.
     """
+    return _server_settings(data_dir, needs_kms_key=True, overrides=overrides)
+
+
+def load_backup_settings(data_dir: Path) -> Settings:
+    """Like load_server_settings, without requiring BUNDLE_KMS_KEY (a backup host need not
+    hold the keyring: backups copy values as ciphertext)."""
+    return _server_settings(data_dir, needs_kms_key=False, overrides={})
+
+
+def _server_settings(
+    data_dir: Path, *, needs_kms_key: bool, overrides: dict[str, object]
+) -> Settings:
     in_environment = {name.lower() for name in os.environ}
     defaults: dict[str, object] = {"database_url": sqlite_url(data_dir)}
     defaults.update(
@@ -132,7 +144,7 @@ def load_server_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, Any] = {**fill, **overrides}
     try:
         # Every server command and every process `up` starts but the bff needs the keyring.
-        return load_settings(needs_kms_key=True, **values)
+        return load_settings(needs_kms_key=needs_kms_key, **values)
     except ConfigError as exc:
         raise OpsError(str(exc)) from None
 

@@ -1,0 +1,462 @@
+"""Consistent, encrypted logical backups of the database, and their verified restore.
+
+`write_backup` reads every table inside one read-only snapshot (PostgreSQL: a
+REPEATABLE READ READ ONLY transaction; SQLite: one deferred read transaction, which
+WAL keeps consistent while writers go on) and streams JSON lines through
+`backup_crypto.EncryptedWriter`: a manifest first, then each table's rows in
+foreign-key order. Being logical, a backup restores across SQLite and PostgreSQL.
+
+`read_backup` checks a file end to end without touching any database (authenticity,
+completeness, row counts and every tenant's audit chain against the manifest);
+`restore_backup` then loads it into an empty database in one transaction that
+re-checks counts and chain heads before it commits. Values stay ciphertext under
+BUNDLE_KMS_KEY throughout: a backup restores nothing readable without that keyring.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, func, select, text
+
+import envcat
+from envcat.models import migrate
+from envcat.services import audit
+from envcat.services.backup_crypto import (
+    BackupError,
+    EncryptedWriter,
+    Identity,
+    Passphrase,
+    Recipient,
+    decrypt_chunks,
+)
+
+FORMAT_VERSION = 1
+SKIPPED_TABLES = frozenset({"alembic_version"})
+AUDIT_TABLE = "audit_events"
+ROWS_PER_RECORD = 500
+
+
+class AuditHead(BaseModel):
+    """One tenant's audit chain at the snapshot: how many events, and the last hash."""
+
+    events: int
+    head: str
+
+
+class Manifest(BaseModel):
+    """What a backup holds; encrypted and authenticated with the rows."""
+
+    format: int
+    envcat_version: str
+    created_at: datetime
+    dialect: str
+    schema_revision: str
+    tables: dict[str, int]
+    audit_heads: dict[str, AuditHead]
+
+
+@dataclass(frozen=True)
+class _AuditRow:
+    tenant_id: str
+    actor: str
+    action: str
+    target: str
+    ip: str | None
+    user_agent: str | None
+    details: dict[str, Any]
+
+
+def _engine(database_url: str) -> Engine:
+    # Error messages must not quote bound parameters (they may be ciphertext or emails).
+    return create_engine(database_url, hide_parameters=True)
+
+
+def head_revision(database_url: str) -> str:
+    """The newest schema revision this EnvCat ships."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(database_url))
+    head = script.get_current_head()
+    if head is None:
+        raise BackupError("no migrations are packaged")
+    return head
+
+
+def known_revisions(database_url: str) -> set[str]:
+    """Every schema revision this EnvCat knows."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(database_url))
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def _revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection reading one consistent snapshot, rolled back at the end."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        elif conn.dialect.name == "sqlite":
+            # pysqlite only opens a transaction before writes: without this BEGIN every
+            # SELECT would read its own, later state, and tables would disagree.
+            conn.exec_driver_sql("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+def _tables(conn: Connection) -> list[Table]:
+    metadata = MetaData()
+    metadata.reflect(conn)
+    return [table for table in metadata.sorted_tables if table.name not in SKIPPED_TABLES]
+
+
+def _count(conn: Connection, table: Table) -> int:
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _audit_heads(conn: Connection, tables: list[Table]) -> dict[str, AuditHead]:
+    events = next((t for t in tables if t.name == AUDIT_TABLE), None)
+    if events is None:
+        return {}
+    last = (
+        select(events.c.tenant_id, func.max(events.c.id).label("last"), func.count().label("n"))
+        .group_by(events.c.tenant_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(last.c.tenant_id, last.c.n, events.c.hash).join(events, events.c.id == last.c.last)
+    )
+    return {tenant: AuditHead(events=int(n), head=head) for tenant, n, head in rows}
+
+
+def _encode(value: object) -> object:
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, datetime):
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return {"$dt": aware.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, bytes | memoryview):
+        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Decimal):
+        return {"$dec": str(value)}
+    if isinstance(value, dict | list):
+        return {"$json": value}
+    raise BackupError(f"cannot back up a value of type {type(value).__name__}")
+
+
+def _decode(value: object, naive_datetimes: bool) -> object:
+    if not isinstance(value, dict):
+        return value
+    ((tag, inner),) = value.items()
+    if tag == "$dt":
+        moment = datetime.fromisoformat(inner).astimezone(UTC)
+        # SQLite keeps naive UTC text (what the ORM writes there).
+        return moment.replace(tzinfo=None) if naive_datetimes else moment
+    decoders: dict[str, Any] = {
+        "$date": date.fromisoformat,
+        "$b64": base64.b64decode,
+        "$dec": Decimal,
+        "$json": lambda x: x,
+    }
+    return decoders[tag](inner)
+
+
+def _line(record: dict[str, object]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def write_backup(database_url: str, out: BinaryIO, target: Recipient | Passphrase) -> Manifest:
+    """Stream an encrypted snapshot of the whole database to `out`; return its manifest."""
+    engine = _engine(database_url)
+    try:
+        with _snapshot(engine) as conn:
+            revision = _revision(conn)
+            if revision is None:
+                raise BackupError("the database has no EnvCat schema (run envcat server init-db)")
+            tables = _tables(conn)
+            manifest = Manifest(
+                format=FORMAT_VERSION,
+                envcat_version=envcat.__version__,
+                created_at=datetime.now(UTC),
+                dialect=conn.dialect.name,
+                schema_revision=revision,
+                tables={table.name: _count(conn, table) for table in tables},
+                audit_heads=_audit_heads(conn, tables),
+            )
+            writer = EncryptedWriter(out, target)
+            writer.write(_line({"manifest": manifest.model_dump(mode="json")}))
+            for table in tables:
+                _write_table(conn, table, writer)
+            writer.write(_line({"end": True}))
+            writer.close()
+    finally:
+        engine.dispose()
+    return manifest
+
+
+def _write_table(conn: Connection, table: Table, writer: EncryptedWriter) -> None:
+    columns = [column.name for column in table.columns]
+    writer.write(_line({"table": table.name, "columns": columns}))
+    order = list(table.primary_key.columns) or list(table.columns)
+    result = conn.execution_options(stream_results=True, yield_per=ROWS_PER_RECORD).execute(
+        select(table).order_by(*order)
+    )
+    for batch in result.partitions():
+        writer.write(_line({"rows": [[_encode(value) for value in row] for row in batch]}))
+
+
+# ---- reading ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Section:
+    name: str
+    columns: list[str]
+    rows: list[list[object]]
+
+
+def _records(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise BackupError("the backup's contents are not readable") from None
+            if not isinstance(record, dict):
+                raise BackupError("the backup's contents are not readable")
+            yield record
+    if pending:
+        raise BackupError("the backup's contents end in the middle of a record")
+
+
+def _sections(source: BinaryIO, identity: Identity) -> Iterator[Manifest | _Section]:
+    """The manifest, then one _Section per batch of rows; raises on anything malformed."""
+    records = _records(decrypt_chunks(source, identity))
+    first = next(records, None)
+    if first is None or "manifest" not in first:
+        raise BackupError("the backup has no manifest")
+    try:
+        manifest = Manifest.model_validate(first["manifest"])
+    except ValidationError:
+        raise BackupError("the backup's manifest is not readable") from None
+    if manifest.format != FORMAT_VERSION:
+        raise BackupError(f"backup format {manifest.format} is not supported by this EnvCat")
+    yield manifest
+    current: tuple[str, list[str]] | None = None
+    ended = False
+    for record in records:
+        if ended:
+            raise BackupError("the backup has records after its end")
+        if "table" in record:
+            current = (str(record["table"]), [str(c) for c in record["columns"]])
+            yield _Section(current[0], current[1], [])
+        elif "rows" in record and current is not None:
+            yield _Section(current[0], current[1], list(record["rows"]))
+        elif record.get("end") is True:
+            ended = True
+        else:
+            raise BackupError("the backup holds a record this EnvCat does not know")
+    if not ended:
+        raise BackupError("the backup is incomplete (no end record)")
+
+
+class _Tally:
+    """Row counts and audit chains recomputed while a backup is read."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.heads: dict[str, str] = {}
+        self.events: dict[str, int] = {}
+
+    def add(self, section: _Section) -> None:
+        self.counts[section.name] = self.counts.get(section.name, 0) + len(section.rows)
+        if section.name != AUDIT_TABLE:
+            return
+        for row in section.rows:
+            self._chain(dict(zip(section.columns, row, strict=True)))
+
+    def _chain(self, fields: dict[str, Any]) -> None:
+        tenant = str(fields["tenant_id"])
+        prev = self.heads.get(tenant, audit.GENESIS)
+        at = _decode(fields["at"], naive_datetimes=False)
+        details = _decode(fields["details"], naive_datetimes=False)
+        event = _AuditRow(
+            tenant_id=tenant,
+            actor=fields["actor"],
+            action=fields["action"],
+            target=fields["target"],
+            ip=fields["ip"],
+            user_agent=fields["user_agent"],
+            details=details if isinstance(details, dict) else {},
+        )
+        if not isinstance(at, datetime) or fields["prev_hash"] != prev:
+            raise BackupError(f"tenant {tenant}: the audit chain in the backup is broken")
+        if audit.chain_hash(prev, event, at) != fields["hash"]:
+            raise BackupError(f"tenant {tenant}: the audit chain in the backup is broken")
+        self.heads[tenant] = str(fields["hash"])
+        self.events[tenant] = self.events.get(tenant, 0) + 1
+
+    def check(self, manifest: Manifest) -> None:
+        """BackupError unless what was read is exactly what the manifest announces."""
+        counts = {name: self.counts.get(name, 0) for name in manifest.tables}
+        if counts != manifest.tables or set(self.counts) - set(manifest.tables):
+            raise BackupError("the backup's row counts differ from its manifest")
+        heads = {t: AuditHead(events=self.events[t], head=h) for t, h in self.heads.items()}
+        if heads != manifest.audit_heads:
+            raise BackupError("the backup's audit chain heads differ from its manifest")
+
+
+def read_backup(path: Path, identity: Identity) -> Manifest:
+    """Check a backup end to end (no database touched); return its manifest."""
+    tally = _Tally()
+    manifest: Manifest | None = None
+    with path.open("rb") as source:
+        for item in _sections(source, identity):
+            if isinstance(item, Manifest):
+                manifest = item
+            else:
+                tally.add(item)
+    assert manifest is not None  # noqa: S101  # _sections yields it first or raises
+    tally.check(manifest)
+    return manifest
+
+
+# ---- restoring -------------------------------------------------------------------------
+
+
+def database_is_empty(database_url: str) -> bool:
+    """True when no EnvCat table holds a row (a schema without rows counts as empty)."""
+    engine = _engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return all(_count(conn, table) == 0 for table in _tables(conn))
+    finally:
+        engine.dispose()
+
+
+def _prepare_schema(database_url: str, manifest: Manifest) -> None:
+    if manifest.schema_revision not in known_revisions(database_url):
+        raise BackupError(
+            f"the backup's schema revision {manifest.schema_revision} is newer than this "
+            "EnvCat knows: restore it with the version that wrote it "
+            f"({manifest.envcat_version})"
+        )
+    engine = _engine(database_url)
+    try:
+        with engine.connect() as conn:
+            current = _revision(conn)
+    finally:
+        engine.dispose()
+    if current is None:
+        migrate.upgrade(database_url, manifest.schema_revision)
+    elif current != manifest.schema_revision:
+        raise BackupError(
+            f"the target database's schema is at revision {current}, the backup's at "
+            f"{manifest.schema_revision}: restore into a database without tables"
+        )
+
+
+def restore_backup(database_url: str, path: Path, identity: Identity) -> Manifest:
+    """Load a checked backup into an empty database, then migrate it to the newest schema.
+
+    Refuses a non-empty database. The rows go in within one transaction that is committed
+    only once the file ended properly and counts and audit chain heads match the manifest.
+    """
+    if not database_is_empty(database_url):
+        raise BackupError("the target database is not empty; restore only into an empty one")
+    manifest = read_backup(path, identity)
+    _prepare_schema(database_url, manifest)
+    engine = _engine(database_url)
+    try:
+        with engine.begin() as conn, path.open("rb") as source:
+            _load(conn, source, identity, manifest)
+    finally:
+        engine.dispose()
+    migrate.upgrade(database_url)
+    return manifest
+
+
+def _load(conn: Connection, source: BinaryIO, identity: Identity, expected: Manifest) -> None:
+    tables = {table.name: table for table in _tables(conn)}
+    if any(_count(conn, table) for table in tables.values()):
+        raise BackupError("the target database is not empty; restore only into an empty one")
+    if set(tables) != set(expected.tables):
+        raise BackupError("the backup's tables differ from the schema at its revision")
+    naive = conn.dialect.name == "sqlite"
+    for item in _sections(source, identity):
+        if isinstance(item, Manifest):
+            if item != expected:
+                raise BackupError("the backup changed while it was being restored")
+            continue
+        table = tables[item.name]
+        if set(item.columns) != set(table.columns.keys()):
+            raise BackupError(f"table {item.name}: the backup's columns differ from the schema")
+        if item.rows:
+            conn.execute(
+                table.insert(),
+                [
+                    {c: _decode(v, naive) for c, v in zip(item.columns, row, strict=True)}
+                    for row in item.rows
+                ],
+            )
+    counts = {name: _count(conn, table) for name, table in tables.items()}
+    if counts != expected.tables or _audit_heads(conn, list(tables.values())) != (
+        expected.audit_heads
+    ):
+        raise BackupError("the restored rows differ from the manifest; nothing was restored")
+    if conn.dialect.name == "postgresql":
+        _reset_sequences(conn, list(tables.values()))
+
+
+def keyring_ids_in_use(database_url: str) -> dict[str, int]:
+    """How many stored values (keys and kept versions) each BUNDLE_KMS_KEY key id encrypts."""
+    engine = _engine(database_url)
+    used: dict[str, int] = {}
+    try:
+        with engine.connect() as conn:
+            for name in ("keys", "key_versions"):
+                table = Table(name, MetaData(), autoload_with=conn)
+                for (value,) in conn.execute(select(table.c.value)):
+                    parts = str(value).split(".")
+                    kid = parts[1] if len(parts) == 4 else "?"
+                    used[kid] = used.get(kid, 0) + 1
+    finally:
+        engine.dispose()
+    return used
+
+
+def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
+    """Move each serial column's sequence past the restored ids (PostgreSQL)."""
+    for table in tables:
+        for column in table.primary_key.columns:
+            sequence = conn.execute(
+                text("SELECT pg_get_serial_sequence(:table, :column)"),
+                {"table": table.name, "column": column.name},
+            ).scalar_one_or_none()
+            if sequence is None:
+                continue
+            highest = conn.execute(select(func.max(column))).scalar_one_or_none()
+            conn.execute(
+                text("SELECT setval(:sequence, :value, :called)"),
+                {"sequence": sequence, "value": highest or 1, "called": highest is not None},
+            )
