@@ -398,3 +398,16 @@ def test_backup_of_a_database_without_schema_is_refused(tmp_path: Path) -> None:
     recipient, _ = _keypair()
     with (tmp_path / "x.ecb").open("wb") as out, pytest.raises(BackupError, match="init-db"):
         backups.write_backup(f"sqlite:///{tmp_path / 'none.db'}", out, recipient)
+
+
+def test_a_header_asking_for_a_huge_argon2_cost_is_refused_before_deriving(
+    sqlite_source: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.ecb"
+    _written(sqlite_source, path, Passphrase("pw", FAST_KDF))
+    data = bytearray(path.read_bytes())
+    limits_at = len(MAGIC) + 1 + 16
+    data[limits_at + 8 : limits_at + 16] = (2**40).to_bytes(8, "big")  # a terabyte of memory
+    path.write_bytes(bytes(data))
+    with pytest.raises(BackupError, match="unreasonable Argon2id cost"):
+        backups.read_backup(path, Identity(passphrase="pw"))
