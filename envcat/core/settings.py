@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     """Whether anyone may create a local account on the sign-up page."""
     sweep_interval: int = Field(default=60, ge=1)
     """Seconds between two sweeps of expired requests (beat)."""
+    audit_verify_interval: int = Field(default=6 * 3600, ge=60)
+    """Seconds between two verifications of every audit chain (beat; sets the
+    `envcat_audit_chains_broken` metric the shipped alert rules watch)."""
     worker_metrics_port: int = 9808
     """Port of each worker's Prometheus /metrics endpoint."""
     worker_metrics_host: str = "127.0.0.1"
