@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from envcat.core.kms import Keyring
 from envcat.core.settings import Settings
 from envcat.ops import maintenance
@@ -40,6 +42,13 @@ _KEY_FILE_HEADER = (
 
 def _fail(exc: BackupError) -> OpsError:
     return OpsError(f"envcat: {exc}")
+
+
+def _database_error(exc: SQLAlchemyError) -> OpsError:
+    # The type only: the text may quote SQL parameters.
+    return OpsError(
+        f"envcat: database error ({type(exc).__name__}); is DATABASE_URL right and reachable?"
+    )
 
 
 def keygen(path: Path) -> str:
@@ -117,6 +126,8 @@ def backup(settings: Settings, out: Path, target: Recipient | Passphrase) -> bac
             return backups.write_backup(settings.database_url, handle, target)
     except BackupError as exc:
         raise _fail(exc) from None
+    except SQLAlchemyError as exc:
+        raise _database_error(exc) from None
     except OSError as exc:
         raise OpsError(f"envcat: cannot write {out}: {exc.strerror}") from None
 
@@ -145,6 +156,8 @@ def restore(settings: Settings, path: Path, identity: Identity) -> Restored:
         manifest = backups.restore_backup(settings.database_url, path, identity)
     except BackupError as exc:
         raise _fail(exc) from None
+    except SQLAlchemyError as exc:
+        raise _database_error(exc) from None
     summary = maintenance.verify_audit(settings)
     if summary.broken:
         first = summary.broken[0]

@@ -15,81 +15,47 @@ BUNDLE_KMS_KEY throughout: a backup restores nothing readable without that keyri
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, func, select, text
 
 import envcat
 from envcat.models import migrate
-from envcat.services import audit
 from envcat.services.backup_crypto import (
     BackupError,
     EncryptedWriter,
     Identity,
     Passphrase,
     Recipient,
-    decrypt_chunks,
+)
+from envcat.services.backup_records import (
+    AUDIT_TABLE,
+    FORMAT_VERSION,
+    AuditHead,
+    Manifest,
+    Section,
+    decode_value,
+    encode_value,
+    read_backup,
+    record_line,
+    sections,
 )
 
-FORMAT_VERSION = 1
 SKIPPED_TABLES = frozenset({"alembic_version"})
-AUDIT_TABLE = "audit_events"
 ROWS_PER_RECORD = 500
 
-
-class AuditHead(BaseModel):
-    """One tenant's audit chain at the snapshot: how many events, and the last hash."""
-
-    events: int
-    head: str
-
-
-class Manifest(BaseModel):
-    """What a backup holds; encrypted and authenticated with the rows."""
-
-    format: int
-    envcat_version: str
-    created_at: datetime
-    dialect: str
-    schema_revision: str
-    tables: dict[str, int]
-    audit_heads: dict[str, AuditHead]
-
-
-@dataclass(frozen=True)
-class _AuditRow:
-    tenant_id: str
-    actor: str
-    action: str
-    target: str
-    ip: str | None
-    user_agent: str | None
-    details: dict[str, Any]
+__all__ = ["Manifest", "read_backup", "restore_backup", "write_backup"]
 
 
 def _engine(database_url: str) -> Engine:
     # Error messages must not quote bound parameters (they may be ciphertext or emails).
     return create_engine(database_url, hide_parameters=True)
-
-
-def head_revision(database_url: str) -> str:
-    """The newest schema revision this EnvCat ships."""
-    script = ScriptDirectory.from_config(migrate.alembic_config(database_url))
-    head = script.get_current_head()
-    if head is None:
-        raise BackupError("no migrations are packaged")
-    return head
 
 
 def known_revisions(database_url: str) -> set[str]:
@@ -144,44 +110,6 @@ def _audit_heads(conn: Connection, tables: list[Table]) -> dict[str, AuditHead]:
     return {tenant: AuditHead(events=int(n), head=head) for tenant, n, head in rows}
 
 
-def _encode(value: object) -> object:
-    if value is None or isinstance(value, str | int | float):
-        return value
-    if isinstance(value, datetime):
-        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return {"$dt": aware.isoformat()}
-    if isinstance(value, date):
-        return {"$date": value.isoformat()}
-    if isinstance(value, bytes | memoryview):
-        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, Decimal):
-        return {"$dec": str(value)}
-    if isinstance(value, dict | list):
-        return {"$json": value}
-    raise BackupError(f"cannot back up a value of type {type(value).__name__}")
-
-
-def _decode(value: object, naive_datetimes: bool) -> object:
-    if not isinstance(value, dict):
-        return value
-    ((tag, inner),) = value.items()
-    if tag == "$dt":
-        moment = datetime.fromisoformat(inner).astimezone(UTC)
-        # SQLite keeps naive UTC text (what the ORM writes there).
-        return moment.replace(tzinfo=None) if naive_datetimes else moment
-    decoders: dict[str, Any] = {
-        "$date": date.fromisoformat,
-        "$b64": base64.b64decode,
-        "$dec": Decimal,
-        "$json": lambda x: x,
-    }
-    return decoders[tag](inner)
-
-
-def _line(record: dict[str, object]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-
-
 def write_backup(database_url: str, out: BinaryIO, target: Recipient | Passphrase) -> Manifest:
     """Stream an encrypted snapshot of the whole database to `out`; return its manifest."""
     engine = _engine(database_url)
@@ -201,10 +129,10 @@ def write_backup(database_url: str, out: BinaryIO, target: Recipient | Passphras
                 audit_heads=_audit_heads(conn, tables),
             )
             writer = EncryptedWriter(out, target)
-            writer.write(_line({"manifest": manifest.model_dump(mode="json")}))
+            writer.write(record_line({"manifest": manifest.model_dump(mode="json")}))
             for table in tables:
                 _write_table(conn, table, writer)
-            writer.write(_line({"end": True}))
+            writer.write(record_line({"end": True}))
             writer.close()
     finally:
         engine.dispose()
@@ -213,135 +141,14 @@ def write_backup(database_url: str, out: BinaryIO, target: Recipient | Passphras
 
 def _write_table(conn: Connection, table: Table, writer: EncryptedWriter) -> None:
     columns = [column.name for column in table.columns]
-    writer.write(_line({"table": table.name, "columns": columns}))
+    writer.write(record_line({"table": table.name, "columns": columns}))
     order = list(table.primary_key.columns) or list(table.columns)
     result = conn.execution_options(stream_results=True, yield_per=ROWS_PER_RECORD).execute(
         select(table).order_by(*order)
     )
     for batch in result.partitions():
-        writer.write(_line({"rows": [[_encode(value) for value in row] for row in batch]}))
-
-
-# ---- reading ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Section:
-    name: str
-    columns: list[str]
-    rows: list[list[object]]
-
-
-def _records(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise BackupError("the backup's contents are not readable") from None
-            if not isinstance(record, dict):
-                raise BackupError("the backup's contents are not readable")
-            yield record
-    if pending:
-        raise BackupError("the backup's contents end in the middle of a record")
-
-
-def _sections(source: BinaryIO, identity: Identity) -> Iterator[Manifest | _Section]:
-    """The manifest, then one _Section per batch of rows; raises on anything malformed."""
-    records = _records(decrypt_chunks(source, identity))
-    first = next(records, None)
-    if first is None or "manifest" not in first:
-        raise BackupError("the backup has no manifest")
-    try:
-        manifest = Manifest.model_validate(first["manifest"])
-    except ValidationError:
-        raise BackupError("the backup's manifest is not readable") from None
-    if manifest.format != FORMAT_VERSION:
-        raise BackupError(f"backup format {manifest.format} is not supported by this EnvCat")
-    yield manifest
-    current: tuple[str, list[str]] | None = None
-    ended = False
-    for record in records:
-        if ended:
-            raise BackupError("the backup has records after its end")
-        if "table" in record:
-            current = (str(record["table"]), [str(c) for c in record["columns"]])
-            yield _Section(current[0], current[1], [])
-        elif "rows" in record and current is not None:
-            yield _Section(current[0], current[1], list(record["rows"]))
-        elif record.get("end") is True:
-            ended = True
-        else:
-            raise BackupError("the backup holds a record this EnvCat does not know")
-    if not ended:
-        raise BackupError("the backup is incomplete (no end record)")
-
-
-class _Tally:
-    """Row counts and audit chains recomputed while a backup is read."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.heads: dict[str, str] = {}
-        self.events: dict[str, int] = {}
-
-    def add(self, section: _Section) -> None:
-        self.counts[section.name] = self.counts.get(section.name, 0) + len(section.rows)
-        if section.name != AUDIT_TABLE:
-            return
-        for row in section.rows:
-            self._chain(dict(zip(section.columns, row, strict=True)))
-
-    def _chain(self, fields: dict[str, Any]) -> None:
-        tenant = str(fields["tenant_id"])
-        prev = self.heads.get(tenant, audit.GENESIS)
-        at = _decode(fields["at"], naive_datetimes=False)
-        details = _decode(fields["details"], naive_datetimes=False)
-        event = _AuditRow(
-            tenant_id=tenant,
-            actor=fields["actor"],
-            action=fields["action"],
-            target=fields["target"],
-            ip=fields["ip"],
-            user_agent=fields["user_agent"],
-            details=details if isinstance(details, dict) else {},
-        )
-        if not isinstance(at, datetime) or fields["prev_hash"] != prev:
-            raise BackupError(f"tenant {tenant}: the audit chain in the backup is broken")
-        if audit.chain_hash(prev, event, at) != fields["hash"]:
-            raise BackupError(f"tenant {tenant}: the audit chain in the backup is broken")
-        self.heads[tenant] = str(fields["hash"])
-        self.events[tenant] = self.events.get(tenant, 0) + 1
-
-    def check(self, manifest: Manifest) -> None:
-        """BackupError unless what was read is exactly what the manifest announces."""
-        counts = {name: self.counts.get(name, 0) for name in manifest.tables}
-        if counts != manifest.tables or set(self.counts) - set(manifest.tables):
-            raise BackupError("the backup's row counts differ from its manifest")
-        heads = {t: AuditHead(events=self.events[t], head=h) for t, h in self.heads.items()}
-        if heads != manifest.audit_heads:
-            raise BackupError("the backup's audit chain heads differ from its manifest")
-
-
-def read_backup(path: Path, identity: Identity) -> Manifest:
-    """Check a backup end to end (no database touched); return its manifest."""
-    tally = _Tally()
-    manifest: Manifest | None = None
-    with path.open("rb") as source:
-        for item in _sections(source, identity):
-            if isinstance(item, Manifest):
-                manifest = item
-            else:
-                tally.add(item)
-    assert manifest is not None  # noqa: S101  # _sections yields it first or raises
-    tally.check(manifest)
-    return manifest
-
-
-# ---- restoring -------------------------------------------------------------------------
+        rows = [[encode_value(value) for value in row] for row in batch]
+        writer.write(record_line({"rows": rows}))
 
 
 def database_is_empty(database_url: str) -> bool:
@@ -403,22 +210,16 @@ def _load(conn: Connection, source: BinaryIO, identity: Identity, expected: Mani
     if set(tables) != set(expected.tables):
         raise BackupError("the backup's tables differ from the schema at its revision")
     naive = conn.dialect.name == "sqlite"
-    for item in _sections(source, identity):
+    for item in sections(source, identity):
         if isinstance(item, Manifest):
             if item != expected:
                 raise BackupError("the backup changed while it was being restored")
             continue
-        table = tables[item.name]
-        if set(item.columns) != set(table.columns.keys()):
+        table = tables.get(item.name)
+        if table is None or set(item.columns) != set(table.columns.keys()):
             raise BackupError(f"table {item.name}: the backup's columns differ from the schema")
         if item.rows:
-            conn.execute(
-                table.insert(),
-                [
-                    {c: _decode(v, naive) for c, v in zip(item.columns, row, strict=True)}
-                    for row in item.rows
-                ],
-            )
+            conn.execute(table.insert(), _decoded(item, naive))
     counts = {name: _count(conn, table) for name, table in tables.items()}
     if counts != expected.tables or _audit_heads(conn, list(tables.values())) != (
         expected.audit_heads
@@ -426,6 +227,16 @@ def _load(conn: Connection, source: BinaryIO, identity: Identity, expected: Mani
         raise BackupError("the restored rows differ from the manifest; nothing was restored")
     if conn.dialect.name == "postgresql":
         _reset_sequences(conn, list(tables.values()))
+
+
+def _decoded(section: Section, naive_datetimes: bool) -> list[dict[str, object]]:
+    try:
+        return [
+            {c: decode_value(v, naive_datetimes) for c, v in zip(section.columns, row, strict=True)}
+            for row in section.rows
+        ]
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        raise BackupError(f"table {section.name}: the backup's rows are malformed") from None
 
 
 def keyring_ids_in_use(database_url: str) -> dict[str, int]:

@@ -191,3 +191,23 @@ def test_passphrase_backup_to_stdout_and_restore_as_real_processes(
         check=False,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_a_failed_backup_leaves_no_file_and_no_traceback(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    _, public = _keygen(tmp_path, server_env)
+    out = tmp_path / "never.ecb"
+    unreachable = {
+        **server_env,
+        "DATABASE_URL": "postgresql+psycopg://nobody:canary-db-pw-41a@127.0.0.1:1/none",
+    }
+    result = _invoke(["backup", "--out", str(out), "--to", public], unreachable)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("envcat: database error (OperationalError)")
+    assert "canary-db-pw-41a" not in result.output and "Traceback" not in result.output
+    no_schema = {**server_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = _invoke(["backup", "--out", str(out), "--to", public], no_schema)
+    assert result.exit_code == 1
+    assert "has no EnvCat schema" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.key", "empty.db"]

@@ -25,6 +25,7 @@ from envcat.services.backup_crypto import (
     CHUNK_BYTES,
     MAGIC,
     BackupError,
+    EncryptedWriter,
     Identity,
     KdfCost,
     Passphrase,
@@ -32,6 +33,7 @@ from envcat.services.backup_crypto import (
     decode_key,
     generate_keypair,
 )
+from envcat.services.backup_records import record_line
 from envcat.services.runtime import create_service_app
 from tests.conftest import POSTGRES_ADMIN_URL, make_settings
 from tests.support.signed import add_member
@@ -411,3 +413,32 @@ def test_a_header_asking_for_a_huge_argon2_cost_is_refused_before_deriving(
     path.write_bytes(bytes(data))
     with pytest.raises(BackupError, match="unreasonable Argon2id cost"):
         backups.read_backup(path, Identity(passphrase="pw"))
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[{"$dt": "yesterday"}]],  # not a time
+        [[{"$dec": "1,5"}]],  # not a number
+        [[{"$what": 1}]],  # unknown tag
+        [[1, 2, 3]],  # more values than columns
+    ],
+)
+def test_authentic_but_malformed_contents_are_refused_with_nothing_written(
+    sqlite_source: Settings, empty_target: Settings, tmp_path: Path, rows: list[list[object]]
+) -> None:
+    """Only a holder of the backup key can write such a file: still one clear error."""
+    recipient, identity = _keypair()
+    good = tmp_path / "good.ecb"
+    manifest = _written(sqlite_source, good, recipient)
+    path = tmp_path / "odd.ecb"
+    with path.open("wb") as out:
+        writer = EncryptedWriter(out, recipient)
+        writer.write(record_line({"manifest": manifest.model_dump(mode="json")}))
+        writer.write(record_line({"table": "webhook_events", "columns": ["received_at"]}))
+        writer.write(record_line({"rows": rows}))
+        writer.write(record_line({"end": True}))
+        writer.close()
+    with pytest.raises(BackupError, match="malformed"):
+        backups.restore_backup(empty_target.database_url, path, identity)
+    assert _table_names(empty_target.database_url) == set()
