@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     backup_public_key: str | None = None
     """X25519 public key (urlsafe base64, from `envcat server backup-keygen`) that
     `envcat server backup` encrypts to; its private key stays off the server."""
+    backup_signing_key: SecretStr | None = None
+    """Ed25519 seed (urlsafe base64, from `envcat server backup-signing-keygen`) that
+    `envcat server backup` signs with, so `restore --signed-by` can tell its files from
+    files forged with the public BACKUP_PUBLIC_KEY. Only on the host that writes backups."""
 
     @field_validator("bundle_kms_key")
     @classmethod
@@ -129,6 +133,18 @@ class Settings(BaseSettings):
                 raise ValueError("must be urlsafe base64") from None
             if len(raw) != KMS_KEY_BYTES:
                 raise ValueError("must decode to a 32-byte X25519 public key")
+        return value
+
+    @field_validator("backup_signing_key")
+    @classmethod
+    def _check_backup_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                raw = base64.urlsafe_b64decode(value.get_secret_value().strip().encode("ascii"))
+            except (binascii.Error, UnicodeEncodeError):
+                raise ValueError("must be urlsafe base64") from None
+            if len(raw) != KMS_KEY_BYTES:
+                raise ValueError("must decode to a 32-byte Ed25519 seed")
         return value
 
     @field_validator("bff_shared_secret")

@@ -26,10 +26,13 @@ from envcat.services.backup_crypto import (
     Identity,
     Passphrase,
     Recipient,
+    backup_signer,
     decode_key,
     generate_keypair,
+    generate_signing_key,
     key_id,
     public_key_of,
+    signing_public_key,
 )
 
 Echo = Callable[[str], None]
@@ -119,11 +122,21 @@ def _output(out: Path) -> Iterator[BinaryIO]:
             temporary.unlink()
 
 
+def signing_seed(settings: Settings) -> bytes | None:
+    """The Ed25519 seed of BACKUP_SIGNING_KEY, if set."""
+    if settings.backup_signing_key is None:
+        return None
+    return decode_key(settings.backup_signing_key.get_secret_value(), "BACKUP_SIGNING_KEY")
+
+
 def backup(settings: Settings, out: Path, target: Recipient | Passphrase) -> backups.Manifest:
-    """Write an encrypted snapshot of the database to `out` (or stdout for `-`)."""
+    """Write an encrypted snapshot of the database to `out` (or stdout for `-`), signed
+    when BACKUP_SIGNING_KEY is set."""
     try:
         with _output(out) as handle:
-            return backups.write_backup(settings.database_url, handle, target)
+            return backups.write_backup(
+                settings.database_url, handle, target, signing_seed(settings)
+            )
     except BackupError as exc:
         raise _fail(exc) from None
     except SQLAlchemyError as exc:
@@ -132,11 +145,30 @@ def backup(settings: Settings, out: Path, target: Recipient | Passphrase) -> bac
         raise OpsError(f"envcat: cannot write {out}: {exc.strerror}") from None
 
 
-def describe_target(target: Recipient | Passphrase) -> str:
-    """How a backup is encrypted, for the operator (never the key or passphrase)."""
-    if isinstance(target, Recipient):
-        return f"backup key {key_id(target.public_key)}"
-    return "a passphrase (Argon2id)"
+def describe_target(target: Recipient | Passphrase, settings: Settings) -> str:
+    """How a backup is encrypted and signed, for the operator (never a key or passphrase)."""
+    encrypted = (
+        f"backup key {key_id(target.public_key)}"
+        if isinstance(target, Recipient)
+        else "a passphrase (Argon2id)"
+    )
+    seed = signing_seed(settings)
+    if seed is None:
+        return f"{encrypted}, unsigned"
+    return f"{encrypted}, signed by {key_id(signing_public_key(seed))}"
+
+
+def signing_keygen() -> tuple[str, str]:
+    """A new backup signing key: (seed for BACKUP_SIGNING_KEY, public key for --signed-by)."""
+    return generate_signing_key()
+
+
+def public_key_argument(text: str, what: str) -> bytes:
+    """A 32-byte key given on the command line; OpsError naming `what` otherwise."""
+    try:
+        return decode_key(text, what)
+    except BackupError as exc:
+        raise _fail(exc) from None
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,7 @@ class Restored:
     manifest: backups.Manifest
     audit: maintenance.AuditSummary
     undecryptable: int
+    signer: bytes | None
 
 
 def restore(settings: Settings, path: Path, identity: Identity) -> Restored:
@@ -153,6 +186,7 @@ def restore(settings: Settings, path: Path, identity: Identity) -> Restored:
     if not path.is_file():
         raise OpsError(f"envcat: {path} is not a file")
     try:
+        signer = backup_signer(path)
         manifest = backups.restore_backup(settings.database_url, path, identity)
     except BackupError as exc:
         raise _fail(exc) from None
@@ -168,4 +202,4 @@ def restore(settings: Settings, path: Path, identity: Identity) -> Restored:
     keyring = Keyring.from_setting(settings.kms_key_value())
     used = backups.keyring_ids_in_use(settings.database_url)
     undecryptable = sum(count for kid, count in used.items() if kid not in keyring.keys)
-    return Restored(manifest, summary, undecryptable)
+    return Restored(manifest, summary, undecryptable, signer)

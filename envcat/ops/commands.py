@@ -291,6 +291,25 @@ def backup_keygen(out: Path) -> None:
     _echo(f"Wrote the backup private key to {out} (mode 0600). Keep it off the servers.")
 
 
+@server.command("backup-signing-keygen")
+def backup_signing_keygen() -> None:
+    """Make a backup signing key: BACKUP_SIGNING_KEY=… on stdout, its public key on stderr.
+
+    Put BACKUP_SIGNING_KEY only on the host that writes backups; restore with
+    --signed-by PUBLIC_KEY to refuse any file it did not sign (anyone who knows
+    BACKUP_PUBLIC_KEY can encrypt a file to it).
+
+    \b
+    Example:
+      (umask 077; envcat server backup-signing-keygen >> backup-host.env)
+    """
+    from envcat.ops import backups
+
+    seed, public = backups.signing_keygen()
+    click.echo(f"BACKUP_SIGNING_KEY={seed}")
+    _echo(f"Restore with: envcat server restore FILE --signed-by {public}")
+
+
 @server.command("backup")
 @click.option(
     "--out",
@@ -334,7 +353,7 @@ def backup(
     _echo(
         f"Backed up {rows} rows in {len(manifest.tables)} tables (schema "
         f"{manifest.schema_revision}, {len(manifest.audit_heads)} audit chain(s)) to {out}, "
-        f"encrypted to {backups.describe_target(target)}."
+        f"encrypted to {backups.describe_target(target, settings)}."
     )
 
 
@@ -347,9 +366,19 @@ def backup(
 )
 @click.option("--passphrase", is_flag=True, help="Ask for the backup's passphrase.")
 @click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from stdin.")
+@click.option(
+    "--signed-by",
+    metavar="PUBLIC_KEY",
+    help="Refuse the file unless signed by this key (from backup-signing-keygen).",
+)
 @data_dir_option
 def restore(
-    file: Path, identity: Path | None, passphrase: bool, passphrase_stdin: bool, data_dir: Path
+    file: Path,
+    identity: Path | None,
+    passphrase: bool,
+    passphrase_stdin: bool,
+    signed_by: str | None,
+    data_dir: Path,
 ) -> None:
     """Verify a backup and restore it into an EMPTY database.
 
@@ -361,14 +390,26 @@ def restore(
     """
     settings = load_server_settings(data_dir)
     from envcat.ops import backups
-    from envcat.services.backup_crypto import Identity
+    from envcat.services.backup_crypto import Identity, key_id
 
     key = backups.read_identity_file(identity) if identity is not None else None
+    signer = None
+    if signed_by is not None:
+        signer = backups.public_key_argument(signed_by, "--signed-by")
     secret = None
     if passphrase or passphrase_stdin:
         secret = _read_passphrase(passphrase_stdin, confirm=False)
-    result = backups.restore(settings, file, Identity(private_key=key, passphrase=secret))
+    result = backups.restore(settings, file, Identity(key, secret, signer))
     manifest = result.manifest
+    if signer is not None:
+        _echo(f"Signature verified: signed by {key_id(signer)}.")
+    elif result.signer is not None:
+        _echo(
+            f"Signed by {key_id(result.signer)} (consistent, but not required: pass "
+            "--signed-by to refuse files anyone else wrote)."
+        )
+    elif secret is None:
+        _echo("The backup is not signed: anyone who knows BACKUP_PUBLIC_KEY could have made it.")
     _echo(
         f"Restored {sum(manifest.tables.values())} rows (backup of "
         f"{manifest.created_at.isoformat(timespec='seconds')}, schema {manifest.schema_revision})."

@@ -8,13 +8,19 @@ length-prefixed frames:
     mode 1: key id (8 bytes, SHA-256 of the public key, to name the right key) +
             the 32-byte stream key in a sealed box (80 bytes)
     mode 2: salt (16 bytes) + Argon2id opslimit and memlimit (8 bytes each, big-endian)
+    signed  1 byte: 0, or 1 followed by the signer's Ed25519 public key (32 bytes)
     stream header (24 bytes)
     frames: 4-byte big-endian length + ciphertext of at most CHUNK_BYTES plaintext
+    signature (signed files only): Ed25519 over SHA-512 of every byte before it (64 bytes)
 
 The whole header is the associated data of the first frame, so changing any byte of
 it fails authentication. Each frame's tag is checked in order; the last one carries
 TAG_FINAL, so a file cut at any frame boundary is refused as truncated, and frames
 cannot be reordered, dropped or replayed.
+
+Encryption to a public key proves nothing about who wrote the file: anyone who knows
+BACKUP_PUBLIC_KEY can make one. A signed backup (BACKUP_SIGNING_KEY on the host that
+writes backups) lets restore require the signer it is told (`--signed-by`).
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import nacl.bindings as sodium
 import nacl.exceptions
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.pwhash import argon2id
+from nacl.signing import SigningKey, VerifyKey
 
 MAGIC = b"ENVCATBACKUP1\n"
 MODE_RECIPIENT = 1
@@ -50,8 +58,14 @@ OPSLIMIT = argon2id.OPSLIMIT_MODERATE
 MEMLIMIT = argon2id.MEMLIMIT_MODERATE
 MAX_OPSLIMIT = argon2id.OPSLIMIT_SENSITIVE
 MAX_MEMLIMIT = argon2id.MEMLIMIT_SENSITIVE
+SIGNATURE_BYTES = 64
+SIGNATURE_CONTEXT = b"envcat-backup-signature-v1\x00"
 _LENGTH = struct.Struct(">I")
 _LIMITS = struct.Struct(">QQ")
+
+
+class _Reader(Protocol):
+    def read(self, size: int, /) -> bytes: ...
 
 
 class BackupError(Exception):
@@ -94,6 +108,17 @@ def public_key_of(private_text: str) -> str:
     return encode_key(bytes(private.public_key))
 
 
+def generate_signing_key() -> tuple[str, str]:
+    """A fresh Ed25519 signing key as (seed, public key) urlsafe-base64 text."""
+    signing = SigningKey.generate()
+    return encode_key(bytes(signing)), encode_key(bytes(signing.verify_key))
+
+
+def signing_public_key(seed: bytes) -> bytes:
+    """The Ed25519 public key of a signing seed."""
+    return bytes(SigningKey(seed).verify_key)
+
+
 def key_id(public_key: bytes) -> str:
     """A short, printable name of a backup public key (what a file says it was sealed to)."""
     return hashlib.sha256(public_key).hexdigest()[: KEY_ID_BYTES * 2]
@@ -120,6 +145,28 @@ class Identity:
 
     private_key: bytes | None = None
     passphrase: str | None = None
+    signed_by: bytes | None = None
+    """When set, the file must carry a valid signature by this Ed25519 public key."""
+
+
+class _Hashing:
+    """A file seen through SHA-512: every byte read or written is hashed."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha512()
+
+    def read(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.stream.write(data)
+
+    def signed_message(self) -> bytes:
+        return SIGNATURE_CONTEXT + self.digest.digest()
 
 
 def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
@@ -147,16 +194,24 @@ def _header_for(target: Recipient | Passphrase) -> tuple[bytes, bytes]:
 
 
 class EncryptedWriter:
-    """Encrypts what is written into CHUNK_BYTES frames; `close()` writes the final frame."""
+    """Encrypts what is written into CHUNK_BYTES frames; `close()` writes the final frame
+    (and the signature, when given a signing seed)."""
 
-    def __init__(self, out: BinaryIO, target: Recipient | Passphrase) -> None:
+    def __init__(
+        self, out: BinaryIO, target: Recipient | Passphrase, signer: bytes | None = None
+    ) -> None:
         header, key = _header_for(target)
+        self._signer = SigningKey(signer) if signer is not None else None
+        if self._signer is None:
+            header += bytes([0])
+        else:
+            header += bytes([1]) + bytes(self._signer.verify_key)
         self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
         stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, key)
-        self._out = out
+        self._out = _Hashing(out)
         self._ad: bytes | None = header + stream_header
         self._buffer = bytearray()
-        out.write(header + stream_header)
+        self._out.write(header + stream_header)
 
     def write(self, data: bytes) -> None:
         """Buffer `data`; full chunks are encrypted and written at once."""
@@ -169,6 +224,8 @@ class EncryptedWriter:
         """Encrypt what is buffered as the final frame (a file without it is truncated)."""
         self._frame(bytes(self._buffer), TAG_FINAL)
         self._buffer.clear()
+        if self._signer is not None:
+            self._out.stream.write(self._signer.sign(self._out.signed_message()).signature)
 
     def _frame(self, plaintext: bytes, tag: int) -> None:
         ciphertext = sodium.crypto_secretstream_xchacha20poly1305_push(
@@ -178,14 +235,31 @@ class EncryptedWriter:
         self._out.write(_LENGTH.pack(len(ciphertext)) + ciphertext)
 
 
-def _read_exactly(source: BinaryIO, size: int, what: str) -> bytes:
+def _read_exactly(source: _Reader, size: int, what: str) -> bytes:
     data = source.read(size)
     if len(data) != size:
         raise BackupError(f"the backup is truncated ({what} is incomplete)")
     return data
 
 
-def _open_header(source: BinaryIO, identity: Identity) -> tuple[bytes, bytes]:
+def _read_signer(source: _Hashing, identity: Identity) -> tuple[bytes, bytes | None]:
+    """(the signed-flag bytes, the signer's public key or None); refuses an unexpected signer."""
+    flag = _read_exactly(source, 1, "the header")
+    signer = _read_exactly(source, 32, "the header") if flag == b"\x01" else None
+    if flag not in (b"\x00", b"\x01"):
+        raise BackupError("the backup header is damaged (unknown signature flag)")
+    expected = identity.signed_by
+    if expected is not None and signer is None:
+        raise BackupError("the backup is not signed, and a signature was required (--signed-by)")
+    if expected is not None and signer != expected:
+        assert signer is not None  # noqa: S101  # the branch above
+        raise BackupError(
+            f"the backup is signed by key {key_id(signer)}, not by {key_id(expected)}"
+        )
+    return flag + (signer or b""), signer
+
+
+def _open_header(source: _Hashing, identity: Identity) -> tuple[bytes, bytes]:
     """(header bytes read, stream key) — or BackupError: not a backup, wrong key."""
     if source.read(len(MAGIC)) != MAGIC:
         raise BackupError("not an EnvCat backup (unknown file header)")
@@ -220,13 +294,17 @@ def _open_header(source: BinaryIO, identity: Identity) -> tuple[bytes, bytes]:
     raise BackupError(f"unknown backup encryption mode {mode}")
 
 
-def decrypt_chunks(source: BinaryIO, identity: Identity) -> Iterator[bytes]:
-    """Yield the plaintext frames in order; BackupError on tampering, truncation, wrong key.
+def decrypt_chunks(file: BinaryIO, identity: Identity) -> Iterator[bytes]:
+    """Yield the plaintext frames in order; BackupError on tampering, truncation, wrong key,
+    a missing or wrong signature.
 
-    Every frame is authenticated before it is yielded, but only reaching the final frame
-    proves the file is whole: callers must not commit anything before the iterator ends.
+    Every frame is authenticated before it is yielded, but only reaching the end proves the
+    file is whole and its signature good: callers must not commit anything before then.
     """
+    source = _Hashing(file)
     header, key = _open_header(source, identity)
+    signed, signer = _read_signer(source, identity)
+    header += signed
     stream_header = _read_exactly(source, STREAM_HEADER_BYTES, "the header")
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     try:
@@ -256,5 +334,32 @@ def decrypt_chunks(source: BinaryIO, identity: Identity) -> Iterator[bytes]:
         yield plaintext
         if tag == TAG_FINAL:
             break
-    if source.read(1):
+    if signer is not None:
+        _check_signature(source, signer)
+    if file.read(1):
         raise BackupError("the backup was altered (data after its final frame)")
+
+
+def _check_signature(source: _Hashing, signer: bytes) -> None:
+    message = source.signed_message()
+    signature = source.stream.read(SIGNATURE_BYTES)
+    if len(signature) != SIGNATURE_BYTES:
+        raise BackupError("the backup is truncated (its signature is missing)")
+    try:
+        VerifyKey(signer).verify(message, signature)
+    except nacl.exceptions.BadSignatureError:
+        raise BackupError("the backup's signature does not verify") from None
+
+
+def backup_signer(path: Path) -> bytes | None:
+    """The signer's public key a backup's header names (checked only when it is read)."""
+    sizes = {MODE_RECIPIENT: KEY_ID_BYTES + SEALED_KEY_BYTES, MODE_PASSPHRASE: 16 + _LIMITS.size}
+    with path.open("rb") as file:
+        if file.read(len(MAGIC)) != MAGIC:
+            raise BackupError("not an EnvCat backup (unknown file header)")
+        mode = file.read(1)
+        if not mode or mode[0] not in sizes:
+            raise BackupError("not an EnvCat backup (unknown encryption mode)")
+        file.read(sizes[mode[0]])
+        signer = file.read(33)
+        return signer[1:] if len(signer) == 33 and signer[0] == 1 else None

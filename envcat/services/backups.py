@@ -110,8 +110,14 @@ def _audit_heads(conn: Connection, tables: list[Table]) -> dict[str, AuditHead]:
     return {tenant: AuditHead(events=int(n), head=head) for tenant, n, head in rows}
 
 
-def write_backup(database_url: str, out: BinaryIO, target: Recipient | Passphrase) -> Manifest:
-    """Stream an encrypted snapshot of the whole database to `out`; return its manifest."""
+def write_backup(
+    database_url: str,
+    out: BinaryIO,
+    target: Recipient | Passphrase,
+    signer: bytes | None = None,
+) -> Manifest:
+    """Stream an encrypted snapshot of the whole database to `out` (signed with the Ed25519
+    seed `signer` when given); return its manifest."""
     engine = _engine(database_url)
     try:
         with _snapshot(engine) as conn:
@@ -128,7 +134,7 @@ def write_backup(database_url: str, out: BinaryIO, target: Recipient | Passphras
                 tables={table.name: _count(conn, table) for table in tables},
                 audit_heads=_audit_heads(conn, tables),
             )
-            writer = EncryptedWriter(out, target)
+            writer = EncryptedWriter(out, target, signer)
             writer.write(record_line({"manifest": manifest.model_dump(mode="json")}))
             for table in tables:
                 _write_table(conn, table, writer)

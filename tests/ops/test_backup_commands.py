@@ -211,3 +211,41 @@ def test_a_failed_backup_leaves_no_file_and_no_traceback(
     assert result.exit_code == 1
     assert "has no EnvCat schema" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.key", "empty.db"]
+
+
+@pytest.mark.usefixtures("populated")
+def test_signed_backups_and_restore_signed_by(server_env: dict[str, str], tmp_path: Path) -> None:
+    keygen = _invoke(["backup-signing-keygen"], server_env)
+    assert keygen.exit_code == 0, keygen.output
+    name, _, seed = keygen.stdout.strip().partition("=")
+    assert name == "BACKUP_SIGNING_KEY"
+    public = keygen.stderr.split("--signed-by ")[1].strip()
+    key_file, backup_public = _keygen(tmp_path, server_env)
+
+    out = tmp_path / "signed.ecb"
+    env = {**server_env, "BACKUP_PUBLIC_KEY": backup_public, "BACKUP_SIGNING_KEY": seed}
+    result = _invoke(["backup", "--out", str(out)], env)
+    assert result.exit_code == 0, result.output
+    assert ", signed by " in result.stderr
+    assert seed not in result.output
+
+    unsigned = tmp_path / "unsigned.ecb"
+    assert (
+        _invoke(["backup", "--out", str(unsigned), "--to", backup_public], server_env).exit_code
+        == 0
+    )
+    target = _target_env(server_env, tmp_path)
+    args = ["--identity", str(key_file), "--signed-by", public]
+    refused = _invoke(["restore", str(unsigned), *args], target)
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "envcat: the backup is not signed, and a signature was required (--signed-by)\n"
+    )
+    restored = _invoke(["restore", str(out), *args], target)
+    assert restored.exit_code == 0, restored.output
+    assert "Signature verified: signed by " in restored.stderr
+
+    other = _target_env(server_env, tmp_path, "other")
+    lenient = _invoke(["restore", str(unsigned), "--identity", str(key_file)], other)
+    assert lenient.exit_code == 0
+    assert "The backup is not signed: anyone who knows BACKUP_PUBLIC_KEY" in lenient.stderr

@@ -32,6 +32,7 @@ from envcat.services.backup_crypto import (
     Recipient,
     decode_key,
     generate_keypair,
+    generate_signing_key,
 )
 from envcat.services.backup_records import record_line
 from envcat.services.runtime import create_service_app
@@ -291,8 +292,9 @@ def test_wrong_private_key_is_refused_and_named(
 
 
 def _frame_offsets(data: bytes) -> list[int]:
-    """Start offsets of the frames (after the 14+1+8+80+24-byte header of a sealed file)."""
-    offset = len(MAGIC) + 1 + 8 + 80 + 24
+    """Start offsets of the frames (after the 14+1+8+80+1+24-byte header of an unsigned
+    sealed file)."""
+    offset = len(MAGIC) + 1 + 8 + 80 + 1 + 24
     starts = []
     while offset < len(data):
         starts.append(offset)
@@ -441,4 +443,90 @@ def test_authentic_but_malformed_contents_are_refused_with_nothing_written(
         writer.close()
     with pytest.raises(BackupError, match="malformed"):
         backups.restore_backup(empty_target.database_url, path, identity)
+    assert _table_names(empty_target.database_url) == set()
+
+
+def _signing_key() -> tuple[bytes, bytes]:
+    seed, public = generate_signing_key()
+    return decode_key(seed, "seed"), decode_key(public, "public")
+
+
+def test_a_backup_forged_with_the_public_key_is_refused_when_a_signature_is_required(
+    sqlite_source: Settings,
+    empty_target: Settings,
+    redis_url: str,
+    broker_url: str,
+    tmp_path: Path,
+) -> None:
+    """BACKUP_PUBLIC_KEY is not a secret: anyone who can write to the backup storage can plant
+    a file sealed to it, holding their own membership. `signed_by` refuses it."""
+    recipient, identity = _keypair()
+    seed, public = _signing_key()
+    genuine = tmp_path / "genuine.ecb"
+    with genuine.open("wb") as out:
+        backups.write_backup(sqlite_source.database_url, out, recipient, seed)
+
+    attacker = make_settings(f"sqlite:///{tmp_path / 'attacker.db'}", redis_url, broker_url)
+    with _app(attacker):
+        add_member("u-attacker", TENANTS[0], "owner")
+    forged = tmp_path / "forged.ecb"
+    _written(attacker, forged, recipient)
+    backups.read_backup(forged, identity)  # without a required signer it would be accepted
+
+    required = Identity(identity.private_key, None, public)
+    with pytest.raises(BackupError, match="not signed, and a signature was required"):
+        backups.restore_backup(empty_target.database_url, forged, required)
+    attacker_seed, _ = _signing_key()
+    self_signed = tmp_path / "self-signed.ecb"
+    with self_signed.open("wb") as out:
+        backups.write_backup(attacker.database_url, out, recipient, attacker_seed)
+    with pytest.raises(BackupError, match=r"the backup is signed by key \w+, not by"):
+        backups.restore_backup(empty_target.database_url, self_signed, required)
+    assert _table_names(empty_target.database_url) == set()
+
+    assert backups.restore_backup(empty_target.database_url, genuine, required).tables["keys"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message", "message_when_required"),
+    [
+        ("flip_signature", "signature does not verify", "signature does not verify"),
+        ("cut_signature", "signature is missing", "signature is missing"),
+        # made to look unsigned: the header no longer matches the frames; and not signed
+        ("strip_signature", "altered", "not signed, and a signature was required"),
+        ("append", "data after its final frame", "data after its final frame"),
+    ],
+)
+def test_a_damaged_or_stripped_signature_is_refused(
+    sqlite_source: Settings,
+    empty_target: Settings,
+    tmp_path: Path,
+    damage: str,
+    message: str,
+    message_when_required: str,
+) -> None:
+    recipient, identity = _keypair()
+    seed, public = _signing_key()
+    path = tmp_path / "signed.ecb"
+    with path.open("wb") as out:
+        backups.write_backup(sqlite_source.database_url, out, recipient, seed)
+    data = bytearray(path.read_bytes())
+    flag_at = len(MAGIC) + 1 + 8 + 80
+    assert data[flag_at] == 1 and bytes(data[flag_at + 1 : flag_at + 33]) == public
+    if damage == "flip_signature":
+        data[-1] ^= 0x01
+    elif damage == "cut_signature":
+        del data[-10:]
+    elif damage == "strip_signature":  # make it look unsigned
+        data[flag_at] = 0
+        del data[flag_at + 1 : flag_at + 33]
+        del data[-64:]
+    elif damage == "append":
+        data += b"\x00"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BackupError, match=message):
+        backups.restore_backup(empty_target.database_url, path, identity)
+    required = Identity(identity.private_key, None, public)
+    with pytest.raises(BackupError, match=message_when_required):
+        backups.restore_backup(empty_target.database_url, path, required)
     assert _table_names(empty_target.database_url) == set()
