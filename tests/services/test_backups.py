@@ -13,8 +13,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from alembic.script import ScriptDirectory
 from flask import Flask
-from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from envcat.core.keys import new_kms_key
@@ -530,3 +531,61 @@ def test_a_damaged_or_stripped_signature_is_refused(
     with pytest.raises(BackupError, match=message_when_required):
         backups.restore_backup(empty_target.database_url, path, required)
     assert _table_names(empty_target.database_url) == set()
+
+
+def test_a_backup_of_an_older_schema_restores_and_is_migrated(
+    redis_url: str, broker_url: str, tmp_path: Path
+) -> None:
+    """A backup records its schema revision: restore builds that schema, loads the rows,
+    then runs the newer migrations over them."""
+    source = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(source, "0003")
+    engine = create_engine(source)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tenants (id, name, kind, slug, created_at, updated_at) "
+                "VALUES ('t-old', 'Old', 'org', 'old', '2026-01-01 00:00:00', "
+                "'2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    recipient, identity = _keypair()
+    path = tmp_path / "old.ecb"
+    with path.open("wb") as out:
+        manifest = backups.write_backup(source, out, recipient)
+    assert manifest.schema_revision == "0003" and "key_versions" not in manifest.tables
+
+    target = f"sqlite:///{tmp_path / 'new.db'}"
+    backups.restore_backup(target, path, identity)
+    assert "key_versions" in _table_names(target)
+    engine = create_engine(target)
+    with engine.connect() as conn:
+        head = ScriptDirectory.from_config(migrate.alembic_config(target)).get_current_head()
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
+        assert conn.execute(text("SELECT slug FROM tenants")).scalar_one() == "old"
+    engine.dispose()
+
+
+def test_schema_revisions_that_do_not_fit_are_refused(
+    sqlite_source: Settings, empty_target: Settings, tmp_path: Path
+) -> None:
+    recipient, identity = _keypair()
+    path = tmp_path / "b.ecb"
+    manifest = _written(sqlite_source, path, recipient)
+    migrate.upgrade(empty_target.database_url, "0003")  # empty, but at another revision
+    with pytest.raises(BackupError, match="schema is at revision 0003, the backup's at"):
+        backups.restore_backup(empty_target.database_url, path, identity)
+
+    future = tmp_path / "future.ecb"
+    newer = manifest.model_copy(
+        update={"schema_revision": "9999_from_the_future", "tables": {}, "audit_heads": {}}
+    )
+    with future.open("wb") as out:
+        writer = EncryptedWriter(out, recipient)
+        writer.write(record_line({"manifest": newer.model_dump(mode="json")}))
+        writer.write(record_line({"end": True}))
+        writer.close()
+    fresh = tmp_path / "fresh.db"
+    with pytest.raises(BackupError, match="newer than this EnvCat knows"):
+        backups.restore_backup(f"sqlite:///{fresh}", future, identity)
