@@ -9,37 +9,20 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 
+from envcat.ops.backup_commands import BACKUP_COMMANDS
 from envcat.ops.config import (
-    DEFAULT_DATA_DIR,
     SECRETS_FILE,
     OpsError,
+    data_dir_option,
     generate_secrets,
-    load_backup_settings,
     load_server_settings,
 )
 
-F = TypeVar("F", bound=Callable[..., object])
 _PORT = click.IntRange(1, 65535)
-
-
-def data_dir_option(function: F) -> F:
-    """--data-dir: where `up` keeps SQLite and secrets.env (other commands read them too)."""
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=DEFAULT_DATA_DIR,
-        show_default=True,
-        envvar="ENVCAT_DATA_DIR",
-        show_envvar=True,
-        help="Holds the SQLite database and secrets.env; their values fill in "
-        "what the environment does not set.",
-    )(function)
 
 
 def _echo(text: str) -> None:
@@ -54,6 +37,11 @@ def server() -> None:
     (DATABASE_URL, REDIS_URL, BUNDLE_KMS_KEY, BFF_SHARED_SECRET, …); values
     in DATA_DIR/secrets.env fill in whatever the environment does not set.
     """
+
+
+# backup, restore and their key generators (issue #21) live in their own module.
+for _command in BACKUP_COMMANDS:
+    server.add_command(_command)
 
 
 @server.command()
@@ -256,169 +244,3 @@ def verify_audit(data_dir: Path) -> None:
             f"(tenant {first.tenant_id}); {len(summary.broken)} tenant(s) affected"
         )
     click.echo(f"Audit log intact: {summary.events} events in {len(summary.reports)} tenant(s).")
-
-
-def _read_passphrase(from_stdin: bool, *, confirm: bool) -> str:
-    if not from_stdin:
-        prompt = click.prompt("Backup passphrase", hide_input=True, err=True)
-        if confirm and click.prompt("Repeat it", hide_input=True, err=True) != prompt:
-            raise OpsError("envcat: the two passphrases differ")
-        return str(prompt)
-    passphrase = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-    if not passphrase:
-        raise OpsError("envcat: no passphrase on stdin")
-    return passphrase
-
-
-@server.command("backup-keygen")
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the private key (mode 0600; never overwritten).",
-)
-def backup_keygen(out: Path) -> None:
-    """Make a backup key pair: the private key goes to --out, the public key to stdout.
-
-    Give the public key to the servers as BACKUP_PUBLIC_KEY; keep the private
-    key elsewhere (offline if you can): it is what `restore --identity` needs.
-    """
-    from envcat.ops import backups
-
-    public = backups.keygen(out)
-    click.echo(f"BACKUP_PUBLIC_KEY={public}")
-    _echo(f"Wrote the backup private key to {out} (mode 0600). Keep it off the servers.")
-
-
-@server.command("backup-signing-keygen")
-def backup_signing_keygen() -> None:
-    """Make a backup signing key: BACKUP_SIGNING_KEY=… on stdout, its public key on stderr.
-
-    Put BACKUP_SIGNING_KEY only on the host that writes backups; restore with
-    --signed-by PUBLIC_KEY to refuse any file it did not sign (anyone who knows
-    BACKUP_PUBLIC_KEY can encrypt a file to it).
-
-    \b
-    Example:
-      (umask 077; envcat server backup-signing-keygen >> backup-host.env)
-    """
-    from envcat.ops import backups
-
-    seed, public = backups.signing_keygen()
-    click.echo(f"BACKUP_SIGNING_KEY={seed}")
-    _echo(f"Restore with: envcat server restore FILE --signed-by {public}")
-
-
-@server.command("backup")
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The backup file to write (`-` for stdout); replaced only once complete.",
-)
-@click.option(
-    "--to",
-    "to",
-    metavar="PUBLIC_KEY",
-    help="Encrypt to this backup public key [default: BACKUP_PUBLIC_KEY].",
-)
-@click.option("--passphrase", is_flag=True, help="Encrypt with a passphrase asked on the terminal.")
-@click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from stdin.")
-@data_dir_option
-def backup(
-    out: Path, to: str | None, passphrase: bool, passphrase_stdin: bool, data_dir: Path
-) -> None:
-    """Write an encrypted, consistent snapshot of the whole database.
-
-    Every table is read in one snapshot while the server keeps running, and
-    streamed encrypted to a backup public key (X25519 sealed box) or under a
-    passphrase (Argon2id). Values stay encrypted under BUNDLE_KMS_KEY inside it,
-    so a restore also needs that keyring; this command does not.
-
-    \b
-    Example:
-      envcat server backup --out /backups/envcat-$(date -u +%Y%m%dT%H%M%SZ).ecb
-    """
-    settings = load_backup_settings(data_dir)
-    from envcat.ops import backups
-
-    secret = None
-    if passphrase or passphrase_stdin:
-        secret = _read_passphrase(passphrase_stdin, confirm=True)
-    target = backups.target_for(settings, to, secret)
-    manifest = backups.backup(settings, out, target)
-    rows = sum(manifest.tables.values())
-    _echo(
-        f"Backed up {rows} rows in {len(manifest.tables)} tables (schema "
-        f"{manifest.schema_revision}, {len(manifest.audit_heads)} audit chain(s)) to {out}, "
-        f"encrypted to {backups.describe_target(target, settings)}."
-    )
-
-
-@server.command("restore")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--identity",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The backup private key file (from backup-keygen).",
-)
-@click.option("--passphrase", is_flag=True, help="Ask for the backup's passphrase.")
-@click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from stdin.")
-@click.option(
-    "--signed-by",
-    metavar="PUBLIC_KEY",
-    help="Refuse the file unless signed by this key (from backup-signing-keygen).",
-)
-@data_dir_option
-def restore(
-    file: Path,
-    identity: Path | None,
-    passphrase: bool,
-    passphrase_stdin: bool,
-    signed_by: str | None,
-    data_dir: Path,
-) -> None:
-    """Verify a backup and restore it into an EMPTY database.
-
-    The whole file is checked first (authenticity, completeness, row counts and
-    audit chains against its manifest); only then are the rows loaded, in one
-    transaction, and the schema migrated to this version. A non-empty database,
-    a wrong key and a damaged or truncated file are refused with nothing written.
-    Run it with the BUNDLE_KMS_KEY of the server that was backed up.
-    """
-    settings = load_server_settings(data_dir)
-    from envcat.ops import backups
-    from envcat.services.backup_crypto import Identity, key_id
-
-    key = backups.read_identity_file(identity) if identity is not None else None
-    signer = None
-    if signed_by is not None:
-        signer = backups.public_key_argument(signed_by, "--signed-by")
-    secret = None
-    if passphrase or passphrase_stdin:
-        secret = _read_passphrase(passphrase_stdin, confirm=False)
-    result = backups.restore(settings, file, Identity(key, secret, signer))
-    manifest = result.manifest
-    if signer is not None:
-        _echo(f"Signature verified: signed by {key_id(signer)}.")
-    elif result.signer is not None:
-        _echo(
-            f"Signed by {key_id(result.signer)} (consistent, but not required: pass "
-            "--signed-by to refuse files anyone else wrote)."
-        )
-    elif secret is None:
-        _echo("The backup is not signed: anyone who knows BACKUP_PUBLIC_KEY could have made it.")
-    _echo(
-        f"Restored {sum(manifest.tables.values())} rows (backup of "
-        f"{manifest.created_at.isoformat(timespec='seconds')}, schema {manifest.schema_revision})."
-    )
-    _echo(
-        f"Audit log intact: {result.audit.events} events in {len(result.audit.reports)} tenant(s)."
-    )
-    if result.undecryptable:
-        raise OpsError(
-            f"envcat: restored, but {result.undecryptable} stored value(s) are encrypted under "
-            "keys missing from BUNDLE_KMS_KEY: set the keyring of the server that was backed up"
-        )
