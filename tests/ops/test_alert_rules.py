@@ -185,3 +185,34 @@ def test_promtool_unit_tests_catch_a_broken_rule(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "EnvCatDeliveriesStalled" in result.stdout + result.stderr
+
+
+@needs_promtool
+def test_the_example_prometheus_config_loads_the_rules_and_scrapes_every_process(
+    tmp_path: Path,
+) -> None:
+    config_path = RULES.parent / "prometheus.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    assert config["rule_files"] == [RULES.name]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"envcat-api", "envcat-bff", "envcat-worker"}
+    for name in ("envcat-api", "envcat-bff"):  # /metrics needs METRICS_TOKEN there
+        assert jobs[name]["authorization"]["type"] == "Bearer"
+    assert "authorization" not in jobs["envcat-worker"]
+    # promtool also opens the files it names: give it a token file where the config says.
+    token = tmp_path / "token"
+    token.write_text("canary-metrics-token\n")
+    text = config_path.read_text(encoding="utf-8").replace(
+        "/etc/prometheus/envcat-metrics-token", str(token)
+    )
+    (tmp_path / "prometheus.yml").write_text(text)
+    shutil.copy(RULES, tmp_path / RULES.name)
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(_rules())} rules found" in result.stdout
