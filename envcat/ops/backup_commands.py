@@ -1,4 +1,4 @@
-"""`envcat server backup`, `restore`, `backup-keygen`, `backup-signing-keygen` (issue #21).
+"""`envcat server backup`, `restore`, `verify-backup` and the key generators (issue #21).
 
 Registered on the `server` group by envcat.ops.commands; the work is in
 envcat.ops.backups, imported only when a command runs.
@@ -7,7 +7,9 @@ envcat.ops.backups, imported only when a command runs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -17,6 +19,7 @@ from envcat.ops.config import (
     load_backup_settings,
     load_server_settings,
 )
+from envcat.services.backup_crypto import Identity, key_id
 
 
 def _echo(text: str) -> None:
@@ -122,20 +125,60 @@ def backup(
     )
 
 
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def _opening_options(function: F) -> F:
+    """--identity, --passphrase, --passphrase-stdin and --signed-by: what opens a backup."""
+    options = (
+        click.option(
+            "--signed-by",
+            metavar="PUBLIC_KEY",
+            help="Refuse the file unless signed by this key (from backup-signing-keygen).",
+        ),
+        click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from stdin."),
+        click.option("--passphrase", is_flag=True, help="Ask for the backup's passphrase."),
+        click.option(
+            "--identity",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The backup private key file (from backup-keygen).",
+        ),
+    )
+    for option in options:
+        function = option(function)
+    return function
+
+
+def _identity(
+    identity: Path | None, passphrase: bool, passphrase_stdin: bool, signed_by: str | None
+) -> Identity:
+    from envcat.ops import backups
+
+    key = backups.read_identity_file(identity) if identity is not None else None
+    signer = None
+    if signed_by is not None:
+        signer = backups.public_key_argument(signed_by, "--signed-by")
+    secret = None
+    if passphrase or passphrase_stdin:
+        secret = _read_passphrase(passphrase_stdin, confirm=False)
+    return Identity(key, secret, signer)
+
+
+def _say_who_signed(opened: Identity, signer: bytes | None) -> None:
+    if opened.signed_by is not None:
+        _echo(f"Signature verified: signed by {key_id(opened.signed_by)}.")
+    elif signer is not None:
+        _echo(
+            f"Signed by {key_id(signer)} (consistent, but not required: pass "
+            "--signed-by to refuse files anyone else wrote)."
+        )
+    elif opened.passphrase is None:
+        _echo("The backup is not signed: anyone who knows BACKUP_PUBLIC_KEY could have made it.")
+
+
 @click.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--identity",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The backup private key file (from backup-keygen).",
-)
-@click.option("--passphrase", is_flag=True, help="Ask for the backup's passphrase.")
-@click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from stdin.")
-@click.option(
-    "--signed-by",
-    metavar="PUBLIC_KEY",
-    help="Refuse the file unless signed by this key (from backup-signing-keygen).",
-)
+@_opening_options
 @data_dir_option
 def restore(
     file: Path,
@@ -155,26 +198,11 @@ def restore(
     """
     settings = load_server_settings(data_dir)
     from envcat.ops import backups
-    from envcat.services.backup_crypto import Identity, key_id
 
-    key = backups.read_identity_file(identity) if identity is not None else None
-    signer = None
-    if signed_by is not None:
-        signer = backups.public_key_argument(signed_by, "--signed-by")
-    secret = None
-    if passphrase or passphrase_stdin:
-        secret = _read_passphrase(passphrase_stdin, confirm=False)
-    result = backups.restore(settings, file, Identity(key, secret, signer))
+    opened = _identity(identity, passphrase, passphrase_stdin, signed_by)
+    result = backups.restore(settings, file, opened)
     manifest = result.manifest
-    if signer is not None:
-        _echo(f"Signature verified: signed by {key_id(signer)}.")
-    elif result.signer is not None:
-        _echo(
-            f"Signed by {key_id(result.signer)} (consistent, but not required: pass "
-            "--signed-by to refuse files anyone else wrote)."
-        )
-    elif secret is None:
-        _echo("The backup is not signed: anyone who knows BACKUP_PUBLIC_KEY could have made it.")
+    _say_who_signed(opened, result.signer)
     _echo(
         f"Restored {sum(manifest.tables.values())} rows (backup of "
         f"{manifest.created_at.isoformat(timespec='seconds')}, schema {manifest.schema_revision})."
@@ -189,4 +217,33 @@ def restore(
         )
 
 
-BACKUP_COMMANDS = (backup_keygen, backup_signing_keygen, backup, restore)
+@click.command("verify-backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_opening_options
+def verify_backup(
+    file: Path,
+    identity: Path | None,
+    passphrase: bool,
+    passphrase_stdin: bool,
+    signed_by: str | None,
+) -> None:
+    """Check a backup end to end without restoring it; print its manifest as JSON.
+
+    The same checks restore makes before writing (authenticity, completeness,
+    signature, row counts and audit chains against the manifest), with no
+    database at all: run it on each night's file, exit 1 if it is not good.
+    """
+    from envcat.ops import backups
+
+    opened = _identity(identity, passphrase, passphrase_stdin, signed_by)
+    manifest, signer = backups.verify(file, opened)
+    _say_who_signed(opened, signer)
+    click.echo(manifest.model_dump_json(indent=2))
+    _echo(
+        f"Backup intact: {sum(manifest.tables.values())} rows, "
+        f"{len(manifest.audit_heads)} audit chain(s), taken "
+        f"{manifest.created_at.isoformat(timespec='seconds')} (schema {manifest.schema_revision})."
+    )
+
+
+BACKUP_COMMANDS = (backup_keygen, backup_signing_keygen, backup, restore, verify_backup)

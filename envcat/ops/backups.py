@@ -34,6 +34,7 @@ from envcat.services.backup_crypto import (
     public_key_of,
     signing_public_key,
 )
+from envcat.services.backup_records import read_backup
 
 Echo = Callable[[str], None]
 _KEY_FILE_HEADER = (
@@ -167,6 +168,16 @@ def public_key_argument(text: str, what: str) -> bytes:
     """A 32-byte key given on the command line; OpsError naming `what` otherwise."""
     try:
         return decode_key(text, what)
+    except BackupError as exc:
+        raise _fail(exc) from None
+
+
+def verify(path: Path, identity: Identity) -> tuple[backups.Manifest, bytes | None]:
+    """Check a backup end to end without a database: (its manifest, its signer if signed)."""
+    if not path.is_file():
+        raise OpsError(f"envcat: {path} is not a file")
+    try:
+        return read_backup(path, identity), backup_signer(path)
     except BackupError as exc:
         raise _fail(exc) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 from pathlib import Path
@@ -249,3 +250,28 @@ def test_signed_backups_and_restore_signed_by(server_env: dict[str, str], tmp_pa
     lenient = _invoke(["restore", str(unsigned), "--identity", str(key_file)], other)
     assert lenient.exit_code == 0
     assert "The backup is not signed: anyone who knows BACKUP_PUBLIC_KEY" in lenient.stderr
+
+
+@pytest.mark.usefixtures("populated")
+def test_verify_backup_needs_no_database_and_prints_the_manifest(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    key_file, public = _keygen(tmp_path, server_env)
+    out = tmp_path / "nightly.ecb"
+    assert _invoke(["backup", "--out", str(out), "--to", public], server_env).exit_code == 0
+    # No settings at all: no DATABASE_URL, no keyring, nothing but the file and its key.
+    result = _invoke(["verify-backup", str(out), "--identity", str(key_file)], {})
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["tables"]["audit_events"] == 3 and manifest["tables"]["keys"] == 1
+    assert list(manifest["audit_heads"]) == ["t-ops"]
+    assert result.stderr.splitlines()[-1].startswith("Backup intact: ")
+    assert CANARY not in result.output
+
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    out.write_bytes(bytes(data))
+    bad = _invoke(["verify-backup", str(out), "--identity", str(key_file)], {})
+    assert bad.exit_code == 1
+    assert bad.stdout == ""
+    assert bad.stderr == "envcat: the backup was altered (a frame fails authentication)\n"
