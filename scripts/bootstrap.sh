@@ -16,6 +16,8 @@ if [ "$WITH_TEST_DEPS" = 1 ]; then
   # Real shells for the quoting round-trip tests, Chromium for the browser tests.
   for tool in zsh fish dash; do command -v "$tool" >/dev/null || apt_packages+=("$tool"); done
   [ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+  # promtool checks and unit-tests the alert rules in deploy/prometheus.
+  command -v promtool >/dev/null || apt_packages+=(prometheus)
   # npm fetches axe-core (accessibility checks) and mermaid (diagrams in the docs).
   command -v npm >/dev/null || apt_packages+=(npm)
 fi

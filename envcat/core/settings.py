@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     """Let audit sinks be private, loopback or link-local addresses (a single-tenant deployment
     whose collector is on its own network). Off, a workspace admin cannot make the workers
     connect to the deployment's internal hosts."""
+    audit_verify_interval: int = Field(default=6 * 3600, ge=60)
+    """Seconds between two verifications of every audit chain (beat; sets the
+    `envcat_audit_chains_broken` metric the shipped alert rules watch)."""
     worker_metrics_port: int = 9808
     """Port of each worker's Prometheus /metrics endpoint."""
     worker_metrics_host: str = "127.0.0.1"
@@ -105,6 +108,13 @@ class Settings(BaseSettings):
     """Largest request body the api accepts, in bytes."""
     key_versions_kept: int = Field(default=20, ge=1, le=1000)
     """Versions of each key value kept (the current one included); older ones are deleted."""
+    backup_public_key: str | None = None
+    """X25519 public key (urlsafe base64, from `envcat server backup-keygen`) that
+    `envcat server backup` encrypts to; its private key stays off the server."""
+    backup_signing_key: SecretStr | None = None
+    """Ed25519 seed (urlsafe base64, from `envcat server backup-signing-keygen`) that
+    `envcat server backup` signs with, so `restore --signed-by` can tell its files from
+    files forged with the public BACKUP_PUBLIC_KEY. Only on the host that writes backups."""
 
     @field_validator("bundle_kms_key")
     @classmethod
@@ -121,6 +131,30 @@ class Settings(BaseSettings):
                 raise ValueError("each key must be urlsafe base64") from None
             if len(raw) != KMS_KEY_BYTES:
                 raise ValueError("each key must decode to 32 bytes")
+        return value
+
+    @field_validator("backup_public_key")
+    @classmethod
+    def _check_backup_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                raw = base64.urlsafe_b64decode(value.strip().encode("ascii"))
+            except (binascii.Error, UnicodeEncodeError):
+                raise ValueError("must be urlsafe base64") from None
+            if len(raw) != KMS_KEY_BYTES:
+                raise ValueError("must decode to a 32-byte X25519 public key")
+        return value
+
+    @field_validator("backup_signing_key")
+    @classmethod
+    def _check_backup_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                raw = base64.urlsafe_b64decode(value.get_secret_value().strip().encode("ascii"))
+            except (binascii.Error, UnicodeEncodeError):
+                raise ValueError("must be urlsafe base64") from None
+            if len(raw) != KMS_KEY_BYTES:
+                raise ValueError("must decode to a 32-byte Ed25519 seed")
         return value
 
     @field_validator("bff_shared_secret")

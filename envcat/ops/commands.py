@@ -9,36 +9,20 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 
+from envcat.ops.backup_commands import BACKUP_COMMANDS
 from envcat.ops.config import (
-    DEFAULT_DATA_DIR,
     SECRETS_FILE,
     OpsError,
+    data_dir_option,
     generate_secrets,
     load_server_settings,
 )
 
-F = TypeVar("F", bound=Callable[..., object])
 _PORT = click.IntRange(1, 65535)
-
-
-def data_dir_option(function: F) -> F:
-    """--data-dir: where `up` keeps SQLite and secrets.env (other commands read them too)."""
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=DEFAULT_DATA_DIR,
-        show_default=True,
-        envvar="ENVCAT_DATA_DIR",
-        show_envvar=True,
-        help="Holds the SQLite database and secrets.env; their values fill in "
-        "what the environment does not set.",
-    )(function)
 
 
 def _echo(text: str) -> None:
@@ -53,6 +37,11 @@ def server() -> None:
     (DATABASE_URL, REDIS_URL, BUNDLE_KMS_KEY, BFF_SHARED_SECRET, …); values
     in DATA_DIR/secrets.env fill in whatever the environment does not set.
     """
+
+
+# backup, restore and their key generators (issue #21) live in their own module.
+for _command in BACKUP_COMMANDS:
+    server.add_command(_command)
 
 
 @server.command()

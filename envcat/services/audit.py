@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Select, or_, select, text
 from sqlalchemy.exc import IntegrityError
@@ -41,7 +41,26 @@ class Origin:
     user_agent: str | None = None
 
 
-def _digest(prev_hash: str, event: AuditEvent, at: datetime) -> str:
+class ChainFields(Protocol):
+    """What the chain hash covers (an AuditEvent, or a row read back from a backup)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def ip(self) -> str | None: ...
+    @property
+    def user_agent(self) -> str | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
+
+
+def _digest(prev_hash: str, event: ChainFields, at: datetime) -> str:
     body = {
         "tenant_id": event.tenant_id,
         "actor": event.actor,
@@ -149,6 +168,11 @@ def verify_chain(tenant_id: str) -> ChainReport:
             return ChainReport(tenant_id, count, event.id)
         prev_hash = event.hash
     return ChainReport(tenant_id, count, None)
+
+
+def chain_hash(prev_hash: str, event: ChainFields, at: datetime) -> str:
+    """The hash an event with these fields must carry after `prev_hash` (as verify_chain checks)."""
+    return _digest(prev_hash, event, _as_utc(at))
 
 
 def tenants_with_events() -> list[str]:

@@ -45,3 +45,15 @@ BUSY_REFUSALS = Counter(
     "Creates and approvals refused because the approvals backlog was at its limit",
     ["stage"],
 )  # stage: create | approve
+# Set by the envcat.verify_audit_chains beat task (issue #21): "mostrecent" so the last run
+# wins across pool processes, and a repaired chain clears the alert.
+AUDIT_CHAINS_BROKEN = Gauge(
+    "envcat_audit_chains_broken",
+    "Tenants whose audit hash chain failed the last verification",
+    multiprocess_mode="mostrecent",
+)
+AUDIT_VERIFIED_AT = Gauge(
+    "envcat_audit_verified_timestamp_seconds",
+    "Unix time the last audit chain verification finished",
+    multiprocess_mode="mostrecent",
+)

@@ -22,6 +22,7 @@ TASK_ROUTES = {
     "envcat.rotate_kms": {"queue": "maintenance"},
     "envcat.ship_audit_sinks": {"queue": "maintenance"},
     "envcat.ship_audit": {"queue": "maintenance"},
+    "envcat.verify_audit_chains": {"queue": "maintenance"},
 }
 # A killed worker's message comes back after this many seconds on a Redis broker;
 # it must be well below REQUEST_TTL (the tasks are idempotent, an early redelivery is harmless).
@@ -37,7 +38,14 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             with context_app.app_context():
                 return self.run(*args, **kwargs)
 
-    celery: Celery = Celery("envcat", task_cls=FlaskTask, include=["envcat.workers.tasks"])
+    celery: Celery = Celery(
+        "envcat",
+        task_cls=FlaskTask,
+        include=[
+            "envcat.workers.tasks",
+            "envcat.workers.audit_tasks",
+        ],
+    )
     celery.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -66,6 +74,10 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             "ship-audit-sinks": {
                 "task": "envcat.ship_audit_sinks",
                 "schedule": float(settings.audit_sink_interval),
+            },
+            "verify-audit-chains": {
+                "task": "envcat.verify_audit_chains",
+                "schedule": float(settings.audit_verify_interval),
             },
         },
     )
