@@ -15,17 +15,21 @@ from envcat.models.tables import (
     WebhookEvent,
     new_uuid,
 )
+from envcat.models.team import BundleApprovers, Invite, NotificationTarget
 
 __all__ = [
     "ROLES",
     "AuditEvent",
     "Base",
     "Bundle",
+    "BundleApprovers",
     "BundleKey",
+    "Invite",
     "Key",
     "KeyVersion",
     "Membership",
     "MembershipRemoval",
+    "NotificationTarget",
     "Tenant",
     "User",
     "WebhookEvent",

@@ -31,7 +31,7 @@ from envcat.core.schemas.requests import (
 )
 from envcat.models import db
 from envcat.services import access_requests as store
-from envcat.services import audit, delivery, integrity, metrics, workspaces
+from envcat.services import approvers, audit, delivery, integrity, metrics, workspaces
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
@@ -274,6 +274,7 @@ def approve(
     r = current().redis
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    approvers.require_approver(tenant_id, user_id, selection.bundle_id)  # issue #17
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from envcat.api.auth import caller, signed_blueprint
 from envcat.api.context import client_origin
 from envcat.api.openapi import endpoint
+from envcat.api.views import team
 from envcat.core.schemas.requests import DecisionAccepted, EncryptFromBundle
 from envcat.services import requests
 from envcat.workers import tasks
@@ -42,6 +43,7 @@ def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[Decis
         on_failure=lambda: requests.abandon(accepted),
         message="The task queue is unavailable; ask the developer to retry.",
     )
+    team.notify_decision(who.tenant_id, request_id, "request.approved")
     return DecisionAccepted(), 202
 
 
@@ -59,4 +61,5 @@ def deny(request_id: str) -> DecisionAccepted:
     who = caller()
     who.require("member")
     requests.deny(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
+    team.notify_decision(who.tenant_id, request_id, "request.denied")
     return DecisionAccepted()

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from envcat.api.context import client_origin
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
+from envcat.api.views import team
 from envcat.core.schemas.requests import (
     AccessRequestCreate,
     AccessRequestCreated,
@@ -61,7 +62,10 @@ def _caller_connected() -> bool:
 )
 def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
     """Anyone may ask a workspace; only its approver's decision releases anything."""
-    return requests.create(body, client_origin().ip or "unknown"), 201
+    client_ip = client_origin().ip or "unknown"
+    created = requests.create(body, client_ip)
+    team.notify_new_request(created.id, client_ip)
+    return created, 201
 
 
 @endpoint(
