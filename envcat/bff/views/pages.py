@@ -121,6 +121,11 @@ def _render_approval(
     detail = (
         backend.fetch(backend.api_path("/api/v1/bundles/{id}", id=chosen["id"])) if chosen else None
     )
+    approvers = (
+        backend.fetch(backend.api_path("/api/v1/bundles/{id}/approvers", id=chosen["id"]))
+        if chosen
+        else None
+    )
     template_keys = [k for k in context.get("template_keys") or [] if isinstance(k, str)]
     choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
     names = {choice.name for choice in choices}
@@ -140,6 +145,7 @@ def _render_approval(
         missing=[k for k in template_keys if chosen and k not in names],
         hint=context.get("bundle"),
         error=error,
+        approvers=approvers,
     )
 
 
@@ -209,7 +215,7 @@ def _deny(request_id: str) -> Response:
 def _refused(request_id: str, exc: UpstreamError, bundle_id: str, include: list[str]) -> Response:
     if exc.status == 409:
         return page("approve_done.html", 409, outcome="decided")
-    if exc.status not in (400, 404):
+    if exc.status not in (400, 403, 404):
         raise exc
     context = backend.public_context(request_id)
     if context is None:
