@@ -9,12 +9,16 @@ after the request is found to be this workspace's, so an outsider still sees
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
 from envcat.core.schemas.team import ApproverOut, ApproversOut, ApproversUpdate
 from envcat.models import BundleApprovers, Membership, User, db
-from envcat.services.errors import Forbidden, ValidationFailed
+from envcat.services import access_requests as store
+from envcat.services import audit, integrity
+from envcat.services.errors import Conflict, EnvCatError, Forbidden, ValidationFailed
+from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, get_bundle, transaction
 
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
@@ -27,6 +31,20 @@ class NotAnApprover(Forbidden):
     code = "not_an_approver"
 
 
+class AwaitingApprovals(EnvCatError):
+    """Not an error: the approval was recorded and the request waits for more (k-of-n).
+
+    Raised by `quorum` so the approve path stops before the release; the api view
+    catches it and answers 202 with the count. Never reaches the error handler.
+    """
+
+    status, code = 202, "awaiting_approvals"
+
+    def __init__(self, message: str, *, have: int, need: int) -> None:
+        super().__init__(message)
+        self.have, self.need = have, need
+
+
 @dataclass(frozen=True)
 class Rule:
     """A bundle's approver rule; `min_role` None = named users only."""
@@ -34,6 +52,7 @@ class Rule:
     min_role: str | None
     user_ids: tuple[str, ...]
     is_default: bool
+    approvals_required: int = 1
 
     def allows(self, user_id: str, role: str) -> bool:
         """Whether a member with `role` may approve under this rule."""
@@ -49,7 +68,12 @@ def rule_of(tenant_id: str, bundle_id: str) -> Rule:
     row = db.session.get(BundleApprovers, bundle_id)
     if row is None or row.tenant_id != tenant_id:
         return Rule(min_role=DEFAULT_MIN_ROLE, user_ids=(), is_default=True)
-    return Rule(min_role=row.min_role, user_ids=tuple(row.user_ids or ()), is_default=False)
+    return Rule(
+        min_role=row.min_role,
+        user_ids=tuple(row.user_ids or ()),
+        is_default=False,
+        approvals_required=max(1, row.approvals_required or 1),
+    )
 
 
 def _role(tenant_id: str, user_id: str) -> str:
@@ -71,9 +95,9 @@ def require_approver(tenant_id: str, user_id: str, bundle_id: str) -> None:
         raise NotAnApprover(f"Only {who} may approve this bundle; ask one of them.")
 
 
-def eligible(tenant_id: str, bundle_id: str) -> list[tuple[str, str]]:
-    """(user id, email) of every live member who may approve the bundle."""
-    rule = rule_of(tenant_id, bundle_id)
+def eligible(tenant_id: str, bundle_id: str, rule: Rule | None = None) -> list[tuple[str, str]]:
+    """(user id, email) of every live member who may approve the bundle (under `rule`)."""
+    rule = rule or rule_of(tenant_id, bundle_id)
     rows = db.session.execute(
         select(User.id, User.email, Membership.role)
         .join(Membership, Membership.user_id == User.id)
@@ -97,6 +121,7 @@ def describe(tenant_id: str, bundle_id: str, caller_id: str) -> ApproversOut:
         bundle_id=bundle_id,
         min_role=rule.min_role,
         users=users,
+        approvals_required=rule.approvals_required,
         is_default=rule.is_default,
         can_approve=rule.allows(caller_id, _role(tenant_id, caller_id)),
     )
@@ -126,6 +151,20 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
     if body.min_role is None and not body.user_ids:
         raise ValidationFailed("Name at least one approver, or choose a minimum role.")
     named = _check_named(actor.tenant_id, body.user_ids)
+    wanted = Rule(body.min_role, named, False, body.approvals_required)
+    able = len(eligible(actor.tenant_id, bundle_id, wanted))
+    if body.approvals_required > able:
+        raise ValidationFailed(
+            f"This rule needs {body.approvals_required} approvals, but only {able} "
+            f"member{'' if able == 1 else 's'} may approve; name more approvers or lower it.",
+            details=[
+                {
+                    "loc": ["approvals_required"],
+                    "msg": "more than the eligible approvers",
+                    "type": "value_error",
+                }
+            ],
+        )
     with transaction():
         row = db.session.get(BundleApprovers, bundle_id)
         if row is None:
@@ -133,10 +172,91 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
             db.session.add(row)
         row.min_role = body.min_role
         row.user_ids = list(named)
+        row.approvals_required = body.approvals_required
         row.updated_by = actor.user_id
     actor.record(
         "bundle.approvers_changed",
         bundle_id,
-        details={"bundle_id": bundle_id, "min_role": body.min_role, "user_ids": list(named)},
+        details={
+            "bundle_id": bundle_id,
+            "min_role": body.min_role,
+            "user_ids": list(named),
+            "approvals_required": body.approvals_required,
+        },
     )
     return describe(actor.tenant_id, bundle_id, actor.user_id)
+
+
+# ---- k-of-n ----------------------------------------------------------------------------
+
+# KEYS: the request's votes hash. ARGV: voter, "selection#mac", ttl.
+# Adds the vote unless this voter already voted; returns [added, every field and value].
+_VOTE = """
+local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {added, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+def votes_key(request_id: str) -> str:
+    """Redis hash of a request's MACed votes (approver id → "selection#mac")."""
+    return f"req:{request_id}:votes"
+
+
+def _count(request: store.AccessRequest, selection: str, flat: list[Any]) -> list[str]:
+    voters = []
+    for voter, value in zip(flat[::2], flat[1::2], strict=True):
+        chosen, _, mac = str(value).rpartition("#")
+        if chosen == selection and integrity.is_vote_intact(request, str(voter), chosen, mac):
+            voters.append(str(voter))
+    return voters
+
+
+def quorum(
+    request: store.AccessRequest,
+    user_id: str,
+    bundle: tuple[str, str],
+    names: list[str],
+    origin: audit.Origin,
+) -> list[str]:
+    """The distinct approvers of exactly this bundle and key set once there are enough.
+
+    With `approvals_required` k > 1 each approval is a MACed vote in Redis, audited
+    `request.approval_added`; before the k-th, AwaitingApprovals (202) is raised and
+    nothing is released. A second vote by the same person is a 409.
+    """
+    bundle_id, bundle_name = bundle
+    need = rule_of(request.tenant_id, bundle_id).approvals_required
+    if need <= 1:
+        return [user_id]
+    selection = bundle_id + "|" + ",".join(sorted(names))
+    mac = integrity.vote_mac(request, user_id, selection)
+    ttl = max(1, request.seconds_left)
+    script = current().redis.register_script(_VOTE)
+    added, flat = script(keys=[votes_key(request.id)], args=[user_id, f"{selection}#{mac}", ttl])
+    if not added:
+        raise Conflict("You have already approved this request; it waits for other approvers.")
+    voters = _count(request, selection, list(flat))
+    if len(voters) >= need:
+        return voters
+    audit.record(
+        request.tenant_id,
+        user_id,
+        "request.approval_added",
+        request.id,
+        details={
+            "bundle_id": bundle_id,
+            "bundle_name": bundle_name,
+            "keys": sorted(names),
+            "approvals": len(voters),
+            "approvals_required": need,
+        },
+        origin=origin,
+    )
+    raise AwaitingApprovals(
+        f"Your approval is recorded: {len(voters)} of {need}. The request waits for "
+        f"{need - len(voters)} more approver{'' if need - len(voters) == 1 else 's'} "
+        "choosing the same bundle and keys.",
+        have=len(voters),
+        need=need,
+    )

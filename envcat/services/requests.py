@@ -275,6 +275,8 @@ def approve(
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
     approvers.require_approver(tenant_id, user_id, selection.bundle_id)  # issue #17
+    bundle = (selection.bundle_id, selection.bundle_name)
+    voters = approvers.quorum(request, user_id, bundle, selection.names, origin)  # k-of-n
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,
@@ -295,6 +297,7 @@ def approve(
                 "bundle_id": selection.bundle_id,
                 "bundle_name": selection.bundle_name,
                 "keys": selection.names,
+                **({"approvers": voters} if len(voters) > 1 else {}),
             },
             origin=origin,
         )

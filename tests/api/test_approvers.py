@@ -117,3 +117,77 @@ def test_rules_are_checked_when_written(signed_as: Any) -> None:
     shown = admin.get(f"/api/v1/bundles/{bundle_id}/approvers").get_json()
     assert shown["is_default"]  # nothing refused was written
     assert _rules(admin, "no-such-bundle", {"min_role": "admin"}).status_code == 404
+
+
+def test_two_of_n_waits_for_a_second_distinct_approver_of_the_same_keys(
+    api_client: FlaskClient, signed_as: Any, redis_client: redis.Redis
+) -> None:
+    admin = signed_as("u-admin", TENANT, "admin")
+    alice = signed_as("u-alice", TENANT, "member")
+    bob = signed_as("u-bob", TENANT, "member")
+    carol = signed_as("u-carol", TENANT, "member")
+    keys = [*KEYS, SeedKey("OTHER", "plain")]
+    bundle_id = seed_bundle(TENANT, "production/api", keys)
+    rule = {"min_role": None, "user_ids": ["u-alice", "u-bob", "u-carol"], "approvals_required": 2}
+    assert _rules(admin, bundle_id, rule).get_json()["approvals_required"] == 2
+    cli = Cli.start(api_client)
+    first = _approve(alice, cli.id, bundle_id)
+    assert first.status_code == 202, first.get_json()
+    assert first.get_json()["status"] == "awaiting_approvals"
+    assert (first.get_json()["approvals"], first.get_json()["approvals_required"]) == (1, 2)
+    stored = store.get(redis_client, cli.id)
+    assert stored is not None and stored.approval is None  # nothing released yet
+    again = _approve(alice, cli.id, bundle_id)
+    assert again.status_code == 409  # the same person twice is not two approvals
+    # A vote for another key set does not add up with alice's.
+    other = bob.post(
+        f"{REQUESTS}/{cli.id}/encrypt-from-bundle",
+        json={"bundle_id": bundle_id, "include_keys": ["API_KEY", "OTHER"]},
+    )
+    assert other.get_json()["status"] == "awaiting_approvals"
+    # A Redis writer adding a vote without the api's MAC adds nothing.
+    redis_client.hset(f"req:{cli.id}:votes", "u-forged", f"{bundle_id}|API_KEY#bogus")
+    final = _approve(carol, cli.id, bundle_id)
+    assert final.status_code == 202 and final.get_json() == {"ok": True}
+    stored = store.get(redis_client, cli.id)
+    assert stored is not None and stored.approval is not None
+    assert stored.approval.user_id == "u-carol"
+    actions = audit_actions(TENANT)
+    assert actions.count(("request.approval_added", cli.id)) == 2
+    assert actions.count(("request.approved", cli.id)) == 1
+
+
+def test_two_of_n_with_a_forged_vote_still_waits(
+    api_client: FlaskClient, signed_as: Any, redis_client: redis.Redis
+) -> None:
+    admin = signed_as("u-admin", TENANT, "admin")
+    alice = signed_as("u-alice", TENANT, "member")
+    signed_as("u-bob", TENANT, "member")
+    bundle_id = seed_bundle(TENANT, "production/api", KEYS)
+    assert (
+        _rules(admin, bundle_id, {"min_role": "member", "approvals_required": 2}).status_code == 200
+    )
+    cli = Cli.start(api_client)
+    redis_client.hset(f"req:{cli.id}:votes", "u-bob", f"{bundle_id}|API_KEY#forged")
+    waiting = _approve(alice, cli.id, bundle_id)
+    assert waiting.get_json()["status"] == "awaiting_approvals"
+    stored = store.get(redis_client, cli.id)
+    assert stored is not None and stored.approval is None
+
+
+def test_more_approvals_than_eligible_approvers_is_a_400_at_write_time(signed_as: Any) -> None:
+    admin = signed_as("u-admin", TENANT, "admin")
+    signed_as("u-alice", TENANT, "member")
+    signed_as("u-view", TENANT, "viewer")
+    bundle_id = seed_bundle(TENANT, "production/api", KEYS)
+    named = {"min_role": None, "user_ids": ["u-alice"], "approvals_required": 2}
+    reply = _rules(admin, bundle_id, named)
+    assert reply.status_code == 400 and "only 1 member may approve" in reply.get_json()["message"]
+    everyone = {"min_role": "member", "approvals_required": 3}  # admin + alice; viewer never
+    assert _rules(admin, bundle_id, everyone).status_code == 400
+    assert (
+        _rules(admin, bundle_id, {"min_role": "member", "approvals_required": 2}).status_code == 200
+    )
+    assert (
+        _rules(admin, bundle_id, {"min_role": "member", "approvals_required": 0}).status_code == 400
+    )

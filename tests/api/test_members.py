@@ -52,7 +52,7 @@ def test_invite_then_accept_adds_the_member_and_the_token_is_stored_hashed(
     assert made["token"] not in dump
     listed = owner.get("/api/v1/invites").get_json()["invites"]
     assert [i["id"] for i in listed] == [made["id"]] and "token" not in listed[0]
-    joined = bob.post("/api/v1/invites/accept", {"token": made["token"]})
+    joined = bob.post("/api/v1/join", {"token": made["token"]})
     assert joined.status_code == 200, joined.get_json()
     assert joined.get_json()["tenant"]["id"] == "t-team"
     assert joined.get_json()["role"] == "admin"
@@ -62,7 +62,7 @@ def test_invite_then_accept_adds_the_member_and_the_token_is_stored_hashed(
     actions = audit_actions("t-team")
     assert ("member.invited", made["id"]) in actions and ("member.joined", "u-bob") in actions
     # single use: the same link again, even by the same person, is gone
-    again = bob.post("/api/v1/invites/accept", {"token": made["token"]})
+    again = bob.post("/api/v1/join", {"token": made["token"]})
     assert (again.status_code, again.get_json()["error"]) == (410, "invite_gone")
 
 
@@ -71,20 +71,20 @@ def test_wrong_email_expired_revoked_and_forged_invites_are_refused(signed_as: A
     mallory = signed_as("u-mallory", "u-mallory", "owner")
     carol = signed_as("u-carol", "u-carol", "owner")
     for_carol = _invite(owner, "u-carol@example.test")
-    stolen = mallory.post("/api/v1/invites/accept", {"token": for_carol["token"]})
+    stolen = mallory.post("/api/v1/join", {"token": for_carol["token"]})
     assert (stolen.status_code, stolen.get_json()["error"]) == (403, "wrong_invitee")
     assert db.session.get(Membership, ("u-mallory", "t-team")) is None
-    forged = carol.post("/api/v1/invites/accept", {"token": for_carol["token"] + "x"})
+    forged = carol.post("/api/v1/join", {"token": for_carol["token"] + "x"})
     assert forged.status_code == 404
     # expired: move its expiry into the past rather than sleeping out seven days
     db.session.get(Invite, for_carol["id"]).expires_at = datetime.now(UTC) - timedelta(seconds=1)
     db.session.commit()
-    late = carol.post("/api/v1/invites/accept", {"token": for_carol["token"]})
+    late = carol.post("/api/v1/join", {"token": for_carol["token"]})
     assert (late.status_code, late.get_json()["error"]) == (410, "invite_gone")
     revoked = _invite(owner, "u-carol@example.test")
     assert owner.delete(f"/api/v1/invites/{revoked['id']}").status_code == 204
     assert owner.delete(f"/api/v1/invites/{revoked['id']}").status_code == 409
-    refused = carol.post("/api/v1/invites/accept", {"token": revoked["token"]})
+    refused = carol.post("/api/v1/join", {"token": revoked["token"]})
     assert refused.status_code == 410
     assert db.session.get(Membership, ("u-carol", "t-team")) is None
     assert ("invite.revoked", revoked["id"]) in audit_actions("t-team")

@@ -59,9 +59,9 @@ class SmtpInbox:
 
 
 @contextlib.contextmanager
-def smtp_inbox() -> Iterator[SmtpInbox]:
-    """An aiosmtpd server on a free loopback port until the block ends."""
-    inbox = SmtpInbox(port=free_port())
+def smtp_inbox(port: int | None = None) -> Iterator[SmtpInbox]:
+    """An aiosmtpd server on loopback (a free port unless given) until the block ends."""
+    inbox = SmtpInbox(port=port or free_port())
     controller = Controller(inbox, hostname=HOST, port=inbox.port)
     controller.start()
     try:

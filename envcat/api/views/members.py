@@ -142,7 +142,7 @@ def revoke_invite(invite_id: str) -> tuple[str, int]:
 
 @endpoint(
     bp,
-    "/invites/accept",
+    "/join",
     "POST",
     summary="Accept an invitation as the signed-in account (its email must be the invited one)",
     auth="signed",

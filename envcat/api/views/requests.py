@@ -64,7 +64,8 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int
     """Anyone may ask a workspace; only its approver's decision releases anything."""
     client_ip = client_origin().ip or "unknown"
     created = requests.create(body, client_ip)
-    team.notify_new_request(created.id, client_ip)
+    if body.bundle or body.bundle_id:  # only a request naming a bundle notifies (issue #17)
+        team.notify_new_request(created.id, client_ip)
     return created, 201
 
 

@@ -186,7 +186,7 @@ def decide(request_id: str) -> Response:
     bundle_id = request.form.get("bundle_id", "")
     include = list(dict.fromkeys(request.form.getlist("include_keys")))
     try:
-        backend.call(
+        reply = backend.call(
             "POST",
             backend.api_path("/api/v1/requests/{id}/encrypt-from-bundle", id=request_id),
             ok=(200, 202),
@@ -194,6 +194,8 @@ def decide(request_id: str) -> Response:
         )
     except UpstreamError as exc:
         return _refused(request_id, exc, bundle_id, include)
+    if reply.json().get("status") == "awaiting_approvals":  # k-of-n (issue #17)
+        return page("approve_done.html", 202, outcome="recorded", recorded=reply.json())
     return page("approve_done.html", outcome="approved", count=len(include))
 
 

@@ -149,7 +149,7 @@ def accept() -> Response:
     """Join the invitation's workspace and act in it."""
     token = request.form.get("token", "")[:MAX_TOKEN]
     try:
-        joined = backend.call("POST", "/api/v1/invites/accept", json={"token": token}).json()
+        joined = backend.call("POST", "/api/v1/join", json={"token": token}).json()
     except UpstreamError as exc:
         if exc.status == 401:
             raise
@@ -167,9 +167,11 @@ def accept() -> Response:
 def set_approvers(bundle_id: str) -> Response:
     """Who may approve this bundle: a minimum role (or named only) and named members."""
     role = request.form.get("min_role", "member")
+    required = request.form.get("approvals_required", "1").strip()
     body = {
         "min_role": role if role in ("member", "admin", "owner") else None,
         "user_ids": list(dict.fromkeys(request.form.getlist("user_ids"))),
+        "approvals_required": int(required) if required.isdigit() and len(required) < 3 else 0,
     }
     path = api_path("/api/v1/bundles/{bundle_id}/approvers", bundle_id=bundle_id)
     back = api_path("/bundles/{bundle_id}", bundle_id=bundle_id) + "#approvers"

@@ -13,6 +13,7 @@ ApproverRole = Literal["owner", "admin", "member"]
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 MAX_NAMED_APPROVERS = 50
 MAX_WEBHOOK_URL = 2000
+MAX_APPROVALS_REQUIRED = 10
 
 
 class _Body(BaseModel):
@@ -88,7 +89,7 @@ class InviteList(BaseModel):
 
 
 class InviteAccept(_Body):
-    """POST /invites/accept: the token from the link, by the signed-in invitee."""
+    """POST /join: the invitation token from the link, by the signed-in invitee."""
 
     token: Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -108,6 +109,7 @@ class ApproversUpdate(_Body):
 
     min_role: ApproverRole | None = "member"
     user_ids: Annotated[list[UserId], Field(max_length=MAX_NAMED_APPROVERS)] = []
+    approvals_required: Annotated[int, Field(ge=1, le=MAX_APPROVALS_REQUIRED)] = 1
 
 
 class ApproverOut(BaseModel):
@@ -123,8 +125,19 @@ class ApproversOut(BaseModel):
     bundle_id: str
     min_role: ApproverRole | None
     users: list[ApproverOut]
+    approvals_required: int
     is_default: bool
     can_approve: bool  # the caller
+
+
+class ApprovalRecorded(BaseModel):
+    """202 to an approval that still waits for other approvers (k-of-n)."""
+
+    ok: bool = True
+    status: Literal["awaiting_approvals"] = "awaiting_approvals"
+    approvals: int
+    approvals_required: int
+    message: str
 
 
 # ---- notifications ---------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Notification tasks (issue #17): ids only on the broker, once per channel, retried with
+backoff while the mail server is away. Real Redis, real SMTP (aiosmtpd), real worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+from celery.signals import task_retry
+from flask import Flask
+
+from envcat.core.sealing import encode_public_key, generate_keypair
+from envcat.core.settings import Settings
+from envcat.models import migrate
+from envcat.services import notifications
+from envcat.services.runtime import create_service_app
+from envcat.workers import notification_tasks
+from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
+from tests.api.test_requests_support import SeedKey, seed_bundle
+from tests.conftest import make_settings
+from tests.support import free_port
+from tests.support.inboxes import SmtpInbox, smtp_inbox
+from tests.support.signed import add_member
+
+CANARY = "canary-notify-91b2"
+TENANT = "t-acme"
+
+
+@pytest.fixture
+def inbox() -> Iterator[SmtpInbox]:
+    with smtp_inbox() as server:
+        yield server
+
+
+def _app(sqlite_url: str, redis_url: str, broker_url: str, port: int) -> tuple[Settings, Flask]:
+    settings = make_settings(
+        sqlite_url, redis_url, broker_url, smtp_host="127.0.0.1", smtp_port=port
+    )
+    migrate.upgrade(settings.database_url)
+    return settings, create_service_app(settings)
+
+
+def _pending_request(app: Flask) -> str:
+    """A real pending request for production/api, made through the api's create path."""
+    from envcat.core.schemas.requests import AccessRequestCreate
+    from envcat.services import requests
+
+    body = AccessRequestCreate.model_validate(
+        {
+            "client_pubkey": encode_public_key(generate_keypair()),
+            "workspace": TENANT,
+            "bundle": "production/api",
+            "context": {"hostname": "ci-runner"},
+        }
+    )
+    return requests.create(body, "192.0.2.10").id
+
+
+def test_a_notice_runs_twice_and_sends_once_without_a_value(
+    sqlite_url: str, redis_url: str, broker_url: str, inbox: SmtpInbox
+) -> None:
+    _, app = _app(sqlite_url, redis_url, broker_url, inbox.port)
+    with app.app_context():
+        add_member("u-ada", TENANT, "owner", email="ada@example.test", kind="org")
+        seed_bundle(TENANT, "production/api", [SeedKey("API_TOKEN", CANARY)])
+        request_id = _pending_request(app)
+        assert notifications.admit_request(request_id, "192.0.2.10")
+        notifications.notify_request(request_id)
+        notifications.notify_request(request_id)  # a redelivered message
+    message = inbox.wait_for(lambda m: m["To"] == "ada@example.test")
+    assert "production/api" in message["Subject"] and "ci-runner" in message.get_content()
+    assert len(inbox.messages) == 1
+    assert all(CANARY.encode() not in raw for raw in inbox.raw)
+
+
+def test_the_broker_carries_ids_only(
+    sqlite_url: str, redis_url: str, broker_url: str, inbox: SmtpInbox
+) -> None:
+    settings, app = _app(sqlite_url, redis_url, broker_url, inbox.port)
+    create_celery(settings, app)
+    for name in ("envcat.notify_request", "envcat.notify_decision", "envcat.send_invite"):
+        assert TASK_ROUTES[name] == {"queue": "notifications"}
+    assert "notifications" in QUEUES
+    with app.app_context():
+        add_member("u-ada", TENANT, "owner", email="ada@example.test", kind="org")
+        seed_bundle(TENANT, "production/api", [SeedKey("API_TOKEN", CANARY)])
+        request_id = _pending_request(app)
+        notification_tasks.notify_request.apply_async((request_id,))
+    broker = redis.Redis.from_url(broker_url)
+    queued = [json.loads(raw) for raw in broker.lrange("notifications", 0, -1)]
+    broker.delete("notifications")
+    broker.close()
+    (message,) = [m for m in queued if m["headers"]["task"] == "envcat.notify_request"]
+    assert message["headers"]["argsrepr"] == repr((request_id,))
+    assert CANARY not in json.dumps(queued)
+
+
+def test_a_mail_server_that_is_down_is_retried_until_it_answers(
+    sqlite_url: str, redis_url: str, broker_url: str
+) -> None:
+    port = free_port()  # nothing listens here yet
+    settings, app = _app(sqlite_url, redis_url, broker_url, port)
+    celery = create_celery(settings, app)
+    retried = threading.Event()
+
+    def on_retry(**_: Any) -> None:
+        retried.set()
+
+    task_retry.connect(on_retry, weak=False)
+    try:
+        with app.app_context():
+            add_member("u-ada", TENANT, "owner", email="ada@example.test", kind="org")
+            seed_bundle(TENANT, "production/api", [SeedKey("API_TOKEN", CANARY)])
+            request_id = _pending_request(app)
+            with start_worker(celery, pool="solo", queues=list(QUEUES), perform_ping_check=False):
+                notification_tasks.notify_request.apply_async((request_id,))
+                assert retried.wait(20), "the refused connection was not retried"
+                with smtp_inbox(port) as inbox:  # the mail server comes back
+                    inbox.wait_for(lambda m: m["To"] == "ada@example.test", seconds=40)
+                    assert len(inbox.messages) == 1
+    finally:
+        task_retry.disconnect(on_retry)
