@@ -73,8 +73,10 @@ def admit_request(request_id: str, client_ip: str) -> bool:
     request = store.get(runtime.redis, request_id)
     if request is None or not (request.bundle or request.bundle_id):
         return False
+    if not has_channel(request.tenant_id):  # the common case without SMTP or a webhook
+        return False
     bundle = _bundle_of(request.tenant_id, request.bundle, request.bundle_id)
-    if bundle is None or not has_channel(request.tenant_id):
+    if bundle is None:
         return False
     settings = runtime.settings
     client = hashlib.sha256(client_ip.encode("utf-8")).hexdigest()[:16]

@@ -258,3 +258,22 @@ def test_a_wrong_account_cannot_use_an_invitation_and_outsiders_see_no_members(
     csrf_in(mallory.get("/members").text)  # her own members page works
     with stack.signed(mallory.user_id, owner.tenant_id) as api:
         assert api.get("/api/v1/members").status_code == 404
+
+
+def test_a_denial_is_announced_on_the_signed_webhook(stack: LiveStack, hooks: WebhookInbox) -> None:
+    owner = new_user(stack, "denier")
+    slug = _team(owner, "denials")["tenant"]["slug"]
+    create_bundle(owner, "prod/web")
+    secret = _webhook(owner, hooks.url)
+    _, created = _new_request(stack, slug, "prod/web", "198.51.100.40")
+    hooks.wait_for(lambda h: h.json().get("request_id") == created["id"])
+    denied = owner.post(f"/approve/{created['id']}", {"decision": "deny"})
+    assert denied.status_code == 200
+    hook = hooks.wait_for(
+        lambda h: (
+            h.json().get("request_id") == created["id"] and h.json()["event"] == "request.denied"
+        )
+    )
+    _verify(hook, secret)
+    assert hook.json()["decided_by"] == owner.account["user"]["email"]
+    assert hook.json()["workspace"] == slug

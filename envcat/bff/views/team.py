@@ -23,7 +23,8 @@ MAX_TOKEN = 128
 def _members_page(status: int = 200, **shown: Any) -> Response:
     identity = current_identity()
     listed = backend.fetch("/api/v1/members")
-    role = identity.role if identity is not None else "viewer"
+    # the role now, not the one the session saw at sign-in (it may have changed since)
+    role = str(backend.fetch("/api/v1/me").get("role") or "viewer")
     is_admin = role in ("admin", "owner")
     invites = backend.fetch("/api/v1/invites")["invites"] if is_admin else []
     notifications = backend.fetch("/api/v1/notifications") if is_admin else None
