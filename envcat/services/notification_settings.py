@@ -7,9 +7,15 @@ Afterwards only the URL's scheme and host are shown, and audited.
 
 from __future__ import annotations
 
+import logging
 import secrets
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, CursorResult, func, or_, select
+
+from envcat.core.kms import VERSION, DecryptionError
 from envcat.core.schemas.team import NotificationSettingsOut, NotificationSettingsUpdate
 from envcat.models import NotificationTarget, db
 from envcat.services import outbound
@@ -17,6 +23,7 @@ from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, transaction
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  # a prefix, not a secret
+log = logging.getLogger("envcat.notifications")
 
 
 def _shown(url: str | None) -> str | None:
@@ -84,3 +91,65 @@ def update(actor: Actor, body: NotificationSettingsUpdate) -> NotificationSettin
     out = show(actor.tenant_id)
     out.webhook_secret = new_secret
     return out
+
+
+# ---- KMS rotation (envcat server rotate-kms) ----------------------------------------------
+
+
+def _outdated() -> ColumnElement[bool]:
+    prefix = f"{VERSION}.{current().keyring.primary_id}."
+    url, secret = NotificationTarget.webhook_url, NotificationTarget.webhook_secret
+    return or_(
+        url.is_not(None) & ~url.startswith(prefix, autoescape=True),
+        secret.is_not(None) & ~secret.startswith(prefix, autoescape=True),
+    )
+
+
+def count_outdated() -> int:
+    """Workspaces whose webhook URL or secret is not under the primary keyring key."""
+    query = select(func.count()).select_from(NotificationTarget).where(_outdated())
+    return int(db.session.execute(query).scalar_one())
+
+
+def rotate(budget: int) -> int:
+    """Re-encrypt up to `budget` workspaces' webhook URL and secret under the primary key.
+
+    Conditional UPDATEs in the caller's transaction: a target saved meanwhile is left
+    as its writer saved it (already under the primary key). Undecryptable rows are
+    skipped and logged, so the rotation of the others goes on.
+    """
+    keyring = current().keyring
+    rows = db.session.execute(
+        select(
+            NotificationTarget.tenant_id,
+            NotificationTarget.webhook_url,
+            NotificationTarget.webhook_secret,
+        )
+        .where(_outdated())
+        .order_by(NotificationTarget.tenant_id)
+        .limit(budget)
+    ).all()
+    done = 0
+    for tenant_id, url, secret in rows:
+        if url is None or secret is None:  # saved and cleared together; never half set
+            continue
+        try:
+            fresh_url = keyring.reencrypt(url, tenant_id=tenant_id, key_id="webhook-url")
+            fresh_secret = keyring.reencrypt(secret, tenant_id=tenant_id, key_id="webhook-secret")
+        except DecryptionError:
+            log.error(
+                "webhook settings do not decrypt; left as they are", extra={"tenant_id": tenant_id}
+            )
+            continue
+        changed = db.session.execute(
+            sa.update(NotificationTarget)
+            .where(
+                NotificationTarget.tenant_id == tenant_id,
+                NotificationTarget.webhook_url == url,
+                NotificationTarget.webhook_secret == secret,
+            )
+            .values(webhook_url=fresh_url, webhook_secret=fresh_secret)
+            .execution_options(synchronize_session=False)
+        )
+        done += int(cast(CursorResult[Any], changed).rowcount)
+    return done
