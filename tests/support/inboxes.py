@@ -59,10 +59,13 @@ class SmtpInbox:
 
 
 @contextlib.contextmanager
-def smtp_inbox(port: int | None = None) -> Iterator[SmtpInbox]:
-    """An aiosmtpd server on loopback (a free port unless given) until the block ends."""
+def smtp_inbox(port: int | None = None, **smtp_options: Any) -> Iterator[SmtpInbox]:
+    """An aiosmtpd server on loopback (a free port unless given) until the block ends.
+
+    `smtp_options` go to aiosmtpd's SMTP (tls_context, require_starttls, authenticator…).
+    """
     inbox = SmtpInbox(port=port or free_port())
-    controller = Controller(inbox, hostname=HOST, port=inbox.port)
+    controller = Controller(inbox, hostname=HOST, port=inbox.port, **smtp_options)
     controller.start()
     try:
         yield inbox

@@ -3,15 +3,24 @@ backoff while the mail server is away. Real Redis, real SMTP (aiosmtpd), real wo
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from aiosmtpd.smtp import AuthResult
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_retry
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from envcat.core.sealing import encode_public_key, generate_keypair
@@ -125,3 +134,89 @@ def test_a_mail_server_that_is_down_is_retried_until_it_answers(
                     assert len(inbox.messages) == 1
     finally:
         task_retry.disconnect(on_retry)
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate for 127.0.0.1 it signed: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EnvCat test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_starttls_comes_before_the_login_and_the_mail(
+    sqlite_url: str,
+    redis_url: str,
+    broker_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ca, cert, key = _tls_files(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(cert), str(key))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the client trusts the test CA only
+    logins: list[tuple[bytes, bytes, bool]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        logins.append((data.login, data.password, session.ssl is not None))
+        return AuthResult(success=data.password == b"mail-password-canary")
+
+    options = {
+        "tls_context": server_tls,
+        "require_starttls": True,
+        "auth_required": True,
+        "authenticator": authenticator,
+    }
+    with smtp_inbox(**options) as inbox:
+        smtp = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": inbox.port,
+            "smtp_starttls": True,
+            "smtp_username": "envcat",
+            "smtp_password": "mail-password-canary",
+        }
+        settings = make_settings(sqlite_url, redis_url, broker_url, **smtp)
+        migrate.upgrade(settings.database_url)
+        app = create_service_app(settings)
+        with app.app_context():
+            add_member("u-ada", TENANT, "owner", email="ada@example.test", kind="org")
+            seed_bundle(TENANT, "production/api", [SeedKey("API_TOKEN", CANARY)])
+            notifications.notify_request(_pending_request(app))
+        inbox.wait_for(lambda m: m["To"] == "ada@example.test")
+    assert logins == [(b"envcat", b"mail-password-canary", True)]  # over TLS only
