@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import smtplib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,15 +174,21 @@ def _send(notice: Notice, recipients: list[str]) -> None:
     target = _target(notice.tenant_id)
     base = f"notify:sent:{notice.request_id}:{notice.event}"
     wants_email = target is None or target.email_enabled
-    if settings.smtp_host and wants_email and recipients and _mark_sent(f"{base}:email"):
+    if settings.smtp_host and wants_email:
         subject = _one_line(f"[EnvCat] {notice.headline()} ({notice.phrase})")
         text = "\n".join([notice.headline(), "", *notice.lines(), ""])
-        try:
-            for address in recipients:
+        for address in recipients:
+            # one mark per recipient: a retry after a failure mid-list skips who got it
+            mark = f"{base}:email:{hashlib.sha256(address.encode()).hexdigest()[:16]}"
+            if not _mark_sent(mark):
+                continue
+            try:
                 outbound.send_email(settings, address, subject, text)
-        except Exception:
-            _unmark(f"{base}:email")
-            raise
+            except smtplib.SMTPRecipientsRefused:  # for good (5xx): the others still get it
+                log.warning("recipient refused", extra={"tenant_id": notice.tenant_id})
+            except Exception:
+                _unmark(mark)
+                raise
     has_webhook = target is not None and target.webhook_url and target.webhook_secret
     if has_webhook and target is not None and _mark_sent(f"{base}:webhook"):
         _post(notice, target)

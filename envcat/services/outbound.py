@@ -46,6 +46,10 @@ class WebhookRetry(Exception):
     """The receiver answered 5xx or 429: worth retrying with backoff."""
 
 
+class MailRetry(Exception):
+    """The mail server refused a recipient for now (4xx): worth retrying with backoff."""
+
+
 def _is_special(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -150,4 +154,9 @@ def send_email(settings: Settings, to: str, subject: str, text: str) -> None:
             smtp.starttls(context=ssl.create_default_context())
         if settings.smtp_username and settings.smtp_password is not None:
             smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
-        smtp.send_message(message)
+        try:
+            smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            if all(400 <= code < 500 for code, _ in exc.recipients.values()):
+                raise MailRetry("the mail server asked to try the recipient later") from None
+            raise

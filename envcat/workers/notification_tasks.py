@@ -13,7 +13,13 @@ from envcat.workers.tasks import TRANSIENT_ERRORS, RetryOptions
 
 # A mail server or webhook receiver that is briefly away is worth a retry with backoff;
 # smtplib's errors are OSErrors, as are refused connections.
-NOTIFY_RETRY_ON = (*TRANSIENT_ERRORS, OSError, httpx.TransportError, outbound.WebhookRetry)
+NOTIFY_RETRY_ON = (
+    *TRANSIENT_ERRORS,
+    OSError,
+    httpx.TransportError,
+    outbound.WebhookRetry,
+    outbound.MailRetry,
+)
 
 
 class NotifyOptions(RetryOptions):

@@ -34,6 +34,16 @@ class SmtpInbox:
     messages: list[EmailMessage] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    # Given an address, the SMTP answer refusing it (e.g. "451 later"), or None to accept.
+    refuse: Callable[[str], str | None] | None = None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if self.refuse is not None and (answer := self.refuse(address)) is not None:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = bytes(envelope.content)

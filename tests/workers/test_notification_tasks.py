@@ -26,7 +26,7 @@ from flask import Flask
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import migrate
-from envcat.services import notifications
+from envcat.services import notifications, outbound
 from envcat.services.runtime import create_service_app
 from envcat.workers import notification_tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
@@ -220,3 +220,34 @@ def test_starttls_comes_before_the_login_and_the_mail(
             notifications.notify_request(_pending_request(app))
         inbox.wait_for(lambda m: m["To"] == "ada@example.test")
     assert logins == [(b"envcat", b"mail-password-canary", True)]  # over TLS only
+
+
+def test_a_retry_after_a_refusal_mid_list_mails_only_who_did_not_get_it(
+    sqlite_url: str, redis_url: str, broker_url: str, inbox: SmtpInbox
+) -> None:
+    asked: dict[str, int] = {}
+
+    def refuse(address: str) -> str | None:
+        asked[address] = asked.get(address, 0) + 1
+        if address.startswith("never@"):
+            return "550 no such mailbox"  # for good: skipped, the others still get theirs
+        if address.startswith("later@") and asked[address] == 1:
+            return "451 try again later"  # for now: the task is retried
+        return None
+
+    inbox.refuse = refuse
+    _, app = _app(sqlite_url, redis_url, broker_url, inbox.port)
+    with app.app_context():
+        for user, email in (("u-a", "ada@example.test"), ("u-l", "later@example.test")):
+            add_member(user, TENANT, "member", email=email, kind="org")
+        add_member("u-n", TENANT, "member", email="never@example.test", kind="org")
+        seed_bundle(TENANT, "production/api", [SeedKey("API_TOKEN", CANARY)])
+        request_id = _pending_request(app)
+        with pytest.raises(outbound.MailRetry):
+            notifications.notify_request(request_id)
+        notifications.notify_request(request_id)  # the retry
+        notifications.notify_request(request_id)  # and a redelivery after it
+    delivered = sorted(str(m["To"]) for m in inbox.messages)
+    assert delivered == ["ada@example.test", "later@example.test"]
+    assert asked["later@example.test"] == 2 and asked["never@example.test"] == 1
+    assert issubclass(outbound.MailRetry, tuple(notification_tasks.NOTIFY_RETRY_ON))
