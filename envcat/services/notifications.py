@@ -6,7 +6,8 @@ NOTIFY_DEDUPE_SECONDS and at most NOTIFY_MAX_PER_WORKSPACE per workspace and
 hour; past that a request is still created but notifies nobody. Notices carry
 names, the verification phrase, the requester's context and the approval link,
 never a value: nothing here reads a key's value. Tasks carry ids only and
-re-read state; each channel is marked sent in Redis, so a retry does not repeat it.
+re-read state; each email recipient and the webhook are marked sent in Redis, so
+a retry does not repeat them.
 """
 
 from __future__ import annotations
