@@ -203,6 +203,11 @@ def votes_key(request_id: str) -> str:
     return f"req:{request_id}:votes"
 
 
+def withdraw_vote(request_id: str, user_id: str) -> None:
+    """Forget one approver's vote (their approval could not be recorded after all)."""
+    current().redis.hdel(votes_key(request_id), user_id)
+
+
 def _count(request: store.AccessRequest, selection: str, flat: list[Any]) -> list[str]:
     voters = []
     for voter, value in zip(flat[::2], flat[1::2], strict=True):
@@ -239,20 +244,25 @@ def quorum(
     voters = _count(request, selection, list(flat))
     if len(voters) >= need:
         return voters
-    audit.record(
-        request.tenant_id,
-        user_id,
-        "request.approval_added",
-        request.id,
-        details={
-            "bundle_id": bundle_id,
-            "bundle_name": bundle_name,
-            "keys": sorted(names),
-            "approvals": len(voters),
-            "approvals_required": need,
-        },
-        origin=origin,
-    )
+    try:
+        audit.record(
+            request.tenant_id,
+            user_id,
+            "request.approval_added",
+            request.id,
+            details={
+                "bundle_id": bundle_id,
+                "bundle_name": bundle_name,
+                "keys": sorted(names),
+                "approvals": len(voters),
+                "approvals_required": need,
+            },
+            origin=origin,
+        )
+    except Exception:
+        db.session.rollback()
+        withdraw_vote(request.id, user_id)  # an approval that is not audited does not count
+        raise
     raise AwaitingApprovals(
         f"Your approval is recorded: {len(voters)} of {need}. The request waits for "
         f"{need - len(voters)} more approver{'' if need - len(voters) == 1 else 's'} "

@@ -304,6 +304,7 @@ def approve(
     except Exception:
         db.session.rollback()
         store.release_approval(r, request_id)
+        approvers.withdraw_vote(request_id, user_id)  # so the same person can try again
         raise
     metrics.REQUESTS_APPROVED.inc()
     return AcceptedApproval(request_id, approval, mac)
