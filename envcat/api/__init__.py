@@ -32,7 +32,9 @@ def _blueprints() -> list[object]:
         internal,
         keys,
         me,
+        members,
         requests,
+        team,
         webhooks,
     )
 
@@ -47,6 +49,8 @@ def _blueprints() -> list[object]:
         internal.bp,
         clerk_internal.bp,
         webhooks.bp,
+        members.bp,
+        team.bp,
     ]
 
 

@@ -115,6 +115,30 @@ class Settings(BaseSettings):
     """Ed25519 seed (urlsafe base64, from `envcat server backup-signing-keygen`) that
     `envcat server backup` signs with, so `restore --signed-by` can tell its files from
     files forged with the public BACKUP_PUBLIC_KEY. Only on the host that writes backups."""
+    invite_ttl: int = Field(default=7 * 24 * 3600, ge=300, le=90 * 24 * 3600)
+    """Seconds an invitation to a workspace stays valid (issue #17)."""
+    smtp_host: str | None = None
+    """SMTP server for notifications and invitations; unset = no email is sent."""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    """Port of SMTP_HOST."""
+    smtp_from: str = "envcat@localhost"
+    """Sender address of EnvCat's emails."""
+    smtp_starttls: bool = False
+    """Upgrade the SMTP connection with STARTTLS before sending (and before logging in)."""
+    smtp_username: str | None = None
+    """SMTP login name, when the server needs one (with SMTP_PASSWORD)."""
+    smtp_password: SecretStr | None = None
+    """SMTP password."""
+    notify_max_per_workspace: int = Field(default=30, ge=1)
+    """Request notifications one workspace receives per hour; anonymous requests beyond it
+    are still created but notify nobody."""
+    notify_dedupe_seconds: int = Field(default=300, ge=0)
+    """Requests for the same bundle from the same client address within this many seconds
+    notify once."""
+    webhook_allow_http_loopback: bool = False
+    """Accept `http://` webhook URLs on loopback hosts (development and tests)."""
+    webhook_allow_private: bool = False
+    """Deliver webhooks to private, loopback and link-local addresses (off: SSRF guard)."""
 
     @field_validator("bundle_kms_key")
     @classmethod

@@ -16,6 +16,7 @@ from envcat.models.tables import (
     WebhookEvent,
     new_uuid,
 )
+from envcat.models.team import BundleApprovers, Invite, NotificationTarget
 
 __all__ = [
     "ROLES",
@@ -23,11 +24,14 @@ __all__ = [
     "AuditSink",
     "Base",
     "Bundle",
+    "BundleApprovers",
     "BundleKey",
+    "Invite",
     "Key",
     "KeyVersion",
     "Membership",
     "MembershipRemoval",
+    "NotificationTarget",
     "Tenant",
     "User",
     "WebhookEvent",

@@ -118,6 +118,20 @@ def is_approval_intact(request: AccessRequest, approval: Approval, mac: str) -> 
     return bool(mac) and _verify(_approval_message(request, approval), mac)
 
 
+def _vote_message(request: AccessRequest, user_id: str, selection: str) -> str:
+    return "|".join(("vote", "v1", request.id, request.mac, user_id, selection))
+
+
+def vote_mac(request: AccessRequest, user_id: str, selection: str) -> str:
+    """MAC of one approver's vote towards a k-of-n approval (issue #17), bound to the request."""
+    return _mac(_keys()[0], _vote_message(request, user_id, selection))
+
+
+def is_vote_intact(request: AccessRequest, user_id: str, selection: str, mac: str) -> bool:
+    """True when the vote is one the api recorded (a Redis writer cannot add votes)."""
+    return bool(mac) and _verify(_vote_message(request, user_id, selection), mac)
+
+
 def _event_message(event_id: str, event_type: str, data: Mapping[str, Any]) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "|".join(("clerk-event", "v1", event_id, event_type, canonical))

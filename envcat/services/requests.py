@@ -31,7 +31,7 @@ from envcat.core.schemas.requests import (
 )
 from envcat.models import db
 from envcat.services import access_requests as store
-from envcat.services import audit, delivery, integrity, metrics, workspaces
+from envcat.services import approvers, audit, delivery, integrity, metrics, workspaces
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
@@ -274,6 +274,9 @@ def approve(
     r = current().redis
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    approvers.require_approver(tenant_id, user_id, selection.bundle_id)  # issue #17
+    bundle = (selection.bundle_id, selection.bundle_name)
+    voters = approvers.quorum(request, user_id, bundle, selection.names, origin)  # k-of-n
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,
@@ -294,12 +297,14 @@ def approve(
                 "bundle_id": selection.bundle_id,
                 "bundle_name": selection.bundle_name,
                 "keys": selection.names,
+                **({"approvers": voters} if len(voters) > 1 else {}),
             },
             origin=origin,
         )
     except Exception:
         db.session.rollback()
         store.release_approval(r, request_id)
+        approvers.withdraw_vote(request_id, user_id)  # so the same person can try again
         raise
     metrics.REQUESTS_APPROVED.inc()
     return AcceptedApproval(request_id, approval, mac)

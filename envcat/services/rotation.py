@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, func, select, update
 
 from envcat.core.kms import VERSION, DecryptionError
 from envcat.models import Key, KeyVersion, db
+from envcat.services import notification_settings
 from envcat.services.runtime import current
 from envcat.services.versions import bound_id
 
@@ -40,7 +41,7 @@ def count_outdated() -> int:
     kept = db.session.execute(
         select(func.count()).select_from(KeyVersion).where(_outdated_version_clause())
     )
-    return int(keys.scalar_one()) + int(kept.scalar_one())
+    return int(keys.scalar_one()) + int(kept.scalar_one()) + notification_settings.count_outdated()
 
 
 def _candidates(after_id: str, limit: int) -> list[tuple[str, str, str]]:
@@ -138,6 +139,8 @@ def rotate_batch(batch_size: int) -> int:
         done = _rotate_keys(batch_size)
         if done < batch_size:
             done += _rotate_versions(batch_size - done)
+        if done < batch_size:  # webhook URLs and secrets (issue #17)
+            done += notification_settings.rotate(batch_size - done)
         db.session.commit()
     except Exception:
         db.session.rollback()

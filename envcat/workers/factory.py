@@ -13,7 +13,7 @@ from envcat.models import db
 from envcat.services.runtime import create_service_app
 from envcat.workers import observability
 
-QUEUES = ("approvals", "provisioning", "maintenance")
+QUEUES = ("approvals", "provisioning", "maintenance", "notifications")
 TASK_ROUTES = {
     "envcat.encrypt_from_bundle": {"queue": "approvals"},
     "envcat.ping": {"queue": "approvals"},
@@ -23,6 +23,9 @@ TASK_ROUTES = {
     "envcat.ship_audit_sinks": {"queue": "maintenance"},
     "envcat.ship_audit": {"queue": "maintenance"},
     "envcat.verify_audit_chains": {"queue": "maintenance"},
+    "envcat.notify_request": {"queue": "notifications"},
+    "envcat.notify_decision": {"queue": "notifications"},
+    "envcat.send_invite": {"queue": "notifications"},
 }
 # A killed worker's message comes back after this many seconds on a Redis broker;
 # it must be well below REQUEST_TTL (the tasks are idempotent, an early redelivery is harmless).
@@ -44,6 +47,7 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
         include=[
             "envcat.workers.tasks",
             "envcat.workers.audit_tasks",
+            "envcat.workers.notification_tasks",
         ],
     )
     celery.conf.update(

@@ -54,9 +54,19 @@ def _workspace_pages(page: Any, stack: LiveStack, found: dict[str, str]) -> None
     page.goto(f"{stack.bff_url}/bundles/{bundle_id}")
     page.get_by_role("link", name="API_URL").click()
     _check(page, "key", found)
-    for path in ("/", "/bundles", "/keys", "/account", "/no-such-page"):
+    for path in ("/", "/bundles", "/keys", "/members", "/account", "/no-such-page"):
         page.goto(f"{stack.bff_url}{path}")
         _check(page, f"signed in {path}", found)
+    page.goto(f"{stack.bff_url}/members")
+    page.get_by_label("Email", exact=True).fill("invitee@example.test")
+    page.get_by_role("button", name="Create invitation").click()
+    page.get_by_test_id("invite-link").wait_for()
+    _check(page, "invitation made", found)
+    page.goto(f"{stack.bff_url}/invites/accept?token=inv_not-a-real-token")
+    _check(page, "join a workspace", found)
+    page.get_by_role("button", name="Join the workspace").click()
+    page.get_by_text("This invitation link is not valid.").wait_for()
+    _check(page, "invitation refused", found)
     page.goto(f"{stack.bff_url}/bundles")
     page.locator("#new-name").fill("production/api")  # taken: the refusal page
     page.get_by_role("button", name="Create bundle").click()

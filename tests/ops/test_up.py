@@ -72,7 +72,7 @@ def test_children_get_the_settings_and_their_own_metrics_dirs(
     assert "load_or_halt(needs_kms_key=False)" in bff_config.read_text()
     assert "gevent" not in specs["worker"].argv  # STYLE: keep gevent out of the worker
     worker = specs["worker"].argv
-    assert worker[worker.index("-Q") + 1] == "approvals,provisioning,maintenance"
+    assert worker[worker.index("-Q") + 1] == "approvals,provisioning,maintenance,notifications"
     assert specs["beat"].argv[specs["beat"].argv.index("--schedule") + 1] == str(
         tmp_path / "celerybeat-schedule"
     )

@@ -6,8 +6,10 @@ from envcat.api.auth import caller, signed_blueprint
 from envcat.api.backpressure import refuse_when_behind
 from envcat.api.context import client_origin
 from envcat.api.openapi import endpoint
+from envcat.api.views import team
 from envcat.core.schemas.requests import DecisionAccepted, EncryptFromBundle
-from envcat.services import requests
+from envcat.core.schemas.team import ApprovalRecorded
+from envcat.services import approvers, requests
 from envcat.workers import tasks
 from envcat.workers.enqueue import enqueue
 
@@ -24,19 +26,27 @@ bp = signed_blueprint("approvals")
     responses={202: DecisionAccepted},
     errors=(401, 403, 404, 409, 503),
 )
-def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[DecisionAccepted, int]:
+def encrypt_from_bundle(
+    request_id: str, body: EncryptFromBundle
+) -> tuple[DecisionAccepted | ApprovalRecorded, int]:
     """Member or above. Validates now; the worker seals the values moments later."""
     who = caller()
     who.require("member")
     refuse_when_behind("approve")
-    accepted = requests.approve(
-        request_id,
-        tenant_id=who.tenant_id,
-        user_id=who.user_id,
-        bundle_id=body.bundle_id,
-        include_keys=body.include_keys,
-        origin=client_origin(),
-    )
+    try:
+        accepted = requests.approve(
+            request_id,
+            tenant_id=who.tenant_id,
+            user_id=who.user_id,
+            bundle_id=body.bundle_id,
+            include_keys=body.include_keys,
+            origin=client_origin(),
+        )
+    except approvers.AwaitingApprovals as waiting:  # k-of-n: recorded, nothing released yet
+        recorded = ApprovalRecorded(
+            approvals=waiting.have, approvals_required=waiting.need, message=waiting.message
+        )
+        return recorded, 202
     # after the audit commit: the task re-reads everything it needs
     enqueue(
         tasks.encrypt_from_bundle,
@@ -44,6 +54,7 @@ def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[Decis
         on_failure=lambda: requests.abandon(accepted),
         message="The task queue is unavailable; ask the developer to retry.",
     )
+    team.notify_decision(who.tenant_id, request_id, "request.approved")
     return DecisionAccepted(), 202
 
 
@@ -61,4 +72,5 @@ def deny(request_id: str) -> DecisionAccepted:
     who = caller()
     who.require("member")
     requests.deny(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
+    team.notify_decision(who.tenant_id, request_id, "request.denied")
     return DecisionAccepted()

@@ -11,6 +11,7 @@ from envcat.api.backpressure import refuse_when_behind
 from envcat.api.context import client_origin
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
+from envcat.api.views import team
 from envcat.core.schemas.requests import (
     AccessRequestCreate,
     AccessRequestCreated,
@@ -63,7 +64,11 @@ def _caller_connected() -> bool:
 def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
     """Anyone may ask a workspace; only its approver's decision releases anything."""
     refuse_when_behind("create")
-    return requests.create(body, client_origin().ip or "unknown"), 201
+    client_ip = client_origin().ip or "unknown"
+    created = requests.create(body, client_ip)
+    if body.bundle or body.bundle_id:  # only a request naming a bundle notifies (issue #17)
+        team.notify_new_request(created.id, client_ip)
+    return created, 201
 
 
 @endpoint(

@@ -113,6 +113,8 @@ def _render(
     library = [k for k in backend.fetch("/api/v1/keys")["keys"] if k["id"] not in attached]
     # The CLI names the workspace (-w): show the command exactly as it must be typed.
     workspace = str(backend.fetch("/api/v1/me").get("tenant", {}).get("slug") or "")
+    approvers = backend.fetch(_bundle_path(bundle_id, "/approvers"))
+    members = backend.fetch("/api/v1/members")["members"]
     return page(
         "bundle.html",
         status,
@@ -129,6 +131,8 @@ def _render(
         library=library,
         revealed=revealed or {},
         mask=MASK,
+        approvers=approvers,
+        approver_choices=[m for m in members if m["role"] != "viewer"],
     )
 
 

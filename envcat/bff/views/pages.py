@@ -121,6 +121,11 @@ def _render_approval(
     detail = (
         backend.fetch(backend.api_path("/api/v1/bundles/{id}", id=chosen["id"])) if chosen else None
     )
+    approvers = (
+        backend.fetch(backend.api_path("/api/v1/bundles/{id}/approvers", id=chosen["id"]))
+        if chosen
+        else None
+    )
     template_keys = [k for k in context.get("template_keys") or [] if isinstance(k, str)]
     choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
     names = {choice.name for choice in choices}
@@ -140,6 +145,7 @@ def _render_approval(
         missing=[k for k in template_keys if chosen and k not in names],
         hint=context.get("bundle"),
         error=error,
+        approvers=approvers,
     )
 
 
@@ -180,7 +186,7 @@ def decide(request_id: str) -> Response:
     bundle_id = request.form.get("bundle_id", "")
     include = list(dict.fromkeys(request.form.getlist("include_keys")))
     try:
-        backend.call(
+        reply = backend.call(
             "POST",
             backend.api_path("/api/v1/requests/{id}/encrypt-from-bundle", id=request_id),
             ok=(200, 202),
@@ -188,6 +194,8 @@ def decide(request_id: str) -> Response:
         )
     except UpstreamError as exc:
         return _refused(request_id, exc, bundle_id, include)
+    if reply.json().get("status") == "awaiting_approvals":  # k-of-n (issue #17)
+        return page("approve_done.html", 202, outcome="recorded", recorded=reply.json())
     return page("approve_done.html", outcome="approved", count=len(include))
 
 
@@ -209,7 +217,7 @@ def _deny(request_id: str) -> Response:
 def _refused(request_id: str, exc: UpstreamError, bundle_id: str, include: list[str]) -> Response:
     if exc.status == 409:
         return page("approve_done.html", 409, outcome="decided")
-    if exc.status not in (400, 404) and exc.code != "busy":
+    if exc.status not in (400, 403, 404) and exc.code != "busy":
         raise exc
     context = backend.public_context(request_id)
     if context is None:

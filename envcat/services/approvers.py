@@ -1,0 +1,272 @@
+"""Who may approve releases of each bundle (issue #17): a minimum role and/or named users.
+
+No rule means today's behaviour: every member, admin and owner may approve.
+Viewers never approve, named or not. The rule is checked in the approve path
+after the request is found to be this workspace's, so an outsider still sees
+404 and a member without the right sees 403 `not_an_approver`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from envcat.core.schemas.team import ApproverOut, ApproversOut, ApproversUpdate
+from envcat.models import BundleApprovers, Membership, User, db
+from envcat.services import access_requests as store
+from envcat.services import audit, integrity
+from envcat.services.errors import Conflict, EnvCatError, Forbidden, ValidationFailed
+from envcat.services.runtime import current
+from envcat.services.tenancy import Actor, get_bundle, transaction
+
+ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+DEFAULT_MIN_ROLE = "member"
+
+
+class NotAnApprover(Forbidden):
+    """A member whom the bundle's rule does not allow to approve it."""
+
+    code = "not_an_approver"
+
+
+class AwaitingApprovals(EnvCatError):
+    """Not an error: the approval was recorded and the request waits for more (k-of-n).
+
+    Raised by `quorum` so the approve path stops before the release; the api view
+    catches it and answers 202 with the count. Never reaches the error handler.
+    """
+
+    status, code = 202, "awaiting_approvals"
+
+    def __init__(self, message: str, *, have: int, need: int) -> None:
+        super().__init__(message)
+        self.have, self.need = have, need
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A bundle's approver rule; `min_role` None = named users only."""
+
+    min_role: str | None
+    user_ids: tuple[str, ...]
+    is_default: bool
+    approvals_required: int = 1
+
+    def allows(self, user_id: str, role: str) -> bool:
+        """Whether a member with `role` may approve under this rule."""
+        if ROLE_RANK.get(role, 0) < ROLE_RANK["member"]:
+            return False
+        if user_id in self.user_ids:
+            return True
+        return self.min_role is not None and ROLE_RANK[role] >= ROLE_RANK[self.min_role]
+
+
+def rule_of(tenant_id: str, bundle_id: str) -> Rule:
+    """The bundle's rule, or the default (member and above)."""
+    row = db.session.get(BundleApprovers, bundle_id)
+    if row is None or row.tenant_id != tenant_id:
+        return Rule(min_role=DEFAULT_MIN_ROLE, user_ids=(), is_default=True)
+    return Rule(
+        min_role=row.min_role,
+        user_ids=tuple(row.user_ids or ()),
+        is_default=False,
+        approvals_required=max(1, row.approvals_required or 1),
+    )
+
+
+def _role(tenant_id: str, user_id: str) -> str:
+    membership = db.session.get(Membership, (user_id, tenant_id))
+    return membership.role if membership is not None else "viewer"
+
+
+def require_approver(tenant_id: str, user_id: str, bundle_id: str) -> None:
+    """Raise NotAnApprover (403) unless the member may approve this bundle."""
+    rule = rule_of(tenant_id, bundle_id)
+    if not rule.allows(user_id, _role(tenant_id, user_id)):
+        who = (
+            f"members with the {rule.min_role} role or above"
+            if rule.min_role
+            else "the named approvers"
+        )
+        if rule.min_role and rule.user_ids:
+            who += " and the named approvers"
+        raise NotAnApprover(f"Only {who} may approve this bundle; ask one of them.")
+
+
+def eligible(tenant_id: str, bundle_id: str, rule: Rule | None = None) -> list[tuple[str, str]]:
+    """(user id, email) of every live member who may approve the bundle (under `rule`)."""
+    rule = rule or rule_of(tenant_id, bundle_id)
+    rows = db.session.execute(
+        select(User.id, User.email, Membership.role)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.tenant_id == tenant_id, User.deleted_at.is_(None))
+        .order_by(User.email)
+    ).all()
+    return [(uid, email) for uid, email, role in rows if rule.allows(uid, role)]
+
+
+def describe(tenant_id: str, bundle_id: str, caller_id: str) -> ApproversOut:
+    """The bundle's rule as the bundle and approval pages show it."""
+    get_bundle(tenant_id, bundle_id)
+    rule = rule_of(tenant_id, bundle_id)
+    emails = dict(
+        db.session.execute(
+            select(User.id, User.email).where(User.id.in_(rule.user_ids or ("",)))
+        ).all()
+    )
+    users = [ApproverOut(user_id=u, email=emails.get(u, u)) for u in rule.user_ids]
+    return ApproversOut(
+        bundle_id=bundle_id,
+        min_role=rule.min_role,
+        users=users,
+        approvals_required=rule.approvals_required,
+        is_default=rule.is_default,
+        can_approve=rule.allows(caller_id, _role(tenant_id, caller_id)),
+    )
+
+
+def _check_named(tenant_id: str, user_ids: list[str]) -> tuple[str, ...]:
+    named = tuple(dict.fromkeys(user_ids))
+    roles = dict(
+        db.session.execute(
+            select(Membership.user_id, Membership.role).where(
+                Membership.tenant_id == tenant_id, Membership.user_id.in_(named or ("",))
+            )
+        ).all()
+    )
+    strangers = [u for u in named if ROLE_RANK.get(roles.get(u, ""), -1) < ROLE_RANK["member"]]
+    if strangers:
+        raise ValidationFailed(
+            "Named approvers must be members of this workspace with the member role or above.",
+            details=[{"loc": ["user_ids"], "msg": "not an eligible member", "type": "value_error"}],
+        )
+    return named
+
+
+def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOut:
+    """Replace the bundle's rule (admin+, checked by the view); audited."""
+    get_bundle(actor.tenant_id, bundle_id)
+    if body.min_role is None and not body.user_ids:
+        raise ValidationFailed("Name at least one approver, or choose a minimum role.")
+    named = _check_named(actor.tenant_id, body.user_ids)
+    wanted = Rule(body.min_role, named, False, body.approvals_required)
+    able = len(eligible(actor.tenant_id, bundle_id, wanted))
+    if body.approvals_required > able:
+        raise ValidationFailed(
+            f"This rule needs {body.approvals_required} approvals, but only {able} "
+            f"member{'' if able == 1 else 's'} may approve; name more approvers or lower it.",
+            details=[
+                {
+                    "loc": ["approvals_required"],
+                    "msg": "more than the eligible approvers",
+                    "type": "value_error",
+                }
+            ],
+        )
+    with transaction():
+        row = db.session.get(BundleApprovers, bundle_id)
+        if row is None:
+            row = BundleApprovers(bundle_id=bundle_id, tenant_id=actor.tenant_id)
+            db.session.add(row)
+        row.min_role = body.min_role
+        row.user_ids = list(named)
+        row.approvals_required = body.approvals_required
+        row.updated_by = actor.user_id
+    actor.record(
+        "bundle.approvers_changed",
+        bundle_id,
+        details={
+            "bundle_id": bundle_id,
+            "min_role": body.min_role,
+            "user_ids": list(named),
+            "approvals_required": body.approvals_required,
+        },
+    )
+    return describe(actor.tenant_id, bundle_id, actor.user_id)
+
+
+# ---- k-of-n ----------------------------------------------------------------------------
+
+# KEYS: the request's votes hash. ARGV: voter, "selection#mac", ttl.
+# Adds the vote unless this voter already voted; returns [added, every field and value].
+_VOTE = """
+local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {added, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+def votes_key(request_id: str) -> str:
+    """Redis hash of a request's MACed votes (approver id → "selection#mac")."""
+    return f"req:{request_id}:votes"
+
+
+def withdraw_vote(request_id: str, user_id: str) -> None:
+    """Forget one approver's vote (their approval could not be recorded after all)."""
+    current().redis.hdel(votes_key(request_id), user_id)
+
+
+def _count(request: store.AccessRequest, selection: str, flat: list[Any]) -> list[str]:
+    voters = []
+    for voter, value in zip(flat[::2], flat[1::2], strict=True):
+        chosen, _, mac = str(value).rpartition("#")
+        if chosen == selection and integrity.is_vote_intact(request, str(voter), chosen, mac):
+            voters.append(str(voter))
+    return voters
+
+
+def quorum(
+    request: store.AccessRequest,
+    user_id: str,
+    bundle: tuple[str, str],
+    names: list[str],
+    origin: audit.Origin,
+) -> list[str]:
+    """The distinct approvers of exactly this bundle and key set once there are enough.
+
+    With `approvals_required` k > 1 each approval is a MACed vote in Redis, audited
+    `request.approval_added`; before the k-th, AwaitingApprovals (202) is raised and
+    nothing is released. A second vote by the same person is a 409.
+    """
+    bundle_id, bundle_name = bundle
+    need = rule_of(request.tenant_id, bundle_id).approvals_required
+    if need <= 1:
+        return [user_id]
+    selection = bundle_id + "|" + ",".join(sorted(names))
+    mac = integrity.vote_mac(request, user_id, selection)
+    ttl = max(1, request.seconds_left)
+    script = current().redis.register_script(_VOTE)
+    added, flat = script(keys=[votes_key(request.id)], args=[user_id, f"{selection}#{mac}", ttl])
+    if not added:
+        raise Conflict("You have already approved this request; it waits for other approvers.")
+    voters = _count(request, selection, list(flat))
+    if len(voters) >= need:
+        return voters
+    try:
+        audit.record(
+            request.tenant_id,
+            user_id,
+            "request.approval_added",
+            request.id,
+            details={
+                "bundle_id": bundle_id,
+                "bundle_name": bundle_name,
+                "keys": sorted(names),
+                "approvals": len(voters),
+                "approvals_required": need,
+            },
+            origin=origin,
+        )
+    except Exception:
+        db.session.rollback()
+        withdraw_vote(request.id, user_id)  # an approval that is not audited does not count
+        raise
+    raise AwaitingApprovals(
+        f"Your approval is recorded: {len(voters)} of {need}. The request waits for "
+        f"{need - len(voters)} more approver{'' if need - len(voters) == 1 else 's'} "
+        "choosing the same bundle and keys.",
+        have=len(voters),
+        need=need,
+    )
