@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from envcat.api.context import no_store
 from envcat.api.errors import register_error_handlers
 from envcat.api.extensions import limiter
-from envcat.core import forwarding
+from envcat.core import forwarding, tracing
 from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
 from envcat.core.settings import Settings, load_settings
 from envcat.services.runtime import (
@@ -97,6 +97,7 @@ def _unbind_request_id(_: BaseException | None) -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the api from explicit settings (tests) or the environment (wsgi)."""
     settings = settings or load_settings()
+    tracing.setup(settings, "api")  # before the database engine is made: it gets traced
     app = Flask("envcat.api")
     # X-Forwarded-For is trusted only for TRUSTED_PROXIES hops; the bff's client address
     # arrives with a proof instead (`_adopt_client_ip`).
@@ -121,4 +122,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_request(_unbind_request_id)
     for bp in _blueprints():
         app.register_blueprint(bp)  # type: ignore[arg-type]
+    tracing.instrument_app(app)
     return app

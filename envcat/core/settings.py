@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     """Largest request body the api accepts, in bytes."""
     key_versions_kept: int = Field(default=20, ge=1, le=1000)
     """Versions of each key value kept (the current one included); older ones are deleted."""
+    otel_traces_exporter: Literal["none", "otlp", "console"] = "none"
+    """Where OpenTelemetry traces go: `none` (tracing off, the default), `otlp` (OTLP over
+    HTTP, configured by the standard OTEL_EXPORTER_OTLP_* variables) or `console` (stdout).
+    Needs the `otel` extra (docs/observability.md)."""
+    otel_service_name: str | None = None
+    """`service.name` of this process's spans; unset = `envcat-api`, `envcat-bff` or
+    `envcat-worker`."""
+    otel_sdk_disabled: bool = False
+    """OpenTelemetry's standard switch: `true` turns tracing off whatever the exporter says."""
 
     @field_validator("bundle_kms_key")
     @classmethod
