@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, current_app
 from redis import Redis
 
+from envcat.core import redisconn
 from envcat.core.kms import Keyring
 from envcat.core.settings import Settings
 from envcat.models import db
@@ -36,11 +37,12 @@ class Runtime:
     keyring: Keyring
 
 
-def make_redis(url: str, *, blocking: bool = False) -> Redis:
-    """Return a pooled client; `blocking` ones wait longer than any long poll."""
+def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
+    """Return a pooled client (TLS or Sentinel as configured); `blocking` ones wait longer
+    than any long poll."""
     timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
-    return Redis.from_url(
-        url,
+    return redisconn.connect(
+        settings,
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
@@ -65,8 +67,8 @@ def init_app(app: Flask, settings: Settings) -> Runtime:
     db.init_app(app)
     runtime = Runtime(
         settings=settings,
-        redis=make_redis(settings.redis_url),
-        redis_blocking=make_redis(settings.redis_url, blocking=True),
+        redis=make_redis(settings),
+        redis_blocking=make_redis(settings, blocking=True),
         keyring=Keyring.from_setting(settings.kms_key_value()),
     )
     app.extensions[EXTENSION_KEY] = runtime

@@ -8,6 +8,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 from flask import Flask
 
+from envcat.core import redisconn
 from envcat.core.settings import Settings
 from envcat.models import db
 from envcat.services.runtime import create_service_app
@@ -36,6 +37,7 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
                 return self.run(*args, **kwargs)
 
     celery: Celery = Celery("envcat", task_cls=FlaskTask, include=["envcat.workers.tasks"])
+    broker = redisconn.broker_options(settings)
     celery.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -45,7 +47,9 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             # (10 * 10 by default): look every 2 s, so recovery is visibility_timeout + 2 s.
             "unacked_restore_interval": 2,
             "unacked_restore_throttle": 1,
+            **broker.get("transport_options", {}),  # Sentinel: the primary's name
         },
+        broker_use_ssl=broker.get("broker_use_ssl"),  # rediss://: CA and client certificate
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
