@@ -21,10 +21,20 @@ TASK_ROUTES = {
     "envcat.provision_clerk_event": {"queue": "provisioning"},
     "envcat.sweep_expired_requests": {"queue": "maintenance"},
     "envcat.rotate_kms": {"queue": "maintenance"},
+    "envcat.redrive_approvals": {"queue": "maintenance"},
 }
 # A killed worker's message comes back after this many seconds on a Redis broker;
 # it must be well below REQUEST_TTL (the tasks are idempotent, an early redelivery is harmless).
 VISIBILITY_TIMEOUT_FRACTION = 0.2
+REDRIVE_INTERVAL_SECONDS = 10.0
+# Under Sentinel a publish waits out a failover (the primary is re-elected in seconds)
+# instead of failing the approval at once.
+SENTINEL_PUBLISH_RETRY = {
+    "max_retries": 8,
+    "interval_start": 0.25,
+    "interval_step": 0.5,
+    "interval_max": 1.0,
+}
 
 
 def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
@@ -36,7 +46,11 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             with context_app.app_context():
                 return self.run(*args, **kwargs)
 
-    celery: Celery = Celery("envcat", task_cls=FlaskTask, include=["envcat.workers.tasks"])
+    celery: Celery = Celery(
+        "envcat",
+        task_cls=FlaskTask,
+        include=["envcat.workers.tasks", "envcat.workers.ha_tasks"],
+    )
     broker = redisconn.broker_options(settings)
     celery.conf.update(
         broker_url=settings.broker_url,
@@ -65,8 +79,14 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
                 "task": "envcat.sweep_expired_requests",
                 "schedule": float(settings.sweep_interval),
             },
+            "redrive-approvals": {  # issue #21: approvals a Redis failover left behind
+                "task": "envcat.redrive_approvals",
+                "schedule": REDRIVE_INTERVAL_SECONDS,
+            },
         },
     )
+    if "transport_options" in broker:
+        celery.conf.task_publish_retry_policy = SENTINEL_PUBLISH_RETRY
     celery.flask_app = context_app  # type: ignore[attr-defined]  # reached by tests and commands
     observability.install(celery, settings)
     celery.set_default()
