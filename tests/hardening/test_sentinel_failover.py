@@ -37,7 +37,10 @@ pytestmark = pytest.mark.slow
 WAITERS = 50  # CLIs waiting for a decision when the primary dies
 IN_FLIGHT = 20  # approvals sent as it dies
 POLL_SECONDS = 8  # each long poll's timeout
-HANG_MARGIN = 5.0  # a call answering later than its timeout plus this is a hang
+# A call answering later than its timeout plus this is a hang. One process hosts the 70
+# client threads, the bff, the api and the worker on 2 shared cores (seen: up to +4.4 s);
+# a real hang waits for a socket timeout (40 s).
+HANG_MARGIN = 7.0
 TEST_DEADLINE = 60.0
 VALUES = {"FAILOVER_TOKEN": "survives the primary"}
 RETRYABLE = {502, 503, 504}
