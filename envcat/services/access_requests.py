@@ -544,11 +544,16 @@ def holds_wait(r: redis.Redis, request_id: str, holder: str) -> bool:
     return current_holder is None or current_holder == holder
 
 
-def wait_for_change(r_blocking: redis.Redis, request_id: str, timeout: float) -> bool:
+def wait_for_change(
+    r_blocking: redis.Redis, request_id: str, timeout: float, *, resume: bool = False
+) -> bool:
     """Block until the request's state changes or `timeout` passes; True when woken.
 
     The wake token is pushed back at once so every other waiter on the same
-    request wakes too (a chain, not a single hand-off).
+    request wakes too (a chain, not a single hand-off). With `resume` (under
+    Sentinel) a broken connection is retried on the next primary until the
+    deadline; without it the error is raised at once (a lone Redis that went away
+    comes back empty, and the CLI should hear it now).
     """
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:
@@ -556,6 +561,8 @@ def wait_for_change(r_blocking: redis.Redis, request_id: str, timeout: float) ->
             popped = r_blocking.blpop([wake_key(request_id)], timeout=remaining)
             break
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            if not resume:
+                raise
             # The primary went away (a Sentinel failover, a restart): wait on whichever
             # primary answers next, within the same deadline; a wake-up pushed meanwhile
             # is still in its list (issue #21).

@@ -11,6 +11,8 @@ from typing import Any
 
 from flask import Flask, current_app
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from envcat.core import redisconn
 from envcat.core.kms import Keyring
@@ -41,6 +43,10 @@ def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
     """Return a pooled client (TLS or Sentinel as configured); `blocking` ones wait longer
     than any long poll."""
     timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
+    # redis-py retries a failed command 10 times with backoff (about 4.5 s against a
+    # refused port); a long poll retries on its own until its deadline instead
+    # (access_requests.wait_for_change), so its client only retries a stale connection.
+    extra: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if blocking else {}
     return redisconn.connect(
         settings,
         decode_responses=True,
@@ -48,6 +54,7 @@ def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         health_check_interval=30,
         max_connections=MAX_REDIS_CONNECTIONS,
+        **extra,
     )
 
 
