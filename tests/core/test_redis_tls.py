@@ -62,6 +62,7 @@ def test_an_approval_runs_end_to_end_over_mutual_tls(sqlite_url: str, tmp_path: 
             stack.browser() as cli,
         ):
             assert owner.get("/readyz").status_code == 200  # database, Redis and broker
+            assert cli.get("/readyz").status_code == 200  # the bff: the api and its Redis
             bundle_id = owner.post("/api/v1/bundles", json={"name": "tls/api"}).json()["id"]
             for name, value in VALUES.items():
                 added = owner.post(
