@@ -21,6 +21,7 @@ from envcat.services.runtime import current
 # normal one is delivered in well under a second.
 REDRIVE_AFTER_SECONDS = 10.0
 BATCH_SIZE = 500
+MAX_PAGES = 20  # 10,000 pending requests per run; more wait for the next one
 _MARK_PREFIX = "redrive:"
 
 
@@ -32,12 +33,25 @@ def _approval_fields(r: redis.Redis, request_ids: list[str]) -> list[list[str | 
     return rows
 
 
-def stuck_approvals(now: float, *, limit: int = BATCH_SIZE) -> list[tuple[str, str]]:
-    """(request id, approval MAC) of up to `limit` pending requests approved over
-    REDRIVE_AFTER_SECONDS ago; each is returned once per REDRIVE_AFTER_SECONDS."""
+def stuck_approvals(now: float, *, batch_size: int = BATCH_SIZE) -> list[tuple[str, str]]:
+    """(request id, approval MAC) of the pending requests approved over
+    REDRIVE_AFTER_SECONDS ago; each is returned once per REDRIVE_AFTER_SECONDS.
+
+    Reads the pending index page by page, at most MAX_PAGES pages per run.
+    """
     r = current().redis
-    members: list[str] = r.zrangebyscore(store.PENDING_INDEX, now, "+inf", start=0, num=limit)  # type: ignore[assignment]  # decode_responses
-    request_ids = [member.split(" ", 1)[0] for member in members]
+    found = []
+    for page in range(MAX_PAGES):
+        members: list[str] = r.zrangebyscore(  # type: ignore[assignment]  # decode_responses
+            store.PENDING_INDEX, now, "+inf", start=page * batch_size, num=batch_size
+        )
+        found += _stuck(r, [member.split(" ", 1)[0] for member in members], now)
+        if len(members) < batch_size:
+            break
+    return found
+
+
+def _stuck(r: redis.Redis, request_ids: list[str], now: float) -> list[tuple[str, str]]:
     found = []
     for request_id, (status, approval, mac) in zip(
         request_ids, _approval_fields(r, request_ids), strict=True

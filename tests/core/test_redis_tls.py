@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from envcat.core.keys import new_shared_secret
+from envcat.core.redisconn import broker_options, limiter_storage
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import ConfigError, Settings, load_settings
 from envcat.services.runtime import make_redis
@@ -166,3 +167,27 @@ def test_redis_settings_that_would_not_do_what_they_say_stop_start_up(
         load_settings(needs_kms_key=False)
     assert message in str(stopped.value)
     assert "\n" not in str(stopped.value)
+
+
+def test_under_sentinel_the_broker_is_kombus_sentinel_list_with_the_urls_password(
+    sqlite_url: str,
+) -> None:
+    settings = make_settings(
+        sqlite_url,
+        "redis://:p%40ss@ignored:6379/3",
+        None,
+        redis_sentinels="10.0.0.1:26379, 10.0.0.2:26380",
+        redis_sentinel_master="envcat",
+    )
+    assert settings.broker_url == (
+        "sentinel://:p%40ss@10.0.0.1:26379/3;sentinel://:p%40ss@10.0.0.2:26380/3"
+    )
+    assert broker_options(settings) == {
+        "transport_options": {"master_name": "envcat", "sentinel_kwargs": {"socket_timeout": 1.0}}
+    }
+    uri, options = limiter_storage(settings)
+    assert uri == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/envcat"
+    assert (options["db"], options["password"], options["use_replicas"]) == (3, "p@ss", False)
+    explicit = settings.model_copy(update={"celery_broker_url": "amqp://rabbit//"})
+    assert explicit.broker_url == "amqp://rabbit//"  # an explicit broker wins
+    assert broker_options(explicit) == {}

@@ -64,3 +64,11 @@ def test_a_forged_approval_mac_is_sent_again_but_delivers_nothing(
     assert (request_id, mac) == (request.id, "forged-by-a-redis-writer")
     delivery.encrypt_from_bundle(request_id, mac)  # the worker checks the MAC first
     assert store.take(redis_client, request.id, token).status != "ready"
+
+
+def test_every_page_of_the_pending_index_is_read(bundle_id: str, redis_client: redis.Redis) -> None:
+    requests = [stored_request(redis_client, tenant_id=TENANT)[0] for _ in range(5)]
+    for request in requests[3:]:  # the stuck ones sit past the first pages
+        record_approval(redis_client, request, USER, bundle_id, ["TOKEN"])
+    found = stuck_approvals(time.time() + LATER, batch_size=2)
+    assert sorted(request_id for request_id, _ in found) == sorted(r.id for r in requests[3:])
