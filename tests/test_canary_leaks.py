@@ -2,7 +2,8 @@
 
 Scanned after the flow: every key and value in the app Redis, every Celery message
 in the broker (queues and `unacked`, bodies decoded), the JSON logs of the api and
-the worker at DEBUG, and the bytes of the SQLite files.
+the worker at DEBUG, the bytes of the SQLite files, and every span the api and the worker
+exported (attributes, events, status) with OpenTelemetry tracing on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 from flask import Flask
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from envcat.core.logging import JsonFormatter
 from envcat.core.settings import Settings
@@ -32,6 +34,7 @@ from tests.api.test_requests_support import (
     seed_bundle,
     wait_until_final,
 )
+from tests.support.traces import collect_spans, spans_text
 
 TENANT = "t-canary"
 CANARIES = {
@@ -65,6 +68,13 @@ def json_logs() -> Iterator[io.StringIO]:
     root.setLevel(previous)
 
 
+@pytest.fixture
+def spans(settings: Settings) -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into memory; listed first by the test so it starts before the apps."""
+    with collect_spans(settings) as exporter:
+        yield exporter
+
+
 def _broker_messages(broker_url: str) -> str:
     """All broker data, with every Celery message body decoded from base64."""
     client = redis.Redis.from_url(broker_url, decode_responses=True)
@@ -88,6 +98,7 @@ def _assert_clean(where: str, data: bytes | str) -> None:
 
 
 def test_canaries_reach_the_cli_and_nowhere_else(
+    spans: InMemorySpanExporter,
     api_app: Flask,
     signed_as: Any,
     service_app: Flask,
@@ -123,6 +134,13 @@ def test_canaries_reach_the_cli_and_nowhere_else(
     assert '"process": "worker"' in logs  # the worker's own JSON logs were captured
     assert '"level": "debug"' in logs
     _assert_clean("the logs", logs)
+    exported = spans.get_finished_spans()
+    names = {span.name for span in exported}
+    assert "run/envcat.encrypt_from_bundle" in names  # the worker's spans were traced
+    assert any(name.startswith("POST /api/v1/requests/") for name in names)  # and the api's
+    traced = spans_text(exported)
+    assert cli.id in traced  # the scan reads real span content
+    _assert_clean("the exported spans", traced)
     if settings.database_url.startswith("sqlite:///"):
         database = Path(settings.database_url.removeprefix("sqlite:///"))
         files = list(database.parent.glob(database.name + "*"))  # the db, -wal and -shm

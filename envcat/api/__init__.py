@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from envcat.api.context import no_store
 from envcat.api.errors import register_error_handlers
 from envcat.api.extensions import limiter
-from envcat.core import forwarding
+from envcat.core import forwarding, redisconn, tracing
 from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
 from envcat.core.settings import Settings, load_settings
 from envcat.services.runtime import (
@@ -101,14 +101,17 @@ def _unbind_request_id(_: BaseException | None) -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the api from explicit settings (tests) or the environment (wsgi)."""
     settings = settings or load_settings()
+    tracing.setup(settings, "api")  # before the database engine is made: it gets traced
     app = Flask("envcat.api")
     # X-Forwarded-For is trusted only for TRUSTED_PROXIES hops; the bff's client address
     # arrives with a proof instead (`_adopt_client_ip`).
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
+    storage_uri, storage_options = redisconn.limiter_storage(settings)
+    app.config["RATELIMIT_STORAGE_URI"] = storage_uri
     # redis-py's default pool refuses a 101st connection; a gevent worker needs more.
     app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+        **storage_options,
         "max_connections": MAX_REDIS_CONNECTIONS,
         "socket_timeout": REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
@@ -118,6 +121,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["celery"] = create_celery(settings, app)
     app.before_request(_bind_request_id)
     app.before_request(_adopt_client_ip)  # before the limiter's own hook
+    # The one Limiter merges each app's storage options into what earlier apps left: a
+    # TLS or Sentinel app must not hand its options to the next (tests build many apps).
+    limiter._storage_options = {}
     limiter.init_app(app)
     register_error_handlers(app)
     app.after_request(_echo_request_id)
@@ -125,4 +131,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_request(_unbind_request_id)
     for bp in _blueprints():
         app.register_blueprint(bp)  # type: ignore[arg-type]
+    tracing.instrument_app(app)
     return app

@@ -18,6 +18,7 @@ from envcat.bff.errors import register_error_handlers
 from envcat.bff.identity import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_token
 from envcat.bff.runtime import EXTENSION_KEY, build_runtime
 from envcat.bff.security import SessionInterface, install_security_headers, session_secret
+from envcat.core import tracing
 from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
 from envcat.core.settings import Settings, load_settings
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     settings = settings or load_settings(needs_kms_key=False)
+    tracing.setup(settings, "bff")
     app = Flask(__name__)
     # X-Forwarded-For/-Proto only from the TRUSTED_PROXIES reverse proxies (e.g. 1 behind a
     # TLS terminator); with none, the client address is the socket's.
@@ -100,4 +102,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     blueprints = (health, auth, account, pages, workspaces, bundles, keys, audit, team, proxy)
     for module in blueprints:
         app.register_blueprint(module.bp)
+    tracing.instrument_app(app, public=True)  # the internet may not continue its own traces
     return app

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
 
-from envcat.core import signing
+from envcat.core import signing, tracing
 from envcat.core.logging import REQUEST_ID_HEADER
 
 # The api caps a long poll at 30 s; reads must outlive it.
@@ -268,7 +268,11 @@ class ApiClient:
                 )
             )
         target = f"{raw_path}?{query}" if query else raw_path
-        return self._exchange(method, target, all_headers, body)
+        # traceparent is added after signing: it is outside the signature (DESIGN §5).
+        with tracing.client_call(method, raw_path, all_headers) as call:
+            response = self._exchange(method, target, all_headers, body)
+            call.finish(response.status_code)
+        return response
 
     def _exchange(
         self, method: str, target: str, headers: dict[str, str], body: bytes

@@ -14,6 +14,7 @@ from flask import current_app
 from envcat.bff.apiclient import ApiClient
 from envcat.bff.clerk import ClerkVerifier
 from envcat.bff.throttle import Throttle
+from envcat.core import redisconn
 from envcat.core.settings import Settings
 
 EXTENSION_KEY = "envcat_bff"
@@ -41,8 +42,8 @@ class BffRuntime:
 
 def build_runtime(settings: Settings) -> BffRuntime:
     """Create the pooled clients for one process."""
-    client = redis.Redis.from_url(
-        settings.redis_url,
+    client = redisconn.connect(
+        settings,
         decode_responses=True,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,

@@ -10,6 +10,7 @@ import base64
 import binascii
 import functools
 import re
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -139,6 +140,29 @@ class Settings(BaseSettings):
     """Accept `http://` webhook URLs on loopback hosts (development and tests)."""
     webhook_allow_private: bool = False
     """Deliver webhooks to private, loopback and link-local addresses (off: SSRF guard)."""
+    redis_tls_ca_file: str | None = None
+    """CA certificate (PEM) the Redis server's certificate must chain to, for `rediss://`
+    REDIS_URL and broker URLs; unset = the system's trusted CAs."""
+    redis_tls_cert_file: str | None = None
+    """Client certificate (PEM) for a Redis that requires one (mutual TLS); with
+    REDIS_TLS_KEY_FILE."""
+    redis_tls_key_file: str | None = None
+    """Private key (PEM) of REDIS_TLS_CERT_FILE."""
+    redis_sentinels: str | None = None
+    """Redis Sentinel addresses, `host:port` comma-separated: the store, the rate limiter and
+    (unless CELERY_BROKER_URL is set) the broker find the primary through them, again after
+    a failover. REDIS_URL then gives only the database number and password."""
+    redis_sentinel_master: str | None = None
+    """Name of the primary the sentinels watch (`sentinel monitor <name> …`)."""
+    otel_traces_exporter: Literal["none", "otlp", "console"] = "none"
+    """Where OpenTelemetry traces go: `none` (tracing off, the default), `otlp` (OTLP over
+    HTTP, configured by the standard OTEL_EXPORTER_OTLP_* variables) or `console` (stdout).
+    Needs the `otel` extra (docs/observability.md)."""
+    otel_service_name: str | None = None
+    """`service.name` of this process's spans; unset = `envcat-api`, `envcat-bff` or
+    `envcat-worker`."""
+    otel_sdk_disabled: bool = False
+    """OpenTelemetry's standard switch: `true` turns tracing off whatever the exporter says."""
 
     @field_validator("bundle_kms_key")
     @classmethod
@@ -209,6 +233,36 @@ class Settings(BaseSettings):
                 raise ValueError("must be urlsafe-base64 32-byte Ed25519 public keys") from None
         return value
 
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    @classmethod
+    def _check_tls_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("no such file")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_addresses(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> Settings:
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ValueError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
+        is_tls = any(
+            url.startswith("rediss://") for url in (self.redis_url, self.celery_broker_url or "")
+        )
+        if (self.redis_tls_ca_file or self.redis_tls_cert_file) and not is_tls:
+            # A CA file beside a redis:// URL means someone expects TLS that would not happen.
+            raise ValueError("REDIS_TLS_* needs a rediss:// REDIS_URL or CELERY_BROKER_URL")
+        if self.redis_sentinels and self.redis_url.startswith("rediss://"):
+            raise ValueError("Redis Sentinel with TLS is not supported: use one or the other")
+        return self
+
     @model_validator(mode="after")
     def _check_clerk(self) -> Settings:
         if self.auth_provider == "clerk" and not (self.clerk_jwt_key or self.clerk_jwks_url):
@@ -244,9 +298,23 @@ class Settings(BaseSettings):
         return []
 
     @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
+        return _parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
+    @property
     def broker_url(self) -> str:
-        """The Celery broker: CELERY_BROKER_URL, else REDIS_URL."""
-        return self.celery_broker_url or self.redis_url
+        """The Celery broker: CELERY_BROKER_URL, else REDIS_URL (kombu's `sentinel://` list
+        of REDIS_SENTINELS, with REDIS_URL's password and database, under Sentinel)."""
+        if self.celery_broker_url or not self.redis_sentinels:
+            return self.celery_broker_url or self.redis_url
+        parts = urlsplit(self.redis_url)
+        credentials = f"{parts.netloc.rpartition('@')[0]}@" if "@" in parts.netloc else ""
+        database = url_database(self.redis_url)
+        return ";".join(
+            f"sentinel://{credentials}{host}:{port}/{database}"
+            for host, port in self.sentinel_addresses
+        )
 
     @property
     def authorized_parties(self) -> list[str]:
@@ -255,6 +323,22 @@ class Settings(BaseSettings):
             parts = urlsplit(self.public_url)
             return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
         return [p.strip() for p in self.clerk_authorized_parties.split(",") if p.strip()]
+
+
+def _parse_addresses(text: str) -> list[tuple[str, int]]:
+    addresses = []
+    for entry in (e.strip() for e in text.split(",")):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port pairs, comma-separated")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def url_database(url: str) -> int:
+    """The database number a redis:// URL names (0 when it names none)."""
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
 
 
 @functools.lru_cache(maxsize=4)

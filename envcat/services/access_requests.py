@@ -32,6 +32,8 @@ from envcat.core.usercode import user_code
 PENDING_INDEX = "requests:pending"
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
+# A long poll whose Redis connection broke tries again this often until its deadline.
+RECONNECT_PAUSE_SECONDS = 0.25
 TOKEN_BYTES = 24  # the poll token: 192 bits
 ID_BYTES = 16  # the request id: 128 bits (DESIGN §5), short because Redis holds it three times
 
@@ -542,15 +544,31 @@ def holds_wait(r: redis.Redis, request_id: str, holder: str) -> bool:
     return current_holder is None or current_holder == holder
 
 
-def wait_for_change(r_blocking: redis.Redis, request_id: str, timeout: float) -> bool:
+def wait_for_change(
+    r_blocking: redis.Redis, request_id: str, timeout: float, *, resume: bool = False
+) -> bool:
     """Block until the request's state changes or `timeout` passes; True when woken.
 
     The wake token is pushed back at once so every other waiter on the same
-    request wakes too (a chain, not a single hand-off).
+    request wakes too (a chain, not a single hand-off). With `resume` (under
+    Sentinel) a broken connection is retried on the next primary until the
+    deadline; without it the error is raised at once (a lone Redis that went away
+    comes back empty, and the CLI should hear it now).
     """
-    if timeout <= 0:
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            popped = r_blocking.blpop([wake_key(request_id)], timeout=remaining)
+            break
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            if not resume:
+                raise
+            # The primary went away (a Sentinel failover, a restart): wait on whichever
+            # primary answers next, within the same deadline; a wake-up pushed meanwhile
+            # is still in its list (issue #21).
+            time.sleep(min(RECONNECT_PAUSE_SECONDS, max(0.0, remaining)))
+    else:
         return False
-    popped = r_blocking.blpop([wake_key(request_id)], timeout=timeout)
     if popped is None:
         return False
     pipe = r_blocking.pipeline(transaction=True)

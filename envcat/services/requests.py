@@ -159,7 +159,9 @@ def _long_poll(
     deadline = time.monotonic() + timeout
     result = store.PollResult(status="pending")
     while (remaining := deadline - time.monotonic()) > 0:
-        if not store.wait_for_change(runtime.redis_blocking, request_id, remaining):
+        # Under Sentinel a wait outlives a failover: it resumes on the new primary.
+        resume = bool(runtime.settings.redis_sentinels)
+        if not store.wait_for_change(runtime.redis_blocking, request_id, remaining, resume=resume):
             break  # nothing was signalled: still pending (or silently expired; the next poll says)
         if not is_listening() or not store.holds_wait(runtime.redis, request_id, holder):
             # The poller hung up while we waited (e.g. a restarted bff), or reconnected on

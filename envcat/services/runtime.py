@@ -11,7 +11,10 @@ from typing import Any
 
 from flask import Flask, current_app
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from envcat.core import redisconn
 from envcat.core.kms import Keyring
 from envcat.core.settings import Settings
 from envcat.models import db
@@ -36,16 +39,22 @@ class Runtime:
     keyring: Keyring
 
 
-def make_redis(url: str, *, blocking: bool = False) -> Redis:
-    """Return a pooled client; `blocking` ones wait longer than any long poll."""
+def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
+    """Return a pooled client (TLS or Sentinel as configured); `blocking` ones wait longer
+    than any long poll."""
     timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
-    return Redis.from_url(
-        url,
+    # redis-py retries a failed command 10 times with backoff (about 4.5 s against a
+    # refused port); a long poll retries on its own until its deadline instead
+    # (access_requests.wait_for_change), so its client only retries a stale connection.
+    extra: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if blocking else {}
+    return redisconn.connect(
+        settings,
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         health_check_interval=30,
         max_connections=MAX_REDIS_CONNECTIONS,
+        **extra,
     )
 
 
@@ -65,8 +74,8 @@ def init_app(app: Flask, settings: Settings) -> Runtime:
     db.init_app(app)
     runtime = Runtime(
         settings=settings,
-        redis=make_redis(settings.redis_url),
-        redis_blocking=make_redis(settings.redis_url, blocking=True),
+        redis=make_redis(settings),
+        redis_blocking=make_redis(settings, blocking=True),
         keyring=Keyring.from_setting(settings.kms_key_value()),
     )
     app.extensions[EXTENSION_KEY] = runtime

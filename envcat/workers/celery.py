@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import signals
 
+from envcat.core import tracing
 from envcat.core.settings import load_settings
 from envcat.workers.factory import create_celery
 
@@ -17,6 +18,7 @@ settings = load_settings()
 if "worker" in sys.argv[1:]:
     # Before the app is built (seconds of imports): a worker without the key stops at once.
     settings.signing_keyring()
+tracing.setup(settings, "worker")  # before the app's database engine is made
 app = create_celery(settings)
 
 

@@ -8,6 +8,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 from flask import Flask
 
+from envcat.core import redisconn
 from envcat.core.settings import Settings
 from envcat.models import db
 from envcat.services.runtime import create_service_app
@@ -26,10 +27,20 @@ TASK_ROUTES = {
     "envcat.notify_request": {"queue": "notifications"},
     "envcat.notify_decision": {"queue": "notifications"},
     "envcat.send_invite": {"queue": "notifications"},
+    "envcat.redrive_approvals": {"queue": "maintenance"},
 }
 # A killed worker's message comes back after this many seconds on a Redis broker;
 # it must be well below REQUEST_TTL (the tasks are idempotent, an early redelivery is harmless).
 VISIBILITY_TIMEOUT_FRACTION = 0.2
+REDRIVE_INTERVAL_SECONDS = 10.0
+# Under Sentinel a publish waits out a failover (the primary is re-elected in seconds)
+# instead of failing the approval at once.
+SENTINEL_PUBLISH_RETRY = {
+    "max_retries": 8,
+    "interval_start": 0.25,
+    "interval_step": 0.5,
+    "interval_max": 1.0,
+}
 
 
 def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
@@ -48,8 +59,10 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             "envcat.workers.tasks",
             "envcat.workers.audit_tasks",
             "envcat.workers.notification_tasks",
+            "envcat.workers.ha_tasks",
         ],
     )
+    broker = redisconn.broker_options(settings)
     celery.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -59,7 +72,9 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             # (10 * 10 by default): look every 2 s, so recovery is visibility_timeout + 2 s.
             "unacked_restore_interval": 2,
             "unacked_restore_throttle": 1,
+            **broker.get("transport_options", {}),  # Sentinel: the primary's name
         },
+        broker_use_ssl=broker.get("broker_use_ssl"),  # rediss://: CA and client certificate
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -83,8 +98,14 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
                 "task": "envcat.verify_audit_chains",
                 "schedule": float(settings.audit_verify_interval),
             },
+            "redrive-approvals": {  # issue #21: approvals a Redis failover left behind
+                "task": "envcat.redrive_approvals",
+                "schedule": REDRIVE_INTERVAL_SECONDS,
+            },
         },
     )
+    if "transport_options" in broker:
+        celery.conf.task_publish_retry_policy = SENTINEL_PUBLISH_RETRY
     celery.flask_app = context_app  # type: ignore[attr-defined]  # reached by tests and commands
     observability.install(celery, settings)
     celery.set_default()
