@@ -34,6 +34,7 @@ def _blueprints() -> list[object]:
         me,
         requests,
         webhooks,
+        workloads,
     )
 
     return [
@@ -47,6 +48,7 @@ def _blueprints() -> list[object]:
         internal.bp,
         clerk_internal.bp,
         webhooks.bp,
+        workloads.bp,
     ]
 
 

@@ -95,6 +95,21 @@ class Settings(BaseSettings):
     """Largest request body the api accepts, in bytes."""
     key_versions_kept: int = Field(default=20, ge=1, le=1000)
     """Versions of each key value kept (the current one included); older ones are deleted."""
+    oidc_issuers: str | None = None
+    """OIDC issuers trust policies may name, comma-separated (e.g.
+    `https://token.actions.githubusercontent.com`); unset = any https issuer. Either way the
+    api only ever fetches the discovery document and keys of an issuer that a policy of the
+    requested workspace names (issue #16)."""
+    oidc_allow_http: bool = False
+    """Accept `http://` issuers on loopback addresses (127.0.0.1, ::1, localhost): for tests
+    and local development only; https is required otherwise."""
+    oidc_jwks_cooldown: int = Field(default=60, ge=0, le=3600)
+    """Seconds between two fetches of an issuer's keys for an unknown key id (or after a failed
+    fetch): a stream of forged `kid`s cannot make the api hammer the issuer."""
+    oidc_jwks_ttl: int = Field(default=3600, ge=60, le=86400)
+    """Seconds an issuer's keys are used before they are fetched again."""
+    oidc_leeway: int = Field(default=30, ge=0, le=300)
+    """Clock skew allowed when checking an ID token's `exp`, `nbf` and `iat`, in seconds."""
 
     @field_validator("bundle_kms_key")
     @classmethod
@@ -174,6 +189,13 @@ class Settings(BaseSettings):
         if self.delivery_signing_key is not None:
             return self.signing_keyring().public_keys
         return []
+
+    @property
+    def oidc_issuer_allow_list(self) -> list[str] | None:
+        """OIDC_ISSUERS as a list, or None when any https issuer may be named."""
+        if self.oidc_issuers is None:
+            return None
+        return [issuer.strip() for issuer in self.oidc_issuers.split(",") if issuer.strip()]
 
     @property
     def broker_url(self) -> str:

@@ -15,6 +15,7 @@ from envcat.models.tables import (
     WebhookEvent,
     new_uuid,
 )
+from envcat.models.workloads import WorkloadPolicy
 
 __all__ = [
     "ROLES",
@@ -29,6 +30,7 @@ __all__ = [
     "Tenant",
     "User",
     "WebhookEvent",
+    "WorkloadPolicy",
     "db",
     "new_uuid",
     "utcnow",

@@ -114,20 +114,20 @@ class Approval:
     bundle_id: str
     include_keys: tuple[str, ...]
     approved_at: float
+    via: str = ""  # a workload's approval: the workload's label (issue #16), MACed with the rest
 
     def to_json(self) -> str:
         """Canonical JSON of the approval."""
-        return json.dumps(
-            {
-                "tenant_id": self.tenant_id,
-                "user_id": self.user_id,
-                "bundle_id": self.bundle_id,
-                "include_keys": list(self.include_keys),
-                "approved_at": repr(self.approved_at),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "bundle_id": self.bundle_id,
+            "include_keys": list(self.include_keys),
+            "approved_at": repr(self.approved_at),
+        }
+        if self.via:  # absent for people: their records (and MACs) are unchanged
+            data["via"] = self.via
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Approval:
@@ -140,6 +140,7 @@ class Approval:
                 bundle_id=str(data["bundle_id"]),
                 include_keys=tuple(str(name) for name in data["include_keys"]),
                 approved_at=float(data["approved_at"]),
+                via=str(data.get("via") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError("not an approval record") from exc
@@ -278,7 +279,8 @@ def create(
 
 
 # The CLI context as stored in the view, by position (DESIGN §5's `context` object).
-CONTEXT_FIELDS = ("hostname", "cwd", "command", "git_remote", "client")
+CONTEXT_FIELDS = ("hostname", "cwd", "command", "git_remote", "client", "workload")
+# "workload" is set by the api from a verified ID token (issue #16), never from the CLI's body.
 _NO_VIEW: list[Any] = ["", "", [], []]
 # Each context field is display-only: clipped to this many UTF-8 bytes in Redis, so the
 # largest request stays under 4 KB (issue #12; docs/performance.md).

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from envcat.core.envelope import encode_key, fingerprint
 from envcat.core.schemas.requests import (
+    MAX_TEMPLATE_KEYS,
     POLL_INTERVAL_SECONDS,
     REQUEST_ID_RE,
     AccessRequestCreate,
@@ -31,9 +32,10 @@ from envcat.core.schemas.requests import (
 )
 from envcat.models import db
 from envcat.services import access_requests as store
-from envcat.services import audit, delivery, integrity, metrics, workspaces
+from envcat.services import audit, delivery, integrity, metrics, workload_access, workspaces
 from envcat.services.errors import (
     Conflict,
+    EnvCatError,
     ExpiredToken,
     InvalidPollToken,
     NotFound,
@@ -66,8 +68,18 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
     Raises UnknownWorkspace (404) for an unknown slug, or RateLimited (429) when
     `client_ip` already holds MAX_PENDING_PER_IP undecided requests.
     """
-    settings = current().settings
     workspace = workspaces.resolve(body.workspace)
+    _, created = _store(body, workspace, client_ip, body.context.model_dump())
+    return created
+
+
+def _store(
+    body: AccessRequestCreate,
+    workspace: workspaces.Workspace,
+    client_ip: str,
+    context: dict[str, object],
+) -> tuple[store.NewRequest, AccessRequestCreated]:
+    settings = current().settings
     new = store.new_request(settings.request_ttl)
     mac = integrity.request_mac(
         new, cli_pub=body.client_pubkey, tenant_id=workspace.id, workspace=workspace.slug
@@ -85,7 +97,7 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
         bundle=body.bundle,
         bundle_id=body.bundle_id,
         template_keys=body.template_keys,
-        context=body.context.model_dump(),
+        context=context,
     )
     if request is None:
         raise RateLimited(
@@ -95,7 +107,7 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
         )
     metrics.REQUESTS_CREATED.inc()
     approve_uri = settings.public_url.rstrip("/") + "/approve"
-    return AccessRequestCreated(
+    return new, AccessRequestCreated(
         id=request.id,
         poll_token=new.poll_token,
         user_code=request.user_code,
@@ -104,6 +116,68 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
         interval=POLL_INTERVAL_SECONDS,
         expires_in=settings.request_ttl,
     )
+
+
+def create_for_workload(
+    body: AccessRequestCreate, client_ip: str, origin: audit.Origin
+) -> tuple[AccessRequestCreated, AcceptedApproval | None]:
+    """A request carrying a CI workload's ID token (issue #16).
+
+    The token is verified and spent, and a trust policy of the named workspace must
+    accept it for the bundle and keys asked for (else 401/403/503, nothing stored). An
+    automatic policy approves at once through the same path as a person (the caller
+    enqueues the returned approval); otherwise the request waits for a person, and the
+    approval page names the workload.
+    """
+    assert body.id_token is not None  # noqa: S101  # the view calls this only with a token
+    workspace = workspaces.resolve(body.workspace)
+    grant = workload_access.authorize(
+        body.id_token,
+        tenant_id=workspace.id,
+        workspace=workspace.slug,
+        bundle=body.bundle,
+        bundle_id=body.bundle_id,
+        template_keys=body.template_keys,
+    )
+    hints = body.model_copy(update={"bundle": grant.bundle_name, "bundle_id": grant.bundle_id})
+    if grant.mode != "automatic":
+        hints = hints.model_copy(update={"template_keys": list(grant.keys)[:MAX_TEMPLATE_KEYS]})
+    context = {
+        **body.context.model_dump(),
+        "workload": f"{grant.label} (policy {grant.policy_name})",
+    }
+    new, created = _store(hints, workspace, client_ip, context)
+    audit.record(
+        workspace.id,
+        grant.label,
+        "workload.requested",
+        created.id,
+        details={
+            "policy_id": grant.policy_id,
+            "policy": grant.policy_name,
+            "mode": grant.mode,
+            "bundle_id": grant.bundle_id,
+            "keys": list(grant.keys),
+        },
+        origin=origin,
+    )
+    created = created.model_copy(update={"workload_mode": grant.mode, "workload": grant.label})
+    if grant.mode != "automatic":
+        return created, None
+    try:
+        accepted = approve(
+            created.id,
+            tenant_id=workspace.id,
+            user_id=grant.approver_id,
+            bundle_id=grant.bundle_id,
+            include_keys=list(grant.keys),
+            origin=origin,
+            workload=grant,
+        )
+    except EnvCatError:
+        store.cancel_request(current().redis, created.id, new.poll_token)  # nobody will poll it
+        raise
+    return created, accepted
 
 
 def server_keys() -> ServerKeys:
@@ -133,6 +207,7 @@ def describe(request_id: str) -> AccessRequestView:
         context=ClientContext.model_validate(request.context),
         created=request.created,
         expires_at=request.expires_at,
+        workload=request.context.get("workload") or None,
     )
 
 
@@ -264,6 +339,7 @@ def approve(
     bundle_id: str,
     include_keys: list[str],
     origin: audit.Origin,
+    workload: workload_access.WorkloadGrant | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -280,21 +356,25 @@ def approve(
         bundle_id=selection.bundle_id,
         include_keys=tuple(selection.names),
         approved_at=time.time(),
+        via=workload.label if workload is not None else "",
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):
         raise Conflict("This request has already been decided.")
+    details: dict[str, object] = {
+        "bundle_id": selection.bundle_id,
+        "bundle_name": selection.bundle_name,
+        "keys": selection.names,
+    }
+    if workload is not None:  # the audit names the workload, its policy and the keys
+        details.update(policy_id=workload.policy_id, policy=workload.policy_name)
     try:
         audit.record(
             tenant_id,
-            user_id,
+            workload.label if workload is not None else user_id,
             "request.approved",
             request_id,
-            details={
-                "bundle_id": selection.bundle_id,
-                "bundle_name": selection.bundle_name,
-                "keys": selection.names,
-            },
+            details=details,
             origin=origin,
         )
     except Exception:

@@ -16,6 +16,7 @@ EXPECTED_TABLES = {
     "audit_events",
     "webhook_events",
     "key_versions",
+    "workload_policies",
 }
 
 

@@ -20,6 +20,8 @@ from envcat.core.schemas.requests import (
 )
 from envcat.services import requests
 from envcat.services.runtime import current
+from envcat.workers import tasks
+from envcat.workers.enqueue import enqueue
 
 POLL_TOKEN_HEADER = "X-Poll-Token"  # noqa: S105  # a header name, not a secret
 
@@ -57,11 +59,27 @@ def _caller_connected() -> bool:
     auth="public",
     body=AccessRequestCreate,
     responses={201: AccessRequestCreated},
-    errors=(404, 429),
+    errors=(400, 401, 403, 404, 429, 503),
 )
 def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
-    """Anyone may ask a workspace; only its approver's decision releases anything."""
-    return requests.create(body, client_origin().ip or "unknown"), 201
+    """Anyone may ask a workspace; only its approver's decision releases anything.
+
+    With `id_token` (issue #16) a workspace's trust policy may approve at once.
+    """
+    if body.id_token is None:
+        return requests.create(body, client_origin().ip or "unknown"), 201
+    created, accepted = requests.create_for_workload(
+        body, client_origin().ip or "unknown", client_origin()
+    )
+    if accepted is not None:
+        # after the audit commit, as for a person's approval: the task re-reads everything
+        enqueue(
+            tasks.encrypt_from_bundle,
+            (accepted.request_id, accepted.mac),
+            on_failure=lambda: requests.abandon(accepted),
+            message="The task queue is unavailable; retry.",
+        )
+    return created, 201
 
 
 @endpoint(
