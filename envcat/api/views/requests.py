@@ -61,13 +61,15 @@ def _caller_connected() -> bool:
     responses={201: AccessRequestCreated},
     errors=(400, 401, 403, 404, 429, 503),
 )
-def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
+def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Response, int]:
     """Anyone may ask a workspace; only its approver's decision releases anything.
 
-    With `id_token` (issue #16) a workspace's trust policy may approve at once.
+    With `id_token` (issue #16) a workspace's trust policy may approve at once; only
+    then does the reply carry `workload_mode` and `workload`.
     """
     if body.id_token is None:
-        return requests.create(body, client_origin().ip or "unknown"), 201
+        created = requests.create(body, client_origin().ip or "unknown")
+        return jsonify(created.model_dump(mode="json", exclude_none=True)), 201
     created, accepted = requests.create_for_workload(
         body, client_origin().ip or "unknown", client_origin()
     )
