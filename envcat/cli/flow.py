@@ -59,6 +59,7 @@ class Hints:
     bundle: str | None
     template_keys: Sequence[str]
     command: Sequence[str]  # already redacted: it is shown to the approver
+    id_token: str | None = None  # a workload's OIDC ID token (issue #16): sent, never shown
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def request_body(public_key: str, hints: Hints) -> dict[str, Any]:
         body["bundle"] = hints.bundle
     if hints.template_keys:
         body["template_keys"] = list(hints.template_keys)
+    if hints.id_token is not None:
+        body["id_token"] = hints.id_token
     return body
 
 
@@ -168,8 +171,9 @@ class ApprovalFlow:
         error: CliError
         try:
             self._check_phrase(request, public_key)
-            self._terminal.show_approval(request.verification_uri_complete, request.user_code)
-            self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
+            self._show(request)
+            if request.workload_mode != "automatic":
+                self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
             return self._poll_until(request, deadline, is_local)
         except KeyboardInterrupt:
             error = Cancelled()
@@ -183,6 +187,19 @@ class ApprovalFlow:
                 self._terminal.stop_waiting()
         self._cancel_quietly(request)
         raise error
+
+    def _show(self, request: CreatedRequest) -> None:
+        """The approval link and phrase; none when a trust policy already approved."""
+        if request.workload_mode == "automatic":
+            self._terminal.line(
+                f"Approved by trust policy for {request.workload}; waiting for the sealed delivery…"
+            )
+            return
+        if request.workload_mode is not None:
+            self._terminal.line(
+                f"Asked as {request.workload}; this policy needs a person to approve it."
+            )
+        self._terminal.show_approval(request.verification_uri_complete, request.user_code)
 
     def _cancel_quietly(self, request: CreatedRequest) -> None:
         # a second Ctrl-C or signal stops the attempt: the request expires on its own anyway

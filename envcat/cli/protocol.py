@@ -40,6 +40,8 @@ class CreatedRequest:
     verification_uri_complete: str
     interval: float
     expires_in: float
+    workload_mode: str | None = None  # "automatic": a trust policy approved it (issue #16)
+    workload: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,25 @@ def create_request(client: httpx.Client, body: dict[str, Any]) -> CreatedRequest
                 f"the server has no workspace {workspace!r}; check --workspace, "
                 "ENVCAT_WORKSPACE or .envcat.toml (the slug is shown in the web UI)"
             )
+    if body.get("id_token") is not None:
+        _refuse_workload(response)
     if response.status_code != 201:
         raise CliError(describe_failure(response))
     return _parse_created(_json_object(response))
+
+
+def _refuse_workload(response: httpx.Response) -> None:
+    """Turn the api's answers to an ID token into one readable line (issue #16)."""
+    data = _json_object(response) or {}
+    message = safe_text(str(data.get("message") or ""))
+    if response.status_code == 401 and data.get("error") == "invalid_id_token":
+        raise CliError(f"the server refused the ID token: {message}")
+    if response.status_code == 403 and data.get("error") == "workload_not_allowed":
+        raise CliError(f"not allowed: {message}")
+    if response.status_code == 503 and data.get("error") == "issuer_unavailable":
+        delay = retry_after_seconds(response)
+        later = f"; retry in {delay:.0f} s" if delay is not None else ""
+        raise ServerUnreachable(f"{message}{later}")
 
 
 @dataclass(frozen=True)
@@ -232,6 +250,10 @@ def _parse_created(data: dict[str, Any] | None) -> CreatedRequest:
         verification_uri_complete=data["verification_uri_complete"],
         interval=min(max(float(interval), low), high),
         expires_in=max(float(expires_in), 0.0),
+        workload_mode=data["workload_mode"] if isinstance(data.get("workload_mode"), str) else None,
+        workload=safe_text(data["workload"], 200)
+        if isinstance(data.get("workload"), str)
+        else None,
     )
 
 

@@ -142,3 +142,48 @@ def forge(header: dict[str, Any], claims: dict[str, Any], hmac_key: bytes | None
         return signing_input + "."
     mac = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(mac)}"
+
+
+class GithubTokenService:
+    """Stands in for GitHub Actions' ID-token service (outside this machine): answers
+    `GET …?audience=A` with the bearer the runner got, minting a token from `issuer`."""
+
+    BEARER = "runner-request-token"
+
+    def __init__(self, issuer: LoopbackIssuer, **claims: Any) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        self.port = free_port()
+        self.audiences: list[str] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") != f"bearer {service.BEARER}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                audience = parse_qs(urlsplit(self.path).query)["audience"][0]
+                service.audiences.append(audience)
+                body = json.dumps({"value": issuer.mint(aud=audience, **claims)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return {
+            "ACTIONS_ID_TOKEN_REQUEST_URL": f"http://127.0.0.1:{self.port}/t?api-version=2.0",
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": self.BEARER,
+        }
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
