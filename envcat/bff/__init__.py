@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         keys,
         pages,
         proxy,
+        workloads,
         workspaces,
     )
 
@@ -96,7 +97,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.context_processor(_template_globals)
     # Globals (unlike context values) reach imported macros too.
     app.jinja_env.globals.update(csrf_token=csrf_token, auth_provider=settings.auth_provider)
-    blueprints = (health, auth, account, pages, workspaces, bundles, keys, audit, proxy)
+    blueprints = (
+        health,
+        auth,
+        account,
+        pages,
+        workspaces,
+        bundles,
+        keys,
+        workloads,
+        audit,
+        proxy,
+    )
     for module in blueprints:
         app.register_blueprint(module.bp)
     return app
