@@ -30,6 +30,7 @@ from werkzeug.wrappers import Request
 
 from envcat.core import signing
 from envcat.core.settings import Settings
+from envcat.models import WorkloadPolicy, db
 from envcat.services.runtime import current
 from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
 from tests.conftest import make_settings
@@ -102,16 +103,29 @@ def _seed() -> dict[str, list[str]]:
         stored_request(runtime.redis, tenant_id=TENANT, ttl=runtime.settings.request_ttl)[0].id
         for _ in range(3)
     ]
+    policy = WorkloadPolicy(
+        tenant_id=TENANT,
+        name="ci",
+        issuer="https://token.actions.githubusercontent.com",
+        audience="https://envcat.test",
+        rules=[{"claim": "repository", "op": "eq", "value": "acme/api"}],
+        bundle_id=bundle_id,
+        keys=[],
+        mode="automatic",
+    )
+    db.session.add(policy)
+    db.session.commit()
     return {
         "bundle_id": [bundle_id],
         "key_id": [key_row(TENANT, name).id for name in names],
         "request_id": request_ids,
+        "policy_id": [policy.id],  # issue #16
     }
 
 
 # The seeded ids of the running test, read by the strategies when they draw.
 KNOWN: dict[str, list[str]] = {}
-KNOWN_NAMES = ("bundle_id", "key_id", "request_id")
+KNOWN_NAMES = ("bundle_id", "key_id", "request_id", "policy_id")
 
 
 def _document_app() -> Flask:
