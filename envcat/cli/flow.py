@@ -60,6 +60,7 @@ class Hints:
     template_keys: Sequence[str]
     command: Sequence[str]  # already redacted: it is shown to the approver
     id_token: str | None = None  # a workload's OIDC ID token (issue #16): sent, never shown
+    service_token: str | None = None  # ENVCAT_TOKEN (issue #16): one header, never shown
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,9 @@ class ApprovalFlow:
         public_key = encode_public_key(private_key)
         with cancel_on_signals():  # from the POST on: a request we know of is never left behind
             try:
-                request = create_request(self._client, request_body(public_key, hints))
+                request = create_request(
+                    self._client, request_body(public_key, hints), hints.service_token
+                )
             except _Signalled as exc:
                 raise _terminated(exc) from None
             limit = request.expires_in if timeout is None else min(timeout, request.expires_in)

@@ -122,6 +122,7 @@ def get(
     `permissions: id-token: write`); a trust policy of the workspace may
     then approve at once:
       envcat get production/api --oidc --format github
+    Without OIDC, a service token in $ENVCAT_TOKEN is sent instead.
     Exit codes: 0 delivered, 1 error, 2 usage, 3 expired or timed out,
     4 denied, 5 server unreachable, 6 untrusted delivery (refused),
     130 cancelled (Ctrl-C), 129/143 cancelled by SIGHUP/SIGTERM.
@@ -266,6 +267,8 @@ def _deliver(
         template_keys=keys,
         command=command,
         id_token=id_token,
+        # a service token for CI without OIDC (issue #16); --oidc takes precedence
+        service_token=None if id_token else (os.environ.get("ENVCAT_TOKEN") or None),
     )
     runtime = runtime_from(ctx.obj)
     interactive = sys.stderr.isatty() if runtime.interactive is None else runtime.interactive

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     """Seconds an issuer's keys are used before they are fetched again."""
     oidc_leeway: int = Field(default=30, ge=0, le=300)
     """Clock skew allowed when checking an ID token's `exp`, `nbf` and `iat`, in seconds."""
+    service_token_max_days: int = Field(default=90, ge=1, le=3650)
+    """Longest lifetime an admin may give a service token, in days (issue #16)."""
+    service_token_rate_limit: int = Field(default=30, ge=1, le=10000)
+    """Requests one service token may make per minute; more get 429."""
 
     @field_validator("bundle_kms_key")
     @classmethod

@@ -15,7 +15,7 @@ from envcat.models.tables import (
     WebhookEvent,
     new_uuid,
 )
-from envcat.models.workloads import WorkloadPolicy
+from envcat.models.workloads import ServiceToken, WorkloadPolicy
 
 __all__ = [
     "ROLES",
@@ -27,6 +27,7 @@ __all__ = [
     "KeyVersion",
     "Membership",
     "MembershipRemoval",
+    "ServiceToken",
     "Tenant",
     "User",
     "WebhookEvent",

@@ -29,6 +29,7 @@ from envcat.services import (
     audit,
     integrity,
     metrics,
+    service_tokens,
     workload_access,
     workspaces,
 )
@@ -140,6 +141,13 @@ def _approver_name(approval: Approval) -> str:
             approval.tenant_id, policy_id, approval.bundle_id, approval.include_keys
         ):
             raise ValidationFailed("the workload's trust policy was deleted or narrowed meanwhile")
+        return approval.via or approval.user_id
+    if approval.user_id.startswith(service_tokens.APPROVER_PREFIX):
+        token_id = approval.user_id.removeprefix(service_tokens.APPROVER_PREFIX)
+        if not service_tokens.is_still_granted(
+            approval.tenant_id, token_id, approval.bundle_id, approval.include_keys
+        ):
+            raise ValidationFailed("the service token was revoked or expired meanwhile")
         return approval.via or approval.user_id
     email = _approver_email(approval.tenant_id, approval.user_id)
     if email is None:

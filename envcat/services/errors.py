@@ -82,3 +82,9 @@ class WorkloadNotAllowed(EnvCatError):
     """A valid ID token that no trust policy of the named workspace accepts."""
 
     status, code = 403, "workload_not_allowed"
+
+
+class InvalidServiceToken(EnvCatError):
+    """A service token that is unknown, revoked, expired or not for this workspace."""
+
+    status, code = 401, "invalid_service_token"

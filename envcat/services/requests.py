@@ -19,7 +19,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from envcat.core.envelope import encode_key, fingerprint
 from envcat.core.schemas.requests import (
-    MAX_TEMPLATE_KEYS,
     POLL_INTERVAL_SECONDS,
     REQUEST_ID_RE,
     AccessRequestCreate,
@@ -35,7 +34,6 @@ from envcat.services import access_requests as store
 from envcat.services import audit, delivery, integrity, metrics, workload_access, workspaces
 from envcat.services.errors import (
     Conflict,
-    EnvCatError,
     ExpiredToken,
     InvalidPollToken,
     NotFound,
@@ -69,16 +67,17 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
     `client_ip` already holds MAX_PENDING_PER_IP undecided requests.
     """
     workspace = workspaces.resolve(body.workspace)
-    _, created = _store(body, workspace, client_ip, body.context.model_dump())
+    _, created = store_request(body, workspace, client_ip, body.context.model_dump())
     return created
 
 
-def _store(
+def store_request(
     body: AccessRequestCreate,
     workspace: workspaces.Workspace,
     client_ip: str,
     context: dict[str, object],
 ) -> tuple[store.NewRequest, AccessRequestCreated]:
+    """Store a pending request with this display context; the poll token is in the reply."""
     settings = current().settings
     new = store.new_request(settings.request_ttl)
     mac = integrity.request_mac(
@@ -116,68 +115,6 @@ def _store(
         interval=POLL_INTERVAL_SECONDS,
         expires_in=settings.request_ttl,
     )
-
-
-def create_for_workload(
-    body: AccessRequestCreate, client_ip: str, origin: audit.Origin
-) -> tuple[AccessRequestCreated, AcceptedApproval | None]:
-    """A request carrying a CI workload's ID token (issue #16).
-
-    The token is verified and spent, and a trust policy of the named workspace must
-    accept it for the bundle and keys asked for (else 401/403/503, nothing stored). An
-    automatic policy approves at once through the same path as a person (the caller
-    enqueues the returned approval); otherwise the request waits for a person, and the
-    approval page names the workload.
-    """
-    assert body.id_token is not None  # noqa: S101  # the view calls this only with a token
-    workspace = workspaces.resolve(body.workspace)
-    grant = workload_access.authorize(
-        body.id_token,
-        tenant_id=workspace.id,
-        workspace=workspace.slug,
-        bundle=body.bundle,
-        bundle_id=body.bundle_id,
-        template_keys=body.template_keys,
-    )
-    hints = body.model_copy(update={"bundle": grant.bundle_name, "bundle_id": grant.bundle_id})
-    if grant.mode != "automatic":
-        hints = hints.model_copy(update={"template_keys": list(grant.keys)[:MAX_TEMPLATE_KEYS]})
-    context = {
-        **body.context.model_dump(),
-        "workload": f"{grant.label} (policy {grant.policy_name})",
-    }
-    new, created = _store(hints, workspace, client_ip, context)
-    audit.record(
-        workspace.id,
-        grant.label,
-        "workload.requested",
-        created.id,
-        details={
-            "policy_id": grant.policy_id,
-            "policy": grant.policy_name,
-            "mode": grant.mode,
-            "bundle_id": grant.bundle_id,
-            "keys": list(grant.keys),
-        },
-        origin=origin,
-    )
-    created = created.model_copy(update={"workload_mode": grant.mode, "workload": grant.label})
-    if grant.mode != "automatic":
-        return created, None
-    try:
-        accepted = approve(
-            created.id,
-            tenant_id=workspace.id,
-            user_id=grant.approver_id,
-            bundle_id=grant.bundle_id,
-            include_keys=list(grant.keys),
-            origin=origin,
-            workload=grant,
-        )
-    except EnvCatError:
-        store.cancel_request(current().redis, created.id, new.poll_token)  # nobody will poll it
-        raise
-    return created, accepted
 
 
 def server_keys() -> ServerKeys:
@@ -366,8 +303,10 @@ def approve(
         "bundle_name": selection.bundle_name,
         "keys": selection.names,
     }
-    if workload is not None:  # the audit names the workload, its policy and the keys
+    if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
+    elif workload is not None:
+        details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
         audit.record(
             tenant_id,

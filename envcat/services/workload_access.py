@@ -35,11 +35,8 @@ class WorkloadGrant:
     bundle_id: str
     bundle_name: str
     keys: tuple[str, ...]
-
-    @property
-    def approver_id(self) -> str:
-        """The approval's `user_id` when the policy approves automatically."""
-        return APPROVER_PREFIX + self.policy_id
+    approver_id: str  # the approval's `user_id` when it approves automatically
+    kind: str = "oidc"  # or "service_token"
 
 
 def _claim_text(value: object) -> str | None:
@@ -134,6 +131,7 @@ def authorize(
                 bundle_id=policy.bundle_id,
                 bundle_name=name,
                 keys=tuple(keys),
+                approver_id=APPROVER_PREFIX + policy.id,
             )
     raise _refuse(workspace, f"{for_bundle} with the keys asked for ({label})")
 

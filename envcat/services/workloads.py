@@ -83,7 +83,7 @@ def _check_issuer(issuer: str) -> None:
         )
 
 
-def _check_keys(tenant_id: str, bundle_id: str, keys: list[str]) -> str:
+def check_keys(tenant_id: str, bundle_id: str, keys: list[str]) -> str:
     """The bundle's name, once `keys` are all names it exports (NotFound, ValidationFailed)."""
     bundle = get_bundle(tenant_id, bundle_id)
     if unknown := sorted(set(keys) - bundles.exported_names(bundle.id)):
@@ -118,7 +118,7 @@ def create_policy(actor: Actor, body: WorkloadPolicyCreate) -> WorkloadPolicyOut
     _check_issuer(body.issuer)
     message = f"A workload policy named {body.name} already exists."
     with transaction(message):
-        bundle_name = _check_keys(actor.tenant_id, body.bundle_id, body.keys)
+        bundle_name = check_keys(actor.tenant_id, body.bundle_id, body.keys)
         if _name_taken(actor.tenant_id, body.name):
             raise Conflict(message)
         policy = WorkloadPolicy(
@@ -156,7 +156,7 @@ def update_policy(actor: Actor, policy_id: str, body: WorkloadPolicyUpdate) -> W
             elif name == "keys":
                 value = list(dict.fromkeys(value))
             setattr(policy, name, value)
-        bundle_name = _check_keys(actor.tenant_id, policy.bundle_id, list(policy.keys))
+        bundle_name = check_keys(actor.tenant_id, policy.bundle_id, list(policy.keys))
         changed = sorted(name for name in FIELDS if getattr(policy, name) != before[name])
     if changed:
         details = {**_summary(policy, bundle_name), "fields": changed}

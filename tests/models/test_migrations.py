@@ -17,6 +17,7 @@ EXPECTED_TABLES = {
     "webhook_events",
     "key_versions",
     "workload_policies",
+    "service_tokens",
 }
 
 

@@ -33,7 +33,7 @@ LABEL = f"workload:github:acme/api@{REF} run 123"
 @pytest.fixture
 def stack(
     database_url: str, redis_url: str, broker_url: str, issuer: LoopbackIssuer
-) -> Iterator[tuple[LiveStack, str]]:
+) -> Iterator[tuple[LiveStack, str, str]]:
     with live_stack(database_url, redis_url, broker_url, **OIDC_SETTINGS) as running:
         account = running.sign_up("ci-admin@example.test", "correct horse battery staple")
         with running.signed(account["user"]["id"], account["tenant"]["id"]) as admin:
@@ -58,7 +58,12 @@ def stack(
                 },
             )
             assert policy.status_code == 201, policy.text
-        yield running, account["tenant"]["slug"]
+            token = admin.post(
+                "/api/v1/service-tokens",
+                json={"name": "legacy", "bundle_id": bundle["id"], "keys": ["DATABASE_URL"]},
+            )
+            assert token.status_code == 201, token.text
+        yield running, account["tenant"]["slug"], token.json()["token"]
 
 
 def _envcat(
@@ -85,9 +90,9 @@ def _envcat(
 
 
 def test_a_matching_token_is_delivered_with_no_approval(
-    stack: tuple[LiveStack, str], issuer: LoopbackIssuer, tmp_path: Path
+    stack: tuple[LiveStack, str, str], issuer: LoopbackIssuer, tmp_path: Path
 ) -> None:
-    running, slug = stack
+    running, slug, _ = stack
     token = issuer.mint()
     result = _envcat(
         running,
@@ -110,9 +115,9 @@ def test_a_matching_token_is_delivered_with_no_approval(
 
 
 def test_format_github_via_the_runners_token_service(
-    stack: tuple[LiveStack, str], issuer: LoopbackIssuer, tmp_path: Path
+    stack: tuple[LiveStack, str, str], issuer: LoopbackIssuer, tmp_path: Path
 ) -> None:
-    running, slug = stack
+    running, slug, _ = stack
     service = GithubTokenService(issuer)
     github_env = tmp_path / "github_env"
     github_env.write_text("EARLIER=kept\n")
@@ -143,9 +148,9 @@ def test_format_github_via_the_runners_token_service(
 
 
 def test_run_with_oidc_hands_the_values_to_the_command(
-    stack: tuple[LiveStack, str], issuer: LoopbackIssuer, tmp_path: Path
+    stack: tuple[LiveStack, str, str], issuer: LoopbackIssuer, tmp_path: Path
 ) -> None:
-    running, slug = stack
+    running, slug, _ = stack
     child = "import os, sys; sys.exit(0 if os.environ['DATABASE_URL'].endswith('@db/app') else 9)"
     result = _envcat(
         running,
@@ -173,9 +178,9 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
 
 
 def test_tokens_the_policy_does_not_accept_get_nothing(
-    stack: tuple[LiveStack, str], issuer: LoopbackIssuer, tmp_path: Path
+    stack: tuple[LiveStack, str, str], issuer: LoopbackIssuer, tmp_path: Path
 ) -> None:
-    running, slug = stack
+    running, slug, _ = stack
     for claims, expected in REFUSED:
         result = _envcat(
             running,
@@ -195,3 +200,21 @@ def test_tokens_the_policy_does_not_accept_get_nothing(
     again = _envcat(running, slug, tmp_path, "get", "--oidc", ENVCAT_ID_TOKEN=reused)
     assert again.returncode == 1
     assert "already used" in again.stderr and again.stdout == ""
+
+
+def test_a_service_token_in_envcat_token_is_delivered_with_no_approval(
+    stack: tuple[LiveStack, str, str], tmp_path: Path
+) -> None:
+    running, slug, token = stack
+    result = _envcat(
+        running, slug, tmp_path, "get", "production/api", "--format", "json", ENVCAT_TOKEN=token
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"DATABASE_URL": VALUES["DATABASE_URL"]}
+    assert "approved by service-token:legacy" in result.stderr
+    assert token not in result.stdout + result.stderr
+    forged = _envcat(
+        running, slug, tmp_path, "get", "--format", "json", ENVCAT_TOKEN=token[:-2] + "xx"
+    )
+    assert forged.returncode == 1 and forged.stdout == ""
+    assert "refused ENVCAT_TOKEN" in forged.stderr

@@ -18,7 +18,8 @@ from envcat.core.schemas.requests import (
     WaitQuery,
     WaitResult,
 )
-from envcat.services import requests
+from envcat.services import machine_requests, requests
+from envcat.services.errors import ValidationFailed
 from envcat.services.runtime import current
 from envcat.workers import tasks
 from envcat.workers.enqueue import enqueue
@@ -51,6 +52,12 @@ def _caller_connected() -> bool:
         return False
 
 
+def _bearer_token() -> str | None:
+    """The service token of `Authorization: Bearer …`, if any (issue #16)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 @endpoint(
     bp,
     "/requests",
@@ -64,15 +71,23 @@ def _caller_connected() -> bool:
 def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Response, int]:
     """Anyone may ask a workspace; only its approver's decision releases anything.
 
-    With `id_token` (issue #16) a workspace's trust policy may approve at once; only
-    then does the reply carry `workload_mode` and `workload`.
+    With `id_token` (issue #16) a workspace's trust policy may approve at once, and with
+    `Authorization: Bearer ect_…` a service token does; only then does the reply carry
+    `workload_mode` and `workload`.
     """
-    if body.id_token is None:
-        created = requests.create(body, client_origin().ip or "unknown")
+    address = client_origin().ip or "unknown"
+    bearer = _bearer_token()
+    if body.id_token is not None and bearer is not None:
+        raise ValidationFailed("Send an ID token or a service token, not both.")
+    if bearer is not None:
+        created, accepted = machine_requests.create_for_service_token(
+            body, bearer, address, client_origin()
+        )
+    elif body.id_token is not None:
+        created, accepted = machine_requests.create_for_workload(body, address, client_origin())
+    else:
+        created = requests.create(body, address)
         return jsonify(created.model_dump(mode="json", exclude_none=True)), 201
-    created, accepted = requests.create_for_workload(
-        body, client_origin().ip or "unknown", client_origin()
-    )
     if accepted is not None:
         # after the audit commit, as for a person's approval: the task re-reads everything
         enqueue(

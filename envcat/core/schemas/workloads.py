@@ -132,3 +132,43 @@ class WorkloadPolicyList(BaseModel):
     """GET /workload-policies: the tenant's policies by name."""
 
     items: list[WorkloadPolicyOut]
+
+
+# ---- service tokens ----------------------------------------------------------------------
+
+
+class ServiceTokenCreate(_Body):
+    """POST /service-tokens (admin+): the token is in the reply, once."""
+
+    name: PolicyName
+    bundle_id: ObjectId
+    keys: PolicyKeys = Field(default_factory=list)
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] = 30
+
+
+class ServiceTokenOut(BaseModel):
+    """A service token's metadata; never the token."""
+
+    id: str
+    name: str
+    prefix: str
+    bundle_id: str
+    bundle_name: str
+    keys: list[str]
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ServiceTokenCreated(ServiceTokenOut):
+    """201 to POST /service-tokens: `token` is shown here only; store it as a CI secret."""
+
+    token: str
+
+
+class ServiceTokenList(BaseModel):
+    """GET /service-tokens: the tenant's tokens, newest first."""
+
+    items: list[ServiceTokenOut]
