@@ -5,13 +5,16 @@ Through the real bff and api (live stack), as a browser without JavaScript would
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
 from envcat.bff.views.workloads import parse_rules
 from envcat.core.sealing import encode_public_key, generate_keypair
+from tests.api.test_requests_support import redis_dump
 from tests.bff.conftest import Browser, module_stack, new_user
 from tests.support.stack import LiveStack
 from tests.workloads.issuer import AUDIENCE, LoopbackIssuer
@@ -126,3 +129,23 @@ def test_the_approval_page_names_the_workload(stack: LiveStack, issuer: Loopback
     assert page.status_code == 200
     assert "workload:github:acme/api@refs/heads/main run 123" in page.text
     assert "policy deploy from main" in page.text
+
+
+def test_a_service_token_is_shown_once_and_kept_nowhere_by_the_bff(stack: LiveStack) -> None:
+    ada = new_user(stack, "margaret")
+    bundle_id = _bundle(ada)
+    made = ada.post(
+        "/workloads/tokens",
+        {"name": "jenkins", "bundle_id": bundle_id, "keys": "DATABASE_URL", "expires_in_days": "7"},
+    )
+    assert made.status_code == 201
+    assert made.headers["Cache-Control"] == "no-store"
+    token = re.search(r'value="(ect_[^"]+)"', made.text)
+    assert token is not None
+    listing = ada.get("/workloads").text
+    assert token.group(1) not in listing and "jenkins" in listing
+    with redis.Redis.from_url(stack.settings.redis_url, decode_responses=True) as client:
+        assert token.group(1) not in redis_dump(client)  # not in a session record or flash
+    [listed] = ada.get("/api/v1/service-tokens").json()["items"]
+    assert ada.post(f"/workloads/tokens/{listed['id']}/revoke").status_code == 302
+    assert ada.get("/api/v1/service-tokens").json()["items"][0]["revoked_at"] is not None

@@ -16,6 +16,7 @@ import io
 import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from werkzeug.wrappers import Request
 
 from envcat.core import signing
 from envcat.core.settings import Settings
-from envcat.models import WorkloadPolicy, db
+from envcat.models import ServiceToken, WorkloadPolicy, db, utcnow
 from envcat.services.runtime import current
 from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
 from tests.conftest import make_settings
@@ -113,19 +114,30 @@ def _seed() -> dict[str, list[str]]:
         keys=[],
         mode="automatic",
     )
-    db.session.add(policy)
+    token = ServiceToken(
+        tenant_id=TENANT,
+        name="ci",
+        prefix="0123456789ab",
+        token_hash="0" * 64,
+        bundle_id=bundle_id,
+        keys=[],
+        created_by=OWNER,
+        expires_at=utcnow() + timedelta(days=1),
+    )
+    db.session.add_all([policy, token])
     db.session.commit()
     return {
         "bundle_id": [bundle_id],
         "key_id": [key_row(TENANT, name).id for name in names],
         "request_id": request_ids,
         "policy_id": [policy.id],  # issue #16
+        "token_id": [token.id],
     }
 
 
 # The seeded ids of the running test, read by the strategies when they draw.
 KNOWN: dict[str, list[str]] = {}
-KNOWN_NAMES = ("bundle_id", "key_id", "request_id", "policy_id")
+KNOWN_NAMES = ("bundle_id", "key_id", "request_id", "policy_id", "token_id")
 
 
 def _document_app() -> Flask:

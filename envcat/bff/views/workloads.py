@@ -46,11 +46,13 @@ def index() -> Response:
             raise
         return page("workloads.html", 403, identity=identity, forbidden=True, policies=[])
     bundles = backend.fetch("/api/v1/bundles")["bundles"]
+    tokens = backend.fetch("/api/v1/service-tokens")["items"]
     return page(
         "workloads.html",
         identity=identity,
         forbidden=False,
         policies=policies,
+        tokens=tokens,
         bundles=bundles,
         github_issuer=GITHUB_ISSUER,
     )
@@ -91,4 +93,45 @@ def delete(policy_id: str) -> Response:
         flash(describe(exc), "error")
         return redirect("/workloads")  # type: ignore[return-value]
     flash("Trust policy deleted.", "success")
+    return redirect("/workloads")  # type: ignore[return-value]
+
+
+@bp.post("/workloads/tokens")
+@login_required
+def create_token() -> Response:
+    """Make a service token and show it on this one page (never stored by the bff)."""
+    try:
+        days = int(request.form.get("expires_in_days", "30"))
+    except ValueError:
+        days = 0
+    body = {
+        "name": request.form.get("name", "").strip(),
+        "bundle_id": request.form.get("bundle_id", ""),
+        "keys": _names(request.form.get("keys", "")),
+        "expires_in_days": days,
+    }
+    try:
+        created = backend.call("POST", "/api/v1/service-tokens", json=body, ok=(201,)).json()
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return redirect("/workloads")  # type: ignore[return-value]
+    # rendered, not flashed: a flash would keep the token in the session record in Redis
+    return page("workload_token.html", 201, identity=current_identity(), created=created)
+
+
+@bp.post("/workloads/tokens/<token_id>/revoke")
+@login_required
+def revoke_token(token_id: str) -> Response:
+    """Revoke a service token at once."""
+    path = api_path("/api/v1/service-tokens/{token_id}", token_id=token_id)
+    try:
+        backend.call("DELETE", path, ok=(204,))
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return redirect("/workloads")  # type: ignore[return-value]
+    flash("Service token revoked.", "success")
     return redirect("/workloads")  # type: ignore[return-value]
