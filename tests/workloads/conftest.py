@@ -22,5 +22,6 @@ def issuer() -> Iterator[LoopbackIssuer]:
 
 
 @pytest.fixture
-def settings(sqlite_url: str, redis_url: str, broker_url: str) -> Settings:
-    return make_settings(sqlite_url, redis_url, broker_url, **OIDC_SETTINGS)
+def settings(database_url: str, redis_url: str, broker_url: str) -> Settings:
+    """SQLite and PostgreSQL (policies and tokens are JSON columns on both)."""
+    return make_settings(database_url, redis_url, broker_url, **OIDC_SETTINGS)
