@@ -90,6 +90,7 @@ class FakeApi:
     bundle_name: str | None = None  # None: the BUNDLE hint, else DEFAULT_BUNDLE
     tamper: dict[str, Any] = field(default_factory=dict)  # Envelope fields to override
     forge: dict[str, str] | None = None  # values swapped into the payload after signing
+    workload_mode: str | None = None  # answer as for an ID token or service token (#16)
 
     def calls_to(self, method: str, suffix: str = "") -> list[Call]:
         """Return the recorded calls with this method whose path ends with `suffix`."""
@@ -175,6 +176,8 @@ class FakeApi:
         }
         private = ("client_pubkey", "workspace", "bundle")
         reply = {k: v for k, v in self.created.items() if k not in private}
+        if self.workload_mode is not None:
+            reply.update(workload_mode=self.workload_mode, workload="workload:github:acme/api@x")
         return _json(201, reply)
 
     def _wait_reply(self, step: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
