@@ -149,3 +149,19 @@ def test_a_service_token_is_shown_once_and_kept_nowhere_by_the_bff(stack: LiveSt
     [listed] = ada.get("/api/v1/service-tokens").json()["items"]
     assert ada.post(f"/workloads/tokens/{listed['id']}/revoke").status_code == 302
     assert ada.get("/api/v1/service-tokens").json()["items"][0]["revoked_at"] is not None
+
+
+def test_the_bff_forwards_a_service_token_on_request_creation_only(stack: LiveStack) -> None:
+    ada = new_user(stack, "ken")
+    body = {"client_pubkey": encode_public_key(generate_keypair()), "workspace": ada.workspace}
+    with httpx.Client(base_url=stack.bff_url, timeout=30) as cli:
+        other_bearer = cli.post(
+            "/api/v1/requests", json=body, headers={"Authorization": "Bearer not-a-service-token"}
+        )
+        forged = cli.post(
+            "/api/v1/requests", json=body, headers={"Authorization": "Bearer ect_forged"}
+        )
+    assert other_bearer.status_code == 201  # not forwarded: an ordinary request
+    assert "workload_mode" not in other_bearer.json()
+    assert forged.status_code == 401  # forwarded, and refused by the api
+    assert forged.json()["error"] == "invalid_service_token"
