@@ -136,13 +136,19 @@ class JwksCache:
 
     def _get_json(self, url: str, issuer: str, settings: Settings) -> dict[str, Any]:
         try:
-            response = self._client.get(url, follow_redirects=False)
+            with self._client.stream("GET", url, follow_redirects=False) as response:
+                status = response.status_code
+                content = b""
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if len(content) > MAX_DOCUMENT_BYTES:  # read no further than the limit
+                        raise _unavailable(issuer, settings, 0, "its answer is too large")
         except httpx.HTTPError:
             raise _unavailable(issuer, settings, 0) from None
-        if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
-            raise _unavailable(issuer, settings, 0, f"it answered HTTP {response.status_code}")
+        if status != 200:
+            raise _unavailable(issuer, settings, 0, f"it answered HTTP {status}")
         try:
-            data = json.loads(response.content)
+            data = json.loads(content)
         except ValueError:
             raise _unavailable(issuer, settings, 0, "it answered with something not JSON") from None
         if not isinstance(data, dict):

@@ -170,3 +170,23 @@ def test_https_is_required_unless_loopback_http_is_allowed() -> None:
     assert oidc.is_allowed_issuer_url("http://127.0.0.1:8080", allow_http=True)
     assert not oidc.is_allowed_issuer_url("http://example.test", allow_http=True)
     assert not oidc.is_allowed_issuer_url("ftp://127.0.0.1", allow_http=True)
+
+
+class HugeIssuer(LoopbackIssuer):
+    """An issuer whose key set is far larger than any real one."""
+
+    def documents(self) -> dict[str, bytes]:
+        documents = super().documents()
+        documents["/jwks"] = b'{"keys": [' + b'{"kty": "oct"},' * 100_000 + b"{}]}"
+        return documents
+
+
+def test_an_oversized_key_set_is_refused_without_reading_it_all(
+    service_app: Flask, fresh_cache: oidc.JwksCache
+) -> None:
+    huge = HugeIssuer().start()
+    try:
+        with pytest.raises(IssuerUnavailable, match="too large"):
+            oidc.verify(huge.mint(), issuer=huge.url, audiences=[AUDIENCE])
+    finally:
+        huge.stop()
