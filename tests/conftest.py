@@ -34,7 +34,15 @@ from tests.support.envelopes import TEST_SIGNING_SEED
 POSTGRES_ADMIN_URL = os.environ.get(
     "ENVCAT_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-EXTRA_ENV = ("ENVCAT_SERVER", "ENVCAT_WORKSPACE")
+EXTRA_ENV = (
+    "ENVCAT_SERVER",
+    "ENVCAT_WORKSPACE",
+    # machine identities (issue #16): a CI runner's own tokens must not reach the tests
+    "ENVCAT_TOKEN",
+    "ENVCAT_ID_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -36,6 +36,7 @@ def _blueprints() -> list[object]:
         requests,
         team,
         webhooks,
+        workloads,
     )
 
     return [
@@ -51,6 +52,7 @@ def _blueprints() -> list[object]:
         webhooks.bp,
         members.bp,
         team.bp,
+        workloads.bp,
     ]
 
 

@@ -47,6 +47,8 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
         if exc.code in ("rate_limited", "busy") and exc.details:
             response.headers["Retry-After"] = str(exc.details)
+        elif exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.errorhandler(ValidationError)

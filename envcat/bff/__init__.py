@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         pages,
         proxy,
         team,
+        workloads,
         workspaces,
     )
 
@@ -99,7 +100,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.context_processor(_template_globals)
     # Globals (unlike context values) reach imported macros too.
     app.jinja_env.globals.update(csrf_token=csrf_token, auth_provider=settings.auth_provider)
-    blueprints = (health, auth, account, pages, workspaces, bundles, keys, audit, team, proxy)
+    blueprints = (
+        health,
+        auth,
+        account,
+        pages,
+        workspaces,
+        bundles,
+        keys,
+        workloads,
+        audit,
+        team,
+        proxy,
+    )
     for module in blueprints:
         app.register_blueprint(module.bp)
     tracing.instrument_app(app, public=True)  # the internet may not continue its own traces

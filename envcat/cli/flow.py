@@ -62,6 +62,8 @@ class Hints:
     bundle: str | None
     template_keys: Sequence[str]
     command: Sequence[str]  # already redacted: it is shown to the approver
+    id_token: str | None = None  # a workload's OIDC ID token (issue #16): sent, never shown
+    service_token: str | None = None  # ENVCAT_TOKEN (issue #16): one header, never shown
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ def request_body(public_key: str, hints: Hints) -> dict[str, Any]:
         body["bundle"] = hints.bundle
     if hints.template_keys:
         body["template_keys"] = list(hints.template_keys)
+    if hints.id_token is not None:
+        body["id_token"] = hints.id_token
     return body
 
 
@@ -145,7 +149,7 @@ class ApprovalFlow:
         public_key = encode_public_key(private_key)
         with cancel_on_signals():  # from the POST on: a request we know of is never left behind
             try:
-                request = self._create(request_body(public_key, hints))
+                request = self._create(request_body(public_key, hints), hints.service_token)
             except _Signalled as exc:
                 raise _terminated(exc) from None
             limit = request.expires_in if timeout is None else min(timeout, request.expires_in)
@@ -155,11 +159,11 @@ class ApprovalFlow:
             )
         return Sealed(private_key, public_key, request.id, ciphertext)
 
-    def _create(self, body: dict[str, Any]) -> CreatedRequest:
+    def _create(self, body: dict[str, Any], service_token: str | None) -> CreatedRequest:
         """Create the request; while the server says it is busy, wait as asked and ask again."""
         for attempt in range(1, BUSY_ATTEMPTS + 1):
             try:
-                return create_request(self._client, body)
+                return create_request(self._client, body, service_token)
             except ServerBusyCreating as exc:
                 if attempt == BUSY_ATTEMPTS:
                     raise
@@ -183,8 +187,9 @@ class ApprovalFlow:
         error: CliError
         try:
             self._check_phrase(request, public_key)
-            self._terminal.show_approval(request.verification_uri_complete, request.user_code)
-            self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
+            self._show(request)
+            if request.workload_mode != "automatic":
+                self._terminal.start_waiting(lambda: deadline - self._clock.monotonic())
             return self._poll_until(request, deadline, is_local)
         except KeyboardInterrupt:
             error = Cancelled()
@@ -198,6 +203,19 @@ class ApprovalFlow:
                 self._terminal.stop_waiting()
         self._cancel_quietly(request)
         raise error
+
+    def _show(self, request: CreatedRequest) -> None:
+        """The approval link and phrase; none when a trust policy already approved."""
+        if request.workload_mode == "automatic":
+            self._terminal.line(
+                f"Approved by trust policy for {request.workload}; waiting for the sealed delivery…"
+            )
+            return
+        if request.workload_mode is not None:
+            self._terminal.line(
+                f"Asked as {request.workload}; this policy needs a person to approve it."
+            )
+        self._terminal.show_approval(request.verification_uri_complete, request.user_code)
 
     def _cancel_quietly(self, request: CreatedRequest) -> None:
         # a second Ctrl-C or signal stops the attempt: the request expires on its own anyway

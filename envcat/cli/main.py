@@ -19,7 +19,13 @@ import click
 from envcat import __version__
 from envcat.cli.commands import ARGV, CHILD, EnvcatGroup, RecordingCommand, RunCommand
 from envcat.cli.errors import Cancelled, CliError
-from envcat.cli.options import FORMAT_CHOICES, check_write_path, hint_options, wait_options
+from envcat.cli.options import (
+    FORMAT_CHOICES,
+    check_write_path,
+    hint_options,
+    oidc_options,
+    wait_options,
+)
 from envcat.cli.setup_commands import init, trust
 
 if TYPE_CHECKING:
@@ -71,6 +77,7 @@ cli.add_command(trust)
     help="Write to PATH (atomically, mode 0600; never through a symlink) instead of stdout.",
 )
 @wait_options
+@oidc_options
 @click.pass_context
 def get(
     ctx: click.Context,
@@ -82,6 +89,9 @@ def get(
     insecure_http: bool,
     no_qr: bool,
     timeout: int | None,
+    oidc: bool,
+    audience: str | None,
+    id_token_file: Path | None,
     fmt: str | None,
     write_path: Path | None,
 ) -> None:
@@ -104,16 +114,31 @@ def get(
 
     \b
     Formats: sh (export K='v'), fish (set -gx K 'v'), dotenv (K="v"),
-    json (one object), docker (K=v, for docker run --env-file).
+    json (one object), docker (K=v, for docker run --env-file), github
+    (appends to $GITHUB_ENV for later steps; prints only ::add-mask::).
+
+    \b
+    In CI, --oidc asks with the job's OIDC ID token (GitHub Actions:
+    `permissions: id-token: write`); a trust policy of the workspace may
+    then approve at once:
+      envcat get production/api --oidc --format github
+    Without OIDC, a service token in $ENVCAT_TOKEN is sent instead.
     Exit codes: 0 delivered, 1 error, 2 usage, 3 expired or timed out,
     4 denied, 5 server unreachable, 6 untrusted delivery (refused),
     130 cancelled (Ctrl-C), 129/143 cancelled by SIGHUP/SIGTERM.
     """
     chosen = fmt or ("dotenv" if write_path is not None else "sh")
+    github_env = _github_env(chosen, write_path)
     settings = _settings(ctx, server, workspace, bundle, insecure_http)
     command = _redacted(ctx.meta[ARGV], keep=OWN_PLAIN_FLAGS)
-    envelope = _deliver(ctx, settings, keys, allow_vars, command, no_qr=no_qr, timeout=timeout)
+    id_token = _id_token(settings, oidc, audience, id_token_file)
+    envelope = _deliver(
+        ctx, settings, keys, allow_vars, command, no_qr=no_qr, timeout=timeout, id_token=id_token
+    )
     values = envelope.keys
+    if github_env is not None:
+        _write_github(values, github_env, envelope)
+        return
     text = _render(values, chosen, envelope.bundle_name)
     source = _bundle_label(envelope)
     if write_path is not None:
@@ -129,6 +154,7 @@ def get(
 @cli.command(cls=RunCommand)
 @hint_options
 @wait_options
+@oidc_options
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -140,6 +166,9 @@ def run(
     insecure_http: bool,
     no_qr: bool,
     timeout: int | None,
+    oidc: bool,
+    audience: str | None,
+    id_token_file: Path | None,
 ) -> None:
     """Run a command with the approved secrets in its environment.
 
@@ -169,8 +198,16 @@ def run(
         raise click.UsageError("give the command after --, e.g. envcat run prod/api -- ./app")
     program = check_command(command)
     settings = _settings(ctx, server, workspace, bundle, insecure_http)
+    id_token = _id_token(settings, oidc, audience, id_token_file)
     envelope = _deliver(
-        ctx, settings, keys, allow_vars, _redacted(command), no_qr=no_qr, timeout=timeout
+        ctx,
+        settings,
+        keys,
+        allow_vars,
+        _redacted(command),
+        no_qr=no_qr,
+        timeout=timeout,
+        id_token=id_token,
     )
     click.echo(
         f"Received {_count(envelope.keys)} from {_bundle_label(envelope)}; running {command[0]}.",
@@ -213,6 +250,7 @@ def _deliver(
     *,
     no_qr: bool,
     timeout: int | None,
+    id_token: str | None = None,
 ) -> Envelope:
     """Ask, wait, and return the envelope only once it passed every check (else exit 6)."""
     from envcat.cli.display import Terminal, safe_text
@@ -223,7 +261,15 @@ def _deliver(
     from envcat.cli.verify import Expected, Trust, refuse_dangerous, verify_delivery
 
     workspace = settings.require_workspace()
-    hints = Hints(workspace=workspace, bundle=settings.bundle, template_keys=keys, command=command)
+    hints = Hints(
+        workspace=workspace,
+        bundle=settings.bundle,
+        template_keys=keys,
+        command=command,
+        id_token=id_token,
+        # a service token for CI without OIDC (issue #16); --oidc takes precedence
+        service_token=None if id_token else (os.environ.get("ENVCAT_TOKEN") or None),
+    )
     runtime = runtime_from(ctx.obj)
     interactive = sys.stderr.isatty() if runtime.interactive is None else runtime.interactive
     terminal = Terminal(sys.stderr, interactive=interactive, show_qr=not no_qr)
@@ -251,6 +297,53 @@ def _deliver(
         f"{safe_text(envelope.workspace_slug, 80)} · {safe_text(envelope.bundle_name, 120)}"
     )
     return envelope
+
+
+def _id_token(
+    settings: Settings, oidc: bool, audience: str | None, token_file: Path | None
+) -> str | None:
+    """The workload's ID token with --oidc (issue #16), else None."""
+    if not oidc:
+        if audience is not None or token_file is not None:
+            raise click.UsageError("--audience and --id-token-file go with --oidc")
+        return None
+    from envcat.cli.oidc import obtain_id_token
+
+    return obtain_id_token(os.environ, audience or settings.server, token_file)
+
+
+def _github_env(fmt: str, write_path: Path | None) -> Path | None:
+    """The $GITHUB_ENV file for --format github (checked before anything is asked)."""
+    if fmt != "github":
+        return None
+    if write_path is not None:
+        raise click.UsageError("--format github appends to $GITHUB_ENV; drop --write")
+    target = os.environ.get("GITHUB_ENV")
+    if not target:
+        raise click.UsageError("--format github needs $GITHUB_ENV (set by GitHub Actions)")
+    return Path(target)
+
+
+def _write_github(values: Mapping[str, str], target: Path, envelope: Envelope) -> None:
+    """Masks to stdout first, then the values appended to $GITHUB_ENV (issue #16)."""
+    from envcat.cli.formats import FormatError
+    from envcat.cli.github import append_github_env, github_env_text, mask_commands
+
+    try:
+        text = github_env_text(values)
+    except FormatError as exc:
+        raise CliError(f"{exc} (nothing was written)") from None
+    click.echo(mask_commands(values).encode("utf-8"), nl=False)
+    sys.stdout.flush()
+    try:
+        append_github_env(target, text)
+    except OSError as exc:
+        raise CliError(f"cannot append to $GITHUB_ENV ({target}): {exc.strerror}") from None
+    click.echo(
+        f"Set {_count(values)} from {_bundle_label(envelope)} for the next steps "
+        "(each value line is masked in the logs).",
+        err=True,
+    )
 
 
 def _bundle_label(envelope: Envelope) -> str:

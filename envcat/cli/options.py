@@ -10,7 +10,7 @@ import click
 
 from envcat.cli.config import DEFAULT_SERVER, is_web_url
 
-FORMAT_CHOICES = ("sh", "fish", "dotenv", "json", "docker")
+FORMAT_CHOICES = ("sh", "fish", "dotenv", "json", "docker", "github")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -125,6 +125,34 @@ def wait_options(function: F) -> F:
                 type=click.IntRange(min=1),
                 metavar="SECONDS",
                 help="Stop waiting after this long (default: until the request expires).",
+            ),
+        ],
+    )
+
+
+def oidc_options(function: F) -> F:
+    """--oidc, --audience and --id-token-file: ask as a CI workload (issue #16)."""
+    return _apply(
+        function,
+        [
+            click.option(
+                "--oidc",
+                is_flag=True,
+                help="Ask as a CI workload with its OIDC ID token; a trust policy of the "
+                "workspace may approve at once (no link, no person).",
+            ),
+            click.option(
+                "--audience",
+                metavar="AUD",
+                help="The audience to ask GitHub's token service for "
+                "[default: the server URL]; must match the trust policy.",
+            ),
+            click.option(
+                "--id-token-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                metavar="FILE",
+                help="Read the ID token from FILE [default: $ENVCAT_ID_TOKEN, then GitHub "
+                "Actions' ACTIONS_ID_TOKEN_REQUEST_URL].",
             ),
         ],
     )

@@ -40,6 +40,8 @@ class CreatedRequest:
     verification_uri_complete: str
     interval: float
     expires_in: float
+    workload_mode: str | None = None  # "automatic": a trust policy approved it (issue #16)
+    workload: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,10 +164,16 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def create_request(client: httpx.Client, body: dict[str, Any]) -> CreatedRequest:
-    """POST a new request; raise ServerUnreachable if the server cannot be reached."""
+def create_request(
+    client: httpx.Client, body: dict[str, Any], service_token: str | None = None
+) -> CreatedRequest:
+    """POST a new request; raise ServerUnreachable if the server cannot be reached.
+
+    A service token (ENVCAT_TOKEN, issue #16) goes in this one call's Authorization header.
+    """
+    headers = {"Authorization": f"Bearer {service_token}"} if service_token else None
     try:
-        response = client.post(_REQUESTS, json=body)
+        response = client.post(_REQUESTS, json=body, headers=headers)
     except httpx.TransportError as exc:
         server = str(client.base_url).rstrip("/")
         raise ServerUnreachable(
@@ -187,9 +195,27 @@ def create_request(client: httpx.Client, body: dict[str, Any]) -> CreatedRequest
                 f"the server has no workspace {workspace!r}; check --workspace, "
                 "ENVCAT_WORKSPACE or .envcat.toml (the slug is shown in the web UI)"
             )
+    if body.get("id_token") is not None or service_token:
+        _refuse_workload(response)
     if response.status_code != 201:
         raise CliError(describe_failure(response))
     return _parse_created(_json_object(response))
+
+
+def _refuse_workload(response: httpx.Response) -> None:
+    """Turn the api's answers to an ID token into one readable line (issue #16)."""
+    data = _json_object(response) or {}
+    message = safe_text(str(data.get("message") or ""))
+    if response.status_code == 401 and data.get("error") == "invalid_id_token":
+        raise CliError(f"the server refused the ID token: {message}")
+    if response.status_code == 401 and data.get("error") == "invalid_service_token":
+        raise CliError(f"the server refused ENVCAT_TOKEN: {message}")
+    if response.status_code == 403 and data.get("error") == "workload_not_allowed":
+        raise CliError(f"not allowed: {message}")
+    if response.status_code == 503 and data.get("error") == "issuer_unavailable":
+        delay = retry_after_seconds(response)
+        later = f"; retry in {delay:.0f} s" if delay is not None else ""
+        raise ServerUnreachable(f"{message}{later}")
 
 
 @dataclass(frozen=True)
@@ -250,6 +276,10 @@ def _parse_created(data: dict[str, Any] | None) -> CreatedRequest:
         verification_uri_complete=data["verification_uri_complete"],
         interval=min(max(float(interval), low), high),
         expires_in=max(float(expires_in), 0.0),
+        workload_mode=data["workload_mode"] if isinstance(data.get("workload_mode"), str) else None,
+        workload=safe_text(data["workload"], 200)
+        if isinstance(data.get("workload"), str)
+        else None,
     )
 
 

@@ -163,6 +163,25 @@ class Settings(BaseSettings):
     `envcat-worker`."""
     otel_sdk_disabled: bool = False
     """OpenTelemetry's standard switch: `true` turns tracing off whatever the exporter says."""
+    oidc_issuers: str | None = None
+    """OIDC issuers trust policies may name, comma-separated (e.g.
+    `https://token.actions.githubusercontent.com`); unset = any https issuer. Either way the
+    api only ever fetches the discovery document and keys of an issuer that a policy of the
+    requested workspace names (issue #16)."""
+    oidc_allow_http: bool = False
+    """Accept `http://` issuers on loopback addresses (127.0.0.1, ::1, localhost): for tests
+    and local development only; https is required otherwise."""
+    oidc_jwks_cooldown: int = Field(default=60, ge=0, le=3600)
+    """Seconds between two fetches of an issuer's keys for an unknown key id (or after a failed
+    fetch): a stream of forged `kid`s cannot make the api hammer the issuer."""
+    oidc_jwks_ttl: int = Field(default=3600, ge=60, le=86400)
+    """Seconds an issuer's keys are used before they are fetched again."""
+    oidc_leeway: int = Field(default=30, ge=0, le=300)
+    """Clock skew allowed when checking an ID token's `exp`, `nbf` and `iat`, in seconds."""
+    service_token_max_days: int = Field(default=90, ge=1, le=3650)
+    """Longest lifetime an admin may give a service token, in days (issue #16)."""
+    service_token_rate_limit: int = Field(default=30, ge=1, le=10000)
+    """Requests one service token may make per minute; more get 429."""
 
     @field_validator("bundle_kms_key")
     @classmethod
@@ -301,6 +320,13 @@ class Settings(BaseSettings):
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
         return _parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
+    @property
+    def oidc_issuer_allow_list(self) -> list[str] | None:
+        """OIDC_ISSUERS as a list, or None when any https issuer may be named."""
+        if self.oidc_issuers is None:
+            return None
+        return [issuer.strip() for issuer in self.oidc_issuers.split(",") if issuer.strip()]
 
     @property
     def broker_url(self) -> str:

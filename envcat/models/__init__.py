@@ -17,6 +17,7 @@ from envcat.models.tables import (
     new_uuid,
 )
 from envcat.models.team import BundleApprovers, Invite, NotificationTarget
+from envcat.models.workloads import ServiceToken, WorkloadPolicy
 
 __all__ = [
     "ROLES",
@@ -32,9 +33,11 @@ __all__ = [
     "Membership",
     "MembershipRemoval",
     "NotificationTarget",
+    "ServiceToken",
     "Tenant",
     "User",
     "WebhookEvent",
+    "WorkloadPolicy",
     "db",
     "new_uuid",
     "utcnow",

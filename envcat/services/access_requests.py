@@ -116,20 +116,20 @@ class Approval:
     bundle_id: str
     include_keys: tuple[str, ...]
     approved_at: float
+    via: str = ""  # a workload's approval: the workload's label (issue #16), MACed with the rest
 
     def to_json(self) -> str:
         """Canonical JSON of the approval."""
-        return json.dumps(
-            {
-                "tenant_id": self.tenant_id,
-                "user_id": self.user_id,
-                "bundle_id": self.bundle_id,
-                "include_keys": list(self.include_keys),
-                "approved_at": repr(self.approved_at),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "bundle_id": self.bundle_id,
+            "include_keys": list(self.include_keys),
+            "approved_at": repr(self.approved_at),
+        }
+        if self.via:  # absent for people: their records (and MACs) are unchanged
+            data["via"] = self.via
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Approval:
@@ -142,6 +142,7 @@ class Approval:
                 bundle_id=str(data["bundle_id"]),
                 include_keys=tuple(str(name) for name in data["include_keys"]),
                 approved_at=float(data["approved_at"]),
+                via=str(data.get("via") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError("not an approval record") from exc
@@ -271,6 +272,8 @@ def create(
     # positional, not an object: field names would cost a size class (issue #14)
     shown = [_clip(str(request.context.get(name) or "")) for name in CONTEXT_FIELDS]
     view: list[Any] = [bundle or "", bundle_id or "", request.template_keys, shown]
+    if workload := request.context.get(WORKLOAD_FIELD):
+        view.append(_clip(str(workload)))
     pairs = [item for pair in fields.items() for item in pair]
     keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip), view_key(new.id)]
     member = pending_member(new.id, client_ip)
@@ -281,6 +284,9 @@ def create(
 
 # The CLI context as stored in the view, by position (DESIGN §5's `context` object).
 CONTEXT_FIELDS = ("hostname", "cwd", "command", "git_remote", "client")
+# The context's "workload" (issue #16) is set by the api from a verified ID token, never from
+# the CLI's body; stored as the view's fifth element, only when present.
+WORKLOAD_FIELD = "workload"
 _NO_VIEW: list[Any] = ["", "", [], []]
 # Each context field is display-only: clipped to this many UTF-8 bytes in Redis, so the
 # largest request stays under 4 KB (issue #12; docs/performance.md).
@@ -294,6 +300,13 @@ def _clip(text: str) -> str:
     return raw[: CONTEXT_FIELD_BYTES - 3].decode("utf-8", "ignore") + "…"
 
 
+def _context(shown: list[str], workload: list[str]) -> dict[str, Any]:
+    context = {name: value for name, value in zip(CONTEXT_FIELDS, shown, strict=False) if value}
+    if workload and workload[0]:
+        context[WORKLOAD_FIELD] = workload[0]
+    return context
+
+
 def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
     """Return the request, or None when unknown, expired or already delivered."""
     pipe = r.pipeline(transaction=False)
@@ -302,7 +315,9 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
     data, view_text = pipe.execute()
     if not data or float(data.get("exp", "0")) <= time.time():
         return None
-    bundle, bundle_id, template_keys, context = json.loads(view_text) if view_text else _NO_VIEW
+    bundle, bundle_id, template_keys, context, *workload = (
+        json.loads(view_text) if view_text else _NO_VIEW
+    )
     approval = data.get("a")
     return AccessRequest(
         id=request_id,
@@ -311,9 +326,7 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
         tenant_id=data.get("tid", ""),
         workspace=data.get("ws", ""),
         user_code=user_code(request_id, data["pub"]),
-        context={
-            name: value for name, value in zip(CONTEXT_FIELDS, context, strict=False) if value
-        },
+        context=_context(context, workload),
         template_keys=template_keys,
         bundle=bundle or None,
         bundle_id=bundle_id or None,

@@ -24,7 +24,15 @@ from sqlalchemy import select
 from envcat.core.envelope import Envelope, encode_key, seal_envelope
 from envcat.core.kms import DecryptionError
 from envcat.models import Bundle, BundleKey, Key, Membership, User, db
-from envcat.services import access_requests, audit, integrity, metrics, workspaces
+from envcat.services import (
+    access_requests,
+    audit,
+    integrity,
+    metrics,
+    service_tokens,
+    workload_access,
+    workspaces,
+)
 from envcat.services.access_requests import AccessRequest, Approval
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
@@ -125,10 +133,30 @@ def _decrypt(tenant_id: str, selection: Selection) -> dict[str, str]:
     return values
 
 
-def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
+def _approver_name(approval: Approval) -> str:
+    """Who the envelope says approved: a member's email, or a workload's label (issue #16)."""
+    if approval.user_id.startswith(workload_access.APPROVER_PREFIX):
+        policy_id = approval.user_id.removeprefix(workload_access.APPROVER_PREFIX)
+        if not workload_access.is_still_granted(
+            approval.tenant_id, policy_id, approval.bundle_id, approval.include_keys
+        ):
+            raise ValidationFailed("the workload's trust policy was deleted or narrowed meanwhile")
+        return approval.via or approval.user_id
+    if approval.user_id.startswith(service_tokens.APPROVER_PREFIX):
+        token_id = approval.user_id.removeprefix(service_tokens.APPROVER_PREFIX)
+        if not service_tokens.is_still_granted(
+            approval.tenant_id, token_id, approval.bundle_id, approval.include_keys
+        ):
+            raise ValidationFailed("the service token was revoked or expired meanwhile")
+        return approval.via or approval.user_id
     email = _approver_email(approval.tenant_id, approval.user_id)
     if email is None:
         raise ValidationFailed("the approver no longer has the member role in this tenant")
+    return email
+
+
+def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
+    email = _approver_name(approval)
     try:
         selection = select_keys(approval.tenant_id, approval.bundle_id, approval.include_keys)
     except NotFound:

@@ -10,6 +10,7 @@ class EnvCatError(Exception):
 
     status = 400
     code = "bad_request"
+    retry_after: int | None = None  # seconds for a Retry-After header (issue #16)
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
@@ -63,3 +64,31 @@ class Unavailable(EnvCatError):
 
 class Busy(EnvCatError):
     status, code = 503, "busy"  # details: seconds for Retry-After
+
+
+class IssuerUnavailable(Unavailable):
+    """An OIDC issuer's discovery document or keys cannot be fetched (issue #16)."""
+
+    code = "issuer_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+class InvalidIdToken(EnvCatError):
+    """An OIDC ID token is malformed, forged, expired, for another audience or reused."""
+
+    status, code = 401, "invalid_id_token"
+
+
+class WorkloadNotAllowed(EnvCatError):
+    """A valid ID token that no trust policy of the named workspace accepts."""
+
+    status, code = 403, "workload_not_allowed"
+
+
+class InvalidServiceToken(EnvCatError):
+    """A service token that is unknown, revoked, expired or not for this workspace."""
+
+    status, code = 401, "invalid_service_token"

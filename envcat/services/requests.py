@@ -31,7 +31,15 @@ from envcat.core.schemas.requests import (
 )
 from envcat.models import db
 from envcat.services import access_requests as store
-from envcat.services import approvers, audit, delivery, integrity, metrics, workspaces
+from envcat.services import (
+    approvers,
+    audit,
+    delivery,
+    integrity,
+    metrics,
+    workload_access,
+    workspaces,
+)
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
@@ -66,8 +74,19 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
     Raises UnknownWorkspace (404) for an unknown slug, or RateLimited (429) when
     `client_ip` already holds MAX_PENDING_PER_IP undecided requests.
     """
-    settings = current().settings
     workspace = workspaces.resolve(body.workspace)
+    _, created = store_request(body, workspace, client_ip, body.context.model_dump())
+    return created
+
+
+def store_request(
+    body: AccessRequestCreate,
+    workspace: workspaces.Workspace,
+    client_ip: str,
+    context: dict[str, object],
+) -> tuple[store.NewRequest, AccessRequestCreated]:
+    """Store a pending request with this display context; the poll token is in the reply."""
+    settings = current().settings
     new = store.new_request(settings.request_ttl)
     mac = integrity.request_mac(
         new, cli_pub=body.client_pubkey, tenant_id=workspace.id, workspace=workspace.slug
@@ -85,7 +104,7 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
         bundle=body.bundle,
         bundle_id=body.bundle_id,
         template_keys=body.template_keys,
-        context=body.context.model_dump(),
+        context=context,
     )
     if request is None:
         raise RateLimited(
@@ -95,7 +114,7 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
         )
     metrics.REQUESTS_CREATED.inc()
     approve_uri = settings.public_url.rstrip("/") + "/approve"
-    return AccessRequestCreated(
+    return new, AccessRequestCreated(
         id=request.id,
         poll_token=new.poll_token,
         user_code=request.user_code,
@@ -133,6 +152,7 @@ def describe(request_id: str) -> AccessRequestView:
         context=ClientContext.model_validate(request.context),
         created=request.created,
         expires_at=request.expires_at,
+        workload=request.context.get("workload") or None,
     )
 
 
@@ -266,6 +286,7 @@ def approve(
     bundle_id: str,
     include_keys: list[str],
     origin: audit.Origin,
+    workload: workload_access.WorkloadGrant | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -276,37 +297,47 @@ def approve(
     r = current().redis
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
-    approvers.require_approver(tenant_id, user_id, selection.bundle_id)  # issue #17
-    bundle = (selection.bundle_id, selection.bundle_name)
-    voters = approvers.quorum(request, user_id, bundle, selection.names, origin)  # k-of-n
+    if workload is None:  # a person: the bundle's approver rules and k-of-n (issue #17)
+        approvers.require_approver(tenant_id, user_id, selection.bundle_id)
+        bundle = (selection.bundle_id, selection.bundle_name)
+        voters = approvers.quorum(request, user_id, bundle, selection.names, origin)
+    else:  # a workload: its automatic trust policy is the admins' standing approval (#16)
+        voters = [workload.label]
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,
         bundle_id=selection.bundle_id,
         include_keys=tuple(selection.names),
         approved_at=time.time(),
+        via=workload.label if workload is not None else "",
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):
         raise Conflict("This request has already been decided.")
+    details: dict[str, object] = {
+        "bundle_id": selection.bundle_id,
+        "bundle_name": selection.bundle_name,
+        "keys": selection.names,
+        **({"approvers": voters} if len(voters) > 1 else {}),
+    }
+    if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
+        details.update(policy_id=workload.policy_id, policy=workload.policy_name)
+    elif workload is not None:
+        details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
         audit.record(
             tenant_id,
-            user_id,
+            workload.label if workload is not None else user_id,
             "request.approved",
             request_id,
-            details={
-                "bundle_id": selection.bundle_id,
-                "bundle_name": selection.bundle_name,
-                "keys": selection.names,
-                **({"approvers": voters} if len(voters) > 1 else {}),
-            },
+            details=details,
             origin=origin,
         )
     except Exception:
         db.session.rollback()
         store.release_approval(r, request_id)
-        approvers.withdraw_vote(request_id, user_id)  # so the same person can try again
+        if workload is None:
+            approvers.withdraw_vote(request_id, user_id)  # so the same person can try again
         raise
     metrics.REQUESTS_APPROVED.inc()
     return AcceptedApproval(request_id, approval, mac)

@@ -92,6 +92,7 @@ class FakeApi:
     forge: dict[str, str] | None = None  # values swapped into the payload after signing
     busy_creates: int = 0  # this many creates answer 503 busy first (issue #22)
     busy_retry_after: str = "5"
+    workload_mode: str | None = None  # answer as for an ID token or service token (#16)
 
     def calls_to(self, method: str, suffix: str = "") -> list[Call]:
         """Return the recorded calls with this method whose path ends with `suffix`."""
@@ -182,6 +183,8 @@ class FakeApi:
         }
         private = ("client_pubkey", "workspace", "bundle")
         reply = {k: v for k, v in self.created.items() if k not in private}
+        if self.workload_mode is not None:
+            reply.update(workload_mode=self.workload_mode, workload="workload:github:acme/api@x")
         return _json(201, reply)
 
     def _wait_reply(self, step: str, timeout: float) -> tuple[int, dict[str, str], bytes]:

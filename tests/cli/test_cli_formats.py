@@ -42,7 +42,8 @@ def test_unrepresentable_values_are_refused_naming_only_the_key(fmt: str, name: 
 
 
 def test_cli_offers_exactly_the_engine_formats() -> None:
-    assert FORMAT_CHOICES == FORMATS
+    # plus `github`, which writes $GITHUB_ENV and prints only masks (envcat.cli.github, #16)
+    assert (*FORMATS, "github") == FORMAT_CHOICES
 
 
 def test_output_keeps_the_order_received() -> None:

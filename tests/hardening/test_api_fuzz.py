@@ -16,6 +16,7 @@ import io
 import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from werkzeug.wrappers import Request
 
 from envcat.core import signing
 from envcat.core.settings import Settings
-from envcat.models import AuditSink, db
+from envcat.models import AuditSink, ServiceToken, WorkloadPolicy, db, utcnow
 from envcat.services.runtime import current
 from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
 from tests.conftest import make_settings
@@ -106,16 +107,40 @@ def _seed() -> dict[str, list[str]]:
         stored_request(runtime.redis, tenant_id=TENANT, ttl=runtime.settings.request_ttl)[0].id
         for _ in range(3)
     ]
+    policy = WorkloadPolicy(
+        tenant_id=TENANT,
+        name="ci",
+        issuer="https://token.actions.githubusercontent.com",
+        audience="https://envcat.test",
+        rules=[{"claim": "repository", "op": "eq", "value": "acme/api"}],
+        bundle_id=bundle_id,
+        keys=[],
+        mode="automatic",
+    )
+    token = ServiceToken(
+        tenant_id=TENANT,
+        name="ci",
+        prefix="0123456789ab",
+        token_hash="0" * 64,
+        bundle_id=bundle_id,
+        keys=[],
+        created_by=OWNER,
+        expires_at=utcnow() + timedelta(days=1),
+    )
+    db.session.add_all([policy, token])
+    db.session.commit()
     return {
         "bundle_id": [bundle_id],
         "key_id": [key_row(TENANT, name).id for name in names],
         "request_id": request_ids,
+        "policy_id": [policy.id],  # issue #16
+        "token_id": [token.id],
     }
 
 
 # The seeded ids of the running test, read by the strategies when they draw.
 KNOWN: dict[str, list[str]] = {}
-KNOWN_NAMES = ("bundle_id", "key_id", "request_id")
+KNOWN_NAMES = ("bundle_id", "key_id", "request_id", "policy_id", "token_id")
 
 
 def _document_app() -> Flask:

@@ -17,6 +17,8 @@ EXPECTED_TABLES = {
     "webhook_events",
     "key_versions",
     "audit_sinks",
+    "workload_policies",
+    "service_tokens",
 }
 
 

@@ -20,8 +20,11 @@ from envcat.core.schemas.requests import (
     WaitQuery,
     WaitResult,
 )
-from envcat.services import requests
+from envcat.services import machine_requests, requests
+from envcat.services.errors import ValidationFailed
 from envcat.services.runtime import current
+from envcat.workers import tasks
+from envcat.workers.enqueue import enqueue
 
 POLL_TOKEN_HEADER = "X-Poll-Token"  # noqa: S105  # a header name, not a secret
 
@@ -51,6 +54,12 @@ def _caller_connected() -> bool:
         return False
 
 
+def _bearer_token() -> str | None:
+    """The service token of `Authorization: Bearer …`, if any (issue #16)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 @endpoint(
     bp,
     "/requests",
@@ -59,15 +68,41 @@ def _caller_connected() -> bool:
     auth="public",
     body=AccessRequestCreate,
     responses={201: AccessRequestCreated},
-    errors=(404, 429, 503),
+    errors=(400, 401, 403, 404, 429, 503),
 )
-def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated, int]:
-    """Anyone may ask a workspace; only its approver's decision releases anything."""
+def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Response, int]:
+    """Anyone may ask a workspace; only its approver's decision releases anything.
+
+    With `id_token` (issue #16) a workspace's trust policy may approve at once, and with
+    `Authorization: Bearer ect_…` a service token does; only then does the reply carry
+    `workload_mode` and `workload`.
+    """
     refuse_when_behind("create")
-    client_ip = client_origin().ip or "unknown"
-    created = requests.create(body, client_ip)
-    if body.bundle or body.bundle_id:  # only a request naming a bundle notifies (issue #17)
-        team.notify_new_request(created.id, client_ip)
+    address = client_origin().ip or "unknown"
+    bearer = _bearer_token()
+    if body.id_token is not None and bearer is not None:
+        raise ValidationFailed("Send an ID token or a service token, not both.")
+    if bearer is not None:
+        created, accepted = machine_requests.create_for_service_token(
+            body, bearer, address, client_origin()
+        )
+    elif body.id_token is not None:
+        created, accepted = machine_requests.create_for_workload(body, address, client_origin())
+    else:
+        created, accepted = requests.create(body, address), None
+    if accepted is None and (body.bundle or body.bundle_id):
+        # a person decides: only a request naming a bundle notifies (issue #17)
+        team.notify_new_request(created.id, address)
+    if body.id_token is None and bearer is None:
+        return jsonify(created.model_dump(mode="json", exclude_none=True)), 201
+    if accepted is not None:
+        # after the audit commit, as for a person's approval: the task re-reads everything
+        enqueue(
+            tasks.encrypt_from_bundle,
+            (accepted.request_id, accepted.mac),
+            on_failure=lambda: requests.abandon(accepted),
+            message="The task queue is unavailable; retry.",
+        )
     return created, 201
 
 

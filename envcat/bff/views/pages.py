@@ -138,6 +138,7 @@ def _render_approval(
         phrase=context.get("user_code", ""),
         workspace=context.get("workspace", ""),
         details=_context_rows(context.get("context")),
+        workload=context.get("workload") if isinstance(context.get("workload"), str) else None,
         seconds_left=max(0, int((expires_at or time.time()) - time.time())),
         bundles=bundles,
         chosen=chosen,

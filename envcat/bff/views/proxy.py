@@ -38,6 +38,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
 # X-Signature, …) stays here.
 FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Poll-Token")
 WEBHOOK_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
+SERVICE_TOKEN_BEARER = "Bearer ect_"  # noqa: S105  # a prefix to match, not a secret
 RETURNED_HEADERS = (
     "Content-Type",
     "Content-Disposition",
@@ -64,7 +65,16 @@ def is_public(method: str, rest: str) -> bool:
 
 def _headers(rest: str) -> dict[str, str]:
     names = FORWARDED_HEADERS + (WEBHOOK_HEADERS if rest == "webhooks/clerk" else ())
-    return {name: value for name in names if (value := request.headers.get(name)) is not None}
+    headers = {name: value for name in names if (value := request.headers.get(name)) is not None}
+    # A service token (issue #16) rides on request creation only; other bearers stay here.
+    authorization = request.headers.get("Authorization", "")
+    if (
+        rest == "requests"
+        and request.method == "POST"
+        and authorization.startswith(SERVICE_TOKEN_BEARER)
+    ):
+        headers["Authorization"] = authorization
+    return headers
 
 
 def _relay(upstream: httpx.Response) -> Response:

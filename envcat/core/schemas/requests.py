@@ -32,6 +32,7 @@ MAX_TEMPLATE_KEYS = 50
 MAX_TEMPLATE_KEY_LENGTH = 128
 MAX_TEMPLATE_KEYS_TOTAL = 1500  # characters of all names together: the worst request < 4 KB
 MAX_INCLUDE_KEYS = 1000
+MAX_ID_TOKEN = 16 * 1024
 MAX_WAIT_SECONDS = 30
 POLL_INTERVAL_SECONDS = 5
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -95,6 +96,8 @@ class AccessRequestCreate(BaseModel):
         default_factory=list
     )
     context: ClientContext = Field(default_factory=ClientContext)
+    # An OIDC ID token of a CI workload (issue #16): verified, spent, never stored or echoed.
+    id_token: Annotated[str | None, Field(min_length=1, max_length=MAX_ID_TOKEN)] = None
 
     @field_validator("template_keys")
     @classmethod
@@ -116,6 +119,9 @@ class AccessRequestCreated(BaseModel):
     verification_uri_complete: str
     interval: int
     expires_in: int
+    # set when the request carried an ID token (issue #16): "automatic" = already approved
+    workload_mode: Literal["automatic", "approval"] | None = None
+    workload: str | None = None
 
 
 class AccessRequestView(BaseModel):
@@ -131,6 +137,7 @@ class AccessRequestView(BaseModel):
     context: ClientContext
     created: float
     expires_at: float
+    workload: str | None = None  # the verified workload asking (issue #16), else None
 
 
 class ServerKey(BaseModel):
