@@ -32,6 +32,7 @@ def _blueprints() -> list[object]:
         internal,
         keys,
         me,
+        passkeys,
         requests,
         webhooks,
     )
@@ -47,6 +48,8 @@ def _blueprints() -> list[object]:
         internal.bp,
         clerk_internal.bp,
         webhooks.bp,
+        passkeys.bp,
+        passkeys.public_bp,
     ]
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from envcat import __version__
+from envcat.cli.approvers import approvers
 from envcat.cli.commands import ARGV, CHILD, EnvcatGroup, RecordingCommand, RunCommand
 from envcat.cli.errors import Cancelled, CliError
 from envcat.cli.options import FORMAT_CHOICES, check_write_path, hint_options, wait_options
@@ -52,6 +53,7 @@ def cli() -> None:
 
 cli.add_command(init)
 cli.add_command(trust)
+cli.add_command(approvers)
 
 
 @cli.command(cls=RecordingCommand)
@@ -244,6 +246,18 @@ def _deliver(
     )
     expected = Expected(sealed.request_id, sealed.public_key, workspace, settings.bundle, keys)
     envelope = verify_delivery(sealed.private_key, sealed.ciphertext, expected, trust, _say)
+    if settings.approvers:  # issue #20: a listed person's passkey must have signed this
+        from envcat.cli.approvers import check_passkey_approval
+
+        check_passkey_approval(
+            envelope,
+            request_id=sealed.request_id,
+            cli_public_key=sealed.public_key,
+            workspace=workspace,
+            server=settings.server,
+            approvers=settings.approvers,
+        )
+        _say("passkey approval verified (signed by an approver listed in .envcat.toml)")
     _refuse_unsafe(envelope.keys)
     refuse_dangerous(envelope.keys, [*allow_vars, *settings.allow_vars])
     _say(

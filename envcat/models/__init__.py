@@ -1,6 +1,7 @@
 """SQLAlchemy models (DESIGN §3). Imports nothing from the layers above."""
 
 from envcat.models.base import Base, db, utcnow
+from envcat.models.passkeys import Passkey, WorkspacePolicy
 from envcat.models.tables import (
     ROLES,
     AuditEvent,
@@ -26,9 +27,11 @@ __all__ = [
     "KeyVersion",
     "Membership",
     "MembershipRemoval",
+    "Passkey",
     "Tenant",
     "User",
     "WebhookEvent",
+    "WorkspacePolicy",
     "db",
     "new_uuid",
     "utcnow",

@@ -114,20 +114,21 @@ class Approval:
     bundle_id: str
     include_keys: tuple[str, ...]
     approved_at: float
+    # issue #20: canonical JSON of the passkey proof (envcat.core.passkeys.PasskeyProof), or ""
+    passkey: str = ""
 
     def to_json(self) -> str:
-        """Canonical JSON of the approval."""
-        return json.dumps(
-            {
-                "tenant_id": self.tenant_id,
-                "user_id": self.user_id,
-                "bundle_id": self.bundle_id,
-                "include_keys": list(self.include_keys),
-                "approved_at": repr(self.approved_at),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        """Canonical JSON of the approval (`passkey` only when there is one: old MACs hold)."""
+        record: dict[str, Any] = {
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "bundle_id": self.bundle_id,
+            "include_keys": list(self.include_keys),
+            "approved_at": repr(self.approved_at),
+        }
+        if self.passkey:
+            record["passkey"] = self.passkey
+        return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Approval:
@@ -140,6 +141,7 @@ class Approval:
                 bundle_id=str(data["bundle_id"]),
                 include_keys=tuple(str(name) for name in data["include_keys"]),
                 approved_at=float(data["approved_at"]),
+                passkey=str(data.get("passkey") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError("not an approval record") from exc

@@ -9,6 +9,7 @@ revealed to a poller. What the worker will rely on is MACed here (integrity).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 
 from envcat.core.envelope import encode_key, fingerprint
+from envcat.core.schemas.passkeys import PasskeyAssertion
 from envcat.core.schemas.requests import (
     POLL_INTERVAL_SECONDS,
     REQUEST_ID_RE,
@@ -31,7 +33,7 @@ from envcat.core.schemas.requests import (
 )
 from envcat.models import db
 from envcat.services import access_requests as store
-from envcat.services import audit, delivery, integrity, metrics, workspaces
+from envcat.services import audit, delivery, integrity, metrics, passkeys, workspaces
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
@@ -264,6 +266,7 @@ def approve(
     bundle_id: str,
     include_keys: list[str],
     origin: audit.Origin,
+    passkey: PasskeyAssertion | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -274,12 +277,15 @@ def approve(
     r = current().redis
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    # issue #20: verified here, recorded under the approval MAC, carried into the envelope
+    proof = passkeys.approval_proof(request, user_id, selection.bundle_id, selection.names, passkey)
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,
         bundle_id=selection.bundle_id,
         include_keys=tuple(selection.names),
         approved_at=time.time(),
+        passkey=proof,
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):
@@ -294,6 +300,7 @@ def approve(
                 "bundle_id": selection.bundle_id,
                 "bundle_name": selection.bundle_name,
                 "keys": selection.names,
+                **({"passkey": json.loads(proof)["credential_id"]} if proof else {}),
             },
             origin=origin,
         )

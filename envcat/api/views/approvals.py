@@ -21,7 +21,7 @@ bp = signed_blueprint("approvals")
     auth="signed",
     body=EncryptFromBundle,
     responses={202: DecisionAccepted},
-    errors=(401, 403, 404, 409),
+    errors=(400, 401, 403, 404, 409),
 )
 def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[DecisionAccepted, int]:
     """Member or above. Validates now; the worker seals the values moments later."""
@@ -34,6 +34,7 @@ def encrypt_from_bundle(request_id: str, body: EncryptFromBundle) -> tuple[Decis
         bundle_id=body.bundle_id,
         include_keys=body.include_keys,
         origin=client_origin(),
+        passkey=body.passkey,
     )
     # after the audit commit: the task re-reads everything it needs
     enqueue(

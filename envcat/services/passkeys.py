@@ -1,0 +1,414 @@
+"""Approver passkeys (issue #20): register, list, rename, remove, and verify approvals.
+
+A passkey is a WebAuthn credential (ES256 or EdDSA, user verification
+required) whose relying party is the bff's public origin (PUBLIC_URL).
+Registration challenges are random, single-use (GETDEL), short-lived and kept in
+Redis under the user's id. An approval's challenge is not random: it is the
+SHA-256 of the approval statement (envcat.core.approval_statement), so the
+assertion proves which request, terminal key, workspace, bundle, keys and
+phrase the person approved; the request is decided once, which makes a replay
+useless. The proof goes into the approval record (under the api's MAC) and, by
+the worker, into the signed envelope, where the CLI checks it against the
+approver keys it trusts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select, update
+from webauthn import (
+    generate_registration_options,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import bytes_to_base64url, options_to_json_dict
+from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from envcat.core.approval_statement import ApprovalStatement, StatementError
+from envcat.core.passkeys import (
+    PasskeyError,
+    PasskeyProof,
+    algorithm_name,
+    key_fingerprint,
+    load_public_key,
+)
+from envcat.core.schemas.passkeys import (
+    ApprovalChallenge,
+    ApproverList,
+    ApproverOut,
+    PasskeyAssertion,
+    PasskeyList,
+    PasskeyOut,
+    PasskeyRegistration,
+)
+from envcat.models import Membership, Passkey, User, WorkspacePolicy, db, utcnow
+from envcat.services import access_requests as store
+from envcat.services import audit, delivery, workspaces
+from envcat.services.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from envcat.services.runtime import current
+
+ALGORITHMS = [COSEAlgorithmIdentifier.EDDSA, COSEAlgorithmIdentifier.ECDSA_SHA_256]
+CHALLENGE_TTL_SECONDS = 300
+CEREMONY_TIMEOUT_MS = 120_000
+MAX_PASSKEYS_PER_USER = 20
+# An approval statement older than this, or from the future, is refused.
+STATEMENT_MAX_AGE_SECONDS = 600
+STATEMENT_MAX_SKEW_SECONDS = 60
+APPROVER_ROLES = ("owner", "admin", "member")
+_BAD_INPUT = (WebAuthnException, KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+class PasskeyRequired(Forbidden):
+    """The workspace requires a passkey assertion with every approval."""
+
+    code = "passkey_required"
+
+
+def relying_party() -> tuple[str, str]:
+    """(rp id, origin) from PUBLIC_URL: the host, and scheme://host[:port]."""
+    parts = urlsplit(current().settings.public_url)
+    host = (parts.hostname or "localhost").lower()
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+    return host, f"{parts.scheme}://{host}{port}"
+
+
+def _challenge_key(user_id: str) -> str:
+    return f"passkey:reg:{hashlib.sha256(user_id.encode()).hexdigest()[:32]}"
+
+
+def _user(user_id: str) -> User:
+    user = db.session.get(User, user_id)
+    if user is None or user.deleted_at is not None:
+        raise NotFound("No such user.")
+    return user
+
+
+def _owned(user_id: str) -> list[Passkey]:
+    return list(
+        db.session.execute(
+            select(Passkey).where(Passkey.user_id == user_id).order_by(Passkey.created_at)
+        ).scalars()
+    )
+
+
+def registration_options(user_id: str) -> dict[str, Any]:
+    """Options for navigator.credentials.create; the challenge is kept for one use."""
+    user = _user(user_id)
+    rp_id, _ = relying_party()
+    options = generate_registration_options(
+        rp_id=rp_id,
+        rp_name="EnvCat",
+        user_name=user.email,
+        user_id=hashlib.sha256(user.id.encode("utf-8")).digest(),
+        user_display_name=user.name or user.email,
+        challenge=secrets.token_bytes(32),
+        timeout=CEREMONY_TIMEOUT_MS,
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.PREFERRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        exclude_credentials=[
+            PublicKeyCredentialDescriptor(id=_raw_id(key.credential_id)) for key in _owned(user_id)
+        ],
+        supported_pub_key_algs=ALGORITHMS,
+    )
+    current().redis.set(
+        _challenge_key(user_id), bytes_to_base64url(options.challenge), ex=CHALLENGE_TTL_SECONDS
+    )
+    return options_to_json_dict(options)
+
+
+def _raw_id(credential_id: str) -> bytes:
+    from webauthn.helpers import base64url_to_bytes
+
+    return base64url_to_bytes(credential_id)
+
+
+def _out(key: Passkey) -> PasskeyOut:
+    public = load_public_key(key.public_key)
+    return PasskeyOut(
+        id=key.id,
+        name=key.name,
+        credential_id=key.credential_id,
+        algorithm=algorithm_name(public),
+        fingerprint=key_fingerprint(public),
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+    )
+
+
+def register(user_id: str, tenant_id: str, body: PasskeyRegistration) -> PasskeyOut:
+    """Verify the browser's attestation against the one-use challenge; store the passkey."""
+    _user(user_id)
+    expected = current().redis.getdel(_challenge_key(user_id))
+    if not expected:
+        raise ValidationFailed("The passkey registration expired; start again.")
+    if len(_owned(user_id)) >= MAX_PASSKEYS_PER_USER:
+        raise Conflict(f"At most {MAX_PASSKEYS_PER_USER} passkeys per account.")
+    rp_id, origin = relying_party()
+    from webauthn.helpers import base64url_to_bytes
+
+    try:
+        verified = verify_registration_response(
+            credential=body.credential,
+            expected_challenge=base64url_to_bytes(str(expected)),
+            expected_rp_id=rp_id,
+            expected_origin=origin,
+            require_user_verification=True,
+            supported_pub_key_algs=ALGORITHMS,
+        )
+        public = load_public_key(verified.credential_public_key)
+    except (*_BAD_INPUT, PasskeyError):
+        raise ValidationFailed("The passkey could not be verified; try again.") from None
+    key = Passkey(
+        user_id=user_id,
+        credential_id=bytes_to_base64url(verified.credential_id),
+        public_key=verified.credential_public_key,
+        algorithm=-8 if algorithm_name(public) == "EdDSA" else -7,
+        sign_count=verified.sign_count,
+        name=body.name,
+    )
+    db.session.add(key)
+    try:
+        db.session.flush()
+    except Exception:
+        db.session.rollback()
+        raise Conflict("This passkey is already registered.") from None
+    audit.record(
+        tenant_id,
+        user_id,
+        "passkey.registered",
+        f"passkey:{key.id}",
+        details={"name": key.name, "fingerprint": key_fingerprint(public)},
+    )
+    return _out(key)
+
+
+def list_for(user_id: str) -> PasskeyList:
+    """The user's passkeys, oldest first."""
+    return PasskeyList(passkeys=[_out(key) for key in _owned(user_id)])
+
+
+def _mine(user_id: str, passkey_id: str) -> Passkey:
+    key = db.session.get(Passkey, passkey_id)
+    if key is None or key.user_id != user_id:
+        raise NotFound("No such passkey.")
+    return key
+
+
+def rename(user_id: str, passkey_id: str, name: str) -> PasskeyOut:
+    """Give one of the user's passkeys another name."""
+    key = _mine(user_id, passkey_id)
+    key.name = name
+    db.session.commit()
+    return _out(key)
+
+
+def remove(user_id: str, tenant_id: str, passkey_id: str) -> None:
+    """Delete one of the user's passkeys; audited."""
+    key = _mine(user_id, passkey_id)
+    details = {"name": key.name, "fingerprint": _out(key).fingerprint}
+    db.session.delete(key)
+    db.session.flush()
+    audit.record(tenant_id, user_id, "passkey.removed", f"passkey:{passkey_id}", details=details)
+
+
+def approvers(slug: str) -> ApproverList:
+    """The passkeys of a workspace's approving members (public: names and public keys only)."""
+    workspace = workspaces.resolve(slug)
+    rows = db.session.execute(
+        select(Passkey)
+        .join(Membership, Membership.user_id == Passkey.user_id)
+        .join(User, User.id == Passkey.user_id)
+        .where(
+            Membership.tenant_id == workspace.id,
+            Membership.role.in_(APPROVER_ROLES),
+            User.deleted_at.is_(None),
+        )
+        .order_by(Passkey.created_at)
+    ).scalars()
+    listed = []
+    for key in rows:
+        public = load_public_key(key.public_key)
+        listed.append(
+            ApproverOut(
+                name=key.name,
+                credential_id=key.credential_id,
+                public_key=_b64(key.public_key),
+                algorithm=algorithm_name(public),
+                fingerprint=key_fingerprint(public),
+            )
+        )
+    return ApproverList(workspace=workspace.slug, approvers=listed)
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode("ascii")
+
+
+def requires_passkey(tenant_id: str) -> bool:
+    """The workspace's `require_passkey` setting."""
+    policy = db.session.get(WorkspacePolicy, tenant_id)
+    return bool(policy and policy.require_passkey)
+
+
+def set_policy(tenant_id: str, user_id: str, require_passkey: bool) -> bool:
+    """Change `require_passkey` (the caller checked the owner role); audited."""
+    policy = db.session.get(WorkspacePolicy, tenant_id)
+    if policy is None:
+        policy = WorkspacePolicy(tenant_id=tenant_id, require_passkey=require_passkey)
+        db.session.add(policy)
+    policy.require_passkey = require_passkey
+    db.session.flush()
+    audit.record(
+        tenant_id,
+        user_id,
+        "workspace.policy_changed",
+        f"tenant:{tenant_id}",
+        details={"require_passkey": require_passkey},
+    )
+    return require_passkey
+
+
+def _pending(request_id: str, tenant_id: str) -> store.AccessRequest:
+    request = store.get(current().redis, request_id) if len(request_id) <= 256 else None
+    if request is None or request.tenant_id != tenant_id:
+        raise NotFound("No such request, or it has expired.")
+    if request.status != "pending" or request.approval is not None:
+        raise Conflict("This request has already been decided.")
+    return request
+
+
+def statement_for(
+    request: store.AccessRequest, bundle_id: str, names: Sequence[str], decided_at: int
+) -> ApprovalStatement:
+    """The statement an approval of `names` from `bundle_id` for `request` must sign."""
+    return ApprovalStatement.of(
+        request_id=request.id,
+        cli_public_key=request.cli_pub,
+        workspace=request.workspace,
+        bundle_id=bundle_id,
+        keys=names,
+        user_code=request.user_code,
+        decided_at=decided_at,
+    )
+
+
+def challenge(
+    request_id: str, tenant_id: str, user_id: str, bundle_id: str, include_keys: Sequence[str]
+) -> ApprovalChallenge:
+    """What the approval page asks the passkey to sign for this choice of bundle and keys."""
+    request = _pending(request_id, tenant_id)
+    selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    statement = statement_for(request, selection.bundle_id, selection.names, int(time.time()))
+    rp_id, _ = relying_party()
+    owned = _owned(user_id)
+    if not owned:
+        raise PasskeyRequired("Register a passkey on your account page first.")
+    return ApprovalChallenge(
+        statement=statement.as_dict(),
+        challenge=bytes_to_base64url(statement.challenge()),
+        rp_id=rp_id,
+        allow_credentials=[key.credential_id for key in owned],
+        timeout_ms=CEREMONY_TIMEOUT_MS,
+    )
+
+
+def approval_proof(
+    request: store.AccessRequest,
+    user_id: str,
+    bundle_id: str,
+    names: Sequence[str],
+    submitted: PasskeyAssertion | None,
+) -> str:
+    """The canonical proof JSON for the approval record, "" without a passkey.
+
+    Raises PasskeyRequired when the workspace requires one and none came, and
+    ValidationFailed when the statement is not exactly this approval or the
+    assertion does not verify (signature, origin, RP id, UV flag, sign count)
+    under one of the approver's own passkeys.
+    """
+    if submitted is None:
+        if requires_passkey(request.tenant_id):
+            raise PasskeyRequired(
+                "This workspace requires a passkey to approve. Register one on your "
+                "account page, then approve again."
+            )
+        return ""
+    try:
+        given = ApprovalStatement.from_dict(submitted.statement)
+    except StatementError as exc:
+        raise ValidationFailed(f"The approval statement is malformed: {exc}.") from None
+    expected = statement_for(request, bundle_id, names, given.decided_at)
+    if given != expected:
+        raise ValidationFailed("The signed statement is not this approval; approve again.")
+    age = time.time() - given.decided_at
+    if not -STATEMENT_MAX_SKEW_SECONDS <= age <= STATEMENT_MAX_AGE_SECONDS:
+        raise ValidationFailed("The signed statement is too old; approve again.")
+    return json.dumps(
+        _verified(user_id, given, submitted.credential).as_dict(),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _verified(
+    user_id: str, statement: ApprovalStatement, credential: dict[str, Any]
+) -> PasskeyProof:
+    raw_id = credential.get("id")
+    key = db.session.execute(
+        select(Passkey).where(Passkey.credential_id == str(raw_id), Passkey.user_id == user_id)
+    ).scalar_one_or_none()
+    if key is None:
+        raise ValidationFailed("That passkey is not one of yours; use a registered passkey.")
+    rp_id, origin = relying_party()
+    try:
+        verified = verify_authentication_response(
+            credential=credential,
+            expected_challenge=statement.challenge(),
+            expected_rp_id=rp_id,
+            expected_origin=origin,
+            credential_public_key=key.public_key,
+            credential_current_sign_count=key.sign_count,
+            require_user_verification=True,
+        )
+        response = credential["response"]
+        proof = PasskeyProof(
+            statement=statement,
+            credential_id=key.credential_id,
+            authenticator_data=str(response["authenticatorData"]),
+            client_data_json=str(response["clientDataJSON"]),
+            signature=str(response["signature"]),
+            approver_email=_user(user_id).email,
+        )
+    except _BAD_INPUT:
+        raise ValidationFailed("The passkey assertion does not verify; approve again.") from None
+    # a counter that does not move forward (both zero: the authenticator keeps none) is a clone
+    moved = db.session.execute(
+        update(Passkey)
+        .where(Passkey.id == key.id, Passkey.sign_count == key.sign_count)
+        .values(sign_count=verified.new_sign_count, last_used_at=utcnow())
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+        db.session.rollback()
+        raise ValidationFailed("The passkey was used concurrently; approve again.")
+    db.session.commit()
+    return proof

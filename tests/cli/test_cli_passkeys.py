@@ -1,0 +1,184 @@
+"""The CLI's check of a passkey approval (issue #20), with keys generated here.
+
+Each test builds a signed envelope's statement as the CLI would receive it and a
+WebAuthn assertion made with a software ES256 or Ed25519 key, then changes one
+thing an attacker would change; the verifier must name the check that failed.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from envcat.cli.approvers import check_passkey_approval
+from envcat.cli.config import PROJECT_KEYS, TrustedApprover, read_config
+from envcat.cli.errors import Untrusted, UsageProblem
+from envcat.core.approval_statement import ApprovalStatement
+from envcat.core.envelope import Envelope
+from envcat.core.passkeys import PasskeyError, key_fingerprint, load_public_key
+from envcat.core.usercode import user_code
+from tests.support.passkeys import SoftPasskey
+
+SERVER = "https://envcat.example.com"
+ORIGIN, RP_ID = SERVER, "envcat.example.com"
+REQUEST_ID, CLI_KEY, WORKSPACE = "req-abc", base64.b64encode(b"k" * 32).decode(), "acme"
+KEYS = {"DATABASE_URL": "postgres://canary", "API_KEY": "canary-2"}
+
+
+def _statement(**changes: object) -> ApprovalStatement:
+    fields: dict[str, object] = {
+        "request_id": REQUEST_ID,
+        "cli_public_key": CLI_KEY,
+        "workspace": WORKSPACE,
+        "bundle_id": "bundle-1",
+        "keys": list(KEYS),
+        "user_code": user_code(REQUEST_ID, CLI_KEY),
+        "decided_at": 1_800_000_000,
+    }
+    fields.update(changes)
+    return ApprovalStatement.of(**fields)  # type: ignore[arg-type]
+
+
+def _envelope(passkey: dict[str, object] | None, keys: dict[str, str] = KEYS) -> Envelope:
+    return Envelope(
+        request_id=REQUEST_ID,
+        cli_public_key=CLI_KEY,
+        workspace_id="t-1",
+        workspace_slug=WORKSPACE,
+        bundle_id="bundle-1",
+        bundle_name="prod/api",
+        approver_id="u-1",
+        approver_email="ada@example.test",
+        approved_at=1_800_000_000.5,
+        keys=keys,
+        passkey=passkey,
+    )
+
+
+def _check(envelope: Envelope, *approvers: SoftPasskey, as_spki: bool = False) -> None:
+    listed = [TrustedApprover(**key.approver(as_spki=as_spki)) for key in approvers]
+    check_passkey_approval(
+        envelope,
+        request_id=REQUEST_ID,
+        cli_public_key=CLI_KEY,
+        workspace=WORKSPACE,
+        server=SERVER,
+        approvers=listed,
+    )
+
+
+@pytest.fixture(params=["es256", "ed25519"])
+def passkey(request: pytest.FixtureRequest) -> SoftPasskey:
+    return SoftPasskey.es256() if request.param == "es256" else SoftPasskey.ed25519()
+
+
+@pytest.mark.parametrize("as_spki", [False, True])
+def test_a_valid_assertion_by_a_listed_key_passes(passkey: SoftPasskey, as_spki: bool) -> None:
+    proof = passkey.sign(_statement(), origin=ORIGIN, rp_id=RP_ID)
+    _check(_envelope(proof.as_dict()), passkey, as_spki=as_spki)
+
+
+def test_no_assertion_is_refused(passkey: SoftPasskey) -> None:
+    with pytest.raises(Untrusted, match="carries no passkey signature"):
+        _check(_envelope(None), passkey)
+
+
+def test_an_unlisted_approvers_valid_assertion_is_refused(passkey: SoftPasskey) -> None:
+    stranger = SoftPasskey.es256("stranger")
+    proof = stranger.sign(_statement(), origin=ORIGIN, rp_id=RP_ID)
+    with pytest.raises(Untrusted, match="does not list"):
+        _check(_envelope(proof.as_dict()), passkey)
+
+
+def test_a_listed_credential_id_with_another_key_is_refused(passkey: SoftPasskey) -> None:
+    impostor = replace(SoftPasskey.es256(), credential_id=passkey.credential_id)
+    proof = impostor.sign(_statement(), origin=ORIGIN, rp_id=RP_ID)
+    with pytest.raises(Untrusted, match="signature does not verify"):
+        _check(_envelope(proof.as_dict()), passkey)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"request_id": "another-request"},
+        {"cli_public_key": base64.b64encode(b"x" * 32).decode()},
+        {"workspace": "other"},
+        {"bundle_id": "bundle-2"},
+        {"keys": ["DATABASE_URL"]},  # the delivery carries one more key than was approved
+        {"user_code": "AAAA-AAAA"},
+    ],
+)
+def test_an_assertion_over_another_statement_is_refused(
+    passkey: SoftPasskey, change: dict[str, object]
+) -> None:
+    # the envelope repeats the signed statement, but the CLI rebuilds its own
+    statement = _statement(**change)
+    proof = passkey.sign(statement, origin=ORIGIN, rp_id=RP_ID)
+    with pytest.raises(Untrusted, match="challenge mismatch"):
+        _check(_envelope(proof.as_dict()), passkey)
+
+
+def test_a_delivery_with_an_extra_key_is_refused(passkey: SoftPasskey) -> None:
+    proof = passkey.sign(_statement(), origin=ORIGIN, rp_id=RP_ID)
+    with pytest.raises(Untrusted, match="challenge mismatch"):
+        _check(_envelope(proof.as_dict(), {**KEYS, "LD_PRELOAD": "/tmp/x.so"}), passkey)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"origin": "https://evil.example"}, "origin"),
+        ({"origin": "http://envcat.example.com"}, "origin"),
+        ({"rp_id": "evil.example"}, "another site"),
+        ({"kind": "webauthn.create"}, "webauthn.get"),
+        ({"user_verified": False}, "UV flag"),
+    ],
+)
+def test_origin_rp_type_and_user_verification_are_checked(
+    passkey: SoftPasskey, options: dict[str, object], message: str
+) -> None:
+    signing = {"origin": ORIGIN, "rp_id": RP_ID, **options}
+    proof = passkey.sign(_statement(), **signing)  # type: ignore[arg-type]
+    with pytest.raises(Untrusted, match=message):
+        _check(_envelope(proof.as_dict()), passkey)
+
+
+def test_a_tampered_signature_or_shape_is_refused(passkey: SoftPasskey) -> None:
+    proof = passkey.sign(_statement(), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    flipped = dict(proof, signature=proof["signature"][:-4] + "AAAA")
+    with pytest.raises(Untrusted):
+        _check(_envelope(flipped), passkey)
+    with pytest.raises(Untrusted, match="malformed"):
+        _check(_envelope({**proof, "extra": "x"}), passkey)
+
+
+def test_cose_and_spki_forms_give_one_fingerprint(passkey: SoftPasskey) -> None:
+    assert key_fingerprint(load_public_key(passkey.cose())) == key_fingerprint(
+        load_public_key(passkey.spki())
+    )
+    with pytest.raises(PasskeyError):
+        load_public_key(b"\xa1\x01\x03")  # a COSE map of an RSA key type
+    with pytest.raises(PasskeyError):
+        load_public_key(b"\x30\x03\x02\x01\x01")
+
+
+def test_envcat_toml_approvers_are_parsed_and_checked(tmp_path: Path) -> None:
+    key = SoftPasskey.es256().approver("ada")
+    path = tmp_path / ".envcat.toml"
+    path.write_text(
+        'workspace = "acme"\n[[approvers]]\n'
+        + "".join(f'{name} = "{value}"\n' for name, value in key.items())
+    )
+    parsed = read_config(path, PROJECT_KEYS)
+    assert parsed.approvers == (TrustedApprover(**key),)
+    path.write_text(
+        f'approvers = [{{ name = "x", credential_id = "y", public_key = "{"A" * 40}" }}]\n'
+    )
+    with pytest.raises(UsageProblem, match="unusable"):
+        read_config(path, PROJECT_KEYS)
+    path.write_text('approvers = [{ name = "x" }]\n')
+    with pytest.raises(UsageProblem, match="approvers must be a list"):
+        read_config(path, PROJECT_KEYS)
