@@ -31,12 +31,19 @@ def _cbor_int(value: int) -> bytes:
     return _cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value)
 
 
+def _cbor(value: object) -> bytes:
+    if isinstance(value, int):
+        return _cbor_int(value)
+    if isinstance(value, bytes):
+        return _cbor_head(2, len(value)) + value
+    if isinstance(value, str):
+        return _cbor_head(3, len(value.encode())) + value.encode()
+    assert isinstance(value, list)  # a map, as (key, value) pairs in order
+    return _cbor_head(5, len(value)) + b"".join(_cbor(k) + _cbor(v) for k, v in value)
+
+
 def _cbor_map(items: list[tuple[int, int | bytes]]) -> bytes:
-    out = _cbor_head(5, len(items))
-    for key, value in items:
-        out += _cbor_int(key)
-        out += _cbor_head(2, len(value)) + value if isinstance(value, bytes) else _cbor_int(value)
-    return out
+    return _cbor(list(items))
 
 
 @dataclass
@@ -78,6 +85,52 @@ class SoftPasskey:
             "name": name,
             "credential_id": self.credential_id,
             "public_key": base64.b64encode(raw).decode(),
+        }
+
+    def registration(self, challenge: str, *, origin: str, rp_id: str) -> dict[str, object]:
+        """The browser's JSON answer to registration options ("none" attestation)."""
+        raw_id = base64.urlsafe_b64decode(self.credential_id + "=" * (-len(self.credential_id) % 4))
+        flags = FLAG_USER_PRESENT | FLAG_USER_VERIFIED | 0x40  # AT: credential data follows
+        auth_data = (
+            hashlib.sha256(rp_id.encode()).digest()
+            + bytes([flags])
+            + (0).to_bytes(4, "big")
+            + bytes(16)  # AAGUID
+            + len(raw_id).to_bytes(2, "big")
+            + raw_id
+            + self.cose()
+        )
+        attestation = _cbor([("fmt", "none"), ("attStmt", []), ("authData", auth_data)])
+        client_data = json.dumps(
+            {"type": "webauthn.create", "challenge": challenge, "origin": origin}
+        ).encode()
+        return {
+            "id": self.credential_id,
+            "rawId": self.credential_id,
+            "type": "public-key",
+            "response": {
+                "clientDataJSON": b64url(client_data),
+                "attestationObject": b64url(attestation),
+            },
+            "clientExtensionResults": {},
+        }
+
+    def assertion(self, statement: ApprovalStatement, **options: object) -> dict[str, object]:
+        """The approval page's `passkey` field: the statement and the assertion's JSON."""
+        proof = self.sign(statement, **options)  # type: ignore[arg-type]
+        return {
+            "statement": statement.as_dict(),
+            "credential": {
+                "id": proof.credential_id,
+                "rawId": proof.credential_id,
+                "type": "public-key",
+                "response": {
+                    "authenticatorData": proof.authenticator_data,
+                    "clientDataJSON": proof.client_data_json,
+                    "signature": proof.signature,
+                },
+                "clientExtensionResults": {},
+            },
         }
 
     def sign(
