@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from envcat.core.approval_statement import ApprovalStatement, StatementError
@@ -35,6 +35,10 @@ FLAG_USER_PRESENT = 0x01
 FLAG_USER_VERIFIED = 0x04
 AUTH_DATA_MIN_BYTES = 37  # rpIdHash (32) + flags (1) + signCount (4)
 MAX_FIELD_BYTES = 4096
+# The two DER SubjectPublicKeyInfo shapes accepted, written by hand: the serialization
+# module would add tens of milliseconds to every `envcat get` that checks a passkey.
+_SPKI_P256 = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
 
 
 class PasskeyError(ValueError):
@@ -116,23 +120,24 @@ def _from_cose(raw: bytes) -> tuple[PublicKey, int]:
 def load_public_key(raw: bytes) -> PublicKey:
     """Parse COSE_Key bytes or a DER SubjectPublicKeyInfo (P-256 or Ed25519 only)."""
     if raw[:1] == b"\x30":  # a DER SEQUENCE: SubjectPublicKeyInfo
-        try:
-            key = serialization.load_der_public_key(raw)
-        except ValueError:
-            raise PasskeyError("not a DER public key") from None
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            return key
-        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-            return key
-        raise PasskeyError("only ES256 (P-256) and EdDSA (Ed25519) passkeys are accepted")
+        if raw.startswith(_SPKI_ED25519) and len(raw) == len(_SPKI_ED25519) + 32:
+            return ed25519.Ed25519PublicKey.from_public_bytes(raw[len(_SPKI_ED25519) :])
+        if raw.startswith(_SPKI_P256) and len(raw) == len(_SPKI_P256) + 65:
+            try:
+                point = raw[len(_SPKI_P256) :]
+                return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+            except ValueError:
+                raise PasskeyError("the SPKI key is not a point on P-256") from None
+        raise PasskeyError("only P-256 (uncompressed) and Ed25519 SPKI keys are accepted")
     return _from_cose(raw)[0]
 
 
 def spki(key: PublicKey) -> bytes:
     """The key's DER SubjectPublicKeyInfo."""
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return _SPKI_ED25519 + key.public_bytes_raw()
+    numbers = key.public_numbers()
+    return _SPKI_P256 + b"\x04" + numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
 
 
 def key_fingerprint(key: PublicKey) -> str:

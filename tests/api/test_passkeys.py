@@ -28,7 +28,7 @@ KEYS = [SeedKey("DATABASE_URL", "postgres://canary-db"), SeedKey("API_KEY", "can
 
 
 def register(signed: Any, key: SoftPasskey, name: str = "laptop") -> Any:
-    options = signed.post("/api/v1/passkeys/registration-options").get_json()["options"]
+    options = signed.post("/api/v1/passkey-challenges").get_json()["options"]
     credential = key.registration(options["challenge"], origin=ORIGIN, rp_id=RP_ID)
     return signed.post("/api/v1/passkeys", json={"name": name, "credential": credential})
 
@@ -60,7 +60,7 @@ def test_registration_needs_the_users_own_one_use_challenge(
 ) -> None:
     ada, bob = signed_as("u-ada", TENANT), signed_as("u-bob", TENANT, "member")
     key = SoftPasskey.es256("ada-key")
-    options = ada.post("/api/v1/passkeys/registration-options").get_json()["options"]
+    options = ada.post("/api/v1/passkey-challenges").get_json()["options"]
     assert options["authenticatorSelection"]["userVerification"] == "required"
     assert {p["alg"] for p in options["pubKeyCredParams"]} == {-7, -8}
     assert options["rp"]["id"] == RP_ID
@@ -76,7 +76,7 @@ def test_registration_needs_the_users_own_one_use_challenge(
     assert replayed.status_code == 400  # the challenge was used up
     assert "expired" in replayed.get_json()["message"]
     # another origin, or no user verification, is refused
-    options = ada.post("/api/v1/passkeys/registration-options").get_json()["options"]
+    options = ada.post("/api/v1/passkey-challenges").get_json()["options"]
     other = SoftPasskey.ed25519("ada-2").registration(
         options["challenge"], origin="https://evil.example", rp_id=RP_ID
     )

@@ -18,7 +18,7 @@ from envcat.cli.config import PROJECT_KEYS, TrustedApprover, read_config
 from envcat.cli.errors import Untrusted, UsageProblem
 from envcat.core.approval_statement import ApprovalStatement
 from envcat.core.envelope import Envelope
-from envcat.core.passkeys import PasskeyError, key_fingerprint, load_public_key
+from envcat.core.passkeys import PasskeyError, key_fingerprint, load_public_key, spki
 from envcat.core.usercode import user_code
 from tests.support.passkeys import SoftPasskey
 
@@ -159,6 +159,8 @@ def test_cose_and_spki_forms_give_one_fingerprint(passkey: SoftPasskey) -> None:
     assert key_fingerprint(load_public_key(passkey.cose())) == key_fingerprint(
         load_public_key(passkey.spki())
     )
+    # the SPKI written by hand is the DER cryptography's serializer writes
+    assert spki(load_public_key(passkey.cose())) == passkey.spki()
     with pytest.raises(PasskeyError):
         load_public_key(b"\xa1\x01\x03")  # a COSE map of an RSA key type
     with pytest.raises(PasskeyError):

@@ -26,7 +26,7 @@ public_bp = Blueprint("approvers", __name__, url_prefix="/api/v1")
 
 @endpoint(
     bp,
-    "/passkeys/registration-options",
+    "/passkey-challenges",
     "POST",
     summary="Start registering a passkey: options with a one-use challenge",
     auth="signed",
@@ -48,7 +48,7 @@ def registration_options() -> RegistrationOptions:
     errors=(400, 409),
 )
 def register(body: PasskeyRegistration) -> tuple[PasskeyOut, int]:
-    """Verifies the attestation against the challenge of registration-options."""
+    """Verifies the attestation against the challenge of POST /passkey-challenges."""
     who = caller()
     return passkeys.register(who.user_id, who.tenant_id, body), 201
 

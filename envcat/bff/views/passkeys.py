@@ -39,7 +39,7 @@ def _relay(method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,
 @login_required
 def registration_options() -> Response:
     """Options for navigator.credentials.create, with a one-use challenge."""
-    return _relay("POST", "/api/v1/passkeys/registration-options")
+    return _relay("POST", "/api/v1/passkey-challenges")
 
 
 @bp.post("/account/passkeys")

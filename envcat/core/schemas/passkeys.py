@@ -16,7 +16,7 @@ CredentialJson = Annotated[dict[str, Any], Field(max_length=8)]
 
 
 class RegistrationOptions(BaseModel):
-    """POST /passkeys/registration-options: the `publicKey` of navigator.credentials.create."""
+    """POST /passkey-challenges: the `publicKey` of navigator.credentials.create."""
 
     options: dict[str, Any]
 
