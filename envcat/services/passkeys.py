@@ -14,6 +14,7 @@ approver keys it trusts.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -23,12 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from webauthn import (
     generate_registration_options,
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import bytes_to_base64url, options_to_json_dict
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, options_to_json_dict
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
@@ -55,6 +57,7 @@ from envcat.core.schemas.passkeys import (
     PasskeyOut,
     PasskeyRegistration,
 )
+from envcat.core.schemas.requests import REQUEST_ID_RE
 from envcat.models import Membership, Passkey, User, WorkspacePolicy, db, utcnow
 from envcat.services import access_requests as store
 from envcat.services import audit, delivery, workspaces
@@ -134,8 +137,6 @@ def registration_options(user_id: str) -> dict[str, Any]:
 
 
 def _raw_id(credential_id: str) -> bytes:
-    from webauthn.helpers import base64url_to_bytes
-
     return base64url_to_bytes(credential_id)
 
 
@@ -161,8 +162,6 @@ def register(user_id: str, tenant_id: str, body: PasskeyRegistration) -> Passkey
     if len(_owned(user_id)) >= MAX_PASSKEYS_PER_USER:
         raise Conflict(f"At most {MAX_PASSKEYS_PER_USER} passkeys per account.")
     rp_id, origin = relying_party()
-    from webauthn.helpers import base64url_to_bytes
-
     try:
         verified = verify_registration_response(
             credential=body.credential,
@@ -186,7 +185,7 @@ def register(user_id: str, tenant_id: str, body: PasskeyRegistration) -> Passkey
     db.session.add(key)
     try:
         db.session.flush()
-    except Exception:
+    except IntegrityError:
         db.session.rollback()
         raise Conflict("This passkey is already registered.") from None
     audit.record(
@@ -258,8 +257,6 @@ def approvers(slug: str) -> ApproverList:
 
 
 def _b64(raw: bytes) -> str:
-    import base64
-
     return base64.b64encode(raw).decode("ascii")
 
 
@@ -288,7 +285,8 @@ def set_policy(tenant_id: str, user_id: str, require_passkey: bool) -> bool:
 
 
 def _pending(request_id: str, tenant_id: str) -> store.AccessRequest:
-    request = store.get(current().redis, request_id) if len(request_id) <= 256 else None
+    is_id = REQUEST_ID_RE.fullmatch(request_id) is not None
+    request = store.get(current().redis, request_id) if is_id else None
     if request is None or request.tenant_id != tenant_id:
         raise NotFound("No such request, or it has expired.")
     if request.status != "pending" or request.approval is not None:

@@ -98,10 +98,10 @@ class Person:
     fingerprint: str = ""
 
 
-def sign_in(stack: LiveStack, chromium: Any, name: str) -> Person:
+def sign_in(stack: LiveStack, chromium: Any, name: str, **options: Any) -> Person:
     email = unique_email(name)
     account = stack.sign_up(email, PASSWORD)
-    page = new_tab(chromium)
+    page = new_tab(chromium, **options)
     with_authenticator(page)
     public = stack.settings.public_url
     page.goto(f"{public}/sign-in")
@@ -463,3 +463,69 @@ def test_an_assertion_made_for_another_origin_is_refused(
         assert json.loads(stdout) == keys
     else:
         assert_refused(cli, "origin")
+
+
+def test_passkeys_are_renamed_and_removed_on_the_account_page(
+    stack: LiveStack, chromium: Any
+) -> None:
+    from tests.bff.browser_support import axe_violations, describe_violations, new_request
+
+    carol = sign_in(stack, chromium, "carol", bypass_csp=True)  # for axe-core only
+    register_passkey(stack, carol, "carol's key")
+    page = carol.page
+    assert not (found := axe_violations(page)), describe_violations(found)
+    created = new_request(stack, carol.workspace)
+    with stack.signed(carol.user_id, carol.tenant_id) as api:
+        bundle = api.post("/api/v1/bundles", json={"name": "solo"}).json()
+        api.post(f"/api/v1/bundles/{bundle['id']}/keys", json={"name": "SOLO", "value": "x"})
+    page.goto(f"{stack.settings.public_url}/approve/{created['id']}")
+    page.get_by_text("Approving asks for your passkey").wait_for()
+    assert not (found := axe_violations(page)), describe_violations(found)
+
+    page.goto(f"{stack.settings.public_url}/account")
+    page.get_by_label("New name for carol's key").fill("carol's YubiKey")
+    page.get_by_role("button", name="Rename").click()
+    page.get_by_text("Passkey renamed.").wait_for()
+    assert page.get_by_test_id("passkey-name").all_inner_texts() == ["carol's YubiKey"]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Remove carol's YubiKey").click()
+    page.get_by_text("Passkey removed.").wait_for()
+    assert page.get_by_test_id("no-passkeys").is_visible()
+    with stack.signed(carol.user_id, carol.tenant_id) as api:
+        actions = [e["action"] for e in api.get("/api/v1/audit").json()["events"]]
+    assert {"passkey.registered", "passkey.removed"} <= set(actions)
+    page.context.close()
+
+
+def test_a_workspace_that_requires_passkeys_refuses_an_approval_without_one(
+    stack: LiveStack,
+) -> None:
+    from tests.bff.conftest import csrf_in, new_user
+
+    owner, member = new_user(stack, "owner"), new_user(stack, "member")
+    with stack.api_app.app_context():
+        add_member(member.user_id, owner.tenant_id, "member")
+    switched = member.post("/workspaces/switch", {"tenant_id": owner.tenant_id, "next": "/account"})
+    assert switched.status_code == 303
+    member.csrf = csrf_in(member.get("/account").text)  # switching renews the session
+    # the member may not change the setting; the owner may
+    refused = member.post("/account/workspace-policy", {"require_passkey": "on"})
+    assert refused.status_code == 302, refused.text[:3000]
+    assert "Your role does not allow this" in member.get("/account").text
+    assert owner.post("/account/workspace-policy", {"require_passkey": "on"}).status_code == 302
+    assert "now need a passkey" in owner.get("/account").text
+    with stack.signed(owner.user_id, owner.tenant_id) as api:
+        bundle = api.post("/api/v1/bundles", json={"name": "locked"}).json()
+        api.post(f"/api/v1/bundles/{bundle['id']}/keys", json={"name": "LOCKED", "value": CANARY})
+    body = {"client_pubkey": "A" * 43 + "=", "workspace": owner.workspace}
+    request_id = stack.browser().post("/api/v1/requests", json=body).json()["id"]
+    page = member.get(f"/approve/{request_id}")
+    assert "requires a passkey to approve" in page.text
+    approved = member.post(
+        f"/approve/{request_id}", {"bundle_id": bundle["id"], "include_keys": "LOCKED"}
+    )
+    assert approved.status_code == 403
+    assert "This workspace requires a passkey to approve" in approved.text
+    assert CANARY not in approved.text
+    context = stack.browser().get(f"/api/v1/requests/{request_id}/context").json()
+    assert context["status"] == "pending"
