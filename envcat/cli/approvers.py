@@ -15,7 +15,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -88,6 +88,24 @@ def check_passkey_approval(
     except PasskeyError as exc:
         raise Untrusted(f"refusing the delivery: the passkey approval fails: {exc}") from None
     return proof
+
+
+def passkey_check_for(
+    request_id: str, cli_public_key: str, settings: Settings
+) -> Callable[[Envelope], None]:
+    """The check `verify_delivery` runs before it pins anything, for this request."""
+
+    def check(envelope: Envelope) -> None:
+        check_passkey_approval(
+            envelope,
+            request_id=request_id,
+            cli_public_key=cli_public_key,
+            workspace=settings.require_workspace(),
+            server=settings.server,
+            approvers=settings.approvers,
+        )
+
+    return check
 
 
 # ---- envcat approvers list / add ------------------------------------------------------

@@ -245,18 +245,15 @@ def _deliver(
         project_file=str(project.path) if project is not None and project_pin else None,
     )
     expected = Expected(sealed.request_id, sealed.public_key, workspace, settings.bundle, keys)
-    envelope = verify_delivery(sealed.private_key, sealed.ciphertext, expected, trust, _say)
+    passkey_check = None
     if settings.approvers:  # issue #20: a listed person's passkey must have signed this
-        from envcat.cli.approvers import check_passkey_approval
+        from envcat.cli.approvers import passkey_check_for
 
-        check_passkey_approval(
-            envelope,
-            request_id=sealed.request_id,
-            cli_public_key=sealed.public_key,
-            workspace=workspace,
-            server=settings.server,
-            approvers=settings.approvers,
-        )
+        passkey_check = passkey_check_for(sealed.request_id, sealed.public_key, settings)
+    envelope = verify_delivery(
+        sealed.private_key, sealed.ciphertext, expected, trust, _say, also=passkey_check
+    )
+    if passkey_check is not None:
         _say("passkey approval verified (signed by an approver listed in .envcat.toml)")
     _refuse_unsafe(envelope.keys)
     refuse_dangerous(envelope.keys, [*allow_vars, *settings.allow_vars])

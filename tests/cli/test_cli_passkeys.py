@@ -8,19 +8,27 @@ thing an attacker would change; the verifier must name the check that failed.
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from envcat.cli.approvers import check_passkey_approval
 from envcat.cli.config import PROJECT_KEYS, TrustedApprover, read_config
 from envcat.cli.errors import Untrusted, UsageProblem
+from envcat.cli.main import cli
+from envcat.cli.runtime import Runtime
 from envcat.core.approval_statement import ApprovalStatement
 from envcat.core.envelope import Envelope
 from envcat.core.passkeys import PasskeyError, key_fingerprint, load_public_key, spki
 from envcat.core.usercode import user_code
+from tests.cli.cli_fakes import WORKSPACE as FAKE_WORKSPACE
+from tests.cli.cli_fakes import FakeApi, FakeClock, mock_client
 from tests.support.passkeys import SoftPasskey
+
+FAKE_SERVER = "https://envcat.test"
 
 SERVER = "https://envcat.example.com"
 ORIGIN, RP_ID = SERVER, "envcat.example.com"
@@ -184,3 +192,70 @@ def test_envcat_toml_approvers_are_parsed_and_checked(tmp_path: Path) -> None:
     path.write_text('approvers = [{ name = "x" }]\n')
     with pytest.raises(UsageProblem, match="approvers must be a list"):
         read_config(path, PROJECT_KEYS)
+
+
+# --- the real command line, against the in-memory api -----------------------------------
+
+
+class PasskeyApi(FakeApi):
+    """The fake server, its envelope carrying an assertion by `signer` over the statement."""
+
+    def __init__(self, signer: SoftPasskey, origin: str = FAKE_SERVER) -> None:
+        super().__init__()
+        self.signer, self.origin = signer, origin
+
+    def envelope(self) -> Envelope:
+        envelope = super().envelope()
+        statement = ApprovalStatement.of(
+            request_id=envelope.request_id,
+            cli_public_key=envelope.cli_public_key,
+            workspace=envelope.workspace_slug,
+            bundle_id=envelope.bundle_id,
+            keys=envelope.keys,
+            user_code=user_code(envelope.request_id, envelope.cli_public_key),
+            decided_at=int(time.time()),
+        )
+        proof = self.signer.sign(statement, origin=self.origin, rp_id="envcat.test")
+        return replace(envelope, passkey=proof.as_dict())
+
+
+def _project(*approvers: SoftPasskey) -> None:
+    entries = "".join(
+        "[[approvers]]\n" + "".join(f'{k} = "{v}"\n' for k, v in key.approver().items())
+        for key in approvers
+    )
+    Path(".envcat.toml").write_text(f'workspace = "{FAKE_WORKSPACE}"\n{entries}')
+
+
+def _run(api: FakeApi) -> Result:
+    runtime = Runtime(client=mock_client(api), clock=FakeClock().clock(), interactive=False)
+    return CliRunner().invoke(
+        cli, ["get", "--server", FAKE_SERVER, "--format", "json"], obj=runtime
+    )
+
+
+def test_envcat_get_prints_only_after_the_passkey_check(known_servers: Path) -> None:
+    listed = SoftPasskey.ed25519("listed")
+    _project(listed)
+    result = _run(PasskeyApi(listed))
+    assert result.exit_code == 0, result.stderr
+    assert "passkey approval verified" in result.stderr
+    assert result.stdout.strip().startswith("{")
+
+
+@pytest.mark.parametrize("case", ["no_assertion", "unlisted", "other_origin"])
+def test_a_refused_passkey_check_prints_nothing_and_pins_nothing(
+    known_servers: Path, case: str
+) -> None:
+    listed = SoftPasskey.es256("listed")
+    _project(listed)
+    api: FakeApi = {
+        "no_assertion": lambda: FakeApi(),
+        "unlisted": lambda: PasskeyApi(SoftPasskey.es256("stranger")),
+        "other_origin": lambda: PasskeyApi(listed, origin="https://evil.example"),
+    }[case]()
+    result = _run(api)
+    assert result.exit_code == 6, result.stderr
+    assert result.stdout == ""
+    assert "refusing the delivery" in result.stderr
+    assert not known_servers.exists()  # a first use that fails a check trusts nobody
