@@ -92,7 +92,9 @@ def get(
     BUNDLE (e.g. production/api, default: bundle in .envcat.toml) and -k KEY
     are preselected on the approval page. The delivery is signed by the
     server; it is refused (exit 6) unless it comes from your workspace, from
-    BUNDLE when you named one, and holds only the -k keys when you gave any.
+    BUNDLE when you named one, and holds only the -k keys when you gave any;
+    when .envcat.toml lists approvers, also unless one of their passkeys
+    signed this exact approval (see `envcat approvers`).
     Only the values go to stdout. The approval URL, QR code, verification
     phrase and progress go to stderr: approve only if the page shows the
     same phrase.
