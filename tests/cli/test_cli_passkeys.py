@@ -259,3 +259,12 @@ def test_a_refused_passkey_check_prints_nothing_and_pins_nothing(
     assert result.stdout == ""
     assert "refusing the delivery" in result.stderr
     assert not known_servers.exists()  # a first use that fails a check trusts nobody
+
+
+def test_an_envelope_without_a_passkey_keeps_its_old_payload() -> None:
+    plain = _envelope(None)
+    assert b"passkey" not in plain.to_payload()  # signed bytes of older servers, unchanged
+    assert Envelope.from_payload(plain.to_payload()).passkey is None
+    proof = SoftPasskey.es256().sign(_statement(), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    carried = Envelope.from_payload(_envelope(proof).to_payload())
+    assert carried.passkey == proof
