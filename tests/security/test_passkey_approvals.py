@@ -468,12 +468,19 @@ def test_an_assertion_made_for_another_origin_is_refused(
 def test_passkeys_are_renamed_and_removed_on_the_account_page(
     stack: LiveStack, chromium: Any
 ) -> None:
-    from tests.bff.browser_support import axe_violations, describe_violations, new_request
+    from tests.bff.browser_support import (
+        axe_violations,
+        describe_violations,
+        new_request,
+        save_screenshot,
+    )
 
     carol = sign_in(stack, chromium, "carol", bypass_csp=True)  # for axe-core only
     register_passkey(stack, carol, "carol's key")
     page = carol.page
     assert not (found := axe_violations(page)), describe_violations(found)
+    page.goto(f"{stack.settings.public_url}/account")  # from the top, not the #passkeys anchor
+    save_screenshot(page, "account-passkeys.png")
     created = new_request(stack, carol.workspace)
     with stack.signed(carol.user_id, carol.tenant_id) as api:
         bundle = api.post("/api/v1/bundles", json={"name": "solo"}).json()
@@ -481,6 +488,7 @@ def test_passkeys_are_renamed_and_removed_on_the_account_page(
     page.goto(f"{stack.settings.public_url}/approve/{created['id']}")
     page.get_by_text("Approving asks for your passkey").wait_for()
     assert not (found := axe_violations(page)), describe_violations(found)
+    save_screenshot(page, "approve-passkey.png")
 
     page.goto(f"{stack.settings.public_url}/account")
     page.get_by_label("New name for carol's key").fill("carol's YubiKey")

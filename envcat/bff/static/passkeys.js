@@ -71,8 +71,7 @@
         }
       });
     }).then(function () {
-      window.location.assign("/account#passkeys");
-      window.location.reload();
+      window.location.assign("/account");  // one navigation: the list now shows the new passkey
     }).catch(function (error) { say(status, error.message || String(error), true); });
   }
 
