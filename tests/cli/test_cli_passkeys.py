@@ -268,3 +268,57 @@ def test_an_envelope_without_a_passkey_keeps_its_old_payload() -> None:
     proof = SoftPasskey.es256().sign(_statement(), origin=ORIGIN, rp_id=RP_ID).as_dict()
     carried = Envelope.from_payload(_envelope(proof).to_payload())
     assert carried.passkey == proof
+
+
+# --- envcat approvers list / add ----------------------------------------------------------
+
+
+def _approvers_client(items: list[dict[str, str]]) -> Runtime:
+    import httpx
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"/api/v1/workspaces/{FAKE_WORKSPACE}/approvers":
+            return httpx.Response(200, json={"workspace": FAKE_WORKSPACE, "approvers": items})
+        return httpx.Response(404, json={"error": "not_found", "message": "No."})
+
+    client = httpx.Client(transport=httpx.MockTransport(respond), base_url=FAKE_SERVER)
+    return Runtime(client=client, interactive=False)
+
+
+def _approvers(runtime: Runtime, *argv: str) -> Result:
+    return CliRunner().invoke(cli, ["approvers", *argv, "--server", FAKE_SERVER], obj=runtime)
+
+
+def test_approvers_add_shows_the_fingerprint_and_writes_a_table_the_cli_reads() -> None:
+    ada, bob = SoftPasskey.es256("ada"), SoftPasskey.ed25519("bob")
+    listed = [{**ada.approver("ada's laptop"), "fingerprint": "SHA256:lies"}, bob.approver("bob")]
+    runtime = _approvers_client(listed)
+    Path(".envcat.toml").write_text(f'workspace = "{FAKE_WORKSPACE}"\nallow_vars = []')
+    shown = _approvers(runtime, "list")
+    assert shown.exit_code == 0, shown.stderr
+    ada_fingerprint = key_fingerprint(load_public_key(ada.cose()))
+    # the fingerprint is computed by the CLI from the key, never taken from the server
+    assert ada_fingerprint in shown.stdout and "SHA256:lies" not in shown.stdout
+    added = _approvers(runtime, "add", ada.credential_id, "--yes")
+    assert added.exit_code == 0, added.stderr
+    assert ada_fingerprint in added.stderr
+    parsed = read_config(Path(".envcat.toml"), PROJECT_KEYS)
+    assert [a.credential_id for a in parsed.approvers] == [ada.credential_id]
+    assert parsed.allow_vars == ()
+    again = _approvers(runtime, "add", ada.credential_id, "--yes")
+    assert again.exit_code == 2 and "already lists" in again.stderr
+    assert "*" in _approvers(runtime, "list").stdout
+    unknown = _approvers(runtime, "add", "nope", "--yes")
+    assert unknown.exit_code == 1 and "no passkey with that credential id" in unknown.stderr
+
+
+def test_approvers_add_refuses_what_it_cannot_write_safely() -> None:
+    ada = SoftPasskey.es256("ada")
+    Path(".envcat.toml").write_text(f'workspace = "{FAKE_WORKSPACE}"\napprovers = []\n')
+    inline = _approvers(_approvers_client([ada.approver()]), "add", ada.credential_id, "--yes")
+    assert inline.exit_code == 2 and "add this one by hand" in inline.stderr
+    Path(".envcat.toml").write_text(f'workspace = "{FAKE_WORKSPACE}"\n')
+    bad = [{**ada.approver(), "public_key": base64.b64encode(b"\xa1\x01\x03").decode()}]
+    refused = _approvers(_approvers_client(bad), "add", ada.credential_id, "--yes")
+    assert refused.exit_code == 1 and "malformed" in refused.stderr
+    assert "approvers" not in Path(".envcat.toml").read_text()
