@@ -1,33 +1,23 @@
-"""Approver passkeys (issue #20): register, list, rename, remove, and verify approvals.
+"""Approver passkeys (issue #20): register, list, rename, remove; the workspace's policy.
 
 A passkey is a WebAuthn credential (ES256 or EdDSA, user verification
 required) whose relying party is the bff's public origin (PUBLIC_URL).
 Registration challenges are random, single-use (GETDEL), short-lived and kept in
-Redis under the user's id. An approval's challenge is not random: it is the
-SHA-256 of the approval statement (envcat.core.approval_statement), so the
-assertion proves which request, terminal key, workspace, bundle, keys and
-phrase the person approved; the request is decided once, which makes a replay
-useless. The proof goes into the approval record (under the api's MAC) and, by
-the worker, into the signed envelope, where the CLI checks it against the
-approver keys it trusts.
+Redis under the user's id. Approving with a passkey: services.passkey_approvals.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
-import time
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from webauthn import (
     generate_registration_options,
-    verify_authentication_response,
     verify_registration_response,
 )
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, options_to_json_dict
@@ -40,27 +30,21 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from envcat.core.approval_statement import ApprovalStatement, StatementError
 from envcat.core.passkeys import (
     PasskeyError,
-    PasskeyProof,
     algorithm_name,
     key_fingerprint,
     load_public_key,
 )
 from envcat.core.schemas.passkeys import (
-    ApprovalChallenge,
     ApproverList,
     ApproverOut,
-    PasskeyAssertion,
     PasskeyList,
     PasskeyOut,
     PasskeyRegistration,
 )
-from envcat.core.schemas.requests import REQUEST_ID_RE
-from envcat.models import Membership, Passkey, User, WorkspacePolicy, db, utcnow
-from envcat.services import access_requests as store
-from envcat.services import audit, delivery, workspaces
+from envcat.models import Membership, Passkey, User, WorkspacePolicy, db
+from envcat.services import audit, workspaces
 from envcat.services.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from envcat.services.runtime import current
 
@@ -68,11 +52,8 @@ ALGORITHMS = [COSEAlgorithmIdentifier.EDDSA, COSEAlgorithmIdentifier.ECDSA_SHA_2
 CHALLENGE_TTL_SECONDS = 300
 CEREMONY_TIMEOUT_MS = 120_000
 MAX_PASSKEYS_PER_USER = 20
-# An approval statement older than this, or from the future, is refused.
-STATEMENT_MAX_AGE_SECONDS = 600
-STATEMENT_MAX_SKEW_SECONDS = 60
 APPROVER_ROLES = ("owner", "admin", "member")
-_BAD_INPUT = (WebAuthnException, KeyError, TypeError, ValueError, AttributeError, IndexError)
+BAD_INPUT = (WebAuthnException, KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 class PasskeyRequired(Forbidden):
@@ -94,14 +75,16 @@ def _challenge_key(user_id: str) -> str:
     return f"passkey:reg:{hashlib.sha256(user_id.encode()).hexdigest()[:32]}"
 
 
-def _user(user_id: str) -> User:
+def user_of(user_id: str) -> User:
+    """The live user; NotFound for an unknown or deleted one."""
     user = db.session.get(User, user_id)
     if user is None or user.deleted_at is not None:
         raise NotFound("No such user.")
     return user
 
 
-def _owned(user_id: str) -> list[Passkey]:
+def owned(user_id: str) -> list[Passkey]:
+    """The user's passkeys, oldest first."""
     return list(
         db.session.execute(
             select(Passkey).where(Passkey.user_id == user_id).order_by(Passkey.created_at)
@@ -111,7 +94,7 @@ def _owned(user_id: str) -> list[Passkey]:
 
 def registration_options(user_id: str) -> dict[str, Any]:
     """Options for navigator.credentials.create; the challenge is kept for one use."""
-    user = _user(user_id)
+    user = user_of(user_id)
     rp_id, _ = relying_party()
     options = generate_registration_options(
         rp_id=rp_id,
@@ -126,7 +109,7 @@ def registration_options(user_id: str) -> dict[str, Any]:
             user_verification=UserVerificationRequirement.REQUIRED,
         ),
         exclude_credentials=[
-            PublicKeyCredentialDescriptor(id=_raw_id(key.credential_id)) for key in _owned(user_id)
+            PublicKeyCredentialDescriptor(id=_raw_id(key.credential_id)) for key in owned(user_id)
         ],
         supported_pub_key_algs=ALGORITHMS,
     )
@@ -155,11 +138,11 @@ def _out(key: Passkey) -> PasskeyOut:
 
 def register(user_id: str, tenant_id: str, body: PasskeyRegistration) -> PasskeyOut:
     """Verify the browser's attestation against the one-use challenge; store the passkey."""
-    _user(user_id)
+    user_of(user_id)
     expected = current().redis.getdel(_challenge_key(user_id))
     if not expected:
         raise ValidationFailed("The passkey registration expired; start again.")
-    if len(_owned(user_id)) >= MAX_PASSKEYS_PER_USER:
+    if len(owned(user_id)) >= MAX_PASSKEYS_PER_USER:
         raise Conflict(f"At most {MAX_PASSKEYS_PER_USER} passkeys per account.")
     rp_id, origin = relying_party()
     try:
@@ -172,7 +155,7 @@ def register(user_id: str, tenant_id: str, body: PasskeyRegistration) -> Passkey
             supported_pub_key_algs=ALGORITHMS,
         )
         public = load_public_key(verified.credential_public_key)
-    except (*_BAD_INPUT, PasskeyError):
+    except (*BAD_INPUT, PasskeyError):
         raise ValidationFailed("The passkey could not be verified; try again.") from None
     key = Passkey(
         user_id=user_id,
@@ -200,7 +183,7 @@ def register(user_id: str, tenant_id: str, body: PasskeyRegistration) -> Passkey
 
 def list_for(user_id: str) -> PasskeyList:
     """The user's passkeys, oldest first."""
-    return PasskeyList(passkeys=[_out(key) for key in _owned(user_id)])
+    return PasskeyList(passkeys=[_out(key) for key in owned(user_id)])
 
 
 def _mine(user_id: str, passkey_id: str) -> Passkey:
@@ -282,131 +265,3 @@ def set_policy(tenant_id: str, user_id: str, require_passkey: bool) -> bool:
         details={"require_passkey": require_passkey},
     )
     return require_passkey
-
-
-def _pending(request_id: str, tenant_id: str) -> store.AccessRequest:
-    is_id = REQUEST_ID_RE.fullmatch(request_id) is not None
-    request = store.get(current().redis, request_id) if is_id else None
-    if request is None or request.tenant_id != tenant_id:
-        raise NotFound("No such request, or it has expired.")
-    if request.status != "pending" or request.approval is not None:
-        raise Conflict("This request has already been decided.")
-    return request
-
-
-def statement_for(
-    request: store.AccessRequest, bundle_id: str, names: Sequence[str], decided_at: int
-) -> ApprovalStatement:
-    """The statement an approval of `names` from `bundle_id` for `request` must sign."""
-    return ApprovalStatement.of(
-        request_id=request.id,
-        cli_public_key=request.cli_pub,
-        workspace=request.workspace,
-        bundle_id=bundle_id,
-        keys=names,
-        user_code=request.user_code,
-        decided_at=decided_at,
-    )
-
-
-def challenge(
-    request_id: str, tenant_id: str, user_id: str, bundle_id: str, include_keys: Sequence[str]
-) -> ApprovalChallenge:
-    """What the approval page asks the passkey to sign for this choice of bundle and keys."""
-    request = _pending(request_id, tenant_id)
-    selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
-    statement = statement_for(request, selection.bundle_id, selection.names, int(time.time()))
-    rp_id, _ = relying_party()
-    owned = _owned(user_id)
-    if not owned:
-        raise PasskeyRequired("Register a passkey on your account page first.")
-    return ApprovalChallenge(
-        statement=statement.as_dict(),
-        challenge=bytes_to_base64url(statement.challenge()),
-        rp_id=rp_id,
-        allow_credentials=[key.credential_id for key in owned],
-        timeout_ms=CEREMONY_TIMEOUT_MS,
-    )
-
-
-def approval_proof(
-    request: store.AccessRequest,
-    user_id: str,
-    bundle_id: str,
-    names: Sequence[str],
-    submitted: PasskeyAssertion | None,
-) -> str:
-    """The canonical proof JSON for the approval record, "" without a passkey.
-
-    Raises PasskeyRequired when the workspace requires one and none came, and
-    ValidationFailed when the statement is not exactly this approval or the
-    assertion does not verify (signature, origin, RP id, UV flag, sign count)
-    under one of the approver's own passkeys.
-    """
-    if submitted is None:
-        if requires_passkey(request.tenant_id):
-            raise PasskeyRequired(
-                "This workspace requires a passkey to approve. Register one on your "
-                "account page, then approve again."
-            )
-        return ""
-    try:
-        given = ApprovalStatement.from_dict(submitted.statement)
-    except StatementError as exc:
-        raise ValidationFailed(f"The approval statement is malformed: {exc}.") from None
-    expected = statement_for(request, bundle_id, names, given.decided_at)
-    if given != expected:
-        raise ValidationFailed("The signed statement is not this approval; approve again.")
-    age = time.time() - given.decided_at
-    if not -STATEMENT_MAX_SKEW_SECONDS <= age <= STATEMENT_MAX_AGE_SECONDS:
-        raise ValidationFailed("The signed statement is too old; approve again.")
-    return json.dumps(
-        _verified(user_id, given, submitted.credential).as_dict(),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def _verified(
-    user_id: str, statement: ApprovalStatement, credential: dict[str, Any]
-) -> PasskeyProof:
-    raw_id = credential.get("id")
-    key = db.session.execute(
-        select(Passkey).where(Passkey.credential_id == str(raw_id), Passkey.user_id == user_id)
-    ).scalar_one_or_none()
-    if key is None:
-        raise ValidationFailed("That passkey is not one of yours; use a registered passkey.")
-    rp_id, origin = relying_party()
-    try:
-        verified = verify_authentication_response(
-            credential=credential,
-            expected_challenge=statement.challenge(),
-            expected_rp_id=rp_id,
-            expected_origin=origin,
-            credential_public_key=key.public_key,
-            credential_current_sign_count=key.sign_count,
-            require_user_verification=True,
-        )
-        response = credential["response"]
-        proof = PasskeyProof(
-            statement=statement,
-            credential_id=key.credential_id,
-            authenticator_data=str(response["authenticatorData"]),
-            client_data_json=str(response["clientDataJSON"]),
-            signature=str(response["signature"]),
-            approver_email=_user(user_id).email,
-        )
-    except _BAD_INPUT:
-        raise ValidationFailed("The passkey assertion does not verify; approve again.") from None
-    # a counter that does not move forward (both zero: the authenticator keeps none) is a clone
-    moved = db.session.execute(
-        update(Passkey)
-        .where(Passkey.id == key.id, Passkey.sign_count == key.sign_count)
-        .values(sign_count=verified.new_sign_count, last_used_at=utcnow())
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
-        db.session.rollback()
-        raise ValidationFailed("The passkey was used concurrently; approve again.")
-    db.session.commit()
-    return proof

@@ -33,7 +33,14 @@ from envcat.core.schemas.requests import (
 )
 from envcat.models import db
 from envcat.services import access_requests as store
-from envcat.services import audit, delivery, integrity, metrics, passkeys, workspaces
+from envcat.services import (
+    audit,
+    delivery,
+    integrity,
+    metrics,
+    passkey_approvals,
+    workspaces,
+)
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
@@ -278,7 +285,9 @@ def approve(
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
     # issue #20: verified here, recorded under the approval MAC, carried into the envelope
-    proof = passkeys.approval_proof(request, user_id, selection.bundle_id, selection.names, passkey)
+    proof = passkey_approvals.approval_proof(
+        request, user_id, selection.bundle_id, selection.names, passkey
+    )
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,

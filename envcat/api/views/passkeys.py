@@ -18,7 +18,7 @@ from envcat.core.schemas.passkeys import (
     WorkspacePolicyIn,
     WorkspacePolicyOut,
 )
-from envcat.services import passkeys
+from envcat.services import passkey_approvals, passkeys
 
 bp = signed_blueprint("passkeys")
 public_bp = Blueprint("approvers", __name__, url_prefix="/api/v1")
@@ -141,7 +141,7 @@ def approval_statement(request_id: str, body: StatementRequest) -> ApprovalChall
     """Member or above; the same checks as approving, nothing recorded."""
     who = caller()
     who.require("member")
-    return passkeys.challenge(
+    return passkey_approvals.challenge(
         request_id, who.tenant_id, who.user_id, body.bundle_id, body.include_keys
     )
 
