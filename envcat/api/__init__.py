@@ -33,6 +33,7 @@ def _blueprints() -> list[object]:
         keys,
         me,
         members,
+        passkeys,
         requests,
         team,
         webhooks,
@@ -53,6 +54,8 @@ def _blueprints() -> list[object]:
         members.bp,
         team.bp,
         workloads.bp,
+        passkeys.bp,
+        passkeys.public_bp,
     ]
 
 

@@ -26,7 +26,9 @@ SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Blueprints whose POSTs come from our own forms and must carry the CSRF token.
 # The proxy checks its own (public CLI routes have no session to protect).
-FORM_BLUEPRINTS = frozenset({"auth", "pages", "bundles", "keys", "account", "workspaces", "team"})
+FORM_BLUEPRINTS = frozenset(
+    {"auth", "pages", "bundles", "keys", "account", "workspaces", "team", "passkeys"}
+)
 
 
 def _bind_request_id() -> None:
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         health,
         keys,
         pages,
+        passkeys,
         proxy,
         team,
         workloads,
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         auth,
         account,
         pages,
+        passkeys,
         workspaces,
         bundles,
         keys,

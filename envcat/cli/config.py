@@ -9,7 +9,8 @@ First found wins, per setting:
 
 `.envcat.toml` belongs to a project and is meant to be committed: it holds no
 secret, only `server`, `workspace`, `bundle` (the default BUNDLE),
-`server_fingerprint` (a pin of the server's delivery key) and `allow_vars`.
+`server_fingerprint` (a pin of the server's delivery key), `allow_vars` and
+`approvers` (issue #20: passkeys whose assertion every delivery must carry).
 Standard library only, so `--help` stays fast.
 """
 
@@ -31,7 +32,9 @@ from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 PROJECT_FILE = ".envcat.toml"
 FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 DEFAULT_SERVER = "http://localhost:8888"
-PROJECT_KEYS = ("server", "workspace", "bundle", "server_fingerprint", "allow_vars")
+PROJECT_KEYS = ("server", "workspace", "bundle", "server_fingerprint", "allow_vars", "approvers")
+LIST_KEYS = ("allow_vars", "approvers")
+APPROVER_FIELDS = ("name", "credential_id", "public_key")
 USER_KEYS = ("server", "workspace")
 NO_WORKSPACE_HINT = (
     "no workspace: pass --workspace SLUG (or -w), set ENVCAT_WORKSPACE, run `envcat init` "
@@ -49,6 +52,16 @@ class ConfigFile:
     bundle: str | None = None
     server_fingerprint: str | None = None
     allow_vars: tuple[str, ...] = field(default_factory=tuple)
+    approvers: tuple[TrustedApprover, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class TrustedApprover:
+    """A passkey `.envcat.toml` trusts to approve (issue #20); the key is COSE or SPKI, base64."""
+
+    name: str
+    credential_id: str
+    public_key: str
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -91,7 +104,7 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
         raise UsageProblem(
             f"{path}: unknown setting {unknown[0]!r} (expected one of: {', '.join(allowed)})"
         )
-    values = {name: _text(path, data, name) for name in allowed if name != "allow_vars"}
+    values = {name: _text(path, data, name) for name in allowed if name not in LIST_KEYS}
     workspace = values.get("workspace")
     if workspace is not None and not is_workspace_slug(workspace):
         raise UsageProblem(f"{path}: workspace {workspace!r} is not a slug ({WORKSPACE_SLUG_RULE})")
@@ -108,6 +121,7 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
         bundle=values.get("bundle"),
         server_fingerprint=values.get("server_fingerprint"),
         allow_vars=_names(path, data.get("allow_vars", [])),
+        approvers=_approvers(path, data.get("approvers", [])),
     )
 
 
@@ -124,6 +138,30 @@ def _names(path: Path, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise UsageProblem(f"{path}: allow_vars must be a list of variable names")
     return tuple(value)
+
+
+def _approvers(path: Path, value: object) -> tuple[TrustedApprover, ...]:
+    """`approvers = [{ name, credential_id, public_key }, …]`; each key must parse."""
+    shape = "approvers must be a list of { name, credential_id, public_key }"
+    if not isinstance(value, list):
+        raise UsageProblem(f"{path}: {shape}")
+    listed: list[TrustedApprover] = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) != set(APPROVER_FIELDS):
+            raise UsageProblem(f"{path}: {shape}")
+        if not all(isinstance(item[name], str) and item[name].strip() for name in item):
+            raise UsageProblem(f"{path}: {shape} (non-empty strings)")
+        approver = TrustedApprover(**{name: item[name].strip() for name in APPROVER_FIELDS})
+        from envcat.core.passkeys import PasskeyError, b64decode, load_public_key
+
+        try:
+            load_public_key(b64decode(approver.public_key))
+        except PasskeyError as exc:
+            raise UsageProblem(
+                f"{path}: the public_key of approver {approver.name!r} is unusable: {exc}"
+            ) from None
+        listed.append(approver)
+    return tuple(listed)
 
 
 def load_project() -> ConfigFile | None:
@@ -181,6 +219,11 @@ class Settings:
         if project.server is not None and origin(project.server) != origin(self.server):
             return None  # the pin is for the project's server, not one named on the command line
         return project.server_fingerprint
+
+    @property
+    def approvers(self) -> tuple[TrustedApprover, ...]:
+        """Passkeys the project trusts to approve; when any, every delivery needs one's proof."""
+        return self.project.approvers if self.project is not None else ()
 
     @property
     def allow_vars(self) -> tuple[str, ...]:

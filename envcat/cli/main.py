@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from envcat import __version__
+from envcat.cli.approvers import approvers
 from envcat.cli.commands import ARGV, CHILD, EnvcatGroup, RecordingCommand, RunCommand
 from envcat.cli.errors import Cancelled, CliError
 from envcat.cli.options import (
@@ -58,6 +59,7 @@ def cli() -> None:
 
 cli.add_command(init)
 cli.add_command(trust)
+cli.add_command(approvers)
 
 
 @cli.command(cls=RecordingCommand)
@@ -100,7 +102,9 @@ def get(
     BUNDLE (e.g. production/api, default: bundle in .envcat.toml) and -k KEY
     are preselected on the approval page. The delivery is signed by the
     server; it is refused (exit 6) unless it comes from your workspace, from
-    BUNDLE when you named one, and holds only the -k keys when you gave any.
+    BUNDLE when you named one, and holds only the -k keys when you gave any;
+    when .envcat.toml lists approvers, also unless one of their passkeys
+    signed this exact approval (see `envcat approvers`).
     Only the values go to stdout. The approval URL, QR code, verification
     phrase and progress go to stderr: approve only if the page shows the
     same phrase.
@@ -289,7 +293,16 @@ def _deliver(
         project_file=str(project.path) if project is not None and project_pin else None,
     )
     expected = Expected(sealed.request_id, sealed.public_key, workspace, settings.bundle, keys)
-    envelope = verify_delivery(sealed.private_key, sealed.ciphertext, expected, trust, _say)
+    passkey_check = None
+    if settings.approvers:  # issue #20: a listed person's passkey must have signed this
+        from envcat.cli.approvers import passkey_check_for
+
+        passkey_check = passkey_check_for(sealed.request_id, sealed.public_key, settings)
+    envelope = verify_delivery(
+        sealed.private_key, sealed.ciphertext, expected, trust, _say, also=passkey_check
+    )
+    if passkey_check is not None:
+        _say("passkey approval verified (signed by an approver listed in .envcat.toml)")
     _refuse_unsafe(envelope.keys)
     refuse_dangerous(envelope.keys, [*allow_vars, *settings.allow_vars])
     _say(

@@ -56,8 +56,13 @@ def verify_delivery(
     expected: Expected,
     trust: Trust,
     say: Callable[[str], None],
+    also: Callable[[Envelope], None] | None = None,
 ) -> Envelope:
-    """Return the verified envelope, or raise Untrusted; pins only after every check passed."""
+    """Return the verified envelope, or raise Untrusted; pins only after every check passed.
+
+    `also` is one more check of the signed statement (issue #20: the passkey
+    approval), run before anything is pinned.
+    """
     try:
         signed = open_envelope(private_key, ciphertext)
         offered = signed.unverified_server_keys()
@@ -72,6 +77,8 @@ def verify_delivery(
     except EnvelopeError as exc:
         raise Untrusted(f"refusing the delivery: {exc}") from None
     check_statement(envelope, expected)
+    if also is not None:
+        also(envelope)
     if pinned is None:
         where = _pin(trust, fingerprint(key), say)
         say(f"First use of {trust.server}: its delivery key is {fingerprint(key)} — {where}")

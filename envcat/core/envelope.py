@@ -119,10 +119,13 @@ class Envelope:
     keys: Mapping[str, str]
     server_keys: Sequence[str] = field(default_factory=tuple)
     version: int = ENVELOPE_VERSION
+    # issue #20: the approver's passkey proof (envcat.core.passkeys.PasskeyProof.as_dict);
+    # absent from the payload when the approval carried none, so older envelopes still open
+    passkey: Mapping[str, Any] | None = None
 
     def to_payload(self) -> bytes:
         """Canonical JSON: the exact bytes that are signed."""
-        document = {
+        document: dict[str, Any] = {
             "v": self.version,
             "request_id": self.request_id,
             "cli_public_key": self.cli_public_key,
@@ -133,6 +136,8 @@ class Envelope:
             "keys": [[name, value] for name, value in self.keys.items()],  # bundle order
             "server_keys": list(self.server_keys),
         }
+        if self.passkey is not None:
+            document["passkey"] = dict(self.passkey)
         return json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -153,6 +158,9 @@ class Envelope:
         server_keys = data.get("server_keys")
         if not isinstance(server_keys, list) or not all(isinstance(k, str) for k in server_keys):
             raise EnvelopeError("the envelope's server_keys are malformed")
+        passkey = data.get("passkey")
+        if passkey is not None and not isinstance(passkey, dict):
+            raise EnvelopeError("the envelope's passkey approval is malformed")
         approved_at = data.get("approved_at")
         if not isinstance(approved_at, int | float) or isinstance(approved_at, bool):
             raise EnvelopeError("the envelope's approved_at is not a number")
@@ -168,6 +176,7 @@ class Envelope:
             approved_at=float(approved_at),
             keys=keys,
             server_keys=tuple(server_keys),
+            passkey=passkey,
         )
 
 

@@ -2,6 +2,7 @@
 
 from envcat.models.audit_sinks import AuditSink
 from envcat.models.base import Base, db, utcnow
+from envcat.models.passkeys import Passkey, WorkspacePolicy
 from envcat.models.tables import (
     ROLES,
     AuditEvent,
@@ -33,11 +34,13 @@ __all__ = [
     "Membership",
     "MembershipRemoval",
     "NotificationTarget",
+    "Passkey",
     "ServiceToken",
     "Tenant",
     "User",
     "WebhookEvent",
     "WorkloadPolicy",
+    "WorkspacePolicy",
     "db",
     "new_uuid",
     "utcnow",

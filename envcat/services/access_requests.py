@@ -117,9 +117,11 @@ class Approval:
     include_keys: tuple[str, ...]
     approved_at: float
     via: str = ""  # a workload's approval: the workload's label (issue #16), MACed with the rest
+    # issue #20: canonical JSON of the passkey proof (envcat.core.passkeys.PasskeyProof), or ""
+    passkey: str = ""
 
     def to_json(self) -> str:
-        """Canonical JSON of the approval."""
+        """Canonical JSON of the approval (`via`, `passkey` only when set: old MACs hold)."""
         data: dict[str, Any] = {
             "tenant_id": self.tenant_id,
             "user_id": self.user_id,
@@ -129,6 +131,8 @@ class Approval:
         }
         if self.via:  # absent for people: their records (and MACs) are unchanged
             data["via"] = self.via
+        if self.passkey:
+            data["passkey"] = self.passkey
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -143,6 +147,7 @@ class Approval:
                 include_keys=tuple(str(name) for name in data["include_keys"]),
                 approved_at=float(data["approved_at"]),
                 via=str(data.get("via") or ""),
+                passkey=str(data.get("passkey") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError("not an approval record") from exc

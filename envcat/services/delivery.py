@@ -15,6 +15,7 @@ names the workspace, bundle and approver, so the CLI can check them itself.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -176,6 +177,8 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         approved_at=approval.approved_at,
         keys=_decrypt(approval.tenant_id, selection),
         server_keys=[encode_key(key) for key in keyring.public_keys],
+        # issue #20: the passkey proof the api verified, under the approval MAC since
+        passkey=json.loads(approval.passkey) if approval.passkey else None,
     )
     return base64.b64encode(seal_envelope(envelope, keyring)).decode("ascii")
 

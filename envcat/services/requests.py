@@ -9,6 +9,7 @@ revealed to a poller. What the worker will rely on is MACed here (integrity).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 
 from envcat.core.envelope import encode_key, fingerprint
+from envcat.core.schemas.passkeys import PasskeyAssertion
 from envcat.core.schemas.requests import (
     POLL_INTERVAL_SECONDS,
     REQUEST_ID_RE,
@@ -37,6 +39,7 @@ from envcat.services import (
     delivery,
     integrity,
     metrics,
+    passkey_approvals,
     workload_access,
     workspaces,
 )
@@ -287,6 +290,7 @@ def approve(
     include_keys: list[str],
     origin: audit.Origin,
     workload: workload_access.WorkloadGrant | None = None,
+    passkey: PasskeyAssertion | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -297,8 +301,19 @@ def approve(
     r = current().redis
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
-    if workload is None:  # a person: the bundle's approver rules and k-of-n (issue #17)
+    if workload is None:  # a person: the bundle's approver rules (issue #17)
         approvers.require_approver(tenant_id, user_id, selection.bundle_id)
+    # issue #20: verified here (for every voter of a k-of-n rule), recorded under the
+    # approval MAC, carried into the envelope. A workload's approval carries none: a CLI
+    # that lists approvers refuses it.
+    proof = (
+        passkey_approvals.approval_proof(
+            request, user_id, selection.bundle_id, selection.names, passkey
+        )
+        if workload is None
+        else ""
+    )
+    if workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
         bundle = (selection.bundle_id, selection.bundle_name)
         voters = approvers.quorum(request, user_id, bundle, selection.names, origin)
     else:  # a workload: its automatic trust policy is the admins' standing approval (#16)
@@ -310,6 +325,7 @@ def approve(
         include_keys=tuple(selection.names),
         approved_at=time.time(),
         via=workload.label if workload is not None else "",
+        passkey=proof,
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):
@@ -319,6 +335,7 @@ def approve(
         "bundle_name": selection.bundle_name,
         "keys": selection.names,
         **({"approvers": voters} if len(voters) > 1 else {}),
+        **({"passkey": json.loads(proof)["credential_id"]} if proof else {}),
     }
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)

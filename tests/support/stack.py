@@ -102,9 +102,18 @@ class _ServerThread:
 
 @contextlib.contextmanager
 def live_stack(
-    database_url: str, redis_url: str, broker_url: str, **overrides: object
+    database_url: str,
+    redis_url: str,
+    broker_url: str,
+    *,
+    public_host: str = HOST,
+    **overrides: object,
 ) -> Iterator[LiveStack]:
-    """Run the real api, a real Celery worker and the real bff until the block ends."""
+    """Run the real api, a real Celery worker and the real bff until the block ends.
+
+    `public_host` names the bff in PUBLIC_URL: `localhost` for WebAuthn, which takes
+    no IP address as a relying party id (issue #20).
+    """
     from envcat.api import create_app as create_api
     from envcat.bff import create_app as create_bff
     from tests.conftest import make_settings
@@ -112,7 +121,7 @@ def live_stack(
     api_port, bff_port = free_port(), free_port()
     values: dict[str, object] = {
         "api_base_url": f"http://{HOST}:{api_port}",
-        "public_url": f"http://{HOST}:{bff_port}",
+        "public_url": f"http://{public_host}:{bff_port}",
     }
     values.update(overrides)
     settings = make_settings(database_url, redis_url, broker_url, **values)

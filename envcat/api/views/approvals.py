@@ -24,7 +24,7 @@ bp = signed_blueprint("approvals")
     auth="signed",
     body=EncryptFromBundle,
     responses={202: DecisionAccepted},
-    errors=(401, 403, 404, 409, 503),
+    errors=(400, 401, 403, 404, 409, 503),
 )
 def encrypt_from_bundle(
     request_id: str, body: EncryptFromBundle
@@ -41,6 +41,7 @@ def encrypt_from_bundle(
             bundle_id=body.bundle_id,
             include_keys=body.include_keys,
             origin=client_origin(),
+            passkey=body.passkey,
         )
     except approvers.AwaitingApprovals as waiting:  # k-of-n: recorded, nothing released yet
         recorded = ApprovalRecorded(

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session
 
 from envcat.bff.apiclient import BFF_SIGNER
-from envcat.bff.backend import error_from, timed_send
+from envcat.bff.backend import error_from, fetch, timed_send
 from envcat.bff.clerk import frontend_api_host
 from envcat.bff.identity import (
     Identity,
@@ -68,6 +68,8 @@ def _page(status: int = 200, error: str | None = None, **extra: Any) -> Response
         is_local=settings.auth_provider == "local",
         clerk_profile_url=clerk_profile_url(settings),
         session_count=sessions().count(identity.user_id) if identity.session_id else None,
+        passkeys=fetch("/api/v1/passkeys")["passkeys"],  # issue #20
+        require_passkey=fetch("/api/v1/workspace/policy")["require_passkey"],
         **extra,
     )
     return Response(body, status=status, mimetype="text/html")

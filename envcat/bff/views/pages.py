@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -147,7 +148,31 @@ def _render_approval(
         hint=context.get("bundle"),
         error=error,
         approvers=approvers,
+        **passkey_mode(),
     )
+
+
+def passkey_mode() -> dict[str, bool]:
+    """Issue #20: approve with a passkey when the approver has one or the workspace requires it."""
+    owned = backend.fetch("/api/v1/passkeys")["passkeys"]
+    required = bool(backend.fetch("/api/v1/workspace/policy")["require_passkey"])
+    return {"use_passkey": bool(owned) or required, "has_passkey": bool(owned)}
+
+
+def _passkey_field() -> dict[str, Any]:
+    """The assertion the page's script added to the form, if any (issue #20)."""
+    statement, credential = (
+        request.form.get("passkey_statement"),
+        request.form.get("passkey_credential"),
+    )
+    if not statement or not credential:
+        return {}
+    try:
+        return {
+            "passkey": {"statement": json.loads(statement), "credential": json.loads(credential)}
+        }
+    except ValueError:
+        return {"passkey": {"statement": {}, "credential": {}}}  # the api answers 400
 
 
 def _context_rows(raw: object) -> list[tuple[str, str]]:
@@ -191,7 +216,7 @@ def decide(request_id: str) -> Response:
             "POST",
             backend.api_path("/api/v1/requests/{id}/encrypt-from-bundle", id=request_id),
             ok=(200, 202),
-            json={"bundle_id": bundle_id, "include_keys": include},
+            json={"bundle_id": bundle_id, "include_keys": include, **_passkey_field()},
         )
     except UpstreamError as exc:
         return _refused(request_id, exc, bundle_id, include)

@@ -32,6 +32,7 @@ PUBLIC_ROUTES = (
     ("DELETE", re.compile(rf"requests/{_ID}")),
     ("POST", re.compile(r"webhooks/clerk")),
     ("GET", re.compile(r"openapi\.json")),
+    ("GET", re.compile(rf"workspaces/{_ID}/approvers")),  # issue #20: `envcat approvers`
 )
 _SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
 # Forwarded from the browser or CLI; everything else (cookies, Authorization, X-User-Id,

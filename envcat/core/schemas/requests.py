@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from envcat.core.schemas.bundles import BundleName, KeyName, ObjectId
+from envcat.core.schemas.passkeys import PasskeyAssertion
 from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 
 PUBLIC_KEY_BYTES = 32
@@ -180,6 +181,8 @@ class EncryptFromBundle(BaseModel):
 
     bundle_id: ObjectId
     include_keys: Annotated[list[KeyName], Field(min_length=1, max_length=MAX_INCLUDE_KEYS)]
+    # issue #20: the approver's passkey assertion over the approval statement
+    passkey: PasskeyAssertion | None = None
 
 
 class DecisionAccepted(BaseModel):

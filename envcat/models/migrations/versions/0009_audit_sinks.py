@@ -4,14 +4,14 @@ One syslog collector per tenant that its audit log is streamed to, with the id o
 the last event the collector accepted (issue #19).
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

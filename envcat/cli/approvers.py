@@ -1,0 +1,272 @@
+"""Passkey-signed approvals the CLI checks itself (issue #20), and `envcat approvers`.
+
+When `.envcat.toml` lists `approvers`, a delivery is accepted only if it
+carries a WebAuthn assertion by one of those passkeys over the approval
+statement this CLI rebuilds from what it asked (request id, its public key,
+workspace slug, the phrase it showed) and what it received (bundle id, the names
+actually delivered, decided_at), made for the configured server's origin with
+the user verified. A compromised server can still refuse or stall; it cannot
+make this terminal accept values no listed person approved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import click
+
+from envcat.cli.display import safe_text
+from envcat.cli.errors import CliError, ServerUnreachable, Untrusted, UsageProblem
+from envcat.cli.options import check_workspace_option, insecure_http_option, server_option
+
+if TYPE_CHECKING:
+    import httpx
+
+    from envcat.cli.config import Settings, TrustedApprover
+    from envcat.core.envelope import Envelope
+    from envcat.core.passkeys import PasskeyProof
+
+
+def check_passkey_approval(
+    envelope: Envelope,
+    *,
+    request_id: str,
+    cli_public_key: str,
+    workspace: str,
+    server: str,
+    approvers: Sequence[TrustedApprover],
+) -> PasskeyProof:
+    """Return the verified proof, or raise Untrusted naming the check that failed."""
+    from envcat.cli.config import origin
+    from envcat.core.approval_statement import ApprovalStatement
+    from envcat.core.passkeys import PasskeyError, PasskeyProof, b64decode, load_public_key
+    from envcat.core.usercode import user_code
+
+    if envelope.passkey is None:
+        raise Untrusted(
+            "refusing the delivery: .envcat.toml lists approvers, but this approval carries "
+            "no passkey signature"
+        )
+    try:
+        proof = PasskeyProof.from_dict(envelope.passkey)
+    except PasskeyError as exc:
+        raise Untrusted(f"refusing the delivery: {exc}") from None
+    listed = {approver.credential_id: approver for approver in approvers}
+    approver = listed.get(proof.credential_id)
+    if approver is None:
+        raise Untrusted(
+            "refusing the delivery: it was approved with a passkey that .envcat.toml does not "
+            f"list ({safe_text(proof.credential_id, 40)})"
+        )
+    rebuilt = ApprovalStatement.of(
+        request_id=request_id,
+        cli_public_key=cli_public_key,
+        workspace=workspace,
+        bundle_id=envelope.bundle_id,
+        keys=envelope.keys,
+        user_code=user_code(request_id, cli_public_key),
+        decided_at=proof.statement.decided_at,
+    )
+    from envcat.core.passkeys import verify_assertion
+
+    try:
+        key = load_public_key(b64decode(approver.public_key))
+        verify_assertion(
+            proof,
+            key,
+            challenge=rebuilt.challenge(),
+            origin=origin(server),
+            rp_id=(urlsplit(server).hostname or "").lower(),
+        )
+    except PasskeyError as exc:
+        raise Untrusted(f"refusing the delivery: the passkey approval fails: {exc}") from None
+    return proof
+
+
+def passkey_check_for(
+    request_id: str, cli_public_key: str, settings: Settings
+) -> Callable[[Envelope], None]:
+    """The check `verify_delivery` runs before it pins anything, for this request."""
+
+    def check(envelope: Envelope) -> None:
+        check_passkey_approval(
+            envelope,
+            request_id=request_id,
+            cli_public_key=cli_public_key,
+            workspace=settings.require_workspace(),
+            server=settings.server,
+            approvers=settings.approvers,
+        )
+
+    return check
+
+
+# ---- envcat approvers list / add ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _client(ctx: click.Context, server: str) -> Iterator[httpx.Client]:
+    from envcat.cli.protocol import make_client
+    from envcat.cli.runtime import runtime_from
+
+    runtime = runtime_from(ctx.obj)
+    if runtime.client is not None:
+        yield runtime.client
+        return
+    with make_client(server) as client:
+        yield client
+
+
+def _settings(server: str | None, workspace: str | None, insecure_http: bool) -> Settings:
+    from envcat.cli.config import check_transport, resolve
+
+    settings = resolve(server=server, workspace=workspace, bundle=None, environ=os.environ)
+    settings.require_workspace()
+    check_transport(settings.server, insecure_http=insecure_http, warn=_say)
+    return settings
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def fetch_approvers(client: httpx.Client, workspace: str) -> list[dict[str, str]]:
+    """The server's list of the workspace's passkeys, each with a fingerprint WE computed."""
+    import httpx
+
+    from envcat.cli.protocol import describe_failure, describe_transport_error
+    from envcat.core.passkeys import PasskeyError, b64decode, key_fingerprint, load_public_key
+
+    try:
+        response = client.get(f"/api/v1/workspaces/{quote(workspace, safe='')}/approvers")
+    except httpx.TransportError as exc:
+        raise ServerUnreachable(
+            f"cannot reach the EnvCat server: {describe_transport_error(exc)}"
+        ) from None
+    if response.status_code != 200:
+        raise CliError(describe_failure(response))
+    try:
+        items = response.json()["approvers"]
+        listed = []
+        for item in items:
+            key = load_public_key(b64decode(str(item["public_key"])))
+            listed.append(
+                {
+                    "name": str(item["name"]),
+                    "credential_id": str(item["credential_id"]),
+                    "public_key": str(item["public_key"]),
+                    "fingerprint": key_fingerprint(key),
+                }
+            )
+    except (ValueError, KeyError, TypeError, PasskeyError):
+        raise CliError("the server's list of approvers is malformed") from None
+    return listed
+
+
+@click.group()
+def approvers() -> None:
+    """Passkeys whose signature every delivery must carry (.envcat.toml `approvers`)."""
+
+
+@approvers.command("list")
+@server_option
+@click.option(
+    "-w", "--workspace", callback=check_workspace_option, metavar="SLUG", help="Workspace slug."
+)
+@insecure_http_option
+@click.pass_context
+def list_approvers(
+    ctx: click.Context, server: str | None, workspace: str | None, insecure_http: bool
+) -> None:
+    """Show the passkeys of the workspace's members: name, credential id, fingerprint.
+
+    The list comes from the server, which is not trusted for it: compare each
+    fingerprint with the one its owner sees on their account page before adding it.
+    """
+    settings = _settings(server, workspace, insecure_http)
+    trusted = {approver.credential_id for approver in settings.approvers}
+    with _client(ctx, settings.server) as client:
+        listed = fetch_approvers(client, settings.require_workspace())
+    if not listed:
+        _say(f"No member of {settings.workspace} has registered a passkey yet.")
+    for item in listed:
+        mark = "*" if item["credential_id"] in trusted else " "
+        click.echo(
+            f"{mark} {safe_text(item['name'], 60)}\t{safe_text(item['credential_id'], 200)}"
+            f"\t{item['fingerprint']}"
+        )
+    if trusted:
+        _say("* = listed in .envcat.toml")
+
+
+@approvers.command("add")
+@click.argument("credential_id")
+@server_option
+@click.option(
+    "-w", "--workspace", callback=check_workspace_option, metavar="SLUG", help="Workspace slug."
+)
+@click.option("--yes", is_flag=True, help="Add without asking (after showing the fingerprint).")
+@insecure_http_option
+@click.pass_context
+def add_approver(
+    ctx: click.Context,
+    credential_id: str,
+    server: str | None,
+    workspace: str | None,
+    yes: bool,
+    insecure_http: bool,
+) -> None:
+    """Add one of the workspace's passkeys to .envcat.toml's approvers.
+
+    From then on every delivery in this project must carry a passkey signature
+    by a listed approver. Check the fingerprint with the passkey's owner first.
+    """
+    settings = _settings(server, workspace, insecure_http)
+    project = settings.project
+    if project is None:
+        raise UsageProblem("no .envcat.toml here or above: run `envcat init` first")
+    if any(approver.credential_id == credential_id for approver in project.approvers):
+        raise UsageProblem(f"{project.path} already lists that passkey")
+    with _client(ctx, settings.server) as client:
+        listed = fetch_approvers(client, settings.require_workspace())
+    found = next((item for item in listed if item["credential_id"] == credential_id), None)
+    if found is None:
+        raise CliError(f"no passkey with that credential id in workspace {settings.workspace}")
+    _say(f"Passkey {safe_text(found['name'], 60)!r}: fingerprint {found['fingerprint']}")
+    if not yes:
+        click.confirm("Trust approvals signed by this passkey?", abort=True, err=True)
+    _append(project.path, found)
+    _say(f"Added {safe_text(found['name'], 60)!r} to the approvers in {project.path}.")
+
+
+def _append(path: Path, item: dict[str, Any]) -> None:
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    if re.search(r"(?m)^\s*approvers\s*=", text):
+        raise UsageProblem(
+            f"{path} lists approvers inline; add this one by hand: "
+            f"{{ name = {json.dumps(item['name'])}, credential_id = "
+            f"{json.dumps(item['credential_id'])}, public_key = {json.dumps(item['public_key'])} }}"
+        )
+    block = (
+        ("" if text.endswith("\n") else "\n")
+        + f"\n# a passkey trusted to approve; added {time.strftime('%Y-%m-%d')}, "
+        + f"fingerprint {item['fingerprint']}\n[[approvers]]\n"
+        + "".join(
+            f"{name} = {json.dumps(item[name], ensure_ascii=False)}\n"
+            for name in ("name", "credential_id", "public_key")
+        )
+    )
+    try:
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write(block)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None

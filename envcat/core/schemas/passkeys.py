@@ -1,0 +1,115 @@
+"""Wire models of approver passkeys and passkey-signed approvals (issue #20)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from envcat.core.schemas.bundles import KeyName, ObjectId
+
+PasskeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# A WebAuthn PublicKeyCredential as the browser's JSON form (base64url fields); the
+# webauthn library parses it, and anything it refuses is a 400.
+CredentialJson = Annotated[dict[str, Any], Field(max_length=8)]
+
+
+class RegistrationOptions(BaseModel):
+    """POST /passkey-challenges: the `publicKey` of navigator.credentials.create."""
+
+    options: dict[str, Any]
+
+
+class PasskeyRegistration(BaseModel):
+    """POST /passkeys: the name and the browser's answer to the registration options."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: PasskeyName
+    credential: CredentialJson
+
+
+class PasskeyRename(BaseModel):
+    """PATCH /passkeys/{id}."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: PasskeyName
+
+
+class PasskeyOut(BaseModel):
+    """One of the caller's passkeys (no secret: the public key stays on the server)."""
+
+    id: str
+    name: str
+    credential_id: str
+    algorithm: str
+    fingerprint: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class PasskeyList(BaseModel):
+    """GET /passkeys."""
+
+    passkeys: list[PasskeyOut]
+
+
+class ApproverOut(BaseModel):
+    """A passkey a CLI may trust: names it by credential id, with its public key (COSE)."""
+
+    name: str
+    credential_id: str
+    public_key: str  # standard base64 of the COSE_Key bytes
+    algorithm: str
+    fingerprint: str
+
+
+class ApproverList(BaseModel):
+    """GET /workspaces/{slug}/approvers (public): the members' passkeys for `envcat approvers`."""
+
+    workspace: str
+    approvers: list[ApproverOut]
+
+
+class WorkspacePolicyOut(BaseModel):
+    """GET/PUT /workspace/policy."""
+
+    require_passkey: bool
+
+
+class WorkspacePolicyIn(BaseModel):
+    """PUT /workspace/policy (owner only)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    require_passkey: bool
+
+
+class StatementRequest(BaseModel):
+    """POST /requests/{id}/approval-statement: the bundle and keys about to be approved."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    bundle_id: ObjectId
+    include_keys: Annotated[list[KeyName], Field(min_length=1, max_length=1000)]
+
+
+class ApprovalChallenge(BaseModel):
+    """The statement to sign and the options for navigator.credentials.get."""
+
+    statement: dict[str, Any]
+    challenge: str  # base64url of SHA-256(canonical statement)
+    rp_id: str
+    allow_credentials: list[str]  # base64url credential ids of the caller's passkeys
+    timeout_ms: int
+
+
+class PasskeyAssertion(BaseModel):
+    """What the approval page posts with an approval: the statement and the assertion."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    statement: Annotated[dict[str, Any], Field(max_length=7)]
+    credential: CredentialJson
