@@ -1,6 +1,7 @@
 """SQLAlchemy models (DESIGN §3). Imports nothing from the layers above."""
 
 from envcat.models.base import Base, db, utcnow
+from envcat.models.connectors import Connection, Link, LinkItem
 from envcat.models.tables import (
     ROLES,
     AuditEvent,
@@ -22,8 +23,11 @@ __all__ = [
     "Base",
     "Bundle",
     "BundleKey",
+    "Connection",
     "Key",
     "KeyVersion",
+    "Link",
+    "LinkItem",
     "Membership",
     "MembershipRemoval",
     "Tenant",

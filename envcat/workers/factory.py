@@ -13,13 +13,16 @@ from envcat.models import db
 from envcat.services.runtime import create_service_app
 from envcat.workers import observability
 
-QUEUES = ("approvals", "provisioning", "maintenance")
+QUEUES = ("approvals", "provisioning", "maintenance", "connectors")
 TASK_ROUTES = {
     "envcat.encrypt_from_bundle": {"queue": "approvals"},
     "envcat.ping": {"queue": "approvals"},
     "envcat.provision_clerk_event": {"queue": "provisioning"},
     "envcat.sweep_expired_requests": {"queue": "maintenance"},
     "envcat.rotate_kms": {"queue": "maintenance"},
+    "envcat.connector_sync_link": {"queue": "connectors"},
+    "envcat.connector_sync_due": {"queue": "connectors"},
+    "envcat.connector_test_connection": {"queue": "connectors"},
 }
 # A killed worker's message comes back after this many seconds on a Redis broker;
 # it must be well below REQUEST_TTL (the tasks are idempotent, an early redelivery is harmless).
@@ -35,7 +38,11 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             with context_app.app_context():
                 return self.run(*args, **kwargs)
 
-    celery: Celery = Celery("envcat", task_cls=FlaskTask, include=["envcat.workers.tasks"])
+    celery: Celery = Celery(
+        "envcat",
+        task_cls=FlaskTask,
+        include=["envcat.workers.tasks", "envcat.workers.connector_tasks"],
+    )
     celery.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -60,6 +67,10 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             "sweep-expired-requests": {
                 "task": "envcat.sweep_expired_requests",
                 "schedule": float(settings.sweep_interval),
+            },
+            "connector-sync-due": {
+                "task": "envcat.connector_sync_due",
+                "schedule": float(settings.connector_sweep_interval),
             },
         },
     )

@@ -16,6 +16,9 @@ EXPECTED_TABLES = {
     "audit_events",
     "webhook_events",
     "key_versions",
+    "connector_connections",
+    "connector_links",
+    "connector_link_items",
 }
 
 
