@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 log = logging.getLogger("envcat.connectors.aws")
+# botocore logs whole request and response bodies at DEBUG (secret values, both ways):
+# whatever LOG_LEVEL says, its loggers stay at WARNING in every process that imports this.
+for _name in ("botocore", "boto3", "s3transfer"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 T = TypeVar("T")
 
 THROTTLE_CODES = frozenset(
