@@ -17,6 +17,8 @@ from envcat.workers.tasks import RETRY_OPTIONS
 # A throttling or unreachable provider: come back later, with the same run id.
 PROVIDER_RETRY_SECONDS = 15
 MAX_PROVIDER_RETRIES = 8
+# The link is locked by a live run, or by a killed one until its lock expires.
+BUSY_RETRY_SECONDS = 5
 
 
 @shared_task(name="envcat.connector_sync_link", bind=True, **RETRY_OPTIONS)
@@ -26,7 +28,7 @@ def sync_link(self: Task[Any, Any], link_id: str, run_id: str) -> str:
         return sync.sync_link(link_id, run_id)
     except sync.Busy:
         # Another worker holds the link (this is a redelivery while it runs): try later.
-        raise self.retry(countdown=sync.LOCK_TTL_SECONDS, max_retries=None) from None
+        raise self.retry(countdown=BUSY_RETRY_SECONDS, max_retries=None) from None
     except sync.Transient as exc:
         if self.request.retries >= MAX_PROVIDER_RETRIES:
             sync.fail_run(link_id, run_id, str(exc))

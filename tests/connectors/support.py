@@ -4,6 +4,7 @@ ThrottlingException and latency, and helpers to seed EnvCat rows through the ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -104,7 +105,8 @@ class ProviderProxy:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)  # the caller may be a worker we just SIGKILLed
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True

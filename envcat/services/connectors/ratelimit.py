@@ -1,8 +1,10 @@
 """A token bucket in Redis shared by every worker: one per (tenant, provider, scope, kind).
 
-The refill and the take happen in one Lua script (atomic, Redis's own clock), so N
-workers together never exceed `rate` calls per second plus the small `burst`. After a
-provider throttles us, `pause` stops every worker of that bucket for a while.
+The refill and the take happen in one Lua script (atomic, Redis's own clock). A bucket
+of `limit` calls per second holds at most `burst` (a tenth of the limit) and refills at
+`limit - burst` per second, so any one-second window grants at most `limit` calls to all
+workers together. After a provider throttles us, `pause` stops every worker of that
+bucket for a while.
 """
 
 from __future__ import annotations
@@ -44,16 +46,22 @@ MAX_WAIT_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class Bucket:
-    """A shared budget of `rate` calls per second."""
+    """A shared budget of at most `limit` calls in any one-second window."""
 
     redis: Redis
     key: str
-    rate: float
+    limit: float
 
     @property
     def burst(self) -> float:
-        # A tenth of a second's worth: any 1 s window sees at most rate * 1.1 calls.
-        return max(1.0, self.rate / 10)
+        """Tokens an idle bucket holds: a tenth of the limit (at least one call)."""
+        return max(1.0, self.limit / 10)
+
+    @property
+    def rate(self) -> float:
+        """Refill per second: burst + rate = limit, the most one window can see (for a
+        limit under 2/s the refill is half the limit and a window may see one call more)."""
+        return max(self.limit - self.burst, self.limit / 2)
 
     def take(self, cost: int = 1) -> float:
         """Block until `cost` tokens are ours; return the seconds spent waiting."""
@@ -77,10 +85,10 @@ class Bucket:
 
 
 def bucket(
-    redis: Redis, tenant_id: str, provider: str, scope: str, kind: str, rate: float
+    redis: Redis, tenant_id: str, provider: str, scope: str, kind: str, limit: float
 ) -> Bucket:
     """The bucket of one tenant's calls of `kind` ("read"/"write"…) to one region/project."""
-    return Bucket(redis, f"connector:rl:{tenant_id}:{provider}:{scope}:{kind}", rate)
+    return Bucket(redis, f"connector:rl:{tenant_id}:{provider}:{scope}:{kind}", limit)
 
 
 def backoff_seconds(attempt: int, *, base: float = 0.2, cap: float = 10.0) -> float:
