@@ -29,8 +29,11 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 from werkzeug.wrappers import Request
 
 from envcat.core import signing
+from envcat.core.schemas.connectors import ConnectionCreate, LinkCreate
 from envcat.core.settings import Settings
+from envcat.services.connectors import connections, links
 from envcat.services.runtime import current
+from envcat.services.tenancy import Actor
 from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
 from tests.conftest import make_settings
 from tests.support.requests import stored_request
@@ -102,16 +105,41 @@ def _seed() -> dict[str, list[str]]:
         stored_request(runtime.redis, tenant_id=TENANT, ttl=runtime.settings.request_ttl)[0].id
         for _ in range(3)
     ]
+    connection_id, link_id = _seed_connector(bundle_id)
     return {
         "bundle_id": [bundle_id],
         "key_id": [key_row(TENANT, name).id for name in names],
         "request_id": request_ids,
+        "connection_id": [connection_id],
+        "link_id": [link_id],
     }
+
+
+def _seed_connector(bundle_id: str) -> tuple[str, str]:
+    """A connection (to a port nothing answers on) and a link of the seeded bundle."""
+    actor = Actor(tenant_id=TENANT, user_id=OWNER)
+    connection = connections.create(
+        actor,
+        ConnectionCreate.model_validate(
+            {
+                "name": "fuzz",
+                "provider": "aws",
+                "region": "eu-west-1",
+                "endpoint_url": "http://127.0.0.1:1",
+                "aws": {"access_key_id": "AKIAFUZZFUZZFUZZFUZZ", "secret_access_key": "x" * 40},
+            }
+        ),
+    )
+    link = links.create(
+        actor,
+        LinkCreate(connection_id=connection.id, bundle_id=bundle_id, direction="pull"),
+    )
+    return connection.id, link.id
 
 
 # The seeded ids of the running test, read by the strategies when they draw.
 KNOWN: dict[str, list[str]] = {}
-KNOWN_NAMES = ("bundle_id", "key_id", "request_id")
+KNOWN_NAMES = ("bundle_id", "key_id", "request_id", "connection_id", "link_id")
 
 
 def _document_app() -> Flask:
