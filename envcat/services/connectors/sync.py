@@ -104,6 +104,7 @@ class _Run:
     lock: _Lock
     items: dict[str, LinkItem]
     errors: dict[str, str] = field(default_factory=dict)
+    next_position: int = 0  # of the next key this run attaches to the bundle
 
 
 def _remote_name(link: Link, var: str) -> str:
@@ -226,12 +227,8 @@ def _pull_one(
         run.errors[var] = exc.message
         return
     if holder is None:
-        position = db.session.execute(
-            select(func.coalesce(func.max(BundleKey.position) + 1, 0)).where(
-                BundleKey.bundle_id == run.link.bundle_id
-            )
-        ).scalar_one()
-        db.session.add(BundleKey(bundle_id=run.link.bundle_id, key=key, position=position))
+        db.session.add(BundleKey(bundle_id=run.link.bundle_id, key=key, position=run.next_position))
+        run.next_position += 1
         exported[var] = key
         action = action or "pulled"
     if conflict and action:
@@ -332,14 +329,21 @@ def _apply(run: _Run, steps: list[tuple[str, Any]]) -> None:
         ).scalars()
     }
     exported = _bundle_keys(run.link)
+    run.next_position = db.session.execute(
+        select(func.coalesce(func.max(BundleKey.position) + 1, 0)).where(
+            BundleKey.bundle_id == run.link.bundle_id
+        )
+    ).scalar_one()
     for start in range(0, len(steps), BATCH):
-        for kind, args in steps[start : start + BATCH]:
-            run.lock.refresh()
-            if kind == "pull":
-                var, remote, found, value, conflict = args
-                _pull_one(run, var, remote, found, value, library, exported, conflict)
-            else:
-                _push_one(run, *args)
+        # No autoflush: each batch is written at its commit, not statement by statement.
+        with db.session.no_autoflush:
+            for kind, args in steps[start : start + BATCH]:
+                run.lock.refresh()
+                if kind == "pull":
+                    var, remote, found, value, conflict = args
+                    _pull_one(run, var, remote, found, value, library, exported, conflict)
+                else:
+                    _push_one(run, *args)
         db.session.commit()
     db.session.commit()
 
