@@ -25,7 +25,9 @@ SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Blueprints whose POSTs come from our own forms and must carry the CSRF token.
 # The proxy checks its own (public CLI routes have no session to protect).
-FORM_BLUEPRINTS = frozenset({"auth", "pages", "bundles", "keys", "account", "workspaces"})
+FORM_BLUEPRINTS = frozenset(
+    {"auth", "pages", "bundles", "keys", "account", "workspaces", "connectors"}
+)
 
 
 def _bind_request_id() -> None:
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         audit,
         auth,
         bundles,
+        connectors,
         health,
         keys,
         pages,
@@ -96,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.context_processor(_template_globals)
     # Globals (unlike context values) reach imported macros too.
     app.jinja_env.globals.update(csrf_token=csrf_token, auth_provider=settings.auth_provider)
-    blueprints = (health, auth, account, pages, workspaces, bundles, keys, audit, proxy)
+    blueprints = (health, auth, account, pages, workspaces, bundles, keys, audit, connectors, proxy)
     for module in blueprints:
         app.register_blueprint(module.bp)
     return app
