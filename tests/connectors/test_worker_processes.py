@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from envcat.core.settings import Settings
-from envcat.models import AuditEvent, db, migrate
+from envcat.models import AuditEvent, Key, KeyVersion, db, migrate
 from envcat.services.connectors import links
 from envcat.services.runtime import create_service_app
 from envcat.workers import connector_tasks
@@ -145,3 +145,51 @@ def test_three_workers_never_exceed_the_write_limit(
     peak = proxy.peak_per_second()
     print(f"\npeak writes/s seen by the provider with 3 workers: {peak} (limit 20)")
     assert 10 <= peak <= settings.connector_aws_write_tps
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_pull_is_finished_exactly_by_the_next(
+    stack: tuple[Settings, Flask, Celery], proxy: ProviderProxy, tmp_path: Path
+) -> None:
+    settings, _, celery = stack
+    client = aws(proxy.upstream)
+    total = 600
+    for i in range(total):
+        client.create_secret(Name=f"src/KEY_{i:04d}", SecretString=f"value-{i}")
+    actor = owner()
+    bundle_id = bundle_with(actor, "pulled", {})
+    link_id = link(
+        actor, aws_connection(actor, proxy.url), bundle_id, prefix="src/", direction="pull"
+    )
+    log = tmp_path / "workers.log"
+    first = start_worker(settings, "first", log)
+    second: subprocess.Popen[bytes] | None = None
+
+    def pulled() -> int:
+        db.session.expire_all()
+        return int(db.session.execute(select(func.count()).select_from(Key)).scalar_one())
+
+    try:
+        run_id = _queue(celery, link_id)
+        eventually(lambda: pulled() >= 50, 90, "the first batch of keys")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert pulled() < total  # killed half-way
+        second = start_worker(settings, "second", log)
+        eventually(lambda: _done(link_id), 90, "the redelivered run")
+    finally:
+        stop(first)
+        stop(second)
+    assert link_row(link_id).last_status == "ok"
+    db.session.expire_all()
+    assert pulled() == total
+    versions = db.session.execute(
+        select(KeyVersion.key_id, func.count()).group_by(KeyVersion.key_id)
+    ).all()
+    assert len(versions) == total and {count for _, count in versions} == {1}
+    [event] = (
+        db.session.execute(select(AuditEvent).where(AuditEvent.action == "connector.pulled"))
+        .scalars()
+        .all()
+    )
+    assert event.details["run_id"] == run_id and len(event.details["keys"]) == total
