@@ -38,7 +38,7 @@ def test_threads_sharing_a_bucket_stay_within_the_limit_per_second(
         if second not in (min(per_second), max(per_second))
     ]
     assert max(per_second.values()) <= 30
-    assert full and min(full) >= 25  # and it is used, not starved
+    assert full and min(full) >= 20  # and it is used, not starved (refill is 27/s)
 
 
 def test_a_pause_holds_every_taker(redis_client: redis.Redis) -> None:
