@@ -3,6 +3,8 @@ link waits while the first holds the link's lock."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -89,3 +91,44 @@ def test_a_run_waits_while_another_worker_holds_the_link(
     current().redis.delete(f"connector:lock:{link_id}")
     assert sync.sync_link(link_id, run_id) == "done"
     assert sync.sync_link(link_id, run_id) == "stale"  # a redelivered message is a no-op
+
+
+def test_an_unreachable_provider_is_retried_with_the_same_run_then_reported(
+    service_app: Flask, celery_worker: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connector_tasks, "PROVIDER_RETRY_SECONDS", 0)
+    monkeypatch.setattr(connector_tasks, "MAX_PROVIDER_RETRIES", 2)
+    actor = owner()
+    # A provider that accepts each connection and hangs up at once, counting attempts.
+    server = socket.create_server(("127.0.0.1", 0))
+    attempts: list[float] = []
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            attempts.append(time.monotonic())
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    nowhere = f"http://127.0.0.1:{server.getsockname()[1]}"
+    link_id = link(
+        actor,
+        aws_connection(actor, nowhere),
+        bundle_with(actor, "b", {}),
+        prefix="b/",
+        direction="pull",
+    )
+    run_id = links.start_run("t-conn", link_id)
+    assert link_row(link_id).run_id == run_id
+    connector_tasks.sync_link.delay(link_id, run_id)
+    deadline = time.monotonic() + 30
+    while link_row(link_id).last_status != "error":
+        assert time.monotonic() < deadline, "the run was never given up"
+        time.sleep(0.05)
+    server.close()
+    row = link_row(link_id)
+    assert row.run_id is None and "unreachable" in row.last_error
+    assert len(attempts) == 3  # the first try and two retries, then it gives up

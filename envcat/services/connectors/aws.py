@@ -86,7 +86,7 @@ class AwsStore:
         self._reads, self._writes = reads, writes
         self._region, self._endpoint = region, endpoint_url
         config = Config(
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},  # no botocore retries
             connect_timeout=CALL_TIMEOUT_SECONDS,
             read_timeout=CALL_TIMEOUT_SECONDS,
         )
