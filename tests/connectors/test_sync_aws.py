@@ -204,3 +204,35 @@ def test_throttling_backs_off_and_the_run_completes(
     assert proxy.throttle_writes == 0
     assert proxy.actions()["CreateSecret"] == 5 + 3  # three refused, then each written once
     assert link_row(link_id).last_status == "ok"
+
+
+def test_an_explicit_mapping_reaches_outside_the_prefix_both_ways(
+    service_app: Flask, proxy: ProviderProxy
+) -> None:
+    client = aws(proxy.upstream)
+    client.create_secret(Name="legacy-db-password", SecretString="hunter2")
+    actor = owner()
+    pulled = bundle_with(actor, "pulled", {})
+    connection_id = aws_connection(actor, proxy.url)
+    pull_id = link(
+        actor,
+        connection_id,
+        pulled,
+        prefix="none/",
+        direction="pull",
+        mapping={"legacy-db-password": "DB_PASSWORD"},
+    )
+    _run(pull_id)
+    assert _bundle_values(pulled) == {"DB_PASSWORD": "hunter2"}
+    pushed = bundle_with(actor, "pushed", {"API_KEY": "k"})
+    push_id = link(
+        actor,
+        connection_id,
+        pushed,
+        prefix="svc/",
+        direction="push",
+        mapping={"shared/api-key": "API_KEY"},
+    )
+    _run(push_id)
+    assert client.get_secret_value(SecretId="shared/api-key")["SecretString"] == "k"
+    assert "svc/API_KEY" not in {s["Name"] for s in client.list_secrets()["SecretList"]}

@@ -95,3 +95,18 @@ def test_an_unknown_service_account_is_refused_clearly(
     assert connections.record_test("t-conn", connection_id)
     db.session.expire_all()
     assert db.session.get(Connection, connection_id).status == "error"  # type: ignore[union-attr]
+
+
+def test_two_way_conflict_uses_the_version_time_from_gcp(
+    service_app: Flask, gcp: FakeSecretManager
+) -> None:
+    actor = owner()
+    bundle_id = bundle_with(actor, "tw", {"SHARED": "envcat side"})
+    gcp.add("tw_SHARED", "gcp side")  # written after the key: GCP's write is the newest
+    link_id = link(actor, _connection(actor, gcp), bundle_id, prefix="tw_", direction="two-way")
+    assert _run(link_id) == "done"
+    assert _bundle_values(bundle_id) == {"SHARED": "gcp side"}
+    row = link_row(link_id)
+    assert row.last_status == "conflict" and row.last_summary["conflicts"] == ["SHARED"]
+    assert gcp.calls["GET latest"] == 1  # the version time is read only for the conflict
+    assert len(gcp.secrets["tw_SHARED"]) == 1  # the loser's side was not written back
