@@ -236,3 +236,22 @@ def test_an_explicit_mapping_reaches_outside_the_prefix_both_ways(
     _run(push_id)
     assert client.get_secret_value(SecretId="shared/api-key")["SecretString"] == "k"
     assert "svc/API_KEY" not in {s["Name"] for s in client.list_secrets()["SecretList"]}
+
+
+def test_a_key_that_does_not_decrypt_fails_alone(service_app: Flask, proxy: ProviderProxy) -> None:
+    actor = owner()
+    bundle_id = bundle_with(actor, "d", {"GOOD": "g", "BROKEN": "b"})
+    broken = db.session.execute(select(Key).where(Key.name == "BROKEN")).scalar_one()
+    good = db.session.execute(select(Key).where(Key.name == "GOOD")).scalar_one()
+    broken.value = good.value  # a ciphertext bound to another row
+    db.session.commit()
+    link_id = link(
+        actor, aws_connection(actor, proxy.url), bundle_id, prefix="d/", direction="push"
+    )
+    _run(link_id)
+    client = aws(proxy.upstream)
+    assert client.get_secret_value(SecretId="d/GOOD")["SecretString"] == "g"
+    row = link_row(link_id)
+    assert (
+        row.last_status == "partial" and "does not decrypt" in row.last_summary["errors"]["BROKEN"]
+    )

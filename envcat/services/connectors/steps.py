@@ -184,7 +184,11 @@ def _push_one(
     found: RemoteValue | None,
     conflict: bool,
 ) -> None:
-    value = keys.decrypt(key)
+    try:
+        value = keys.decrypt(key)
+    except EnvCatError as exc:  # a damaged value: this key fails, the others sync
+        run.errors[var] = exc.message
+        return
     if len(value.encode("utf-8")) > MAX_REMOTE_VALUE_BYTES:
         run.errors[var] = f"the value is larger than the provider's {MAX_REMOTE_VALUE_BYTES} bytes"
         return
@@ -218,7 +222,12 @@ def _incoming(link: Link, remote: dict[str, RemoteValue]) -> dict[str, Incoming]
 def _two_way(run: Run, var: str, key: Key, version: int, arriving: Incoming) -> Step | None:
     """Who wins a name both sides hold: the side that changed, else the newest write."""
     remote_name, found, value = arriving
-    if keys.decrypt(key) == value:
+    try:
+        current = keys.decrypt(key)
+    except EnvCatError as exc:
+        run.errors[var] = exc.message
+        return None
+    if current == value:
         _remember(run, var, remote_name, found.version, version, None)
         return None
     item = run.items.get(var)
