@@ -95,6 +95,18 @@ def test_bad_input_is_a_400_that_never_echoes_the_secret(signed_as: Any) -> None
         assert reply.get_json()["error"] == "validation_error"
         assert CANARY_SECRET not in reply.get_data(as_text=True)
     assert owner.post("/api/v1/links", {"direction": "sideways"}).status_code == 400
+    created = owner.post("/api/v1/connections", _body("http://127.0.0.1:1")).get_json()
+    path = f"/api/v1/connections/{created['id']}"
+    for patch in (
+        {"region": None},
+        {"project_id": "my-project-1"},
+        {"name": None},
+        {"gcp": {"service_account_json": CANARY_SECRET}},
+    ):
+        reply = owner.patch(path, patch)
+        assert reply.status_code == 400, patch
+        assert CANARY_SECRET not in reply.get_data(as_text=True)
+    assert owner.get(path).get_json()["region"] == REGION  # a refused change changed nothing
 
 
 def test_members_cannot_manage_and_another_tenant_sees_nothing(

@@ -139,14 +139,29 @@ def create(actor: Actor, body: ConnectionCreate) -> ConnectionOut:
     return out(connection)
 
 
+PROVIDER_FIELDS = {"aws": {"region", "role_arn"}, "gcp": {"project_id"}}
+REQUIRED_FIELDS = {"region", "project_id", "name"}
+
+
+def _check_fields(provider: str, body: ConnectionUpdate) -> None:
+    """Refuse another provider's settings, and null for a setting a connection needs."""
+    for field in body.model_fields_set:
+        other = PROVIDER_FIELDS["gcp" if provider == "aws" else "aws"]
+        if (
+            field in other
+            or (field == "aws" and provider != "aws")
+            or (field == "gcp" and provider != "gcp")
+        ):
+            raise ValidationFailed(f"{field} does not apply to a {provider} connection.")
+        if field in REQUIRED_FIELDS and getattr(body, field) is None:
+            raise ValidationFailed(f"{field} cannot be removed.")
+
+
 def update(actor: Actor, connection_id: str, body: ConnectionUpdate) -> ConnectionOut:
     """Rename, reconfigure or replace credentials; the status returns to untested."""
     with transaction(f"A connection named {body.name} already exists."):
         connection = get(actor.tenant_id, connection_id)
-        if (body.aws is not None and connection.provider != "aws") or (
-            body.gcp is not None and connection.provider != "gcp"
-        ):
-            raise ValidationFailed(f"This is a {connection.provider} connection.")
+        _check_fields(connection.provider, body)
         changed = sorted(f for f in body.model_fields_set if f not in ("aws", "gcp"))
         if body.name is not None:
             connection.name = body.name
