@@ -27,7 +27,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Blueprints whose POSTs come from our own forms and must carry the CSRF token.
 # The proxy checks its own (public CLI routes have no session to protect).
 FORM_BLUEPRINTS = frozenset(
-    {"auth", "pages", "bundles", "keys", "account", "workspaces", "team", "passkeys"}
+    {"auth", "pages", "bundles", "keys", "account", "workspaces", "team", "passkeys", "connectors"}
 )
 
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         audit,
         auth,
         bundles,
+        connectors,
         health,
         keys,
         pages,
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         keys,
         workloads,
         audit,
+        connectors,
         team,
         proxy,
     )

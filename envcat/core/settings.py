@@ -182,6 +182,16 @@ class Settings(BaseSettings):
     """Longest lifetime an admin may give a service token, in days (issue #16)."""
     service_token_rate_limit: int = Field(default=30, ge=1, le=10000)
     """Requests one service token may make per minute; more get 429."""
+    connector_sweep_interval: int = Field(default=30, ge=1)
+    """Seconds between two beat sweeps that enqueue the connector links due a sync (issue #18)."""
+    connector_aws_write_tps: float = Field(default=40.0, gt=0, le=50)
+    """Writes per second to one AWS account and region, all workers together (AWS: 50)."""
+    connector_aws_read_tps: float = Field(default=5000.0, gt=0, le=10000)
+    """Reads per second from one AWS account and region, all workers together (AWS: 10,000)."""
+    connector_gcp_access_per_minute: int = Field(default=72000, ge=1, le=90000)
+    """Secret version accesses per minute to one GCP project, all workers (GCP: 90,000)."""
+    connector_gcp_admin_per_minute: int = Field(default=480, ge=1, le=600)
+    """Other Secret Manager calls per minute to one GCP project, all workers (GCP: 600)."""
 
     @field_validator("bundle_kms_key")
     @classmethod

@@ -2,6 +2,7 @@
 
 from envcat.models.audit_sinks import AuditSink
 from envcat.models.base import Base, db, utcnow
+from envcat.models.connectors import Connection, Link, LinkItem
 from envcat.models.passkeys import Passkey, WorkspacePolicy
 from envcat.models.tables import (
     ROLES,
@@ -28,9 +29,12 @@ __all__ = [
     "Bundle",
     "BundleApprovers",
     "BundleKey",
+    "Connection",
     "Invite",
     "Key",
     "KeyVersion",
+    "Link",
+    "LinkItem",
     "Membership",
     "MembershipRemoval",
     "NotificationTarget",

@@ -5,7 +5,7 @@ so a value written by someone else since it was read is left as they wrote it
 (it is already under the primary key), and a crash mid-batch loses nothing: the
 old ciphertext stays valid until its replacement commits. Kept key versions
 (`key_versions`, issue #19) are rotated the same way, after the keys, and count
-in the progress.
+in the progress; so are connector credentials (issue #18), last.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import logging
 from sqlalchemy import ColumnElement, func, select, update
 
 from envcat.core.kms import VERSION, DecryptionError
-from envcat.models import Key, KeyVersion, db
+from envcat.models import Connection, Key, KeyVersion, db
 from envcat.services import notification_settings
+from envcat.services.connectors.connections import bound_id as connection_bound_id
 from envcat.services.runtime import current
 from envcat.services.versions import bound_id
 
@@ -34,14 +35,27 @@ def _outdated_version_clause() -> ColumnElement[bool]:
     return ~KeyVersion.value.startswith(prefix, autoescape=True)
 
 
+def _outdated_connection_clause() -> ColumnElement[bool]:
+    prefix = f"{VERSION}.{current().keyring.primary_id}."
+    return ~Connection.credentials.startswith(prefix, autoescape=True)
+
+
 def count_outdated() -> int:
-    """Number of stored values (keys and kept versions) not under the primary key
-    (undecryptable ones included)."""
+    """Number of stored values (keys, kept versions, connector credentials) not under the
+    primary key (undecryptable ones included)."""
     keys = db.session.execute(select(func.count()).select_from(Key).where(_outdated_clause()))
     kept = db.session.execute(
         select(func.count()).select_from(KeyVersion).where(_outdated_version_clause())
     )
-    return int(keys.scalar_one()) + int(kept.scalar_one()) + notification_settings.count_outdated()
+    credentials = db.session.execute(
+        select(func.count()).select_from(Connection).where(_outdated_connection_clause())
+    )
+    return (
+        int(keys.scalar_one())
+        + int(kept.scalar_one())
+        + int(credentials.scalar_one())
+        + notification_settings.count_outdated()
+    )
 
 
 def _candidates(after_id: str, limit: int) -> list[tuple[str, str, str]]:
@@ -127,6 +141,39 @@ def _rotate_versions(budget: int) -> int:
     return done
 
 
+def _rotate_connections(budget: int) -> int:
+    done, after_id = 0, ""
+    while done < budget:
+        rows = db.session.execute(
+            select(Connection.id, Connection.tenant_id, Connection.credentials)
+            .where(_outdated_connection_clause(), Connection.id > after_id)
+            .order_by(Connection.id)
+            .limit(min(SCAN_CHUNK, budget - done))
+        ).all()
+        if not rows:
+            break
+        for connection_id, tenant_id, stored in rows:
+            try:
+                fresh = current().keyring.reencrypt(
+                    stored, tenant_id=tenant_id, key_id=connection_bound_id(connection_id)
+                )
+            except DecryptionError:
+                log.error(
+                    "connection credentials do not decrypt; left as they are",
+                    extra={"connection_id": connection_id},
+                )
+                continue
+            changed = db.session.execute(
+                update(Connection)
+                .where(Connection.id == connection_id, Connection.credentials == stored)
+                .values(credentials=fresh)
+                .execution_options(synchronize_session=False)
+            )
+            done += int(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+        after_id = rows[-1][0]
+    return done
+
+
 def rotate_batch(batch_size: int) -> int:
     """Re-encrypt up to `batch_size` values in one transaction; return how many changed.
 
@@ -141,6 +188,8 @@ def rotate_batch(batch_size: int) -> int:
             done += _rotate_versions(batch_size - done)
         if done < batch_size:  # webhook URLs and secrets (issue #17)
             done += notification_settings.rotate(batch_size - done)
+        if done < batch_size:
+            done += _rotate_connections(batch_size - done)
         db.session.commit()
     except Exception:
         db.session.rollback()

@@ -14,7 +14,7 @@ from envcat.models import db
 from envcat.services.runtime import create_service_app
 from envcat.workers import observability
 
-QUEUES = ("approvals", "provisioning", "maintenance", "notifications")
+QUEUES = ("approvals", "provisioning", "maintenance", "notifications", "connectors")
 TASK_ROUTES = {
     "envcat.encrypt_from_bundle": {"queue": "approvals"},
     "envcat.ping": {"queue": "approvals"},
@@ -28,6 +28,9 @@ TASK_ROUTES = {
     "envcat.notify_decision": {"queue": "notifications"},
     "envcat.send_invite": {"queue": "notifications"},
     "envcat.redrive_approvals": {"queue": "maintenance"},
+    "envcat.connector_sync_link": {"queue": "connectors"},
+    "envcat.connector_sync_due": {"queue": "connectors"},
+    "envcat.connector_test_connection": {"queue": "connectors"},
 }
 # A killed worker's message comes back after this many seconds on a Redis broker;
 # it must be well below REQUEST_TTL (the tasks are idempotent, an early redelivery is harmless).
@@ -60,6 +63,7 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             "envcat.workers.audit_tasks",
             "envcat.workers.notification_tasks",
             "envcat.workers.ha_tasks",
+            "envcat.workers.connector_tasks",
         ],
     )
     broker = redisconn.broker_options(settings)
@@ -101,6 +105,10 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
             "redrive-approvals": {  # issue #21: approvals a Redis failover left behind
                 "task": "envcat.redrive_approvals",
                 "schedule": REDRIVE_INTERVAL_SECONDS,
+            },
+            "connector-sync-due": {
+                "task": "envcat.connector_sync_due",
+                "schedule": float(settings.connector_sweep_interval),
             },
         },
     )

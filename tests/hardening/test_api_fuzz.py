@@ -30,9 +30,12 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 from werkzeug.wrappers import Request
 
 from envcat.core import signing
+from envcat.core.schemas.connectors import ConnectionCreate, LinkCreate
 from envcat.core.settings import Settings
 from envcat.models import AuditSink, ServiceToken, WorkloadPolicy, db, utcnow
+from envcat.services.connectors import connections, links
 from envcat.services.runtime import current
+from envcat.services.tenancy import Actor
 from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
 from tests.conftest import make_settings
 from tests.support.requests import stored_request
@@ -129,18 +132,51 @@ def _seed() -> dict[str, list[str]]:
     )
     db.session.add_all([policy, token])
     db.session.commit()
+    connection_id, link_id = _seed_connector(bundle_id)
     return {
         "bundle_id": [bundle_id],
         "key_id": [key_row(TENANT, name).id for name in names],
         "request_id": request_ids,
         "policy_id": [policy.id],  # issue #16
         "token_id": [token.id],
+        "connection_id": [connection_id],
+        "link_id": [link_id],
     }
+
+
+def _seed_connector(bundle_id: str) -> tuple[str, str]:
+    """A connection (to a port nothing answers on) and a link of the seeded bundle."""
+    actor = Actor(tenant_id=TENANT, user_id=OWNER)
+    connection = connections.create(
+        actor,
+        ConnectionCreate.model_validate(
+            {
+                "name": "fuzz",
+                "provider": "aws",
+                "region": "eu-west-1",
+                "endpoint_url": "http://127.0.0.1:1",
+                "aws": {"access_key_id": "AKIAFUZZFUZZFUZZFUZZ", "secret_access_key": "x" * 40},
+            }
+        ),
+    )
+    link = links.create(
+        actor,
+        LinkCreate(connection_id=connection.id, bundle_id=bundle_id, direction="pull"),
+    )
+    return connection.id, link.id
 
 
 # The seeded ids of the running test, read by the strategies when they draw.
 KNOWN: dict[str, list[str]] = {}
-KNOWN_NAMES = ("bundle_id", "key_id", "request_id", "policy_id", "token_id")
+KNOWN_NAMES = (
+    "bundle_id",
+    "key_id",
+    "request_id",
+    "policy_id",
+    "token_id",
+    "connection_id",
+    "link_id",
+)
 
 
 def _document_app() -> Flask:

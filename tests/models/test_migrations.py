@@ -19,6 +19,9 @@ EXPECTED_TABLES = {
     "audit_sinks",
     "workload_policies",
     "service_tokens",
+    "connector_connections",
+    "connector_links",
+    "connector_link_items",
 }
 
 
