@@ -107,6 +107,18 @@ def test_bad_input_is_a_400_that_never_echoes_the_secret(signed_as: Any) -> None
         assert reply.status_code == 400, patch
         assert CANARY_SECRET not in reply.get_data(as_text=True)
     assert owner.get(path).get_json()["region"] == REGION  # a refused change changed nothing
+    bundle = owner.post("/api/v1/bundles", {"name": "nulls"}).get_json()
+    link = owner.post(
+        "/api/v1/links",
+        {"connection_id": created["id"], "bundle_id": bundle["id"], "direction": "pull"},
+    ).get_json()
+    link_path = f"/api/v1/links/{link['id']}"
+    # An explicit null would blank a required column (the api fuzzer found a 500 here).
+    for patch in ({"mapping": None, "interval_seconds": 120}, {"direction": None}):
+        reply = owner.patch(link_path, patch)
+        assert reply.status_code == 400, patch
+        assert "cannot be null" in reply.get_data(as_text=True)
+    assert owner.get(link_path).get_json()["interval_seconds"] == link["interval_seconds"]
 
 
 def test_members_cannot_manage_and_another_tenant_sees_nothing(

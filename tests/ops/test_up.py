@@ -20,6 +20,7 @@ from envcat.ops.commands import server
 from envcat.ops.config import OpsError, ensure_data_dir, ensure_private_file
 from envcat.ops.supervisor import Output, ProcessSpec, Supervisor
 from envcat.ops.up import REDIS_MISSING, Up, UpOptions, app_specs, browser_host, redis_config
+from envcat.workers.factory import QUEUES
 from tests.support import free_port
 
 
@@ -72,7 +73,7 @@ def test_children_get_the_settings_and_their_own_metrics_dirs(
     assert "load_or_halt(needs_kms_key=False)" in bff_config.read_text()
     assert "gevent" not in specs["worker"].argv  # STYLE: keep gevent out of the worker
     worker = specs["worker"].argv
-    assert worker[worker.index("-Q") + 1] == "approvals,provisioning,maintenance,notifications"
+    assert worker[worker.index("-Q") + 1] == ",".join(QUEUES)
     assert specs["beat"].argv[specs["beat"].argv.index("--schedule") + 1] == str(
         tmp_path / "celerybeat-schedule"
     )

@@ -171,6 +171,13 @@ class LinkUpdate(_Body):
     mapping: Annotated[dict[RemoteName, KeyName], Field(max_length=MAX_MAPPING)] | None = None
     interval_seconds: Annotated[int, Field(ge=MIN_INTERVAL, le=MAX_INTERVAL)] | None = None
 
+    @model_validator(mode="after")
+    def _no_nulls(self) -> LinkUpdate:
+        # None means "not given"; an explicit null would blank a required column.
+        if nulls := sorted(f for f in self.model_fields_set if getattr(self, f) is None):
+            raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep it")
+        return self
+
 
 class LinkOut(BaseModel):
     """A link with its last and next sync."""
