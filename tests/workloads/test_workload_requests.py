@@ -307,3 +307,35 @@ def test_the_issuer_allow_list_limits_what_policies_may_name(
     )
     assert response.status_code == 400
     assert "OIDC_ISSUERS" in response.get_json()["message"]
+
+
+def test_an_automatic_policy_is_not_held_by_the_bundles_human_approver_rules(
+    api_client: FlaskClient,
+    owner: SignedClient,
+    signed_as: Any,
+    issuer: LoopbackIssuer,
+    celery_worker: object,
+) -> None:
+    """A bundle needing two named human approvers still delivers to its automatic policy.
+
+    The trust policy is the admins' standing approval (docs/ci.md); the human rule
+    (issue #17) keeps holding people: one approver alone still waits for a second.
+    """
+    signed_as("u-second", TENANT, "admin")
+    bundle_id = seed_bundle(TENANT, BUNDLE, KEYS)
+    rule = {"min_role": None, "user_ids": ["u-owner", "u-second"], "approvals_required": 2}
+    assert owner.call("PUT", f"/api/v1/bundles/{bundle_id}/approvers", rule).status_code == 200
+    _policy(owner, issuer, bundle_id)
+    response, private_key = _ask(api_client, issuer.mint(), bundle=BUNDLE)
+    assert response.status_code == 201, response.get_json()
+    created = response.get_json()
+    cli = Cli(api_client, private_key, created["id"], created["poll_token"], created)
+    assert wait_until_final(cli).get_json()["status"] == "ready"
+
+    person = Cli.start(api_client)
+    vote = owner.post(
+        f"{REQUESTS}/{person.id}/encrypt-from-bundle",
+        json={"bundle_id": bundle_id, "include_keys": ["DATABASE_URL", "API_KEY"]},
+    )
+    assert vote.status_code == 202
+    assert vote.get_json()["status"] == "awaiting_approvals"
