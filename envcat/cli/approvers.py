@@ -25,6 +25,7 @@ import click
 from envcat.cli.display import safe_text
 from envcat.cli.errors import CliError, ServerUnreachable, Untrusted, UsageProblem
 from envcat.cli.options import check_workspace_option, insecure_http_option, server_option
+from envcat.core.wire import is_machine_approver
 
 if TYPE_CHECKING:
     import httpx
@@ -96,6 +97,15 @@ def passkey_check_for(
     """The check `verify_delivery` runs before it pins anything, for this request."""
 
     def check(envelope: Envelope) -> None:
+        if is_machine_approver(envelope.approver_id):  # a workload or service token (#16)
+            if envelope.bundle_name in settings.allow_workloads:
+                return  # the project accepts its trust policy for this bundle
+            raise Untrusted(
+                f"refusing the delivery: {safe_text(envelope.approver_email, 120)} (not a "
+                f"person) approved it, and .envcat.toml lists passkey approvers; add "
+                f"{safe_text(envelope.bundle_name, 120)!r} to allow_workloads to accept "
+                "machine deliveries of that bundle"
+            )
         check_passkey_approval(
             envelope,
             request_id=request_id,
@@ -204,6 +214,8 @@ def list_approvers(
         )
     if trusted:
         _say("* = listed in .envcat.toml")
+    if listed:  # an id may start with "-", which click would read as an option
+        _say("add one with: envcat approvers add -- CREDENTIAL_ID")
 
 
 @approvers.command("add")
@@ -227,6 +239,7 @@ def add_approver(
 
     From then on every delivery in this project must carry a passkey signature
     by a listed approver. Check the fingerprint with the passkey's owner first.
+    A credential id may start with '-': write `envcat approvers add -- ID`.
     """
     settings = _settings(server, workspace, insecure_http)
     project = settings.project

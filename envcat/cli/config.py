@@ -32,8 +32,16 @@ from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 PROJECT_FILE = ".envcat.toml"
 FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 DEFAULT_SERVER = "http://localhost:8888"
-PROJECT_KEYS = ("server", "workspace", "bundle", "server_fingerprint", "allow_vars", "approvers")
-LIST_KEYS = ("allow_vars", "approvers")
+PROJECT_KEYS = (
+    "server",
+    "workspace",
+    "bundle",
+    "server_fingerprint",
+    "allow_vars",
+    "approvers",
+    "allow_workloads",
+)
+LIST_KEYS = ("allow_vars", "approvers", "allow_workloads")
 APPROVER_FIELDS = ("name", "credential_id", "public_key")
 USER_KEYS = ("server", "workspace")
 NO_WORKSPACE_HINT = (
@@ -53,6 +61,9 @@ class ConfigFile:
     server_fingerprint: str | None = None
     allow_vars: tuple[str, ...] = field(default_factory=tuple)
     approvers: tuple[TrustedApprover, ...] = field(default_factory=tuple)
+    # Bundles whose deliveries a workload's policy or a service token may approve although
+    # `approvers` asks for a passkey (issue #20); only read when `approvers` is set.
+    allow_workloads: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,7 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
         server_fingerprint=values.get("server_fingerprint"),
         allow_vars=_names(path, data.get("allow_vars", [])),
         approvers=_approvers(path, data.get("approvers", [])),
+        allow_workloads=_bundles(path, data.get("allow_workloads", [])),
     )
 
 
@@ -138,6 +150,14 @@ def _names(path: Path, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise UsageProblem(f"{path}: allow_vars must be a list of variable names")
     return tuple(value)
+
+
+def _bundles(path: Path, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and item.strip() for item in value
+    ):
+        raise UsageProblem(f"{path}: allow_workloads must be a list of bundle names")
+    return tuple(item.strip() for item in value)
 
 
 def _approvers(path: Path, value: object) -> tuple[TrustedApprover, ...]:
@@ -224,6 +244,11 @@ class Settings:
     def approvers(self) -> tuple[TrustedApprover, ...]:
         """Passkeys the project trusts to approve; when any, every delivery needs one's proof."""
         return self.project.approvers if self.project is not None else ()
+
+    @property
+    def allow_workloads(self) -> tuple[str, ...]:
+        """Bundles a workload or service token may still approve when approvers are listed."""
+        return self.project.allow_workloads if self.project is not None else ()
 
     @property
     def allow_vars(self) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from envcat.cli.options import (
     wait_options,
 )
 from envcat.cli.setup_commands import init, trust
+from envcat.core.wire import is_machine_approver
 
 if TYPE_CHECKING:
     from envcat.cli.config import Settings
@@ -301,7 +302,9 @@ def _deliver(
     envelope = verify_delivery(
         sealed.private_key, sealed.ciphertext, expected, trust, _say, also=passkey_check
     )
-    if passkey_check is not None:
+    if passkey_check is not None and is_machine_approver(envelope.approver_id):
+        _say("machine delivery accepted: .envcat.toml allows workloads for this bundle")
+    elif passkey_check is not None:
         _say("passkey approval verified (signed by an approver listed in .envcat.toml)")
     _refuse_unsafe(envelope.keys)
     refuse_dangerous(envelope.keys, [*allow_vars, *settings.allow_vars])

@@ -12,6 +12,11 @@ import re
 WORKSPACE_SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
 WORKSPACE_SLUG_RULE = "lower-case letters, digits, '-' and '_', 1-64 characters"
 SERVER_KEY_PATH = "/api/v1/server-key"
+# Who approved a machine's delivery, as the envelope's `approver_id` names it (issue #16):
+# a workload's trust policy or a service token, never a person.
+WORKLOAD_APPROVER_PREFIX = "workload-policy:"
+SERVICE_TOKEN_APPROVER_PREFIX = "service-token:"  # noqa: S105  # a prefix, not a secret
+MACHINE_APPROVER_PREFIXES = (WORKLOAD_APPROVER_PREFIX, SERVICE_TOKEN_APPROVER_PREFIX)
 
 # Exact names that make a shell, the dynamic loader or an interpreter run code,
 # or change which program runs (see docs/security.md, "Dangerous variable names").
@@ -78,3 +83,8 @@ def slugify(text: str) -> str:
 def is_workspace_slug(value: str) -> bool:
     """True when `value` is a well-formed workspace slug."""
     return WORKSPACE_SLUG_RE.fullmatch(value) is not None
+
+
+def is_machine_approver(approver_id: str) -> bool:
+    """True when a delivery was approved by a workload's policy or a service token."""
+    return approver_id.startswith(MACHINE_APPROVER_PREFIXES)

@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from envcat.core import wire
 from envcat.core.schemas.workloads import (
     ServiceTokenCreate,
     ServiceTokenCreated,
@@ -40,7 +41,7 @@ from envcat.services.tenancy import Actor, as_utc, transaction
 from envcat.services.workload_access import WorkloadGrant
 
 TOKEN_RE = re.compile(r"ect_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
-APPROVER_PREFIX = "service-token:"
+APPROVER_PREFIX = wire.SERVICE_TOKEN_APPROVER_PREFIX
 REFUSED = "The service token is unknown, revoked, expired or not for this workspace."
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from envcat.core import wire
 from envcat.models import Bundle, WorkloadPolicy, db
 from envcat.services import bundles, oidc
 from envcat.services.errors import WorkloadNotAllowed
 
-APPROVER_PREFIX = "workload-policy:"  # Approval.user_id of a workload's approval
+APPROVER_PREFIX = wire.WORKLOAD_APPROVER_PREFIX  # Approval.user_id of a workload's approval
 MAX_LABEL = 128  # the audit log's actor column
 MAX_CLAIM_SHOWN = 80
 

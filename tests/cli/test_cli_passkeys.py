@@ -24,8 +24,8 @@ from envcat.core.approval_statement import ApprovalStatement
 from envcat.core.envelope import Envelope
 from envcat.core.passkeys import PasskeyError, key_fingerprint, load_public_key, spki
 from envcat.core.usercode import user_code
+from tests.cli.cli_fakes import DEFAULT_BUNDLE, FakeApi, FakeClock, mock_client
 from tests.cli.cli_fakes import WORKSPACE as FAKE_WORKSPACE
-from tests.cli.cli_fakes import FakeApi, FakeClock, mock_client
 from tests.support.passkeys import SoftPasskey
 
 FAKE_SERVER = "https://envcat.test"
@@ -259,6 +259,52 @@ def test_a_refused_passkey_check_prints_nothing_and_pins_nothing(
     assert result.stdout == ""
     assert "refusing the delivery" in result.stderr
     assert not known_servers.exists()  # a first use that fails a check trusts nobody
+
+
+WORKLOAD = {
+    "approver_id": "workload-policy:p-1",
+    "approver_email": "workload:github:acme/api@refs/heads/main run 9",
+}
+
+
+@pytest.mark.parametrize(
+    ("allowed", "approver", "accepted"),
+    [
+        ([], WORKLOAD, False),  # a machine delivery, not allowed for the bundle
+        (["another/bundle"], WORKLOAD, False),
+        ([DEFAULT_BUNDLE], WORKLOAD, True),  # the project accepts its trust policy
+        (
+            [DEFAULT_BUNDLE],
+            {"approver_id": "service-token:t-1", "approver_email": "service token ci"},
+            True,
+        ),
+        ([DEFAULT_BUNDLE], {}, False),  # a person without a passkey: allow_workloads is moot
+    ],
+)
+def test_machine_deliveries_need_the_bundle_in_allow_workloads(
+    known_servers: Path, allowed: list[str], approver: dict[str, str], accepted: bool
+) -> None:
+    listed = SoftPasskey.es256("listed")
+    _project(listed)
+    text = Path(".envcat.toml").read_text()
+    Path(".envcat.toml").write_text(f"allow_workloads = {allowed!r}\n".replace("'", '"') + text)
+    result = _run(FakeApi(tamper=dict(approver)))
+    if accepted:
+        assert result.exit_code == 0, result.stderr
+        assert "machine delivery accepted" in result.stderr
+        assert result.stdout.strip().startswith("{")
+    else:
+        assert result.exit_code == 6, result.stderr
+        assert result.stdout == ""
+        assert "refusing the delivery" in result.stderr
+        assert not known_servers.exists()
+
+
+def test_allow_workloads_must_be_a_list_of_bundle_names(tmp_path: Path) -> None:
+    path = tmp_path / ".envcat.toml"
+    path.write_text('allow_workloads = "production/api"\n')
+    with pytest.raises(UsageProblem, match="allow_workloads must be a list of bundle names"):
+        read_config(path, PROJECT_KEYS)
 
 
 def test_an_envelope_without_a_passkey_keeps_its_old_payload() -> None:

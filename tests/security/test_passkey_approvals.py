@@ -231,7 +231,8 @@ def trust_ada(world: World) -> None:
     """`envcat approvers add` ada's passkey to the project (once)."""
     if world.ada.credential_id in (world.project / ".envcat.toml").read_text():
         return
-    added = envcat(world, "approvers", "add", world.ada.credential_id, "--yes")
+    # "--": a base64url credential id may start with "-" (one in 64 does)
+    added = envcat(world, "approvers", "add", "--yes", "--", world.ada.credential_id)
     assert added.returncode == 0, added.stderr
     assert world.ada.fingerprint in added.stderr
 
