@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,6 @@ def _db():
             _connection = psycopg.connect(DATABASE.replace("postgresql+psycopg", "postgresql"))
         else:
             _connection = sqlite3.connect(DATABASE.removeprefix("sqlite:///"), timeout=30)
-        _connection.execute("CREATE TABLE IF NOT EXISTS bare_rows (id TEXT PRIMARY KEY)")
-        _connection.commit()
     return _connection
 
 
@@ -137,6 +136,7 @@ def bare_workers(
 ) -> Iterator[BareCelery]:
     """`count` solo workers of the bare app on Redis database 2, with the run's database."""
     code = _module(directory / "bare-burst", "bare_burst", BARE_WORKER_MODULE)
+    _create_bare_table(database_url)  # once, here: concurrent CREATEs race on PostgreSQL
     broker = f"{redis_url}/2"
     env = {**os.environ, "BARE_BROKER_URL": broker, "BARE_REDIS_URL": broker}
     env |= {"BARE_DATABASE": database_url, "PYTHONPATH": str(code)}
@@ -163,6 +163,18 @@ def bare_workers(
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+def _create_bare_table(database_url: str) -> None:
+    if database_url.startswith("postgresql"):
+        import psycopg
+
+        url = database_url.replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE IF NOT EXISTS bare_rows (id TEXT PRIMARY KEY)")
+        return
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS bare_rows (id TEXT PRIMARY KEY)")
 
 
 def insert_burst(client: BareCelery, count: int) -> float:
