@@ -15,7 +15,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -121,17 +121,10 @@ def passkey_check_for(
 # ---- envcat approvers list / add ------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _client(ctx: click.Context, server: str) -> Iterator[httpx.Client]:
-    from envcat.cli.protocol import make_client
-    from envcat.cli.runtime import runtime_from
+def _client(ctx: click.Context, server: str) -> contextlib.AbstractContextManager[httpx.Client]:
+    from envcat.cli.runtime import client_for
 
-    runtime = runtime_from(ctx.obj)
-    if runtime.client is not None:
-        yield runtime.client
-        return
-    with make_client(server) as client:
-        yield client
+    return client_for(ctx.obj, server)
 
 
 def _settings(server: str | None, workspace: str | None, insecure_http: bool) -> Settings:

@@ -7,8 +7,9 @@ Production runs use the defaults. Tests pass either an `httpx.Client` with a
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -48,3 +49,16 @@ def runtime_from(obj: object) -> Runtime:
     if isinstance(obj, httpx.Client):
         return Runtime(client=obj)
     raise TypeError(f"ctx.obj must be a Runtime or an httpx.Client, not {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def client_for(obj: object, server: str) -> Iterator[httpx.Client]:
+    """The injected client of `ctx.obj` (a test's), else a new one for `server`, closed after."""
+    from envcat.cli.protocol import make_client
+
+    runtime = runtime_from(obj)
+    if runtime.client is not None:
+        yield runtime.client
+        return
+    with make_client(server) as client:
+        yield client

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,17 +25,10 @@ if TYPE_CHECKING:
     from envcat.cli.protocol import ServerKey
 
 
-@contextlib.contextmanager
-def _client(ctx: click.Context, server: str) -> Iterator[httpx.Client]:
-    from envcat.cli.protocol import make_client
-    from envcat.cli.runtime import runtime_from
+def _client(ctx: click.Context, server: str) -> contextlib.AbstractContextManager[httpx.Client]:
+    from envcat.cli.runtime import client_for
 
-    runtime = runtime_from(ctx.obj)
-    if runtime.client is not None:
-        yield runtime.client
-        return
-    with make_client(server) as client:
-        yield client
+    return client_for(ctx.obj, server)
 
 
 def _fetch_key(ctx: click.Context, server: str) -> ServerKey:

@@ -85,15 +85,7 @@ def create() -> Response:
 def delete(policy_id: str) -> Response:
     """Delete a trust policy: its workloads get nothing more."""
     path = api_path("/api/v1/workload-policies/{policy_id}", policy_id=policy_id)
-    try:
-        backend.call("DELETE", path, ok=(204,))
-    except UpstreamError as exc:
-        if exc.status in (401, 404):
-            raise
-        flash(describe(exc), "error")
-        return redirect("/workloads")  # type: ignore[return-value]
-    flash("Trust policy deleted.", "success")
-    return redirect("/workloads")  # type: ignore[return-value]
+    return submit("DELETE", path, back="/workloads", done="Trust policy deleted.", ok=(204,))
 
 
 @bp.post("/workloads/tokens")
@@ -126,12 +118,4 @@ def create_token() -> Response:
 def revoke_token(token_id: str) -> Response:
     """Revoke a service token at once."""
     path = api_path("/api/v1/service-tokens/{token_id}", token_id=token_id)
-    try:
-        backend.call("DELETE", path, ok=(204,))
-    except UpstreamError as exc:
-        if exc.status in (401, 404):
-            raise
-        flash(describe(exc), "error")
-        return redirect("/workloads")  # type: ignore[return-value]
-    flash("Service token revoked.", "success")
-    return redirect("/workloads")  # type: ignore[return-value]
+    return submit("DELETE", path, back="/workloads", done="Service token revoked.", ok=(204,))
