@@ -81,10 +81,14 @@ def _role(tenant_id: str, user_id: str) -> str:
     return membership.role if membership is not None else "viewer"
 
 
-def require_approver(tenant_id: str, user_id: str, bundle_id: str) -> None:
-    """Raise NotAnApprover (403) unless the member may approve this bundle."""
+def require_approver(tenant_id: str, user_id: str, bundle_id: str, role: str | None = None) -> Rule:
+    """The bundle's rule; NotAnApprover (403) unless the member may approve under it.
+
+    `role` is the member's role when the caller already read it (the api's signature
+    check does), so the hot path does not read it twice.
+    """
     rule = rule_of(tenant_id, bundle_id)
-    if not rule.allows(user_id, _role(tenant_id, user_id)):
+    if not rule.allows(user_id, role if role is not None else _role(tenant_id, user_id)):
         who = (
             f"members with the {rule.min_role} role or above"
             if rule.min_role
@@ -93,6 +97,7 @@ def require_approver(tenant_id: str, user_id: str, bundle_id: str) -> None:
         if rule.min_role and rule.user_ids:
             who += " and the named approvers"
         raise NotAnApprover(f"Only {who} may approve this bundle; ask one of them.")
+    return rule
 
 
 def eligible(tenant_id: str, bundle_id: str, rule: Rule | None = None) -> list[tuple[str, str]]:
@@ -223,6 +228,7 @@ def quorum(
     bundle: tuple[str, str],
     names: list[str],
     origin: audit.Origin,
+    rule: Rule | None = None,
 ) -> list[str]:
     """The distinct approvers of exactly this bundle and key set once there are enough.
 
@@ -231,7 +237,7 @@ def quorum(
     nothing is released. A second vote by the same person is a 409.
     """
     bundle_id, bundle_name = bundle
-    need = rule_of(request.tenant_id, bundle_id).approvals_required
+    need = (rule or rule_of(request.tenant_id, bundle_id)).approvals_required
     if need <= 1:
         return [user_id]
     selection = bundle_id + "|" + ",".join(sorted(names))

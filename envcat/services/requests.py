@@ -291,6 +291,7 @@ def approve(
     origin: audit.Origin,
     workload: workload_access.WorkloadGrant | None = None,
     passkey: PasskeyAssertion | None = None,
+    role: str | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -301,8 +302,9 @@ def approve(
     r = current().redis
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    rule = None
     if workload is None:  # a person: the bundle's approver rules (issue #17)
-        approvers.require_approver(tenant_id, user_id, selection.bundle_id)
+        rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
     # issue #20: verified here (for every voter of a k-of-n rule), recorded under the
     # approval MAC, carried into the envelope. A workload's approval carries none: a CLI
     # that lists approvers refuses it.
@@ -315,7 +317,7 @@ def approve(
     )
     if workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
         bundle = (selection.bundle_id, selection.bundle_name)
-        voters = approvers.quorum(request, user_id, bundle, selection.names, origin)
+        voters = approvers.quorum(request, user_id, bundle, selection.names, origin, rule)
     else:  # a workload: its automatic trust policy is the admins' standing approval (#16)
         voters = [workload.label]
     approval = store.Approval(

@@ -42,6 +42,7 @@ def encrypt_from_bundle(
             include_keys=body.include_keys,
             origin=client_origin(),
             passkey=body.passkey,
+            role=who.role,  # read by the signature check: not again
         )
     except approvers.AwaitingApprovals as waiting:  # k-of-n: recorded, nothing released yet
         recorded = ApprovalRecorded(
