@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -57,7 +57,7 @@ def test_the_report_tells_who_got_which_keys_in_every_format(
     assert "<code>OTHER</code> (" not in page.text
     assert ada.account["user"]["email"] in page.text
     assert "canary-report-page-41c9" not in page.text
-    today = date.today()
+    today = datetime.now(UTC).date()
     days = f"from={(today - timedelta(days=29)).isoformat()}&amp;to={today.isoformat()}"
     assert f'href="/audit/report.csv?{days}"' in page.text
 

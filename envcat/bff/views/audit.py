@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -234,7 +234,7 @@ REPORT_CSV_COLUMNS = (
 
 def _report_period() -> tuple[dict[str, str], dict[str, str], str | None]:
     """The form's days (defaulting to the last 30 days) and the api's since/until for them."""
-    today = date.today()
+    today = datetime.now(UTC).date()  # the log's days are UTC days, whatever the host's zone
     days = {
         "from": request.args.get("from", "").strip()
         or (today - timedelta(days=REPORT_DEFAULT_DAYS - 1)).isoformat(),
