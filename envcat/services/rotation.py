@@ -5,14 +5,19 @@ so a value written by someone else since it was read is left as they wrote it
 (it is already under the primary key), and a crash mid-batch loses nothing: the
 old ciphertext stays valid until its replacement commits. Kept key versions
 (`key_versions`, issue #19) are rotated the same way, after the keys, and count
-in the progress; so are connector credentials (issue #18), last.
+in the progress; so are connector credentials (issue #18) and webhook settings
+(issue #17), last. One mechanism (`STORED`) serves every column of ciphertexts.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from envcat.core.kms import VERSION, DecryptionError
 from envcat.models import Connection, Key, KeyVersion, db
@@ -25,151 +30,88 @@ log = logging.getLogger("envcat.rotation")
 SCAN_CHUNK = 200
 
 
-def _outdated_clause() -> ColumnElement[bool]:
-    prefix = f"{VERSION}.{current().keyring.primary_id}."
-    return ~Key.value.startswith(prefix, autoescape=True)
+@dataclass(frozen=True)
+class _Stored:
+    """A column of keyring ciphertexts, and the key id each row's associated data binds."""
+
+    what: str  # for the log line of a row that does not decrypt
+    row_id: InstrumentedAttribute[Any]
+    tenant_id: InstrumentedAttribute[Any]
+    value: InstrumentedAttribute[Any]
+    extra: tuple[InstrumentedAttribute[Any], ...]  # what `bound` needs besides the row id
+    bound: Callable[..., str]  # (row id, *extra) -> the key id of the associated data
+
+    def outdated(self) -> ColumnElement[bool]:
+        prefix = f"{VERSION}.{current().keyring.primary_id}."
+        return ~self.value.startswith(prefix, autoescape=True)
 
 
-def _outdated_version_clause() -> ColumnElement[bool]:
-    prefix = f"{VERSION}.{current().keyring.primary_id}."
-    return ~KeyVersion.value.startswith(prefix, autoescape=True)
-
-
-def _outdated_connection_clause() -> ColumnElement[bool]:
-    prefix = f"{VERSION}.{current().keyring.primary_id}."
-    return ~Connection.credentials.startswith(prefix, autoescape=True)
+# Rotated in this order: keys, then kept versions (issue #19), then connector credentials
+# (issue #18); webhook settings (issue #17) have a shape of their own.
+STORED = (
+    _Stored("stored value", Key.id, Key.tenant_id, Key.value, (), lambda key_id: key_id),
+    _Stored(
+        "stored version",
+        KeyVersion.id,
+        KeyVersion.tenant_id,
+        KeyVersion.value,
+        (KeyVersion.key_id, KeyVersion.version),
+        lambda _row_id, key_id, number: bound_id(key_id, number),
+    ),
+    _Stored(
+        "connection credentials",
+        Connection.id,
+        Connection.tenant_id,
+        Connection.credentials,
+        (),
+        connection_bound_id,
+    ),
+)
 
 
 def count_outdated() -> int:
-    """Number of stored values (keys, kept versions, connector credentials) not under the
-    primary key (undecryptable ones included)."""
-    keys = db.session.execute(select(func.count()).select_from(Key).where(_outdated_clause()))
-    kept = db.session.execute(
-        select(func.count()).select_from(KeyVersion).where(_outdated_version_clause())
+    """Number of stored values (keys, kept versions, connector credentials, webhook
+    settings) not under the primary key (undecryptable ones included)."""
+    counts = (
+        db.session.execute(select(func.count()).where(stored.outdated())).scalar_one()
+        for stored in STORED
     )
-    credentials = db.session.execute(
-        select(func.count()).select_from(Connection).where(_outdated_connection_clause())
-    )
-    return (
-        int(keys.scalar_one())
-        + int(kept.scalar_one())
-        + int(credentials.scalar_one())
-        + notification_settings.count_outdated()
-    )
+    return sum(int(count) for count in counts) + notification_settings.count_outdated()
 
 
-def _candidates(after_id: str, limit: int) -> list[tuple[str, str, str]]:
-    rows = db.session.execute(
-        select(Key.id, Key.tenant_id, Key.value)
-        .where(_outdated_clause(), Key.id > after_id)
-        .order_by(Key.id)
-        .limit(limit)
-    ).all()
-    return [(key_id, tenant_id, value) for key_id, tenant_id, value in rows]
-
-
-def _reencrypt(key_id: str, tenant_id: str, value: str) -> bool:
+def _reencrypt(stored: _Stored, row_id: Any, tenant_id: str, value: str, extra: Any) -> bool:
+    key_id = stored.bound(row_id, *extra)
     try:
         fresh = current().keyring.reencrypt(value, tenant_id=tenant_id, key_id=key_id)
     except DecryptionError:
         # Skipped, not fatal: one damaged row must not stop the rotation of the others.
-        log.error("stored value does not decrypt; left as it is", extra={"key_id": key_id})
+        log.error(f"{stored.what} does not decrypt; left as it is", extra={"row_id": row_id})
         return False
     changed = db.session.execute(
-        update(Key)
-        .where(Key.id == key_id, Key.value == value)
-        .values(value=fresh)
+        update(stored.value.class_)
+        .where(stored.row_id == row_id, stored.value == value)
+        .values({stored.value.key: fresh})
         .execution_options(synchronize_session=False)
     )
     return bool(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
 
 
-def _version_candidates(after_id: int, limit: int) -> list[tuple[int, str, str, int, str]]:
-    rows = db.session.execute(
-        select(
-            KeyVersion.id,
-            KeyVersion.key_id,
-            KeyVersion.tenant_id,
-            KeyVersion.version,
-            KeyVersion.value,
+def _rotate(stored: _Stored, budget: int) -> int:
+    """Re-encrypt up to `budget` rows of one column, in id order, a chunk at a time."""
+    done, after_id = 0, None
+    while done < budget:
+        query = select(stored.row_id, stored.tenant_id, stored.value, *stored.extra).where(
+            stored.outdated()
         )
-        .where(_outdated_version_clause(), KeyVersion.id > after_id)
-        .order_by(KeyVersion.id)
-        .limit(limit)
-    ).all()
-    return [
-        (row_id, key_id, tenant, number, value) for row_id, key_id, tenant, number, value in rows
-    ]
-
-
-def _reencrypt_version(row_id: int, key_id: str, tenant_id: str, number: int, value: str) -> bool:
-    try:
-        fresh = current().keyring.reencrypt(
-            value, tenant_id=tenant_id, key_id=bound_id(key_id, number)
-        )
-    except DecryptionError:
-        log.error("stored version does not decrypt; left as it is", extra={"key_id": key_id})
-        return False
-    changed = db.session.execute(
-        update(KeyVersion)
-        .where(KeyVersion.id == row_id, KeyVersion.value == value)
-        .values(value=fresh)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
-
-
-def _rotate_keys(budget: int) -> int:
-    done, after_id = 0, ""
-    while done < budget:
-        rows = _candidates(after_id, min(SCAN_CHUNK, budget - done))
-        if not rows:
-            break
-        done += sum(_reencrypt(*row) for row in rows)
-        after_id = rows[-1][0]
-    return done
-
-
-def _rotate_versions(budget: int) -> int:
-    done, after_id = 0, 0
-    while done < budget:
-        rows = _version_candidates(after_id, min(SCAN_CHUNK, budget - done))
-        if not rows:
-            break
-        done += sum(_reencrypt_version(*row) for row in rows)
-        after_id = rows[-1][0]
-    return done
-
-
-def _rotate_connections(budget: int) -> int:
-    done, after_id = 0, ""
-    while done < budget:
+        if after_id is not None:
+            query = query.where(stored.row_id > after_id)
         rows = db.session.execute(
-            select(Connection.id, Connection.tenant_id, Connection.credentials)
-            .where(_outdated_connection_clause(), Connection.id > after_id)
-            .order_by(Connection.id)
-            .limit(min(SCAN_CHUNK, budget - done))
+            query.order_by(stored.row_id).limit(min(SCAN_CHUNK, budget - done))
         ).all()
         if not rows:
             break
-        for connection_id, tenant_id, stored in rows:
-            try:
-                fresh = current().keyring.reencrypt(
-                    stored, tenant_id=tenant_id, key_id=connection_bound_id(connection_id)
-                )
-            except DecryptionError:
-                log.error(
-                    "connection credentials do not decrypt; left as they are",
-                    extra={"connection_id": connection_id},
-                )
-                continue
-            changed = db.session.execute(
-                update(Connection)
-                .where(Connection.id == connection_id, Connection.credentials == stored)
-                .values(credentials=fresh)
-                .execution_options(synchronize_session=False)
-            )
-            done += int(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+        for row_id, tenant_id, value, *extra in rows:
+            done += _reencrypt(stored, row_id, tenant_id, value, extra)
         after_id = rows[-1][0]
     return done
 
@@ -183,13 +125,12 @@ def rotate_batch(batch_size: int) -> int:
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     try:
-        done = _rotate_keys(batch_size)
-        if done < batch_size:
-            done += _rotate_versions(batch_size - done)
+        done = 0
+        for stored in STORED:
+            if done < batch_size:
+                done += _rotate(stored, batch_size - done)
         if done < batch_size:  # webhook URLs and secrets (issue #17)
             done += notification_settings.rotate(batch_size - done)
-        if done < batch_size:
-            done += _rotate_connections(batch_size - done)
         db.session.commit()
     except Exception:
         db.session.rollback()
