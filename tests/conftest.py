@@ -8,6 +8,8 @@ databases, and app data is flushed before each test that asks for it.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import random
 import uuid
@@ -24,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 import envcat.workers.tasks  # noqa: F401  # registers the shared tasks with every Celery app
 from envcat.core.keys import new_kms_key, new_shared_secret
+from envcat.core.logging import JsonFormatter
 from envcat.core.settings import Settings
 from envcat.models import migrate
 from envcat.services.runtime import create_service_app
@@ -229,3 +232,18 @@ def live_stack(sqlite_url: str, redis_url: str, broker_url: str):  # type: ignor
 
     with run_live_stack(sqlite_url, redis_url, broker_url) as stack:
         yield stack
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Every record of every logger at DEBUG, formatted exactly as production does."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from celery.contrib.testing.worker import start_worker
 from flask import Flask
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from envcat.core.logging import JsonFormatter
 from envcat.core.settings import Settings
 from envcat.workers.factory import QUEUES, create_celery
 from tests.api.test_requests_support import (
@@ -51,21 +49,6 @@ def _needles() -> list[bytes]:
         core = value.split("\n")[0].encode()
         found += [core, base64.b64encode(core)[:-4], base64.urlsafe_b64encode(core)[:-4]]
     return found
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    """Every record of every logger at DEBUG, formatted exactly as production does."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("test"))
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(previous)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ of the SQLite files. Only the token hashes and the service token's prefix remain
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ from celery.contrib.testing.worker import start_worker
 from flask import Flask
 from flask.testing import FlaskClient
 
-from envcat.core.logging import JsonFormatter
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.workers.factory import QUEUES, create_celery
@@ -38,21 +35,6 @@ from tests.test_canary_leaks import _broker_messages
 from tests.workloads.issuer import AUDIENCE, LoopbackIssuer
 
 TENANT = "t-leaks"
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    """Every record of every logger at DEBUG, formatted as production does."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("test"))
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(previous)
 
 
 def _deliver(client: FlaskClient, body: dict[str, Any], headers: dict[str, str]) -> None:
