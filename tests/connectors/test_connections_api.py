@@ -22,7 +22,7 @@ from envcat.services.connectors import connections
 from envcat.workers.factory import QUEUES, create_celery
 from tests.api.test_requests_support import redis_dump
 from tests.connectors.support import ACCESS_KEY_ID, REGION, ProviderProxy, aws
-from tests.test_canary_leaks import _broker_messages, json_logs  # noqa: F401  # fixture
+from tests.test_canary_leaks import _broker_messages
 
 CANARY_SECRET = f"canary-aws-secret-{secrets.token_hex(12)}"
 CANARY_VALUE = f"canary-value-{secrets.token_hex(12)}"
@@ -170,7 +170,7 @@ def test_test_and_sync_run_as_tasks_and_credentials_leak_nowhere(
     proxy: ProviderProxy,
     redis_client: redis.Redis,
     broker_url: str,
-    json_logs: io.StringIO,  # noqa: F811
+    json_logs: io.StringIO,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     aws(proxy.upstream).create_secret(Name="app/TOKEN", SecretString=CANARY_VALUE)
