@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import ColumnElement, CursorResult, Table, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Table, delete, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
@@ -218,7 +218,7 @@ def _apply_user(user: ClerkUser) -> None:
     name = _clip(user.name())
     email = _free_email(user.id, user.primary_email())
     values: dict[str, Any] = {"name": name, "source_updated_at": user.updated_at}
-    if not _insert_ignore(User, id=user.id, email=email or placeholder_email(user.id), **values):
+    if not _insert_user(user.id, email, **values):
         applied = db.session.execute(
             update(User)
             .where(
@@ -236,7 +236,11 @@ def _apply_user(user: ClerkUser) -> None:
 
 def _delete_user(user_id: str) -> None:
     """Soft-delete: scrub the row, drop every membership, retire the personal tenant."""
-    scrub = {"email": placeholder_email(user_id), "name": None, "password_hash": None}
+    scrub: dict[str, Any] = {
+        "email": placeholder_email(user_id),
+        "name": None,
+        "password_hash": None,
+    }
     if not _insert_ignore(User, id=user_id, deleted_at=utcnow(), **scrub):
         db.session.execute(
             update(User)
@@ -260,7 +264,7 @@ def _clerk_slug(org: ClerkOrganization) -> dict[str, str]:
 def _apply_org(org: ClerkOrganization) -> None:
     name = _clip(org.name) or org.id
     values: dict[str, Any] = {"name": name, "source_updated_at": org.updated_at}
-    if _insert_ignore(Tenant, id=org.id, kind="org", **values, **_clerk_slug(org)):
+    if _insert_org(org.id, _clerk_slug(org), **values):
         return
     applied = db.session.execute(
         update(Tenant)
@@ -380,7 +384,7 @@ def _provision_session(claims: ClerkJitRequest) -> str:
     org_id = claims.org_id
     name = _clip(display_name(claims.org_name)) or org_id
     slug = _clerk_slug(ClerkOrganization(id=org_id, name=name, slug=claims.org_slug, updated_at=0))
-    _insert_ignore(Tenant, id=org_id, name=name, kind="org", **slug)
+    _insert_org(org_id, slug, name=name)
     if not _is_live_org(org_id):
         raise NotFound("This organisation no longer exists.")
     if db.session.get(Membership, (user_id, org_id)) is None:
@@ -398,7 +402,7 @@ def _provision_session(claims: ClerkJitRequest) -> str:
 
 def _ensure_user(user_id: str, name: str | None, *, email: str | None = None) -> bool:
     """Create a minimal user and its personal tenant unless known; False when deleted."""
-    _insert_ignore(User, id=user_id, email=email or placeholder_email(user_id), name=name)
+    _insert_user(user_id, email, name=name)
     deleted_at = db.session.execute(select(User.deleted_at).where(User.id == user_id)).scalar_one()
     if deleted_at is not None:
         return False
@@ -406,8 +410,23 @@ def _ensure_user(user_id: str, name: str | None, *, email: str | None = None) ->
     return True
 
 
+def _insert_user(user_id: str, email: str | None, **values: Any) -> bool:
+    """A new user with `email`, or its placeholder when another user took it meanwhile."""
+    placeholder = {"id": user_id, "email": placeholder_email(user_id), **values}
+    if email is None:
+        return _insert_ignore(User, **placeholder)
+    return _insert_ignore(User, fallback=placeholder, **{**placeholder, "email": email})
+
+
+def _insert_org(org_id: str, slug: dict[str, str], **values: Any) -> bool:
+    """A new organisation tenant with Clerk's slug, or a made one when that got taken."""
+    row = {"id": org_id, "kind": "org", **values}
+    return _insert_ignore(Tenant, fallback=row, **row, **slug)
+
+
 def _ensure_personal_tenant(user_id: str, name: str, *, rename: bool) -> None:
-    if not _insert_ignore(Tenant, id=user_id, name=name, kind="personal") and rename:
+    personal = {"id": user_id, "name": name, "kind": "personal"}
+    if not _insert_ignore(Tenant, fallback=personal, **personal) and rename:
         db.session.execute(
             update(Tenant)
             .where(Tenant.id == user_id, Tenant.kind == "personal", Tenant.name != name)
@@ -455,14 +474,37 @@ def _not_newer(column: InstrumentedAttribute[int | None], at: int) -> ColumnElem
     return or_(column.is_(None), column <= at)
 
 
-def _insert_ignore(model: type[Base], **values: Any) -> bool:
-    """INSERT unless the primary key exists (race-safe); True when this call inserted."""
+def _insert_ignore(
+    model: type[Base], *, fallback: dict[str, Any] | None = None, **values: Any
+) -> bool:
+    """INSERT unless the row exists (race-safe); True when this call inserted.
+
+    The conflict clause names no index. Naming the primary key would make PostgreSQL
+    arbitrate on that index alone, and two sessions inserting the same new row at once
+    (concurrent first sign-ins) could meet first on another unique index (users.email,
+    tenants.slug) and fail with a 500. Without a target any unique conflict is ignored, so
+    a primary key still absent afterwards means another row holds one of the unique values:
+    then `fallback` (the row's values without the contested ones) is inserted instead.
+    """
+    table = cast(Table, model.__table__)  # Core, not ORM: a fraction of the overhead
+    if _insert_or_nothing(table, values):
+        return True
+    if fallback is None or _has_row(table, values):
+        return False
+    return _insert_or_nothing(table, fallback)
+
+
+def _insert_or_nothing(table: Table, values: dict[str, Any]) -> bool:
     dialect = db.session.get_bind().dialect.name
     build = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = cast(Table, model.__table__)  # Core, not ORM: a fraction of the overhead
-    keys = [column.name for column in table.primary_key]
-    statement = build(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return _rowcount(db.session.execute(statement)) == 1
+    statement = build(table).values(**values).on_conflict_do_nothing()
+    # SQLAlchemy reports an INSERT's rowcount only when asked (psycopg's read -1 otherwise).
+    return _rowcount(db.session.execute(statement.execution_options(preserve_rowcount=True))) == 1
+
+
+def _has_row(table: Table, values: dict[str, Any]) -> bool:
+    key = [column == values[column.name] for column in table.primary_key]
+    return db.session.execute(select(literal(1)).select_from(table).where(*key)).first() is not None
 
 
 def _rowcount(result: Any) -> int:

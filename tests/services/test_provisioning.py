@@ -271,6 +271,31 @@ def test_email_taken_by_another_user_keeps_the_old_one_and_logs_ids_only(
     assert "shared@example.test" not in str([vars(r) for r in records])
 
 
+def test_an_email_taken_between_the_check_and_the_insert_gets_the_placeholder(
+    prov: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a concurrent sign-in opens: the address looked free, then another user took it."""
+    holder, uid = new_id("user"), new_id("user")
+    apply("user.created", user_data(holder, email="raced@example.test"))
+    monkeypatch.setattr(provisioning, "_free_email", lambda _user, email: email)
+    apply("user.created", user_data(uid, email="raced@example.test"))
+    assert fresh(User, uid).email == provisioning.placeholder_email(uid)
+    assert fresh(User, holder).email == "raced@example.test"
+    assert role_of(uid, uid) == "owner"
+
+
+def test_a_clerk_slug_taken_between_the_check_and_the_insert_gets_a_made_one(
+    prov: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = new_id("org"), new_id("org")
+    apply("organization.created", {**org_data(first, "Raced"), "slug": "raced-slug"})
+    assert fresh(Tenant, first).slug == "raced-slug"
+    monkeypatch.setattr(provisioning, "_clerk_slug", lambda org: {"slug": org.slug})
+    apply("organization.created", {**org_data(second, "Raced"), "slug": "raced-slug"})
+    assert fresh(Tenant, second).slug not in (None, "raced-slug")
+    assert fresh(Tenant, second).name == "Raced"
+
+
 def _seed_tenant_data(tenant_id: str) -> None:
     key = Key(id=str(uuid.uuid4()), tenant_id=tenant_id, name="API_TOKEN", is_secret=True)
     key.value = current().keyring.encrypt("canary-value", tenant_id=tenant_id, key_id=key.id)
