@@ -15,12 +15,12 @@ import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from flask import Flask
 from sqlalchemy.engine import make_url
 
@@ -145,7 +145,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def make_settings(
-    database_url: str, redis_url: str, broker_url: str, **overrides: object
+    database_url: str, redis_url: str, broker_url: str | None, **overrides: Any
 ) -> Settings:
     """Explicit test settings, never read from the environment."""
     values: dict[str, object] = {
@@ -159,7 +159,7 @@ def make_settings(
         "request_rate_limit": "1000/minute",
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)  # type: ignore[arg-type]  # test overrides of any field
 
 
 @pytest.fixture
@@ -182,17 +182,15 @@ def celery_app(settings: Settings, service_app: Flask) -> Celery:
 
 
 @pytest.fixture
-def celery_worker(celery_app: Celery) -> Iterator[object]:
-    """A real worker thread on the real broker, consuming all three queues."""
-    with start_worker(
-        celery_app,
-        pool="solo",
-        concurrency=1,
-        queues=list(QUEUES),
-        perform_ping_check=False,
-        shutdown_timeout=30,
-    ) as worker:
-        yield worker
+def celery_worker_parameters() -> dict[str, Any]:
+    """How Celery's pytest plugin's `celery_worker` fixture starts its worker thread on
+    `celery_app` (the real app on the real broker): solo pool, every queue, no ping task."""
+    return {
+        "concurrency": 1,
+        "queues": list(QUEUES),
+        "perform_ping_check": False,
+        "shutdown_timeout": 30,
+    }
 
 
 @pytest.fixture
@@ -207,12 +205,12 @@ def api_app(settings: Settings) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def api_client(api_app: Flask):  # type: ignore[no-untyped-def]
+def api_client(api_app: Flask):
     return api_app.test_client()
 
 
 @pytest.fixture
-def signed_as(api_app: Flask, settings: Settings):  # type: ignore[no-untyped-def]
+def signed_as(api_app: Flask, settings: Settings):
     """`signed_as(user, tenant, role="owner")` → a SignedClient for a member of the tenant."""
     from tests.support.signed import SignedClient, add_member
 
@@ -226,7 +224,7 @@ def signed_as(api_app: Flask, settings: Settings):  # type: ignore[no-untyped-de
 
 
 @pytest.fixture
-def live_stack(sqlite_url: str, redis_url: str, broker_url: str):  # type: ignore[no-untyped-def]
+def live_stack(sqlite_url: str, redis_url: str, broker_url: str):
     """The real api, a real Celery worker and the real bff on loopback (tests/support/stack.py)."""
     from tests.support.stack import live_stack as run_live_stack
 

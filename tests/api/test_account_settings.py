@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from envcat.api import create_app
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, Bundle, Membership, Tenant, User, db, migrate
+from tests.support import present
 from tests.support.signed import SignedClient, add_member
 
 SIGN_UP = "/api/v1/internal/local-auth/sign-up"
@@ -76,8 +78,8 @@ def test_change_password_needs_the_current_one_and_is_audited(
 
 
 def test_only_the_bff_identity_may_change_passwords(
-    api_app: Flask, settings: Settings, signed_as
-) -> None:  # type: ignore[no-untyped-def]
+    api_app: Flask, settings: Settings, signed_as: Any
+) -> None:
     bff = _bff(api_app, settings)
     user_id = _sign_up(bff, "ada@example.com")
     as_user = signed_as(user_id, user_id)
@@ -95,7 +97,7 @@ def test_deleting_a_personal_account_deletes_its_workspace(
     db.session.commit()
     wrong = bff.post(DELETE, {"user_id": user_id, "password": "wrong password!"})
     assert wrong.status_code == 401
-    assert db.session.get(User, user_id).deleted_at is None  # type: ignore[union-attr]
+    assert present(db.session.get(User, user_id)).deleted_at is None
     done = bff.post(DELETE, {"user_id": user_id, "password": PASSWORD})
     assert done.status_code == 200, done.get_json()
     assert done.get_json() == {"user_id": user_id, "deleted_tenants": [user_id]}
@@ -126,8 +128,8 @@ def test_the_last_owner_of_a_shared_workspace_cannot_delete_the_account(
     assert (refused.status_code, refused.get_json()["error"]) == (409, "last_owner")
     assert "org_shared" in refused.get_json()["message"]
     db.session.expire_all()
-    assert db.session.get(User, user_id).deleted_at is None  # type: ignore[union-attr]
-    assert db.session.get(Tenant, user_id).deleted_at is None  # type: ignore[union-attr]
+    assert present(db.session.get(User, user_id)).deleted_at is None
+    assert present(db.session.get(Tenant, user_id)).deleted_at is None
     # With a second owner the org stays, without this user.
     add_member("usr_bob", "org_shared", "owner", kind="org")
     db.session.commit()

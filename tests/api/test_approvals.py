@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from envcat.services import access_requests as store
 from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 from tests.conftest import make_settings
-from tests.support import free_port
+from tests.support import free_port, present
 from tests.support.signed import SignedClient, add_member
 
 TENANT = "t-acme"
@@ -142,7 +142,7 @@ def test_bad_selections_are_refused_and_nothing_is_recorded(
     assert "OTHER" in stranger.get_json()["message"]
     assert audit_actions(TENANT) == []
     assert _queued(broker_url, cli.id) == []
-    assert store.get(redis_client, cli.id).approval is None  # type: ignore[union-attr]
+    assert present(store.get(redis_client, cli.id)).approval is None
 
 
 def test_a_viewer_can_neither_approve_nor_deny(api_client: FlaskClient, signed_as: Any) -> None:

@@ -105,7 +105,7 @@ def test_rules_are_checked_when_written(signed_as: Any) -> None:
     signed_as("u-view", TENANT, "viewer")
     signed_as("u-eve", "t-eve", "owner")
     bundle_id = seed_bundle(TENANT, "production/api", KEYS)
-    cases = [
+    cases: list[tuple[dict[str, Any], int]] = [
         ({"min_role": None, "user_ids": []}, 400),  # nobody could approve
         ({"min_role": None, "user_ids": ["u-view"]}, 400),  # viewers never approve
         ({"min_role": None, "user_ids": ["u-eve"]}, 400),  # not a member here

@@ -17,7 +17,7 @@ import pytest
 from celery import Celery
 
 from envcat.core.settings import Settings
-from envcat.models import AuditSink, db
+from envcat.models import AuditEvent, AuditSink, db
 from envcat.services import audit, audit_sinks
 from envcat.services.runtime import create_service_app
 from tests.conftest import make_settings
@@ -54,9 +54,7 @@ def _ids(running: SyslogCollector) -> list[int]:
 
 
 def _log_ids(tenant: str = TENANT) -> list[int]:
-    rows = db.session.execute(
-        db.select(audit.AuditEvent.id).where(audit.AuditEvent.tenant_id == tenant)
-    )
+    rows = db.session.execute(db.select(AuditEvent.id).where(AuditEvent.tenant_id == tenant))
     return sorted(rows.scalars())
 
 

@@ -24,17 +24,17 @@ ENTRY_FIELDS = {
 
 
 @pytest.fixture
-def owner(signed_as):  # type: ignore[no-untyped-def]
+def owner(signed_as):
     return signed_as("u-owner", "t-a", "owner")
 
 
-def _bundle(client, name: str = "production/api", **extra):  # type: ignore[no-untyped-def]
+def _bundle(client, name: str = "production/api", **extra):
     response = client.post("/api/v1/bundles", {"name": name, **extra})
     assert response.status_code == 201, response.get_json()
     return response.get_json()
 
 
-def _add(client, bundle_id: str, **body):  # type: ignore[no-untyped-def]
+def _add(client, bundle_id: str, **body):
     response = client.post(f"/api/v1/bundles/{bundle_id}/keys", body)
     assert response.status_code == 201, response.get_json()
     return response.get_json()
@@ -49,7 +49,7 @@ def _state() -> list[tuple[object, ...]]:
     return sorted(bundles) + sorted(keys) + sorted(entries)
 
 
-def test_create_returns_the_agreed_detail_shape(owner) -> None:  # type: ignore[no-untyped-def]
+def test_create_returns_the_agreed_detail_shape(owner) -> None:
     body = _bundle(owner, description="API servers", tags=["prod", " web ", "prod"])
     assert set(body) == BUNDLE_FIELDS
     assert body["name"] == "production/api"
@@ -59,7 +59,7 @@ def test_create_returns_the_agreed_detail_shape(owner) -> None:  # type: ignore[
     assert body["created_at"].endswith("Z") or "+00:00" in body["created_at"]
 
 
-def test_get_patch_delete_round_trip(owner) -> None:  # type: ignore[no-untyped-def]
+def test_get_patch_delete_round_trip(owner) -> None:
     created = _bundle(owner)
     got = owner.get(f"/api/v1/bundles/{created['id']}")
     assert got.status_code == 200
@@ -75,7 +75,7 @@ def test_get_patch_delete_round_trip(owner) -> None:  # type: ignore[no-untyped-
     assert owner.get(f"/api/v1/bundles/{created['id']}").status_code == 404
 
 
-def test_list_is_sorted_searchable_and_counts_keys(owner) -> None:  # type: ignore[no-untyped-def]
+def test_list_is_sorted_searchable_and_counts_keys(owner) -> None:
     api = _bundle(owner, "production/api")
     _bundle(owner, "Dev")
     _bundle(owner, "staging/web")
@@ -102,7 +102,7 @@ def test_list_is_sorted_searchable_and_counts_keys(owner) -> None:  # type: igno
     assert owner.get("/api/v1/keys?q=" + "a" * 201).status_code == 400
 
 
-def test_duplicate_bundle_name_is_409_and_creates_nothing(owner) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_bundle_name_is_409_and_creates_nothing(owner) -> None:
     _bundle(owner)
     before = _state()
     response = owner.post("/api/v1/bundles", {"name": "production/api"})
@@ -111,7 +111,7 @@ def test_duplicate_bundle_name_is_409_and_creates_nothing(owner) -> None:  # typ
     assert _state() == before
 
 
-def test_rename_onto_a_taken_name_is_409_and_changes_nothing(owner) -> None:  # type: ignore[no-untyped-def]
+def test_rename_onto_a_taken_name_is_409_and_changes_nothing(owner) -> None:
     _bundle(owner, "a")
     b = _bundle(owner, "b")
     before = _state()
@@ -124,7 +124,7 @@ INVALID_NAMES = ["", "/lead", "trail/", "a//b", "space here", "ü", "a" * 201, "
 VALID_NAMES = ["a", "production/api", "x.y-z_1/2", "A" * 200]
 
 
-def test_invalid_bundle_names_are_400_and_valid_ones_accepted(owner) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_bundle_names_are_400_and_valid_ones_accepted(owner) -> None:
     for name in INVALID_NAMES:
         response = owner.post("/api/v1/bundles", {"name": name})
         assert response.status_code == 400, name
@@ -151,7 +151,7 @@ BAD_CREATE_BODIES: list[dict[str, object]] = [
 ]
 
 
-def test_bad_create_bodies_are_400(owner) -> None:  # type: ignore[no-untyped-def]
+def test_bad_create_bodies_are_400(owner) -> None:
     for body in BAD_CREATE_BODIES:
         response = owner.post("/api/v1/bundles", body)
         assert response.status_code == 400, body
@@ -159,7 +159,7 @@ def test_bad_create_bodies_are_400(owner) -> None:  # type: ignore[no-untyped-de
     assert db.session.query(Bundle).count() == 0
 
 
-def test_malformed_json_bodies_are_400(owner) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json_bodies_are_400(owner) -> None:
     for data in (b"not json", b"[1, 2]", b'"text"', b"", b"{", b"\xff\xfe", b"null"):
         response = owner.post(
             "/api/v1/bundles", data=data, headers={"Content-Type": "application/json"}
@@ -168,14 +168,14 @@ def test_malformed_json_bodies_are_400(owner) -> None:  # type: ignore[no-untype
         assert response.get_json()["error"] == "validation_error", data[:20]
 
 
-def test_deeply_nested_json_body_is_400(owner) -> None:  # type: ignore[no-untyped-def]
+def test_deeply_nested_json_body_is_400(owner) -> None:
     response = owner.post(
         "/api/v1/bundles", data=b"[" * 100_000, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
 
 
-def test_bad_patches_are_400_and_change_nothing(owner) -> None:  # type: ignore[no-untyped-def]
+def test_bad_patches_are_400_and_change_nothing(owner) -> None:
     created = _bundle(owner, description="keep")
     before = _state()
     for body in ({"name": None}, {"tags": None}, {"name": "x//y"}, {"extra": True}, {"tags": [7]}):
@@ -184,7 +184,7 @@ def test_bad_patches_are_400_and_change_nothing(owner) -> None:  # type: ignore[
     assert _state() == before
 
 
-def test_empty_or_unchanged_patch_is_a_no_op(owner) -> None:  # type: ignore[no-untyped-def]
+def test_empty_or_unchanged_patch_is_a_no_op(owner) -> None:
     created = _bundle(owner, description="d", tags=["x"])
     for body in ({}, {"name": "production/api", "description": "d", "tags": ["x"]}):
         response = owner.patch(f"/api/v1/bundles/{created['id']}", body)
@@ -193,7 +193,7 @@ def test_empty_or_unchanged_patch_is_a_no_op(owner) -> None:  # type: ignore[no-
     assert db.session.query(AuditEvent).filter_by(action="bundle.updated").count() == 0
 
 
-def test_create_and_attach_masks_secret_values(owner) -> None:  # type: ignore[no-untyped-def]
+def test_create_and_attach_masks_secret_values(owner) -> None:
     bundle = _bundle(owner)
     _add(owner, bundle["id"], name="DB_PASSWORD", value="hunter2hunter2")
     detail = _add(
@@ -213,7 +213,7 @@ def test_create_and_attach_masks_secret_values(owner) -> None:  # type: ignore[n
     assert [k["position"] for k in keys] == [0, 1]
 
 
-def test_attach_existing_key_and_positions_order_the_keys(owner) -> None:  # type: ignore[no-untyped-def]
+def test_attach_existing_key_and_positions_order_the_keys(owner) -> None:
     bundle = _bundle(owner)
     first = owner.post("/api/v1/keys", {"name": "FIRST", "value": "1"}).get_json()
     _add(owner, bundle["id"], name="SECOND", value="2", position=5)
@@ -224,7 +224,7 @@ def test_attach_existing_key_and_positions_order_the_keys(owner) -> None:  # typ
     ]
 
 
-def test_attach_twice_is_409(owner) -> None:  # type: ignore[no-untyped-def]
+def test_attach_twice_is_409(owner) -> None:
     bundle = _bundle(owner)
     key = owner.post("/api/v1/keys", {"name": "K", "value": "v"}).get_json()
     _add(owner, bundle["id"], key_id=key["id"])
@@ -234,7 +234,7 @@ def test_attach_twice_is_409(owner) -> None:  # type: ignore[no-untyped-def]
     assert _state() == before
 
 
-def test_create_and_attach_with_a_library_name_is_409(owner) -> None:  # type: ignore[no-untyped-def]
+def test_create_and_attach_with_a_library_name_is_409(owner) -> None:
     bundle = _bundle(owner)
     owner.post("/api/v1/keys", {"name": "TAKEN", "value": "v"})
     before = _state()
@@ -243,7 +243,7 @@ def test_create_and_attach_with_a_library_name_is_409(owner) -> None:  # type: i
     assert _state() == before
 
 
-def test_attach_unknown_key_is_404(owner) -> None:  # type: ignore[no-untyped-def]
+def test_attach_unknown_key_is_404(owner) -> None:
     bundle = _bundle(owner)
     response = owner.post(f"/api/v1/bundles/{bundle['id']}/keys", {"key_id": "nope"})
     assert response.status_code == 404
@@ -270,7 +270,7 @@ BAD_KEY_BODIES: list[dict[str, object]] = [
 ]
 
 
-def test_bad_key_bodies_are_400_and_change_nothing(owner) -> None:  # type: ignore[no-untyped-def]
+def test_bad_key_bodies_are_400_and_change_nothing(owner) -> None:
     bundle = _bundle(owner)
     before = _state()
     for body in BAD_KEY_BODIES:
@@ -280,12 +280,12 @@ def test_bad_key_bodies_are_400_and_change_nothing(owner) -> None:  # type: igno
     assert _state() == before
 
 
-def test_value_of_exactly_64_kib_is_accepted(owner) -> None:  # type: ignore[no-untyped-def]
+def test_value_of_exactly_64_kib_is_accepted(owner) -> None:
     bundle = _bundle(owner)
     _add(owner, bundle["id"], name="BIG", value="x" * 64 * 1024)
 
 
-def test_detach_keeps_the_key_in_the_library(owner) -> None:  # type: ignore[no-untyped-def]
+def test_detach_keeps_the_key_in_the_library(owner) -> None:
     bundle = _bundle(owner)
     detail = _add(owner, bundle["id"], name="K", value="v")
     key_id = detail["keys"][0]["id"]
@@ -296,7 +296,7 @@ def test_detach_keeps_the_key_in_the_library(owner) -> None:  # type: ignore[no-
     assert again.status_code == 404
 
 
-def test_delete_bundle_keeps_its_keys(owner) -> None:  # type: ignore[no-untyped-def]
+def test_delete_bundle_keeps_its_keys(owner) -> None:
     bundle = _bundle(owner)
     key_id = _add(owner, bundle["id"], name="K", value="v")["keys"][0]["id"]
     assert owner.delete(f"/api/v1/bundles/{bundle['id']}").status_code == 204
@@ -305,7 +305,7 @@ def test_delete_bundle_keeps_its_keys(owner) -> None:  # type: ignore[no-untyped
     assert key["bundle_count"] == 0
 
 
-def test_unknown_bundle_is_404_everywhere(owner) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_bundle_is_404_everywhere(owner) -> None:
     for method, path, body in [
         ("GET", "/api/v1/bundles/missing", None),
         ("PATCH", "/api/v1/bundles/missing", {"description": "x"}),
@@ -320,7 +320,7 @@ def test_unknown_bundle_is_404_everywhere(owner) -> None:  # type: ignore[no-unt
         assert response.get_json()["error"] == "not_found"
 
 
-def test_writes_are_audited_with_names_only(owner) -> None:  # type: ignore[no-untyped-def]
+def test_writes_are_audited_with_names_only(owner) -> None:
     bundle = _bundle(owner)
     key_id = _add(owner, bundle["id"], name="K", value="audit-canary-value")["keys"][0]["id"]
     owner.patch(f"/api/v1/bundles/{bundle['id']}", {"description": "d"})
@@ -364,7 +364,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("role", list(EXPECTED))
-def test_roles(signed_as, owner, role: str) -> None:  # type: ignore[no-untyped-def]
+def test_roles(signed_as, owner, role: str) -> None:
     bundle = _bundle(owner)
     key_id = _add(owner, bundle["id"], name="K", value="v")["keys"][0]["id"]
     client = signed_as(f"u-{role}", "t-a", role)
@@ -377,7 +377,7 @@ def test_roles(signed_as, owner, role: str) -> None:  # type: ignore[no-untyped-
             assert _state() == before, (role, method, path)
 
 
-def test_every_bundle_route_is_in_the_openapi_document(api_client) -> None:  # type: ignore[no-untyped-def]
+def test_every_bundle_route_is_in_the_openapi_document(api_client) -> None:
     spec = api_client.get("/api/v1/openapi.json").get_json()
     paths = spec["paths"]
     assert set(paths["/api/v1/bundles"]) == {"get", "post"}

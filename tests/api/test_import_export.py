@@ -24,32 +24,32 @@ VALUES = {**NASTY, "FOUR_KB": FOUR_KB, "DOLLAR_HOME": "$HOME", "BRACE_X": "${X}"
 
 
 @pytest.fixture
-def owner(signed_as):  # type: ignore[no-untyped-def]
+def owner(signed_as):
     return signed_as("u-owner", "t-a", "owner")
 
 
-def _bundle(client, name: str = "production/api") -> str:  # type: ignore[no-untyped-def]
+def _bundle(client, name: str = "production/api") -> str:
     response = client.post("/api/v1/bundles", {"name": name})
     assert response.status_code == 201
     bundle_id: str = response.get_json()["id"]
     return bundle_id
 
 
-def _import(client, bundle_id: str, fmt: str, content: str, overwrite: bool = False):  # type: ignore[no-untyped-def]
+def _import(client, bundle_id: str, fmt: str, content: str, overwrite: bool = False):
     return client.post(
         f"/api/v1/bundles/{bundle_id}/import",
         {"format": fmt, "content": content, "overwrite": overwrite},
     )
 
 
-def _export(client, bundle_id: str, fmt: str = "dotenv") -> bytes:  # type: ignore[no-untyped-def]
+def _export(client, bundle_id: str, fmt: str = "dotenv") -> bytes:
     response = client.get(f"/api/v1/bundles/{bundle_id}/export?format={fmt}")
     assert response.status_code == 200, response.get_json()
     body: bytes = response.data
     return body
 
 
-def _values(client, bundle_id: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _values(client, bundle_id: str) -> dict[str, str]:
     """The bundle's values, revealed one by one through the api."""
     detail = client.get(f"/api/v1/bundles/{bundle_id}").get_json()
     return {
@@ -66,7 +66,7 @@ def _state() -> list[tuple[object, ...]]:
     return sorted(bundles) + sorted(keys) + sorted(entries)
 
 
-def test_nasty_values_round_trip_byte_for_byte(owner) -> None:  # type: ignore[no-untyped-def]
+def test_nasty_values_round_trip_byte_for_byte(owner) -> None:
     source = _bundle(owner)
     result = _import(owner, source, "json", json.dumps(VALUES))
     assert result.status_code == 200, result.get_json()
@@ -96,7 +96,7 @@ def test_nasty_values_round_trip_byte_for_byte(owner) -> None:  # type: ignore[n
         assert same["unchanged"] == list(VALUES) and same["updated"] == same["created"] == []
 
 
-def test_export_headers_and_audit(owner) -> None:  # type: ignore[no-untyped-def]
+def test_export_headers_and_audit(owner) -> None:
     bundle = _bundle(owner)
     _import(owner, bundle, "dotenv", "A=1\nB=2\n")
     dotenv = owner.get(f"/api/v1/bundles/{bundle}/export?format=dotenv")
@@ -114,7 +114,7 @@ def test_export_headers_and_audit(owner) -> None:  # type: ignore[no-untyped-def
     assert events[0].details == {"bundle": "production/api", "format": "dotenv", "keys": ["A", "B"]}
 
 
-def test_import_overwrite_semantics(owner) -> None:  # type: ignore[no-untyped-def]
+def test_import_overwrite_semantics(owner) -> None:
     bundle = _bundle(owner)
     other = _bundle(owner, "other")
     _import(owner, bundle, "dotenv", "SAME=1\nDIFF=old\n")
@@ -147,7 +147,7 @@ def test_import_overwrite_semantics(owner) -> None:  # type: ignore[no-untyped-d
     assert positions == ["SAME", "DIFF", "NEW", "LIB_SAME", "LIB_DIFF"]
 
 
-def test_imported_keys_are_secret_and_audited_by_name(owner) -> None:  # type: ignore[no-untyped-def]
+def test_imported_keys_are_secret_and_audited_by_name(owner) -> None:
     bundle = _bundle(owner)
     _import(owner, bundle, "dotenv", "TOKEN=imported-canary\nnot.valid=1\n")
     detail = owner.get(f"/api/v1/bundles/{bundle}").get_json()
@@ -180,7 +180,7 @@ FAILING_IMPORTS = [
 ]
 
 
-def test_a_failing_import_leaves_the_bundle_exactly_as_before(owner) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_import_leaves_the_bundle_exactly_as_before(owner) -> None:
     bundle = _bundle(owner)
     _import(owner, bundle, "dotenv", "A=old\nKEEP=1\n")
     before_state, before_export = _state(), _export(owner, bundle)
@@ -193,7 +193,7 @@ def test_a_failing_import_leaves_the_bundle_exactly_as_before(owner) -> None:  #
     assert db.session.query(AuditEvent).filter_by(action="bundle.imported").count() == 1
 
 
-def test_bad_import_bodies_are_400(owner) -> None:  # type: ignore[no-untyped-def]
+def test_bad_import_bodies_are_400(owner) -> None:
     bundle = _bundle(owner)
     for body in (
         {},
@@ -208,7 +208,7 @@ def test_bad_import_bodies_are_400(owner) -> None:  # type: ignore[no-untyped-de
         assert response.get_json()["error"] == "validation_error"
 
 
-def test_a_name_taken_mid_import_is_409_and_nothing_is_applied(owner) -> None:  # type: ignore[no-untyped-def]
+def test_a_name_taken_mid_import_is_409_and_nothing_is_applied(owner) -> None:
     bundle = _bundle(owner)
     _import(owner, bundle, "dotenv", "KEEP=1\n")
     raced: list[str] = []
@@ -246,7 +246,7 @@ def test_a_name_taken_mid_import_is_409_and_nothing_is_applied(owner) -> None:  
     assert _values(owner, bundle) == {"KEEP": "1"}
 
 
-def test_empty_import_and_empty_export(owner) -> None:  # type: ignore[no-untyped-def]
+def test_empty_import_and_empty_export(owner) -> None:
     bundle = _bundle(owner)
     result = _import(owner, bundle, "dotenv", "# only a comment\n\n").get_json()
     assert result == {"created": [], "updated": [], "unchanged": [], "skipped": []}

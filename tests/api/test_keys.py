@@ -22,11 +22,11 @@ KEY_FIELDS = {
 
 
 @pytest.fixture
-def owner(signed_as):  # type: ignore[no-untyped-def]
+def owner(signed_as):
     return signed_as("u-owner", "t-a", "owner")
 
 
-def _key(client, name: str = "DB_PASSWORD", value: str = "s3cret-value", **extra):  # type: ignore[no-untyped-def]
+def _key(client, name: str = "DB_PASSWORD", value: str = "s3cret-value", **extra):
     response = client.post("/api/v1/keys", {"name": name, "value": value, **extra})
     assert response.status_code == 201, response.get_json()
     return response.get_json()
@@ -38,7 +38,7 @@ def _keys_state() -> list[tuple[object, ...]]:
     return sorted((k.id, k.name, k.value, k.is_secret, k.description) for k in rows)
 
 
-def test_create_masks_a_secret_and_shows_a_plain_value(owner) -> None:  # type: ignore[no-untyped-def]
+def test_create_masks_a_secret_and_shows_a_plain_value(owner) -> None:
     secret = _key(owner, description="primary db")
     plain = _key(owner, "LOG_LEVEL", "info", is_secret=False)
     assert set(secret) == KEY_FIELDS
@@ -53,7 +53,7 @@ def test_create_masks_a_secret_and_shows_a_plain_value(owner) -> None:  # type: 
     assert owner.get(f"/api/v1/keys/{secret['id']}").get_json()["value"] is None
 
 
-def test_values_are_stored_encrypted_and_bound_to_their_row(owner) -> None:  # type: ignore[no-untyped-def]
+def test_values_are_stored_encrypted_and_bound_to_their_row(owner) -> None:
     first = _key(owner, "FIRST", "first-plaintext")
     second = _key(owner, "SECOND", "second-plaintext")
     rows = {k.id: k for k in db.session.query(Key)}
@@ -71,7 +71,7 @@ def test_values_are_stored_encrypted_and_bound_to_their_row(owner) -> None:  # t
     assert owner.get("/api/v1/keys").status_code == 200
 
 
-def test_reveal_returns_the_value_and_is_audited(owner) -> None:  # type: ignore[no-untyped-def]
+def test_reveal_returns_the_value_and_is_audited(owner) -> None:
     key = _key(owner, value="line1\nline2 ünï 🔑")
     response = owner.get(f"/api/v1/keys/{key['id']}?reveal=true")
     assert response.status_code == 200
@@ -85,7 +85,7 @@ def test_reveal_returns_the_value_and_is_audited(owner) -> None:  # type: ignore
     assert db.session.query(AuditEvent).filter_by(action="key.revealed").count() == 1
 
 
-def test_patch_changes_each_field_and_keeps_the_value_decryptable(owner) -> None:  # type: ignore[no-untyped-def]
+def test_patch_changes_each_field_and_keeps_the_value_decryptable(owner) -> None:
     key = _key(owner)
     response = owner.patch(
         f"/api/v1/keys/{key['id']}",
@@ -107,7 +107,7 @@ def test_patch_changes_each_field_and_keeps_the_value_decryptable(owner) -> None
     }
 
 
-def test_resending_unchanged_fields_changes_and_audits_nothing(owner) -> None:  # type: ignore[no-untyped-def]
+def test_resending_unchanged_fields_changes_and_audits_nothing(owner) -> None:
     key = _key(owner, description="same")
     before = _keys_state()
     same = {
@@ -126,7 +126,7 @@ def test_resending_unchanged_fields_changes_and_audits_nothing(owner) -> None:  
     assert event.details == {"name": "DB_PASSWORD", "fields": ["description"]}
 
 
-def test_duplicate_and_rename_conflicts_are_409(owner) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_and_rename_conflicts_are_409(owner) -> None:
     _key(owner, "A")
     b = _key(owner, "B")
     before = _keys_state()
@@ -137,13 +137,13 @@ def test_duplicate_and_rename_conflicts_are_409(owner) -> None:  # type: ignore[
     assert _keys_state() == before
 
 
-def test_names_are_case_sensitive(owner) -> None:  # type: ignore[no-untyped-def]
+def test_names_are_case_sensitive(owner) -> None:
     _key(owner, "token")
     _key(owner, "TOKEN")
     assert len(owner.get("/api/v1/keys?q=ToKeN").get_json()["keys"]) == 2
 
 
-def test_delete_detaches_from_every_bundle(owner) -> None:  # type: ignore[no-untyped-def]
+def test_delete_detaches_from_every_bundle(owner) -> None:
     key = _key(owner)
     for name in ("one", "two"):
         bundle = owner.post("/api/v1/bundles", {"name": name}).get_json()
@@ -181,7 +181,7 @@ BAD_CREATE_BODIES: list[dict[str, object]] = [
 ]
 
 
-def test_bad_create_bodies_are_400(owner) -> None:  # type: ignore[no-untyped-def]
+def test_bad_create_bodies_are_400(owner) -> None:
     for body in BAD_CREATE_BODIES:
         response = owner.post("/api/v1/keys", body)
         assert response.status_code == 400, str(body)[:80]
@@ -189,7 +189,7 @@ def test_bad_create_bodies_are_400(owner) -> None:  # type: ignore[no-untyped-de
     assert db.session.query(Key).count() == 0
 
 
-def test_bad_patches_are_400_and_change_nothing(owner) -> None:  # type: ignore[no-untyped-def]
+def test_bad_patches_are_400_and_change_nothing(owner) -> None:
     key = _key(owner)
     before = _keys_state()
     for body in (
@@ -205,14 +205,14 @@ def test_bad_patches_are_400_and_change_nothing(owner) -> None:  # type: ignore[
     assert _keys_state() == before
 
 
-def test_validation_errors_never_echo_the_value(owner) -> None:  # type: ignore[no-untyped-def]
+def test_validation_errors_never_echo_the_value(owner) -> None:
     canary = "CANARY-echo-" + "z" * (64 * 1024)
     response = owner.post("/api/v1/keys", {"name": "A", "value": canary, "is_secret": "nope"})
     assert response.status_code == 400
     assert "CANARY-echo" not in response.get_data(as_text=True)
 
 
-def test_bad_reveal_query_is_400(owner) -> None:  # type: ignore[no-untyped-def]
+def test_bad_reveal_query_is_400(owner) -> None:
     key = _key(owner)
     response = owner.get(f"/api/v1/keys/{key['id']}?reveal=maybe")
     assert response.status_code == 400
@@ -236,7 +236,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("role", list(EXPECTED))
-def test_roles(signed_as, owner, role: str) -> None:  # type: ignore[no-untyped-def]
+def test_roles(signed_as, owner, role: str) -> None:
     key = _key(owner)
     client = signed_as(f"u-{role}", "t-a", role)
     for (method, path, body), expected in zip(ROUTES, EXPECTED[role], strict=True):
@@ -251,7 +251,7 @@ def test_roles(signed_as, owner, role: str) -> None:  # type: ignore[no-untyped-
             assert after == reveals
 
 
-def test_every_key_route_is_in_the_openapi_document(api_client) -> None:  # type: ignore[no-untyped-def]
+def test_every_key_route_is_in_the_openapi_document(api_client) -> None:
     spec = api_client.get("/api/v1/openapi.json").get_json()
     assert set(spec["paths"]["/api/v1/keys"]) == {"get", "post"}
     assert set(spec["paths"]["/api/v1/keys/{key_id}"]) == {"get", "patch", "delete"}
@@ -262,7 +262,7 @@ def test_every_key_route_is_in_the_openapi_document(api_client) -> None:  # type
 @pytest.mark.parametrize(
     "name", ["LD_PRELOAD", "BASH_ENV", "PATH", "PYTHONSTARTUP", "GIT_SSH_COMMAND"]
 )
-def test_names_that_change_how_programs_run_need_dangerous_ok(owner, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_names_that_change_how_programs_run_need_dangerous_ok(owner, name: str) -> None:
     """Issue #11: the server refuses LD_PRELOAD & co. at write time unless an admin says so."""
     refused = owner.post("/api/v1/keys", {"name": name, "value": "./evil.so"})
     assert refused.status_code == 400
@@ -275,7 +275,7 @@ def test_names_that_change_how_programs_run_need_dangerous_ok(owner, name: str) 
     assert allowed.get_json()["dangerous_ok"] is True
 
 
-def test_renaming_to_a_dangerous_name_or_importing_one_is_refused(owner) -> None:  # type: ignore[no-untyped-def]
+def test_renaming_to_a_dangerous_name_or_importing_one_is_refused(owner) -> None:
     key = owner.post("/api/v1/keys", {"name": "HARMLESS", "value": "x"}).get_json()
     renamed = owner.patch(f"/api/v1/keys/{key['id']}", {"name": "LD_LIBRARY_PATH"})
     assert renamed.status_code == 400

@@ -31,7 +31,7 @@ def test_a_local_user_creates_a_team_workspace_and_owns_it(signed_as: Any) -> No
     assert (team["kind"], team["slug"], team["name"]) == ("org", "acme", "Acme Platform")
     listed = ada.get("/api/v1/workspaces").get_json()["workspaces"]
     assert "acme" in [w["slug"] for w in listed]
-    assert db.session.get(Membership, ("u-ada", team["id"])).role == "owner"
+    assert _member(("u-ada", team["id"])).role == "owner"
     assert audit_actions(team["id"]) == [("workspace.created", team["id"])]
     taken = ada.post("/api/v1/workspaces", {"name": "Other", "slug": "acme"})
     assert (taken.status_code, taken.get_json()["error"]) == (409, "conflict")
@@ -56,7 +56,7 @@ def test_invite_then_accept_adds_the_member_and_the_token_is_stored_hashed(
     assert joined.status_code == 200, joined.get_json()
     assert joined.get_json()["tenant"]["id"] == "t-team"
     assert joined.get_json()["role"] == "admin"
-    assert db.session.get(Membership, ("u-bob", "t-team")).role == "admin"
+    assert _member(("u-bob", "t-team")).role == "admin"
     roles = {m["user_id"]: m["role"] for m in owner.get("/api/v1/members").get_json()["members"]}
     assert roles == {"u-owner": "owner", "u-bob": "admin"}
     actions = audit_actions("t-team")
@@ -77,7 +77,7 @@ def test_wrong_email_expired_revoked_and_forged_invites_are_refused(signed_as: A
     forged = carol.post("/api/v1/join", {"token": for_carol["token"] + "x"})
     assert forged.status_code == 404
     # expired: move its expiry into the past rather than sleeping out seven days
-    db.session.get(Invite, for_carol["id"]).expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    _stored_invite(for_carol["id"]).expires_at = datetime.now(UTC) - timedelta(seconds=1)
     db.session.commit()
     late = carol.post("/api/v1/join", {"token": for_carol["token"]})
     assert (late.status_code, late.get_json()["error"]) == (410, "invite_gone")
@@ -138,7 +138,7 @@ def test_another_workspace_cannot_see_or_touch_members_and_invites(signed_as: An
     assert outsider.delete(f"/api/v1/invites/{invite['id']}").status_code == 404
     assert outsider.patch("/api/v1/members/u-owner", {"role": "viewer"}).status_code == 404
     assert outsider.delete("/api/v1/members/u-owner").status_code == 404
-    assert db.session.get(Membership, ("u-owner", "t-team")).role == "owner"
+    assert _member(("u-owner", "t-team")).role == "owner"
 
 
 def test_inviting_an_existing_member_is_a_conflict(signed_as: Any) -> None:
@@ -177,4 +177,16 @@ def test_under_clerk_members_are_read_only(
             owner.post("/api/v1/workspaces", {"name": "Side project"}),
         ):
             assert (reply.status_code, reply.get_json()["error"]) == (409, "managed_by_clerk")
-        assert db.session.get(Membership, ("user_2", "org_1")).role == "member"
+        assert _member(("user_2", "org_1")).role == "member"
+
+
+def _member(key: tuple[str, str]) -> Membership:
+    member = db.session.get(Membership, key)
+    assert member is not None
+    return member
+
+
+def _stored_invite(invite_id: str) -> Invite:
+    invite = db.session.get(Invite, invite_id)
+    assert invite is not None
+    return invite

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from envcat.models import db
 from envcat.services import outbound
+from envcat.services.errors import ValidationFailed
 from tests.api.test_requests_support import audit_actions
 from tests.conftest import make_settings
 
@@ -101,7 +102,7 @@ def test_http_is_accepted_only_for_loopback_and_only_with_the_setting(
     )
     assert outbound.check_webhook_url("http://127.0.0.1:8080/h", settings)
     assert outbound.check_webhook_url("http://localhost:8080/h", settings)
-    with pytest.raises(outbound.ValidationFailed):
+    with pytest.raises(ValidationFailed):
         outbound.check_webhook_url("http://hooks.example.com/h", settings)
 
 

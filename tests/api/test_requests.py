@@ -232,7 +232,7 @@ def test_context_shows_the_request_to_its_approver(api_client: FlaskClient) -> N
     body = response.get_json()
     assert body["id"] == cli.id
     assert body["status"] == "pending"
-    assert body["user_code"] == cli.created["user_code"]  # type: ignore[index]
+    assert body["user_code"] == cli.created["user_code"]  # type: ignore[index]  # the create reply, a JSON object
     assert (body["bundle"], body["bundle_id"]) == ("production/api", "b-1")
     assert body["template_keys"] == ["API_KEY"]
     assert body["context"]["hostname"] == "box"

@@ -22,6 +22,7 @@ from tests.api.test_requests_support import (
     seed_bundle,
     wait_until_final,
 )
+from tests.support import present
 from tests.support.requests import stored_request
 
 TENANT = "t-acme"
@@ -193,7 +194,7 @@ def test_cancel_after_approval_is_audited_in_the_approvers_tenant(
     cli = Cli.start(api_app.test_client())
     assert _approve(owner, cli.id, bundle_id, ["DATABASE_URL"]).status_code == 202
     deadline = time.monotonic() + 10
-    while store.get(redis_client, cli.id).status != "ready":  # type: ignore[union-attr]
+    while present(store.get(redis_client, cli.id)).status != "ready":
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert cli.cancel().status_code == 204

@@ -28,7 +28,7 @@ def _snapshot(tenant_id: str) -> list[tuple[object, ...]]:
 
 
 @pytest.fixture
-def world(signed_as):  # type: ignore[no-untyped-def]
+def world(signed_as):
     """Tenants A and B, each with a bundle holding one key of the same name."""
     ids: dict[str, str] = {}
     for tenant in ("a", "b"):
@@ -66,7 +66,7 @@ def _cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, object]]:
     ]
 
 
-def test_tenant_b_gets_404_on_every_object_of_tenant_a(signed_as, world) -> None:  # type: ignore[no-untyped-def]
+def test_tenant_b_gets_404_on_every_object_of_tenant_a(signed_as, world) -> None:
     b_owner = signed_as("owner-b", "t-b", "owner")
     before = _snapshot("t-a")
     for method, path, body in _cross_tenant_calls(world):
@@ -77,7 +77,7 @@ def test_tenant_b_gets_404_on_every_object_of_tenant_a(signed_as, world) -> None
     assert _snapshot("t-a") == before
 
 
-def test_listings_show_only_the_signed_tenant(signed_as, world) -> None:  # type: ignore[no-untyped-def]
+def test_listings_show_only_the_signed_tenant(signed_as, world) -> None:
     b_owner = signed_as("owner-b", "t-b", "owner")
     bundles = b_owner.get("/api/v1/bundles").get_json()["bundles"]
     assert [x["id"] for x in bundles] == [world["bB"]]
@@ -90,7 +90,7 @@ def test_listings_show_only_the_signed_tenant(signed_as, world) -> None:  # type
     assert exported == b'DB_PASSWORD="secret-of-b"\n'
 
 
-def test_forged_tenant_in_body_or_query_changes_nothing(signed_as, world) -> None:  # type: ignore[no-untyped-def]
+def test_forged_tenant_in_body_or_query_changes_nothing(signed_as, world) -> None:
     b_owner = signed_as("owner-b", "t-b", "owner")
     before_a = _snapshot("t-a")
     forged_bodies = [
@@ -130,7 +130,7 @@ def test_forged_tenant_in_body_or_query_changes_nothing(signed_as, world) -> Non
     assert _snapshot("t-a") == before_a
 
 
-def test_signing_for_a_tenant_without_membership_is_404_everywhere(signed_as, world) -> None:  # type: ignore[no-untyped-def]
+def test_signing_for_a_tenant_without_membership_is_404_everywhere(signed_as, world) -> None:
     intruder = signed_as("owner-b", "t-b", "owner")
     intruder.tenant_id = "t-a"  # a valid signature, but owner-b is no member of t-a
     before = _snapshot("t-a")
@@ -168,7 +168,7 @@ def test_swapping_the_tenant_header_after_signing_is_401(
     assert "production/api" not in json.dumps(response.get_json())
 
 
-def test_the_same_names_live_independently_in_each_tenant(signed_as, world) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_names_live_independently_in_each_tenant(signed_as, world) -> None:
     a_owner = signed_as("owner-a", "t-a", "owner")
     b_owner = signed_as("owner-b", "t-b", "owner")
     a_owner.patch(f"/api/v1/keys/{world['kA']}", {"value": "changed-in-a"})

@@ -315,16 +315,16 @@ def test_stale_unprocessed_delivery_is_enqueued_again_on_retry(
     for key in broker.scan_iter(f"{QUEUE}*"):  # the message is lost; the row stays unprocessed
         broker.delete(key)
     retry = api_app.test_client().post(URL, data=body, headers=headers)
-    assert retry.json["duplicate"] is True  # fresh: a twin, not a loss
+    assert retry.get_json()["duplicate"] is True  # fresh: a twin, not a loss
     db.session.execute(
         update(WebhookEvent).values(received_at=datetime.now(UTC) - timedelta(minutes=10))
     )
     db.session.commit()
     retry = api_app.test_client().post(URL, data=body, headers=headers)
-    assert (retry.status_code, retry.json["duplicate"]) == (202, False)
+    assert (retry.status_code, retry.get_json()["duplicate"]) == (202, False)
     assert (stored_events(), queued(broker)) == (1, 1)
     again = api_app.test_client().post(URL, data=body, headers=headers)
-    assert again.json["duplicate"] is True
+    assert again.get_json()["duplicate"] is True
 
 
 def _api_on(database_url: str, settings: Settings) -> Flask:

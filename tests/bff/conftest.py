@@ -98,7 +98,7 @@ def module_stack(
     redis_base_url: str,
     redis_dbs: tuple[int, int],
     tmp_path_factory: pytest.TempPathFactory,
-    **overrides: object,
+    **overrides: Any,
 ) -> Iterator[LiveStack]:
     """One live stack for a whole test module (each stack costs ~2 s to start and stop).
 

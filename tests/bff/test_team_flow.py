@@ -89,7 +89,9 @@ def _webhook(owner: Browser, url: str) -> str:
     return found.group(1)
 
 
-def _new_request(stack: LiveStack, workspace: str, bundle: str, ip: str) -> tuple[Any, dict]:
+def _new_request(
+    stack: LiveStack, workspace: str, bundle: str, ip: str
+) -> tuple[Any, dict[str, Any]]:
     key = generate_keypair()
     body = {
         "client_pubkey": encode_public_key(key),

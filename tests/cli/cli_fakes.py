@@ -182,10 +182,10 @@ class FakeApi:
             "bundle": body.get("bundle"),
         }
         private = ("client_pubkey", "workspace", "bundle")
-        reply = {k: v for k, v in self.created.items() if k not in private}
+        created = {k: v for k, v in self.created.items() if k not in private}
         if self.workload_mode is not None:
-            reply.update(workload_mode=self.workload_mode, workload="workload:github:acme/api@x")
-        return _json(201, reply)
+            created.update(workload_mode=self.workload_mode, workload="workload:github:acme/api@x")
+        return _json(201, created)
 
     def _wait_reply(self, step: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
         if step == "hold":  # a real long poll: answer pending after `timeout` s

@@ -79,7 +79,7 @@ def lazy_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
     def up() -> None:
         click.echo("server is up")
 
-    module.server = server  # type: ignore[attr-defined]
+    module.server = server  # type: ignore[attr-defined]  # a module built at run time
     monkeypatch.setitem(sys.modules, "envcat_test_ops", module)
     entry = ("envcat_test_ops", "server", "Run and administer an EnvCat server.")
     monkeypatch.setitem(cli_commands.LAZY_COMMANDS, "server", entry)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -37,7 +39,7 @@ KEYS = {"DATABASE_URL": "postgres://canary", "API_KEY": "canary-2"}
 
 
 def _statement(**changes: object) -> ApprovalStatement:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "request_id": REQUEST_ID,
         "cli_public_key": CLI_KEY,
         "workspace": WORKSPACE,
@@ -47,7 +49,7 @@ def _statement(**changes: object) -> ApprovalStatement:
         "decided_at": 1_800_000_000,
     }
     fields.update(changes)
-    return ApprovalStatement.of(**fields)  # type: ignore[arg-type]
+    return ApprovalStatement.of(**fields)
 
 
 def _envelope(passkey: dict[str, object] | None, keys: dict[str, str] = KEYS) -> Envelope:
@@ -149,7 +151,7 @@ def test_origin_rp_type_and_user_verification_are_checked(
     passkey: SoftPasskey, options: dict[str, object], message: str
 ) -> None:
     signing = {"origin": ORIGIN, "rp_id": RP_ID, **options}
-    proof = passkey.sign(_statement(), **signing)  # type: ignore[arg-type]
+    proof = passkey.sign(_statement(), **signing)  # type: ignore[arg-type]  # bad options on purpose
     with pytest.raises(Untrusted, match=message):
         _check(_envelope(proof.as_dict()), passkey)
 
@@ -249,11 +251,12 @@ def test_a_refused_passkey_check_prints_nothing_and_pins_nothing(
 ) -> None:
     listed = SoftPasskey.es256("listed")
     _project(listed)
-    api: FakeApi = {
+    apis: dict[str, Callable[[], FakeApi]] = {
         "no_assertion": lambda: FakeApi(),
         "unlisted": lambda: PasskeyApi(SoftPasskey.es256("stranger")),
         "other_origin": lambda: PasskeyApi(listed, origin="https://evil.example"),
-    }[case]()
+    }
+    api = apis[case]()
     result = _run(api)
     assert result.exit_code == 6, result.stderr
     assert result.stdout == ""

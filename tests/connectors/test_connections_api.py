@@ -114,7 +114,11 @@ def test_bad_input_is_a_400_that_never_echoes_the_secret(signed_as: Any) -> None
     ).get_json()
     link_path = f"/api/v1/links/{link['id']}"
     # An explicit null would blank a required column (the api fuzzer found a 500 here).
-    for patch in ({"mapping": None, "interval_seconds": 120}, {"direction": None}):
+    patches: list[dict[str, Any]] = [
+        {"mapping": None, "interval_seconds": 120},
+        {"direction": None},
+    ]
+    for patch in patches:
         reply = owner.patch(link_path, patch)
         assert reply.status_code == 400, patch
         assert "cannot be null" in reply.get_data(as_text=True)

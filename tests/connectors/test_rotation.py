@@ -30,7 +30,7 @@ def apps(
         create_service_app(make_settings(database_url, redis_url, broker_url, bundle_kms_key=key))
         for key in (OLD, f"{NEW},{OLD}", NEW)
     )
-    yield built  # type: ignore[misc]
+    yield built  # type: ignore[misc]  # a tuple of three apps
     for app in built:
         with app.app_context():
             db.engine.dispose()

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from flask import Flask
+from pytest import MonkeyPatch
 from sqlalchemy import select
 
 from envcat.models import AuditEvent, BundleKey, Key, KeyVersion, db
@@ -21,6 +22,7 @@ from tests.connectors.support import (
     link_row,
     owner,
 )
+from tests.support import present
 
 
 def _bundle_values(bundle_id: str) -> dict[str, str]:
@@ -165,8 +167,8 @@ def test_oversized_dangerous_and_invalid_names_are_per_key_errors(
 
 
 def test_wrong_credentials_fail_once_with_a_clear_error_and_no_retry_storm(
-    service_app: Flask, proxy: ProviderProxy, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    service_app: Flask, proxy: ProviderProxy, monkeypatch: MonkeyPatch
+) -> None:
     import moto.settings
 
     client = aws(proxy.upstream)
@@ -184,7 +186,7 @@ def test_wrong_credentials_fail_once_with_a_clear_error_and_no_retry_storm(
     assert len(proxy.calls) == 1  # one refused call, no retries
     from envcat.models import Connection
 
-    assert db.session.get(Connection, connection_id).status == "error"  # type: ignore[union-attr]
+    assert present(db.session.get(Connection, connection_id)).status == "error"
 
 
 def test_throttling_backs_off_and_the_run_completes(

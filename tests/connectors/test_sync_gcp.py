@@ -17,6 +17,7 @@ from envcat.services.tenancy import Actor
 from tests.connectors.gcp_fake import FakeSecretManager, service_account
 from tests.connectors.support import bundle_with, link, link_row, owner
 from tests.connectors.test_sync_aws import _bundle_values
+from tests.support import present
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_an_unknown_service_account_is_refused_clearly(
     assert sum(gcp.calls.values()) == 0  # no API call without a token, and no retry
     assert connections.record_test("t-conn", connection_id)
     db.session.expire_all()
-    assert db.session.get(Connection, connection_id).status == "error"  # type: ignore[union-attr]
+    assert present(db.session.get(Connection, connection_id)).status == "error"
 
 
 def test_two_way_conflict_uses_the_version_time_from_gcp(

@@ -83,7 +83,10 @@ def test_a_worker_killed_mid_push_is_finished_exactly_by_the_next(
     second: subprocess.Popen[bytes] | None = None
     try:
         run_id = _queue(celery, link_id)
-        writes = lambda: sum(proxy.actions()[a] for a in WRITES)  # noqa: E731
+
+        def writes() -> int:
+            return sum(proxy.actions()[a] for a in WRITES)
+
         eventually(lambda: writes() >= 20, 60, "the first worker to be half-way")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 
 from envcat.core.approval_statement import ApprovalStatement, StatementError
 
-FIELDS = {
+FIELDS: dict[str, Any] = {
     "request_id": "req-1",
     "cli_public_key": "pub+/=",
     "workspace": "acme",
@@ -21,7 +22,7 @@ FIELDS = {
 
 
 def test_canonical_form_is_sorted_compact_utf8_and_keys_are_sorted() -> None:
-    statement = ApprovalStatement.of(**{**FIELDS, "workspace": "ünï"})  # type: ignore[arg-type]
+    statement = ApprovalStatement.of(**{**FIELDS, "workspace": "ünï"})
     text = statement.canonical()
     assert (
         text
@@ -35,7 +36,7 @@ def test_canonical_form_is_sorted_compact_utf8_and_keys_are_sorted() -> None:
     # the order names come in does not matter; the statement is the same
     again = ApprovalStatement.of(
         **{**FIELDS, "workspace": "ünï", "keys": ["DATABASE_URL", "ZED", "API_KEY"]}
-    )  # type: ignore[arg-type]
+    )
     assert again.challenge() == statement.challenge()
 
 
@@ -53,13 +54,13 @@ def test_canonical_form_is_sorted_compact_utf8_and_keys_are_sorted() -> None:
     ],
 )
 def test_every_field_changes_the_challenge(field: str, value: object) -> None:
-    base = ApprovalStatement.of(**FIELDS)  # type: ignore[arg-type]
-    changed = ApprovalStatement.of(**{**FIELDS, field: value})  # type: ignore[arg-type]
+    base = ApprovalStatement.of(**FIELDS)
+    changed = ApprovalStatement.of(**{**FIELDS, field: value})
     assert changed.challenge() != base.challenge()
 
 
 def test_parsing_round_trips_and_refuses_other_shapes() -> None:
-    statement = ApprovalStatement.of(**FIELDS)  # type: ignore[arg-type]
+    statement = ApprovalStatement.of(**FIELDS)
     assert ApprovalStatement.from_dict(json.loads(statement.canonical())) == statement
     good = statement.as_dict()
     for bad in (

@@ -45,7 +45,7 @@ def test_ciphertext_moved_to_another_row_or_tenant_fails(
         lambda s: ".".join([*s.split(".")[:2], "AAAA", s.split(".")[3]]),
     ],
 )
-def test_wrong_or_truncated_ciphertext_gives_clear_error(keyring: Keyring, damage) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_or_truncated_ciphertext_gives_clear_error(keyring: Keyring, damage) -> None:
     stored = keyring.encrypt(CANARY, tenant_id="t1", key_id="k1")
     with pytest.raises(DecryptionError, match="key k1"):
         keyring.decrypt(damage(stored), tenant_id="t1", key_id="k1")

@@ -10,7 +10,7 @@ from envcat.core.settings import ConfigError, load_settings
 CLERK = {"auth_provider": "clerk", "clerk_jwks_url": "https://clerk.example.test/jwks"}
 
 
-def _load(**values: object):  # type: ignore[no-untyped-def]
+def _load(**values: object):
     return load_settings(needs_kms_key=False, bff_shared_secret=new_shared_secret(), **values)
 
 

@@ -221,7 +221,7 @@ def fuzz_app(api_app: Flask, settings: Settings) -> Iterator[Flask]:
     KNOWN.clear()
     KNOWN.update(_seed())
     layer = SigningLayer(api_app.wsgi_app, settings.bff_shared_secret.get_secret_value())
-    api_app.wsgi_app = layer  # type: ignore[method-assign]
+    api_app.wsgi_app = layer  # type: ignore[method-assign]  # middleware, as Flask documents it
     assert api_app.test_client().get("/api/v1/openapi.json").get_json() == schema.raw_schema
     yield api_app
     # A signing layer that never got a call past authentication would make this test vacuous.

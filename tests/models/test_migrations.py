@@ -52,7 +52,7 @@ def test_downgrade_to_base_then_upgrade_again(database_url: str) -> None:
     migrate.upgrade(database_url)
 
 
-def _seed(conn) -> None:  # type: ignore[no-untyped-def]
+def _seed(conn) -> None:
     conn.execute(
         text(
             "INSERT INTO tenants (id, name, kind, created_at, updated_at) "

@@ -59,7 +59,7 @@ def _registered() -> dict[str, set[str]]:
                 "gauge": ("",),
                 "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "summary": ("", "_sum", "_count", "_created"),
-            }[value._type]
+            }[str(value._type)]
             for suffix in suffixes:
                 names[base + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return names

@@ -20,7 +20,7 @@ from tests.support.signed import SignedClient
 PASSWORD = "canary-Pa55word-7f3e"
 
 
-def _invoke(args: list[str], env: dict[str, str], stdin: str | None = None):  # type: ignore[no-untyped-def]
+def _invoke(args: list[str], env: dict[str, str], stdin: str | None = None):
     return CliRunner().invoke(server, args, env=env, input=stdin)
 
 
@@ -54,7 +54,7 @@ def test_init_db_defaults_to_sqlite_and_secrets_in_the_data_dir(tmp_path: Path) 
     assert "alembic_version" in _tables(f"sqlite:///{data_dir / 'envcat.db'}")
 
 
-def _sign_in(api_app: Flask, settings: Settings, email: str, password: str):  # type: ignore[no-untyped-def]
+def _sign_in(api_app: Flask, settings: Settings, email: str, password: str):
     bff = SignedClient(
         api_app.test_client(),
         settings.bff_shared_secret.get_secret_value(),

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,7 @@ def test_redis_users_limit_the_bff_to_its_own_keys(tmp_path: Path) -> None:
             assert bff.evalsha(script_sha, 1, "bff:count") == 1
             pipe = bff.pipeline(transaction=True)
             pipe.sadd("bff:sess:user:u", "1").expire("bff:sess:user:u", 60).execute()
-            for refused in (
+            refusals: tuple[Callable[[], object], ...] = (
                 lambda: bff.hgetall("req:abc"),
                 lambda: bff.rpush("approvals", "forged"),
                 lambda: bff.set("nonce:x", "1"),
@@ -228,7 +229,8 @@ def test_redis_users_limit_the_bff_to_its_own_keys(tmp_path: Path) -> None:
                 lambda: bff.flushall(),
                 lambda: bff.config_get("*"),
                 lambda: bff.publish("celeryev", "x"),
-            ):
+            )
+            for refused in refusals:
                 with pytest.raises(redis.exceptions.NoPermissionError):
                     refused()
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from envcat.core.keys import new_kms_key, new_shared_secret
 from envcat.core.settings import Settings
@@ -46,7 +47,7 @@ def test_gen_keys_prints_settings_that_load() -> None:
     assert len(values["REDIS_PASSWORD"]) == 64
     assert len(values["REDIS_BFF_PASSWORD"]) == 64
     assert values["REDIS_PASSWORD"] != values["REDIS_BFF_PASSWORD"]
-    settings = Settings(**{name.lower(): value for name, value in values.items()})  # type: ignore[arg-type]
+    settings = Settings(**{name.lower(): value for name, value in values.items()})  # type: ignore[arg-type]  # strings, as the environment gives them; pydantic parses
     assert settings.bff_shared_secret.get_secret_value() == values["BFF_SHARED_SECRET"]
     assert result.stderr == ""
 
@@ -98,7 +99,7 @@ def test_secrets_file_fills_only_what_the_environment_does_not_set(
     monkeypatch.setenv("BFF_SHARED_SECRET", mine)
     settings = load_server_settings(tmp_path)
     assert settings.bff_shared_secret.get_secret_value() == mine
-    assert settings.bundle_kms_key.get_secret_value() == from_file["BUNDLE_KMS_KEY"]
+    assert _secret(settings.bundle_kms_key) == from_file["BUNDLE_KMS_KEY"]
     assert settings.database_url == sqlite_url(tmp_path)
     monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.db")
     assert load_server_settings(tmp_path).database_url == "sqlite:///elsewhere.db"
@@ -119,10 +120,10 @@ def test_missing_secret_is_one_clear_line(
 
 def test_settings_round_trip_through_the_environment(settings: Settings) -> None:
     env = settings_environment(settings)
-    assert env["BUNDLE_KMS_KEY"] == settings.bundle_kms_key.get_secret_value()
+    assert env["BUNDLE_KMS_KEY"] == _secret(settings.bundle_kms_key)
     assert env["ALLOW_SIGNUP"] == "true"
     assert "CLERK_JWT_KEY" not in env
-    rebuilt = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
+    rebuilt = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]  # strings, as the environment gives them
     assert rebuilt == settings
 
 
@@ -175,3 +176,8 @@ def test_bad_configuration_in_a_real_process_prints_no_traceback(
     assert result.stdout == ""
     assert result.stderr == f"envcat: configuration error: {expected}\n"
     assert not (tmp_path / "envcat.db").exists()
+
+
+def _secret(value: SecretStr | None) -> str:
+    assert value is not None
+    return value.get_secret_value()

@@ -68,7 +68,7 @@ def test_configuration_reference_has_every_setting(reference: ModuleType) -> Non
     text = reference.render_configuration()
     for name, field in Settings.model_fields.items():
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name.upper()}` |"))
-        assert " ".join(field.description.split()) in row
+        assert " ".join((field.description or "").split()) in row
     assert "| `BFF_SHARED_SECRET` | secret | **required** |" in text
     assert "| `REQUEST_TTL` | integer (30 to 3600) | `300` |" in text
     assert "| `AUTH_PROVIDER` | `local` \\| `clerk` | `local` |" in text

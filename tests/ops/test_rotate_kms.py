@@ -41,7 +41,7 @@ def _seed_under_old_key(count: int) -> dict[str, str]:
     return plain
 
 
-def _rotate(server_env: dict[str, str], tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
+def _rotate(server_env: dict[str, str], tmp_path: Path, *extra: str):
     args = ["rotate-kms", "--data-dir", str(tmp_path), *extra]
     return CliRunner().invoke(server, args, env=server_env)
 

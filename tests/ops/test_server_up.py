@@ -40,7 +40,7 @@ class Lines:
     items: list[str] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def follow(self, stream) -> None:  # type: ignore[no-untyped-def]
+    def follow(self, stream) -> None:
         for line in stream:
             with self.changed:
                 self.items.append(line.rstrip("\n"))
@@ -187,10 +187,10 @@ def test_up_demo_serves_a_real_get_and_stops_cleanly(running_up: RunningUp) -> N
     secret = read_secrets(secrets_path)["BFF_SHARED_SECRET"]
     assert httpx.get(f"{up.api_url}/readyz", timeout=5).status_code == 200
     assert httpx.get(f"{up.bff_url}/readyz", timeout=5).status_code == 200
-    started = re.findall(
+    announced = re.findall(
         r"^envcat \| started (\w+) \(pid (\d+)\)$", "\n".join(up.lines.items), re.M
     )
-    pids = {name: int(pid) for name, pid in started}
+    pids = {name: int(pid) for name, pid in announced}
     assert set(pids) == {"redis", "api", "worker", "beat", "bff"}
     # The internet-facing bff runs without the keyring or the database URL; the api has them.
     bff_environ = Path(f"/proc/{pids['bff']}/environ").read_bytes()
@@ -202,7 +202,9 @@ def test_up_demo_serves_a_real_get_and_stops_cleanly(running_up: RunningUp) -> N
     password = read_secrets(secrets_path)["REDIS_PASSWORD"]
     redis_argv = Path(f"/proc/{pids['redis']}/cmdline").read_bytes()
     assert password.encode() not in redis_argv
-    port = int(re.search(rb"^port (\d+)$", (up.data_dir / "redis.conf").read_bytes(), re.M)[1])
+    port_line = re.search(rb"^port (\d+)$", (up.data_dir / "redis.conf").read_bytes(), re.M)
+    assert port_line is not None
+    port = int(port_line[1])
     with redis.Redis(port=port) as anonymous, pytest.raises(redis.AuthenticationError):
         anonymous.ping()
     with redis.Redis(port=port, password=password) as allowed:

@@ -174,7 +174,7 @@ def _healthz_count(url: str) -> float:
 def test_metrics_sum_every_worker_and_never_go_back(redis_url: str, tmp_path: Path) -> None:
     log = tmp_path / "bff.log"
     with _bff(redis_url, log, METRICS_TOKEN=TOKEN) as (url, master):
-        served, seen = 0, []
+        served, seen = 0, list[float]()
         for _ in range(4):
             for _ in range(10):
                 with httpx.Client() as fresh:  # a new connection: any worker may take it

@@ -21,7 +21,7 @@ def _fingerprint(seed: str) -> str:
     return fingerprint(SigningKeyring.from_setting(seed).public_keys[0])
 
 
-def _rotate(path: Path, *extra: str):  # type: ignore[no-untyped-def]
+def _rotate(path: Path, *extra: str):
     return CliRunner().invoke(server, ["rotate-signing-key", "--secrets-file", str(path), *extra])
 
 

@@ -9,12 +9,14 @@ import stat
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from envcat.bff.apiclient import HmacAuth, Signer
+from envcat.core.settings import Settings
 from envcat.ops import demo
 from envcat.ops.commands import server
 from envcat.ops.config import OpsError, ensure_data_dir, ensure_private_file
@@ -22,6 +24,7 @@ from envcat.ops.supervisor import Output, ProcessSpec, Supervisor
 from envcat.ops.up import REDIS_MISSING, Up, UpOptions, app_specs, browser_host, redis_config
 from envcat.workers.factory import QUEUES
 from tests.support import free_port
+from tests.support.stack import LiveStack
 
 
 def test_missing_redis_server_gives_the_install_hint(tmp_path: Path) -> None:
@@ -57,8 +60,8 @@ def test_same_port_twice_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_children_get_the_settings_and_their_own_metrics_dirs(
-    tmp_path: Path, settings, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("bundle_kms_key", settings.kms_key_value())
     options = UpOptions("0.0.0.0", 15000, 18888, tmp_path, demo=False)  # noqa: S104
     specs = {spec.name: spec for spec in app_specs(options, tmp_path, settings)}
@@ -100,7 +103,7 @@ def test_urls_use_a_host_a_browser_can_open(host: str, shown: str) -> None:
     assert browser_host(host) == shown
 
 
-def _bundle(stack, account: demo.DemoAccount) -> dict:  # type: ignore[no-untyped-def]
+def _bundle(stack: LiveStack, account: demo.DemoAccount) -> dict[str, Any]:
     auth = HmacAuth(stack.secret, Signer(account.user_id, account.tenant_id))
     with httpx.Client(base_url=stack.api_url, auth=auth, timeout=10) as client:
         detail = client.get(f"/api/v1/bundles/{account.bundle_id}")
@@ -109,7 +112,7 @@ def _bundle(stack, account: demo.DemoAccount) -> dict:  # type: ignore[no-untype
     return {"detail": detail.json(), "library": listing}
 
 
-def test_demo_setup_is_idempotent(live_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_setup_is_idempotent(live_stack, tmp_path: Path) -> None:
     first = demo.ensure_demo(live_stack.api_url, live_stack.secret, tmp_path)
     assert first.email == demo.DEMO_EMAIL
     assert stat.S_IMODE((tmp_path / demo.DEMO_FILE).stat().st_mode) == 0o600
@@ -126,7 +129,7 @@ def test_demo_setup_is_idempotent(live_stack, tmp_path: Path) -> None:  # type: 
     assert len(after["library"]) == 3
 
 
-def test_demo_reattaches_a_detached_key(live_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_reattaches_a_detached_key(live_stack, tmp_path: Path) -> None:
     account = demo.ensure_demo(live_stack.api_url, live_stack.secret, tmp_path)
     keys = _bundle(live_stack, account)["detail"]["keys"]
     token = next(key for key in keys if key["name"] == "API_TOKEN")
@@ -139,14 +142,14 @@ def test_demo_reattaches_a_detached_key(live_stack, tmp_path: Path) -> None:  # 
     assert again["API_TOKEN"] == token["id"]
 
 
-def test_demo_with_a_forgotten_password_says_what_to_do(live_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_with_a_forgotten_password_says_what_to_do(live_stack, tmp_path: Path) -> None:
     demo.ensure_demo(live_stack.api_url, live_stack.secret, tmp_path)
     (tmp_path / demo.DEMO_FILE).unlink()
     with pytest.raises(OpsError, match="exists with another password"):
         demo.ensure_demo(live_stack.api_url, live_stack.secret, tmp_path)
 
 
-def _up_with(children: list[ProcessSpec], settings, tmp_path: Path) -> Up:  # type: ignore[no-untyped-def]
+def _up_with(children: list[ProcessSpec], settings, tmp_path: Path) -> Up:
     output = Output()
     up = Up(
         UpOptions("127.0.0.1", 1, 2, tmp_path, demo=False),
@@ -166,8 +169,8 @@ def _python(name: str, code: str) -> ProcessSpec:
 
 
 def test_a_child_that_dies_stops_up_with_its_name(
-    settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     up = _up_with(
         [_python("api", "import time; time.sleep(60)"), _python("worker", "raise SystemExit(3)")],
         settings,
@@ -183,7 +186,7 @@ def test_a_child_that_dies_stops_up_with_its_name(
     assert all(not child.is_running() for child in up.supervisor.children)
 
 
-def test_a_stop_signal_ends_up_with_exit_code_zero(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_stop_signal_ends_up_with_exit_code_zero(settings, tmp_path: Path) -> None:
     up = _up_with([_python("api", "import time; time.sleep(60)")], settings, tmp_path)
     try:
         threading.Timer(0.3, up.stopping.set).start()

@@ -255,4 +255,4 @@ def test_queue_depth_counts_waiting_messages(settings: Settings, service_app: Fl
             assert queue_depth(connection, "no-such-queue") == 0
     finally:
         with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(queue)
+            connection.default_channel.queue_delete(queue)  # type: ignore[attr-defined]  # kombu types it as StdChannel

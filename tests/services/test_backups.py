@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from flask import Flask
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import create_engine, func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 
 from envcat.core.keys import new_kms_key
@@ -158,7 +158,7 @@ def _backup_under_writes(
     try:
         writer.wait_for(5)
         sink = _PausingFile(path, writer, more=8)
-        manifest = backups.write_backup(settings.database_url, sink, target)  # type: ignore[arg-type]
+        manifest = backups.write_backup(settings.database_url, sink, target)  # type: ignore[arg-type]  # a pausing file double
         sink.handle.close()
         writer.wait_for(writer.done + 3)  # still writing after the backup
     finally:
@@ -386,11 +386,7 @@ def test_a_forged_audit_chain_inside_a_valid_backup_is_refused(
     taken: the file is authentic, but its chain is not, and restore says so."""
     engine = create_engine(sqlite_source.database_url)
     with engine.begin() as conn:
-        conn.execute(
-            AuditEvent.__table__.update()
-            .where(AuditEvent.__table__.c.id == 3)
-            .values(actor="someone-else")
-        )
+        conn.execute(update(AuditEvent).where(AuditEvent.id == 3).values(actor="someone-else"))
     engine.dispose()
     recipient, identity = _keypair()
     path = tmp_path / "forged.ecb"

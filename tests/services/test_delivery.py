@@ -21,6 +21,7 @@ from tests.api.test_requests_support import (
     redis_dump,
     seed_bundle,
 )
+from tests.support import present
 from tests.support.envelopes import TEST_SERVER_KEY, open_verified
 from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member
@@ -104,7 +105,7 @@ def test_a_message_without_the_api_mac_is_refused_before_any_key_is_read(
     assert audit_actions(TENANT) == [("request.integrity_failed", request.id)]
     unapproved, _ = stored_request(redis_client, tenant_id=TENANT, cli_pub=request.cli_pub)
     assert delivery.encrypt_from_bundle(unapproved.id, APPROVAL_MACS[request.id]) is False
-    assert store.get(redis_client, unapproved.id).status == "failed"  # type: ignore[union-attr]
+    assert present(store.get(redis_client, unapproved.id)).status == "failed"
 
 
 def test_a_forged_redis_record_and_task_deliver_nothing(
@@ -125,8 +126,8 @@ def test_a_forged_redis_record_and_task_deliver_nothing(
 
 
 def _failure(redis_client: redis.Redis, request_id: str) -> str | None:
-    assert store.get(redis_client, request_id).status == "failed"  # type: ignore[union-attr]
-    return redis_client.hget(store.request_key(request_id), "msg")  # type: ignore[return-value]
+    assert present(store.get(redis_client, request_id)).status == "failed"
+    return redis_client.hget(store.request_key(request_id), "msg")  # type: ignore[return-value]  # a decode_responses client
 
 
 def test_a_deleted_bundle_fails_the_request(bundle_id: str, redis_client: redis.Redis) -> None:
@@ -153,7 +154,7 @@ def test_a_key_made_required_after_the_approval_fails_the_request(
     bundle_id: str, redis_client: redis.Redis
 ) -> None:
     request, _, _ = _approved_request(redis_client, bundle_id, ["DATABASE_URL"])
-    db.session.get(BundleKey, (bundle_id, key_row(TENANT, "DEBUG").id)).required = True  # type: ignore[union-attr]
+    present(db.session.get(BundleKey, (bundle_id, key_row(TENANT, "DEBUG").id))).required = True
     db.session.commit()
     assert _run(request.id, bundle_id, ["DATABASE_URL"]) is False
     assert _failure(redis_client, request.id) == "Required keys left out: DEBUG."
@@ -163,7 +164,7 @@ def test_an_approver_demoted_since_the_approval_releases_nothing(
     bundle_id: str, redis_client: redis.Redis
 ) -> None:
     request, _, _ = _approved_request(redis_client, bundle_id, ["DATABASE_URL"])
-    db.session.get(Membership, (USER, TENANT)).role = "viewer"  # type: ignore[union-attr]
+    present(db.session.get(Membership, (USER, TENANT))).role = "viewer"
     db.session.commit()
     assert _run(request.id, bundle_id, ["DATABASE_URL"]) is False
     assert "no longer has the member role" in (_failure(redis_client, request.id) or "")

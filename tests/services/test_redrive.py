@@ -38,9 +38,9 @@ def test_only_old_undelivered_approvals_are_sent_again_once_per_window(
     undecided, _ = stored_request(redis_client, tenant_id=TENANT)
     delivered, _ = stored_request(redis_client, tenant_id=TENANT)
     record_approval(redis_client, delivered, USER, bundle_id, ["TOKEN"])
-    assert delivery.encrypt_from_bundle(
-        delivered.id, store.get(redis_client, delivered.id).approval_mac
-    )  # type: ignore[union-attr]
+    stored = store.get(redis_client, delivered.id)
+    assert stored is not None
+    assert delivery.encrypt_from_bundle(delivered.id, stored.approval_mac)
 
     assert stuck_approvals(time.time()) == []  # approved just now: its task is on its way
     assert stuck_approvals(time.time() + LATER) == [(stuck.id, mac)]

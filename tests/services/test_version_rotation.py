@@ -15,6 +15,7 @@ from envcat.services import keys, rotation, versions
 from envcat.services.runtime import create_service_app
 from envcat.services.tenancy import Actor
 from tests.conftest import make_settings
+from tests.support import present
 
 OLD, NEW = new_kms_key(), new_kms_key()
 TENANT = "t-rot"
@@ -69,7 +70,7 @@ def test_rotation_reencrypts_versions_and_counts_them(apps: tuple[Flask, Flask, 
         assert revealed == ["v-one", "v-two", "v-three"]
         rolled = versions.rollback(actor, key_id, 1)
         assert rolled.version == 4
-        assert keys.decrypt(db.session.get(Key, key_id)) == "v-one"  # type: ignore[arg-type]
+        assert keys.decrypt(present(db.session.get(Key, key_id))) == "v-one"
 
 
 def test_a_version_that_does_not_decrypt_is_skipped_not_lost(
@@ -87,4 +88,4 @@ def test_a_version_that_does_not_decrypt_is_skipped_not_lost(
         assert rotation.rotate_batch(10) == 3  # the key and versions 1 and 3
         assert rotation.count_outdated() == 1
         db.session.expire_all()
-        assert db.session.get(KeyVersion, broken.id).value == damaged  # type: ignore[union-attr]
+        assert present(db.session.get(KeyVersion, broken.id)).value == damaged

@@ -10,6 +10,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def present(value: T | None) -> T:
+    """`value`, asserting the lookup found it (a row or request the test expects to exist)."""
+    assert value is not None, "expected a stored value, found none"
+    return value
 
 
 def free_port() -> int:

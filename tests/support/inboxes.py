@@ -50,7 +50,7 @@ class SmtpInbox:
         message = email.message_from_bytes(content, policy=email.policy.default)
         with self.changed:
             self.raw.append(content)
-            self.messages.append(message)  # type: ignore[arg-type]
+            self.messages.append(message)
             self.changed.notify_all()
         return "250 OK"
 

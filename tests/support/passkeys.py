@@ -117,7 +117,7 @@ class SoftPasskey:
 
     def assertion(self, statement: ApprovalStatement, **options: object) -> dict[str, object]:
         """The approval page's `passkey` field: the statement and the assertion's JSON."""
-        proof = self.sign(statement, **options)  # type: ignore[arg-type]
+        proof = self.sign(statement, **options)  # type: ignore[arg-type]  # forwarded as given
         return {
             "statement": statement.as_dict(),
             "credential": {

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -93,7 +94,7 @@ class SentinelCluster:
                 client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
                 found = client.sentinel_get_master_addr_by_name(MASTER_NAME)
                 client.close()
-                if found:
+                if isinstance(found, tuple):
                     return str(found[0]), int(found[1])
         return None
 
@@ -131,7 +132,7 @@ class SentinelCluster:
         with contextlib.suppress(redis.RedisError):
             client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
             replicas = client.sentinel_slaves(MASTER_NAME)
-            sentinels = client.sentinel_sentinels(MASTER_NAME)
+            sentinels = cast(list[dict[str, Any]], client.sentinel_sentinels(MASTER_NAME))
             client.close()
             return any(int(r["port"]) == self.replica_port for r in replicas) and (
                 len(sentinels) >= 2

@@ -104,10 +104,10 @@ class _ServerThread:
 def live_stack(
     database_url: str,
     redis_url: str,
-    broker_url: str,
+    broker_url: str | None,
     *,
     public_host: str = HOST,
-    **overrides: object,
+    **overrides: Any,
 ) -> Iterator[LiveStack]:
     """Run the real api, a real Celery worker and the real bff until the block ends.
 

@@ -44,7 +44,7 @@ def test_a_tampered_chain_sets_the_gauge_and_a_repair_clears_it(
     audit_checks.verify_all_chains()
     assert _sample(BROKEN) == 1
     line = next(r for r in caplog.records if r.getMessage() == "audit chain broken")
-    assert line.tenant_id == "t-edited" and line.event_id == ids[1]  # type: ignore[attr-defined]
+    assert line.tenant_id == "t-edited" and line.event_id == ids[1]  # type: ignore[attr-defined]  # log extras
     assert "canary-forger-1c9" not in caplog.text
 
     db.session.execute(update(AuditEvent).where(AuditEvent.id == ids[1]).values(actor="u-1"))

@@ -19,7 +19,7 @@ def _ping_round_trip(app: Celery, redis_url: str) -> str | None:
     app.tasks["envcat.ping"].delay(reply_key)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     popped = client.blpop([reply_key], timeout=20)
-    return popped[1] if popped else None
+    return str(popped[1]) if popped else None
 
 
 def test_configuration_is_json_only_acks_late_and_routed(celery_app: Celery) -> None:
@@ -55,7 +55,7 @@ def test_task_runs_through_rabbitmq(settings: Settings, service_app: Flask) -> N
     ):
         assert _ping_round_trip(app, settings.redis_url) == "pong"
     with app.connection_for_write() as conn:
-        conn.default_channel.queue_delete(queue)
+        conn.default_channel.queue_delete(queue)  # type: ignore[attr-defined]  # kombu types it as StdChannel
 
 
 def test_ping_task_is_registered_under_its_explicit_name() -> None:

@@ -197,7 +197,7 @@ def test_starttls_comes_before_the_login_and_the_mail(
         logins.append((data.login, data.password, session.ssl is not None))
         return AuthResult(success=data.password == b"mail-password-canary")
 
-    options = {
+    options: dict[str, Any] = {
         "tls_context": server_tls,
         "require_starttls": True,
         "auth_required": True,

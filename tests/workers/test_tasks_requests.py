@@ -26,6 +26,7 @@ from envcat.workers import tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
 from tests.api.test_requests_support import SeedKey, audit_actions, seed_bundle
 from tests.conftest import make_settings
+from tests.support import present
 from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member
 
@@ -70,8 +71,7 @@ def test_tasks_are_named_routed_and_retry_only_transient_errors() -> None:
         assert TASK_ROUTES[task.name]["queue"] == queue
         assert task.acks_late is True
         assert task.reject_on_worker_lost is True
-        # set by shared_task(autoretry_for=...); the stubs do not declare it
-        assert set(task.autoretry_for) == {  # type: ignore[attr-defined]
+        assert set(task.autoretry_for) == {  # type: ignore[attr-defined]  # set by shared_task
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             OperationalError,
@@ -88,7 +88,7 @@ def test_a_duplicated_message_delivers_once(
     request_id, token = _approved(redis_client, bundle_id, ["A", "B"])
     for _ in range(3):  # as after a crash, a visibility timeout or a retry
         tasks.encrypt_from_bundle.delay(request_id, MACS[request_id])
-    _eventually(lambda: store.get(redis_client, request_id).status == "ready")  # type: ignore[union-attr]
+    _eventually(lambda: present(store.get(redis_client, request_id)).status == "ready")
     time.sleep(0.3)  # let the duplicates run
     assert redis_client.zcard(store.UNCLAIMED_INDEX) == 1
     assert store.take(redis_client, request_id, token).status == "ready"
@@ -117,8 +117,8 @@ def test_a_transient_database_error_is_retried_until_it_passes(
         db.session.commit()
         signals.task_retry.disconnect(on_retry)
     assert retries[0] == "OperationalError"
-    assert store.get(redis_client, request_id).status == "pending"  # type: ignore[union-attr]
-    _eventually(lambda: store.get(redis_client, request_id).status == "ready", seconds=40)  # type: ignore[union-attr]
+    assert present(store.get(redis_client, request_id)).status == "pending"
+    _eventually(lambda: present(store.get(redis_client, request_id)).status == "ready", seconds=40)
 
 
 def test_a_bug_fails_the_request_at_once_instead_of_retrying(
@@ -132,7 +132,7 @@ def test_a_bug_fails_the_request_at_once_instead_of_retrying(
     request_id, _ = _approved(redis_client, bundle_id, ["A"], cli_pub=short_key)
     failures = _failures(tasks.encrypt_from_bundle.name)
     tasks.encrypt_from_bundle.delay(request_id, MACS[request_id])
-    _eventually(lambda: store.get(redis_client, request_id).status == "failed")  # type: ignore[union-attr]
+    _eventually(lambda: present(store.get(redis_client, request_id)).status == "failed")
     # The failure is counted just after the request is marked (a loaded machine may lag).
     _eventually(lambda: _failures(tasks.encrypt_from_bundle.name) == failures + 1)
     time.sleep(1.5)  # a retry would have run by now

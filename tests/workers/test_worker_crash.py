@@ -30,7 +30,7 @@ from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
 from tests.api.test_requests_support import SeedKey, seed_bundle
 from tests.conftest import make_settings
-from tests.support import RedisServer, private_redis
+from tests.support import RedisServer, present, private_redis
 from tests.support.envelopes import open_delivery
 from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member
@@ -141,7 +141,7 @@ def test_a_worker_killed_mid_task_leads_to_exactly_one_delivery(
 
         second = _start_worker(crash_settings, "second", log)
         _eventually(
-            lambda: store.get(app_redis, request.id).status == "ready",  # type: ignore[union-attr]
+            lambda: present(store.get(app_redis, request.id)).status == "ready",
             40,
             "the redelivered task",
         )

@@ -4,6 +4,7 @@ loopback (the one stand-in: the real issuer, e.g. GitHub, lives outside this mac
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from envcat.core.settings import Settings
 from tests.conftest import make_settings
 from tests.workloads.issuer import LoopbackIssuer
 
-OIDC_SETTINGS: dict[str, object] = {"oidc_allow_http": True, "oidc_jwks_cooldown": 0}
+OIDC_SETTINGS: dict[str, Any] = {"oidc_allow_http": True, "oidc_jwks_cooldown": 0}
 
 
 @pytest.fixture

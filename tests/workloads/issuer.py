@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -37,7 +37,7 @@ def _public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str) -
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
         jwk["alg"] = "ES256"
     jwk.update(kid=kid, use="sig")
-    return jwk
+    return cast(dict[str, Any], jwk)
 
 
 class LoopbackIssuer:

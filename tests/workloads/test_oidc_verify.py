@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -95,7 +96,7 @@ def test_bad_claims_are_refused_with_a_clear_reason(
     service_app: Flask,
     issuer: LoopbackIssuer,
     fresh_cache: oidc.JwksCache,
-    overrides: dict[str, object],
+    overrides: dict[str, Any],
     message: str,
 ) -> None:
     with pytest.raises(InvalidIdToken, match=message):

@@ -281,9 +281,11 @@ def test_a_policy_deleted_before_the_worker_runs_releases_nothing(
     from envcat.services import delivery
 
     created = response.get_json()
-    stored_mac = redis.Redis.from_url(
-        api_app.extensions["envcat"].settings.redis_url, decode_responses=True
-    ).hget(f"req:{created['id']}", "am")
+    stored_mac = str(
+        redis.Redis.from_url(
+            api_app.extensions["envcat"].settings.redis_url, decode_responses=True
+        ).hget(f"req:{created['id']}", "am")
+    )
     assert delivery.encrypt_from_bundle(created["id"], stored_mac) is False
     cli = Cli(api_client, private_key, created["id"], created["poll_token"], created)
     final = cli.wait().get_json()
