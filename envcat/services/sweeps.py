@@ -77,9 +77,11 @@ def _expire_unclaimed(now: float, batch_size: int) -> int:
     return total
 
 
-def sweep_expired_requests(batch_size: int = BATCH_SIZE) -> SweepReport:
+def sweep_expired_requests(
+    batch_size: int = BATCH_SIZE, *, now: float | None = None
+) -> SweepReport:
     """Prune expired pending ids and audit `request.expired` for uncollected approvals."""
-    now = time.time()
+    now = time.time() if now is None else now
     report = SweepReport(
         pruned=_prune_pending(now, batch_size),
         unclaimed=_expire_unclaimed(now, batch_size),

@@ -21,7 +21,7 @@ from envcat.models import AuditEvent, db
 from envcat.services import access_requests as store
 from tests.api.test_requests_support import REQUESTS, WORKSPACE, Cli, ensure_workspace
 from tests.conftest import make_settings
-from tests.support.requests import stored_request
+from tests.support.requests import expire_now, stored_request
 
 
 def _pub() -> str:
@@ -249,7 +249,7 @@ def test_context_is_404_when_unknown_expired_or_delivered(
     cli = Cli.start(api_client)
     store.mark_denied(redis_client, cli.id, denied_by="u")
     assert cli.wait().get_json()["status"] == "denied"
-    time.sleep(1.1)
+    expire_now(redis_client, short.id)
     for request_id in (short.id, cli.id):
         response = api_client.get(f"{REQUESTS}/{request_id}/context")
         assert response.status_code == 404
@@ -329,7 +329,7 @@ def test_wait_is_410_when_expired_delivered_or_unknown(
     api_client: FlaskClient, redis_client: redis.Redis
 ) -> None:
     expired, token = stored_request(redis_client, ttl=1)
-    time.sleep(1.1)
+    expire_now(redis_client, expired.id)
     gone = api_client.get(f"{REQUESTS}/{expired.id}/wait", headers={"X-Poll-Token": token})
     unknown = api_client.get(f"{REQUESTS}/{'z' * 32}/wait", headers={"X-Poll-Token": token})
     cli = Cli.start(api_client)

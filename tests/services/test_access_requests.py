@@ -9,6 +9,7 @@ import redis
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.usercode import user_code
 from envcat.services import access_requests as store
+from tests.support.requests import expire_now
 
 
 def _new(
@@ -188,11 +189,11 @@ def test_polling_too_fast_is_detected(redis_client: redis.Redis) -> None:
 
 def test_expired_requests_vanish_and_are_pruned(redis_client: redis.Redis) -> None:
     request, token = _new(redis_client, ttl=1)
-    time.sleep(1.2)
+    later = expire_now(redis_client, request.id)
     assert store.get(redis_client, request.id) is None
     assert store.take(redis_client, request.id, token).status == "gone"
-    assert store.prune_pending(redis_client, time.time(), 100) == [request.id]
-    assert store.prune_pending(redis_client, time.time(), 100) == []
+    assert store.prune_pending(redis_client, later, 100) == [request.id]
+    assert store.prune_pending(redis_client, later, 100) == []
 
 
 def test_unclaimed_approvals_are_claimed_once(redis_client: redis.Redis) -> None:
@@ -204,10 +205,10 @@ def test_unclaimed_approvals_are_claimed_once(redis_client: redis.Redis) -> None
         approval=_approval("t1", "u1", "b1"),
     )
     assert store.claim_unclaimed(redis_client, time.time(), 10) == []
-    time.sleep(1.2)
-    claimed = store.claim_unclaimed(redis_client, time.time(), 10)
+    later = expire_now(redis_client, request.id)
+    claimed = store.claim_unclaimed(redis_client, later, 10)
     assert claimed == [{"id": request.id, "tenant_id": "t1", "user_id": "u1", "bundle_id": "b1"}]
-    assert store.claim_unclaimed(redis_client, time.time(), 10) == []
+    assert store.claim_unclaimed(redis_client, later, 10) == []
     store.release_unclaimed(redis_client, claimed[0], time.time())
     assert store.claim_unclaimed(redis_client, time.time(), 10) == claimed
 

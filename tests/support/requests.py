@@ -68,3 +68,17 @@ def record_approval(
     mac = integrity.approval_mac(request, approval)
     assert store.mark_approved(r, request.id, approval=approval, mac=mac)
     return mac
+
+
+def expire_now(redis_client: redis.Redis, *request_ids: str, after: float = 2.0) -> float:
+    """End these requests' lives in Redis at once (what their TTL would do, unslept).
+
+    Every key of a request (`req:<id>`, its wake list, view, waiter…) gets an expiry in
+    the past, which Redis treats as deleted. The return value is the clock `after`
+    seconds on (past the 1 s TTLs tests give, short of the 60 s ones), to hand to the
+    code that reads the indexes scored by expiry time (pending, unclaimed).
+    """
+    for request_id in request_ids:
+        for key in redis_client.scan_iter(match=f"req:{request_id}*"):
+            redis_client.pexpireat(key, 1)
+    return time.time() + after
