@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from approval_latency import BUNDLE_KEYS, TENANT, USER, Bench, _settings, _worker
 from baselines import bare_celery
 
-from tests.api.test_requests_support import seed_bundle
 from tests.support import RedisServer, free_port
+from tests.support.api import seed_bundle
 from tests.support.envelopes import open_delivery
 from tests.support.signed import add_member
 from tests.workloads.issuer import AUDIENCE, LoopbackIssuer

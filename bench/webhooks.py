@@ -51,8 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The Clerk payload builders and the private redis-server helper live with the tests.
 sys.path.insert(0, str(ROOT))
 from tests.hardening.processes import processes  # noqa: E402
-from tests.services.test_provisioning import clerk_event, user_data  # noqa: E402
 from tests.support import RedisServer, free_port, wait_for_port  # noqa: E402
+from tests.support.clerk_events import clerk_event, user_data  # noqa: E402
 from tests.support.envelopes import TEST_SIGNING_SEED  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -25,18 +25,14 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 
 import envcat.workers.tasks  # noqa: F401  # registers the shared tasks with every Celery app
-from envcat.core.keys import new_kms_key, new_shared_secret
 from envcat.core.logging import JsonFormatter
 from envcat.core.settings import Settings
 from envcat.models import migrate
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import QUEUES, create_celery
 from tests.support import RedisServer, free_port, port_answers
-from tests.support.envelopes import TEST_SIGNING_SEED
+from tests.support.settings import POSTGRES_ADMIN_URL, make_settings, postgres_reachable
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "ENVCAT_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 EXTRA_ENV = (
     "ENVCAT_SERVER",
     "ENVCAT_WORKSPACE",
@@ -104,18 +100,10 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def _postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
-            return True
-    except psycopg.Error:
-        return False
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    if not _postgres_reachable():
+    if not postgres_reachable():
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
     name = f"envcat_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
@@ -142,24 +130,6 @@ def sqlite_url(tmp_path: Path) -> str:
     if url := os.environ.get("ENVCAT_TEST_DATABASE_URL"):
         return url
     return f"sqlite:///{tmp_path / 'envcat.db'}"
-
-
-def make_settings(
-    database_url: str, redis_url: str, broker_url: str | None, **overrides: Any
-) -> Settings:
-    """Explicit test settings, never read from the environment."""
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "redis_url": redis_url,
-        "celery_broker_url": broker_url,
-        "bundle_kms_key": new_kms_key(),
-        "delivery_signing_key": TEST_SIGNING_SEED,
-        "bff_shared_secret": new_shared_secret(),
-        "public_url": "http://envcat.test",
-        "request_rate_limit": "1000/minute",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]  # test overrides of any field
 
 
 @pytest.fixture

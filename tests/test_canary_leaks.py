@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from envcat.core.settings import Settings
 from envcat.workers.factory import QUEUES, create_celery
-from tests.api.test_requests_support import (
+from tests.support.api import (
     REQUESTS,
     Cli,
     SeedKey,
@@ -32,6 +31,7 @@ from tests.api.test_requests_support import (
     seed_bundle,
     wait_until_final,
 )
+from tests.support.broker import broker_messages
 from tests.support.traces import collect_spans, spans_text
 
 TENANT = "t-canary"
@@ -56,22 +56,6 @@ def spans(settings: Settings) -> Iterator[InMemorySpanExporter]:
     """Tracing on, into memory; listed first by the test so it starts before the apps."""
     with collect_spans(settings) as exporter:
         yield exporter
-
-
-def _broker_messages(broker_url: str) -> str:
-    """All broker data, with every Celery message body decoded from base64."""
-    client = redis.Redis.from_url(broker_url, decode_responses=True)
-    texts = [redis_dump(client)]
-    raw: list[Any] = []
-    for queue in QUEUES:
-        raw += client.lrange(queue, 0, -1)
-    raw += [json.loads(v)[0] for v in client.hvals("unacked")] if client.exists("unacked") else []
-    for item in raw:
-        message: dict[str, Any] = item if isinstance(item, dict) else json.loads(item)
-        texts.append(base64.b64decode(message["body"]).decode("utf-8", "replace"))
-        texts.append(json.dumps(message["headers"]))
-    client.close()
-    return "\n".join(texts)
 
 
 def _assert_clean(where: str, data: bytes | str) -> None:
@@ -99,7 +83,7 @@ def test_canaries_reach_the_cli_and_nowhere_else(
         json={"bundle_id": bundle_id, "include_keys": list(CANARIES)},
     )
     assert approved.status_code == 202
-    queued = _broker_messages(broker_url)
+    queued = broker_messages(broker_url)
     assert cli.id in queued  # the scan sees the task's (decoded) arguments
     _assert_clean("the queued task message", queued)
     _assert_clean("Redis before delivery", redis_dump(redis_client))
@@ -112,7 +96,7 @@ def test_canaries_reach_the_cli_and_nowhere_else(
     assert cli.open(reply.get_json()) == CANARIES  # the values did travel, sealed
 
     _assert_clean("Redis", redis_dump(redis_client))
-    _assert_clean("the broker", _broker_messages(broker_url))
+    _assert_clean("the broker", broker_messages(broker_url))
     logs = json_logs.getvalue() + capfd.readouterr().err
     assert '"process": "worker"' in logs  # the worker's own JSON logs were captured
     assert '"level": "debug"' in logs

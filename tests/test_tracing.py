@@ -20,9 +20,9 @@ from opentelemetry.trace import SpanKind
 
 from envcat.core import tracing
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.bff.conftest import PASSWORD, Browser, sign_in, unique_email
-from tests.conftest import make_settings
+from tests.support.bff import PASSWORD, Browser, sign_in, unique_email
 from tests.support.envelopes import open_delivery
+from tests.support.settings import make_settings
 from tests.support.stack import LiveStack, live_stack
 from tests.support.traces import collect_spans, spans_text
 

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from envcat.cli.formats import render
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, db
-from tests.api.test_requests_support import REQUESTS, Cli, ensure_workspace
-from tests.conftest import make_settings
+from tests.support.api import REQUESTS, Cli, ensure_workspace
 from tests.support.envelopes import open_verified
+from tests.support.settings import make_settings
 
 TENANT, OWNER = "t-acme", "u-owner"
 PROD_URL = "postgres://prod.internal/app"

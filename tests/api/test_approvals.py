@@ -13,9 +13,9 @@ import redis
 from flask.testing import FlaskClient
 
 from envcat.services import access_requests as store
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
-from tests.conftest import make_settings
 from tests.support import free_port, present
+from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
+from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
 TENANT = "t-acme"

@@ -20,7 +20,7 @@ from envcat.core.settings import Settings
 from envcat.models import AuditEvent, AuditSink, db
 from envcat.services import audit, audit_sinks
 from envcat.services.runtime import create_service_app
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.support.syslog import RFC5424, SyslogCollector, collector, make_certificates
 
 TENANT, OTHER = "t-stream", "t-other"

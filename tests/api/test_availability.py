@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, db, migrate
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, seed_bundle
-from tests.conftest import make_settings
 from tests.support import RedisServer, free_port
+from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle
+from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
 TENANT = "t-acme"

@@ -23,8 +23,8 @@ from envcat.services import access_requests as store
 from envcat.services.runtime import current
 from envcat.workers.backlog import Backlog
 from envcat.workers.factory import QUEUES
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, seed_bundle
-from tests.conftest import make_settings
+from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle
+from tests.support.settings import make_settings
 
 TENANT, LIMIT = "t-acme", 3
 

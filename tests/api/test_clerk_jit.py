@@ -14,16 +14,16 @@ from envcat.core import signing
 from envcat.core.settings import Settings
 from envcat.models import Membership, User, db
 from envcat.services.provisioning import placeholder_email
-from tests.api.test_webhooks import WEBHOOK_SECRET, _api_on, send_and_wait, signed
-from tests.conftest import make_settings
-from tests.services.test_provisioning import (
+from tests.support.clerk_events import (
     apply,
     deleted_data,
     membership_data,
     new_id,
     user_data,
 )
+from tests.support.settings import make_settings
 from tests.support.signed import SignedClient
+from tests.support.webhooks import WEBHOOK_SECRET, api_on, send_and_wait, signed
 
 URL = "/api/v1/internal/clerk/jit"
 
@@ -140,7 +140,7 @@ def test_jit_first_then_webhooks_merge_cleanly(api_app: Flask, settings: Setting
 def test_concurrent_first_sign_ins_create_one_account(
     database_url: str, settings: Settings
 ) -> None:
-    app = _api_on(database_url, settings)
+    app = api_on(database_url, settings)
     uid, org = new_id("user"), new_id("org")
     callers = 6
     barrier = threading.Barrier(callers)

@@ -19,8 +19,8 @@ from sqlalchemy import update
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, db
 from envcat.services import compliance
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, seed_bundle, wait_until_final
-from tests.conftest import make_settings
+from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle, wait_until_final
+from tests.support.settings import make_settings
 
 TENANT = "t-acme"
 REPORT = "/api/v1/audit/report"

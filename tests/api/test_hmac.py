@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from envcat.core import signing
 from envcat.core.keys import new_shared_secret
 from envcat.core.settings import Settings
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
+from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 from tests.support.signed import add_member
 
 TENANT = "t-acme"

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, Bundle, BundleKey, Key, db, utcnow
-from tests.services.test_dotenv_io import NASTY
 from tests.support.signed import SignedClient
+from tests.support.values import NASTY
 
 FOUR_KB = "".join(chr(0x20 + (i * 7) % 95) for i in range(4096))
 VALUES = {**NASTY, "FOUR_KB": FOUR_KB, "DOLLAR_HOME": "$HOME", "BRACE_X": "${X}"}

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, Key, db
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 @pytest.fixture

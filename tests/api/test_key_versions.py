@@ -17,8 +17,8 @@ from sqlalchemy import insert, select
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, Key, KeyVersion, db, new_uuid, utcnow
 from envcat.services.runtime import current
-from tests.api.test_requests_support import redis_dump
-from tests.conftest import make_settings
+from tests.support.api import redis_dump
+from tests.support.settings import make_settings
 
 KEYS = "/api/v1/keys"
 

@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 from envcat.api import create_app
 from envcat.core.settings import Settings
 from envcat.models import Invite, Membership, db, migrate
-from tests.api.test_requests_support import audit_actions
-from tests.conftest import make_settings
+from tests.support.api import audit_actions
+from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
 

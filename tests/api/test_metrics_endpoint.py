@@ -9,8 +9,8 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from envcat.core.settings import Settings
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, seed_bundle, wait_until_final
-from tests.conftest import make_settings
+from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle, wait_until_final
+from tests.support.settings import make_settings
 
 TENANT = "t-metrics"
 TOKEN = "api-test-metrics-token"

@@ -11,8 +11,8 @@ from sqlalchemy import text
 from envcat.models import db
 from envcat.services import outbound
 from envcat.services.errors import ValidationFailed
-from tests.api.test_requests_support import audit_actions
-from tests.conftest import make_settings
+from tests.support.api import audit_actions
+from tests.support.settings import make_settings
 
 TENANT = "t-acme"
 SLACK_URL = "https://hooks.slack.example/services/T000/B000/secretpathtoken"

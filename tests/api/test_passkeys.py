@@ -19,7 +19,7 @@ from envcat.core.passkeys import b64url
 from envcat.services import access_requests as store
 from envcat.services.passkeys import CHALLENGE_TTL_SECONDS, _challenge_key
 from envcat.services.runtime import current
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
+from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 from tests.support.passkeys import SoftPasskey
 
 TENANT = "t-acme"

@@ -19,9 +19,9 @@ from envcat.core.settings import Settings
 from envcat.core.usercode import user_code
 from envcat.models import AuditEvent, db
 from envcat.services import access_requests as store
-from tests.api.test_requests_support import REQUESTS, WORKSPACE, Cli, ensure_workspace
-from tests.conftest import make_settings
+from tests.support.api import REQUESTS, WORKSPACE, Cli, ensure_workspace
 from tests.support.requests import expire_now, stored_request
+from tests.support.settings import make_settings
 
 
 def _pub() -> str:

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from envcat.models import AuditEvent, db
 from envcat.services import access_requests as store
-from tests.api.test_requests_support import (
+from tests.support import present
+from tests.support.api import (
     REQUESTS,
     Cli,
     SeedKey,
@@ -22,7 +23,6 @@ from tests.api.test_requests_support import (
     seed_bundle,
     wait_until_final,
 )
-from tests.support import present
 from tests.support.requests import stored_request
 
 TENANT = "t-acme"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import redis
@@ -18,15 +16,13 @@ from celery import _state as celery_state
 from flask import Flask
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
-from svix.webhooks import Webhook
-from werkzeug.test import TestResponse
 
 from envcat.api import create_app
 from envcat.core.settings import Settings
 from envcat.models import User, WebhookEvent, db, migrate
 from envcat.services.provisioning import placeholder_email
-from tests.conftest import make_settings
-from tests.services.test_provisioning import (
+from tests.support import free_port
+from tests.support.clerk_events import (
     clerk_event,
     deleted_data,
     membership_data,
@@ -34,11 +30,19 @@ from tests.services.test_provisioning import (
     org_data,
     user_data,
 )
-from tests.support import free_port
-from tests.support.signed import SignedClient
+from tests.support.settings import make_settings
+from tests.support.webhooks import (
+    URL,
+    WEBHOOK_SECRET,
+    api_on,
+    post_event,
+    processed,
+    send_and_wait,
+    sign,
+    signed,
+    wait_until,
+)
 
-WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
-URL = "/api/v1/webhooks/clerk"
 QUEUE = "provisioning"
 
 
@@ -62,61 +66,9 @@ def queued(broker: redis.Redis) -> int:
     return sum(int(broker.llen(key)) for key in broker.scan_iter(f"{QUEUE}*"))
 
 
-def sign(
-    payload: dict[str, Any] | bytes,
-    *,
-    msg_id: str | None = None,
-    at: datetime | None = None,
-    secret: str = WEBHOOK_SECRET,
-) -> tuple[bytes, dict[str, str]]:
-    """A delivery signed by the svix library's own signer, as Clerk's sender signs it."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
-    msg_id = msg_id or new_id("msg")
-    at = at or datetime.now(UTC)
-    headers = {
-        "svix-id": msg_id,
-        "svix-timestamp": str(int(at.timestamp())),
-        "svix-signature": Webhook(secret).sign(msg_id, at, body.decode("utf-8")),
-        "Content-Type": "application/json",
-    }
-    return body, headers
-
-
-def post_event(app: Flask, event_type: str, data: dict[str, Any], **kw: Any) -> TestResponse:
-    body, headers = sign(clerk_event(event_type, data), **kw)
-    return app.test_client().post(URL, data=body, headers=headers)
-
-
 def stored_events() -> int:
     db.session.rollback()
     return int(db.session.execute(select(func.count()).select_from(WebhookEvent)).scalar_one())
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        db.session.rollback()  # see what the worker committed
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def processed(event_id: str) -> bool:
-    row = db.session.get(WebhookEvent, event_id)
-    return row is not None and row.processed_at is not None
-
-
-def send_and_wait(app: Flask, event_type: str, data: dict[str, Any]) -> None:
-    msg_id = new_id("msg")
-    response = post_event(app, event_type, data, msg_id=msg_id)
-    assert response.status_code == 202, response.json
-    wait_until(lambda: processed(msg_id))
-
-
-def signed(app: Flask, settings: Settings, user_id: str, tenant_id: str) -> SignedClient:
-    secret = settings.bff_shared_secret.get_secret_value()
-    return SignedClient(app.test_client(), secret, user_id, tenant_id)
 
 
 def counted(outcome: str) -> float:
@@ -327,15 +279,10 @@ def test_stale_unprocessed_delivery_is_enqueued_again_on_retry(
     assert again.get_json()["duplicate"] is True
 
 
-def _api_on(database_url: str, settings: Settings) -> Flask:
-    migrate.upgrade(database_url)
-    return create_app(settings.model_copy(update={"database_url": database_url}))
-
-
 def test_concurrent_deliveries_of_one_event_are_enqueued_once(
     database_url: str, settings: Settings, broker: redis.Redis
 ) -> None:
-    app = _api_on(database_url, settings)
+    app = api_on(database_url, settings)
     body, headers = sign(clerk_event("user.created", user_data(new_id("user"))))
     senders = 8
     barrier = threading.Barrier(senders)

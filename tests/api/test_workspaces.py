@@ -7,7 +7,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.api.test_requests_support import REQUESTS, audit_actions
+from tests.support.api import REQUESTS, audit_actions
 from tests.support.signed import add_member
 
 

@@ -17,7 +17,7 @@ from tests.bff.browser_support import (
     sign_up,
     workspace_of,
 )
-from tests.bff.conftest import unique_email
+from tests.support.bff import unique_email
 from tests.support.stack import LiveStack
 
 __all__ = ["chromium"]  # the fixture, imported for pytest

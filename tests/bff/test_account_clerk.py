@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from envcat.bff.views.account import clerk_profile_url
-from tests.bff.conftest import csrf_in, module_stack
-from tests.bff.test_clerk import ISSUER, PARTY, PUBLISHABLE_KEY, _pem, mint
-from tests.conftest import make_settings
+from tests.support.bff import csrf_in, module_stack
+from tests.support.clerk import ISSUER, PARTY, PUBLISHABLE_KEY, mint, pem
+from tests.support.settings import make_settings
 from tests.support.stack import LiveStack
 
 
@@ -59,7 +59,7 @@ def clerk_stack(
         redis_dbs,
         tmp_path_factory,
         auth_provider="clerk",
-        clerk_jwt_key=_pem(signing_key),
+        clerk_jwt_key=pem(signing_key),
         clerk_issuer=ISSUER,
         clerk_authorized_parties=PARTY,
         clerk_publishable_key=PUBLISHABLE_KEY,

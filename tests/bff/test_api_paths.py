@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from envcat.bff.backend import UpstreamError, api_path
-from tests.bff.conftest import Browser
+from tests.support.bff import Browser
 
 pytestmark = pytest.mark.slow
 

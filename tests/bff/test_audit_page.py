@@ -14,25 +14,10 @@ import pytest
 from envcat.bff.views import audit as audit_views
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.services import audit
-from tests.bff.conftest import Browser, new_user
+from tests.support.bff import Browser, add_key, create_bundle, new_user
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow
-
-_BUNDLE_URL = re.compile(r"^/bundles/([0-9a-f-]{36})$")
-
-
-def create_bundle(browser: Browser, name: str) -> str:
-    reply = browser.post("/bundles", {"name": name})
-    assert reply.status_code == 302, reply.text
-    match = _BUNDLE_URL.match(reply.headers["Location"])
-    assert match is not None
-    return match.group(1)
-
-
-def add_key(browser: Browser, bundle_id: str, name: str, value: str = "v") -> None:
-    reply = browser.post(f"/bundles/{bundle_id}/keys", {"name": name, "value": value})
-    assert reply.status_code == 302
 
 
 def approve(stack: LiveStack, browser: Browser, bundle_id: str, keys: list[str]) -> str:

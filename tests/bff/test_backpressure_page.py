@@ -15,8 +15,7 @@ from kombu import Queue
 from envcat.api.backpressure import EXTENSION
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.workers.backlog import Backlog
-from tests.bff.conftest import Browser, module_stack, new_user
-from tests.bff.test_audit_page import add_key, create_bundle
+from tests.support.bff import Browser, add_key, create_bundle, module_stack, new_user
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.bff.browser_support import chromium, save_screenshot
-from tests.bff.conftest import PASSWORD, unique_email
+from tests.support.bff import PASSWORD, unique_email
 from tests.support.stack import LiveStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -18,7 +18,7 @@ import pytest
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from tests.bff.browser_support import chromium, new_tab, save_screenshot, sign_up
-from tests.bff.conftest import module_stack
+from tests.support.bff import module_stack
 from tests.support.envelopes import open_delivery
 from tests.support.inboxes import SmtpInbox, smtp_inbox
 from tests.support.stack import LiveStack

@@ -21,7 +21,7 @@ from tests.bff.browser_support import (
     tab,
     workspace_of,
 )
-from tests.bff.conftest import unique_email
+from tests.support.bff import unique_email
 from tests.support.stack import LiveStack
 
 __all__ = ["chromium", "tab"]  # fixtures, imported for pytest

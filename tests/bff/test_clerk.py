@@ -14,30 +14,17 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from envcat.bff.clerk import ClerkVerifier, InvalidToken, frontend_api_host
 from envcat.core.settings import ConfigError, Settings
-from tests.bff.conftest import module_stack
-from tests.conftest import make_settings
 from tests.support import free_port
+from tests.support.bff import module_stack
+from tests.support.clerk import FAPI_HOST, ISSUER, PARTY, PUBLISHABLE_KEY, mint, pem
+from tests.support.settings import make_settings
 from tests.support.stack import LiveStack
-
-FAPI_HOST = "clerk.envcat.test"
-ISSUER = f"https://{FAPI_HOST}"
-PUBLISHABLE_KEY = "pk_test_" + base64.b64encode(f"{FAPI_HOST}$".encode()).decode()
-PARTY = "https://envcat.example"
-
-
-def _pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +40,12 @@ def other_key() -> rsa.RSAPrivateKey:
 def clerk_settings(settings: Settings, rsa_key: rsa.RSAPrivateKey, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "auth_provider": "clerk",
-        "clerk_jwt_key": _pem(rsa_key),
+        "clerk_jwt_key": pem(rsa_key),
         "clerk_issuer": ISSUER,
         "clerk_authorized_parties": PARTY,
     }
     values.update(extra)
     return make_settings(settings.database_url, settings.redis_url, settings.broker_url, **values)
-
-
-def mint(key: rsa.RSAPrivateKey, **overrides: Any) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": "user_2abc",
-        "iss": ISSUER,
-        "azp": PARTY,
-        "iat": now,
-        "nbf": now - 5,
-        "exp": now + 60,
-        "sid": "sess_1",
-    }
-    claims.update(overrides)
-    return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm="RS256")
 
 
 @pytest.fixture
@@ -116,7 +88,7 @@ def _hs256_with_public_key(rsa_key: rsa.RSAPrivateKey) -> str:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
     signing_input = f"{part(header)}.{part(payload)}"
-    mac = hmac.new(_pem(rsa_key).encode(), signing_input.encode(), hashlib.sha256).digest()
+    mac = hmac.new(pem(rsa_key).encode(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
@@ -236,7 +208,7 @@ def clerk_stack(
         redis_dbs,
         tmp_path_factory,
         auth_provider="clerk",
-        clerk_jwt_key=_pem(rsa_key),
+        clerk_jwt_key=pem(rsa_key),
         clerk_issuer=ISSUER,
         clerk_authorized_parties=PARTY,
         clerk_publishable_key=PUBLISHABLE_KEY,

@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.bff.conftest import Browser, new_user
-from tests.bff.test_audit_page import add_key, create_bundle
+from tests.support.bff import Browser, add_key, create_bundle, new_user
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from tests.bff.conftest import Browser
-from tests.bff.test_pages import _request, add_key, bundle_json, create_bundle
+from tests.support.bff import Browser, add_key, bundle_json, create_bundle, open_request
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow
@@ -78,7 +77,7 @@ def test_export_as_on_the_bundle_and_both_names_on_the_approval_page(
     )
     assert "exported as <code>DATABASE_URL</code>" in ada.get(f"/bundles/{bundle_id}").text
 
-    request = _request(stack, ada.workspace, bundle="prod/web", template_keys=["DATABASE_URL"])
+    request = open_request(stack, ada.workspace, bundle="prod/web", template_keys=["DATABASE_URL"])
     html = ada.get(f"/approve/{request['id']}").text
     assert re.search(r'name="include_keys" value="DATABASE_URL" checked>', html)
     assert "from <code>PROD_DATABASE_URL</code>" in html

@@ -8,37 +8,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 
 from envcat.bff.views.pages import key_choices, pick_bundle
-from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.bff.conftest import Browser, assert_security_headers, new_user
+from tests.support.bff import (
+    Browser,
+    add_key,
+    assert_security_headers,
+    bundle_json,
+    create_bundle,
+    new_user,
+    open_request,
+)
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow
 
 CANARY = "canary-value-5be0d1c2"
-_BUNDLE_URL = re.compile(r"^/bundles/([0-9a-f-]{36})$")
-
-
-def create_bundle(browser: Browser, name: str) -> str:
-    reply = browser.post("/bundles", {"name": name, "description": "d", "tags": "prod, api"})
-    assert reply.status_code == 302, reply.text
-    match = _BUNDLE_URL.match(reply.headers["Location"])
-    assert match is not None, reply.headers["Location"]
-    return match.group(1)
-
-
-def add_key(browser: Browser, bundle_id: str, name: str, value: str, **flags: str) -> None:
-    reply = browser.post(f"/bundles/{bundle_id}/keys", {"name": name, "value": value, **flags})
-    assert reply.status_code == 302
-    assert f"Added {name}." in browser.get(reply.headers["Location"]).text
-
-
-def bundle_json(browser: Browser, bundle_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = browser.get(f"/api/v1/bundles/{bundle_id}").json()
-    return data
 
 
 def test_bundle_lifecycle_without_javascript(
@@ -188,14 +174,6 @@ def test_tenants_never_see_each_other(stack: LiveStack, ada: Browser) -> None:
     assert bundle_json(ada, bundle_id)["name"] == "private/thing"
 
 
-def _request(stack: LiveStack, workspace: str, **hints: Any) -> dict[str, str]:
-    body = {"client_pubkey": encode_public_key(generate_keypair()), "workspace": workspace, **hints}
-    reply = httpx.post(f"{stack.bff_url}/api/v1/requests", json=body)
-    assert reply.status_code == 201
-    data: dict[str, str] = reply.json()
-    return data
-
-
 def test_approval_page_preselects_hints_and_locks_required_keys(
     stack: LiveStack, ada: Browser
 ) -> None:
@@ -204,7 +182,7 @@ def test_approval_page_preselects_hints_and_locks_required_keys(
     add_key(ada, bundle_id, "REQUIRED_ONE", "r", required="on")
     add_key(ada, bundle_id, "WANTED", "w")
     add_key(ada, bundle_id, "UNWANTED", "u")
-    created = _request(
+    created = open_request(
         stack,
         ada.workspace,
         bundle="prod/api",

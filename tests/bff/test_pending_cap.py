@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.bff.conftest import module_stack
+from tests.support.bff import module_stack
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from envcat.core import signing
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.bff.conftest import (
+from tests.support.bff import (
     PASSWORD,
     Browser,
     assert_security_headers,
@@ -204,8 +204,8 @@ def test_request_id_is_kept_end_to_end(stack: LiveStack, ada: Browser) -> None:
 
 def test_unreachable_api_gives_a_json_503(tmp_path: Path, redis_url: str, broker_url: str) -> None:
     from envcat.bff import create_app
-    from tests.conftest import make_settings
     from tests.support import free_port
+    from tests.support.settings import make_settings
 
     settings = make_settings(
         f"sqlite:///{tmp_path / 'unused.db'}",

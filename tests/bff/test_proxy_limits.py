@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.bff.conftest import assert_security_headers, module_stack
+from tests.support.bff import assert_security_headers, module_stack
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import redis
 
 from envcat.bff.security import content_security_policy, safe_redirect_target, session_secret
 from envcat.core.settings import Settings
-from tests.bff.conftest import (
+from tests.support.bff import (
     METRICS_TOKEN,
     PASSWORD,
     Browser,
@@ -16,7 +16,7 @@ from tests.bff.conftest import (
     csrf_in,
     unique_email,
 )
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow

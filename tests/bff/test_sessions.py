@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from envcat.bff.sessions import PREFIX, USER_PREFIX
-from tests.bff.conftest import PASSWORD, Browser, csrf_in, sign_in, unique_email
+from tests.support.bff import PASSWORD, Browser, csrf_in, sign_in, unique_email
 from tests.support.stack import LiveStack
 
 NEW_PASSWORD = "a brand new passphrase"

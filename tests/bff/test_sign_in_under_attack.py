@@ -21,10 +21,10 @@ import pytest
 
 from envcat.bff.throttle import FREE_EMAIL_FAILURES, TAINT_AFTER
 from envcat.models import migrate
-from tests.bff.conftest import PASSWORD, csrf_in, unique_email
-from tests.conftest import make_settings
 from tests.hardening.processes import processes, server_environment, wait_until_healthy
 from tests.support import free_port, private_redis
+from tests.support.bff import PASSWORD, csrf_in, unique_email
+from tests.support.settings import make_settings
 
 pytestmark = [pytest.mark.slow]
 

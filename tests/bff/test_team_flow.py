@@ -22,8 +22,16 @@ import httpx
 import pytest
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.bff.conftest import PASSWORD, Browser, csrf_in, module_stack, new_user, sign_in
-from tests.bff.test_pages import add_key, create_bundle
+from tests.support.bff import (
+    PASSWORD,
+    Browser,
+    add_key,
+    create_bundle,
+    csrf_in,
+    module_stack,
+    new_user,
+    sign_in,
+)
 from tests.support.envelopes import open_delivery
 from tests.support.inboxes import SmtpInbox, WebhookInbox, smtp_inbox, webhook_inbox
 from tests.support.stack import LiveStack

@@ -14,8 +14,8 @@ import redis
 
 from envcat.bff.views.workloads import parse_rules
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.api.test_requests_support import redis_dump
-from tests.bff.conftest import Browser, module_stack, new_user
+from tests.support.api import redis_dump
+from tests.support.bff import Browser, module_stack, new_user
 from tests.support.stack import LiveStack
 from tests.workloads.issuer import AUDIENCE, LoopbackIssuer
 

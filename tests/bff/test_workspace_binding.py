@@ -23,8 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.bff.conftest import Browser, new_user
-from tests.bff.test_pages import add_key, create_bundle
+from tests.support.bff import Browser, add_key, create_bundle, new_user
 from tests.support.signed import add_member
 from tests.support.stack import LiveStack
 

@@ -22,6 +22,7 @@ from envcat.cli.formats import FormatError
 from envcat.cli.github import append_github_env, github_env_text, mask_commands
 from envcat.cli.oidc import obtain_id_token
 from tests.support import free_port
+from tests.support.github import parse_github_env
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln"
 HOSTILE = {
@@ -31,30 +32,6 @@ HOSTILE = {
     "QUOTES": 'it\'s "$HOME" `id`',
     "EMPTY": "",
 }
-
-
-def parse_github_env(text: str) -> dict[str, str]:
-    """What the Actions runner sets from a $GITHUB_ENV file."""
-    values: dict[str, str] = {}
-    lines = text.split("\n")
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if not line:
-            continue
-        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
-            name, delimiter = line.split("<<", 1)
-            body: list[str] = []
-            while lines[index] != delimiter:
-                body.append(lines[index])
-                index += 1
-            index += 1
-            values[name] = "\n".join(body)
-        else:
-            name, value = line.split("=", 1)
-            values[name] = value
-    return values
 
 
 def test_hostile_values_round_trip_through_the_runners_parser() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.cli_fakes import OTHER_SEED, SERVER_SEED, FakeApi, fingerprint_of, keyring, serve
-from tests.cli.test_cli_subprocess import ENVCAT, clean_env
+from tests.support.cli_process import ENVCAT, clean_env
 
 HOSTILE = {"DATABASE_URL": "postgres://attacker.example/db", "GREETING": "hello"}
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 from envcat.cli.main import cli
 from envcat.cli.runtime import Runtime
 from tests.cli.cli_fakes import FakeApi, FakeClock, mock_client
-from tests.cli.test_cli_github import parse_github_env
+from tests.support.github import parse_github_env
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJlLWNhbmFyeQ"
 SERVICE_TOKEN = "ect_0123456789ab_" + "s" * 43

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,31 +25,18 @@ import pytest
 from tests.cli.cli_fakes import (
     NEW_SEED,
     SERVER_SEED,
-    WORKSPACE,
     FakeApi,
     fingerprint_of,
     keyring,
     serve,
 )
-
-ENVCAT = [sys.executable, "-m", "envcat.cli.main"]
+from tests.support.cli_process import ENVCAT, clean_env
 
 
 @pytest.fixture
 def server(api: FakeApi) -> Iterator[str]:
     with serve(api) as url:
         yield url
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENVCAT_", "XDG_"))}
-    return {
-        **env,
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "ENVCAT_WORKSPACE": WORKSPACE,
-        **extra,
-    }
 
 
 def envcat(

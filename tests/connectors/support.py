@@ -17,11 +17,12 @@ from typing import Any
 
 import boto3
 import httpx
+from sqlalchemy import select
 
 from envcat.core.schemas.bundles import BundleCreate, CreateAndAttachKey
 from envcat.core.schemas.connectors import ConnectionCreate, LinkCreate
-from envcat.models import Link, db
-from envcat.services import bundles
+from envcat.models import BundleKey, Key, Link, db
+from envcat.services import bundles, keys
 from envcat.services.connectors import connections, links
 from envcat.services.tenancy import Actor
 from tests.support import free_port
@@ -183,3 +184,11 @@ def link_row(link_id: str) -> Link:
     row = db.session.get(Link, link_id)
     assert row is not None
     return row
+
+
+def bundle_values(bundle_id: str) -> dict[str, str]:
+    db.session.expire_all()
+    rows = db.session.execute(
+        select(BundleKey.alias, Key).join(Key).where(BundleKey.bundle_id == bundle_id)
+    ).all()
+    return {alias or key.name: keys.decrypt(key) for alias, key in rows}

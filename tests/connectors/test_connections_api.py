@@ -20,9 +20,9 @@ from envcat.core.settings import Settings
 from envcat.models import Connection, db
 from envcat.services.connectors import connections
 from envcat.workers.factory import QUEUES, create_celery
-from tests.api.test_requests_support import redis_dump
 from tests.connectors.support import ACCESS_KEY_ID, REGION, ProviderProxy, aws
-from tests.test_canary_leaks import _broker_messages
+from tests.support.api import redis_dump
+from tests.support.broker import broker_messages
 
 CANARY_SECRET = f"canary-aws-secret-{secrets.token_hex(12)}"
 CANARY_VALUE = f"canary-value-{secrets.token_hex(12)}"
@@ -194,7 +194,7 @@ def test_test_and_sync_run_as_tasks_and_credentials_leak_nowhere(
     sync = owner.post(f"/api/v1/links/{link['id']}/sync")
     assert sync.status_code == 202
     assert owner.post(f"/api/v1/links/{link['id']}/sync").status_code == 409  # one at a time
-    queued = _broker_messages(broker_url)
+    queued = broker_messages(broker_url)
     assert link["id"] in queued and sync.get_json()["run_id"] in queued
     assert CANARY_SECRET not in queued
 
@@ -219,7 +219,7 @@ def test_test_and_sync_run_as_tasks_and_credentials_leak_nowhere(
     for where, blob in [
         ("logs", logs),
         ("Redis", redis_dump(redis_client)),
-        ("the broker", _broker_messages(broker_url)),
+        ("the broker", broker_messages(broker_url)),
         ("audit", json.dumps(owner.get("/api/v1/audit").get_json())),
     ]:
         assert CANARY_SECRET not in blob, where

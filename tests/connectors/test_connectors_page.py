@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from tests.bff.conftest import Browser, ada, csrf_in, stack  # noqa: F401  # fixtures
+from tests.bff.conftest import ada, stack  # noqa: F401  # the bff tests' fixtures
 from tests.connectors.support import ACCESS_KEY_ID, REGION, ProviderProxy, aws
+from tests.support.bff import Browser
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ from envcat.core.keys import new_kms_key
 from envcat.models import Connection, db, migrate
 from envcat.services import rotation
 from envcat.services.connectors import connections
-from tests.conftest import make_settings
 from tests.connectors.support import aws_connection, owner
+from tests.support.settings import make_settings
 
 OLD, NEW = new_kms_key(), new_kms_key()
 

@@ -10,27 +10,20 @@ from flask import Flask
 from pytest import MonkeyPatch
 from sqlalchemy import select
 
-from envcat.models import AuditEvent, BundleKey, Key, KeyVersion, db
+from envcat.models import AuditEvent, Key, KeyVersion, db
 from envcat.services import keys
 from envcat.services.connectors import links, sync
 from tests.connectors.support import (
     ProviderProxy,
     aws,
     aws_connection,
+    bundle_values,
     bundle_with,
     link,
     link_row,
     owner,
 )
 from tests.support import present
-
-
-def _bundle_values(bundle_id: str) -> dict[str, str]:
-    db.session.expire_all()
-    rows = db.session.execute(
-        select(BundleKey.alias, Key).join(Key).where(BundleKey.bundle_id == bundle_id)
-    ).all()
-    return {alias or key.name: keys.decrypt(key) for alias, key in rows}
 
 
 def _run(link_id: str, tenant_id: str = "t-conn") -> str:
@@ -64,7 +57,7 @@ def test_pull_of_1000_secrets_json_and_plain_then_a_rerun_changes_nothing(
         expand_json=True,
     )
     run_id = _run(link_id)
-    values = _bundle_values(bundle_id)
+    values = bundle_values(bundle_id)
     assert len(values) == 992
     assert values["KEY_0007"] == "value-7"
     assert values["DB_USER"] == "app" and values["DB_PORT"] == "5432"
@@ -123,7 +116,7 @@ def test_two_way_copies_one_sided_changes_and_reports_a_conflict(
     clash.updated_at = datetime.now(UTC) - timedelta(hours=1)
     db.session.commit()
     _run(link_id)
-    values = _bundle_values(bundle_id)
+    values = bundle_values(bundle_id)
     assert values == {"ONLY_HERE": "e", "BOTH": "same", "CLASH": "theirs", "ONLY_THERE": "p"}
     assert client.get_secret_value(SecretId="svc/ONLY_HERE")["SecretString"] == "e"
     row = link_row(link_id)
@@ -139,7 +132,7 @@ def test_two_way_copies_one_sided_changes_and_reports_a_conflict(
     # Only the provider changes it: a plain pull.
     client.put_secret_value(SecretId="svc/CLASH", SecretString="from aws")
     _run(link_id)
-    assert _bundle_values(bundle_id)["CLASH"] == "from aws"
+    assert bundle_values(bundle_id)["CLASH"] == "from aws"
     assert len(_events("connector.conflict")) == 1
 
 
@@ -157,7 +150,7 @@ def test_oversized_dangerous_and_invalid_names_are_per_key_errors(
         actor, aws_connection(actor, proxy.url), bundle_id, prefix="x/", direction="pull"
     )
     _run(link_id)
-    assert _bundle_values(bundle_id) == {"FINE": "ok"}
+    assert bundle_values(bundle_id) == {"FINE": "ok"}
     row = link_row(link_id)
     assert row.last_status == "partial"
     errors = row.last_summary["errors"]
@@ -225,7 +218,7 @@ def test_an_explicit_mapping_reaches_outside_the_prefix_both_ways(
         mapping={"legacy-db-password": "DB_PASSWORD"},
     )
     _run(pull_id)
-    assert _bundle_values(pulled) == {"DB_PASSWORD": "hunter2"}
+    assert bundle_values(pulled) == {"DB_PASSWORD": "hunter2"}
     pushed = bundle_with(actor, "pushed", {"API_KEY": "k"})
     push_id = link(
         actor,

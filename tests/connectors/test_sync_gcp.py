@@ -15,8 +15,7 @@ from envcat.models import Connection, db
 from envcat.services.connectors import connections, links, sync
 from envcat.services.tenancy import Actor
 from tests.connectors.gcp_fake import FakeSecretManager, service_account
-from tests.connectors.support import bundle_with, link, link_row, owner
-from tests.connectors.test_sync_aws import _bundle_values
+from tests.connectors.support import bundle_values, bundle_with, link, link_row, owner
 from tests.support import present
 
 
@@ -59,7 +58,7 @@ def test_pull_expands_json_and_push_adds_versions(
     pulled = bundle_with(actor, "pulled", {})
     link_id = link(actor, connection_id, pulled, prefix="prod_", direction="pull", expand_json=True)
     assert _run(link_id) == "done"
-    assert _bundle_values(pulled) == {"API_TOKEN": "tok", "DB_USER": "app", "DB_POOL": "5"}
+    assert bundle_values(pulled) == {"API_TOKEN": "tok", "DB_USER": "app", "DB_POOL": "5"}
 
     pushed = bundle_with(actor, "pushed", {"A": "alpha", "B": "beta"})
     gcp.add("out_B", "old")
@@ -79,7 +78,7 @@ def test_throttled_calls_back_off_then_succeed(service_app: Flask, gcp: FakeSecr
     )
     gcp.throttle = 3
     assert _run(link_id) == "done"
-    assert _bundle_values(link_row(link_id).bundle_id) == {"A": "a"}
+    assert bundle_values(link_row(link_id).bundle_id) == {"A": "a"}
 
 
 def test_an_unknown_service_account_is_refused_clearly(
@@ -106,7 +105,7 @@ def test_two_way_conflict_uses_the_version_time_from_gcp(
     gcp.add("tw_SHARED", "gcp side")  # written after the key: GCP's write is the newest
     link_id = link(actor, _connection(actor, gcp), bundle_id, prefix="tw_", direction="two-way")
     assert _run(link_id) == "done"
-    assert _bundle_values(bundle_id) == {"SHARED": "gcp side"}
+    assert bundle_values(bundle_id) == {"SHARED": "gcp side"}
     row = link_row(link_id)
     assert row.last_status == "conflict" and row.last_summary["conflicts"] == ["SHARED"]
     assert gcp.calls["GET latest"] == 1  # the version time is read only for the conflict

@@ -21,7 +21,6 @@ from envcat.services.connectors import links
 from envcat.services.runtime import create_service_app
 from envcat.workers import connector_tasks
 from envcat.workers.factory import create_celery
-from tests.conftest import make_settings
 from tests.connectors.support import (
     WRITES,
     ProviderProxy,
@@ -34,6 +33,7 @@ from tests.connectors.support import (
 )
 from tests.connectors.workers import eventually, start_worker, stop
 from tests.support import private_redis
+from tests.support.settings import make_settings
 
 REQUEST_TTL = 30  # visibility_timeout = max(10, 30 * 0.2) = 10 s
 

@@ -18,9 +18,9 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import ConfigError, Settings, load_settings
 from envcat.services.runtime import make_redis
 from envcat.workers.factory import create_celery
-from tests.conftest import make_settings
 from tests.support.envelopes import open_delivery
 from tests.support.redis_tls import TlsRedis, new_authority, tls_redis
+from tests.support.settings import make_settings
 from tests.support.stack import live_stack
 
 VALUES = {"OVER_TLS": "sealed and encrypted twice"}

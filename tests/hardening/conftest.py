@@ -1,74 +1,23 @@
-"""Fixtures of the hardening tests: a whole EnvCat of real processes on private services."""
+"""Fixtures of the hardening tests: a whole EnvCat of real processes on private services
+(the helpers are in tests/hardening/processes.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from envcat.core.settings import Settings
 from envcat.models import migrate
-from tests.conftest import make_settings
 from tests.hardening.processes import (
-    Processes,
+    REQUEST_TTL,
+    ProcessStack,
     processes,
     server_environment,
     wait_until_healthy,
     worker_argv,
 )
-from tests.support import RedisServer, free_port, private_redis
-
-REQUEST_TTL = 120
-
-
-@dataclass
-class ProcessStack:
-    """A private redis-server, the api and the bff under gunicorn, and one worker process."""
-
-    settings: Settings
-    redis: RedisServer
-    procs: Processes
-    api_url: str
-    bff_port: int
-    env: dict[str, str]
-    bff_generation: int = 0
-
-    @property
-    def bff_url(self) -> str:
-        return f"http://127.0.0.1:{self.bff_port}"
-
-    @property
-    def secret(self) -> str:
-        return self.settings.bff_shared_secret.get_secret_value()
-
-    @property
-    def bff_name(self) -> str:
-        return f"bff-{self.bff_generation}"
-
-    def start_bff(self) -> None:
-        """Start the bff on its fixed port unless it runs; return once it is healthy."""
-        if self.bff_name not in self.procs.children:
-            self.procs.start_web("bff", self.bff_port, self.env, name=self.bff_name)
-        wait_until_healthy(self.bff_url)
-
-    def kill_bff(self) -> None:
-        """SIGKILL the bff's master and workers at once; `start_bff` starts a new one."""
-        self.procs.kill(self.bff_name)
-        self.bff_generation += 1
-
-
-def cli_environment(directory: Path, workspace: str) -> dict[str, str]:
-    """A clean environment for `envcat` subprocesses: no ENVCAT_SERVER, a private HOME
-    (so its own known_servers), and the workspace it asks."""
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(directory),
-        "LANG": "C.UTF-8",
-        "ENVCAT_WORKSPACE": workspace,
-    }
+from tests.support import free_port, private_redis
+from tests.support.settings import make_settings
 
 
 @pytest.fixture(scope="session")

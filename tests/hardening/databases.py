@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.support.settings import POSTGRES_ADMIN_URL
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from envcat.core.settings import Settings
 from envcat.ops.config import settings_environment
+from tests.support import RedisServer
 
 BIN = Path(sys.executable).parent
 STOP_SECONDS = 20.0
@@ -193,3 +194,53 @@ def worker_metric(port: int, metric: str, task: str) -> float:
             if sample.name == metric and sample.labels.get("task") == task:
                 return float(sample.value)
     return 0.0
+
+
+REQUEST_TTL = 120
+
+
+@dataclass
+class ProcessStack:
+    """A private redis-server, the api and the bff under gunicorn, and one worker process."""
+
+    settings: Settings
+    redis: RedisServer
+    procs: Processes
+    api_url: str
+    bff_port: int
+    env: dict[str, str]
+    bff_generation: int = 0
+
+    @property
+    def bff_url(self) -> str:
+        return f"http://127.0.0.1:{self.bff_port}"
+
+    @property
+    def secret(self) -> str:
+        return self.settings.bff_shared_secret.get_secret_value()
+
+    @property
+    def bff_name(self) -> str:
+        return f"bff-{self.bff_generation}"
+
+    def start_bff(self) -> None:
+        """Start the bff on its fixed port unless it runs; return once it is healthy."""
+        if self.bff_name not in self.procs.children:
+            self.procs.start_web("bff", self.bff_port, self.env, name=self.bff_name)
+        wait_until_healthy(self.bff_url)
+
+    def kill_bff(self) -> None:
+        """SIGKILL the bff's master and workers at once; `start_bff` starts a new one."""
+        self.procs.kill(self.bff_name)
+        self.bff_generation += 1
+
+
+def cli_environment(directory: Path, workspace: str) -> dict[str, str]:
+    """A clean environment for `envcat` subprocesses: no ENVCAT_SERVER, a private HOME
+    (so its own known_servers), and the workspace it asks."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(directory),
+        "LANG": "C.UTF-8",
+        "ENVCAT_WORKSPACE": workspace,
+    }

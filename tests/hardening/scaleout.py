@@ -33,7 +33,6 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import migrate
 from envcat.workers.factory import create_celery
-from tests.conftest import make_settings
 from tests.hardening.flows import BffSession
 from tests.hardening.processes import (
     Processes,
@@ -45,6 +44,7 @@ from tests.hardening.processes import (
 )
 from tests.support import free_port, private_redis
 from tests.support.envelopes import open_delivery
+from tests.support.settings import make_settings
 
 VALUES = {"SCALE_DATABASE_URL": "postgres://primary.internal/app", "SCALE_TOKEN": "tok-scale"}
 ENCRYPT, SWEEP = "envcat.encrypt_from_bundle", "envcat.sweep_expired_requests"

@@ -36,9 +36,9 @@ from envcat.models import AuditSink, ServiceToken, WorkloadPolicy, db, utcnow
 from envcat.services.connectors import connections, links
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor
-from tests.api.test_requests_support import SeedKey, key_row, seed_bundle
-from tests.conftest import make_settings
+from tests.support.api import SeedKey, key_row, seed_bundle
 from tests.support.requests import stored_request
+from tests.support.settings import make_settings
 from tests.support.signed import add_member
 
 OWNER, TENANT = "u-fuzz-owner", "t-fuzz"

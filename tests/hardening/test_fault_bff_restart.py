@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hardening.conftest import ProcessStack, cli_environment
 from tests.hardening.flows import CliRun, Owner, sign_up_owner
+from tests.hardening.processes import ProcessStack, cli_environment
 
 VALUES = {"DATABASE_URL": "postgres://db.internal/app", "API_TOKEN": "tok-restart"}
 CLIS = 3

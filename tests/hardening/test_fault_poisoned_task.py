@@ -18,9 +18,8 @@ import redis
 from envcat.services import access_requests as store
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
-from tests.hardening.conftest import ProcessStack, cli_environment
 from tests.hardening.flows import CliRun, sign_up_owner
-from tests.hardening.processes import worker_metric
+from tests.hardening.processes import ProcessStack, cli_environment, worker_metric
 from tests.support.requests import record_approval
 
 TASK = "envcat.encrypt_from_bundle"

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.hardening.snapshots import database_dump
+from tests.support.settings import POSTGRES_ADMIN_URL
 from tests.support.stack import LiveStack, live_stack
 
 IMPORTED = {f"PG_DROP_{i}": f"value-{i}" for i in range(20)}

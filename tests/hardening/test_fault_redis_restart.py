@@ -16,8 +16,8 @@ import pytest
 from nacl.public import PrivateKey
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from tests.hardening.conftest import ProcessStack
 from tests.hardening.flows import Owner, sign_up_owner
+from tests.hardening.processes import ProcessStack
 from tests.hardening.snapshots import database_dump
 from tests.support.envelopes import open_delivery
 

@@ -22,8 +22,8 @@ from envcat.services import access_requests as store
 from envcat.services import delivery
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
-from tests.hardening.conftest import ProcessStack, cli_environment
 from tests.hardening.flows import CliRun, sign_up_owner
+from tests.hardening.processes import ProcessStack, cli_environment
 from tests.support.requests import record_approval, stored_request
 
 TASK = "envcat.encrypt_from_bundle"

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from envcat.workers.factory import QUEUES
-from tests.hardening.conftest import ProcessStack, cli_environment
 from tests.hardening.flows import BffSession, CliRun
+from tests.hardening.processes import ProcessStack, cli_environment
 from tests.hardening.snapshots import celery_messages, redis_bytes
 
 TOKEN = secrets.token_hex(6)

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from envcat.core import signing
 from envcat.services import access_requests as store
-from tests.api.test_requests_support import REQUESTS, Cli
+from tests.support.api import REQUESTS, Cli
 
 
 def test_every_signed_call_compares_its_signature_in_constant_time(

@@ -17,7 +17,7 @@ from envcat.core.settings import Settings
 from envcat.models import AuditEvent, Key, db
 from envcat.ops.commands import server
 from envcat.services import audit, keys
-from tests.ops.conftest import ENVCAT, clean_environment
+from tests.support.cli_env import ENVCAT, clean_environment
 from tests.support.signed import add_member
 
 CANARY = "canary-cli-backup-value-77c2"

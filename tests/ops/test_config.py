@@ -23,8 +23,8 @@ from envcat.ops.config import (
     settings_environment,
     sqlite_url,
 )
-from tests.ops.conftest import ENVCAT, clean_environment
 from tests.support import free_port
+from tests.support.cli_env import ENVCAT, clean_environment
 
 
 def _mode(path: Path) -> int:

@@ -14,7 +14,7 @@ from envcat.core.settings import Settings
 from envcat.models import Key, Tenant, db
 from envcat.ops.commands import server
 from envcat.services import rotation
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 OLD_KEY = new_kms_key()
 NEW_KEY = new_kms_key()

@@ -23,8 +23,8 @@ import redis
 
 from envcat.bff.apiclient import BFF_SIGNER, HmacAuth, Signer
 from envcat.ops.config import read_secrets
-from tests.ops.conftest import ENVCAT, clean_environment
 from tests.support import free_port
+from tests.support.cli_env import ENVCAT, clean_environment
 
 pytestmark = pytest.mark.slow
 READY_LINE = "EnvCat is ready"

@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import envcat
 from envcat.core.keys import new_kms_key, new_shared_secret
-from tests.ops.conftest import clean_environment
 from tests.support import free_port, wait_for_port
+from tests.support.cli_env import clean_environment
 
 pytestmark = pytest.mark.slow
 

@@ -29,9 +29,9 @@ from envcat.services import metrics
 from envcat.workers.factory import QUEUES, create_celery
 from envcat.workers.observability import QUEUE_DEPTH_SECONDS, queue_depth, record_queue_depth
 from envcat.workers.observability import REQUEST_ID_HEADER as MESSAGE_HEADER
-from tests.conftest import make_settings
-from tests.ops.conftest import clean_environment
 from tests.support import free_port, port_answers, wait_for_port
+from tests.support.cli_env import clean_environment
+from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
 pytestmark = pytest.mark.slow

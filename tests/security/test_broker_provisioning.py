@@ -18,8 +18,8 @@ from flask import Flask
 from envcat.models import WebhookEvent, db, migrate
 from envcat.services import integrity, provisioning
 from envcat.services.runtime import create_service_app
-from tests.conftest import make_settings
-from tests.services.test_provisioning import apply, membership_data, new_id, role_of
+from tests.support.clerk_events import apply, membership_data, new_id, role_of
+from tests.support.settings import make_settings
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from envcat.core.passkeys import PasskeyProof
 from envcat.services import access_requests
 from envcat.services.runtime import current
 from tests.bff.browser_support import PASSWORD, chromium, new_tab
-from tests.bff.conftest import module_stack, unique_email
+from tests.support.bff import module_stack, unique_email
 from tests.support.passkeys import SoftPasskey
 from tests.support.signed import add_member
 from tests.support.stack import LiveStack
@@ -509,7 +509,7 @@ def test_passkeys_are_renamed_and_removed_on_the_account_page(
 def test_a_workspace_that_requires_passkeys_refuses_an_approval_without_one(
     stack: LiveStack,
 ) -> None:
-    from tests.bff.conftest import csrf_in, new_user
+    from tests.support.bff import csrf_in, new_user
 
     owner, member = new_user(stack, "owner"), new_user(stack, "member")
     with stack.api_app.app_context():

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from envcat.bff.sessions import USER_PREFIX
-from tests.bff.conftest import module_stack, new_user
+from tests.support.bff import module_stack, new_user
 from tests.support.stack import LiveStack
 
 

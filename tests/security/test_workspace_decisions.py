@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
+from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 
 VICTIM = "t-acme"
 ATTACKER = "t-evil"

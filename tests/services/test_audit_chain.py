@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from envcat.api import create_app
 from envcat.models import AuditEvent, db, migrate
 from envcat.services import audit
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
 

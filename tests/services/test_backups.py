@@ -37,7 +37,7 @@ from envcat.services.backup_crypto import (
 )
 from envcat.services.backup_records import record_line
 from envcat.services.runtime import create_service_app
-from tests.conftest import POSTGRES_ADMIN_URL, make_settings
+from tests.support.settings import POSTGRES_ADMIN_URL, make_settings
 from tests.support.signed import add_member
 
 CANARY = "canary-backup-value-5b1e0c"

@@ -14,14 +14,14 @@ from envcat.models import Bundle, BundleKey, Membership, db
 from envcat.services import access_requests as store
 from envcat.services import delivery
 from envcat.services.errors import NotFound, ValidationFailed
-from tests.api.test_requests_support import (
+from tests.support import present
+from tests.support.api import (
     SeedKey,
     audit_actions,
     key_row,
     redis_dump,
     seed_bundle,
 )
-from tests.support import present
 from tests.support.envelopes import TEST_SERVER_KEY, open_verified
 from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member

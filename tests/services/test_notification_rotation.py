@@ -9,9 +9,7 @@ from envcat.core.schemas.team import NotificationSettingsUpdate
 from envcat.models import NotificationTarget, Tenant, db
 from envcat.services import notification_settings, rotation
 from envcat.services.tenancy import Actor
-from tests.services.test_rotation import NEW, apps
-
-__all__ = ["apps"]  # the fixture, imported for pytest
+from tests.support.rotation import NEW
 
 URL = "https://hooks.example.com/services/T1/B2/secret-path"
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from envcat.core.schemas.clerk import ClerkJitRequest
@@ -33,100 +33,20 @@ from envcat.models import (
 from envcat.services import audit, integrity, provisioning
 from envcat.services.errors import NotFound
 from envcat.services.runtime import create_service_app, current
-from tests.conftest import POSTGRES_ADMIN_URL, _postgres_reachable, make_settings
+from tests.support.clerk_events import (
+    apply,
+    count,
+    deleted_data,
+    fresh,
+    membership_data,
+    new_id,
+    org_data,
+    role_of,
+    user_data,
+)
+from tests.support.settings import POSTGRES_ADMIN_URL, make_settings, postgres_reachable
 
 # ------------------------------------------------------------ Clerk payloads (shared)
-
-
-def user_data(
-    user_id: str,
-    *,
-    email: str | None = None,
-    first: str | None = "Ada",
-    last: str | None = "Lovelace",
-    username: str | None = None,
-    updated_at: int = 1_000,
-) -> dict[str, Any]:
-    """`user.created|updated` data; a secondary address comes first to prove the choice."""
-    email = email or f"{user_id.lower()}@example.test"
-    return {
-        "id": user_id,
-        "object": "user",
-        "email_addresses": [
-            {"id": "idn_secondary", "object": "email_address", "email_address": "x" + email},
-            {"id": "idn_primary", "object": "email_address", "email_address": email},
-        ],
-        "primary_email_address_id": "idn_primary",
-        "first_name": first,
-        "last_name": last,
-        "username": username,
-        "image_url": "https://img.clerk.com/x",
-        "public_metadata": {},
-        "private_metadata": {"internal": "never stored"},
-        "created_at": 1,
-        "updated_at": updated_at,
-    }
-
-
-def deleted_data(object_id: str, kind: str = "user") -> dict[str, Any]:
-    """`user.deleted` / `organization.deleted` data."""
-    return {"id": object_id, "object": kind, "deleted": True}
-
-
-def org_data(org_id: str, name: str = "Acme", *, updated_at: int = 1_000) -> dict[str, Any]:
-    """`organization.created|updated` data."""
-    return {
-        "id": org_id,
-        "object": "organization",
-        "name": name,
-        "slug": name.lower(),
-        "members_count": 1,
-        "created_at": 1,
-        "updated_at": updated_at,
-    }
-
-
-def membership_data(
-    org_id: str,
-    user_id: str,
-    role: str = "org:member",
-    *,
-    updated_at: int = 1_000,
-    org_name: str = "Acme",
-) -> dict[str, Any]:
-    """`organizationMembership.created|updated|deleted` data."""
-    return {
-        "id": f"orgmem_{uuid.uuid4().hex[:12]}",
-        "object": "organization_membership",
-        "role": role,
-        "permissions": [],
-        "organization": org_data(org_id, org_name, updated_at=1),
-        "public_user_data": {
-            "user_id": user_id,
-            "first_name": "Grace",
-            "last_name": "Hopper",
-            "identifier": f"{user_id.lower()}@example.test",
-            "image_url": "https://img.clerk.com/y",
-            "has_image": False,
-        },
-        "created_at": 1,
-        "updated_at": updated_at,
-    }
-
-
-def clerk_event(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    """The envelope Clerk posts."""
-    return {
-        "type": event_type,
-        "object": "event",
-        "timestamp": 1_700_000_000_000,
-        "data": data,
-        "event_attributes": {"http_request": {"client_ip": "", "user_agent": ""}},
-    }
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
 # ------------------------------------------------------------ fixtures and helpers
@@ -142,7 +62,7 @@ def prov_database(
         migrate.upgrade(url)
         yield url
         return
-    if not _postgres_reachable():
+    if not postgres_reachable():
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
     name = f"envcat_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
@@ -166,31 +86,6 @@ def prov(prov_database: str, redis_base_url: str, redis_dbs: tuple[int, int]) ->
         yield app
         db.session.remove()
         db.engine.dispose()
-
-
-def apply(event_type: str, data: dict[str, Any], event_id: str | None = None) -> bool:
-    """Record the delivery as the webhook view does, then apply it as the task does."""
-    event_id = event_id or new_id("msg")
-    if db.session.get(WebhookEvent, event_id) is None:
-        db.session.add(WebhookEvent(id=event_id, type=event_type))
-        db.session.commit()
-    mac = integrity.event_mac(event_id, event_type, data)  # as the webhook view MACs it
-    return provisioning.apply_event(event_id, event_type, data, mac)
-
-
-def fresh(model: Any, key: Any) -> Any:
-    db.session.expire_all()
-    return db.session.get(model, key)
-
-
-def role_of(user_id: str, tenant_id: str) -> str | None:
-    member = fresh(Membership, (user_id, tenant_id))
-    return None if member is None else str(member.role)
-
-
-def count(model: Any, *where: Any) -> int:
-    statement = select(func.count()).select_from(model).where(*where)
-    return int(db.session.execute(statement).scalar_one())
 
 
 # ------------------------------------------------------------ users

@@ -12,7 +12,7 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.services import access_requests as store
 from envcat.services import delivery
 from envcat.services.redrive import REDRIVE_AFTER_SECONDS, stuck_approvals
-from tests.api.test_requests_support import SeedKey, seed_bundle
+from tests.support.api import SeedKey, seed_bundle
 from tests.support.envelopes import open_delivery
 from tests.support.requests import record_approval, stored_request
 from tests.support.signed import add_member

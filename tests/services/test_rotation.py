@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import create_engine, event, select, update
 
-from envcat.core.keys import new_kms_key
 from envcat.core.kms import Keyring
-from envcat.models import Key, Tenant, db, migrate, new_uuid
+from envcat.models import Key, db
 from envcat.services import rotation
-from envcat.services.runtime import create_service_app, current
-from tests.conftest import make_settings
+from envcat.services.runtime import current
 from tests.support import present
-
-OLD, NEW = new_kms_key(), new_kms_key()
-
-
-@pytest.fixture
-def apps(database_url: str, redis_url: str, broker_url: str) -> Iterator[tuple[Flask, Flask]]:
-    """(app with the old keyring only, app whose primary is a new key and still reads the old)."""
-    migrate.upgrade(database_url)
-    old = create_service_app(make_settings(database_url, redis_url, broker_url, bundle_kms_key=OLD))
-    new = create_service_app(
-        make_settings(database_url, redis_url, broker_url, bundle_kms_key=f"{NEW},{OLD}")
-    )
-    yield old, new
-    for app in (old, new):
-        with app.app_context():
-            db.engine.dispose()
-
-
-def _seed(app: Flask, values: dict[str, str], tenant_id: str = "t-a") -> None:
-    with app.app_context():
-        if db.session.get(Tenant, tenant_id) is None:
-            db.session.add(Tenant(id=tenant_id, name=tenant_id, kind="org"))
-            db.session.flush()
-        for name, value in values.items():
-            key_id = new_uuid()
-            stored = current().keyring.encrypt(value, tenant_id=tenant_id, key_id=key_id)
-            db.session.add(Key(id=key_id, tenant_id=tenant_id, name=name, value=stored))
-        db.session.commit()
+from tests.support.rotation import (
+    NEW,
+    seed_values,
+)
 
 
 def _plaintexts(keyring: Keyring) -> dict[str, str]:
@@ -57,9 +30,9 @@ def _plaintexts(keyring: Keyring) -> dict[str, str]:
 def test_rotation_reencrypts_every_value_in_bounded_batches(apps: tuple[Flask, Flask]) -> None:
     old, new = apps
     values = {f"KEY_{i}": f"value-{i}-é\n" for i in range(5)}
-    _seed(old, values)
-    _seed(old, {"OTHER": "tenant b"}, tenant_id="t-b")
-    _seed(new, {"FRESH": "already under the primary"})
+    seed_values(old, values)
+    seed_values(old, {"OTHER": "tenant b"}, tenant_id="t-b")
+    seed_values(new, {"FRESH": "already under the primary"})
     with new.app_context():
         assert rotation.count_outdated() == 6
         assert [rotation.rotate_batch(4) for _ in range(3)] == [4, 2, 0]
@@ -84,7 +57,7 @@ def test_a_value_written_during_the_rotation_is_not_overwritten(
     apps: tuple[Flask, Flask], database_url: str
 ) -> None:
     old, new = apps
-    _seed(old, {"RACED": "before", "CALM": "calm"})
+    seed_values(old, {"RACED": "before", "CALM": "calm"})
     with new.app_context():
         raced = db.session.execute(select(Key).where(Key.name == "RACED")).scalar_one()
         raced_id, tenant_id = raced.id, raced.tenant_id
@@ -116,7 +89,7 @@ def test_a_value_written_during_the_rotation_is_not_overwritten(
 
 def test_a_value_that_does_not_decrypt_is_skipped_not_lost(apps: tuple[Flask, Flask]) -> None:
     old, new = apps
-    _seed(old, {"GOOD_1": "one", "BROKEN": "lost?", "GOOD_2": "two"})
+    seed_values(old, {"GOOD_1": "one", "BROKEN": "lost?", "GOOD_2": "two"})
     with new.app_context():
         broken = db.session.execute(select(Key).where(Key.name == "BROKEN")).scalar_one()
         good = db.session.execute(select(Key).where(Key.name == "GOOD_1")).scalar_one()

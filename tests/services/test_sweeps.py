@@ -16,7 +16,7 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import db
 from envcat.services import access_requests as store
 from envcat.services import sweeps
-from tests.api.test_requests_support import audit_actions
+from tests.support.api import audit_actions
 from tests.support.requests import TEST_IP, expire_now, stored_request
 
 TENANT = "t-acme"

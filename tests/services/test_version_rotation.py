@@ -14,8 +14,8 @@ from envcat.models import Key, KeyVersion, Tenant, db, migrate
 from envcat.services import keys, rotation, versions
 from envcat.services.runtime import create_service_app
 from envcat.services.tenancy import Actor
-from tests.conftest import make_settings
 from tests.support import present
+from tests.support.settings import make_settings
 
 OLD, NEW = new_kms_key(), new_kms_key()
 TENANT = "t-rot"

@@ -116,7 +116,7 @@ def live_stack(
     """
     from envcat.api import create_app as create_api
     from envcat.bff import create_app as create_bff
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     api_port, bff_port = free_port(), free_port()
     values: dict[str, object] = {

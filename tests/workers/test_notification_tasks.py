@@ -30,10 +30,10 @@ from envcat.services import notifications, outbound
 from envcat.services.runtime import create_service_app
 from envcat.workers import notification_tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
-from tests.api.test_requests_support import SeedKey, seed_bundle
-from tests.conftest import make_settings
 from tests.support import free_port
+from tests.support.api import SeedKey, seed_bundle
 from tests.support.inboxes import SmtpInbox, smtp_inbox
+from tests.support.settings import make_settings
 from tests.support.signed import add_member
 
 CANARY = "canary-notify-91b2"

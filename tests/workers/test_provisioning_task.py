@@ -24,7 +24,7 @@ from envcat.services import integrity
 from envcat.services.runtime import create_service_app
 from envcat.workers import tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
-from tests.services.test_provisioning import new_id, user_data
+from tests.support.clerk_events import new_id, user_data
 
 TASK = "envcat.provision_clerk_event"
 

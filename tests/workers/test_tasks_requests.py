@@ -24,10 +24,10 @@ from envcat.services import delivery, rotation
 from envcat.services.runtime import create_service_app
 from envcat.workers import tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
-from tests.api.test_requests_support import SeedKey, audit_actions, seed_bundle
-from tests.conftest import make_settings
 from tests.support import present
+from tests.support.api import SeedKey, audit_actions, seed_bundle
 from tests.support.requests import record_approval, stored_request
+from tests.support.settings import make_settings
 from tests.support.signed import add_member
 
 TENANT, USER = "t-acme", "u-owner"
@@ -145,12 +145,12 @@ def test_rotate_kms_runs_batches_on_the_maintenance_queue(
     tmp_path: Path, redis_url: str, broker_url: str
 ) -> None:
     from envcat.models import migrate
-    from tests.services.test_rotation import _seed
+    from tests.support.rotation import seed_values
 
     old_key, new_key = new_kms_key(), new_kms_key()
     database_url = f"sqlite:///{tmp_path / 'rotate.db'}"
     migrate.upgrade(database_url)
-    _seed(
+    seed_values(
         create_service_app(
             make_settings(database_url, redis_url, broker_url, bundle_kms_key=old_key)
         ),

@@ -28,11 +28,11 @@ from envcat.models import migrate
 from envcat.services import access_requests as store
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
-from tests.api.test_requests_support import SeedKey, seed_bundle
-from tests.conftest import make_settings
 from tests.support import RedisServer, present, private_redis
+from tests.support.api import SeedKey, seed_bundle
 from tests.support.envelopes import open_delivery
 from tests.support.requests import record_approval, stored_request
+from tests.support.settings import make_settings
 from tests.support.signed import add_member
 
 TENANT, USER = "t-acme", "u-owner"

@@ -4,15 +4,12 @@ loopback (the one stand-in: the real issuer, e.g. GitHub, lives outside this mac
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from envcat.core.settings import Settings
-from tests.conftest import make_settings
-from tests.workloads.issuer import LoopbackIssuer
-
-OIDC_SETTINGS: dict[str, Any] = {"oidc_allow_http": True, "oidc_jwks_cooldown": 0}
+from tests.support.settings import make_settings
+from tests.workloads.issuer import OIDC_SETTINGS, LoopbackIssuer
 
 
 @pytest.fixture

@@ -28,6 +28,9 @@ AUDIENCE = "https://envcat.test"
 REPOSITORY = "acme/api"
 REF = "refs/heads/main"
 
+# Settings that let the api trust this issuer over http on loopback, keys refetched at once.
+OIDC_SETTINGS: dict[str, Any] = {"oidc_allow_http": True, "oidc_jwks_cooldown": 0}
+
 
 def _public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
     if isinstance(key, rsa.RSAPrivateKey):

@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cli.test_cli_github import parse_github_env
+from tests.support.github import parse_github_env
 from tests.support.stack import LiveStack, live_stack
-from tests.workloads.conftest import OIDC_SETTINGS
-from tests.workloads.issuer import GithubTokenService, LoopbackIssuer
+from tests.workloads.issuer import OIDC_SETTINGS, GithubTokenService, LoopbackIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())

@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_cli_github import parse_github_env
+from tests.support.github import parse_github_env
 from tests.support.stack import LiveStack, live_stack
-from tests.workloads.conftest import OIDC_SETTINGS
-from tests.workloads.issuer import AUDIENCE, REF, GithubTokenService, LoopbackIssuer
+from tests.workloads.issuer import AUDIENCE, OIDC_SETTINGS, REF, GithubTokenService, LoopbackIssuer
 
 ENVCAT = [sys.executable, "-m", "envcat.cli.main"]
 VALUES = {

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from envcat.models import AuditEvent, WorkloadPolicy, db
-from tests.api.test_requests_support import SeedKey, seed_bundle
+from tests.support.api import SeedKey, seed_bundle
 from tests.support.signed import SignedClient
 from tests.workloads.issuer import AUDIENCE
 

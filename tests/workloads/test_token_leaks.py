@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.workers.factory import QUEUES, create_celery
-from tests.api.test_requests_support import (
+from tests.support.api import (
     REQUESTS,
     Cli,
     SeedKey,
@@ -30,8 +30,8 @@ from tests.api.test_requests_support import (
     seed_bundle,
     wait_until_final,
 )
+from tests.support.broker import broker_messages
 from tests.support.signed import SignedClient
-from tests.test_canary_leaks import _broker_messages
 from tests.workloads.issuer import AUDIENCE, LoopbackIssuer
 
 TENANT = "t-leaks"
@@ -87,7 +87,7 @@ def test_tokens_are_found_nowhere_after_delivery(
     needles = [id_token, id_token.rsplit(".", 1)[1], service_token, service_token.split("_", 2)[2]]
     places = {
         "Redis": redis_dump(redis_client),
-        "the broker": _broker_messages(broker_url),
+        "the broker": broker_messages(broker_url),
         "the logs": json_logs.getvalue() + capfd.readouterr().err,
     }
     assert '"process": "worker"' in places["the logs"]

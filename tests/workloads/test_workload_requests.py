@@ -19,7 +19,7 @@ from sqlalchemy import select
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import AuditEvent, db
 from envcat.services import workload_access
-from tests.api.test_requests_support import (
+from tests.support.api import (
     REQUESTS,
     Cli,
     SeedKey,

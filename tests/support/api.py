@@ -1,4 +1,4 @@
-"""Helpers shared by the request-lifecycle tests (this module holds no tests).
+"""Helpers shared by the api tests: seeded rows and a CLI speaking to the api.
 
 Seeds real rows through the models and the real keyring, and speaks to the api
 as the CLI does (public endpoints) and as the bff does (signed endpoints).

@@ -1,0 +1,27 @@
+"""Fixtures of the service tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from envcat.models import db, migrate
+from envcat.services.runtime import create_service_app
+from tests.support.rotation import NEW, OLD
+from tests.support.settings import make_settings
+
+
+@pytest.fixture
+def apps(database_url: str, redis_url: str, broker_url: str) -> Iterator[tuple[Flask, Flask]]:
+    """(app with the old keyring only, app whose primary is a new key and still reads the old)."""
+    migrate.upgrade(database_url)
+    old = create_service_app(make_settings(database_url, redis_url, broker_url, bundle_kms_key=OLD))
+    new = create_service_app(
+        make_settings(database_url, redis_url, broker_url, bundle_kms_key=f"{NEW},{OLD}")
+    )
+    yield old, new
+    for app in (old, new):
+        with app.app_context():
+            db.engine.dispose()
