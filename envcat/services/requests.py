@@ -317,9 +317,12 @@ def approve(
     )
     if workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
         bundle = (selection.bundle_id, selection.bundle_name)
-        voters = approvers.quorum(request, user_id, bundle, selection.names, origin, rule)
+        votes = approvers.quorum(request, user_id, bundle, selection.names, origin, rule, proof)
+        voters = [vote.user_id for vote in votes]
+        # issue #20: every voter's proof, so the terminal can check k of them
+        proofs = passkey_approvals.combined_proof([vote.passkey for vote in votes])
     else:  # a workload: its automatic trust policy is the admins' standing approval (#16)
-        voters = [workload.label]
+        voters, proofs = [workload.label], ""
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,
@@ -327,7 +330,7 @@ def approve(
         include_keys=tuple(selection.names),
         approved_at=time.time(),
         via=workload.label if workload is not None else "",
-        passkey=proof,
+        passkey=proofs,
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):
