@@ -249,6 +249,28 @@ def _count(request: store.AccessRequest, selection: str, flat: list[Any]) -> lis
     return votes
 
 
+def progress(request_id: str) -> tuple[int, int] | None:
+    """(approvals so far, approvals required) of a pending k-of-n request; None before a vote.
+
+    The count is of the largest group of intact votes for one bundle and key set.
+    """
+    r = current().redis
+    flat = r.hgetall(votes_key(request_id))
+    request = store.get(r, request_id) if flat else None
+    if request is None:
+        return None
+    groups: dict[str, int] = {}
+    for voter, value in flat.items():
+        chosen, mac, proof = _parsed_vote(str(value))
+        if integrity.is_vote_intact(request, str(voter), chosen, mac, proof):
+            groups[chosen] = groups.get(chosen, 0) + 1
+    if not groups:
+        return None
+    selection, have = max(groups.items(), key=lambda item: item[1])
+    bundle_id = selection.partition("|")[0]
+    return have, rule_of(request.tenant_id, bundle_id).approvals_required
+
+
 def quorum(
     request: store.AccessRequest,
     user_id: str,
@@ -300,6 +322,7 @@ def quorum(
         db.session.rollback()
         withdraw_vote(request.id, user_id)  # an approval that is not audited does not count
         raise
+    store.wake_with_progress(current().redis, request.id)  # the terminal shows "1 of 2"
     raise AwaitingApprovals(
         f"Your approval is recorded: {len(voters)} of {need}. The request waits for "
         f"{need - len(voters)} more approver{'' if need - len(voters) == 1 else 's'} "

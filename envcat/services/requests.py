@@ -191,8 +191,7 @@ def _long_poll(
             # another connection: taking the payload now would hand it to nobody.
             break
         result = _take(request_id, poll_token)
-        if result.status != "pending":
-            break
+        break  # final, or still pending with news (a k-of-n vote): answer now
     return result
 
 
@@ -219,10 +218,13 @@ def wait(
         result = _long_poll(request_id, poll_token, timeout, is_listening)
     if result.status == "ready":
         _record_delivery(request_id, result, origin)
+    counted = approvers.progress(request_id) if result.status == "pending" else None
     return WaitResult(
         status=result.status,  # gone and bad_token were raised by _take
         ciphertext_base64=result.ciphertext,
         message=result.message,
+        approvals=counted[0] if counted else None,
+        approvals_required=counted[1] if counted else None,
     )
 
 

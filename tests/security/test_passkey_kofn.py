@@ -175,6 +175,9 @@ def test_a_2_of_n_bundle_approved_by_two_listed_people_is_delivered_and_both_are
     request_id = cli.request_id()
     first = approve_with_soft_key(stack, team, team.bob, request_id, team.team_bundle)
     assert first["status"] == "awaiting_approvals" and first["approvals"] == 1
+    # the vote wakes the terminal's long poll, which shows the count at once
+    while "1 of 2 approvals" not in (line := cli.lines.get(timeout=10)):
+        cli.seen.append(line)
     approve_in_browser(stack, team.world.ada, request_id)  # the k-th approval releases
     code, stdout, stderr = cli.finish()
     assert code == 0, stderr
