@@ -270,6 +270,11 @@ def list_approvers(
     "-w", "--workspace", callback=check_workspace_option, metavar="SLUG", help="Workspace slug."
 )
 @click.option("--yes", is_flag=True, help="Add without asking (after showing the fingerprint).")
+@click.option(
+    "--person",
+    metavar="NAME",
+    help="Whose passkey it is: one person's passkeys count once toward min_approvals.",
+)
 @insecure_http_option
 @click.pass_context
 def add_approver(
@@ -278,6 +283,7 @@ def add_approver(
     server: str | None,
     workspace: str | None,
     yes: bool,
+    person: str | None,
     insecure_http: bool,
 ) -> None:
     """Add one of the workspace's passkeys to .envcat.toml's approvers.
@@ -300,7 +306,7 @@ def add_approver(
     _say(f"Passkey {safe_text(found['name'], 60)!r}: fingerprint {found['fingerprint']}")
     if not yes:
         click.confirm("Trust approvals signed by this passkey?", abort=True, err=True)
-    _append(project.path, found)
+    _append(project.path, {**found, "person": person.strip()} if person else found)
     _say(f"Added {safe_text(found['name'], 60)!r} to the approvers in {project.path}.")
 
 
@@ -320,7 +326,8 @@ def _append(path: Path, item: dict[str, Any]) -> None:
         + f"fingerprint {item['fingerprint']}\n[[approvers]]\n"
         + "".join(
             f"{name} = {json.dumps(item[name], ensure_ascii=False)}\n"
-            for name in ("name", "credential_id", "public_key")
+            for name in ("name", "person", "credential_id", "public_key")
+            if name in item
         )
     )
     try:

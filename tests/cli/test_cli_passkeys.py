@@ -357,6 +357,11 @@ def test_approvers_add_shows_the_fingerprint_and_writes_a_table_the_cli_reads() 
     assert "*" in _approvers(runtime, "list").stdout
     unknown = _approvers(runtime, "add", "nope", "--yes")
     assert unknown.exit_code == 1 and "no passkey with that credential id" in unknown.stderr
+    # k-of-n: --person names whose passkey it is (issue #20)
+    with_person = _approvers(runtime, "add", bob.credential_id, "--yes", "--person", "bob")
+    assert with_person.exit_code == 0, with_person.stderr
+    parsed = read_config(Path(".envcat.toml"), PROJECT_KEYS)
+    assert [a.holder for a in parsed.approvers] == ["ada's laptop", "bob"]
 
 
 def test_approvers_add_refuses_what_it_cannot_write_safely() -> None:
