@@ -5,8 +5,10 @@ carries a WebAuthn assertion by one of those passkeys over the approval
 statement this CLI rebuilds from what it asked (request id, its public key,
 workspace slug, the phrase it showed) and what it received (bundle id, the names
 actually delivered, decided_at), made for the configured server's origin with
-the user verified. A compromised server can still refuse or stall; it cannot
-make this terminal accept values no listed person approved.
+the user verified. For k-of-n it needs valid assertions by k different listed
+people, k being the higher of the project's `min_approvals` and the number the
+envelope states. A compromised server can still refuse or stall; it cannot make
+this terminal accept values fewer listed people approved.
 """
 
 from __future__ import annotations

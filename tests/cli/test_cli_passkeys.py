@@ -68,15 +68,7 @@ def _envelope(passkey: dict[str, object] | None, keys: dict[str, str] = KEYS) ->
 
 
 def _check(envelope: Envelope, *approvers: SoftPasskey, as_spki: bool = False) -> None:
-    listed = [TrustedApprover(**key.approver(as_spki=as_spki)) for key in approvers]
-    check_passkey_approval(
-        envelope,
-        request_id=REQUEST_ID,
-        cli_public_key=CLI_KEY,
-        workspace=WORKSPACE,
-        server=SERVER,
-        approvers=listed,
-    )
+    _check_k(envelope, [TrustedApprover(**key.approver(as_spki=as_spki)) for key in approvers])
 
 
 @pytest.fixture(params=["es256", "ed25519"])

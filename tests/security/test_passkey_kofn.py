@@ -66,6 +66,7 @@ class Team:
     bob_spare: SoftPasskey  # bob's second passkey
     carol: SoftMember  # a member whose passkey no .envcat.toml lists
     team_bundle: str  # "team/app": approvals_required = 2
+    public_url: str
 
 
 def _member(stack: LiveStack, world: World, name: str, *keys: SoftPasskey) -> SoftMember:
@@ -101,16 +102,16 @@ def team(stack: LiveStack, world: World) -> Team:
     mine = next(item for item in listed if item["credential_id"] == ada.credential_id)
     entry = {"name": "ada's laptop", "credential_id": mine["credential_id"]}
     entry["public_key"] = mine["public_key"]
-    return Team(world, entry, bob, bob_spare, carol, bundle["id"])
+    return Team(world, entry, bob, bob_spare, carol, bundle["id"], stack.settings.public_url)
 
 
-def project(
-    stack: LiveStack, team: Team, where: Path, bundle: str, *entries: dict[str, str], **more: int
-) -> Path:
-    """A project dir whose `.envcat.toml` lists ada and `entries`, plus `more` settings."""
+def start_in_project(
+    waiting: Any, team: Team, where: Path, bundle: str, *entries: dict[str, str], **more: int
+) -> Any:
+    """`envcat get` in a project whose `.envcat.toml` lists ada, `entries` and `more`."""
     ada = team.world.ada
     lines = [
-        f'server = "{stack.settings.public_url}"',
+        f'server = "{team.public_url}"',
         f'workspace = "{ada.workspace}"',
         f'bundle = "{bundle}"',
         *(f"{name} = {value}" for name, value in more.items()),
@@ -120,7 +121,7 @@ def project(
         lines.extend(f"{name} = {json.dumps(value)}" for name, value in entry.items())
     where.mkdir()
     (where / ".envcat.toml").write_text("\n".join(lines) + "\n")
-    return where
+    return waiting(cwd=where)
 
 
 def statement_for(
@@ -170,8 +171,7 @@ def test_a_2_of_n_bundle_approved_by_two_listed_people_is_delivered_and_both_are
     stack: LiveStack, team: Team, waiting: Any, tmp_path: Path
 ) -> None:
     bob = team.bob.key.approver("bob's key")
-    where = project(stack, team, tmp_path / "p", "team/app", bob, min_approvals=2)
-    cli = waiting(cwd=where)
+    cli = start_in_project(waiting, team, tmp_path / "p", "team/app", bob, min_approvals=2)
     request_id = cli.request_id()
     first = approve_with_soft_key(stack, team, team.bob, request_id, team.team_bundle)
     assert first["status"] == "awaiting_approvals" and first["approvals"] == 1
@@ -193,8 +193,7 @@ def test_a_server_that_delivers_fewer_than_k_people_is_refused(
     bob = team.bob.key.approver("bob's key")
     spare = team.bob_spare.approver("bob's spare")
     bob["person"] = spare["person"] = "bob"
-    where = project(stack, team, tmp_path / "p", "demo/app", bob, spare)
-    cli = waiting(cwd=where)
+    cli = start_in_project(waiting, team, tmp_path / "p", "demo/app", bob, spare)
     request_id = cli.request_id()
     proof = soft_proof(stack, team.bob.key, request_id, world.bundle_id)
     proofs = {
@@ -215,8 +214,7 @@ def test_min_approvals_in_envcat_toml_outranks_the_servers_rule_of_one(
     stack: LiveStack, team: Team, waiting: Any, tmp_path: Path
 ) -> None:
     bob = team.bob.key.approver("bob's key")
-    where = project(stack, team, tmp_path / "p", "demo/app", bob, min_approvals=2)
-    cli = waiting(cwd=where)
+    cli = start_in_project(waiting, team, tmp_path / "p", "demo/app", bob, min_approvals=2)
     # the server's own path: demo/app's rule asks for one approval, ada's real passkey gives it
     approve_in_browser(stack, team.world.ada, cli.request_id())
     assert_refused(cli, "by 2 different approvers listed in .envcat.toml and carries 1")
@@ -226,8 +224,7 @@ def test_an_unlisted_members_assertion_does_not_count_toward_k(
     stack: LiveStack, team: Team, waiting: Any, tmp_path: Path
 ) -> None:
     bob = team.bob.key.approver("bob's key")  # listed, but carol approves
-    where = project(stack, team, tmp_path / "p", "team/app", bob)
-    cli = waiting(cwd=where)
+    cli = start_in_project(waiting, team, tmp_path / "p", "team/app", bob)
     request_id = cli.request_id()
     # the server verifies carol's passkey and counts her: she may approve under its rule
     approve_with_soft_key(stack, team, team.carol, request_id, team.team_bundle)
