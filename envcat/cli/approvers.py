@@ -5,8 +5,10 @@ carries a WebAuthn assertion by one of those passkeys over the approval
 statement this CLI rebuilds from what it asked (request id, its public key,
 workspace slug, the phrase it showed) and what it received (bundle id, the names
 actually delivered, decided_at), made for the configured server's origin with
-the user verified. A compromised server can still refuse or stall; it cannot
-make this terminal accept values no listed person approved.
+the user verified. For k-of-n it needs valid assertions by k different listed
+people, k being the higher of the project's `min_approvals` and the number the
+envelope states. A compromised server can still refuse or stall; it cannot make
+this terminal accept values fewer listed people approved.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -43,29 +45,68 @@ def check_passkey_approval(
     workspace: str,
     server: str,
     approvers: Sequence[TrustedApprover],
-) -> PasskeyProof:
-    """Return the verified proof, or raise Untrusted naming the check that failed."""
-    from envcat.cli.config import origin
-    from envcat.core.approval_statement import ApprovalStatement
-    from envcat.core.passkeys import PasskeyError, PasskeyProof, b64decode, load_public_key
-    from envcat.core.usercode import user_code
+    min_approvals: int = 1,
+) -> list[PasskeyProof]:
+    """Return the verified proofs, one per person counted; raise Untrusted naming what failed.
 
-    if envelope.passkey is None:
+    k is the higher of `min_approvals` (this project's) and the number the envelope
+    says the bundle's rule required: the server may state more, never fewer. Every
+    assertion by a listed passkey must verify; each listed person counts once, however
+    many of their passkeys or copies of one assertion the envelope carries; an unlisted
+    passkey counts for nothing.
+    """
+    from envcat.core.passkeys import PasskeyError, PasskeyProof
+
+    offered = envelope.passkey_proofs()
+    if not offered:
         raise Untrusted(
             "refusing the delivery: .envcat.toml lists approvers, but this approval carries "
             "no passkey signature"
         )
-    try:
-        proof = PasskeyProof.from_dict(envelope.passkey)
-    except PasskeyError as exc:
-        raise Untrusted(f"refusing the delivery: {exc}") from None
+    need = max(min_approvals, envelope.approvals_required)
     listed = {approver.credential_id: approver for approver in approvers}
-    approver = listed.get(proof.credential_id)
-    if approver is None:
+    counted: dict[str, PasskeyProof] = {}
+    unlisted: list[str] = []
+    for item in offered:
+        try:
+            proof = PasskeyProof.from_dict(item)
+        except PasskeyError as exc:
+            raise Untrusted(f"refusing the delivery: {exc}") from None
+        approver = listed.get(proof.credential_id)
+        if approver is None:
+            unlisted.append(safe_text(proof.credential_id, 40))
+            continue
+        _verify_proof(proof, approver, envelope, request_id, cli_public_key, workspace, server)
+        counted.setdefault(approver.holder, proof)
+    if len(counted) >= need:
+        return list(counted.values())
+    if need == 1:
         raise Untrusted(
             "refusing the delivery: it was approved with a passkey that .envcat.toml does not "
-            f"list ({safe_text(proof.credential_id, 40)})"
+            f"list ({', '.join(unlisted)})"
         )
+    raise Untrusted(
+        f"refusing the delivery: it needs passkey approvals by {need} different approvers "
+        f"listed in .envcat.toml and carries {len(counted)}"
+        + (f" (and passkeys .envcat.toml does not list: {', '.join(unlisted)})" if unlisted else "")
+    )
+
+
+def _verify_proof(
+    proof: PasskeyProof,
+    approver: TrustedApprover,
+    envelope: Envelope,
+    request_id: str,
+    cli_public_key: str,
+    workspace: str,
+    server: str,
+) -> None:
+    """Check one assertion over the statement this CLI rebuilds; Untrusted when it fails."""
+    from envcat.cli.config import origin
+    from envcat.core.approval_statement import ApprovalStatement
+    from envcat.core.passkeys import PasskeyError, b64decode, load_public_key, verify_assertion
+    from envcat.core.usercode import user_code
+
     rebuilt = ApprovalStatement.of(
         request_id=request_id,
         cli_public_key=cli_public_key,
@@ -73,10 +114,8 @@ def check_passkey_approval(
         bundle_id=envelope.bundle_id,
         keys=envelope.keys,
         user_code=user_code(request_id, cli_public_key),
-        decided_at=proof.statement.decided_at,
+        decided_at=proof.statement.decided_at,  # each voter signed at their own time
     )
-    from envcat.core.passkeys import verify_assertion
-
     try:
         key = load_public_key(b64decode(approver.public_key))
         verify_assertion(
@@ -87,16 +126,22 @@ def check_passkey_approval(
             rp_id=(urlsplit(server).hostname or "").lower(),
         )
     except PasskeyError as exc:
-        raise Untrusted(f"refusing the delivery: the passkey approval fails: {exc}") from None
-    return proof
+        raise Untrusted(
+            f"refusing the delivery: the passkey approval by {safe_text(approver.name, 60)!r} "
+            f"fails: {exc}"
+        ) from None
 
 
-def passkey_check_for(
-    request_id: str, cli_public_key: str, settings: Settings
-) -> Callable[[Envelope], None]:
-    """The check `verify_delivery` runs before it pins anything, for this request."""
+class PasskeyCheck:
+    """The check `verify_delivery` runs before it pins anything, for one request."""
 
-    def check(envelope: Envelope) -> None:
+    def __init__(self, request_id: str, cli_public_key: str, settings: Settings) -> None:
+        self._request_id, self._cli_public_key = request_id, cli_public_key
+        self._settings = settings
+        self.verified: list[PasskeyProof] = []
+
+    def __call__(self, envelope: Envelope) -> None:
+        settings = self._settings
         if is_machine_approver(envelope.approver_id):  # a workload or service token (#16)
             if envelope.bundle_name in settings.allow_workloads:
                 return  # the project accepts its trust policy for this bundle
@@ -106,16 +151,25 @@ def passkey_check_for(
                 f"{safe_text(envelope.bundle_name, 120)!r} to allow_workloads to accept "
                 "machine deliveries of that bundle"
             )
-        check_passkey_approval(
+        self.verified = check_passkey_approval(
             envelope,
-            request_id=request_id,
-            cli_public_key=cli_public_key,
+            request_id=self._request_id,
+            cli_public_key=self._cli_public_key,
             workspace=settings.require_workspace(),
             server=settings.server,
             approvers=settings.approvers,
+            min_approvals=settings.min_approvals(envelope.bundle_name),
         )
 
-    return check
+    def summary(self) -> str:
+        """What was verified, for the line after the check."""
+        count = len(self.verified)
+        if count == 1:
+            return "passkey approval verified (signed by an approver listed in .envcat.toml)"
+        return (
+            f"{count} passkey approvals verified (by {count} different approvers listed in "
+            ".envcat.toml)"
+        )
 
 
 # ---- envcat approvers list / add ------------------------------------------------------
@@ -218,6 +272,11 @@ def list_approvers(
     "-w", "--workspace", callback=check_workspace_option, metavar="SLUG", help="Workspace slug."
 )
 @click.option("--yes", is_flag=True, help="Add without asking (after showing the fingerprint).")
+@click.option(
+    "--person",
+    metavar="NAME",
+    help="Whose passkey it is: one person's passkeys count once toward min_approvals.",
+)
 @insecure_http_option
 @click.pass_context
 def add_approver(
@@ -226,6 +285,7 @@ def add_approver(
     server: str | None,
     workspace: str | None,
     yes: bool,
+    person: str | None,
     insecure_http: bool,
 ) -> None:
     """Add one of the workspace's passkeys to .envcat.toml's approvers.
@@ -248,7 +308,7 @@ def add_approver(
     _say(f"Passkey {safe_text(found['name'], 60)!r}: fingerprint {found['fingerprint']}")
     if not yes:
         click.confirm("Trust approvals signed by this passkey?", abort=True, err=True)
-    _append(project.path, found)
+    _append(project.path, {**found, "person": person.strip()} if person else found)
     _say(f"Added {safe_text(found['name'], 60)!r} to the approvers in {project.path}.")
 
 
@@ -268,7 +328,8 @@ def _append(path: Path, item: dict[str, Any]) -> None:
         + f"fingerprint {item['fingerprint']}\n[[approvers]]\n"
         + "".join(
             f"{name} = {json.dumps(item[name], ensure_ascii=False)}\n"
-            for name in ("name", "credential_id", "public_key")
+            for name in ("name", "person", "credential_id", "public_key")
+            if name in item
         )
     )
     try:

@@ -9,8 +9,10 @@ First found wins, per setting:
 
 `.envcat.toml` belongs to a project and is meant to be committed: it holds no
 secret, only `server`, `workspace`, `bundle` (the default BUNDLE),
-`server_fingerprint` (a pin of the server's delivery key), `allow_vars` and
-`approvers` (issue #20: passkeys whose assertion every delivery must carry).
+`server_fingerprint` (a pin of the server's delivery key), `allow_vars`,
+`approvers` (issue #20: passkeys whose assertion every delivery must carry),
+`allow_workloads`, and `min_approvals` / `min_approvals_by_bundle` (how many
+different listed people must have signed a delivery, whatever the server says).
 Standard library only, so `--help` stays fast.
 """
 
@@ -40,9 +42,13 @@ PROJECT_KEYS = (
     "allow_vars",
     "approvers",
     "allow_workloads",
+    "min_approvals",
+    "min_approvals_by_bundle",
 )
 LIST_KEYS = ("allow_vars", "approvers", "allow_workloads")
+NUMBER_KEYS = ("min_approvals", "min_approvals_by_bundle")
 APPROVER_FIELDS = ("name", "credential_id", "public_key")
+OPTIONAL_APPROVER_FIELDS = ("person",)
 USER_KEYS = ("server", "workspace")
 NO_WORKSPACE_HINT = (
     "no workspace: pass --workspace SLUG (or -w), set ENVCAT_WORKSPACE, run `envcat init` "
@@ -64,15 +70,29 @@ class ConfigFile:
     # Bundles whose deliveries a workload's policy or a service token may approve although
     # `approvers` asks for a passkey (issue #20); only read when `approvers` is set.
     allow_workloads: tuple[str, ...] = field(default_factory=tuple)
+    # How many different listed people must have signed each delivery (k-of-n, issue #20):
+    # for every bundle, and per bundle name; the highest that applies wins.
+    min_approvals: int = 1
+    min_approvals_by_bundle: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TrustedApprover:
-    """A passkey `.envcat.toml` trusts to approve (issue #20); the key is COSE or SPKI, base64."""
+    """A passkey `.envcat.toml` trusts to approve (issue #20); the key is COSE or SPKI, base64.
+
+    `person` says whose passkey it is: a person's passkeys count once toward
+    `min_approvals`. Without it, the entry's name stands for the person.
+    """
 
     name: str
     credential_id: str
     public_key: str
+    person: str = ""
+
+    @property
+    def holder(self) -> str:
+        """Who holds this passkey, for counting distinct approvers."""
+        return self.person or self.name
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -115,7 +135,11 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
         raise UsageProblem(
             f"{path}: unknown setting {unknown[0]!r} (expected one of: {', '.join(allowed)})"
         )
-    values = {name: _text(path, data, name) for name in allowed if name not in LIST_KEYS}
+    values = {
+        name: _text(path, data, name)
+        for name in allowed
+        if name not in LIST_KEYS and name not in NUMBER_KEYS
+    }
     workspace = values.get("workspace")
     if workspace is not None and not is_workspace_slug(workspace):
         raise UsageProblem(f"{path}: workspace {workspace!r} is not a slug ({WORKSPACE_SLUG_RULE})")
@@ -125,6 +149,10 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
     server = values.get("server")
     if server is not None and not is_web_url(server):
         raise UsageProblem(f"{path}: server {server!r} is not an http:// or https:// URL")
+    listed = _approvers(path, data.get("approvers", []))
+    minimum = _count(path, "min_approvals", data.get("min_approvals", 1))
+    by_bundle = _counts(path, data.get("min_approvals_by_bundle", {}))
+    _check_reachable(path, listed, max([minimum, *by_bundle.values()]))
     return ConfigFile(
         path=path,
         server=server.rstrip("/") if server else None,
@@ -132,8 +160,10 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
         bundle=values.get("bundle"),
         server_fingerprint=values.get("server_fingerprint"),
         allow_vars=_names(path, data.get("allow_vars", [])),
-        approvers=_approvers(path, data.get("approvers", [])),
+        approvers=listed,
         allow_workloads=_bundles(path, data.get("allow_workloads", [])),
+        min_approvals=minimum,
+        min_approvals_by_bundle=by_bundle,
     )
 
 
@@ -160,18 +190,52 @@ def _bundles(path: Path, value: object) -> tuple[str, ...]:
     return tuple(item.strip() for item in value)
 
 
+def _count(path: Path, name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageProblem(f"{path}: {name} must be a whole number of approvals, 1 or more")
+    return value
+
+
+def _counts(path: Path, value: object) -> dict[str, int]:
+    """`min_approvals_by_bundle = { "production/api" = 2, … }`."""
+    if not isinstance(value, dict) or not all(
+        isinstance(bundle, str) and bundle.strip() for bundle in value
+    ):
+        raise UsageProblem(
+            f"{path}: min_approvals_by_bundle must be a table of bundle names and numbers"
+        )
+    return {
+        bundle.strip(): _count(path, f"min_approvals_by_bundle[{bundle!r}]", count)
+        for bundle, count in value.items()
+    }
+
+
+def _check_reachable(path: Path, listed: Sequence[TrustedApprover], most: int) -> None:
+    """A k no listed set of people can reach would refuse every delivery: say so now."""
+    people = len({approver.holder for approver in listed})
+    if most > 1 and people < most:
+        raise UsageProblem(
+            f"{path}: {most} approvals are required but approvers lists "
+            f"{people} {'person' if people == 1 else 'people'}; list more passkeys (with "
+            "`person` naming whose each is) or lower min_approvals"
+        )
+
+
 def _approvers(path: Path, value: object) -> tuple[TrustedApprover, ...]:
-    """`approvers = [{ name, credential_id, public_key }, …]`; each key must parse."""
-    shape = "approvers must be a list of { name, credential_id, public_key }"
+    """`approvers = [{ name, credential_id, public_key, person? }, …]`; each key must parse."""
+    shape = "approvers must be a list of { name, credential_id, public_key, person (optional) }"
     if not isinstance(value, list):
         raise UsageProblem(f"{path}: {shape}")
     listed: list[TrustedApprover] = []
     for item in value:
-        if not isinstance(item, dict) or set(item) != set(APPROVER_FIELDS):
+        if not (
+            isinstance(item, dict)
+            and set(APPROVER_FIELDS) <= set(item) <= {*APPROVER_FIELDS, *OPTIONAL_APPROVER_FIELDS}
+        ):
             raise UsageProblem(f"{path}: {shape}")
         if not all(isinstance(item[name], str) and item[name].strip() for name in item):
             raise UsageProblem(f"{path}: {shape} (non-empty strings)")
-        approver = TrustedApprover(**{name: item[name].strip() for name in APPROVER_FIELDS})
+        approver = TrustedApprover(**{name: item[name].strip() for name in item})
         from envcat.core.passkeys import PasskeyError, b64decode, load_public_key
 
         try:
@@ -244,6 +308,13 @@ class Settings:
     def approvers(self) -> tuple[TrustedApprover, ...]:
         """Passkeys the project trusts to approve; when any, every delivery needs one's proof."""
         return self.project.approvers if self.project is not None else ()
+
+    def min_approvals(self, bundle: str) -> int:
+        """The number of different listed people who must have signed a delivery of `bundle`."""
+        project = self.project
+        if project is None:
+            return 1
+        return max(project.min_approvals, project.min_approvals_by_bundle.get(bundle, 1))
 
     @property
     def allow_workloads(self) -> tuple[str, ...]:

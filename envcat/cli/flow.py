@@ -33,6 +33,7 @@ from envcat.cli.errors import (
 from envcat.cli.protocol import (
     POLL_SECONDS,
     CreatedRequest,
+    Pending,
     Ready,
     RetryLater,
     ServerBusy,
@@ -227,6 +228,7 @@ class ApprovalFlow:
         delays = backoff_delays()
         last_error: httpx.TransportError | None = None
         busy: str | None = None
+        counted = 0  # k-of-n approvals seen; each new one is news (at most 99 re-polls)
         while (remaining := deadline - self._clock.monotonic()) > 0:
             started = self._clock.monotonic()
             try:
@@ -242,7 +244,10 @@ class ApprovalFlow:
                 self._sleep(next(delays), deadline)
                 continue
             last_error, busy, delays = None, None, backoff_delays()
-            self._terminal.note("")
+            self._terminal.note(outcome.progress() if isinstance(outcome, Pending) else "")
+            news = isinstance(outcome, Pending) and (outcome.approvals or 0) > counted
+            if isinstance(outcome, Pending) and outcome.approvals is not None:
+                counted = max(counted, outcome.approvals)
             if isinstance(outcome, Ready):
                 return outcome.ciphertext
             if isinstance(outcome, SlowDown):
@@ -250,6 +255,8 @@ class ApprovalFlow:
                 delay = interval
             elif isinstance(outcome, RetryLater):
                 delay = interval if outcome.seconds is None else outcome.seconds
+            elif news:  # a k-of-n vote woke the long poll: listen again at once
+                delay = 0
             else:  # pending: a server that answers at once must not make us poll faster
                 delay = interval - (self._clock.monotonic() - started)
             self._sleep(delay, deadline)

@@ -296,16 +296,16 @@ def _deliver(
     expected = Expected(sealed.request_id, sealed.public_key, workspace, settings.bundle, keys)
     passkey_check = None
     if settings.approvers:  # issue #20: a listed person's passkey must have signed this
-        from envcat.cli.approvers import passkey_check_for
+        from envcat.cli.approvers import PasskeyCheck
 
-        passkey_check = passkey_check_for(sealed.request_id, sealed.public_key, settings)
+        passkey_check = PasskeyCheck(sealed.request_id, sealed.public_key, settings)
     envelope = verify_delivery(
         sealed.private_key, sealed.ciphertext, expected, trust, _say, also=passkey_check
     )
     if passkey_check is not None and is_machine_approver(envelope.approver_id):
         _say("machine delivery accepted: .envcat.toml allows workloads for this bundle")
     elif passkey_check is not None:
-        _say("passkey approval verified (signed by an approver listed in .envcat.toml)")
+        _say(passkey_check.summary())
     _refuse_unsafe(envelope.keys)
     refuse_dangerous(envelope.keys, [*allow_vars, *settings.allow_vars])
     _say(

@@ -46,7 +46,17 @@ class CreatedRequest:
 
 @dataclass(frozen=True)
 class Pending:
-    """Not decided yet: poll again."""
+    """Not decided yet: poll again; k-of-n approvals so far, when the server says (issue #20)."""
+
+    approvals: int | None = None
+    approvals_required: int | None = None
+
+    def progress(self) -> str:
+        """'1 of 2 approvals', or "" when there is nothing to show."""
+        have, need = self.approvals, self.approvals_required
+        if have is None or need is None or need < 2:
+            return ""
+        return f"{have} of {need} approvals"
 
 
 @dataclass(frozen=True)
@@ -317,6 +327,9 @@ def wait_once(client: httpx.Client, request: CreatedRequest, timeout: int) -> Ou
 def _read_status(data: dict[str, Any]) -> Outcome:
     status = data.get("status")
     if status == "pending":
+        have, need = data.get("approvals"), data.get("approvals_required")
+        if type(have) is int and type(need) is int and 0 <= have <= need <= 99:
+            return Pending(have, need)  # a count only shown, never trusted
         return Pending()
     if status == "ready":
         return Ready(_decode_ciphertext(data.get("ciphertext_base64")))

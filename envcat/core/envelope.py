@@ -40,6 +40,7 @@ SEED_BYTES = 32
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 MAX_SIGNATURES = 4
+MAX_PASSKEY_PROOFS = 16  # a k-of-n rule asks for at most 10 approvers
 
 
 class EnvelopeError(ValueError):
@@ -122,6 +123,11 @@ class Envelope:
     # issue #20: the approver's passkey proof (envcat.core.passkeys.PasskeyProof.as_dict);
     # absent from the payload when the approval carried none, so older envelopes still open
     passkey: Mapping[str, Any] | None = None
+    # issue #20, k-of-n: every voter's proof, ordered by decision time, when there are
+    # several (`passkey` then repeats the last, for CLIs that read one); and the number of
+    # approvals the bundle's rule required, written only when more than one
+    passkeys: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    approvals_required: int = 1
 
     def to_payload(self) -> bytes:
         """Canonical JSON: the exact bytes that are signed."""
@@ -138,6 +144,10 @@ class Envelope:
         }
         if self.passkey is not None:
             document["passkey"] = dict(self.passkey)
+        if self.passkeys:
+            document["passkeys"] = [dict(proof) for proof in self.passkeys]
+        if self.approvals_required != 1:
+            document["approvals_required"] = self.approvals_required
         return json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -161,6 +171,16 @@ class Envelope:
         passkey = data.get("passkey")
         if passkey is not None and not isinstance(passkey, dict):
             raise EnvelopeError("the envelope's passkey approval is malformed")
+        passkeys = data.get("passkeys", [])
+        if not (
+            isinstance(passkeys, list)
+            and len(passkeys) <= MAX_PASSKEY_PROOFS
+            and all(isinstance(p, dict) for p in passkeys)
+        ):
+            raise EnvelopeError("the envelope's passkey approvals are malformed")
+        required = data.get("approvals_required", 1)
+        if not isinstance(required, int) or isinstance(required, bool) or required < 1:
+            raise EnvelopeError("the envelope's approvals_required is not a positive integer")
         approved_at = data.get("approved_at")
         if not isinstance(approved_at, int | float) or isinstance(approved_at, bool):
             raise EnvelopeError("the envelope's approved_at is not a number")
@@ -177,7 +197,15 @@ class Envelope:
             keys=keys,
             server_keys=tuple(server_keys),
             passkey=passkey,
+            passkeys=tuple(passkeys),
+            approvals_required=required,
         )
+
+    def passkey_proofs(self) -> list[Mapping[str, Any]]:
+        """Every passkey proof the envelope carries: the k-of-n list, else the single one."""
+        if self.passkeys:
+            return list(self.passkeys)
+        return [self.passkey] if self.passkey is not None else []
 
 
 def _pairs(value: object) -> dict[str, str]:

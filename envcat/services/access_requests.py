@@ -32,6 +32,7 @@ from envcat.core.usercode import user_code
 PENDING_INDEX = "requests:pending"
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
+PROGRESS_WAKE = "progress"
 # A long poll whose Redis connection broke tries again this often until its deadline.
 RECONNECT_PAUSE_SECONDS = 0.25
 TOKEN_BYTES = 24  # the poll token: 192 bits
@@ -589,11 +590,21 @@ def wait_for_change(
         return False
     if popped is None:
         return False
+    if popped[1] in (PROGRESS_WAKE, PROGRESS_WAKE.encode()):
+        return True  # news for one waiter while still pending (a k-of-n vote): not chained
     pipe = r_blocking.pipeline(transaction=True)
     pipe.lpush(wake_key(request_id), "1")
     pipe.expire(wake_key(request_id), WAKE_TTL_SECONDS)
     pipe.execute()
     return True
+
+
+def wake_with_progress(r: redis.Redis, request_id: str) -> None:
+    """Wake the request's long poll to report progress (a k-of-n vote), not a final state."""
+    pipe = r.pipeline(transaction=True)
+    pipe.lpush(wake_key(request_id), PROGRESS_WAKE)
+    pipe.expire(wake_key(request_id), WAKE_TTL_SECONDS)
+    pipe.execute()
 
 
 def is_polling_too_fast(r: redis.Redis, request_id: str, interval: int) -> bool:

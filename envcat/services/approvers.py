@@ -8,6 +8,7 @@ after the request is found to be this workspace's, so an outsider still sees
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +195,7 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
 
 # ---- k-of-n ----------------------------------------------------------------------------
 
-# KEYS: the request's votes hash. ARGV: voter, "selection#mac", ttl.
+# KEYS: the request's votes hash. ARGV: voter, the vote (JSON), ttl.
 # Adds the vote unless this voter already voted; returns [added, every field and value].
 _VOTE = """
 local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
@@ -203,8 +204,16 @@ return {added, redis.call('HGETALL', KEYS[1])}
 """
 
 
+@dataclass(frozen=True)
+class Vote:
+    """One approver's recorded vote; `passkey` is their verified proof's JSON, or "" (#20)."""
+
+    user_id: str
+    passkey: str = ""
+
+
 def votes_key(request_id: str) -> str:
-    """Redis hash of a request's MACed votes (approver id → "selection#mac")."""
+    """Redis hash of a request's MACed votes (approver id → {selection, mac, passkey})."""
     return f"req:{request_id}:votes"
 
 
@@ -213,13 +222,53 @@ def withdraw_vote(request_id: str, user_id: str) -> None:
     current().redis.hdel(votes_key(request_id), user_id)
 
 
-def _count(request: store.AccessRequest, selection: str, flat: list[Any]) -> list[str]:
-    voters = []
+def _vote_value(selection: str, mac: str, proof: str) -> str:
+    return json.dumps({"selection": selection, "mac": mac, "passkey": proof}, sort_keys=True)
+
+
+def _parsed_vote(value: str) -> tuple[str, str, str]:
+    """(selection, mac, passkey proof) of a stored vote; a vote of before #20 is "selection#mac"."""
+    if not value.startswith("{"):
+        chosen, _, mac = value.rpartition("#")
+        return chosen, mac, ""
+    try:
+        data = json.loads(value)
+        return str(data["selection"]), str(data["mac"]), str(data["passkey"])
+    except (ValueError, KeyError, TypeError):
+        return "", "", ""
+
+
+def _count(request: store.AccessRequest, selection: str, flat: list[Any]) -> list[Vote]:
+    votes = []
     for voter, value in zip(flat[::2], flat[1::2], strict=True):
-        chosen, _, mac = str(value).rpartition("#")
-        if chosen == selection and integrity.is_vote_intact(request, str(voter), chosen, mac):
-            voters.append(str(voter))
-    return voters
+        chosen, mac, proof = _parsed_vote(str(value))
+        if chosen == selection and integrity.is_vote_intact(
+            request, str(voter), chosen, mac, proof
+        ):
+            votes.append(Vote(str(voter), proof))
+    return votes
+
+
+def progress(request_id: str) -> tuple[int, int] | None:
+    """(approvals so far, approvals required) of a pending k-of-n request; None before a vote.
+
+    The count is of the largest group of intact votes for one bundle and key set.
+    """
+    r = current().redis
+    flat = r.hgetall(votes_key(request_id))
+    request = store.get(r, request_id) if flat else None
+    if request is None:
+        return None
+    groups: dict[str, int] = {}
+    for voter, value in flat.items():
+        chosen, mac, proof = _parsed_vote(str(value))
+        if integrity.is_vote_intact(request, str(voter), chosen, mac, proof):
+            groups[chosen] = groups.get(chosen, 0) + 1
+    if not groups:
+        return None
+    selection, have = max(groups.items(), key=lambda item: item[1])
+    bundle_id = selection.partition("|")[0]
+    return have, rule_of(request.tenant_id, bundle_id).approvals_required
 
 
 def quorum(
@@ -229,22 +278,26 @@ def quorum(
     names: list[str],
     origin: audit.Origin,
     rule: Rule | None = None,
-) -> list[str]:
+    proof: str = "",
+) -> list[Vote]:
     """The distinct approvers of exactly this bundle and key set once there are enough.
 
     With `approvals_required` k > 1 each approval is a MACed vote in Redis, audited
     `request.approval_added`; before the k-th, AwaitingApprovals (202) is raised and
-    nothing is released. A second vote by the same person is a 409.
+    nothing is released. A second vote by the same person is a 409. `proof` is this
+    approver's verified passkey proof (issue #20): it is kept with the vote (under its
+    MAC), so the k-th approval carries every voter's.
     """
     bundle_id, bundle_name = bundle
     need = (rule or rule_of(request.tenant_id, bundle_id)).approvals_required
     if need <= 1:
-        return [user_id]
+        return [Vote(user_id, proof)]
     selection = bundle_id + "|" + ",".join(sorted(names))
-    mac = integrity.vote_mac(request, user_id, selection)
+    mac = integrity.vote_mac(request, user_id, selection, proof)
     ttl = max(1, request.seconds_left)
     script = current().redis.register_script(_VOTE)
-    added, flat = script(keys=[votes_key(request.id)], args=[user_id, f"{selection}#{mac}", ttl])
+    vote = _vote_value(selection, mac, proof)
+    added, flat = script(keys=[votes_key(request.id)], args=[user_id, vote, ttl])
     if not added:
         raise Conflict("You have already approved this request; it waits for other approvers.")
     voters = _count(request, selection, list(flat))
@@ -269,6 +322,7 @@ def quorum(
         db.session.rollback()
         withdraw_vote(request.id, user_id)  # an approval that is not audited does not count
         raise
+    store.wake_with_progress(current().redis, request.id)  # the terminal shows "1 of 2"
     raise AwaitingApprovals(
         f"Your approval is recorded: {len(voters)} of {need}. The request waits for "
         f"{need - len(voters)} more approver{'' if need - len(voters) == 1 else 's'} "

@@ -19,14 +19,17 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
 from envcat.core.envelope import Envelope, encode_key, seal_envelope
 from envcat.core.kms import DecryptionError
+from envcat.core.wire import is_machine_approver
 from envcat.models import Bundle, BundleKey, Key, Membership, User, db
 from envcat.services import (
     access_requests,
+    approvers,
     audit,
     integrity,
     metrics,
@@ -156,6 +159,24 @@ def _approver_name(approval: Approval) -> str:
     return email
 
 
+def _passkey_fields(approval: Approval) -> dict[str, Any]:
+    """The envelope's passkey proofs and the approvals the bundle's rule requires (issue #20).
+
+    One proof travels as `passkey`, as before; k-of-n voters' proofs travel as the list
+    `passkeys`, ordered by decision time, with `passkey` repeating the last for CLIs that
+    read one. The CLI checks the count itself against its own `min_approvals`.
+    """
+    recorded = json.loads(approval.passkey) if approval.passkey else []
+    proofs = recorded if isinstance(recorded, list) else [recorded]
+    person = not is_machine_approver(approval.user_id)  # a machine's policy is not a rule
+    rule = approvers.rule_of(approval.tenant_id, approval.bundle_id) if person else None
+    return {
+        "passkey": proofs[-1] if proofs else None,
+        "passkeys": proofs if len(proofs) > 1 else (),
+        "approvals_required": rule.approvals_required if rule is not None else 1,
+    }
+
+
 def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
     email = _approver_name(approval)
     try:
@@ -177,8 +198,8 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         approved_at=approval.approved_at,
         keys=_decrypt(approval.tenant_id, selection),
         server_keys=[encode_key(key) for key in keyring.public_keys],
-        # issue #20: the passkey proof the api verified, under the approval MAC since
-        passkey=json.loads(approval.passkey) if approval.passkey else None,
+        # issue #20: the passkey proofs the api verified, under the approval MAC since
+        **_passkey_fields(approval),
     )
     return base64.b64encode(seal_envelope(envelope, keyring)).decode("ascii")
 

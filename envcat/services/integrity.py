@@ -118,18 +118,23 @@ def is_approval_intact(request: AccessRequest, approval: Approval, mac: str) -> 
     return bool(mac) and _verify(_approval_message(request, approval), mac)
 
 
-def _vote_message(request: AccessRequest, user_id: str, selection: str) -> str:
-    return "|".join(("vote", "v1", request.id, request.mac, user_id, selection))
+def _vote_message(request: AccessRequest, user_id: str, selection: str, proof: str) -> str:
+    parts = ["vote", "v1", request.id, request.mac, user_id, selection]
+    if proof:  # issue #20: the voter's passkey proof, so a Redis writer cannot swap it
+        parts.append(hashlib.sha256(proof.encode("utf-8")).hexdigest())
+    return "|".join(parts)
 
 
-def vote_mac(request: AccessRequest, user_id: str, selection: str) -> str:
+def vote_mac(request: AccessRequest, user_id: str, selection: str, proof: str = "") -> str:
     """MAC of one approver's vote towards a k-of-n approval (issue #17), bound to the request."""
-    return _mac(_keys()[0], _vote_message(request, user_id, selection))
+    return _mac(_keys()[0], _vote_message(request, user_id, selection, proof))
 
 
-def is_vote_intact(request: AccessRequest, user_id: str, selection: str, mac: str) -> bool:
+def is_vote_intact(
+    request: AccessRequest, user_id: str, selection: str, mac: str, proof: str = ""
+) -> bool:
     """True when the vote is one the api recorded (a Redis writer cannot add votes)."""
-    return bool(mac) and _verify(_vote_message(request, user_id, selection), mac)
+    return bool(mac) and _verify(_vote_message(request, user_id, selection, proof), mac)
 
 
 def _event_message(event_id: str, event_type: str, data: Mapping[str, Any]) -> str:

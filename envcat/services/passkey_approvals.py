@@ -129,6 +129,19 @@ def approval_proof(
     )
 
 
+def combined_proof(proofs: Sequence[str]) -> str:
+    """The approval record's passkey field for k-of-n voters' proofs (issue #20).
+
+    "" without any, the one proof as before when there is one (single approvals keep
+    their format), else canonical JSON of the list ordered by decision time.
+    """
+    given = [json.loads(proof) for proof in proofs if proof]
+    if len(given) <= 1:
+        return next((proof for proof in proofs if proof), "")
+    given.sort(key=lambda proof: int(proof["statement"]["decided_at"]))  # stable: vote order
+    return json.dumps(given, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _verified(
     user_id: str, statement: ApprovalStatement, credential: dict[str, Any]
 ) -> PasskeyProof:

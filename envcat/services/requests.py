@@ -191,8 +191,7 @@ def _long_poll(
             # another connection: taking the payload now would hand it to nobody.
             break
         result = _take(request_id, poll_token)
-        if result.status != "pending":
-            break
+        break  # final, or still pending with news (a k-of-n vote): answer now
     return result
 
 
@@ -219,10 +218,13 @@ def wait(
         result = _long_poll(request_id, poll_token, timeout, is_listening)
     if result.status == "ready":
         _record_delivery(request_id, result, origin)
+    counted = approvers.progress(request_id) if result.status == "pending" else None
     return WaitResult(
         status=result.status,  # gone and bad_token were raised by _take
         ciphertext_base64=result.ciphertext,
         message=result.message,
+        approvals=counted[0] if counted else None,
+        approvals_required=counted[1] if counted else None,
     )
 
 
@@ -317,9 +319,12 @@ def approve(
     )
     if workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
         bundle = (selection.bundle_id, selection.bundle_name)
-        voters = approvers.quorum(request, user_id, bundle, selection.names, origin, rule)
+        votes = approvers.quorum(request, user_id, bundle, selection.names, origin, rule, proof)
+        voters = [vote.user_id for vote in votes]
+        # issue #20: every voter's proof, so the terminal can check k of them
+        proofs = passkey_approvals.combined_proof([vote.passkey for vote in votes])
     else:  # a workload: its automatic trust policy is the admins' standing approval (#16)
-        voters = [workload.label]
+        voters, proofs = [workload.label], ""
     approval = store.Approval(
         tenant_id=tenant_id,
         user_id=user_id,
@@ -327,7 +332,7 @@ def approve(
         include_keys=tuple(selection.names),
         approved_at=time.time(),
         via=workload.label if workload is not None else "",
-        passkey=proof,
+        passkey=proofs,
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):

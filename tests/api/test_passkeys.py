@@ -243,3 +243,46 @@ def test_an_accepted_assertion_is_recorded_under_the_approval_mac(
     assert integrity.is_approval_intact(stored, stored.approval, stored.approval_mac)
     assert not integrity.is_approval_intact(stored, stripped, stored.approval_mac)
     assert ("request.approved", cli.id) in audit_actions(TENANT)
+
+
+def test_k_of_n_keeps_each_voters_proof_under_the_vote_mac(
+    api_client: FlaskClient, signed_as: Any, redis_client: redis.Redis
+) -> None:
+    from envcat.services.approvers import votes_key
+
+    owner = signed_as("u-owner", TENANT)
+    ada, bob = signed_as("u-ada", TENANT, "member"), signed_as("u-bob", TENANT, "member")
+    bundle_id = seed_bundle(TENANT, "prod/api", KEYS)
+    rule = {"min_role": "member", "user_ids": [], "approvals_required": 2}
+    assert owner.call("PUT", f"/api/v1/bundles/{bundle_id}/approvers", rule).status_code == 200
+    adas, bobs = SoftPasskey.es256("ada-key"), SoftPasskey.ed25519("bob-key")
+    register(ada, adas)
+    register(bob, bobs)
+    keys, options = ["API_KEY", "DATABASE_URL"], {"origin": ORIGIN, "rp_id": RP_ID}
+    cli, tampered = Cli.start(api_client, TENANT), Cli.start(api_client, TENANT)
+    for request in (cli, tampered):
+        voted = approve(
+            ada,
+            request,
+            bundle_id,
+            keys,
+            adas.assertion(statement(request, bundle_id, keys), **options),
+        )
+        assert voted.get_json()["status"] == "awaiting_approvals", voted.get_json()
+    # bob decided a second earlier than ada (each statement carries its own decided_at)
+    earlier = statement(cli, bundle_id, keys)
+    earlier = statement(cli, bundle_id, keys, decided_at=earlier.decided_at - 1)
+    assert approve(bob, cli, bundle_id, keys, bobs.assertion(earlier, **options)).status_code == 202
+    stored = store.get(redis_client, cli.id)
+    assert stored is not None and stored.approval is not None
+    proofs = json.loads(stored.approval.passkey)  # every voter's, by decision time
+    assert [p["credential_id"] for p in proofs] == [bobs.credential_id, adas.credential_id]
+    # a Redis writer swaps ada's recorded proof (for bob's): her vote stops counting
+    vote = json.loads(redis_client.hget(votes_key(tampered.id), "u-ada") or b"{}")
+    vote["passkey"] = json.dumps(proofs[0])
+    redis_client.hset(votes_key(tampered.id), "u-ada", json.dumps(vote))
+    signed = bobs.assertion(statement(tampered, bundle_id, keys), **options)
+    answered = approve(bob, tampered, bundle_id, keys, signed).get_json()
+    assert answered["status"] == "awaiting_approvals" and answered["approvals"] == 1
+    still = store.get(redis_client, tampered.id)
+    assert still is not None and still.approval is None

@@ -8,6 +8,7 @@ thing an attacker would change; the verifier must name the check that failed.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,7 +24,7 @@ from envcat.cli.errors import Untrusted, UsageProblem
 from envcat.cli.main import cli
 from envcat.cli.runtime import Runtime
 from envcat.core.approval_statement import ApprovalStatement
-from envcat.core.envelope import Envelope
+from envcat.core.envelope import Envelope, EnvelopeError
 from envcat.core.passkeys import PasskeyError, key_fingerprint, load_public_key, spki
 from envcat.core.usercode import user_code
 from tests.cli.cli_fakes import DEFAULT_BUNDLE, FakeApi, FakeClock, mock_client
@@ -69,15 +70,7 @@ def _envelope(passkey: dict[str, object] | None, keys: dict[str, str] = KEYS) ->
 
 
 def _check(envelope: Envelope, *approvers: SoftPasskey, as_spki: bool = False) -> None:
-    listed = [TrustedApprover(**key.approver(as_spki=as_spki)) for key in approvers]
-    check_passkey_approval(
-        envelope,
-        request_id=REQUEST_ID,
-        cli_public_key=CLI_KEY,
-        workspace=WORKSPACE,
-        server=SERVER,
-        approvers=listed,
-    )
+    _check_k(envelope, [TrustedApprover(**key.approver(as_spki=as_spki)) for key in approvers])
 
 
 @pytest.fixture(params=["es256", "ed25519"])
@@ -359,6 +352,11 @@ def test_approvers_add_shows_the_fingerprint_and_writes_a_table_the_cli_reads() 
     assert "*" in _approvers(runtime, "list").stdout
     unknown = _approvers(runtime, "add", "nope", "--yes")
     assert unknown.exit_code == 1 and "no passkey with that credential id" in unknown.stderr
+    # k-of-n: --person names whose passkey it is (issue #20)
+    with_person = _approvers(runtime, "add", bob.credential_id, "--yes", "--person", "bob")
+    assert with_person.exit_code == 0, with_person.stderr
+    parsed = read_config(Path(".envcat.toml"), PROJECT_KEYS)
+    assert [a.holder for a in parsed.approvers] == ["ada's laptop", "bob"]
 
 
 def test_approvers_add_refuses_what_it_cannot_write_safely() -> None:
@@ -371,3 +369,109 @@ def test_approvers_add_refuses_what_it_cannot_write_safely() -> None:
     refused = _approvers(_approvers_client(bad), "add", ada.credential_id, "--yes")
     assert refused.exit_code == 1 and "malformed" in refused.stderr
     assert "approvers" not in Path(".envcat.toml").read_text()
+
+
+# --- k-of-n: k different listed people (issue #20) ----------------------------------------
+
+
+def _k_of_n(proofs: list[dict[str, object]], required: int = 1) -> Envelope:
+    return replace(
+        _envelope(proofs[-1]),
+        passkeys=tuple(proofs) if len(proofs) > 1 else (),
+        approvals_required=required,
+    )
+
+
+def _check_k(
+    envelope: Envelope, listed: list[TrustedApprover], min_approvals: int = 1
+) -> list[object]:
+    return list(
+        check_passkey_approval(
+            envelope,
+            request_id=REQUEST_ID,
+            cli_public_key=CLI_KEY,
+            workspace=WORKSPACE,
+            server=SERVER,
+            approvers=listed,
+            min_approvals=min_approvals,
+        )
+    )
+
+
+def test_k_of_n_needs_valid_assertions_by_k_different_listed_people() -> None:
+    ada, bob, bob_spare = SoftPasskey.es256("ada"), SoftPasskey.ed25519("bob"), SoftPasskey.es256()
+    listed = [
+        TrustedApprover(**ada.approver("ada")),
+        TrustedApprover(**bob.approver("bob's key"), person="bob"),
+        TrustedApprover(**bob_spare.approver("bob's spare"), person="bob"),
+    ]
+    by_ada = ada.sign(_statement(decided_at=1_800_000_000), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    by_bob = bob.sign(_statement(decided_at=1_800_000_042), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    spare = bob_spare.sign(_statement(), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    # each voter signed at their own time; the CLI rebuilds each statement
+    assert len(_check_k(_k_of_n([by_ada, by_bob], required=2), listed)) == 2
+    assert len(_check_k(_k_of_n([by_ada, by_bob]), listed, min_approvals=2)) == 2
+    short = "by 2 different approvers listed in .envcat.toml and carries 1"
+    for proofs in ([by_bob], [by_bob, by_bob], [by_bob, spare]):  # one, twice, one person
+        with pytest.raises(Untrusted, match=short):
+            _check_k(_k_of_n(proofs, required=2), listed)
+        with pytest.raises(Untrusted, match=short):  # the server may say 1: the config says 2
+            _check_k(_k_of_n(proofs), listed, min_approvals=2)
+    with pytest.raises(Untrusted, match="by 3 different"):  # the server may ask for more
+        _check_k(_k_of_n([by_ada, by_bob], required=3), listed, min_approvals=2)
+    stranger = SoftPasskey.es256("eve").sign(_statement(), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    with pytest.raises(Untrusted, match="does not list"):
+        _check_k(_k_of_n([by_ada, stranger], required=2), listed)
+    forged = {**by_bob, "signature": by_ada["signature"]}  # a listed key's bad assertion
+    with pytest.raises(Untrusted, match='by "bob\'s key" fails'):
+        _check_k(_k_of_n([by_ada, forged], required=2), listed)
+
+
+def test_single_approvals_keep_their_envelope_and_k_of_n_adds_the_list() -> None:
+    proof = SoftPasskey.es256().sign(_statement(), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    single = _envelope(proof).to_payload()
+    assert b"passkeys" not in single and b"approvals_required" not in single  # as before
+    assert Envelope.from_payload(single).passkey_proofs() == [proof]
+    other = SoftPasskey.ed25519().sign(_statement(), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    many = Envelope.from_payload(_k_of_n([proof, other], required=2).to_payload())
+    assert many.passkey_proofs() == [proof, other] and many.approvals_required == 2
+    assert many.passkey == other  # an older CLI still checks the last approver's
+    for bad in (0, True, "2"):
+        payload = (
+            _envelope(proof)
+            .to_payload()
+            .replace(b'"v":1', f'"approvals_required":{json.dumps(bad)},"v":1'.encode())
+        )
+        with pytest.raises(EnvelopeError, match="approvals_required"):
+            Envelope.from_payload(payload)
+
+
+def test_min_approvals_is_read_per_project_and_bundle_and_must_be_reachable(
+    tmp_path: Path,
+) -> None:
+    ada, bob = SoftPasskey.es256().approver("ada"), SoftPasskey.es256().approver("bob")
+    path = tmp_path / ".envcat.toml"
+
+    def write(head: str, *entries: dict[str, str]) -> None:
+        body = "".join(
+            "[[approvers]]\n" + "".join(f'{k} = "{v}"\n' for k, v in entry.items())
+            for entry in entries
+        )
+        path.write_text(head + "\n" + body)
+
+    write('min_approvals = 2\nmin_approvals_by_bundle = { "prod/api" = 2 }', ada, bob)
+    parsed = read_config(path, PROJECT_KEYS)
+    assert parsed.min_approvals == 2 and parsed.min_approvals_by_bundle == {"prod/api": 2}
+    write("min_approvals = 2", ada, {**bob, "person": "ada"})  # two passkeys, one person
+    with pytest.raises(UsageProblem, match="2 approvals are required but approvers lists 1"):
+        read_config(path, PROJECT_KEYS)
+    write('min_approvals_by_bundle = { "prod/api" = 3 }', ada, bob)
+    with pytest.raises(UsageProblem, match="3 approvals are required"):
+        read_config(path, PROJECT_KEYS)
+    for bad in ("0", "true", '"2"', "1.5"):
+        write(f"min_approvals = {bad}", ada)
+        with pytest.raises(UsageProblem, match="whole number"):
+            read_config(path, PROJECT_KEYS)
+    write("min_approvals = 2")  # no approvers: nothing could be checked
+    with pytest.raises(UsageProblem, match="lists 0 people"):
+        read_config(path, PROJECT_KEYS)

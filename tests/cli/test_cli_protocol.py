@@ -97,3 +97,21 @@ def test_validation_details_are_shown_with_the_message() -> None:
         pytest.raises(CliError, match=re.escape(expected)),
     ):
         create_request(client, {"client_pubkey": "x"})
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ({"approvals": 1, "approvals_required": 2}, "1 of 2 approvals"),
+        ({}, ""),
+        ({"approvals": 1, "approvals_required": 1}, ""),  # nothing to wait for: nothing shown
+        ({"approvals": 3, "approvals_required": 2}, ""),  # nonsense from a server is dropped
+        ({"approvals": True, "approvals_required": 2}, ""),
+        ({"approvals": "1", "approvals_required": 2}, ""),
+    ],
+)
+def test_a_pending_k_of_n_request_shows_its_count(sent: dict[str, Any], shown: str) -> None:
+    from envcat.cli.protocol import Pending, _read_status
+
+    outcome = _read_status({"status": "pending", **sent})
+    assert isinstance(outcome, Pending) and outcome.progress() == shown

@@ -299,8 +299,12 @@ def deliver_as_worker(
     request_id: str,
     keys: dict[str, str],
     passkey: dict[str, Any] | None,
+    **stated: Any,
 ) -> None:
-    """What a compromised worker (or a holder of DELIVERY_SIGNING_KEY) can do: sign, seal, store."""
+    """What a compromised worker (or a holder of DELIVERY_SIGNING_KEY) can do: sign, seal, store.
+
+    `stated` are further envelope fields (e.g. `passkeys`, `approvals_required`, `bundle_id`).
+    """
     with stack.api_app.app_context():
         redis = current().redis
         request = access_requests.get(redis, request_id)
@@ -311,14 +315,15 @@ def deliver_as_worker(
             cli_public_key=request.cli_pub,
             workspace_id=request.tenant_id,
             workspace_slug=request.workspace,
-            bundle_id=world.bundle_id,
-            bundle_name="demo/app",
+            bundle_id=stated.pop("bundle_id", world.bundle_id),
+            bundle_name=stated.pop("bundle_name", "demo/app"),
             approver_id=world.ada.user_id,
             approver_email=world.ada.email,
             approved_at=time.time(),
             keys=keys,
             server_keys=[encode_key(key) for key in keyring.public_keys],
             passkey=passkey,
+            **stated,
         )
         sealed = base64.b64encode(seal_envelope(envelope, keyring)).decode()
         approval = access_requests.Approval(

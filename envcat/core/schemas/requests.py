@@ -172,6 +172,9 @@ class WaitResult(BaseModel):
     status: RequestStatus
     ciphertext_base64: str | None = None
     message: str | None = None
+    # k-of-n while pending (issue #20): approvals recorded so far of those the rule requires
+    approvals: int | None = None
+    approvals_required: int | None = None
 
 
 class EncryptFromBundle(BaseModel):
