@@ -47,10 +47,10 @@ from envcat.models import db, migrate
 
 # The seeding helpers and the private redis-server live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import make_settings
 from tests.hardening.processes import server_environment
 from tests.support import RedisServer, free_port
 from tests.support.api import SeedKey, seed_bundle
+from tests.support.settings import make_settings
 from tests.support.signed import add_member
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

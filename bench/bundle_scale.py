@@ -42,12 +42,12 @@ from envcat.services.runtime import create_service_app, current
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from envcat.bff.apiclient import Signer
-from tests.conftest import make_settings
 from tests.hardening.databases import temporary_postgres
 from tests.hardening.flows import signed_client
 from tests.hardening.processes import processes, server_environment, wait_until_healthy
 from tests.support import RedisServer, free_port
 from tests.support.requests import record_approval, stored_request
+from tests.support.settings import make_settings
 from tests.support.signed import add_member
 
 TARGET = 1.5

@@ -40,7 +40,6 @@ from envcat.services.runtime import create_service_app, current
 from envcat.services.versions import bound_id
 from envcat.workers import connector_tasks
 from envcat.workers.factory import create_celery
-from tests.conftest import make_settings
 from tests.connectors.support import (
     WRITES,
     ProviderProxy,
@@ -53,6 +52,7 @@ from tests.connectors.support import (
 )
 from tests.connectors.workers import eventually, start_worker, stop
 from tests.support import free_port, private_redis
+from tests.support.settings import make_settings
 
 TENANT = "t-conn"
 

@@ -45,7 +45,6 @@ from envcat.models import migrate
 
 # The process and flow helpers live with the hardening tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import make_settings
 from tests.hardening.flows import BffSession
 from tests.hardening.processes import (
     Processes,
@@ -58,6 +57,7 @@ from tests.hardening.processes import (
 )
 from tests.support import RedisServer, free_port
 from tests.support.envelopes import open_delivery
+from tests.support.settings import make_settings
 
 VALUES = {f"LOAD_KEY_{i}": f"value-{i}-" + "x" * 40 for i in range(10)}
 LONG_POLL_SECONDS = 10

@@ -29,7 +29,6 @@ if str(ROOT) not in sys.path:  # the process helpers live with the tests
 
 from envcat.core.settings import Settings  # noqa: E402
 from envcat.models import migrate  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
 from tests.hardening.processes import (  # noqa: E402
     BIN,
     Processes,
@@ -38,6 +37,7 @@ from tests.hardening.processes import (  # noqa: E402
     wait_until_healthy,
 )
 from tests.support import RedisServer, free_port  # noqa: E402
+from tests.support.settings import make_settings  # noqa: E402
 
 API_GUNICORN_CONF = ROOT / "envcat" / "api" / "gunicorn.conf.py"
 BFF_GUNICORN_CONF = ROOT / "envcat" / "bff" / "gunicorn.conf.py"

@@ -26,26 +26,21 @@ import pytest
 from envcat.core.approval_statement import ApprovalStatement
 from envcat.services import access_requests
 from envcat.services.runtime import current
-from tests.bff.conftest import unique_email
-from tests.security.test_passkey_approvals import (
+from tests.bff.browser_support import PASSWORD
+from tests.support.bff import unique_email
+from tests.support.passkey_world import (
     CANARY,
     OTHER_CANARY,
-    PASSWORD,
     World,
     approve_in_browser,
     assert_refused,
-    chromium,
     deliver_as_worker,
-    stack,
-    waiting,
-    world,
 )
 from tests.support.passkeys import SoftPasskey
 from tests.support.signed import add_member
 from tests.support.stack import LiveStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-__all__ = ["chromium", "stack", "waiting", "world"]  # the shared fixtures
 
 KEYS = {"DATABASE_URL": CANARY, "OTHER": OTHER_CANARY}
 
