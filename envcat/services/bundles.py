@@ -17,19 +17,31 @@ from envcat.core.schemas.bundles import (
     BundleCreate,
     BundleDetail,
     BundleKeyOut,
+    BundleKeysBulk,
     BundleList,
     BundleSummary,
     BundleUpdate,
     CreateAndAttachKey,
+    ImportPreview,
+    ImportPreviewKey,
     ImportRequest,
     ImportResult,
 )
 from envcat.models import Bundle, BundleKey, Key, db, new_uuid, utcnow
-from envcat.services import dotenv_io, keys
+from envcat.services import dotenv_io, import_plan, keys, paging
 from envcat.services.errors import Conflict, NotFound
+from envcat.services.import_plan import Planned
 from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
 
 log = logging.getLogger("envcat.bundles")
+# The plan's outcomes as a preview names them (issue #15).
+PREVIEW_STATUS = {
+    "new": "new",
+    "attach": "new",
+    "changed": "changed",
+    "unchanged": "unchanged",
+    "clash": "skipped",
+}
 EXPORT_TYPES = {
     "dotenv": ("text/plain; charset=utf-8", ".env"),
     "json": ("application/json", ".json"),
@@ -82,8 +94,11 @@ def detail(tenant_id: str, bundle_id: str) -> BundleDetail:
     )
 
 
-def list_bundles(tenant_id: str, q: str = "") -> BundleList:
-    """The tenant's bundles sorted by name, with key counts; `q` filters by name substring."""
+def list_bundles(
+    tenant_id: str, q: str = "", *, limit: int | None = None, cursor: str | None = None
+) -> BundleList:
+    """The tenant's bundles in name order with key counts; `q` filters by name substring,
+    `limit`/`cursor` page them (paging)."""
     # Count only this tenant's attachments, not every tenant's.
     counts = (
         select(BundleKey.bundle_id, func.count().label("n"))
@@ -98,8 +113,8 @@ def list_bundles(tenant_id: str, q: str = "") -> BundleList:
         .where(Bundle.tenant_id == tenant_id)
     )
     if q:
-        statement = statement.where(func.lower(Bundle.name).contains(q.lower(), autoescape=True))
-    rows = sorted(db.session.execute(statement).all(), key=lambda r: (r[0].name.lower(), r[0].name))
+        statement = statement.where(paging.name_search(Bundle.name, q))
+    found = paging.paginate(statement, Bundle.name, limit=limit, cursor=cursor)
     return BundleList(
         bundles=[
             BundleSummary(
@@ -111,8 +126,10 @@ def list_bundles(tenant_id: str, q: str = "") -> BundleList:
                 created_at=as_utc(b.created_at),
                 updated_at=as_utc(b.updated_at),
             )
-            for b, n in rows
-        ]
+            for b, n in found.rows
+        ],
+        total=found.total,
+        next_cursor=found.next_cursor,
     )
 
 
@@ -281,6 +298,38 @@ def detach_key(actor: Actor, bundle_id: str, key_id: str) -> None:
     _attached_event(actor, "bundle.key_detached", bundle, key, alias)
 
 
+def bulk_keys(actor: Actor, bundle_id: str, body: BundleKeysBulk) -> BundleDetail:
+    """Attach or detach many library keys in one transaction: all of them or none (issue #15).
+
+    404 names a key that is not the tenant's (or not in the bundle, to detach); 409 one
+    already attached or clashing with an exported name. One audit event lists them all.
+    """
+    ids = list(dict.fromkeys(body.key_ids))
+    with transaction("The bundle changed meanwhile; nothing was changed. Retry."):
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        chosen = [get_key(actor.tenant_id, key_id) for key_id in ids]
+        exported = exported_names(bundle.id) if body.action == "attach" else set()
+        position = _next_position(bundle.id)
+        for key in chosen:
+            entry = db.session.get(BundleKey, (bundle.id, key.id))
+            if body.action == "detach":
+                if entry is None:
+                    raise NotFound(f"{key.name} is not in this bundle.")
+                db.session.delete(entry)
+                bundle.updated_at = utcnow()
+                continue
+            if entry is not None:
+                raise Conflict(f"{key.name} is already in this bundle.")
+            _attach(bundle, key, required=False, position=position, exported=exported)
+            position += 1
+    actor.record(
+        f"bundle.keys_{body.action}ed",
+        f"bundle:{bundle.id}",
+        {"bundle": bundle.name, "keys": [k.name for k in chosen], "key_ids": ids},
+    )
+    return detail(actor.tenant_id, bundle.id)
+
+
 @dataclass(frozen=True)
 class _ImportRun:
     """Who imports, and the id the import's versions and audit event carry."""
@@ -289,13 +338,10 @@ class _ImportRun:
     import_id: str
 
 
-def _apply_import(
-    bundle: Bundle,
-    values: dict[str, str],
-    body: ImportRequest,
-    result: ImportResult,
-    run: _ImportRun,
-) -> None:
+def _import_plan(
+    bundle: Bundle, values: dict[str, str]
+) -> tuple[list[Planned], set[str], set[str]]:
+    """What importing `values` would do to each name; the bundle's key ids and exported names."""
     library = {
         k.name: k
         for k in db.session.execute(
@@ -308,29 +354,41 @@ def _apply_import(
         .all()
     )
     exported = exported_names(bundle.id)
+    return import_plan.plan(values, library, attached, exported, keys.decrypt), attached, exported
+
+
+def _apply_import(
+    bundle: Bundle,
+    values: dict[str, str],
+    body: ImportRequest,
+    result: ImportResult,
+    run: _ImportRun,
+) -> None:
+    planned, attached, exported = _import_plan(bundle, values)
     position = _next_position(bundle.id)
-    for name, value in values.items():
-        key = library.get(name)
-        if (key is None or key.id not in attached) and name in exported:
+    for item in planned:
+        name, key = item.name, item.key
+        if item.outcome == "clash":
             # Another key is exported under this name here (an alias): two would clash.
             result.skipped.append(name)
             continue
         if key is None:
+            is_secret = body.is_secret if body.secret_names is None else name in body.secret_names
             key = keys.new_key(
                 bundle.tenant_id,
                 name,
-                value,
-                is_secret=body.is_secret,
+                values[name],
+                is_secret=is_secret,
                 description="",
                 dangerous_ok=body.dangerous_ok,
                 author=run.author,
                 import_id=run.import_id,
             )
             result.created.append(name)
-        elif keys.decrypt(key) == value:
+        elif item.outcome in ("unchanged", "attach"):
             (result.unchanged if key.id in attached else result.created).append(name)
         elif body.overwrite:
-            keys.set_value(key, value, author=run.author, import_id=run.import_id)
+            keys.set_value(key, values[name], author=run.author, import_id=run.import_id)
             result.updated.append(name)
         else:
             # Attaching it would hand out the library's other value under this bundle.
@@ -339,6 +397,27 @@ def _apply_import(
         if key.id not in attached:
             _attach(bundle, key, required=False, position=position, exported=exported)
             position += 1
+
+
+def preview_import(tenant_id: str, bundle_id: str, body: ImportRequest) -> ImportPreview:
+    """What importing `body` would do, per name, without writing anything; never a value."""
+    bundle = get_bundle(tenant_id, bundle_id)
+    parsed = dotenv_io.parse(body.format, body.content)
+    planned, _, _ = _import_plan(bundle, parsed.values)
+    db.session.rollback()  # nothing to keep: a preview only reads
+    return ImportPreview(
+        keys=[
+            ImportPreviewKey(
+                name=item.name,
+                status=PREVIEW_STATUS[item.outcome],
+                in_library=item.key is not None,
+                is_secret=item.key.is_secret if item.key is not None else body.is_secret,
+                applies=item.outcome != "clash" and (item.outcome != "changed" or body.overwrite),
+            )
+            for item in planned
+        ],
+        skipped=list(parsed.skipped),
+    )
 
 
 def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> ImportResult:

@@ -35,7 +35,9 @@ def _bundle_id(tenant_id: str, request: store.AccessRequest) -> str | None:
         return request.bundle_id
     if not request.bundle:
         return None
-    statement = select(Bundle.id).where(Bundle.tenant_id == tenant_id, Bundle.name == request.bundle)
+    statement = select(Bundle.id).where(
+        Bundle.tenant_id == tenant_id, Bundle.name == request.bundle
+    )
     return db.session.execute(statement).scalar_one_or_none()
 
 

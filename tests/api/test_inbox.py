@@ -1,4 +1,4 @@
-"""The approver inbox (issue #15): a workspace's pending requests, its decisions, and no one else's."""
+"""The approver inbox (issue #15): pending requests, decisions, and no other workspace's."""
 
 from __future__ import annotations
 

@@ -12,10 +12,12 @@ from envcat.core.schemas.bundles import (
     BundleCreate,
     BundleDetail,
     BundleKeyAdd,
+    BundleKeysBulk,
     BundleList,
     BundleListQuery,
     BundleUpdate,
     ExportQuery,
+    ImportPreview,
     ImportRequest,
     ImportResult,
     ImportUndone,
@@ -29,14 +31,14 @@ bp = signed_blueprint("bundles")
     bp,
     "/bundles",
     "GET",
-    summary="List the tenant's bundles",
+    summary="List the tenant's bundles (search, paged by ?limit= and ?cursor=)",
     auth="signed",
     query=BundleListQuery,
     responses={200: BundleList},
 )
 def list_bundles(query: BundleListQuery) -> BundleList:
     """Any role may list bundles."""
-    return bundles.list_bundles(caller().tenant_id, query.q)
+    return bundles.list_bundles(caller().tenant_id, query.q, limit=query.limit, cursor=query.cursor)
 
 
 @endpoint(
@@ -121,6 +123,22 @@ def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
 
 @endpoint(
     bp,
+    "/bundles/<bundle_id>/keys/bulk",
+    "POST",
+    summary="Attach or detach many library keys at once: all of them or none (one audit event)",
+    auth="signed",
+    body=BundleKeysBulk,
+    responses={200: BundleDetail},
+    errors=(403, 404, 409),
+)
+def bulk_keys(bundle_id: str, body: BundleKeysBulk) -> BundleDetail:
+    """Admins attach and detach keys."""
+    caller().require("admin")
+    return bundles.bulk_keys(current_actor(), bundle_id, body)
+
+
+@endpoint(
+    bp,
     "/bundles/<bundle_id>/keys/<key_id>",
     "DELETE",
     summary="Detach a key from a bundle (it stays in the library)",
@@ -149,6 +167,22 @@ def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
     """Admins import."""
     caller().require("admin")
     return bundles.import_into_bundle(current_actor(), bundle_id, body)
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>/import/preview",
+    "POST",
+    summary="What an import would do, per key (new, changed, unchanged), writing nothing",
+    auth="signed",
+    body=ImportRequest,
+    responses={200: ImportPreview},
+    errors=(403, 404),
+)
+def preview_import(bundle_id: str, body: ImportRequest) -> ImportPreview:
+    """Admins preview imports; no value (pasted or stored) is in the reply."""
+    caller().require("admin")
+    return bundles.preview_import(caller().tenant_id, bundle_id, body)
 
 
 @endpoint(
