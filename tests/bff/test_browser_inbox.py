@@ -64,6 +64,8 @@ def test_a_request_made_after_the_page_loaded_appears_without_reload(
     mallory = new_user(stack, "mallory")
     assert created["id"] not in mallory.get("/requests").text
     assert mallory.get("/requests.json").json() == {"requests": []}
+    signed_out = stack.browser().get("/requests.json")  # a link holder without a session
+    assert signed_out.status_code in (302, 401) and created["id"] not in signed_out.text
 
 
 def test_bulk_attach_and_an_import_preview_that_writes_nothing_until_confirmed(
