@@ -31,7 +31,7 @@ from envcat.core.usercode import user_code
 
 PENDING_INDEX = "requests:pending"
 # issue #15: a workspace's pending request ids (score: expires_at), for the approver inbox.
-TENANT_PENDING_PREFIX = "requests:pending:t:"
+TENANT_PENDING_PREFIX = "requests:pending:t:"  # scores are whole seconds: compact
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
 # A long poll whose Redis connection broke tries again this often until its deadline.
@@ -215,7 +215,7 @@ redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 redis.call('INCR', KEYS[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[4], string.sub(KEYS[1], 5))
+redis.call('ZADD', KEYS[5], math.ceil(tonumber(ARGV[4])), string.sub(KEYS[1], 5))
 if redis.call('TTL', KEYS[5]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[5], ARGV[2]) end
 return 1
 """

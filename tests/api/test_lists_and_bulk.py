@@ -89,7 +89,7 @@ def test_bulk_attach_and_detach_are_all_or_nothing_and_audited(owner: Any, signe
     bundle_id = _bundle(owner, "prod/api")
     ids = [_key(owner, f"K{n}") for n in range(3)]
     foreign = _key(signed_as("u-other", "t-b", "owner"), "THEIRS")
-    path = f"/api/v1/bundles/{bundle_id}/keys/bulk"
+    path = f"/api/v1/bundles/{bundle_id}/bulk-keys"
     # another tenant's key in the list: 404, and none of the others is attached
     refused = owner.post(path, {"action": "attach", "key_ids": [*ids, foreign]})
     assert refused.status_code == 404

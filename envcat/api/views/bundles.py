@@ -123,7 +123,7 @@ def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
 
 @endpoint(
     bp,
-    "/bundles/<bundle_id>/keys/bulk",
+    "/bundles/<bundle_id>/bulk-keys",
     "POST",
     summary="Attach or detach many library keys at once: all of them or none (one audit event)",
     auth="signed",

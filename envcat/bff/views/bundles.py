@@ -381,5 +381,5 @@ def bulk(bundle_id: str) -> Response:
     body = {"action": action, "key_ids": key_ids}
     done = f"{len(key_ids)} key{'' if len(key_ids) == 1 else 's'} {action}ed."
     return submit(
-        "POST", _bundle_path(bundle_id, "/keys/bulk"), json=body, back=_back(bundle_id), done=done
+        "POST", _bundle_path(bundle_id, "/bulk-keys"), json=body, back=_back(bundle_id), done=done
     )

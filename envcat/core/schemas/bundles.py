@@ -234,7 +234,7 @@ BULK_MAX = 500
 
 
 class BundleKeysBulk(_Body):
-    """POST /bundles/{id}/keys/bulk: attach or detach many library keys at once, all or none."""
+    """POST /bundles/{id}/bulk-keys: attach or detach many library keys at once, all or none."""
 
     action: Literal["attach", "detach"]
     key_ids: Annotated[list[ObjectId], Field(min_length=1, max_length=BULK_MAX)]
