@@ -93,3 +93,25 @@ def test_history_limit_is_validated(signed_as: Any) -> None:
     response = owner.get(f"{INBOX}/history?limit=0")
     assert response.status_code == 400
     assert response.get_json()["error"] == "validation_error"
+
+
+def test_k_of_n_shows_approvals_so_far_and_a_released_request_leaves(
+    api_app: Flask, signed_as: Any
+) -> None:
+    owner = signed_as("u-owner", "t-acme", "owner")
+    second = signed_as("u-second", "t-acme", "admin")
+    bundle_id = seed_bundle("t-acme", "production/api", [SeedKey("API_KEY", "sk-k-of-n")])
+    rule = {"min_role": "member", "approvals_required": 2}
+    assert owner.put(f"/api/v1/bundles/{bundle_id}/approvers", rule).status_code == 200
+    cli = Cli.start(api_app.test_client(), bundle="production/api")
+    choice = {"bundle_id": bundle_id, "include_keys": ["API_KEY"]}
+    first = owner.post(f"{REQUESTS}/{cli.id}/encrypt-from-bundle", json=choice)
+    assert first.status_code == 202, first.get_json()
+    [item] = owner.get(INBOX).get_json()["requests"]
+    assert (item["approvals"], item["approvals_required"]) == (1, 2)
+    # the second approval releases it: the request is decided and leaves the inbox
+    assert second.post(f"{REQUESTS}/{cli.id}/encrypt-from-bundle", json=choice).status_code in (
+        200,
+        202,
+    )
+    assert cli.id not in _ids(owner)
