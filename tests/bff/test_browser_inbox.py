@@ -119,3 +119,19 @@ def test_bulk_attach_and_an_import_preview_that_writes_nothing_until_confirmed(
     kinds = {k["name"]: k["is_secret"] for k in after["keys"]}
     assert kinds["NEW_PLAIN"] is False and kinds["NEW_SECRET"] is True
     assert kinds["KEPT"] is True  # changed but not overwritten: kept as stored
+
+
+def test_the_key_list_pages_by_fifty_and_searches(stack: LiveStack) -> None:
+    person = new_user(stack, "paging")
+    for n in range(52):
+        reply = person.post("/keys", {"name": f"K_{n:02d}", "value": "v", "is_secret": "on"})
+        assert reply.status_code in (302, 303)
+    first = person.get("/keys").text
+    assert first.count('href="/keys/') == 50 and "52 keys." in first
+    next_link = re.search(r'href="\?(cursor=[^"]+)" rel="next"', first)
+    assert next_link is not None
+    second = person.get(f"/keys?{next_link.group(1)}").text
+    assert "K_50" in second and "K_51" in second and "K_00" not in second
+    assert 'rel="next"' not in second and "First page" in second
+    found = person.get("/keys?q=k_4").text
+    assert "10 keys match" in found and found.count('href="/keys/') == 10
