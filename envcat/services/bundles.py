@@ -22,26 +22,13 @@ from envcat.core.schemas.bundles import (
     BundleSummary,
     BundleUpdate,
     CreateAndAttachKey,
-    ImportPreview,
-    ImportPreviewKey,
-    ImportRequest,
-    ImportResult,
 )
-from envcat.models import Bundle, BundleKey, Key, db, new_uuid, utcnow
-from envcat.services import dotenv_io, import_plan, keys, paging
+from envcat.models import Bundle, BundleKey, Key, db, utcnow
+from envcat.services import dotenv_io, keys, paging
 from envcat.services.errors import Conflict, NotFound
-from envcat.services.import_plan import Planned
 from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
 
 log = logging.getLogger("envcat.bundles")
-# The plan's outcomes as a preview names them (issue #15).
-PREVIEW_STATUS = {
-    "new": "new",
-    "attach": "new",
-    "changed": "changed",
-    "unchanged": "unchanged",
-    "clash": "skipped",
-}
 EXPORT_TYPES = {
     "dotenv": ("text/plain; charset=utf-8", ".env"),
     "json": ("application/json", ".json"),
@@ -194,7 +181,8 @@ def delete_bundle(actor: Actor, bundle_id: str) -> None:
     actor.record("bundle.deleted", f"bundle:{bundle_id}", {"name": name})
 
 
-def _next_position(bundle_id: str) -> int:
+def next_position(bundle_id: str) -> int:
+    """The position after the bundle's last entry."""
     highest = db.session.execute(
         select(func.max(BundleKey.position)).where(BundleKey.bundle_id == bundle_id)
     ).scalar_one_or_none()
@@ -211,7 +199,7 @@ def exported_names(bundle_id: str) -> set[str]:
     return {alias or name for alias, name in rows}
 
 
-def _attach(
+def attach_entry(
     bundle: Bundle,
     key: Key,
     *,
@@ -233,7 +221,7 @@ def _attach(
         raise Conflict(f"This bundle already exports a variable named {export_name}.")
     exported.add(export_name)
     if position is None:
-        position = _next_position(bundle.id)
+        position = next_position(bundle.id)
     # `key=` (not only key_id) lets the flush insert a new key before its entry.
     db.session.add(
         BundleKey(bundle_id=bundle.id, key=key, required=required, position=position, alias=alias)
@@ -257,7 +245,7 @@ def attach_key(actor: Actor, bundle_id: str, body: AttachKey) -> BundleDetail:
         key = get_key(actor.tenant_id, body.key_id)
         if db.session.get(BundleKey, (bundle.id, key.id)) is not None:
             raise Conflict(f"{key.name} is already in this bundle.")
-        _attach(bundle, key, required=body.required, position=body.position, alias=body.alias)
+        attach_entry(bundle, key, required=body.required, position=body.position, alias=body.alias)
     _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
 
@@ -278,7 +266,7 @@ def create_and_attach_key(actor: Actor, bundle_id: str, body: CreateAndAttachKey
             dangerous_ok=body.dangerous_ok,
             author=actor.user_id,
         )
-        _attach(bundle, key, required=body.required, position=body.position, alias=body.alias)
+        attach_entry(bundle, key, required=body.required, position=body.position, alias=body.alias)
     actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
     _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
@@ -309,7 +297,7 @@ def bulk_keys(actor: Actor, bundle_id: str, body: BundleKeysBulk) -> BundleDetai
         bundle = get_bundle(actor.tenant_id, bundle_id)
         chosen = [get_key(actor.tenant_id, key_id) for key_id in ids]
         exported = exported_names(bundle.id) if body.action == "attach" else set()
-        position = _next_position(bundle.id)
+        position = next_position(bundle.id)
         for key in chosen:
             entry = db.session.get(BundleKey, (bundle.id, key.id))
             if body.action == "detach":
@@ -320,7 +308,7 @@ def bulk_keys(actor: Actor, bundle_id: str, body: BundleKeysBulk) -> BundleDetai
                 continue
             if entry is not None:
                 raise Conflict(f"{key.name} is already in this bundle.")
-            _attach(bundle, key, required=False, position=position, exported=exported)
+            attach_entry(bundle, key, required=False, position=position, exported=exported)
             position += 1
     actor.record(
         f"bundle.keys_{body.action}ed",
@@ -328,131 +316,6 @@ def bulk_keys(actor: Actor, bundle_id: str, body: BundleKeysBulk) -> BundleDetai
         {"bundle": bundle.name, "keys": [k.name for k in chosen], "key_ids": ids},
     )
     return detail(actor.tenant_id, bundle.id)
-
-
-@dataclass(frozen=True)
-class _ImportRun:
-    """Who imports, and the id the import's versions and audit event carry."""
-
-    author: str
-    import_id: str
-
-
-def _import_plan(
-    bundle: Bundle, values: dict[str, str]
-) -> tuple[list[Planned], set[str], set[str]]:
-    """What importing `values` would do to each name; the bundle's key ids and exported names."""
-    library = {
-        k.name: k
-        for k in db.session.execute(
-            select(Key).where(Key.tenant_id == bundle.tenant_id, Key.name.in_(list(values)))
-        ).scalars()
-    }
-    attached = set(
-        db.session.execute(select(BundleKey.key_id).where(BundleKey.bundle_id == bundle.id))
-        .scalars()
-        .all()
-    )
-    exported = exported_names(bundle.id)
-    return import_plan.plan(values, library, attached, exported, keys.decrypt), attached, exported
-
-
-def _apply_import(
-    bundle: Bundle,
-    values: dict[str, str],
-    body: ImportRequest,
-    result: ImportResult,
-    run: _ImportRun,
-) -> None:
-    planned, attached, exported = _import_plan(bundle, values)
-    position = _next_position(bundle.id)
-    for item in planned:
-        name, key = item.name, item.key
-        if item.outcome == "clash":
-            # Another key is exported under this name here (an alias): two would clash.
-            result.skipped.append(name)
-            continue
-        if key is None:
-            is_secret = body.is_secret if body.secret_names is None else name in body.secret_names
-            key = keys.new_key(
-                bundle.tenant_id,
-                name,
-                values[name],
-                is_secret=is_secret,
-                description="",
-                dangerous_ok=body.dangerous_ok,
-                author=run.author,
-                import_id=run.import_id,
-            )
-            result.created.append(name)
-        elif item.outcome in ("unchanged", "attach"):
-            (result.unchanged if key.id in attached else result.created).append(name)
-        elif body.overwrite:
-            keys.set_value(key, values[name], author=run.author, import_id=run.import_id)
-            result.updated.append(name)
-        else:
-            # Attaching it would hand out the library's other value under this bundle.
-            result.skipped.append(name)
-            continue
-        if key.id not in attached:
-            _attach(bundle, key, required=False, position=position, exported=exported)
-            position += 1
-
-
-def preview_import(tenant_id: str, bundle_id: str, body: ImportRequest) -> ImportPreview:
-    """What importing `body` would do, per name, without writing anything; never a value."""
-    bundle = get_bundle(tenant_id, bundle_id)
-    parsed = dotenv_io.parse(body.format, body.content)
-    planned, _, _ = _import_plan(bundle, parsed.values)
-    db.session.rollback()  # nothing to keep: a preview only reads
-    return ImportPreview(
-        keys=[
-            ImportPreviewKey(
-                name=item.name,
-                status=PREVIEW_STATUS[item.outcome],
-                in_library=item.key is not None,
-                is_secret=item.key.is_secret if item.key is not None else body.is_secret,
-                applies=item.outcome != "clash" and (item.outcome != "changed" or body.overwrite),
-            )
-            for item in planned
-        ],
-        skipped=list(parsed.skipped),
-    )
-
-
-def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> ImportResult:
-    """Import .env or JSON content into a bundle in one transaction; never half-applied."""
-    bundle = get_bundle(actor.tenant_id, bundle_id)
-    parsed = dotenv_io.parse(body.format, body.content)
-    result = ImportResult(created=[], updated=[], unchanged=[], skipped=list(parsed.skipped))
-    run = _ImportRun(author=actor.user_id, import_id=new_uuid())
-    with transaction("The library changed during the import; nothing was imported. Retry."):
-        _apply_import(bundle, parsed.values, body, result, run)
-        if result.updated:
-            bundle.updated_at = utcnow()
-    actor.record(
-        "bundle.imported",
-        f"bundle:{bundle.id}",
-        {
-            "bundle": bundle.name,
-            "import_id": run.import_id,
-            "format": body.format,
-            "overwrite": body.overwrite,
-            "created": result.created,
-            "updated": result.updated,
-            "unchanged": result.unchanged,
-            "skipped_count": len(result.skipped),
-        },
-    )
-    log.info(
-        "bundle imported",
-        extra={
-            "bundle_id": bundle.id,
-            "keys_created": len(result.created),
-            "keys_updated": len(result.updated),
-        },
-    )
-    return result
 
 
 def export_bundle(actor: Actor, bundle_id: str, fmt: str) -> ExportFile:

@@ -22,7 +22,7 @@ from envcat.core.schemas.bundles import (
     ImportResult,
     ImportUndone,
 )
-from envcat.services import bundles, versions
+from envcat.services import bundle_imports, bundles, versions
 
 bp = signed_blueprint("bundles")
 
@@ -166,7 +166,7 @@ def detach_key(bundle_id: str, key_id: str) -> tuple[str, int]:
 def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
     """Admins import."""
     caller().require("admin")
-    return bundles.import_into_bundle(current_actor(), bundle_id, body)
+    return bundle_imports.import_into_bundle(current_actor(), bundle_id, body)
 
 
 @endpoint(
@@ -182,7 +182,7 @@ def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
 def preview_import(bundle_id: str, body: ImportRequest) -> ImportPreview:
     """Admins preview imports; no value (pasted or stored) is in the reply."""
     caller().require("admin")
-    return bundles.preview_import(caller().tenant_id, bundle_id, body)
+    return bundle_imports.preview_import(caller().tenant_id, bundle_id, body)
 
 
 @endpoint(
