@@ -10,8 +10,9 @@ value under 64 bytes so it stays a listpack, and what only the approval page
 reads (bundle hint, template keys, CLI context) is one JSON string beside it,
 `req:{id}:v`. Field names, one to three letters, are listed in FIELDS.
 
-The per-IP counter (`ip:<addr>:n`) is named inside the scripts from the
-request's own `ip` field, so the scripts touch keys they were not passed: fine
+The per-IP counter (`ip:<addr>:n`) and the workspace's inbox index
+(`requests:pending:t:<tenant>`, issue #15) are named inside the scripts from the
+request's own `ip` and `tid` fields, so the scripts touch keys they were not passed: fine
 on one Redis or Sentinel, not on Redis Cluster (which EnvCat does not support).
 """
 
