@@ -30,6 +30,7 @@ def _blueprints() -> list[object]:
         clerk_internal,
         connectors,
         health,
+        inbox,
         internal,
         keys,
         me,
@@ -58,6 +59,7 @@ def _blueprints() -> list[object]:
         workloads.bp,
         passkeys.bp,
         passkeys.public_bp,
+        inbox.bp,
     ]
 
 

@@ -10,8 +10,9 @@ value under 64 bytes so it stays a listpack, and what only the approval page
 reads (bundle hint, template keys, CLI context) is one JSON string beside it,
 `req:{id}:v`. Field names, one to three letters, are listed in FIELDS.
 
-The per-IP counter (`ip:<addr>:n`) is named inside the scripts from the
-request's own `ip` field, so the scripts touch keys they were not passed: fine
+The per-IP counter (`ip:<addr>:n`) and the workspace's inbox index
+(`requests:pending:t:<tenant>`, issue #15) are named inside the scripts from the
+request's own `ip` and `tid` fields, so the scripts touch keys they were not passed: fine
 on one Redis or Sentinel, not on Redis Cluster (which EnvCat does not support).
 """
 
@@ -30,6 +31,8 @@ import redis
 from envcat.core.usercode import user_code
 
 PENDING_INDEX = "requests:pending"
+# issue #15: a workspace's pending request ids (score: expires_at), for the approver inbox.
+TENANT_PENDING_PREFIX = "requests:pending:t:"  # scores are whole seconds: compact
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
 PROGRESS_WAKE = "progress"
@@ -70,6 +73,16 @@ def ip_pending_key(ip: str) -> str:
 def waiter_key(request_id: str) -> str:
     """Who holds the long poll of a request: a newer wait replaces an older one."""
     return f"req:{request_id}:waiter"
+
+
+def tenant_pending_key(tenant_id: str) -> str:
+    """One workspace's pending request ids, scored by expiry (the approver inbox, issue #15).
+
+    Ids only, no ciphertext or context. Kept bounded without a sweep: each create
+    drops the entries already expired and the set's own TTL is the longest
+    request's; a request leaves it when it leaves the pending index.
+    """
+    return f"{TENANT_PENDING_PREFIX}{tenant_id}"
 
 
 def view_key(request_id: str) -> str:
@@ -193,8 +206,8 @@ class PollResult:
     approval: Approval | None = None
 
 
-# KEYS: req hash, pending index, ip counter, view. ARGV: now, ttl, cap, expires_at,
-# pending-index member ("<id> <ip>"), view JSON, then field/value pairs.
+# KEYS: req hash, pending index, ip counter, view, workspace index. ARGV: now, ttl, cap,
+# expires_at, pending-index member ("<id> <ip>"), view JSON, then field/value pairs.
 _CREATE = """
 local n = tonumber(redis.call('GET', KEYS[3]) or '0')
 if n >= tonumber(ARGV[3]) then return 0 end
@@ -203,6 +216,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 redis.call('INCR', KEYS[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[1])
+redis.call('ZADD', KEYS[5], math.ceil(tonumber(ARGV[4])), string.sub(KEYS[1], 5))
+if redis.call('TTL', KEYS[5]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[5], ARGV[2]) end
 return 1
 """
 
@@ -282,10 +298,11 @@ def create(
         view.append(_clip(str(workload)))
     pairs = [item for pair in fields.items() for item in pair]
     keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip), view_key(new.id)]
+    keys.append(tenant_pending_key(tenant_id))
     member = pending_member(new.id, client_ip)
     args: list[str | int] = [repr(new.created), ttl, max_per_ip, repr(new.expires_at), member]
     args.append(json.dumps(view, separators=(",", ":"), ensure_ascii=False))
-    return request if _eval(r, _CREATE, 4, *keys, *args, *pairs) else None
+    return request if _eval(r, _CREATE, 5, *keys, *args, *pairs) else None
 
 
 # The CLI context as stored in the view, by position (DESIGN §5's `context` object).
@@ -349,6 +366,9 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
 LEAVE_PENDING = """
 local function leave_pending(h, index)
   -- Out of the pending index once; only then is its address's counter counted down.
+  -- Out of its workspace's index too (the approver inbox, issue #15).
+  local tid = redis.call('HGET', h, 'tid')
+  if tid then redis.call('ZREM', 'requests:pending:t:' .. tid, string.sub(h, 5)) end
   local ip = redis.call('HGET', h, 'ip') or ''
   if redis.call('ZREM', index, string.sub(h, 5) .. ' ' .. ip) == 1 and ip ~= '' then
     local counter = 'ip:' .. ip .. ':n'
@@ -655,6 +675,17 @@ def claim_unclaimed(r: redis.Redis, now: float, limit: int) -> list[dict[str, st
 def release_unclaimed(r: redis.Redis, entry: dict[str, str], score: float) -> None:
     """Put a claimed entry back after a failed sweep step, so the next sweep retries it."""
     r.zadd(UNCLAIMED_INDEX, {json.dumps(entry, sort_keys=True): score})
+
+
+def pending_of_tenant(r: redis.Redis, tenant_id: str, now: float, limit: int) -> list[str]:
+    """Ids of a workspace's requests still pending at `now`, soonest expiry first (at most
+    `limit`); expired entries are dropped from its index on the way (issue #15)."""
+    key = tenant_pending_key(tenant_id)
+    pipe = r.pipeline(transaction=False)
+    pipe.zremrangebyscore(key, "-inf", now)
+    pipe.zrangebyscore(key, now, "+inf", start=0, num=limit)
+    _, ids = pipe.execute()
+    return list(ids)
 
 
 def pending_count(r: redis.Redis) -> int:

@@ -17,15 +17,14 @@ from envcat.core.schemas.bundles import (
     BundleCreate,
     BundleDetail,
     BundleKeyOut,
+    BundleKeysBulk,
     BundleList,
     BundleSummary,
     BundleUpdate,
     CreateAndAttachKey,
-    ImportRequest,
-    ImportResult,
 )
-from envcat.models import Bundle, BundleKey, Key, db, new_uuid, utcnow
-from envcat.services import dotenv_io, keys
+from envcat.models import Bundle, BundleKey, Key, db, utcnow
+from envcat.services import dotenv_io, keys, paging
 from envcat.services.errors import Conflict, NotFound
 from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
 
@@ -82,8 +81,11 @@ def detail(tenant_id: str, bundle_id: str) -> BundleDetail:
     )
 
 
-def list_bundles(tenant_id: str, q: str = "") -> BundleList:
-    """The tenant's bundles sorted by name, with key counts; `q` filters by name substring."""
+def list_bundles(
+    tenant_id: str, q: str = "", *, limit: int | None = None, cursor: str | None = None
+) -> BundleList:
+    """The tenant's bundles in name order with key counts; `q` filters by name substring,
+    `limit`/`cursor` page them (paging)."""
     # Count only this tenant's attachments, not every tenant's.
     counts = (
         select(BundleKey.bundle_id, func.count().label("n"))
@@ -98,8 +100,8 @@ def list_bundles(tenant_id: str, q: str = "") -> BundleList:
         .where(Bundle.tenant_id == tenant_id)
     )
     if q:
-        statement = statement.where(func.lower(Bundle.name).contains(q.lower(), autoescape=True))
-    rows = sorted(db.session.execute(statement).all(), key=lambda r: (r[0].name.lower(), r[0].name))
+        statement = statement.where(paging.name_search(Bundle.name, q))
+    found = paging.paginate(statement, Bundle.name, limit=limit, cursor=cursor)
     return BundleList(
         bundles=[
             BundleSummary(
@@ -111,8 +113,10 @@ def list_bundles(tenant_id: str, q: str = "") -> BundleList:
                 created_at=as_utc(b.created_at),
                 updated_at=as_utc(b.updated_at),
             )
-            for b, n in rows
-        ]
+            for b, n in found.rows
+        ],
+        total=found.total,
+        next_cursor=found.next_cursor,
     )
 
 
@@ -177,7 +181,8 @@ def delete_bundle(actor: Actor, bundle_id: str) -> None:
     actor.record("bundle.deleted", f"bundle:{bundle_id}", {"name": name})
 
 
-def _next_position(bundle_id: str) -> int:
+def next_position(bundle_id: str) -> int:
+    """The position after the bundle's last entry."""
     highest = db.session.execute(
         select(func.max(BundleKey.position)).where(BundleKey.bundle_id == bundle_id)
     ).scalar_one_or_none()
@@ -194,7 +199,7 @@ def exported_names(bundle_id: str) -> set[str]:
     return {alias or name for alias, name in rows}
 
 
-def _attach(
+def attach_entry(
     bundle: Bundle,
     key: Key,
     *,
@@ -216,7 +221,7 @@ def _attach(
         raise Conflict(f"This bundle already exports a variable named {export_name}.")
     exported.add(export_name)
     if position is None:
-        position = _next_position(bundle.id)
+        position = next_position(bundle.id)
     # `key=` (not only key_id) lets the flush insert a new key before its entry.
     db.session.add(
         BundleKey(bundle_id=bundle.id, key=key, required=required, position=position, alias=alias)
@@ -240,7 +245,7 @@ def attach_key(actor: Actor, bundle_id: str, body: AttachKey) -> BundleDetail:
         key = get_key(actor.tenant_id, body.key_id)
         if db.session.get(BundleKey, (bundle.id, key.id)) is not None:
             raise Conflict(f"{key.name} is already in this bundle.")
-        _attach(bundle, key, required=body.required, position=body.position, alias=body.alias)
+        attach_entry(bundle, key, required=body.required, position=body.position, alias=body.alias)
     _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
 
@@ -261,7 +266,7 @@ def create_and_attach_key(actor: Actor, bundle_id: str, body: CreateAndAttachKey
             dangerous_ok=body.dangerous_ok,
             author=actor.user_id,
         )
-        _attach(bundle, key, required=body.required, position=body.position, alias=body.alias)
+        attach_entry(bundle, key, required=body.required, position=body.position, alias=body.alias)
     actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
     _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
@@ -281,99 +286,36 @@ def detach_key(actor: Actor, bundle_id: str, key_id: str) -> None:
     _attached_event(actor, "bundle.key_detached", bundle, key, alias)
 
 
-@dataclass(frozen=True)
-class _ImportRun:
-    """Who imports, and the id the import's versions and audit event carry."""
+def bulk_keys(actor: Actor, bundle_id: str, body: BundleKeysBulk) -> BundleDetail:
+    """Attach or detach many library keys in one transaction: all of them or none (issue #15).
 
-    author: str
-    import_id: str
-
-
-def _apply_import(
-    bundle: Bundle,
-    values: dict[str, str],
-    body: ImportRequest,
-    result: ImportResult,
-    run: _ImportRun,
-) -> None:
-    library = {
-        k.name: k
-        for k in db.session.execute(
-            select(Key).where(Key.tenant_id == bundle.tenant_id, Key.name.in_(list(values)))
-        ).scalars()
-    }
-    attached = set(
-        db.session.execute(select(BundleKey.key_id).where(BundleKey.bundle_id == bundle.id))
-        .scalars()
-        .all()
-    )
-    exported = exported_names(bundle.id)
-    position = _next_position(bundle.id)
-    for name, value in values.items():
-        key = library.get(name)
-        if (key is None or key.id not in attached) and name in exported:
-            # Another key is exported under this name here (an alias): two would clash.
-            result.skipped.append(name)
-            continue
-        if key is None:
-            key = keys.new_key(
-                bundle.tenant_id,
-                name,
-                value,
-                is_secret=body.is_secret,
-                description="",
-                dangerous_ok=body.dangerous_ok,
-                author=run.author,
-                import_id=run.import_id,
-            )
-            result.created.append(name)
-        elif keys.decrypt(key) == value:
-            (result.unchanged if key.id in attached else result.created).append(name)
-        elif body.overwrite:
-            keys.set_value(key, value, author=run.author, import_id=run.import_id)
-            result.updated.append(name)
-        else:
-            # Attaching it would hand out the library's other value under this bundle.
-            result.skipped.append(name)
-            continue
-        if key.id not in attached:
-            _attach(bundle, key, required=False, position=position, exported=exported)
+    404 names a key that is not the tenant's (or not in the bundle, to detach); 409 one
+    already attached or clashing with an exported name. One audit event lists them all.
+    """
+    ids = list(dict.fromkeys(body.key_ids))
+    with transaction("The bundle changed meanwhile; nothing was changed. Retry."):
+        bundle = get_bundle(actor.tenant_id, bundle_id)
+        chosen = [get_key(actor.tenant_id, key_id) for key_id in ids]
+        exported = exported_names(bundle.id) if body.action == "attach" else set()
+        position = next_position(bundle.id)
+        for key in chosen:
+            entry = db.session.get(BundleKey, (bundle.id, key.id))
+            if body.action == "detach":
+                if entry is None:
+                    raise NotFound(f"{key.name} is not in this bundle.")
+                db.session.delete(entry)
+                bundle.updated_at = utcnow()
+                continue
+            if entry is not None:
+                raise Conflict(f"{key.name} is already in this bundle.")
+            attach_entry(bundle, key, required=False, position=position, exported=exported)
             position += 1
-
-
-def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> ImportResult:
-    """Import .env or JSON content into a bundle in one transaction; never half-applied."""
-    bundle = get_bundle(actor.tenant_id, bundle_id)
-    parsed = dotenv_io.parse(body.format, body.content)
-    result = ImportResult(created=[], updated=[], unchanged=[], skipped=list(parsed.skipped))
-    run = _ImportRun(author=actor.user_id, import_id=new_uuid())
-    with transaction("The library changed during the import; nothing was imported. Retry."):
-        _apply_import(bundle, parsed.values, body, result, run)
-        if result.updated:
-            bundle.updated_at = utcnow()
     actor.record(
-        "bundle.imported",
+        f"bundle.keys_{body.action}ed",
         f"bundle:{bundle.id}",
-        {
-            "bundle": bundle.name,
-            "import_id": run.import_id,
-            "format": body.format,
-            "overwrite": body.overwrite,
-            "created": result.created,
-            "updated": result.updated,
-            "unchanged": result.unchanged,
-            "skipped_count": len(result.skipped),
-        },
+        {"bundle": bundle.name, "keys": [k.name for k in chosen], "key_ids": ids},
     )
-    log.info(
-        "bundle imported",
-        extra={
-            "bundle_id": bundle.id,
-            "keys_created": len(result.created),
-            "keys_updated": len(result.updated),
-        },
-    )
-    return result
+    return detail(actor.tenant_id, bundle.id)
 
 
 def export_bundle(actor: Actor, bundle_id: str, fmt: str) -> ExportFile:

@@ -17,7 +17,7 @@ from envcat.core.kms import DecryptionError
 from envcat.core.schemas.bundles import KeyCreate, KeyList, KeyOut, KeyUpdate
 from envcat.core.wire import is_dangerous_name
 from envcat.models import BundleKey, Key, db, new_uuid
-from envcat.services import versions
+from envcat.services import paging, versions
 from envcat.services.errors import Conflict, EnvCatError, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc, get_key, transaction
@@ -149,14 +149,22 @@ def _out(key: Key, bundle_count: int, value: str | None) -> KeyOut:
     )
 
 
-def list_keys(tenant_id: str, q: str = "") -> KeyList:
-    """The tenant's library sorted by name; `q` is a case-insensitive substring of the name."""
+def list_keys(
+    tenant_id: str, q: str = "", *, limit: int | None = None, cursor: str | None = None
+) -> KeyList:
+    """The tenant's library in name order; `q` is a case-insensitive substring of the name,
+    `limit`/`cursor` page it (paging)."""
     statement = select(Key).where(Key.tenant_id == tenant_id)
     if q:
-        statement = statement.where(func.lower(Key.name).contains(q.lower(), autoescape=True))
-    keys = sorted(db.session.execute(statement).scalars(), key=lambda k: (k.name.lower(), k.name))
+        statement = statement.where(paging.name_search(Key.name, q))
+    found = paging.paginate(statement, Key.name, limit=limit, cursor=cursor)
+    keys = [row[0] for row in found.rows]
     counts = _bundle_counts(k.id for k in keys)
-    return KeyList(keys=[_out(k, counts.get(k.id, 0), shown_value(k)) for k in keys])
+    return KeyList(
+        keys=[_out(k, counts.get(k.id, 0), shown_value(k)) for k in keys],
+        total=found.total,
+        next_cursor=found.next_cursor,
+    )
 
 
 def key_out(tenant_id: str, key_id: str) -> KeyOut:

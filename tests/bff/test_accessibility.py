@@ -54,7 +54,8 @@ def _workspace_pages(page: Any, stack: LiveStack, found: dict[str, str]) -> None
     page.goto(f"{stack.bff_url}/bundles/{bundle_id}")
     page.get_by_role("link", name="API_URL").click()
     _check(page, "key", found)
-    for path in ("/", "/bundles", "/keys", "/workloads", "/members", "/account", "/no-such-page"):
+    signed_in_pages = ("/", "/bundles", "/keys", "/requests", "/workloads", "/members")
+    for path in (*signed_in_pages, "/account", "/no-such-page"):
         page.goto(f"{stack.bff_url}{path}")
         _check(page, f"signed in {path}", found)
     page.goto(f"{stack.bff_url}/members")

@@ -227,12 +227,14 @@ def test_import_lets_the_form_choose_secret_or_plain(tab: Any, stack: LiveStack)
     create_bundle(tab, stack, "import/app")
     tab.locator("#import-content").fill("PLAIN_ONE=visible-value\n")
     tab.get_by_label("Mark new keys secret").uncheck()
-    tab.get_by_role("button", name="Import").click()
+    tab.get_by_role("button", name="Preview import").click()
+    tab.get_by_role("button", name="Confirm import").click()
     tab.get_by_text("Imported: 1 created").wait_for()
     assert tab.locator("td.value code", has_text="visible-value").count() == 1
     tab.locator("#import-content").fill("SECRET_ONE=hidden-value\n")
     assert tab.get_by_label("Mark new keys secret").is_checked()  # the default
-    tab.get_by_role("button", name="Import").click()
+    tab.get_by_role("button", name="Preview import").click()
+    tab.get_by_role("button", name="Confirm import").click()
     tab.get_by_text("Imported: 1 created").wait_for()
     assert "hidden-value" not in tab.content()
 

@@ -12,15 +12,17 @@ from envcat.core.schemas.bundles import (
     BundleCreate,
     BundleDetail,
     BundleKeyAdd,
+    BundleKeysBulk,
     BundleList,
     BundleListQuery,
     BundleUpdate,
     ExportQuery,
+    ImportPreview,
     ImportRequest,
     ImportResult,
     ImportUndone,
 )
-from envcat.services import bundles, versions
+from envcat.services import bundle_imports, bundles, versions
 
 bp = signed_blueprint("bundles")
 
@@ -29,14 +31,14 @@ bp = signed_blueprint("bundles")
     bp,
     "/bundles",
     "GET",
-    summary="List the tenant's bundles",
+    summary="List the tenant's bundles (search, paged by ?limit= and ?cursor=)",
     auth="signed",
     query=BundleListQuery,
     responses={200: BundleList},
 )
 def list_bundles(query: BundleListQuery) -> BundleList:
     """Any role may list bundles."""
-    return bundles.list_bundles(caller().tenant_id, query.q)
+    return bundles.list_bundles(caller().tenant_id, query.q, limit=query.limit, cursor=query.cursor)
 
 
 @endpoint(
@@ -121,6 +123,22 @@ def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
 
 @endpoint(
     bp,
+    "/bundles/<bundle_id>/bulk-keys",
+    "POST",
+    summary="Attach or detach many library keys at once: all of them or none (one audit event)",
+    auth="signed",
+    body=BundleKeysBulk,
+    responses={200: BundleDetail},
+    errors=(403, 404, 409),
+)
+def bulk_keys(bundle_id: str, body: BundleKeysBulk) -> BundleDetail:
+    """Admins attach and detach keys."""
+    caller().require("admin")
+    return bundles.bulk_keys(current_actor(), bundle_id, body)
+
+
+@endpoint(
+    bp,
     "/bundles/<bundle_id>/keys/<key_id>",
     "DELETE",
     summary="Detach a key from a bundle (it stays in the library)",
@@ -148,7 +166,23 @@ def detach_key(bundle_id: str, key_id: str) -> tuple[str, int]:
 def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
     """Admins import."""
     caller().require("admin")
-    return bundles.import_into_bundle(current_actor(), bundle_id, body)
+    return bundle_imports.import_into_bundle(current_actor(), bundle_id, body)
+
+
+@endpoint(
+    bp,
+    "/bundles/<bundle_id>/import/preview",
+    "POST",
+    summary="What an import would do, per key (new, changed, unchanged), writing nothing",
+    auth="signed",
+    body=ImportRequest,
+    responses={200: ImportPreview},
+    errors=(403, 404),
+)
+def preview_import(bundle_id: str, body: ImportRequest) -> ImportPreview:
+    """Admins preview imports; no value (pasted or stored) is in the reply."""
+    caller().require("admin")
+    return bundle_imports.preview_import(caller().tenant_id, bundle_id, body)
 
 
 @endpoint(

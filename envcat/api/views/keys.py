@@ -26,14 +26,14 @@ bp = signed_blueprint("keys")
     bp,
     "/keys",
     "GET",
-    summary="List the library (secret values masked)",
+    summary="List the library, secret values masked (search, paged by ?limit= and ?cursor=)",
     auth="signed",
     query=KeyListQuery,
     responses={200: KeyList},
 )
 def list_keys(query: KeyListQuery) -> KeyList:
     """Any role may list keys."""
-    return keys.list_keys(caller().tenant_id, query.q)
+    return keys.list_keys(caller().tenant_id, query.q, limit=query.limit, cursor=query.cursor)
 
 
 @endpoint(

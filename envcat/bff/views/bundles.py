@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -12,7 +14,15 @@ from envcat.bff import backend
 from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views import reveals
-from envcat.bff.views.forms import MASK, checkbox, describe, page, submit, tags_field
+from envcat.bff.views.forms import (
+    MASK,
+    checkbox,
+    describe,
+    page,
+    page_params,
+    submit,
+    tags_field,
+)
 
 bp = Blueprint("bundles", __name__)
 
@@ -22,6 +32,7 @@ _WBR = Markup("<wbr>")
 IMPORT_FORMATS = ("dotenv", "json")
 EXPORT_FORMATS = {"dotenv": ".env", "json": ".json"}
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+LIBRARY_SHOWN = 500  # library keys offered to attach on a bundle page (the api's page maximum)
 
 
 @bp.app_template_filter("softbreak")
@@ -48,13 +59,14 @@ def _bundles_page(
     form: dict[str, str] | None = None, error: str | None = None, status: int = 200
 ) -> Response:
     query = request.args.get("q", "").strip()
-    params = {"q": query} if query else None
-    bundles = backend.fetch("/api/v1/bundles", params)["bundles"]
+    listed = backend.fetch("/api/v1/bundles", page_params(query))
     return page(
         "bundles.html",
         status,
         identity=current_identity(),
-        bundles=bundles,
+        bundles=listed["bundles"],
+        listed=listed,
+        cursor=request.args.get("cursor", ""),
         q=query,
         form=form or {},
         error=error,
@@ -110,7 +122,8 @@ def _render(
 ) -> Response:
     bundle = backend.fetch(_bundle_path(bundle_id))
     attached = {key["id"] for key in bundle["keys"]}
-    library = [k for k in backend.fetch("/api/v1/keys")["keys"] if k["id"] not in attached]
+    listed = backend.fetch("/api/v1/keys", {"limit": str(LIBRARY_SHOWN)})
+    library = [k for k in listed["keys"] if k["id"] not in attached]
     # The CLI names the workspace (-w): show the command exactly as it must be typed.
     workspace = str(backend.fetch("/api/v1/me").get("tenant", {}).get("slug") or "")
     approvers = backend.fetch(_bundle_path(bundle_id, "/approvers"))
@@ -248,6 +261,11 @@ def delete(bundle_id: str) -> Response:
 
 
 def _import_content() -> str | None:
+    if sealed := request.form.get("content_b64"):  # re-submitted by the preview page
+        try:
+            return base64.b64decode(sealed, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
     upload = request.files.get("file")
     if upload is not None and upload.filename:
         raw: bytes = upload.read()
@@ -267,12 +285,14 @@ def import_values(bundle_id: str) -> Response:
     if content is None or fmt not in IMPORT_FORMATS or not content.strip():
         flash("Paste the file or choose a UTF-8 .env or JSON file to import.", "error")
         return redirect(_back(bundle_id))  # type: ignore[return-value]
-    body = {
+    body: dict[str, object] = {
         "format": fmt,
         "content": content,
         "overwrite": checkbox("overwrite"),
         "is_secret": checkbox("is_secret"),
     }
+    if request.form.get("content_b64"):  # the preview's per-key choice of secret or plain
+        body["secret_names"] = request.form.getlist("secret")
     try:
         result = backend.call("POST", _bundle_path(bundle_id, "/import"), json=body).json()
     except UpstreamError as exc:
@@ -317,3 +337,49 @@ def export(bundle_id: str) -> Response:
 
 def _filename(bundle_id: str, fmt: str) -> str:
     return _FILENAME_UNSAFE.sub("_", bundle_id) + EXPORT_FORMATS[fmt]
+
+
+@bp.post("/bundles/<bundle_id>/import/preview")
+@login_required
+def preview_import(bundle_id: str) -> Response:
+    """Show what an import would do per key, writing nothing; the confirm form carries the
+    pasted text back (base64 in a hidden field), so the bff keeps nothing between the two."""
+    content = _import_content()
+    fmt = request.form.get("format", "dotenv")
+    if content is None or fmt not in IMPORT_FORMATS or not content.strip():
+        flash("Paste the file or choose a UTF-8 .env or JSON file to import.", "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    options = {"overwrite": checkbox("overwrite"), "is_secret": checkbox("is_secret")}
+    body = {"format": fmt, "content": content, **options}
+    try:
+        preview = backend.call("POST", _bundle_path(bundle_id, "/import/preview"), json=body)
+    except UpstreamError as exc:
+        if exc.status in (401, 404):
+            raise
+        flash(describe(exc), "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    return page(
+        "import_preview.html",
+        identity=current_identity(),
+        bundle=backend.fetch(_bundle_path(bundle_id)),
+        preview=preview.json(),
+        content_b64=base64.b64encode(content.encode("utf-8")).decode("ascii"),
+        format=fmt,
+        options=options,
+    )
+
+
+@bp.post("/bundles/<bundle_id>/bulk")
+@login_required
+def bulk(bundle_id: str) -> Response:
+    """Attach or detach the ticked keys with one api call: all of them or none."""
+    action = request.form.get("action", "")
+    key_ids = request.form.getlist("key_ids")
+    if action not in ("attach", "detach") or not key_ids:
+        flash("Tick at least one key.", "error")
+        return redirect(_back(bundle_id))  # type: ignore[return-value]
+    body = {"action": action, "key_ids": key_ids}
+    done = f"{len(key_ids)} key{'' if len(key_ids) == 1 else 's'} {action}ed."
+    return submit(
+        "POST", _bundle_path(bundle_id, "/bulk-keys"), json=body, back=_back(bundle_id), done=done
+    )

@@ -17,6 +17,19 @@ def page(template: str, status: int = 200, **values: Any) -> Response:
     return Response(render_template(template, **values), status=status, mimetype="text/html")
 
 
+PAGE_SIZE = 50  # rows per page of the bundle and key lists (issue #15)
+
+
+def page_params(query: str) -> dict[str, str]:
+    """The api parameters of one page of a list: the search, the size, this page's cursor."""
+    params = {"limit": str(PAGE_SIZE)}
+    if query:
+        params["q"] = query
+    if cursor := request.args.get("cursor", ""):
+        params["cursor"] = cursor
+    return params
+
+
 def checkbox(name: str) -> bool:
     """True when a checkbox was ticked."""
     return request.form.get(name) in ("on", "true", "1", "yes")

@@ -10,7 +10,7 @@ from envcat.bff import backend
 from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views import reveals
-from envcat.bff.views.forms import MASK, checkbox, describe, page, submit
+from envcat.bff.views.forms import MASK, checkbox, describe, page, page_params, submit
 
 bp = Blueprint("keys", __name__)
 
@@ -20,8 +20,16 @@ bp = Blueprint("keys", __name__)
 def index() -> Response:
     """Every key of the tenant, with a search box and the create form."""
     query = request.args.get("q", "").strip()
-    keys = backend.fetch("/api/v1/keys", {"q": query} if query else None)["keys"]
-    return page("keys.html", identity=current_identity(), keys=keys, q=query, mask=MASK)
+    listed = backend.fetch("/api/v1/keys", page_params(query))
+    return page(
+        "keys.html",
+        identity=current_identity(),
+        keys=listed["keys"],
+        listed=listed,
+        cursor=request.args.get("cursor", ""),
+        q=query,
+        mask=MASK,
+    )
 
 
 @bp.post("/keys")

@@ -199,12 +199,61 @@ class ImportRequest(_Body):
     overwrite: bool = False
     is_secret: bool = True  # for the keys the import creates; existing keys keep theirs
     dangerous_ok: bool = False  # lets the import create names like LD_PRELOAD (core.wire)
+    # issue #15: when given, a key the import creates is secret exactly when named here
+    # (the preview's per-key choice); `is_secret` is then ignored.
+    secret_names: (
+        Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=1000)] | None
+    ) = None
 
 
-class BundleListQuery(_Query):
-    """GET /bundles?q= (case-insensitive substring of the name)."""
+class ImportPreviewKey(BaseModel):
+    """One name of a previewed import: never its value, nor the stored one.
+
+    `status`: `new` (to this bundle; `in_library` when a library key with the same
+    value is attached), `changed` (differs from the stored value, compared server-side),
+    `unchanged`, or `skipped` (another key is exported under the name here).
+    `is_secret`: the existing key's kind, or the default for a new one. `applies`:
+    whether confirming with the same options writes it (`changed` needs `overwrite`).
+    """
+
+    name: str
+    status: Literal["new", "changed", "unchanged", "skipped"]
+    in_library: bool
+    is_secret: bool
+    applies: bool
+
+
+class ImportPreview(BaseModel):
+    """POST /bundles/{id}/import/preview: nothing is written; `skipped` lists invalid names."""
+
+    keys: list[ImportPreviewKey]
+    skipped: list[str]
+
+
+BULK_MAX = 500
+
+
+class BundleKeysBulk(_Body):
+    """POST /bundles/{id}/bulk-keys: attach or detach many library keys at once, all or none."""
+
+    action: Literal["attach", "detach"]
+    key_ids: Annotated[list[ObjectId], Field(min_length=1, max_length=BULK_MAX)]
+
+
+PAGE_MAX = 500  # rows per page of GET /bundles and GET /keys at most
+
+
+class _PageQuery(_Query):
+    """`q`: case-insensitive name substring; `limit`: rows per page (none: all of them);
+    `cursor`: the `next_cursor` of the previous page (issue #15)."""
 
     q: Search = ""
+    limit: Annotated[int, Field(ge=1, le=PAGE_MAX)] | None = None
+    cursor: Annotated[str, Field(max_length=400)] | None = None
+
+
+class BundleListQuery(_PageQuery):
+    """GET /bundles?q=&limit=&cursor= (case-insensitive substring of the name)."""
 
 
 class ExportQuery(_Query):
@@ -226,9 +275,12 @@ class BundleSummary(BaseModel):
 
 
 class BundleList(BaseModel):
-    """GET /bundles."""
+    """GET /bundles: one page in name order; `total` counts every match of `q`, and
+    `next_cursor` (null on the last page) is passed back as `cursor`."""
 
     bundles: list[BundleSummary]
+    total: int = 0
+    next_cursor: str | None = None
 
 
 class BundleKeyOut(BaseModel):
@@ -293,10 +345,8 @@ class KeyUpdate(_Patch):
     dangerous_ok: bool | None = None
 
 
-class KeyListQuery(_Query):
-    """GET /keys?q=."""
-
-    q: Search = ""
+class KeyListQuery(_PageQuery):
+    """GET /keys?q=&limit=&cursor=."""
 
 
 class KeyQuery(_Query):
@@ -320,9 +370,11 @@ class KeyOut(BaseModel):
 
 
 class KeyList(BaseModel):
-    """GET /keys."""
+    """GET /keys: one page in name order, as GET /bundles."""
 
     keys: list[KeyOut]
+    total: int = 0
+    next_cursor: str | None = None
 
 
 # ---- key versions (issue #19) --------------------------------------------------------
