@@ -36,6 +36,7 @@ def _blueprints() -> list[object]:
         members,
         passkeys,
         requests,
+        scanning,
         team,
         webhooks,
         workloads,
@@ -58,6 +59,7 @@ def _blueprints() -> list[object]:
         workloads.bp,
         passkeys.bp,
         passkeys.public_bp,
+        scanning.bp,
     ]
 
 
