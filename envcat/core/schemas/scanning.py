@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from envcat.core.schemas.requests import WorkspaceSlug
+from envcat.core.schemas.workloads import RuleValue
 
 MAX_HASHES = 10000  # the server's SCAN_BATCH_MAX (default 1000) caps it further
 MAX_LEAKS = 200
@@ -31,15 +32,9 @@ def _commit(value: str) -> str:
     return value
 
 
-def _path(value: str) -> str:
-    if not value or not value.isprintable():
-        raise ValueError("must be non-empty printable text")
-    return value
-
-
 Sha256Hex = Annotated[str, AfterValidator(_sha256)]
 CommitId = Annotated[str, AfterValidator(_commit)]
-FilePath = Annotated[str, Field(max_length=1000), AfterValidator(_path)]
+FilePath = RuleValue  # non-empty printable text, at most 500 characters
 
 
 class _Body(BaseModel):
