@@ -4,12 +4,13 @@ The repository is made in the test: the workspace's own value in a file deleted 
 an AWS key on another branch, another workspace's value, an ignored file. The CLI runs
 as a subprocess through the bff to the api with real service tokens; the leak alert
 goes through the real worker to a loopback SMTP server. The canary value must never
-appear in the CLI's output, the audit log, the alert or Redis.
+appear in the CLI's output, the audit log, the alert, the server logs or Redis.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -46,6 +47,7 @@ class World:
     other_token: str
     repo: Path
     commits: dict[str, str]
+    logs: io.StringIO
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -105,7 +107,9 @@ def _workspace(stack: LiveStack, email: str, keys: dict[str, str]) -> tuple[Any,
 
 
 @pytest.fixture
-def world(sqlite_url: str, redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[World]:
+def world(
+    sqlite_url: str, redis_url: str, broker_url: str, tmp_path: Path, json_logs: io.StringIO
+) -> Iterator[World]:
     with (
         smtp_inbox() as inbox,
         live_stack(
@@ -128,6 +132,7 @@ def world(sqlite_url: str, redis_url: str, broker_url: str, tmp_path: Path) -> I
             other_token=_token(other, other_bundle, "rival scan", ["scan"]),
             repo=tmp_path / "repo",
             commits=_make_repo(tmp_path / "repo"),
+            logs=json_logs,
         )
         owner.close()
         other.close()
@@ -211,7 +216,7 @@ def _assert_no_canary_at_rest(world: World, alert_body: str) -> None:
     client.close()
     for secret in (CANARY, OLD_CANARY, OTHER):
         digest = hashlib.sha256(secret.encode()).hexdigest()
-        for place in (trail, stored, alert_body):
+        for place in (trail, stored, alert_body, world.logs.getvalue()):
             assert secret not in place and digest not in place
 
 
