@@ -13,6 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, Tenant, db
 from tests.conftest import make_settings
@@ -105,3 +106,11 @@ def test_a_forged_leak_report_raises_no_alert_and_a_real_one_alerts_once(
     ).scalars()
     assert leak.details["key"] == "DB" and leak.details["path"] == "app/.env"
     assert leak.details["commit"] == "ab" * 20 and VALUE not in str(leak.details)
+
+
+def test_a_scan_only_token_can_never_receive_values(api_client: FlaskClient, token: str) -> None:
+    body = {"client_pubkey": encode_public_key(generate_keypair()), "workspace": _slug()}
+    reply = api_client.post(
+        "/api/v1/requests", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert reply.status_code == 403 and "scan scope only" in reply.get_json()["message"]
