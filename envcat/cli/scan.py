@@ -73,7 +73,10 @@ def _post(client: httpx.Client, path: str, body: dict[str, Any], token: str) -> 
         ) from None
     if response.status_code in (401, 403, 429):
         raise CredentialRefused(describe_failure(response))
-    data = response.json() if response.status_code == 200 else None
+    try:
+        data = response.json() if response.status_code == 200 else None
+    except ValueError:
+        data = None
     if not isinstance(data, dict):
         raise ScanFailed(describe_failure(response))
     return data

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +37,14 @@ class Chunk:
     lines: list[tuple[int, str]] = field(default_factory=list)
 
 
+def _argv(root: Path, *args: str) -> list[str]:
+    return ["git", "-C", str(root), "-c", "core.quotepath=false", *args]
+
+
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(  # noqa: S603  # fixed argv, no shell
-            ["git", "-C", str(root), "-c", "core.quotepath=false", *args],  # noqa: S607
+            _argv(root, *args),
             capture_output=True,
             check=False,
         )
@@ -88,22 +93,28 @@ def working_tree(root: Path) -> Iterator[Chunk]:
 
 
 def git_history(root: Path) -> Iterator[Chunk]:
-    """The lines each commit reachable from any ref added, per file and commit."""
+    """The lines each commit reachable from any ref added, per file and commit (streamed)."""
     if not is_repository(root):
         raise SourceError(f"{root} is not inside a git repository (--git-history)")
     args = ("log", "--all", "-p", "-U0", "--no-color", "--no-ext-diff", "--no-renames")
-    done = _git(root, *args, "--format=%x00commit %H")
-    if done.returncode != 0:
-        raise SourceError(f"git log failed: {done.stderr.decode(errors='replace')[:200]}")
-    yield from _parse_log(done.stdout.decode("utf-8", errors="replace"))
+    argv = _argv(root, *args, "--format=%x00commit %H")
+    with tempfile.TemporaryFile() as errors:
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors) as git:  # noqa: S603
+            assert git.stdout is not None  # noqa: S101  # stdout=PIPE
+            lines = (raw.decode("utf-8", errors="replace").rstrip("\n") for raw in git.stdout)
+            yield from _parse_log(lines)
+        if git.returncode != 0:
+            errors.seek(0)
+            message = errors.read(200).decode(errors="replace")
+            raise SourceError(f"git log failed: {message}")
 
 
-def _parse_log(text: str) -> Iterator[Chunk]:
+def _parse_log(lines: Iterable[str]) -> Iterator[Chunk]:
     commit: str | None = None
     chunk: Chunk | None = None
     in_header = False  # between `diff --git` and the first `@@`: `+++ b/path` names the file
     number = 0
-    for line in text.split("\n"):
+    for line in lines:
         if line.startswith(_COMMIT_MARK):
             commit, in_header = line[len(_COMMIT_MARK) :].strip(), False
         elif line.startswith("diff --git "):
