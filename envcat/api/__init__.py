@@ -37,6 +37,7 @@ def _blueprints() -> list[object]:
         members,
         passkeys,
         requests,
+        scanning,
         team,
         webhooks,
         workloads,
@@ -60,6 +61,7 @@ def _blueprints() -> list[object]:
         passkeys.bp,
         passkeys.public_bp,
         inbox.bp,
+        scanning.bp,
     ]
 
 

@@ -18,6 +18,12 @@ def client_origin() -> Origin:
     return Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None)
 
 
+def bearer_token() -> str | None:
+    """The credential of `Authorization: Bearer …`, if any (service tokens, issue #16)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def current_actor() -> Actor:
     """The verified caller as a service-layer actor, with the request's origin for the audit."""
     who = caller()

@@ -27,6 +27,7 @@ from envcat.cli.options import (
     oidc_options,
     wait_options,
 )
+from envcat.cli.scan import scan
 from envcat.cli.setup_commands import init, trust
 from envcat.core.wire import is_machine_approver
 
@@ -61,6 +62,7 @@ def cli() -> None:
 cli.add_command(init)
 cli.add_command(trust)
 cli.add_command(approvers)
+cli.add_command(scan)
 
 
 @cli.command(cls=RecordingCommand)

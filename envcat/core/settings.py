@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from envcat.core.envelope import EnvelopeError, SigningKeyring, decode_key
@@ -182,6 +189,14 @@ class Settings(BaseSettings):
     """Longest lifetime an admin may give a service token, in days (issue #16)."""
     service_token_rate_limit: int = Field(default=30, ge=1, le=10000)
     """Requests one service token may make per minute; more get 429."""
+    scan_fingerprint_key: SecretStr | None = None
+    """HMAC key of the secret-scanning fingerprints (issue #19): urlsafe-base64 32 bytes (the
+    format of a BUNDLE_KMS_KEY entry). Unset = derived from each BUNDLE_KMS_KEY entry, so a
+    KMS rotation keeps matching; after a change run `envcat server scan-fingerprints`."""
+    scan_batch_max: int = Field(default=1000, ge=1, le=10000)
+    """Most SHA-256 hashes one scan call may submit (the endpoint is a hash oracle)."""
+    scan_rate_limit: int = Field(default=30, ge=1, le=10000)
+    """Scan calls one credential may make per minute; more get 429."""
     connector_sweep_interval: int = Field(default=30, ge=1)
     """Seconds between two beat sweeps that enqueue the connector links due a sync (issue #18)."""
     connector_aws_write_tps: float = Field(default=40.0, gt=0, le=50)
@@ -222,16 +237,19 @@ class Settings(BaseSettings):
                 raise ValueError("must decode to a 32-byte X25519 public key")
         return value
 
-    @field_validator("backup_signing_key")
+    @field_validator("backup_signing_key", "scan_fingerprint_key")
     @classmethod
-    def _check_backup_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_32_byte_secret(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
         if value is not None:
             try:
                 raw = base64.urlsafe_b64decode(value.get_secret_value().strip().encode("ascii"))
             except (binascii.Error, UnicodeEncodeError):
                 raise ValueError("must be urlsafe base64") from None
             if len(raw) != KMS_KEY_BYTES:
-                raise ValueError("must decode to a 32-byte Ed25519 seed")
+                what = "Ed25519 seed" if info.field_name == "backup_signing_key" else "key"
+                raise ValueError(f"must decode to a 32-byte {what}")
         return value
 
     @field_validator("bff_shared_secret")

@@ -169,6 +169,9 @@ class Key(Timestamped, Base):
     description: Mapped[str] = mapped_column(Text, default="")
     # An admin's explicit yes to a name that changes how programs load or run (LD_PRELOAD…).
     dangerous_ok: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # HMAC(scan key, SHA-256(value)) as `<scan key id>:<hex>` for secret scanning (issue #19);
+    # null for a value under 12 characters. Never an unkeyed hash.
+    scan_fingerprint: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class BundleKey(Base):
@@ -217,6 +220,8 @@ class KeyVersion(Base):
     size: Mapped[int] = mapped_column(Integer)  # bytes of UTF-8 plaintext
     # The import that wrote this version, so one import can be told apart (and undone).
     import_id: Mapped[str | None] = mapped_column(String(36))
+    # As `Key.scan_fingerprint`, for this version's value (issue #19).
+    scan_fingerprint: Mapped[str | None] = mapped_column(String(80), index=True)
 
     # Many-to-one only, so a flush inserts a new key before its first version; deleting a
     # key deletes its versions in the database (ON DELETE CASCADE).

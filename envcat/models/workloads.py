@@ -61,3 +61,5 @@ class ServiceToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the token may do (issue #19): "release" its bundle's keys, "scan" for leaked values.
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["release"])

@@ -191,6 +191,36 @@ def rotate_kms(batch_size: int, no_wait: bool, data_dir: Path) -> None:
     maintenance.rotate_keys(settings, batch_size, wait=not no_wait, echo=echo)
 
 
+@server.command("scan-fingerprints")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=200,
+    show_default=True,
+    help="Values fingerprinted per transaction.",
+)
+@data_dir_option
+def scan_fingerprints(batch_size: int, data_dir: Path) -> None:
+    """Fingerprint stored values for `envcat scan` (issue #19).
+
+    Values written before secret scanning existed, or under another scan key, are
+    decrypted here and get HMAC(scan key, SHA-256(value)); values under 12 characters
+    get none. Run it once after upgrading, and again after changing SCAN_FINGERPRINT_KEY
+    (or, when that is unset, after `rotate-kms` and before removing the old key).
+    A re-run is harmless.
+    """
+    settings = load_server_settings(data_dir)
+    from envcat.ops import maintenance
+
+    done = maintenance.refresh_fingerprints(settings, batch_size)
+    _echo(
+        f"scan-fingerprints: {done.fingerprinted} fingerprinted, {done.too_short} too short, "
+        f"{done.undecryptable} not decryptable."
+    )
+    if done.undecryptable:
+        raise OpsError("envcat: some stored values do not decrypt with BUNDLE_KMS_KEY")
+
+
 def _read_password(from_stdin: bool) -> str:
     if not from_stdin:
         return str(click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))

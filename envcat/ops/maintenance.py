@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from envcat.core.settings import Settings
 from envcat.models import db, migrate
 from envcat.ops.config import OpsError
-from envcat.services import accounts, audit, rotation
+from envcat.services import accounts, audit, fingerprints, rotation
 from envcat.services.errors import EnvCatError
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
@@ -94,6 +94,12 @@ def verify_audit(settings: Settings) -> AuditSummary:
     with service_context(settings):
         tenants = audit.tenants_with_events()
         return AuditSummary([audit.verify_chain(tenant) for tenant in tenants])
+
+
+def refresh_fingerprints(settings: Settings, batch_size: int) -> fingerprints.Refreshed:
+    """Fingerprint every stored value not yet under the first scan key (issue #19)."""
+    with service_context(settings):
+        return fingerprints.refresh(batch_size)
 
 
 def _count_outdated() -> int:

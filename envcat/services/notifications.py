@@ -169,7 +169,7 @@ def _link(request_id: str) -> str:
     return f"{current().settings.public_url.rstrip('/')}/approve/{request_id}"
 
 
-def _send(notice: Notice, recipients: list[str]) -> None:
+def send(notice: Notice, recipients: list[str]) -> None:
     """Email each recipient, then the webhook; each channel at most once per notice."""
     settings = current().settings
     target = _target(notice.tenant_id)
@@ -238,7 +238,7 @@ def notify_request(request_id: str) -> None:
         link=_link(request.id),
         requester=_requester(request),
     )
-    _send(notice, [email for _, email in approvers.eligible(request.tenant_id, bundle.id)])
+    send(notice, [email for _, email in approvers.eligible(request.tenant_id, bundle.id)])
 
 
 def notify_decision(tenant_id: str, request_id: str, action: str) -> None:
@@ -274,7 +274,7 @@ def notify_decision(tenant_id: str, request_id: str, action: str) -> None:
         keys=[str(k) for k in details.get("keys", [])],
     )
     recipients = [e for _, e in approvers.eligible(tenant_id, bundle_id)] if bundle_id else []
-    _send(notice, recipients)
+    send(notice, recipients)
 
 
 def send_invite_email(invite_id: str) -> None:

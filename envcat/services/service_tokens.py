@@ -57,6 +57,7 @@ def _out(row: ServiceToken, bundle_name: str) -> ServiceTokenOut:
         bundle_id=row.bundle_id,
         bundle_name=bundle_name,
         keys=list(row.keys),
+        scopes=list(row.scopes),
         created_by=row.created_by,
         created_at=as_utc(row.created_at),
         expires_at=as_utc(row.expires_at),
@@ -81,6 +82,7 @@ def create_token(actor: Actor, body: ServiceTokenCreate) -> ServiceTokenCreated:
             token_hash=_hash(token),
             bundle_id=body.bundle_id,
             keys=list(dict.fromkeys(body.keys)),
+            scopes=sorted(set(body.scopes)),
             created_by=actor.user_id,
             expires_at=utcnow() + timedelta(days=body.expires_in_days),
         )
@@ -90,6 +92,7 @@ def create_token(actor: Actor, body: ServiceTokenCreate) -> ServiceTokenCreated:
         "prefix": prefix,
         "bundle_id": row.bundle_id,
         "keys": list(row.keys),
+        "scopes": list(row.scopes),
         "expires_at": as_utc(row.expires_at).isoformat(),
     }
     actor.record("service_token.created", f"service_token:{row.id}", details)
@@ -140,18 +143,35 @@ def _usable(token: str, tenant_id: str) -> ServiceToken:
     return row
 
 
-def _throttle(row: ServiceToken) -> None:
-    limit = current().settings.service_token_rate_limit
+def throttle(bucket: str, limit: int, who: str) -> None:
+    """Count one call of `bucket` this minute; 429 past `limit` (`who` opens the message)."""
     window = int(time.time() // 60)
-    key = f"stok:{row.id}:{window}"
+    key = f"{bucket}:{window}"
     pipe = current().redis.pipeline()
     pipe.incr(key)
     pipe.expire(key, 120)
     used, _ = pipe.execute()
     if int(used) > limit:
-        raise RateLimited(
-            f"This service token made more than {limit} requests this minute.", details=60
-        )
+        raise RateLimited(f"{who} made more than {limit} requests this minute.", details=60)
+
+
+def _throttle(row: ServiceToken) -> None:
+    limit = current().settings.service_token_rate_limit
+    throttle(f"stok:{row.id}", limit, "This service token")
+
+
+def _label(row: ServiceToken) -> str:
+    return f"service-token:{row.name} ({row.prefix})"[:128]
+
+
+def authorize_scan(token: str, *, tenant_id: str) -> tuple[str, str]:
+    """(token id, audit label) of a token with the "scan" scope (401 or 403 otherwise)."""
+    row = _usable(token, tenant_id)
+    if "scan" not in row.scopes:
+        raise WorkloadNotAllowed(f"{_label(row)} has no scan scope.")
+    row.last_used_at = utcnow()
+    db.session.commit()
+    return row.id, _label(row)
 
 
 def authorize(
@@ -168,7 +188,9 @@ def authorize(
     bundle_name = db.session.execute(
         select(Bundle.name).where(Bundle.id == row.bundle_id)
     ).scalar_one()
-    label = f"service-token:{row.name} ({row.prefix})"[:128]
+    label = _label(row)
+    if "release" not in row.scopes:
+        raise WorkloadNotAllowed(f"{label} may not receive values (scan scope only).")
     if (bundle_id is not None and bundle_id != row.bundle_id) or (
         bundle is not None and bundle != bundle_name
     ):

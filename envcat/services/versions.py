@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, inspect, select
 from envcat.core.kms import DecryptionError
 from envcat.core.schemas.bundles import ImportUndone, KeyVersionList, KeyVersionOut
 from envcat.models import AuditEvent, Bundle, BundleKey, Key, KeyVersion, User, db
+from envcat.services import fingerprints
 from envcat.services.errors import Conflict, EnvCatError, NotFound
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
@@ -55,6 +56,7 @@ def _add(key: Key, number: int, plaintext: str, author: str | None, import_id: s
             created_by=author,
             size=len(plaintext.encode("utf-8")),
             import_id=import_id,
+            scan_fingerprint=fingerprints.of_value(plaintext),
         )
     )
 
@@ -82,6 +84,7 @@ def record(
     `previous_ciphertext` is the stored value before this write: kept first (author
     unknown) when the key has no version yet, so a key older than versions keeps it.
     """
+    key.scan_fingerprint = fingerprints.of_value(plaintext)  # the current value's (issue #19)
     # No autoflush: a flush here would take SQLite's write lock in the middle of an import.
     with db.session.no_autoflush:
         number = 0 if inspect(key).pending else _latest(key.id)

@@ -10,7 +10,7 @@ from flask import Flask
 
 from envcat.core.settings import Settings
 from envcat.services import access_requests as store
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, seed_bundle
+from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle
 
 INBOX = "/api/v1/inbox"
 

@@ -10,7 +10,7 @@ import pytest
 
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, BundleKey, Key, db
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 @pytest.fixture

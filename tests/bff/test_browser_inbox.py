@@ -21,7 +21,7 @@ from tests.bff.browser_support import (
     sign_up,
     workspace_of,
 )
-from tests.bff.conftest import new_user, unique_email
+from tests.support.bff import new_user, unique_email
 from tests.support.stack import LiveStack
 
 __all__ = ["chromium"]  # the fixture, imported for pytest

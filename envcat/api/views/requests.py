@@ -8,7 +8,7 @@ import socket
 from flask import Blueprint, Response, jsonify, request
 
 from envcat.api.backpressure import refuse_when_behind
-from envcat.api.context import client_origin
+from envcat.api.context import bearer_token, client_origin
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
 from envcat.api.views import team
@@ -54,12 +54,6 @@ def _caller_connected() -> bool:
         return False
 
 
-def _bearer_token() -> str | None:
-    """The service token of `Authorization: Bearer …`, if any (issue #16)."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 @endpoint(
     bp,
     "/requests",
@@ -79,7 +73,7 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
     """
     refuse_when_behind("create")
     address = client_origin().ip or "unknown"
-    bearer = _bearer_token()
+    bearer = bearer_token()
     if body.id_token is not None and bearer is not None:
         raise ValidationFailed("Send an ID token or a service token, not both.")
     if bearer is not None:

@@ -33,6 +33,7 @@ PUBLIC_ROUTES = (
     ("POST", re.compile(r"webhooks/clerk")),
     ("GET", re.compile(r"openapi\.json")),
     ("GET", re.compile(rf"workspaces/{_ID}/approvers")),  # issue #20: `envcat approvers`
+    ("POST", re.compile(r"scan/(?:matches|leaks)")),  # issue #19: `envcat scan`
 )
 _SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
 # Forwarded from the browser or CLI; everything else (cookies, Authorization, X-User-Id,
@@ -67,10 +68,11 @@ def is_public(method: str, rest: str) -> bool:
 def _headers(rest: str) -> dict[str, str]:
     names = FORWARDED_HEADERS + (WEBHOOK_HEADERS if rest == "webhooks/clerk" else ())
     headers = {name: value for name in names if (value := request.headers.get(name)) is not None}
-    # A service token (issue #16) rides on request creation only; other bearers stay here.
+    # A service token (issue #16) rides on request creation and scanning (issue #19) only;
+    # other bearers stay here.
     authorization = request.headers.get("Authorization", "")
     if (
-        rest == "requests"
+        rest in ("requests", "scan/matches", "scan/leaks")
         and request.method == "POST"
         and authorization.startswith(SERVICE_TOKEN_BEARER)
     ):

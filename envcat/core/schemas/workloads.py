@@ -57,6 +57,13 @@ Issuer = Annotated[str, Field(max_length=500), AfterValidator(_issuer)]
 Audience = Annotated[str, Field(max_length=500), AfterValidator(_printable)]
 PolicyKeys = Annotated[list[KeyName], Field(max_length=MAX_POLICY_KEYS)]
 Rules = Annotated[list["ClaimRule"], Field(min_length=1, max_length=MAX_RULES)]
+# "release": the bundle's keys (issue #16); "scan": ask which values a repository leaks (#19)
+TokenScope = Literal["release", "scan"]
+TokenScopes = Annotated[list[TokenScope], Field(min_length=1, max_length=2)]
+
+
+def _release_only() -> list[TokenScope]:
+    return ["release"]
 
 
 class ClaimRule(BaseModel):
@@ -144,6 +151,7 @@ class ServiceTokenCreate(_Body):
     bundle_id: ObjectId
     keys: PolicyKeys = Field(default_factory=list)
     expires_in_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    scopes: TokenScopes = Field(default_factory=_release_only)
 
 
 class ServiceTokenOut(BaseModel):
@@ -155,6 +163,7 @@ class ServiceTokenOut(BaseModel):
     bundle_id: str
     bundle_name: str
     keys: list[str]
+    scopes: list[str]
     created_by: str
     created_at: datetime
     expires_at: datetime

@@ -1,0 +1,104 @@
+"""The secret-scanning oracle (issue #19): which candidate hashes are the workspace's values.
+
+A caller proves itself with a credential of the workspace that carries the scan
+permission (today a service token with the "scan" scope; `_principal` is the one place
+a user token or workload identity would be added), is throttled to SCAN_RATE_LIMIT
+calls a minute and SCAN_BATCH_MAX hashes a call, and learns key names only. Each call
+is audited with counts; each newly reported leak is audited as `secret.leaked` (key,
+file, line, commit; never the value) and the caller enqueues its notification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from envcat.core.schemas.scanning import (
+    LeakReport,
+    LeaksAlerted,
+    ScanMatch,
+    ScanMatches,
+    ScanMatchQuery,
+)
+from envcat.services import audit, fingerprints, service_tokens, workspaces
+from envcat.services.errors import InvalidServiceToken, ValidationFailed
+from envcat.services.runtime import current
+
+LEAK_ALERT_SECONDS = 24 * 3600  # one alert per key, file and commit a day, however often CI runs
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who scans: an id for the rate limit and a label for the audit."""
+
+    tenant_id: str
+    id: str
+    label: str
+    target: str
+
+
+def _principal(bearer: str | None, workspace_slug: str) -> Principal:
+    """The scanning credential of this workspace (401 unknown, 403 without scan permission)."""
+    workspace = workspaces.resolve(workspace_slug)
+    if bearer is None:
+        raise InvalidServiceToken("Scanning needs a credential: Authorization: Bearer ect_….")
+    token_id, label = service_tokens.authorize_scan(bearer, tenant_id=workspace.id)
+    principal = Principal(workspace.id, token_id, label, f"service_token:{token_id}")
+    limit = current().settings.scan_rate_limit
+    service_tokens.throttle(f"scan:{principal.id}", limit, "This scanning credential")
+    return principal
+
+
+def check(bearer: str | None, body: ScanMatchQuery, origin: audit.Origin) -> ScanMatches:
+    """Key names of the submitted hashes that are a current or kept value; audited (counts)."""
+    most = current().settings.scan_batch_max
+    if len(body.hashes) > most:
+        raise ValidationFailed(f"Send at most {most} hashes per call.")
+    who = _principal(bearer, body.workspace)
+    found = fingerprints.matching_names(who.tenant_id, body.hashes)
+    details = {"hashes": len(set(body.hashes)), "matched": len(found)}
+    audit.record(
+        who.tenant_id, who.label, "scan.checked", who.target, details=details, origin=origin
+    )
+    return ScanMatches(matches=[ScanMatch(sha256=h, keys=names) for h, names in found.items()])
+
+
+def _first_alert(tenant_id: str, key: str, path: str, commit: str | None) -> bool:
+    place = hashlib.sha256(f"{key}\0{path}\0{commit or ''}".encode()).hexdigest()[:32]
+    mark = f"scan:alerted:{tenant_id}:{place}"
+    return bool(current().redis.set(mark, "1", nx=True, ex=LEAK_ALERT_SECONDS))
+
+
+def report(
+    bearer: str | None, body: LeakReport, origin: audit.Origin
+) -> tuple[LeaksAlerted, str, list[int]]:
+    """Audit each re-checked leak not alerted today as `secret.leaked`.
+
+    Returns the reply, the tenant id and the new events' ids (to notify after commit).
+    """
+    who = _principal(bearer, body.workspace)
+    found = fingerprints.matching_names(who.tenant_id, [leak.sha256 for leak in body.leaks])
+    events: list[int] = []
+    keys: set[str] = set()
+    for leak in body.leaks:
+        for name in found.get(leak.sha256, []):
+            keys.add(name)
+            if not _first_alert(who.tenant_id, name, leak.path, leak.commit):
+                continue
+            details = {
+                "key": name,
+                "path": leak.path,
+                "line": leak.line,
+                "commit": leak.commit,
+                "advice": f"Rotate {name}: its value is in a repository.",
+            }
+            event = audit.record(
+                who.tenant_id,
+                who.label,
+                "secret.leaked",
+                who.target,
+                details=details,
+                origin=origin,
+            )
+            events.append(event.id)
+    return LeaksAlerted(alerted=len(events), keys=sorted(keys)), who.tenant_id, events
