@@ -32,6 +32,7 @@ def _blueprints() -> list[object]:
         health,
         internal,
         keys,
+        logins,
         me,
         members,
         passkeys,
@@ -58,6 +59,8 @@ def _blueprints() -> list[object]:
         workloads.bp,
         passkeys.bp,
         passkeys.public_bp,
+        logins.bp,
+        logins.signed_bp,
     ]
 
 

@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     """Longest lifetime an admin may give a service token, in days (issue #16)."""
     service_token_rate_limit: int = Field(default=30, ge=1, le=10000)
     """Requests one service token may make per minute; more get 429."""
+    user_token_hours: int = Field(default=12, ge=1, le=720)
+    """How long the token of a terminal signed in with `envcat login` lives, in hours
+    (issue #16); revoked earlier by `envcat logout` or on the account page."""
     connector_sweep_interval: int = Field(default=30, ge=1)
     """Seconds between two beat sweeps that enqueue the connector links due a sync (issue #18)."""
     connector_aws_write_tps: float = Field(default=40.0, gt=0, le=50)
