@@ -20,6 +20,7 @@ from envcat import __version__
 from envcat.cli.approvers import approvers
 from envcat.cli.commands import ARGV, CHILD, EnvcatGroup, RecordingCommand, RunCommand
 from envcat.cli.errors import Cancelled, CliError
+from envcat.cli.login import login, logout, signed_in_token, whoami
 from envcat.cli.options import (
     FORMAT_CHOICES,
     check_write_path,
@@ -61,6 +62,9 @@ def cli() -> None:
 cli.add_command(init)
 cli.add_command(trust)
 cli.add_command(approvers)
+cli.add_command(login)
+cli.add_command(logout)
+cli.add_command(whoami)
 
 
 @cli.command(cls=RecordingCommand)
@@ -228,12 +232,9 @@ def _settings(
     bundle: str | None,
     insecure_http: bool,
 ) -> Settings:
-    from envcat.cli.config import check_transport, resolve
+    from envcat.cli.config import resolve_for_command
 
-    settings = resolve(server=server, workspace=workspace, bundle=bundle, environ=os.environ)
-    settings.require_workspace()
-    check_transport(settings.server, insecure_http=insecure_http, warn=_say)
-    return settings
+    return resolve_for_command(server, workspace, bundle, insecure_http=insecure_http, warn=_say)
 
 
 def _redacted(command: Sequence[str], keep: Sequence[str] = ()) -> list[str]:
@@ -258,6 +259,8 @@ def _deliver(
     id_token: str | None = None,
 ) -> Envelope:
     """Ask, wait, and return the envelope only once it passed every check (else exit 6)."""
+    from dataclasses import replace
+
     from envcat.cli.display import Terminal, safe_text
     from envcat.cli.flow import ApprovalFlow, Hints
     from envcat.cli.pins import KnownServers
@@ -275,6 +278,8 @@ def _deliver(
         # a service token for CI without OIDC (issue #16); --oidc takes precedence
         service_token=None if id_token else (os.environ.get("ENVCAT_TOKEN") or None),
     )
+    if not (hints.id_token or hints.service_token):  # a signed-in terminal names you (#17)
+        hints = replace(hints, user_token=signed_in_token(settings.server, workspace))
     runtime = runtime_from(ctx.obj)
     interactive = sys.stderr.isatty() if runtime.interactive is None else runtime.interactive
     terminal = Terminal(sys.stderr, interactive=interactive, show_qr=not no_qr)
