@@ -28,6 +28,7 @@ from envcat.cli.options import (
     oidc_options,
     wait_options,
 )
+from envcat.cli.plan import apply, plan
 from envcat.cli.setup_commands import init, trust
 from envcat.core.wire import is_machine_approver
 
@@ -65,6 +66,8 @@ cli.add_command(approvers)
 cli.add_command(login)
 cli.add_command(logout)
 cli.add_command(whoami)
+cli.add_command(plan)
+cli.add_command(apply)
 
 
 @cli.command(cls=RecordingCommand)

@@ -25,6 +25,7 @@ from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc, transaction
 
 TOKEN_RE = re.compile(rf"{USER_TOKEN_SCHEME}_([0-9a-f]{{12}})_[A-Za-z0-9_-]{{43}}")
+LAST_USED_PRECISION = timedelta(minutes=1)
 REFUSED = "The sign-in is unknown, revoked, expired or not for this workspace; run envcat login."
 
 
@@ -93,8 +94,10 @@ def resolve(token: str, tenant_id: str | None = None) -> SignedIn:
         raise InvalidUserToken(REFUSED)  # a removed member's terminals stop at once
     if as_utc(row.expires_at) <= utcnow() or (tenant_id is not None and row.tenant_id != tenant_id):
         raise InvalidUserToken(REFUSED)
-    row.last_used_at = utcnow()
-    db.session.commit()
+    now = utcnow()
+    if row.last_used_at is None or now - as_utc(row.last_used_at) > LAST_USED_PRECISION:
+        row.last_used_at = now  # a write per minute at most, not one per proxied call
+        db.session.commit()
     return SignedIn(row.id, row.user_id, email or "", row.tenant_id, slug, role, row.expires_at)
 
 
