@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -23,7 +24,9 @@ from envcat.cli.options import (
     insecure_http_option,
     server_option,
 )
-from envcat.cli.tokens import STORE_CHOICES, STORE_ENV
+from envcat.cli.tokens import STORE_CHOICES, STORE_ENV, StoredLogin
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 WHOAMI = "/api/v1/logins/whoami"
 LOGOUT = "/api/v1/logins/logout"
@@ -154,12 +157,33 @@ def login(
     )
 
 
+def _signed_in_options(function: F) -> F:
+    """-w, --server, --insecure-http, --token-store and the context: logout and whoami."""
+    decorators: list[Callable[[Any], Any]] = [
+        workspace_option,
+        server_option,
+        insecure_http_option,
+        store_option,
+        click.pass_context,
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def _stored(
+    workspace: str | None, server: str | None, insecure_http: bool, token_store: str | None
+) -> tuple[str, str, StoredLogin | None]:
+    """(server, workspace slug, the stored sign-in or None)."""
+    from envcat.cli import tokens
+
+    settings = _settings(server, workspace, insecure_http)
+    slug = settings.require_workspace()
+    return settings.server, slug, tokens.load(settings.server, slug, token_store)
+
+
 @click.command()
-@workspace_option
-@server_option
-@insecure_http_option
-@store_option
-@click.pass_context
+@_signed_in_options
 def logout(
     ctx: click.Context,
     workspace: str | None,
@@ -170,25 +194,19 @@ def logout(
     """Revoke this terminal's sign-in on the server and delete it here."""
     from envcat.cli import tokens
 
-    settings = _settings(server, workspace, insecure_http)
-    slug = settings.require_workspace()
-    stored = tokens.load(settings.server, slug, token_store)
+    server, slug, stored = _stored(workspace, server, insecure_http, token_store)
     if stored is None:
         _say(f"This terminal is not signed in to {slug}.")
         return
-    status, _ = bearer_call(ctx, settings.server, "POST", LOGOUT, stored.token)
-    tokens.forget(settings.server, slug, token_store)
+    status, _ = bearer_call(ctx, server, "POST", LOGOUT, stored.token)
+    tokens.forget(server, slug, token_store)
     if status not in (204, 401):
         raise CliError(f"deleted here, but the server answered HTTP {status} to the revocation")
     _say(f"Signed out of {slug}: the token is revoked and deleted from this terminal.")
 
 
 @click.command()
-@workspace_option
-@server_option
-@insecure_http_option
-@store_option
-@click.pass_context
+@_signed_in_options
 def whoami(
     ctx: click.Context,
     workspace: str | None,
@@ -197,15 +215,12 @@ def whoami(
     token_store: str | None,
 ) -> None:
     """Print who this terminal is signed in as (exit 1 when it is not)."""
-    from envcat.cli import tokens
     from envcat.cli.display import safe_text
 
-    settings = _settings(server, workspace, insecure_http)
-    slug = settings.require_workspace()
-    stored = tokens.load(settings.server, slug, token_store)
+    server, slug, stored = _stored(workspace, server, insecure_http, token_store)
     if stored is None or stored.is_expired():
         raise CliError(f"not signed in to {slug} (run envcat login)")
-    status, me = bearer_call(ctx, settings.server, "GET", WHOAMI, stored.token)
+    status, me = bearer_call(ctx, server, "GET", WHOAMI, stored.token)
     if status != 200:
         raise CliError(f"the sign-in to {slug} was revoked or has expired (run envcat login)")
     click.echo(

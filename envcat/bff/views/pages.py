@@ -130,18 +130,12 @@ def _render_approval(
     template_keys = [k for k in context.get("template_keys") or [] if isinstance(k, str)]
     choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
     names = {choice.name for choice in choices}
-    expires_at = epoch_seconds(context.get("expires_at"))
     return page(
         "approve.html",
         status,
-        identity=current_identity(),
-        request_id=request_id,
-        phrase=context.get("user_code", ""),
-        workspace=context.get("workspace", ""),
-        details=_context_rows(context.get("context")),
+        **_request_fields(request_id, context),
         workload=context.get("workload") if isinstance(context.get("workload"), str) else None,
         requester=context.get("requester") if isinstance(context.get("requester"), str) else None,
-        seconds_left=max(0, int((expires_at or time.time()) - time.time())),
         bundles=bundles,
         chosen=chosen,
         choices=choices,
@@ -204,18 +198,21 @@ def approve(request_id: str) -> Response:
     return _render_approval(request_id, context, request.args.get("bundle_id"))
 
 
-def _render_login(request_id: str, context: dict[str, Any], status: int = 200) -> Response:
+def _request_fields(request_id: str, context: dict[str, Any]) -> dict[str, Any]:
+    """What every approval page shows of a request: phrase, workspace, context, time left."""
     expires_at = epoch_seconds(context.get("expires_at"))
-    return page(
-        "approve_login.html",
-        status,
-        identity=current_identity(),
-        request_id=request_id,
-        phrase=context.get("user_code", ""),
-        workspace=context.get("workspace", ""),
-        details=_context_rows(context.get("context")),
-        seconds_left=max(0, int((expires_at or time.time()) - time.time())),
-    )
+    return {
+        "identity": current_identity(),
+        "request_id": request_id,
+        "phrase": context.get("user_code", ""),
+        "workspace": context.get("workspace", ""),
+        "details": _context_rows(context.get("context")),
+        "seconds_left": max(0, int((expires_at or time.time()) - time.time())),
+    }
+
+
+def _render_login(request_id: str, context: dict[str, Any]) -> Response:
+    return page("approve_login.html", **_request_fields(request_id, context))
 
 
 def _sign_in(request_id: str) -> Response:
