@@ -204,6 +204,11 @@ def create_request(
                 f"the server has no workspace {workspace!r}; check --workspace, "
                 "ENVCAT_WORKSPACE or .envcat.toml (the slug is shown in the web UI)"
             )
+    if user_token and response.status_code == 401:  # issue #17: a revoked or expired sign-in
+        raise CliError(
+            "this terminal's sign-in was revoked or has expired: run envcat login again, "
+            "or envcat logout to ask without it"
+        )
     if body.get("id_token") is not None or service_token:
         _refuse_workload(response)
     if response.status_code != 201:
