@@ -33,6 +33,7 @@ def _blueprints() -> list[object]:
         inbox,
         internal,
         keys,
+        logins,
         me,
         members,
         passkeys,
@@ -62,6 +63,8 @@ def _blueprints() -> list[object]:
         passkeys.public_bp,
         inbox.bp,
         scanning.bp,
+        logins.bp,
+        logins.signed_bp,
     ]
 
 

@@ -25,6 +25,7 @@ from envcat.bff.runtime import runtime
 from envcat.bff.security import session_secret
 from envcat.bff.sessions import SessionStore, record_mac_key
 from envcat.core import signing
+from envcat.core.schemas.logins import USER_TOKEN_BEARER
 
 log = logging.getLogger("envcat.bff")
 
@@ -53,6 +54,7 @@ class Identity:
     role: str
     via_bearer: bool = False
     session_id: str | None = None
+    via_user_token: bool = False  # a terminal signed in with `envcat login` (issue #16)
 
     @property
     def signer(self) -> Signer:
@@ -134,9 +136,42 @@ def end_session() -> None:
 
 def current_identity() -> Identity | None:
     """The caller of this request, or None when nobody valid is signed in."""
+    if "identity" not in g and _user_token_header() is not None:
+        g.identity = _user_token_identity()
     if "identity" not in g:
         g.identity = _clerk_identity() if runtime().clerk is not None else _local_identity()
     return cast(Identity | None, g.identity)
+
+
+def _user_token_header() -> str | None:
+    """`Bearer ecu_…` on an `/api/v1/` call (the proxy only: never the UI's pages)."""
+    header = request.headers.get("Authorization", "")
+    if request.path.startswith("/api/v1/") and header.startswith(USER_TOKEN_BEARER):
+        return header
+    return None
+
+
+def _user_token_identity() -> Identity | None:
+    """The person a terminal's user token speaks for, as the api's whoami says (issue #16)."""
+    header = _user_token_header() or ""
+    response = runtime().api.send(
+        "GET",
+        "/api/v1/logins/whoami",
+        signer=None,
+        caller=caller_info(),
+        headers={"Authorization": header},
+    )
+    if response.status_code != 200:
+        return None
+    me = response.json()
+    return Identity(
+        me["user_id"],
+        me["tenant_id"],
+        me["email"],
+        me["role"],
+        via_bearer=True,
+        via_user_token=True,
+    )
 
 
 def _local_identity() -> Identity | None:

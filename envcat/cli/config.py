@@ -358,6 +358,16 @@ def resolve(
     )
 
 
+def resolve_for_command(
+    server: str | None, workspace: str | None, bundle: str | None, *, insecure_http: bool, warn: Any
+) -> Settings:
+    """Resolve as `resolve` does from os.environ, require a workspace, check the transport."""
+    settings = resolve(server=server, workspace=workspace, bundle=bundle, environ=os.environ)
+    settings.require_workspace()
+    check_transport(settings.server, insecure_http=insecure_http, warn=warn)
+    return settings
+
+
 def is_fingerprint(value: str) -> bool:
     """True for a `SHA256:<43 base64 characters>` key fingerprint."""
     return FINGERPRINT_RE.fullmatch(value) is not None

@@ -31,7 +31,9 @@ from envcat.cli.errors import (
     terminated,
 )
 from envcat.cli.protocol import (
+    LOGINS,
     POLL_SECONDS,
+    REQUESTS,
     CreatedRequest,
     Pending,
     Ready,
@@ -65,6 +67,8 @@ class Hints:
     command: Sequence[str]  # already redacted: it is shown to the approver
     id_token: str | None = None  # a workload's OIDC ID token (issue #16): sent, never shown
     service_token: str | None = None  # ENVCAT_TOKEN (issue #16): one header, never shown
+    user_token: str | None = None  # `envcat login`'s token: names the requester (issue #17)
+    login: bool = False  # `envcat login` itself: the sealed payload is a user token
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class ApprovalFlow:
         public_key = encode_public_key(private_key)
         with cancel_on_signals():  # from the POST on: a request we know of is never left behind
             try:
-                request = self._create(request_body(public_key, hints), hints.service_token)
+                request = self._create(request_body(public_key, hints), hints)
             except _Signalled as exc:
                 raise _terminated(exc) from None
             limit = request.expires_in if timeout is None else min(timeout, request.expires_in)
@@ -160,11 +164,14 @@ class ApprovalFlow:
             )
         return Sealed(private_key, public_key, request.id, ciphertext)
 
-    def _create(self, body: dict[str, Any], service_token: str | None) -> CreatedRequest:
+    def _create(self, body: dict[str, Any], hints: Hints) -> CreatedRequest:
         """Create the request; while the server says it is busy, wait as asked and ask again."""
+        path = LOGINS if hints.login else REQUESTS
         for attempt in range(1, BUSY_ATTEMPTS + 1):
             try:
-                return create_request(self._client, body, service_token)
+                return create_request(
+                    self._client, body, hints.service_token, user_token=hints.user_token, path=path
+                )
             except ServerBusyCreating as exc:
                 if attempt == BUSY_ATTEMPTS:
                     raise

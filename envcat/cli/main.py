@@ -20,6 +20,7 @@ from envcat import __version__
 from envcat.cli.approvers import approvers
 from envcat.cli.commands import ARGV, CHILD, EnvcatGroup, RecordingCommand, RunCommand
 from envcat.cli.errors import Cancelled, CliError
+from envcat.cli.login import login, logout, signed_in_token, whoami
 from envcat.cli.options import (
     FORMAT_CHOICES,
     check_write_path,
@@ -27,6 +28,7 @@ from envcat.cli.options import (
     oidc_options,
     wait_options,
 )
+from envcat.cli.plan import apply, plan
 from envcat.cli.scan import scan
 from envcat.cli.setup_commands import init, trust
 from envcat.core.wire import is_machine_approver
@@ -63,6 +65,11 @@ cli.add_command(init)
 cli.add_command(trust)
 cli.add_command(approvers)
 cli.add_command(scan)
+cli.add_command(login)
+cli.add_command(logout)
+cli.add_command(whoami)
+cli.add_command(plan)
+cli.add_command(apply)
 
 
 @cli.command(cls=RecordingCommand)
@@ -230,12 +237,9 @@ def _settings(
     bundle: str | None,
     insecure_http: bool,
 ) -> Settings:
-    from envcat.cli.config import check_transport, resolve
+    from envcat.cli.config import resolve_for_command
 
-    settings = resolve(server=server, workspace=workspace, bundle=bundle, environ=os.environ)
-    settings.require_workspace()
-    check_transport(settings.server, insecure_http=insecure_http, warn=_say)
-    return settings
+    return resolve_for_command(server, workspace, bundle, insecure_http=insecure_http, warn=_say)
 
 
 def _redacted(command: Sequence[str], keep: Sequence[str] = ()) -> list[str]:
@@ -260,6 +264,8 @@ def _deliver(
     id_token: str | None = None,
 ) -> Envelope:
     """Ask, wait, and return the envelope only once it passed every check (else exit 6)."""
+    from dataclasses import replace
+
     from envcat.cli.display import Terminal, safe_text
     from envcat.cli.flow import ApprovalFlow, Hints
     from envcat.cli.pins import KnownServers
@@ -277,6 +283,8 @@ def _deliver(
         # a service token for CI without OIDC (issue #16); --oidc takes precedence
         service_token=None if id_token else (os.environ.get("ENVCAT_TOKEN") or None),
     )
+    if not (hints.id_token or hints.service_token):  # a signed-in terminal names you (#17)
+        hints = replace(hints, user_token=signed_in_token(settings.server, workspace))
     runtime = runtime_from(ctx.obj)
     interactive = sys.stderr.isatty() if runtime.interactive is None else runtime.interactive
     terminal = Terminal(sys.stderr, interactive=interactive, show_qr=not no_qr)

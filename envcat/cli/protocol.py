@@ -25,7 +25,8 @@ from envcat.cli.errors import CliError, RequestDenied, RequestExpired, ServerUnr
 POLL_SECONDS = 25
 TIMEOUT = httpx.Timeout(10.0, read=POLL_SECONDS + 20.0)
 CANCEL_TIMEOUT = httpx.Timeout(3.0)
-_REQUESTS = "/api/v1/requests"
+REQUESTS = "/api/v1/requests"
+LOGINS = "/api/v1/logins"  # `envcat login` (issue #16): then waited on like any request
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _INTERVAL_BOUNDS = (1.0, 60.0)
 
@@ -175,15 +176,23 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 
 
 def create_request(
-    client: httpx.Client, body: dict[str, Any], service_token: str | None = None
+    client: httpx.Client,
+    body: dict[str, Any],
+    service_token: str | None = None,
+    *,
+    user_token: str | None = None,
+    path: str = REQUESTS,
 ) -> CreatedRequest:
     """POST a new request; raise ServerUnreachable if the server cannot be reached.
 
-    A service token (ENVCAT_TOKEN, issue #16) goes in this one call's Authorization header.
+    A service token (ENVCAT_TOKEN, issue #16), or else the terminal's `envcat login`
+    token (the requester, issue #17), goes in this one call's Authorization header.
+    `path` is `LOGINS` for `envcat login`.
     """
-    headers = {"Authorization": f"Bearer {service_token}"} if service_token else None
+    bearer = service_token or user_token
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
     try:
-        response = client.post(_REQUESTS, json=body, headers=headers)
+        response = client.post(path, json=body, headers=headers)
     except httpx.TransportError as exc:
         server = str(client.base_url).rstrip("/")
         raise ServerUnreachable(
@@ -205,6 +214,11 @@ def create_request(
                 f"the server has no workspace {workspace!r}; check --workspace, "
                 "ENVCAT_WORKSPACE or .envcat.toml (the slug is shown in the web UI)"
             )
+    if user_token and response.status_code == 401:  # issue #17: a revoked or expired sign-in
+        raise CliError(
+            "this terminal's sign-in was revoked or has expired: run envcat login again, "
+            "or envcat logout to ask without it"
+        )
     if body.get("id_token") is not None or service_token:
         _refuse_workload(response)
     if response.status_code != 201:
@@ -303,7 +317,7 @@ def wait_once(client: httpx.Client, request: CreatedRequest, timeout: int) -> Ou
     `httpx.TransportError` propagates: the caller retries those with backoff.
     """
     response = client.get(
-        f"{_REQUESTS}/{request.id}/wait",
+        f"{REQUESTS}/{request.id}/wait",
         params={"timeout": timeout},
         headers={"X-Poll-Token": request.poll_token},
     )
@@ -355,7 +369,7 @@ def cancel_request(client: httpx.Client, request: CreatedRequest) -> None:
     # the request expires on its own; cancelling only makes it go sooner
     with contextlib.suppress(httpx.HTTPError):
         client.delete(
-            f"{_REQUESTS}/{request.id}",
+            f"{REQUESTS}/{request.id}",
             headers={"X-Poll-Token": request.poll_token},
             timeout=CANCEL_TIMEOUT,
         )

@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     """Most SHA-256 hashes one scan call may submit (the endpoint is a hash oracle)."""
     scan_rate_limit: int = Field(default=30, ge=1, le=10000)
     """Scan calls one credential may make per minute; more get 429."""
+    user_token_hours: int = Field(default=12, ge=1, le=720)
+    """How long the token of a terminal signed in with `envcat login` lives, in hours
+    (issue #16); revoked earlier by `envcat logout` or on the account page."""
     connector_sweep_interval: int = Field(default=30, ge=1)
     """Seconds between two beat sweeps that enqueue the connector links due a sync (issue #18)."""
     connector_aws_write_tps: float = Field(default=40.0, gt=0, le=50)

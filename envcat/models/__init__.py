@@ -19,6 +19,7 @@ from envcat.models.tables import (
     new_uuid,
 )
 from envcat.models.team import BundleApprovers, Invite, NotificationTarget
+from envcat.models.user_tokens import UserToken
 from envcat.models.workloads import ServiceToken, WorkloadPolicy
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "ServiceToken",
     "Tenant",
     "User",
+    "UserToken",
     "WebhookEvent",
     "WorkloadPolicy",
     "WorkspacePolicy",

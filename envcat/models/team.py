@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from envcat.models.base import Base, utcnow
@@ -54,6 +54,8 @@ class BundleApprovers(Base):
     min_role: Mapped[str | None] = mapped_column(String(16))
     user_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     approvals_required: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # issue #17: the person a request names as its requester may not approve it
+    no_self_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )

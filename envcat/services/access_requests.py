@@ -294,8 +294,11 @@ def create(
     # positional, not an object: field names would cost a size class (issue #14)
     shown = [_clip(str(request.context.get(name) or "")) for name in CONTEXT_FIELDS]
     view: list[Any] = [bundle or "", bundle_id or "", request.template_keys, shown]
-    if workload := request.context.get(WORKLOAD_FIELD):
-        view.append(_clip(str(workload)))
+    # set by the api, never from the CLI's body: workload (#16), requester and kind (#16, #17)
+    extra = [_clip(str(request.context.get(name) or "")) for name in SERVER_FIELDS]
+    while extra and not extra[-1]:
+        extra.pop()
+    view.extend(extra)
     pairs = [item for pair in fields.items() for item in pair]
     keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip), view_key(new.id)]
     keys.append(tenant_pending_key(tenant_id))
@@ -310,6 +313,10 @@ CONTEXT_FIELDS = ("hostname", "cwd", "command", "git_remote", "client")
 # The context's "workload" (issue #16) is set by the api from a verified ID token, never from
 # the CLI's body; stored as the view's fifth element, only when present.
 WORKLOAD_FIELD = "workload"
+# After it, by position and only when set: the signed-in requester's user id and email, and
+# the request's kind ("login" for `envcat login`; issues #16, #17).
+REQUESTER_ID_FIELD, REQUESTER_FIELD, KIND_FIELD = "requester_id", "requester", "kind"
+SERVER_FIELDS = (WORKLOAD_FIELD, REQUESTER_ID_FIELD, REQUESTER_FIELD, KIND_FIELD)
 _NO_VIEW: list[Any] = ["", "", [], []]
 # Each context field is display-only: clipped to this many UTF-8 bytes in Redis, so the
 # largest request stays under 4 KB (issue #12; docs/performance.md).
@@ -323,10 +330,11 @@ def _clip(text: str) -> str:
     return raw[: CONTEXT_FIELD_BYTES - 3].decode("utf-8", "ignore") + "…"
 
 
-def _context(shown: list[str], workload: list[str]) -> dict[str, Any]:
+def _context(shown: list[str], extra: list[str]) -> dict[str, Any]:
     context = {name: value for name, value in zip(CONTEXT_FIELDS, shown, strict=False) if value}
-    if workload and workload[0]:
-        context[WORKLOAD_FIELD] = workload[0]
+    context.update(
+        {name: value for name, value in zip(SERVER_FIELDS, extra, strict=False) if value}
+    )
     return context
 
 
@@ -338,7 +346,7 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
     data, view_text = pipe.execute()
     if not data or float(data.get("exp", "0")) <= time.time():
         return None
-    bundle, bundle_id, template_keys, context, *workload = (
+    bundle, bundle_id, template_keys, context, *extra = (
         json.loads(view_text) if view_text else _NO_VIEW
     )
     approval = data.get("a")
@@ -349,7 +357,7 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
         tenant_id=data.get("tid", ""),
         workspace=data.get("ws", ""),
         user_code=user_code(request_id, data["pub"]),
-        context=_context(context, workload),
+        context=_context(context, extra),
         template_keys=template_keys,
         bundle=bundle or None,
         bundle_id=bundle_id or None,

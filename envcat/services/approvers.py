@@ -32,6 +32,12 @@ class NotAnApprover(Forbidden):
     code = "not_an_approver"
 
 
+class SelfApproval(Forbidden):
+    """The requester approving their own request on a `no_self_approval` bundle (issue #17)."""
+
+    code = "self_approval"
+
+
 class AwaitingApprovals(EnvCatError):
     """Not an error: the approval was recorded and the request waits for more (k-of-n).
 
@@ -54,6 +60,7 @@ class Rule:
     user_ids: tuple[str, ...]
     is_default: bool
     approvals_required: int = 1
+    no_self_approval: bool = False
 
     def allows(self, user_id: str, role: str) -> bool:
         """Whether a member with `role` may approve under this rule."""
@@ -74,6 +81,7 @@ def rule_of(tenant_id: str, bundle_id: str) -> Rule:
         user_ids=tuple(row.user_ids or ()),
         is_default=False,
         approvals_required=max(1, row.approvals_required or 1),
+        no_self_approval=bool(row.no_self_approval),
     )
 
 
@@ -99,6 +107,15 @@ def require_approver(tenant_id: str, user_id: str, bundle_id: str, role: str | N
             who += " and the named approvers"
         raise NotAnApprover(f"Only {who} may approve this bundle; ask one of them.")
     return rule
+
+
+def refuse_self_approval(rule: Rule, request: store.AccessRequest, user_id: str) -> None:
+    """SelfApproval (403) when the rule forbids it and `user_id` asked for this request."""
+    if rule.no_self_approval and request.context.get(store.REQUESTER_ID_FIELD) == user_id:
+        raise SelfApproval(
+            "This bundle does not let the person who asked approve their own request; "
+            "ask another approver."
+        )
 
 
 def eligible(tenant_id: str, bundle_id: str, rule: Rule | None = None) -> list[tuple[str, str]]:
@@ -128,6 +145,7 @@ def describe(tenant_id: str, bundle_id: str, caller_id: str) -> ApproversOut:
         min_role=rule.min_role,
         users=users,
         approvals_required=rule.approvals_required,
+        no_self_approval=rule.no_self_approval,
         is_default=rule.is_default,
         can_approve=rule.allows(caller_id, _role(tenant_id, caller_id)),
     )
@@ -157,7 +175,7 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
     if body.min_role is None and not body.user_ids:
         raise ValidationFailed("Name at least one approver, or choose a minimum role.")
     named = _check_named(actor.tenant_id, body.user_ids)
-    wanted = Rule(body.min_role, named, False, body.approvals_required)
+    wanted = Rule(body.min_role, named, False, body.approvals_required, body.no_self_approval)
     able = len(eligible(actor.tenant_id, bundle_id, wanted))
     if body.approvals_required > able:
         raise ValidationFailed(
@@ -179,6 +197,7 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
         row.min_role = body.min_role
         row.user_ids = list(named)
         row.approvals_required = body.approvals_required
+        row.no_self_approval = body.no_self_approval
         row.updated_by = actor.user_id
     actor.record(
         "bundle.approvers_changed",
@@ -188,6 +207,7 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
             "min_role": body.min_role,
             "user_ids": list(named),
             "approvals_required": body.approvals_required,
+            "no_self_approval": body.no_self_approval,
         },
     )
     return describe(actor.tenant_id, bundle_id, actor.user_id)

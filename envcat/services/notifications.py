@@ -137,7 +137,7 @@ class Notice:
         ]
         if self.keys:
             lines.append(f"Keys: {', '.join(self.keys)}")
-        for name, label in (*CONTEXT_LABELS, ("ip", "Address")):
+        for name, label in (("requester", "Requested by"), *CONTEXT_LABELS, ("ip", "Address")):
             if value := self.requester.get(name):
                 lines.append(f"{label}: {value}")
         if self.event == "request.created":

@@ -156,6 +156,8 @@ def describe(request_id: str) -> AccessRequestView:
         created=request.created,
         expires_at=request.expires_at,
         workload=request.context.get("workload") or None,
+        requester=request.context.get(store.REQUESTER_FIELD) or None,
+        kind="login" if request.context.get(store.KIND_FIELD) == "login" else "values",
     )
 
 
@@ -273,7 +275,7 @@ def cancel(request_id: str, poll_token: str, origin: audit.Origin) -> None:
         )
 
 
-def _decidable(request_id: str, tenant_id: str) -> store.AccessRequest:
+def decidable(request_id: str, tenant_id: str) -> store.AccessRequest:
     """The pending request, if it is for `tenant_id`; another workspace's is NotFound too."""
     request = store.get(current().redis, request_id) if _is_request_id(request_id) else None
     if request is None or request.tenant_id != tenant_id:
@@ -302,11 +304,14 @@ def approve(
     write fails.
     """
     r = current().redis
-    request = _decidable(request_id, tenant_id)
+    request = decidable(request_id, tenant_id)
+    if request.context.get(store.KIND_FIELD) == "login":
+        raise Conflict("This request signs a terminal in; it releases no values.")
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
     rule = None
     if workload is None:  # a person: the bundle's approver rules (issue #17)
         rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
+        approvers.refuse_self_approval(rule, request, user_id)
     # issue #20: verified here (for every voter of a k-of-n rule), recorded under the
     # approval MAC, carried into the envelope. A workload's approval carries none: a CLI
     # that lists approvers refuses it.
@@ -343,6 +348,7 @@ def approve(
         "keys": selection.names,
         **({"approvers": voters} if len(voters) > 1 else {}),
         **({"passkey": json.loads(proof)["credential_id"]} if proof else {}),
+        **({"requested_by": requester} if (requester := request.context.get("requester")) else {}),
     }
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
@@ -379,7 +385,7 @@ def abandon(accepted: AcceptedApproval) -> None:
 
 def deny(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Origin) -> None:
     """Refuse a request and wake its CLI; NotFound for another workspace's request."""
-    _decidable(request_id, tenant_id)
+    decidable(request_id, tenant_id)
     if not store.mark_denied(current().redis, request_id, denied_by=user_id):
         raise Conflict("This request has already been decided.")
     metrics.REQUESTS_DENIED.inc()

@@ -45,8 +45,20 @@ APPROVER_PREFIX = wire.SERVICE_TOKEN_APPROVER_PREFIX
 REFUSED = "The service token is unknown, revoked, expired or not for this workspace."
 
 
-def _hash(token: str) -> str:
+def hash_token(token: str) -> str:
+    """The stored form of a bearer token: SHA-256, hex (user tokens use it too)."""
     return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def mint(scheme: str) -> tuple[str, str]:
+    """A fresh `<scheme>_<prefix>_<secret>` bearer token and its lookup prefix."""
+    prefix = secrets.token_hex(6)
+    return f"{scheme}_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def matches(stored_hash: str, token: str) -> bool:
+    """Whether `token` hashes to `stored_hash` (constant time)."""
+    return hmac.compare_digest(stored_hash, hash_token(token))
 
 
 def _out(row: ServiceToken, bundle_name: str) -> ServiceTokenOut:
@@ -71,15 +83,14 @@ def create_token(actor: Actor, body: ServiceTokenCreate) -> ServiceTokenCreated:
     limit = current().settings.service_token_max_days
     if body.expires_in_days > limit:
         raise ValidationFailed(f"A service token lives at most {limit} days on this server.")
-    prefix = secrets.token_hex(6)
-    token = f"ect_{prefix}_{secrets.token_urlsafe(32)}"
+    token, prefix = mint("ect")
     with transaction("Could not make a unique token; retry."):
         bundle_name = workloads.check_keys(actor.tenant_id, body.bundle_id, body.keys)
         row = ServiceToken(
             tenant_id=actor.tenant_id,
             name=body.name,
             prefix=prefix,
-            token_hash=_hash(token),
+            token_hash=hash_token(token),
             bundle_id=body.bundle_id,
             keys=list(dict.fromkeys(body.keys)),
             scopes=sorted(set(body.scopes)),
@@ -134,7 +145,7 @@ def _usable(token: str, tenant_id: str) -> ServiceToken:
     row = db.session.execute(
         select(ServiceToken).where(ServiceToken.prefix == match.group(1))
     ).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.token_hash, _hash(token)):
+    if row is None or not matches(row.token_hash, token):
         raise InvalidServiceToken(REFUSED)
     if row.tenant_id != tenant_id or row.revoked_at is not None:
         raise InvalidServiceToken(REFUSED)

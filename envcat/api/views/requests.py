@@ -12,6 +12,7 @@ from envcat.api.context import bearer_token, client_origin
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
 from envcat.api.views import team
+from envcat.core.schemas.logins import USER_TOKEN_SCHEME
 from envcat.core.schemas.requests import (
     AccessRequestCreate,
     AccessRequestCreated,
@@ -20,7 +21,7 @@ from envcat.core.schemas.requests import (
     WaitQuery,
     WaitResult,
 )
-from envcat.services import machine_requests, requests
+from envcat.services import logins, machine_requests, requests
 from envcat.services.errors import ValidationFailed
 from envcat.services.runtime import current
 from envcat.workers import tasks
@@ -69,14 +70,18 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
 
     With `id_token` (issue #16) a workspace's trust policy may approve at once, and with
     `Authorization: Bearer ect_…` a service token does; only then does the reply carry
-    `workload_mode` and `workload`.
+    `workload_mode` and `workload`. With `Authorization: Bearer ecu_…` (a terminal
+    signed in with `envcat login`, issue #17) the request names its requester.
     """
     refuse_when_behind("create")
     address = client_origin().ip or "unknown"
     bearer = bearer_token()
     if body.id_token is not None and bearer is not None:
         raise ValidationFailed("Send an ID token or a service token, not both.")
-    if bearer is not None:
+    if bearer is not None and bearer.startswith(USER_TOKEN_SCHEME + "_"):  # signed in (#17)
+        created, accepted = logins.create_signed_in(body, bearer, address, client_origin()), None
+        bearer = None  # a person's request: answered like an anonymous one
+    elif bearer is not None:
         created, accepted = machine_requests.create_for_service_token(
             body, bearer, address, client_origin()
         )

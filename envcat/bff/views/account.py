@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session
 
+from envcat.bff import backend
 from envcat.bff.apiclient import BFF_SIGNER
 from envcat.bff.backend import error_from, fetch, timed_send
 from envcat.bff.clerk import frontend_api_host
@@ -24,6 +25,7 @@ from envcat.bff.identity import (
     sessions,
 )
 from envcat.bff.runtime import runtime
+from envcat.bff.views.forms import submit
 from envcat.core.settings import Settings
 
 bp = Blueprint("account", __name__)
@@ -70,6 +72,7 @@ def _page(status: int = 200, error: str | None = None, **extra: Any) -> Response
         session_count=sessions().count(identity.user_id) if identity.session_id else None,
         passkeys=fetch("/api/v1/passkeys")["passkeys"],  # issue #20
         require_passkey=fetch("/api/v1/workspace/policy")["require_passkey"],
+        terminals=fetch("/api/v1/me/user-tokens")["items"],  # issue #16: `envcat login`
         **extra,
     )
     return Response(body, status=status, mimetype="text/html")
@@ -191,3 +194,15 @@ def delete_account() -> Response:
         raise error_from(reply)
     sessions().revoke_user(identity.user_id)
     return _signed_out("Your account was deleted.")
+
+
+@bp.post("/account/terminals/<token_id>/revoke")
+@login_required
+def revoke_terminal(token_id: str) -> Response:
+    """Sign a terminal out at once (its `envcat login` token stops working)."""
+    return submit(
+        "DELETE",
+        backend.api_path("/api/v1/me/user-tokens/{id}", id=token_id),
+        back="/account",
+        done="Terminal signed out.",
+    )

@@ -130,17 +130,12 @@ def _render_approval(
     template_keys = [k for k in context.get("template_keys") or [] if isinstance(k, str)]
     choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
     names = {choice.name for choice in choices}
-    expires_at = epoch_seconds(context.get("expires_at"))
     return page(
         "approve.html",
         status,
-        identity=current_identity(),
-        request_id=request_id,
-        phrase=context.get("user_code", ""),
-        workspace=context.get("workspace", ""),
-        details=_context_rows(context.get("context")),
+        **_request_fields(request_id, context),
         workload=context.get("workload") if isinstance(context.get("workload"), str) else None,
-        seconds_left=max(0, int((expires_at or time.time()) - time.time())),
+        requester=context.get("requester") if isinstance(context.get("requester"), str) else None,
         bundles=bundles,
         chosen=chosen,
         choices=choices,
@@ -198,7 +193,38 @@ def approve(request_id: str) -> Response:
         return page("approve_done.html", 409, outcome="decided", state=context.get("status"))
     if (found := elsewhere(context)) is not None:
         return elsewhere_page(request_id, found)
+    if context.get("kind") == "login":  # `envcat login` (issue #16)
+        return _render_login(request_id, context)
     return _render_approval(request_id, context, request.args.get("bundle_id"))
+
+
+def _request_fields(request_id: str, context: dict[str, Any]) -> dict[str, Any]:
+    """What every approval page shows of a request: phrase, workspace, context, time left."""
+    expires_at = epoch_seconds(context.get("expires_at"))
+    return {
+        "identity": current_identity(),
+        "request_id": request_id,
+        "phrase": context.get("user_code", ""),
+        "workspace": context.get("workspace", ""),
+        "details": _context_rows(context.get("context")),
+        "seconds_left": max(0, int((expires_at or time.time()) - time.time())),
+    }
+
+
+def _render_login(request_id: str, context: dict[str, Any]) -> Response:
+    return page("approve_login.html", **_request_fields(request_id, context))
+
+
+def _sign_in(request_id: str) -> Response:
+    try:
+        backend.call("POST", backend.api_path("/api/v1/requests/{id}/sign-in", id=request_id))
+    except UpstreamError as exc:
+        if exc.status in (404, 410):
+            return _gone()
+        if exc.status == 409:
+            return page("approve_done.html", 409, outcome="decided")
+        raise
+    return page("approve_done.html", outcome="signed_in")
 
 
 @bp.post("/approve/<request_id>")
@@ -209,6 +235,8 @@ def decide(request_id: str) -> Response:
         return _gone()
     if request.form.get("decision") == "deny":
         return _deny(request_id)
+    if request.form.get("decision") == "sign_in":
+        return _sign_in(request_id)
     bundle_id = request.form.get("bundle_id", "")
     include = list(dict.fromkeys(request.form.getlist("include_keys")))
     try:

@@ -19,6 +19,7 @@ from envcat.bff import metrics
 from envcat.bff.backend import timed_send
 from envcat.bff.errors import json_error
 from envcat.bff.identity import CSRF_HEADER, check_csrf, current_identity
+from envcat.core.schemas.logins import USER_TOKEN_BEARER
 
 bp = Blueprint("proxy", __name__)
 
@@ -34,7 +35,16 @@ PUBLIC_ROUTES = (
     ("GET", re.compile(r"openapi\.json")),
     ("GET", re.compile(rf"workspaces/{_ID}/approvers")),  # issue #20: `envcat approvers`
     ("POST", re.compile(r"scan/(?:matches|leaks)")),  # issue #19: `envcat scan`
+    ("POST", re.compile(r"logins")),  # issue #16: `envcat login`, `whoami`, `logout`
+    ("GET", re.compile(r"logins/whoami")),
+    ("POST", re.compile(r"logins/logout")),
 )
+# issue #16: what a terminal's user token may call (bundles as code); it never decides a
+# request, reads a value (`?reveal`, versions, export) or manages passkeys.
+USER_TOKEN_ROUTES = re.compile(r"(bundles|keys|workload-policies|members|me|workspace)(/[^/]+)*")
+USER_TOKEN_REFUSED = re.compile(r".*/(export|versions)(/.*)?")
+BEARER_ROUTES = {("POST", "requests"), ("GET", "logins/whoami"), ("POST", "logins/logout")}
+SERVICE_TOKEN_ROUTES = {("POST", "requests"), ("POST", "scan/matches"), ("POST", "scan/leaks")}
 _SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
 # Forwarded from the browser or CLI; everything else (cookies, Authorization, X-User-Id,
 # X-Signature, …) stays here.
@@ -60,6 +70,13 @@ def is_forwardable(rest: str) -> bool:
     return segments[0] != "internal"
 
 
+def is_user_token_route(rest: str) -> bool:
+    """True for what a terminal signed in with `envcat login` may call through the proxy."""
+    if "reveal" in request.args or USER_TOKEN_REFUSED.fullmatch(rest):
+        return False
+    return USER_TOKEN_ROUTES.fullmatch(rest) is not None
+
+
 def is_public(method: str, rest: str) -> bool:
     """True for the routes anyone may call without signing in."""
     return any(method == m and pattern.fullmatch(rest) for m, pattern in PUBLIC_ROUTES)
@@ -68,13 +85,12 @@ def is_public(method: str, rest: str) -> bool:
 def _headers(rest: str) -> dict[str, str]:
     names = FORWARDED_HEADERS + (WEBHOOK_HEADERS if rest == "webhooks/clerk" else ())
     headers = {name: value for name in names if (value := request.headers.get(name)) is not None}
-    # A service token (issue #16) rides on request creation and scanning (issue #19) only;
-    # other bearers stay here.
+    # A service token (issue #16) rides on request creation and scanning (issue #19), a
+    # terminal's user token on request creation, whoami and logout; other bearers stay here.
     authorization = request.headers.get("Authorization", "")
-    if (
-        rest in ("requests", "scan/matches", "scan/leaks")
-        and request.method == "POST"
-        and authorization.startswith(SERVICE_TOKEN_BEARER)
+    route = (request.method, rest)
+    if (route in BEARER_ROUTES and authorization.startswith(USER_TOKEN_BEARER)) or (
+        route in SERVICE_TOKEN_ROUTES and authorization.startswith(SERVICE_TOKEN_BEARER)
     ):
         headers["Authorization"] = authorization
     return headers
@@ -117,6 +133,9 @@ def forward(rest: str) -> Response:
     if identity is None:
         metrics.PROXY_REJECTED.labels("unauthenticated").inc()
         return json_error(401, "unauthorized", "Sign in first.")
+    if identity.via_user_token and not is_user_token_route(rest):
+        metrics.PROXY_REJECTED.labels("user_token").inc()
+        return json_error(403, "forbidden", "A terminal's sign-in cannot do this; use the web UI.")
     if request.method not in SAFE_METHODS and not identity.via_bearer:
         # A cookie rides along on cross-site requests; a bearer token does not.
         check_csrf(request.headers.get(CSRF_HEADER))

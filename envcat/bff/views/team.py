@@ -173,6 +173,7 @@ def set_approvers(bundle_id: str) -> Response:
         "min_role": role if role in ("member", "admin", "owner") else None,
         "user_ids": list(dict.fromkeys(request.form.getlist("user_ids"))),
         "approvals_required": int(required) if required.isdigit() and len(required) < 3 else 0,
+        "no_self_approval": request.form.get("no_self_approval") == "on",  # issue #17
     }
     path = api_path("/api/v1/bundles/{bundle_id}/approvers", bundle_id=bundle_id)
     back = api_path("/bundles/{bundle_id}", bundle_id=bundle_id) + "#approvers"

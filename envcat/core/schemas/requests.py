@@ -139,6 +139,8 @@ class AccessRequestView(BaseModel):
     created: float
     expires_at: float
     workload: str | None = None  # the verified workload asking (issue #16), else None
+    requester: str | None = None  # the signed-in person asking (issue #17), else None
+    kind: Literal["values", "login"] = "values"  # "login": `envcat login` (issue #16)
 
 
 class ServerKey(BaseModel):

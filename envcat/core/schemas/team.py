@@ -110,6 +110,7 @@ class ApproversUpdate(_Body):
     min_role: ApproverRole | None = "member"
     user_ids: Annotated[list[UserId], Field(max_length=MAX_NAMED_APPROVERS)] = []
     approvals_required: Annotated[int, Field(ge=1, le=MAX_APPROVALS_REQUIRED)] = 1
+    no_self_approval: bool = False  # the requester may not approve their own request
 
 
 class ApproverOut(BaseModel):
@@ -126,6 +127,7 @@ class ApproversOut(BaseModel):
     min_role: ApproverRole | None
     users: list[ApproverOut]
     approvals_required: int
+    no_self_approval: bool = False
     is_default: bool
     can_approve: bool  # the caller
 
