@@ -122,6 +122,8 @@ class Envelope:
     # issue #20: the approver's passkey proof (envcat.core.passkeys.PasskeyProof.as_dict);
     # absent from the payload when the approval carried none, so older envelopes still open
     passkey: Mapping[str, Any] | None = None
+    # issue #17: {"reason": …} when an owner released alone past the rules (break-glass)
+    break_glass: Mapping[str, str] | None = None
 
     def to_payload(self) -> bytes:
         """Canonical JSON: the exact bytes that are signed."""
@@ -138,6 +140,8 @@ class Envelope:
         }
         if self.passkey is not None:
             document["passkey"] = dict(self.passkey)
+        if self.break_glass is not None:
+            document["break_glass"] = dict(self.break_glass)
         return json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -161,6 +165,9 @@ class Envelope:
         passkey = data.get("passkey")
         if passkey is not None and not isinstance(passkey, dict):
             raise EnvelopeError("the envelope's passkey approval is malformed")
+        break_glass = data.get("break_glass")
+        if break_glass is not None:
+            break_glass = _object(data, "break_glass", ("reason",))
         approved_at = data.get("approved_at")
         if not isinstance(approved_at, int | float) or isinstance(approved_at, bool):
             raise EnvelopeError("the envelope's approved_at is not a number")
@@ -177,6 +184,7 @@ class Envelope:
             keys=keys,
             server_keys=tuple(server_keys),
             passkey=passkey,
+            break_glass=break_glass,
         )
 
 

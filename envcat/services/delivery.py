@@ -179,6 +179,7 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         server_keys=[encode_key(key) for key in keyring.public_keys],
         # issue #20: the passkey proof the api verified, under the approval MAC since
         passkey=json.loads(approval.passkey) if approval.passkey else None,
+        break_glass={"reason": approval.break_glass} if approval.break_glass else None,
     )
     return base64.b64encode(seal_envelope(envelope, keyring)).decode("ascii")
 

@@ -292,18 +292,20 @@ def approve(
     workload: workload_access.WorkloadGrant | None = None,
     passkey: PasskeyAssertion | None = None,
     role: str | None = None,
+    break_glass: str = "",
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
     Raises NotFound (request of another workspace, or bundle), Conflict (already
     decided) or ValidationFailed (keys). Nothing is left behind when the audit
-    write fails.
+    write fails. `break_glass` (an owner's reason, checked by envcat.services.break_glass)
+    skips the bundle's approver rules and k-of-n, and is audited `request.break_glass`.
     """
     r = current().redis
     request = _decidable(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
     rule = None
-    if workload is None:  # a person: the bundle's approver rules (issue #17)
+    if workload is None and not break_glass:  # a person: the bundle's approver rules (#17)
         rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
     # issue #20: verified here (for every voter of a k-of-n rule), recorded under the
     # approval MAC, carried into the envelope. A workload's approval carries none: a CLI
@@ -315,7 +317,9 @@ def approve(
         if workload is None
         else ""
     )
-    if workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
+    if break_glass:  # an owner alone, past the rules (issue #17)
+        voters = [user_id]
+    elif workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
         bundle = (selection.bundle_id, selection.bundle_name)
         voters = approvers.quorum(request, user_id, bundle, selection.names, origin, rule)
     else:  # a workload: its automatic trust policy is the admins' standing approval (#16)
@@ -328,6 +332,7 @@ def approve(
         approved_at=time.time(),
         via=workload.label if workload is not None else "",
         passkey=proof,
+        break_glass=break_glass,
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):
@@ -338,12 +343,22 @@ def approve(
         "keys": selection.names,
         **({"approvers": voters} if len(voters) > 1 else {}),
         **({"passkey": json.loads(proof)["credential_id"]} if proof else {}),
+        **({"break_glass": True, "reason": break_glass} if break_glass else {}),
     }
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
     elif workload is not None:
         details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
+        if break_glass:  # first: no break-glass release without its own loud event
+            audit.record(
+                tenant_id,
+                user_id,
+                "request.break_glass",
+                request_id,
+                details=details,
+                origin=origin,
+            )
         audit.record(
             tenant_id,
             workload.label if workload is not None else user_id,

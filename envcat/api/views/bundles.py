@@ -20,9 +20,15 @@ from envcat.core.schemas.bundles import (
     ImportResult,
     ImportUndone,
 )
-from envcat.services import bundles, versions
+from envcat.services import bundles, editors, versions
 
 bp = signed_blueprint("bundles")
+
+
+def _require_editor(bundle_id: str) -> None:
+    """The bundle's edit rule (issue #17; default: admins and owners)."""
+    who = caller()
+    editors.require_editor(who.tenant_id, who.user_id, who.role, bundle_id)
 
 
 @endpoint(
@@ -81,7 +87,7 @@ def get_bundle(bundle_id: str) -> BundleDetail:
 )
 def update_bundle(bundle_id: str, body: BundleUpdate) -> BundleDetail:
     """Admins edit bundles."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     return bundles.update_bundle(current_actor(), bundle_id, body)
 
 
@@ -96,7 +102,7 @@ def update_bundle(bundle_id: str, body: BundleUpdate) -> BundleDetail:
 )
 def delete_bundle(bundle_id: str) -> tuple[str, int]:
     """Admins delete bundles."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     bundles.delete_bundle(current_actor(), bundle_id)
     return "", 204
 
@@ -113,7 +119,7 @@ def delete_bundle(bundle_id: str) -> tuple[str, int]:
 )
 def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
     """Admins attach keys: `{key_id}` attaches, `{name, value}` creates and attaches."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     if isinstance(body.root, AttachKey):
         return bundles.attach_key(current_actor(), bundle_id, body.root), 201
     return bundles.create_and_attach_key(current_actor(), bundle_id, body.root), 201
@@ -130,7 +136,7 @@ def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
 )
 def detach_key(bundle_id: str, key_id: str) -> tuple[str, int]:
     """Admins detach keys."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     bundles.detach_key(current_actor(), bundle_id, key_id)
     return "", 204
 
@@ -147,7 +153,7 @@ def detach_key(bundle_id: str, key_id: str) -> tuple[str, int]:
 )
 def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
     """Admins import."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     return bundles.import_into_bundle(current_actor(), bundle_id, body)
 
 
@@ -162,7 +168,7 @@ def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
 )
 def undo_import(bundle_id: str, import_id: str) -> ImportUndone:
     """Admins undo imports; 409 and nothing changed when a key changed since."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     return versions.undo_import(current_actor(), bundle_id, import_id)
 
 

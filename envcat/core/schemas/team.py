@@ -14,6 +14,8 @@ UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-
 MAX_NAMED_APPROVERS = 50
 MAX_WEBHOOK_URL = 2000
 MAX_APPROVALS_REQUIRED = 10
+MAX_RULE_GROUPS = 20
+GroupId = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[A-Za-z0-9-]+$")]
 
 
 class _Body(BaseModel):
@@ -110,6 +112,7 @@ class ApproversUpdate(_Body):
     min_role: ApproverRole | None = "member"
     user_ids: Annotated[list[UserId], Field(max_length=MAX_NAMED_APPROVERS)] = []
     approvals_required: Annotated[int, Field(ge=1, le=MAX_APPROVALS_REQUIRED)] = 1
+    group_ids: Annotated[list[GroupId], Field(max_length=MAX_RULE_GROUPS)] = []  # groups, below
 
 
 class ApproverOut(BaseModel):
@@ -128,6 +131,14 @@ class ApproversOut(BaseModel):
     approvals_required: int
     is_default: bool
     can_approve: bool  # the caller
+    groups: list[GroupRef] = []  # whose members may approve too
+
+
+class GroupRef(BaseModel):
+    """A group (team) as a bundle's rule names it (envcat.core.schemas.groups)."""
+
+    id: str
+    name: str
 
 
 class ApprovalRecorded(BaseModel):
