@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         auth,
         bundles,
         connectors,
+        groups,
         health,
         keys,
         pages,
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         audit,
         connectors,
         team,
+        groups,
         proxy,
     )
     for module in blueprints:

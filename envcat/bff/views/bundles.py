@@ -133,6 +133,7 @@ def _render(
         mask=MASK,
         approvers=approvers,
         approver_choices=[m for m in members if m["role"] != "viewer"],
+        approver_groups=backend.fetch("/api/v1/groups")["groups"],  # issue #17
     )
 
 

@@ -172,6 +172,7 @@ def set_approvers(bundle_id: str) -> Response:
     body = {
         "min_role": role if role in ("member", "admin", "owner") else None,
         "user_ids": list(dict.fromkeys(request.form.getlist("user_ids"))),
+        "group_ids": list(dict.fromkeys(request.form.getlist("group_ids"))),
         "approvals_required": int(required) if required.isdigit() and len(required) < 3 else 0,
     }
     path = api_path("/api/v1/bundles/{bundle_id}/approvers", bundle_id=bundle_id)
