@@ -180,6 +180,11 @@ def test_break_glass_is_an_owners_alone_with_a_reason(
     stored = store.get(redis_client, cli.id)
     assert stored is not None and stored.approval is None
     assert not [a for a in audit_actions(TENANT) if a[0] == "request.break_glass"]
+    # a workspace that requires passkeys requires the owner's too (issue #20)
+    assert owner.put("/api/v1/workspace/policy", json={"require_passkey": True}).status_code == 200
+    unsigned = _break_glass(owner, cli.id, bundle_id, "prod is down")
+    assert (unsigned.status_code, unsigned.get_json()["error"]) == (403, "passkey_required")
+    assert owner.put("/api/v1/workspace/policy", json={"require_passkey": False}).status_code == 200
     done = _break_glass(owner, cli.id, bundle_id, "  prod is down, INC-42  ")
     assert done.status_code == 202, done.get_json()
     stored = store.get(redis_client, cli.id)
