@@ -19,7 +19,7 @@ from envcat.services import access_requests as store
 from envcat.services import audit, groups, integrity
 from envcat.services.errors import Conflict, EnvCatError, Forbidden, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, get_bundle, transaction
+from envcat.services.tenancy import Actor, get_bundle
 
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 DEFAULT_MIN_ROLE = "member"
@@ -187,27 +187,12 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
                 }
             ],
         )
-    with transaction():
-        row = db.session.get(BundleApprovers, bundle_id)
-        if row is None:
-            row = BundleApprovers(bundle_id=bundle_id, tenant_id=actor.tenant_id)
-            db.session.add(row)
-        row.min_role = body.min_role
-        row.user_ids = list(named)
-        row.approvals_required = body.approvals_required
-        row.updated_by = actor.user_id
-        groups.replace_rule_groups(bundle_id, groups.APPROVE, group_ids)
-    actor.record(
-        "bundle.approvers_changed",
-        bundle_id,
-        details={
-            "bundle_id": bundle_id,
-            "min_role": body.min_role,
-            "user_ids": list(named),
-            "approvals_required": body.approvals_required,
-            "group_ids": list(group_ids),
-        },
-    )
+    values = {
+        "min_role": body.min_role,
+        "user_ids": list(named),
+        "approvals_required": body.approvals_required,
+    }
+    groups.save_rule(actor, BundleApprovers, bundle_id, groups.APPROVE, values, group_ids)
     return describe(actor.tenant_id, bundle_id, actor.user_id)
 
 

@@ -18,7 +18,7 @@ from envcat.models import BundleEditors, BundleKey, User, db
 from envcat.services import approvers, groups
 from envcat.services.approvers import ROLE_RANK
 from envcat.services.errors import Forbidden
-from envcat.services.tenancy import Actor, get_bundle, transaction
+from envcat.services.tenancy import Actor, get_bundle
 
 DEFAULT_MIN_ROLE = "admin"
 
@@ -113,23 +113,6 @@ def set_rule(actor: Actor, role: str, bundle_id: str, body: EditorsUpdate) -> Ed
     require_editor(actor.tenant_id, actor.user_id, role, bundle_id)
     named = approvers.check_named(actor.tenant_id, body.user_ids, "editors")
     group_ids = groups.checked_ids(actor.tenant_id, body.group_ids)
-    with transaction():
-        row = db.session.get(BundleEditors, bundle_id)
-        if row is None:
-            row = BundleEditors(bundle_id=bundle_id, tenant_id=actor.tenant_id)
-            db.session.add(row)
-        row.min_role = body.min_role
-        row.user_ids = list(named)
-        row.updated_by = actor.user_id
-        groups.replace_rule_groups(bundle_id, groups.EDIT, group_ids)
-    actor.record(
-        "bundle.editors_changed",
-        bundle_id,
-        details={
-            "bundle_id": bundle_id,
-            "min_role": body.min_role,
-            "user_ids": list(named),
-            "group_ids": list(group_ids),
-        },
-    )
+    values = {"min_role": body.min_role, "user_ids": list(named)}
+    groups.save_rule(actor, BundleEditors, bundle_id, groups.EDIT, values, group_ids)
     return describe(actor.tenant_id, bundle_id, actor.user_id, role)

@@ -10,6 +10,7 @@ live membership, so a stale row can never grant anything.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 
@@ -23,6 +24,8 @@ from envcat.core.schemas.groups import (
 from envcat.core.schemas.team import GroupRef
 from envcat.models import (
     Bundle,
+    BundleApprovers,
+    BundleEditors,
     BundleRuleGroup,
     Group,
     GroupMember,
@@ -34,6 +37,7 @@ from envcat.services.errors import Conflict, NotFound, ValidationFailed
 from envcat.services.tenancy import Actor, transaction
 
 APPROVE, EDIT = "approve", "edit"
+_Row = TypeVar("_Row", BundleApprovers, BundleEditors)
 _TAKEN = "A group with that name already exists in this workspace."
 
 
@@ -108,6 +112,29 @@ def replace_rule_groups(bundle_id: str, purpose: str, group_ids: Iterable[str]) 
     )
     for group_id in group_ids:
         db.session.add(BundleRuleGroup(bundle_id=bundle_id, purpose=purpose, group_id=group_id))
+
+
+def save_rule(
+    actor: Actor,
+    row_type: type[_Row],
+    bundle_id: str,
+    purpose: str,
+    values: dict[str, Any],
+    group_ids: tuple[str, ...],
+) -> None:
+    """Write a bundle's approve or edit rule and its groups in one transaction; audited."""
+    with transaction():
+        row = db.session.get(row_type, bundle_id)
+        if row is None:
+            row = row_type(bundle_id=bundle_id, tenant_id=actor.tenant_id)
+            db.session.add(row)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.updated_by = actor.user_id
+        replace_rule_groups(bundle_id, purpose, group_ids)
+    action = "bundle.approvers_changed" if purpose == APPROVE else "bundle.editors_changed"
+    details = {"bundle_id": bundle_id, **values, "group_ids": list(group_ids)}
+    actor.record(action, bundle_id, details=details)
 
 
 # ---- CRUD --------------------------------------------------------------------------------
