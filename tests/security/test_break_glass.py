@@ -64,7 +64,7 @@ def stack(
 
 
 def _team(stack: LiveStack, owner: Browser, hooks: WebhookInbox) -> tuple[str, str]:
-    """demo/app needing 2 of bob and carol; returns (bundle id, webhook secret)."""
+    """demo/app needing 2 of bob and the group oncall (carol); returns (bundle id, secret)."""
     with stack.api_app.app_context():
         for name in ("bob", "carol"):
             add_member(f"u-{name}-{owner.user_id}", owner.tenant_id, "member")
@@ -74,8 +74,15 @@ def _team(stack: LiveStack, owner: Browser, hooks: WebhookInbox) -> tuple[str, s
             f"/api/v1/bundles/{bundle['id']}/keys", json={"name": "DATABASE_URL", "value": CANARY}
         )
         assert added.status_code == 201, added.text
-        named = [f"u-bob-{owner.user_id}", f"u-carol-{owner.user_id}"]
-        rule = {"min_role": None, "user_ids": named, "approvals_required": 2}
+        oncall = api.post("/api/v1/groups", json={"name": "oncall"}).json()["id"]
+        carol = f"u-carol-{owner.user_id}"
+        assert api.patch(f"/api/v1/groups/{oncall}", json={"user_ids": [carol]}).is_success
+        rule = {
+            "min_role": None,
+            "user_ids": [f"u-bob-{owner.user_id}"],
+            "group_ids": [oncall],
+            "approvals_required": 2,
+        }
         saved = api.put(f"/api/v1/bundles/{bundle['id']}/approvers", json=rule)
         assert saved.status_code == 200, saved.text
         hook = api.put("/api/v1/notifications", json={"webhook_url": hooks.url}).json()
@@ -133,7 +140,8 @@ def test_an_owner_breaks_glass_and_everyone_hears_of_it(
         events = api.get("/api/v1/audit", params={"action": "request.break_glass"}).json()
     event = next(e for e in events["events"] if e["target"] == request_id)
     assert event["details"]["reason"] == REASON and event["actor"] == ada.user_id
-    for to in (f"u-bob-{ada.user_id}@", ada.account["user"]["email"]):
+    # a named approver, a group member (the rule names her group) and the owner
+    for to in (f"u-bob-{ada.user_id}@", f"u-carol-{ada.user_id}@", ada.account["user"]["email"]):
         mail = inbox.wait_for(lambda m, to=to: to in m["To"] and "BREAK-GLASS" in m["Subject"])
         assert f"Reason: {REASON}" in mail.get_content()
     hook = hooks.wait_for(lambda h: h.json()["event"] == "request.break_glass")
