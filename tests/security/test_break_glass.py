@@ -6,7 +6,7 @@ opens the approval page, which offers the separate Break glass form, and
 releases alone with a reason. The CLI receives the values and prints the
 break-glass warning, the log holds `request.break_glass` with the reason, and
 the approvers and the owner are told by email and the signed webhook — without
-the value.
+the value. The same stack serves the Groups page and the bundle page's rules.
 """
 
 from __future__ import annotations
@@ -151,3 +151,31 @@ def test_an_owner_breaks_glass_and_everyone_hears_of_it(
     assert hmac.compare_digest(hook.headers["X-EnvCat-Signature"], "v1=" + expected)
     assert all(CANARY.encode() not in raw for raw in inbox.raw)
     assert all(CANARY.encode() not in h.body for h in hooks.hooks)
+
+
+def test_groups_and_editors_are_managed_from_the_pages(stack: LiveStack) -> None:
+    ada = new_user(stack, "ada")
+    with stack.api_app.app_context():
+        add_member(f"u-dev-{ada.user_id}", ada.tenant_id, "member")
+    dev = f"u-dev-{ada.user_id}"
+    made = ada.post("/groups/new", {"name": "payments", "user_ids": dev})
+    assert made.status_code == 302, made.text
+    listed = ada.get("/groups").text
+    assert 'data-testid="group-name">payments<' in listed
+    with stack.signed(ada.user_id, ada.tenant_id) as api:
+        group = api.get("/api/v1/groups").json()["groups"][0]
+        bundle = api.post("/api/v1/bundles", json={"name": "pay/api"}).json()
+    assert [m["user_id"] for m in group["members"]] == [dev]
+    rule = {"min_role": "none", "group_ids": group["id"], "approvals_required": "1"}
+    assert ada.post(f"/bundles/{bundle['id']}/approvers", rule).status_code == 302
+    editors = {"min_role": "owner", "group_ids": group["id"]}
+    assert ada.post(f"/bundles/{bundle['id']}/editors", editors).status_code == 302
+    shown = ada.get(f"/bundles/{bundle['id']}").text
+    assert shown.count("the group <strong>payments</strong>") == 2  # approvers and editors
+    with stack.signed(dev, ada.tenant_id) as api:
+        edited = api.patch(f"/api/v1/bundles/{bundle['id']}", json={"description": "by dev"})
+        assert edited.status_code == 200, edited.text
+        assert api.get(f"/api/v1/bundles/{bundle['id']}/approvers").json()["can_approve"]
+    in_use = ada.post(f"/groups/{group['id']}/delete")
+    assert in_use.status_code == 302  # refused and flashed: a rule names it
+    assert 'data-testid="group-name">payments<' in ada.get("/groups").text

@@ -62,6 +62,21 @@ def delete(group_id: str) -> Response:
     return submit("DELETE", path, back="/groups", done="Group deleted.")
 
 
+@bp.post("/bundles/<bundle_id>/editors")
+@login_required
+def set_editors(bundle_id: str) -> Response:
+    """Who may edit this bundle: a minimum role (or named only), members and groups."""
+    role = request.form.get("min_role", "admin")
+    body = {
+        "min_role": role if role in ("member", "admin", "owner") else None,
+        "user_ids": _ids(),
+        "group_ids": _ids("group_ids"),
+    }
+    path = api_path("/api/v1/bundles/{bundle_id}/editors", bundle_id=bundle_id)
+    back = api_path("/bundles/{bundle_id}", bundle_id=bundle_id) + "#editors"
+    return submit("PUT", path, json=body, back=back, done="Editors saved.")
+
+
 @bp.post("/approve/<request_id>/break-glass")
 @login_required
 def break_glass(request_id: str) -> Response:
