@@ -109,6 +109,7 @@ def test_k_above_the_eligible_approvers_counts_group_members(signed_as: Any) -> 
     assert (in_use.status_code, in_use.get_json()["error"]) == (409, "group_in_use")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # CRUD, not a policy
 def test_groups_are_admin_managed_unique_and_tenant_scoped(signed_as: Any) -> None:
     admin = signed_as("u-admin", TENANT, "admin")
     member = signed_as("u-mem", TENANT, "member")
