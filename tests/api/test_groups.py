@@ -17,8 +17,10 @@ from flask.testing import FlaskClient
 from envcat.core.settings import Settings
 from envcat.models import GroupMember, db
 from envcat.services import access_requests as store
+from tests.api.test_passkeys import ORIGIN, RP_ID, register, statement
 from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 from tests.conftest import make_settings
+from tests.support.passkeys import SoftPasskey
 
 TENANT = "t-acme"
 KEYS = [SeedKey("API_KEY", "sk-canary-groups")]
@@ -185,12 +187,15 @@ def test_break_glass_is_an_owners_alone_with_a_reason(
     assert owner.put("/api/v1/workspace/policy", json={"require_passkey": True}).status_code == 200
     unsigned = _break_glass(owner, cli.id, bundle_id, "prod is down")
     assert (unsigned.status_code, unsigned.get_json()["error"]) == (403, "passkey_required")
-    assert owner.put("/api/v1/workspace/policy", json={"require_passkey": False}).status_code == 200
-    done = _break_glass(owner, cli.id, bundle_id, "  prod is down, INC-42  ")
+    key = SoftPasskey.es256("owner-key")
+    register(owner, key)
+    signed = key.assertion(statement(cli, bundle_id, ["API_KEY"]), origin=ORIGIN, rp_id=RP_ID)
+    body = {"bundle_id": bundle_id, "include_keys": ["API_KEY"], "passkey": signed}
+    done = owner.post(f"{REQUESTS}/{cli.id}/break-glass", json={**body, "reason": " INC-42 "})
     assert done.status_code == 202, done.get_json()
     stored = store.get(redis_client, cli.id)
     assert stored is not None and stored.approval is not None
-    assert stored.approval.break_glass == "prod is down, INC-42"
+    assert stored.approval.break_glass == "INC-42" and stored.approval.passkey  # the owner's
     actions = audit_actions(TENANT)
     assert ("request.break_glass", cli.id) in actions and ("request.approved", cli.id) in actions
     assert _break_glass(owner, cli.id, bundle_id, "again").status_code == 409
