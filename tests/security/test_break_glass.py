@@ -120,6 +120,7 @@ def test_an_owner_breaks_glass_and_everyone_hears_of_it(
         request_id = found.group(1)
         shown = ada.get(f"/approve/{request_id}")
         assert 'data-testid="break-glass"' in shown.text  # the policy holds the owner
+        assert "the group oncall" in shown.text
         token = csrf_in(shown.text)
         form = {"bundle_id": bundle_id, "include_keys": "DATABASE_URL", "csrf_token": token}
         empty = ada.client.post(f"/approve/{request_id}/break-glass", data=form)
