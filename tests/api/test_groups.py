@@ -14,27 +14,14 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from envcat.core.settings import Settings
 from envcat.models import GroupMember, db
 from envcat.services import access_requests as store
+from tests.api.test_approvers import KEYS, TENANT, _approve, settings
 from tests.api.test_passkeys import ORIGIN, RP_ID, register, statement
-from tests.api.test_requests_support import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
-from tests.conftest import make_settings
+from tests.api.test_requests_support import REQUESTS, Cli, audit_actions, seed_bundle
 from tests.support.passkeys import SoftPasskey
 
-TENANT = "t-acme"
-KEYS = [SeedKey("API_KEY", "sk-canary-groups")]
-
-
-@pytest.fixture
-def settings(database_url: str, redis_url: str, broker_url: str) -> Settings:
-    """Both database backends for every test of this module."""
-    return make_settings(database_url, redis_url, broker_url)
-
-
-def _approve(signed: Any, request_id: str, bundle_id: str) -> Any:
-    body = {"bundle_id": bundle_id, "include_keys": ["API_KEY"]}
-    return signed.post(f"{REQUESTS}/{request_id}/encrypt-from-bundle", json=body)
+__all__ = ["settings"]  # both database backends for every test, as for the approver rules
 
 
 def _break_glass(signed: Any, request_id: str, bundle_id: str, reason: Any) -> Any:
