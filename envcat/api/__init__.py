@@ -29,6 +29,7 @@ def _blueprints() -> list[object]:
         bundles,
         clerk_internal,
         connectors,
+        groups,
         health,
         inbox,
         internal,
@@ -65,6 +66,7 @@ def _blueprints() -> list[object]:
         scanning.bp,
         logins.bp,
         logins.signed_bp,
+        groups.bp,
     ]
 
 

@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         auth,
         bundles,
         connectors,
+        groups,
         health,
         inbox,
         keys,
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         inbox,
         connectors,
         team,
+        groups,
         proxy,
     )
     for module in blueprints:

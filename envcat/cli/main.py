@@ -322,6 +322,11 @@ def _deliver(
         f"approved by {safe_text(envelope.approver_email, 120)} in "
         f"{safe_text(envelope.workspace_slug, 80)} · {safe_text(envelope.bundle_name, 120)}"
     )
+    if envelope.break_glass is not None:  # issue #17: an owner released alone, past the rules
+        _say(
+            f"! delivered by break-glass: {safe_text(envelope.approver_email, 120)} — "
+            f"{safe_text(envelope.break_glass['reason'], 500)}"
+        )
     return envelope
 
 

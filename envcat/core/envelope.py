@@ -128,6 +128,8 @@ class Envelope:
     # approvals the bundle's rule required, written only when more than one
     passkeys: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     approvals_required: int = 1
+    # issue #17: {"reason": …} when an owner released alone past the rules (break-glass)
+    break_glass: Mapping[str, str] | None = None
 
     def to_payload(self) -> bytes:
         """Canonical JSON: the exact bytes that are signed."""
@@ -148,6 +150,8 @@ class Envelope:
             document["passkeys"] = [dict(proof) for proof in self.passkeys]
         if self.approvals_required != 1:
             document["approvals_required"] = self.approvals_required
+        if self.break_glass is not None:
+            document["break_glass"] = dict(self.break_glass)
         return json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -181,6 +185,9 @@ class Envelope:
         required = data.get("approvals_required", 1)
         if not isinstance(required, int) or isinstance(required, bool) or required < 1:
             raise EnvelopeError("the envelope's approvals_required is not a positive integer")
+        break_glass = data.get("break_glass")
+        if break_glass is not None:
+            break_glass = _object(data, "break_glass", ("reason",))
         approved_at = data.get("approved_at")
         if not isinstance(approved_at, int | float) or isinstance(approved_at, bool):
             raise EnvelopeError("the envelope's approved_at is not a number")
@@ -199,6 +206,7 @@ class Envelope:
             passkey=passkey,
             passkeys=tuple(passkeys),
             approvals_required=required,
+            break_glass=break_glass,
         )
 
     def passkey_proofs(self) -> list[Mapping[str, Any]]:

@@ -3,6 +3,7 @@
 from envcat.models.audit_sinks import AuditSink
 from envcat.models.base import Base, db, utcnow
 from envcat.models.connectors import Connection, Link, LinkItem
+from envcat.models.groups import BundleEditors, BundleRuleGroup, Group, GroupMember
 from envcat.models.passkeys import Passkey, WorkspacePolicy
 from envcat.models.tables import (
     ROLES,
@@ -29,8 +30,12 @@ __all__ = [
     "Base",
     "Bundle",
     "BundleApprovers",
+    "BundleEditors",
     "BundleKey",
+    "BundleRuleGroup",
     "Connection",
+    "Group",
+    "GroupMember",
     "Invite",
     "Key",
     "KeyVersion",

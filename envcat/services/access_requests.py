@@ -133,6 +133,7 @@ class Approval:
     via: str = ""  # a workload's approval: the workload's label (issue #16), MACed with the rest
     # issue #20: canonical JSON of the passkey proof (envcat.core.passkeys.PasskeyProof), or ""
     passkey: str = ""
+    break_glass: str = ""  # issue #17: an owner's reason for releasing alone, past the rules
 
     def to_json(self) -> str:
         """Canonical JSON of the approval (`via`, `passkey` only when set: old MACs hold)."""
@@ -147,6 +148,8 @@ class Approval:
             data["via"] = self.via
         if self.passkey:
             data["passkey"] = self.passkey
+        if self.break_glass:
+            data["break_glass"] = self.break_glass
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -162,6 +165,7 @@ class Approval:
                 approved_at=float(data["approved_at"]),
                 via=str(data.get("via") or ""),
                 passkey=str(data.get("passkey") or ""),
+                break_glass=str(data.get("break_glass") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError("not an approval record") from exc

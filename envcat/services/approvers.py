@@ -1,4 +1,4 @@
-"""Who may approve releases of each bundle (issue #17): a minimum role and/or named users.
+"""Who may approve releases of each bundle (issue #17): a minimum role, named users, groups.
 
 No rule means today's behaviour: every member, admin and owner may approve.
 Viewers never approve, named or not. The rule is checked in the approve path
@@ -17,10 +17,10 @@ from sqlalchemy import select
 from envcat.core.schemas.team import ApproverOut, ApproversOut, ApproversUpdate
 from envcat.models import BundleApprovers, Membership, User, db
 from envcat.services import access_requests as store
-from envcat.services import audit, integrity
+from envcat.services import audit, groups, integrity
 from envcat.services.errors import Conflict, EnvCatError, Forbidden, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, get_bundle, transaction
+from envcat.services.tenancy import Actor, get_bundle
 
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 DEFAULT_MIN_ROLE = "member"
@@ -61,12 +61,14 @@ class Rule:
     is_default: bool
     approvals_required: int = 1
     no_self_approval: bool = False
+    group_ids: tuple[str, ...] = ()
+    group_members: frozenset[str] = frozenset()  # live members of the named groups
 
     def allows(self, user_id: str, role: str) -> bool:
         """Whether a member with `role` may approve under this rule."""
         if ROLE_RANK.get(role, 0) < ROLE_RANK["member"]:
             return False
-        if user_id in self.user_ids:
+        if user_id in self.user_ids or user_id in self.group_members:
             return True
         return self.min_role is not None and ROLE_RANK[role] >= ROLE_RANK[self.min_role]
 
@@ -76,12 +78,15 @@ def rule_of(tenant_id: str, bundle_id: str) -> Rule:
     row = db.session.get(BundleApprovers, bundle_id)
     if row is None or row.tenant_id != tenant_id:
         return Rule(min_role=DEFAULT_MIN_ROLE, user_ids=(), is_default=True)
+    group_ids = groups.rule_groups(bundle_id, groups.APPROVE)
     return Rule(
         min_role=row.min_role,
         user_ids=tuple(row.user_ids or ()),
         is_default=False,
         approvals_required=max(1, row.approvals_required or 1),
         no_self_approval=bool(row.no_self_approval),
+        group_ids=group_ids,
+        group_members=groups.members_of(tenant_id, group_ids),
     )
 
 
@@ -103,8 +108,10 @@ def require_approver(tenant_id: str, user_id: str, bundle_id: str, role: str | N
             if rule.min_role
             else "the named approvers"
         )
-        if rule.min_role and rule.user_ids:
+        if rule.min_role and (rule.user_ids or rule.group_ids):
             who += " and the named approvers"
+        if rule.group_ids:
+            who += " (people and groups)"
         raise NotAnApprover(f"Only {who} may approve this bundle; ask one of them.")
     return rule
 
@@ -148,10 +155,12 @@ def describe(tenant_id: str, bundle_id: str, caller_id: str) -> ApproversOut:
         no_self_approval=rule.no_self_approval,
         is_default=rule.is_default,
         can_approve=rule.allows(caller_id, _role(tenant_id, caller_id)),
+        groups=groups.refs(rule.group_ids),
     )
 
 
-def _check_named(tenant_id: str, user_ids: list[str]) -> tuple[str, ...]:
+def check_named(tenant_id: str, user_ids: list[str], what: str = "approvers") -> tuple[str, ...]:
+    """The ids, deduplicated; 400 unless each is a member with the member role or above."""
     named = tuple(dict.fromkeys(user_ids))
     roles = dict(
         db.session.execute(
@@ -163,7 +172,7 @@ def _check_named(tenant_id: str, user_ids: list[str]) -> tuple[str, ...]:
     strangers = [u for u in named if ROLE_RANK.get(roles.get(u, ""), -1) < ROLE_RANK["member"]]
     if strangers:
         raise ValidationFailed(
-            "Named approvers must be members of this workspace with the member role or above.",
+            f"Named {what} must be members of this workspace with the member role or above.",
             details=[{"loc": ["user_ids"], "msg": "not an eligible member", "type": "value_error"}],
         )
     return named
@@ -172,10 +181,19 @@ def _check_named(tenant_id: str, user_ids: list[str]) -> tuple[str, ...]:
 def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOut:
     """Replace the bundle's rule (admin+, checked by the view); audited."""
     get_bundle(actor.tenant_id, bundle_id)
-    if body.min_role is None and not body.user_ids:
+    if body.min_role is None and not body.user_ids and not body.group_ids:
         raise ValidationFailed("Name at least one approver, or choose a minimum role.")
-    named = _check_named(actor.tenant_id, body.user_ids)
-    wanted = Rule(body.min_role, named, False, body.approvals_required, body.no_self_approval)
+    named = check_named(actor.tenant_id, body.user_ids)
+    group_ids = groups.checked_ids(actor.tenant_id, body.group_ids)
+    wanted = Rule(
+        body.min_role,
+        named,
+        False,
+        body.approvals_required,
+        body.no_self_approval,
+        group_ids,
+        groups.members_of(actor.tenant_id, group_ids),
+    )
     able = len(eligible(actor.tenant_id, bundle_id, wanted))
     if body.approvals_required > able:
         raise ValidationFailed(
@@ -189,27 +207,13 @@ def set_rule(actor: Actor, bundle_id: str, body: ApproversUpdate) -> ApproversOu
                 }
             ],
         )
-    with transaction():
-        row = db.session.get(BundleApprovers, bundle_id)
-        if row is None:
-            row = BundleApprovers(bundle_id=bundle_id, tenant_id=actor.tenant_id)
-            db.session.add(row)
-        row.min_role = body.min_role
-        row.user_ids = list(named)
-        row.approvals_required = body.approvals_required
-        row.no_self_approval = body.no_self_approval
-        row.updated_by = actor.user_id
-    actor.record(
-        "bundle.approvers_changed",
-        bundle_id,
-        details={
-            "bundle_id": bundle_id,
-            "min_role": body.min_role,
-            "user_ids": list(named),
-            "approvals_required": body.approvals_required,
-            "no_self_approval": body.no_self_approval,
-        },
-    )
+    values = {
+        "min_role": body.min_role,
+        "user_ids": list(named),
+        "approvals_required": body.approvals_required,
+        "no_self_approval": body.no_self_approval,
+    }
+    groups.save_rule(actor, BundleApprovers, bundle_id, groups.APPROVE, values, group_ids)
     return describe(actor.tenant_id, bundle_id, actor.user_id)
 
 

@@ -168,8 +168,10 @@ def _passkey_fields(approval: Approval) -> dict[str, Any]:
     """
     recorded = json.loads(approval.passkey) if approval.passkey else []
     proofs = recorded if isinstance(recorded, list) else [recorded]
-    person = not is_machine_approver(approval.user_id)  # a machine's policy is not a rule
-    rule = approvers.rule_of(approval.tenant_id, approval.bundle_id) if person else None
+    # A machine's policy is not a rule; break-glass released past the rule (issue #17) on one
+    # owner's word, and says so: a terminal that wants k passkeys sets min_approvals itself.
+    ruled = not is_machine_approver(approval.user_id) and not approval.break_glass
+    rule = approvers.rule_of(approval.tenant_id, approval.bundle_id) if ruled else None
     return {
         "passkey": proofs[-1] if proofs else None,
         "passkeys": proofs if len(proofs) > 1 else (),
@@ -200,6 +202,7 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         server_keys=[encode_key(key) for key in keyring.public_keys],
         # issue #20: the passkey proofs the api verified, under the approval MAC since
         **_passkey_fields(approval),
+        break_glass={"reason": approval.break_glass} if approval.break_glass else None,
     )
     return base64.b64encode(seal_envelope(envelope, keyring)).decode("ascii")
 

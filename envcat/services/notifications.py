@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from envcat.models import AuditEvent, Bundle, Invite, NotificationTarget, Tenant, User, db
 from envcat.services import access_requests as store
-from envcat.services import approvers, members, outbound
+from envcat.services import approvers, break_glass, members, outbound
 from envcat.services.runtime import current
 
 log = logging.getLogger("envcat.notifications")
@@ -121,10 +121,13 @@ class Notice:
     requester: dict[str, str] = field(default_factory=dict)
     decided_by: str | None = None
     keys: list[str] = field(default_factory=list)
+    reason: str = ""  # a break-glass release's reason (issue #17)
 
     def headline(self) -> str:
         if self.event == "request.created":
             return f"Approval requested: {self.bundle} in {self.workspace}"
+        if self.event == "request.break_glass":
+            return f"BREAK-GLASS release by {self.decided_by}: {self.bundle} in {self.workspace}"
         verb = "approved" if self.event == "request.approved" else "denied"
         what = f"{self.bundle} in {self.workspace}" if self.bundle else self.workspace
         return f"Request {verb} by {self.decided_by or 'someone'}: {what}"
@@ -137,6 +140,8 @@ class Notice:
         ]
         if self.keys:
             lines.append(f"Keys: {', '.join(self.keys)}")
+        if self.reason:
+            lines.append(f"Reason: {self.reason}")
         for name, label in (("requester", "Requested by"), *CONTEXT_LABELS, ("ip", "Address")):
             if value := self.requester.get(name):
                 lines.append(f"{label}: {value}")
@@ -162,6 +167,8 @@ class Notice:
         if self.decided_by is not None:
             body["decided_by"] = self.decided_by
             body["keys"] = self.keys
+        if self.reason:
+            body["reason"] = self.reason
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -272,8 +279,11 @@ def notify_decision(tenant_id: str, request_id: str, action: str) -> None:
         requester=_requester(request) if request is not None else {},
         decided_by=decider.email if decider is not None else event.actor,
         keys=[str(k) for k in details.get("keys", [])],
+        reason=_one_line(str(details.get("reason") or ""), 500),
     )
     recipients = [e for _, e in approvers.eligible(tenant_id, bundle_id)] if bundle_id else []
+    if action == break_glass.ACTION and bundle_id:  # and every owner and admin (issue #17)
+        recipients = break_glass.recipients(tenant_id, bundle_id)
     send(notice, recipients)
 
 

@@ -296,12 +296,14 @@ def approve(
     workload: workload_access.WorkloadGrant | None = None,
     passkey: PasskeyAssertion | None = None,
     role: str | None = None,
+    break_glass: str = "",
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
     Raises NotFound (request of another workspace, or bundle), Conflict (already
     decided) or ValidationFailed (keys). Nothing is left behind when the audit
-    write fails.
+    write fails. `break_glass` (an owner's reason, checked by envcat.services.break_glass)
+    skips the bundle's approver rules and k-of-n, and is audited `request.break_glass`.
     """
     r = current().redis
     request = decidable(request_id, tenant_id)
@@ -309,7 +311,7 @@ def approve(
         raise Conflict("This request signs a terminal in; it releases no values.")
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
     rule = None
-    if workload is None:  # a person: the bundle's approver rules (issue #17)
+    if workload is None and not break_glass:  # a person: the bundle's approver rules (#17)
         rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
         approvers.refuse_self_approval(rule, request, user_id)
     # issue #20: verified here (for every voter of a k-of-n rule), recorded under the
@@ -322,7 +324,9 @@ def approve(
         if workload is None
         else ""
     )
-    if workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
+    if break_glass:  # an owner alone, past the rules (issue #17)
+        voters, proofs = [user_id], proof
+    elif workload is None:  # k-of-n: before the k-th approver this raises AwaitingApprovals
         bundle = (selection.bundle_id, selection.bundle_name)
         votes = approvers.quorum(request, user_id, bundle, selection.names, origin, rule, proof)
         voters = [vote.user_id for vote in votes]
@@ -338,6 +342,7 @@ def approve(
         approved_at=time.time(),
         via=workload.label if workload is not None else "",
         passkey=proofs,
+        break_glass=break_glass,
     )
     mac = integrity.approval_mac(request, approval)
     if not store.mark_approved(r, request_id, approval=approval, mac=mac):
@@ -349,12 +354,22 @@ def approve(
         **({"approvers": voters} if len(voters) > 1 else {}),
         **({"passkey": json.loads(proof)["credential_id"]} if proof else {}),
         **({"requested_by": requester} if (requester := request.context.get("requester")) else {}),
+        **({"break_glass": True, "reason": break_glass} if break_glass else {}),
     }
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
     elif workload is not None:
         details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
+        if break_glass:  # first: no break-glass release without its own loud event
+            audit.record(
+                tenant_id,
+                user_id,
+                "request.break_glass",
+                request_id,
+                details=details,
+                origin=origin,
+            )
         audit.record(
             tenant_id,
             workload.label if workload is not None else user_id,

@@ -32,7 +32,7 @@ from werkzeug.wrappers import Request
 from envcat.core import signing
 from envcat.core.schemas.connectors import ConnectionCreate, LinkCreate
 from envcat.core.settings import Settings
-from envcat.models import AuditSink, ServiceToken, WorkloadPolicy, db, utcnow
+from envcat.models import AuditSink, Group, ServiceToken, WorkloadPolicy, db, utcnow
 from envcat.services.connectors import connections, links
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor
@@ -130,7 +130,8 @@ def _seed() -> dict[str, list[str]]:
         created_by=OWNER,
         expires_at=utcnow() + timedelta(days=1),
     )
-    db.session.add_all([policy, token])
+    group = Group(tenant_id=TENANT, name="sre")  # issue #17
+    db.session.add_all([policy, token, group])
     db.session.commit()
     connection_id, link_id = _seed_connector(bundle_id)
     return {
@@ -141,6 +142,7 @@ def _seed() -> dict[str, list[str]]:
         "token_id": [token.id],
         "connection_id": [connection_id],
         "link_id": [link_id],
+        "group_id": [group.id],
     }
 
 
@@ -176,6 +178,7 @@ KNOWN_NAMES = (
     "token_id",
     "connection_id",
     "link_id",
+    "group_id",
 )
 
 

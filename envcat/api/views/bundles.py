@@ -22,9 +22,15 @@ from envcat.core.schemas.bundles import (
     ImportResult,
     ImportUndone,
 )
-from envcat.services import bundle_imports, bundles, versions
+from envcat.services import bundle_imports, bundles, editors, versions
 
 bp = signed_blueprint("bundles")
+
+
+def _require_editor(bundle_id: str) -> None:
+    """The bundle's edit rule (issue #17; default: admins and owners)."""
+    who = caller()
+    editors.require_editor(who.tenant_id, who.user_id, who.role, bundle_id)
 
 
 @endpoint(
@@ -83,7 +89,7 @@ def get_bundle(bundle_id: str) -> BundleDetail:
 )
 def update_bundle(bundle_id: str, body: BundleUpdate) -> BundleDetail:
     """Admins edit bundles."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     return bundles.update_bundle(current_actor(), bundle_id, body)
 
 
@@ -98,7 +104,7 @@ def update_bundle(bundle_id: str, body: BundleUpdate) -> BundleDetail:
 )
 def delete_bundle(bundle_id: str) -> tuple[str, int]:
     """Admins delete bundles."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     bundles.delete_bundle(current_actor(), bundle_id)
     return "", 204
 
@@ -115,7 +121,7 @@ def delete_bundle(bundle_id: str) -> tuple[str, int]:
 )
 def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
     """Admins attach keys: `{key_id}` attaches, `{name, value}` creates and attaches."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     if isinstance(body.root, AttachKey):
         return bundles.attach_key(current_actor(), bundle_id, body.root), 201
     return bundles.create_and_attach_key(current_actor(), bundle_id, body.root), 201
@@ -132,8 +138,8 @@ def add_key(bundle_id: str, body: BundleKeyAdd) -> tuple[BundleDetail, int]:
     errors=(403, 404, 409),
 )
 def bulk_keys(bundle_id: str, body: BundleKeysBulk) -> BundleDetail:
-    """Admins attach and detach keys."""
-    caller().require("admin")
+    """Editors attach and detach keys (the bundle's edit rule, issue #17)."""
+    _require_editor(bundle_id)
     return bundles.bulk_keys(current_actor(), bundle_id, body)
 
 
@@ -148,7 +154,7 @@ def bulk_keys(bundle_id: str, body: BundleKeysBulk) -> BundleDetail:
 )
 def detach_key(bundle_id: str, key_id: str) -> tuple[str, int]:
     """Admins detach keys."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     bundles.detach_key(current_actor(), bundle_id, key_id)
     return "", 204
 
@@ -165,7 +171,7 @@ def detach_key(bundle_id: str, key_id: str) -> tuple[str, int]:
 )
 def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
     """Admins import."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     return bundle_imports.import_into_bundle(current_actor(), bundle_id, body)
 
 
@@ -180,8 +186,8 @@ def import_bundle(bundle_id: str, body: ImportRequest) -> ImportResult:
     errors=(403, 404),
 )
 def preview_import(bundle_id: str, body: ImportRequest) -> ImportPreview:
-    """Admins preview imports; no value (pasted or stored) is in the reply."""
-    caller().require("admin")
+    """Editors preview imports; no value (pasted or stored) is in the reply."""
+    _require_editor(bundle_id)
     return bundle_imports.preview_import(caller().tenant_id, bundle_id, body)
 
 
@@ -196,7 +202,7 @@ def preview_import(bundle_id: str, body: ImportRequest) -> ImportPreview:
 )
 def undo_import(bundle_id: str, import_id: str) -> ImportUndone:
     """Admins undo imports; 409 and nothing changed when a key changed since."""
-    caller().require("admin")
+    _require_editor(bundle_id)
     return versions.undo_import(current_actor(), bundle_id, import_id)
 
 

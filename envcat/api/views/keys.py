@@ -17,9 +17,15 @@ from envcat.core.schemas.bundles import (
     KeyVersionQuery,
     Rollback,
 )
-from envcat.services import keys, versions
+from envcat.services import editors, keys, versions
 
 bp = signed_blueprint("keys")
+
+
+def _require_key_editor(key_id: str) -> None:
+    """Issue #17: the edit rule of every bundle the key is part of."""
+    who = caller()
+    editors.require_key_editor(who.tenant_id, who.user_id, who.role, key_id)
 
 
 @endpoint(
@@ -83,6 +89,7 @@ def get_key(key_id: str, query: KeyQuery) -> KeyOut:
 def update_key(key_id: str, body: KeyUpdate) -> KeyOut:
     """Admins edit keys."""
     caller().require("admin")
+    _require_key_editor(key_id)
     return keys.update_key(current_actor(), key_id, body)
 
 
@@ -98,6 +105,7 @@ def update_key(key_id: str, body: KeyUpdate) -> KeyOut:
 def delete_key(key_id: str) -> tuple[str, int]:
     """Admins delete keys."""
     caller().require("admin")
+    _require_key_editor(key_id)
     keys.delete_key(current_actor(), key_id)
     return "", 204
 
@@ -147,4 +155,5 @@ def get_version(key_id: str, number: int, query: KeyVersionQuery) -> KeyVersionO
 def rollback(key_id: str, body: Rollback) -> KeyVersionOut:
     """Admins roll back."""
     caller().require("admin")
+    _require_key_editor(key_id)
     return versions.rollback(current_actor(), key_id, body.version)

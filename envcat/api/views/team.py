@@ -18,7 +18,7 @@ from envcat.core.schemas.team import (
     NotificationSettingsUpdate,
 )
 from envcat.models import db
-from envcat.services import approvers, notification_settings, notifications
+from envcat.services import approvers, editors, notification_settings, notifications
 from envcat.workers import notification_tasks
 from envcat.workers.enqueue import BROKER_ERRORS
 
@@ -52,8 +52,10 @@ def get_approvers(bundle_id: str) -> ApproversOut:
     errors=(400, 403),
 )
 def set_approvers(bundle_id: str, body: ApproversUpdate) -> ApproversOut:
-    """Admin+."""
-    caller().require("admin")
+    """Admin+ who may edit the bundle (issue #17)."""
+    who = caller()
+    who.require("admin")
+    editors.require_editor(who.tenant_id, who.user_id, who.role, bundle_id)
     return approvers.set_rule(current_actor(), bundle_id, body)
 
 

@@ -146,6 +146,8 @@ def _render(
         mask=MASK,
         approvers=approvers,
         approver_choices=[m for m in members if m["role"] != "viewer"],
+        approver_groups=backend.fetch("/api/v1/groups")["groups"],  # issue #17
+        editors=backend.fetch(_bundle_path(bundle_id, "/editors")),
     )
 
 

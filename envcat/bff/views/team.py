@@ -172,6 +172,7 @@ def set_approvers(bundle_id: str) -> Response:
     body = {
         "min_role": role if role in ("member", "admin", "owner") else None,
         "user_ids": list(dict.fromkeys(request.form.getlist("user_ids"))),
+        "group_ids": list(dict.fromkeys(request.form.getlist("group_ids"))),
         "approvals_required": int(required) if required.isdigit() and len(required) < 3 else 0,
         "no_self_approval": request.form.get("no_self_approval") == "on",  # issue #17
     }

@@ -14,6 +14,8 @@ UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-
 MAX_NAMED_APPROVERS = 50
 MAX_WEBHOOK_URL = 2000
 MAX_APPROVALS_REQUIRED = 10
+MAX_RULE_GROUPS = 20
+GroupId = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[A-Za-z0-9-]+$")]
 
 
 class _Body(BaseModel):
@@ -111,6 +113,7 @@ class ApproversUpdate(_Body):
     user_ids: Annotated[list[UserId], Field(max_length=MAX_NAMED_APPROVERS)] = []
     approvals_required: Annotated[int, Field(ge=1, le=MAX_APPROVALS_REQUIRED)] = 1
     no_self_approval: bool = False  # the requester may not approve their own request
+    group_ids: Annotated[list[GroupId], Field(max_length=MAX_RULE_GROUPS)] = []  # groups, below
 
 
 class ApproverOut(BaseModel):
@@ -130,6 +133,14 @@ class ApproversOut(BaseModel):
     no_self_approval: bool = False
     is_default: bool
     can_approve: bool  # the caller
+    groups: list[GroupRef] = []  # whose members may approve too
+
+
+class GroupRef(BaseModel):
+    """A group (team) as a bundle's rule names it (envcat.core.schemas.groups)."""
+
+    id: str
+    name: str
 
 
 class ApprovalRecorded(BaseModel):

@@ -4,7 +4,7 @@ The short-lived tokens of signed-in terminals (`envcat login`, issue #16) and th
 bundle approver rule's `no_self_approval` flag (issue #17).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 
 import sqlalchemy as sa
