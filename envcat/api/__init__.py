@@ -29,6 +29,7 @@ def _blueprints() -> list[object]:
         bundles,
         clerk_internal,
         connectors,
+        grants,
         health,
         internal,
         keys,
@@ -58,6 +59,7 @@ def _blueprints() -> list[object]:
         workloads.bp,
         passkeys.bp,
         passkeys.public_bp,
+        grants.bp,
     ]
 
 

@@ -40,8 +40,9 @@ PROJECT_KEYS = (
     "allow_vars",
     "approvers",
     "allow_workloads",
+    "allow_grants",
 )
-LIST_KEYS = ("allow_vars", "approvers", "allow_workloads")
+LIST_KEYS = ("allow_vars", "approvers", "allow_workloads", "allow_grants")
 APPROVER_FIELDS = ("name", "credential_id", "public_key")
 USER_KEYS = ("server", "workspace")
 NO_WORKSPACE_HINT = (
@@ -64,6 +65,8 @@ class ConfigFile:
     # Bundles whose deliveries a workload's policy or a service token may approve although
     # `approvers` asks for a passkey (issue #20); only read when `approvers` is set.
     allow_workloads: tuple[str, ...] = field(default_factory=tuple)
+    # Bundles whose deliveries under a device grant are accepted likewise (issue #17).
+    allow_grants: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,8 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
         server_fingerprint=values.get("server_fingerprint"),
         allow_vars=_names(path, data.get("allow_vars", [])),
         approvers=_approvers(path, data.get("approvers", [])),
-        allow_workloads=_bundles(path, data.get("allow_workloads", [])),
+        allow_workloads=_bundles(path, data, "allow_workloads"),
+        allow_grants=_bundles(path, data, "allow_grants"),
     )
 
 
@@ -152,11 +156,12 @@ def _names(path: Path, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _bundles(path: Path, value: object) -> tuple[str, ...]:
+def _bundles(path: Path, data: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = data.get(name, [])
     if not isinstance(value, list) or not all(
         isinstance(item, str) and item.strip() for item in value
     ):
-        raise UsageProblem(f"{path}: allow_workloads must be a list of bundle names")
+        raise UsageProblem(f"{path}: {name} must be a list of bundle names")
     return tuple(item.strip() for item in value)
 
 
@@ -245,10 +250,12 @@ class Settings:
         """Passkeys the project trusts to approve; when any, every delivery needs one's proof."""
         return self.project.approvers if self.project is not None else ()
 
-    @property
-    def allow_workloads(self) -> tuple[str, ...]:
-        """Bundles a workload or service token may still approve when approvers are listed."""
-        return self.project.allow_workloads if self.project is not None else ()
+    def allowed_unattended(self, allow_list: str) -> tuple[str, ...]:
+        """Bundles of `.envcat.toml`'s `allow_workloads` or `allow_grants` (issue #17): the
+        deliveries no person approved just now that a project with approvers still accepts."""
+        if self.project is None:
+            return ()
+        return tuple(getattr(self.project, allow_list))
 
     @property
     def allow_vars(self) -> tuple[str, ...]:

@@ -122,6 +122,9 @@ class Envelope:
     # issue #20: the approver's passkey proof (envcat.core.passkeys.PasskeyProof.as_dict);
     # absent from the payload when the approval carried none, so older envelopes still open
     passkey: Mapping[str, Any] | None = None
+    # issue #17: a delivery under a device grant, {"id", "approved_by", "expires_at"}; absent
+    # otherwise. The marker a CLI listing passkey approvers checks against `allow_grants`.
+    grant: Mapping[str, Any] | None = None
 
     def to_payload(self) -> bytes:
         """Canonical JSON: the exact bytes that are signed."""
@@ -138,6 +141,8 @@ class Envelope:
         }
         if self.passkey is not None:
             document["passkey"] = dict(self.passkey)
+        if self.grant is not None:
+            document["grant"] = dict(self.grant)
         return json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -161,6 +166,9 @@ class Envelope:
         passkey = data.get("passkey")
         if passkey is not None and not isinstance(passkey, dict):
             raise EnvelopeError("the envelope's passkey approval is malformed")
+        grant = data.get("grant")
+        if grant is not None and not isinstance(grant, dict):
+            raise EnvelopeError("the envelope's grant marker is malformed")
         approved_at = data.get("approved_at")
         if not isinstance(approved_at, int | float) or isinstance(approved_at, bool):
             raise EnvelopeError("the envelope's approved_at is not a number")
@@ -177,6 +185,7 @@ class Envelope:
             keys=keys,
             server_keys=tuple(server_keys),
             passkey=passkey,
+            grant=grant,
         )
 
 

@@ -3,6 +3,7 @@
 from envcat.models.audit_sinks import AuditSink
 from envcat.models.base import Base, db, utcnow
 from envcat.models.connectors import Connection, Link, LinkItem
+from envcat.models.grants import BundleGrantPolicy, DeviceGrant
 from envcat.models.passkeys import Passkey, WorkspacePolicy
 from envcat.models.tables import (
     ROLES,
@@ -28,8 +29,10 @@ __all__ = [
     "Base",
     "Bundle",
     "BundleApprovers",
+    "BundleGrantPolicy",
     "BundleKey",
     "Connection",
+    "DeviceGrant",
     "Invite",
     "Key",
     "KeyVersion",

@@ -28,6 +28,7 @@ from envcat.models import Bundle, BundleKey, Key, Membership, User, db
 from envcat.services import (
     access_requests,
     audit,
+    grants,
     integrity,
     metrics,
     service_tokens,
@@ -134,26 +135,43 @@ def _decrypt(tenant_id: str, selection: Selection) -> dict[str, str]:
     return values
 
 
+# Standing approvals no person gave just now: approver prefix, the check that it still
+# holds (tenant, id, bundle, keys), and why a delivery fails when it no longer does.
+_STANDING = (
+    (
+        workload_access.APPROVER_PREFIX,
+        workload_access.is_still_granted,
+        "the workload's trust policy was deleted or narrowed meanwhile",
+    ),
+    (
+        service_tokens.APPROVER_PREFIX,
+        service_tokens.is_still_granted,
+        "the service token was revoked or expired meanwhile",
+    ),
+    (grants.APPROVER_PREFIX, grants.is_still_granted, "the device grant was revoked or expired"),
+)
+
+
 def _approver_name(approval: Approval) -> str:
     """Who the envelope says approved: a member's email, or a workload's label (issue #16)."""
-    if approval.user_id.startswith(workload_access.APPROVER_PREFIX):
-        policy_id = approval.user_id.removeprefix(workload_access.APPROVER_PREFIX)
-        if not workload_access.is_still_granted(
-            approval.tenant_id, policy_id, approval.bundle_id, approval.include_keys
-        ):
-            raise ValidationFailed("the workload's trust policy was deleted or narrowed meanwhile")
-        return approval.via or approval.user_id
-    if approval.user_id.startswith(service_tokens.APPROVER_PREFIX):
-        token_id = approval.user_id.removeprefix(service_tokens.APPROVER_PREFIX)
-        if not service_tokens.is_still_granted(
-            approval.tenant_id, token_id, approval.bundle_id, approval.include_keys
-        ):
-            raise ValidationFailed("the service token was revoked or expired meanwhile")
-        return approval.via or approval.user_id
+    for prefix, still_holds, gone in _STANDING:
+        if approval.user_id.startswith(prefix):
+            standing_id = approval.user_id.removeprefix(prefix)
+            if not still_holds(
+                approval.tenant_id, standing_id, approval.bundle_id, approval.include_keys
+            ):
+                raise ValidationFailed(gone)
+            return approval.via or approval.user_id
     email = _approver_email(approval.tenant_id, approval.user_id)
     if email is None:
         raise ValidationFailed("the approver no longer has the member role in this tenant")
     return email
+
+
+def _grant_marker(approval: Approval) -> dict[str, object] | None:
+    if not approval.user_id.startswith(grants.APPROVER_PREFIX):
+        return None
+    return grants.marker(approval.tenant_id, approval.user_id.removeprefix(grants.APPROVER_PREFIX))
 
 
 def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
@@ -179,6 +197,7 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         server_keys=[encode_key(key) for key in keyring.public_keys],
         # issue #20: the passkey proof the api verified, under the approval MAC since
         passkey=json.loads(approval.passkey) if approval.passkey else None,
+        grant=_grant_marker(approval),  # issue #17
     )
     return base64.b64encode(seal_envelope(envelope, keyring)).decode("ascii")
 

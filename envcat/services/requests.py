@@ -37,6 +37,7 @@ from envcat.services import (
     approvers,
     audit,
     delivery,
+    grants,
     integrity,
     metrics,
     passkey_approvals,
@@ -156,6 +157,7 @@ def describe(request_id: str) -> AccessRequestView:
         created=request.created,
         expires_at=request.expires_at,
         workload=request.context.get("workload") or None,
+        device=grants.device_of(request.id, request.cli_pub),
     )
 
 
@@ -292,6 +294,7 @@ def approve(
     workload: workload_access.WorkloadGrant | None = None,
     passkey: PasskeyAssertion | None = None,
     role: str | None = None,
+    grant_hours: int | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -305,6 +308,10 @@ def approve(
     rule = None
     if workload is None:  # a person: the bundle's approver rules (issue #17)
         rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
+    device = None  # issue #17: a grant is checked before anything is recorded
+    if grant_hours is not None and workload is None:
+        trusted = grants.device_of(request_id, request.cli_pub)
+        device = grants.check_grant(tenant_id, selection.bundle_id, trusted, grant_hours)
     # issue #20: verified here (for every voter of a k-of-n rule), recorded under the
     # approval MAC, carried into the envelope. A workload's approval carries none: a CLI
     # that lists approvers refuses it.
@@ -341,13 +348,28 @@ def approve(
     }
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
+    elif workload is not None and workload.kind == "grant":  # issue #17
+        details.update(grant_id=workload.policy_id, granted_by=workload.policy_name)
     elif workload is not None:
         details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
+        if device is not None and grant_hours is not None:  # committed with the audit event
+            made = grants.stage(
+                tenant_id,
+                selection.bundle_id,
+                device,
+                selection.names,
+                voters,
+                request_id,
+                grant_hours,
+            )
+            details.update(grant_id=made.id, grant_hours=grant_hours, device=device)
         audit.record(
             tenant_id,
             workload.label if workload is not None else user_id,
-            "request.approved",
+            "request.granted"
+            if workload is not None and workload.kind == "grant"
+            else "request.approved",
             request_id,
             details=details,
             origin=origin,
