@@ -73,9 +73,7 @@ class World:
 
 
 @pytest.fixture
-def world(
-    database_url: str, redis_url: str, broker_url: str, tmp_path: Path
-) -> Iterator[World]:
+def world(database_url: str, redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[World]:
     with live_stack(database_url, redis_url, broker_url) as stack:
         account = stack.sign_up("alice@example.test", "correct horse battery staple")
         with stack.signed(account["user"]["id"], account["tenant"]["id"]) as admin:
@@ -242,7 +240,10 @@ def test_another_tenants_grant_and_a_bundle_without_grants_do_nothing(world: Wor
         )
         assert approved.status_code == 202, approved.text
         assert len(mallory.get("/api/v1/grants").json()["items"]) == 1
-        assert world.admin.delete(
-            f"/api/v1/grants/{mallory.get('/api/v1/grants').json()['items'][0]['id']}"
-        ).status_code == 404
+        assert (
+            world.admin.delete(
+                f"/api/v1/grants/{mallory.get('/api/v1/grants').json()['items'][0]['id']}"
+            ).status_code
+            == 404
+        )
     _waits(world, "laptop", "DATABASE_URL")  # alice's workspace: still a person's decision

@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from envcat.bff import backend
 from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
-from envcat.bff.views import reveals
+from envcat.bff.views import grants, reveals
 from envcat.bff.views.forms import MASK, checkbox, describe, page, submit, tags_field
 
 bp = Blueprint("bundles", __name__)
@@ -133,6 +133,7 @@ def _render(
         mask=MASK,
         approvers=approvers,
         approver_choices=[m for m in members if m["role"] != "viewer"],
+        **grants.bundle_grants(bundle_id),  # issue #17
     )
 
 
