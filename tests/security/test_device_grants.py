@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from nacl.signing import SigningKey
 
 from envcat.cli.device import signed_block
@@ -208,7 +209,7 @@ def test_a_copied_public_key_or_a_replayed_signature_gets_nothing(world: World) 
 
 
 @SQLITE_ONLY
-def test_another_tenants_grant_and_a_bundle_without_grants_do_nothing(world: World) -> None:
+def test_other_tenants_grants_a_swapped_device_and_bundles_without_grants_do_nothing(world: World) -> None:
     # the bundle does not allow grants: ticking one is refused and nothing is recorded
     process_out = world.envcat("laptop", "device")
     assert process_out.returncode == 0 and process_out.stdout.startswith("this device: ")
@@ -222,6 +223,21 @@ def test_another_tenants_grant_and_a_bundle_without_grants_do_nothing(world: Wor
     )
     assert refused.status_code == 400 and "does not allow grants" in refused.json()["message"]
     assert world.admin.get("/api/v1/grants").json()["items"] == []
+
+    # a Redis writer swaps the request's device for their own: it no longer verifies
+    world.admin.put(f"/api/v1/bundles/{world.bundle_id}/grant-policy", json={"max_hours": 12})
+    attacker = fingerprint(bytes(SigningKey.generate().verify_key))
+    store = redis.Redis.from_url(str(world.stack.settings.redis_url), decode_responses=True)
+    mac = store.get(grants.device_key(request_id)).rpartition("#")[2]
+    store.set(grants.device_key(request_id), f"{attacker}#{mac}")
+    shown = public.get(f"/api/v1/requests/{request_id}/context").json()
+    assert shown.get("device") is None
+    refused = world.admin.post(
+        f"/api/v1/requests/{request_id}/encrypt-from-bundle",
+        json={"bundle_id": world.bundle_id, "include_keys": ["DATABASE_URL"], "grant_hours": 2},
+    )
+    assert refused.status_code == 400 and "not signed by a device key" in refused.text
+    world.admin.put(f"/api/v1/bundles/{world.bundle_id}/grant-policy", json={"max_hours": 0})
 
     # mallory's workspace trusts the laptop for her own production/api
     other = world.stack.sign_up("mallory@example.test", "correct horse battery staple")
