@@ -209,7 +209,9 @@ def test_a_copied_public_key_or_a_replayed_signature_gets_nothing(world: World) 
 
 
 @SQLITE_ONLY
-def test_other_tenants_grants_a_swapped_device_and_bundles_without_grants_do_nothing(world: World) -> None:
+def test_other_tenants_grants_a_swapped_device_and_bundles_without_grants_do_nothing(
+    world: World,
+) -> None:
     # the bundle does not allow grants: ticking one is refused and nothing is recorded
     process_out = world.envcat("laptop", "device")
     assert process_out.returncode == 0 and process_out.stdout.startswith("this device: ")
