@@ -111,18 +111,23 @@ def stage(
     bundle_id: str,
     device: str,
     keys: Sequence[str],
+    approved_by: str,
     approvers: Sequence[str],
     request_id: str,
     hours: int,
 ) -> DeviceGrant:
-    """Add the grant to the session (the approval's audit commit writes it with the event)."""
+    """Add the grant to the session (the approval's audit commit writes it with the event).
+
+    `approved_by` cast the vote that released the request and ticked the grant;
+    `approvers` are every voter of its k-of-n approval.
+    """
     grant = DeviceGrant(
         tenant_id=tenant_id,
         bundle_id=bundle_id,
         device_fingerprint=device,
         keys=list(keys),
-        approved_by=approvers[-1],
-        approvers=list(approvers),
+        approved_by=approved_by,
+        approvers=sorted(set(approvers) | {approved_by}),
         request_id=request_id,
         created_at=now(),
         expires_at=now() + timedelta(hours=hours),

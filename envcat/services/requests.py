@@ -359,6 +359,7 @@ def approve(
                 selection.bundle_id,
                 device,
                 selection.names,
+                user_id,
                 voters,
                 request_id,
                 grant_hours,

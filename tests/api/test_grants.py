@@ -6,19 +6,31 @@ processes are in tests/security/test_device_grants.py.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from nacl.signing import SigningKey
 
 from envcat.cli.device import signed_block
 from envcat.core.device import fingerprint
 from envcat.core.sealing import encode_public_key, generate_keypair
+from envcat.core.settings import Settings
+from envcat.models import utcnow
+from envcat.services import grants
 from tests.api.test_requests_support import REQUESTS, SeedKey, audit_actions, ensure_workspace
 from tests.api.test_requests_support import seed_bundle as seed
+from tests.conftest import make_settings
 
 TENANT = "t-acme"
 KEYS = [SeedKey("API_KEY", "sk-canary-grants"), SeedKey("OTHER", "plain")]
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, broker_url: str) -> Settings:
+    """The grant store on both database backends."""
+    return make_settings(database_url, redis_url, broker_url)
 
 
 def _signed_request(client: FlaskClient, device: SigningKey, **hints: Any) -> dict[str, Any]:
@@ -77,7 +89,7 @@ def test_the_grant_policy_is_bounded_and_set_by_admins_only(
 
 
 def test_the_final_vote_of_k_of_n_makes_the_grant_and_records_every_voter(
-    api_client: FlaskClient, signed_as: Any
+    api_client: FlaskClient, signed_as: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = signed_as("u-admin", TENANT, "admin")
     alice = signed_as("u-alice", TENANT, "member")
@@ -104,6 +116,14 @@ def test_the_final_vote_of_k_of_n_makes_the_grant_and_records_every_voter(
     other = _signed_request(api_client, SigningKey.generate(), template_keys=["API_KEY"])
     assert "grant_id" not in other
     assert ("request.granted", again["id"]) in audit_actions(TENANT)
+
+    # past its expiry (an injected clock, no sleeping) it applies no more
+    later = utcnow() + timedelta(hours=3, seconds=1)
+    monkeypatch.setattr(grants, "now", lambda: later)
+    assert "grant_id" not in _signed_request(api_client, device, template_keys=["API_KEY"])
+    listed = admin.get("/api/v1/grants").get_json()["items"]
+    assert listed[0]["is_active"] is False
+    monkeypatch.undo()
 
     # any member may revoke (another workspace's member gets 404); then it waits again
     stranger = signed_as("u-out", "t-other", "owner")

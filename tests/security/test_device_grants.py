@@ -129,14 +129,31 @@ def _signed_body(key: SigningKey, **hints: Any) -> dict[str, Any]:
     return body
 
 
-def _waits(world: World, device: str, *keys: str) -> str:
-    result = world.envcat(device, "get", BUNDLE, "--timeout", "1", *[f"-k{k}" for k in keys])
-    assert result.returncode == 3, result.stderr  # nobody approved: it waited, then gave up
-    assert result.stdout == ""
-    assert "under grant" not in result.stderr
-    return result.stderr
+def _waits(world: World, *asks: tuple[str, ...]) -> None:
+    """Each (device, key…) ask, run at once as real processes, waits for a person."""
+    running = [
+        subprocess.Popen(
+            [*ENVCAT, "get", BUNDLE, "--timeout", "1", *[f"-k{k}" for k in keys]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=world.environ(device),
+            cwd=world.tmp,
+        )
+        for device, *keys in asks
+    ]
+    for process in running:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 3, err  # nobody approved: it waited, then gave up
+        assert out == "" and "under grant" not in err
 
 
+# The grant store runs on SQLite and PostgreSQL in tests/api/test_grants.py; these real
+# processes (about 10 s a test) run once, on SQLite.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY
 def test_a_grant_delivers_to_its_device_only_and_stops_when_revoked_or_expired(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,24 +183,20 @@ def test_a_grant_delivers_to_its_device_only_and_stops_when_revoked_or_expired(
     assert grant["device"] == fingerprint(bytes(laptop.verify_key))
 
     # another device (its own key), and keys outside the grant: a person must approve
-    _waits(world, "desktop", "DATABASE_URL")
-    _waits(world, "laptop", "DATABASE_URL", "API_TOKEN")
+    _waits(world, ("desktop", "DATABASE_URL"), ("laptop", "DATABASE_URL", "API_TOKEN"))
 
     # the clock passes the expiry: the next request waits
     later = utcnow() + timedelta(hours=3, seconds=1)
     monkeypatch.setattr(grants, "now", lambda: later)
-    _waits(world, "laptop", "DATABASE_URL")
+    _waits(world, ("laptop", "DATABASE_URL"))
     monkeypatch.undo()
 
     revoked = world.admin.delete(f"/api/v1/grants/{grant['id']}")
     assert revoked.status_code == 204
-    _waits(world, "laptop", "DATABASE_URL")
+    _waits(world, ("laptop", "DATABASE_URL"))
 
 
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-@SQLITE_ONLY  # the grant store itself runs on both databases in the test above
+@SQLITE_ONLY
 def test_a_copied_public_key_or_a_replayed_signature_gets_nothing(world: World) -> None:
     world.admin.put(f"/api/v1/bundles/{world.bundle_id}/grant-policy", json={"max_hours": 12})
     _approve_with_grant(world, "laptop", 2, "DATABASE_URL")
@@ -264,4 +277,4 @@ def test_other_tenants_grants_a_swapped_device_and_bundles_without_grants_do_not
             ).status_code
             == 404
         )
-    _waits(world, "laptop", "DATABASE_URL")  # alice's workspace: still a person's decision
+    _waits(world, ("laptop", "DATABASE_URL"))  # alice's workspace: still a person's decision
