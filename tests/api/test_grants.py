@@ -116,6 +116,11 @@ def test_the_final_vote_of_k_of_n_makes_the_grant_and_records_every_voter(
     other = _signed_request(api_client, SigningKey.generate(), template_keys=["API_KEY"])
     assert "grant_id" not in other
     assert ("request.granted", again["id"]) in audit_actions(TENANT)
+    day = utcnow().date()
+    period = f"since={day - timedelta(days=1)}&until={day + timedelta(days=1)}"
+    report = admin.get(f"/api/v1/audit/report?{period}").get_json()
+    released = {r["request_id"]: r for r in report["releases"]}
+    assert released[again["id"]]["keys"] == ["API_KEY"]  # the auditor sees grant releases too
 
     # past its expiry (an injected clock, no sleeping) it applies no more
     later = utcnow() + timedelta(hours=3, seconds=1)
