@@ -29,6 +29,7 @@ def _blueprints() -> list[object]:
         bundles,
         clerk_internal,
         connectors,
+        grants,
         groups,
         health,
         inbox,
@@ -67,6 +68,7 @@ def _blueprints() -> list[object]:
         logins.bp,
         logins.signed_bp,
         groups.bp,
+        grants.bp,
     ]
 
 

@@ -27,7 +27,18 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Blueprints whose POSTs come from our own forms and must carry the CSRF token.
 # The proxy checks its own (public CLI routes have no session to protect).
 FORM_BLUEPRINTS = frozenset(
-    {"auth", "pages", "bundles", "keys", "account", "workspaces", "team", "passkeys", "connectors"}
+    {
+        "auth",
+        "pages",
+        "bundles",
+        "keys",
+        "account",
+        "workspaces",
+        "team",
+        "passkeys",
+        "connectors",
+        "grants",
+    }
 )
 
 
@@ -77,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         auth,
         bundles,
         connectors,
+        grants,
         groups,
         health,
         inbox,
@@ -121,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         connectors,
         team,
         groups,
+        grants,
         proxy,
     )
     for module in blueprints:

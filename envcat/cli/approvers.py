@@ -27,7 +27,7 @@ import click
 from envcat.cli.display import safe_text
 from envcat.cli.errors import CliError, ServerUnreachable, Untrusted, UsageProblem
 from envcat.cli.options import check_workspace_option, insecure_http_option, server_option
-from envcat.core.wire import is_machine_approver
+from envcat.core.wire import unattended_allow_list
 
 if TYPE_CHECKING:
     import httpx
@@ -142,14 +142,15 @@ class PasskeyCheck:
 
     def __call__(self, envelope: Envelope) -> None:
         settings = self._settings
-        if is_machine_approver(envelope.approver_id):  # a workload or service token (#16)
-            if envelope.bundle_name in settings.allow_workloads:
-                return  # the project accepts its trust policy for this bundle
+        # a workload or service token (#16), or a device grant (#17): nobody approved just now
+        if (allow_list := unattended_allow_list(envelope.approver_id)) is not None:
+            if envelope.bundle_name in settings.allowed_unattended(allow_list):
+                return  # the project accepts these deliveries for this bundle
             raise Untrusted(
                 f"refusing the delivery: {safe_text(envelope.approver_email, 120)} (not a "
-                f"person) approved it, and .envcat.toml lists passkey approvers; add "
-                f"{safe_text(envelope.bundle_name, 120)!r} to allow_workloads to accept "
-                "machine deliveries of that bundle"
+                f"person, just now) approved it, and .envcat.toml lists passkey approvers; add "
+                f"{safe_text(envelope.bundle_name, 120)!r} to {allow_list} to accept "
+                "such deliveries of that bundle"
             )
         self.verified = check_passkey_approval(
             envelope,

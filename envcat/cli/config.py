@@ -42,10 +42,11 @@ PROJECT_KEYS = (
     "allow_vars",
     "approvers",
     "allow_workloads",
+    "allow_grants",
     "min_approvals",
     "min_approvals_by_bundle",
 )
-LIST_KEYS = ("allow_vars", "approvers", "allow_workloads")
+LIST_KEYS = ("allow_vars", "approvers", "allow_workloads", "allow_grants")
 NUMBER_KEYS = ("min_approvals", "min_approvals_by_bundle")
 APPROVER_FIELDS = ("name", "credential_id", "public_key")
 OPTIONAL_APPROVER_FIELDS = ("person",)
@@ -74,6 +75,8 @@ class ConfigFile:
     # for every bundle, and per bundle name; the highest that applies wins.
     min_approvals: int = 1
     min_approvals_by_bundle: Mapping[str, int] = field(default_factory=dict)
+    # Bundles whose deliveries under a device grant are accepted likewise (issue #17).
+    allow_grants: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,8 @@ def read_config(path: Path, allowed: Sequence[str]) -> ConfigFile:
         server_fingerprint=values.get("server_fingerprint"),
         allow_vars=_names(path, data.get("allow_vars", [])),
         approvers=listed,
-        allow_workloads=_bundles(path, data.get("allow_workloads", [])),
+        allow_workloads=_bundles(path, data, "allow_workloads"),
+        allow_grants=_bundles(path, data, "allow_grants"),
         min_approvals=minimum,
         min_approvals_by_bundle=by_bundle,
     )
@@ -182,11 +186,12 @@ def _names(path: Path, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _bundles(path: Path, value: object) -> tuple[str, ...]:
+def _bundles(path: Path, data: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = data.get(name, [])
     if not isinstance(value, list) or not all(
         isinstance(item, str) and item.strip() for item in value
     ):
-        raise UsageProblem(f"{path}: allow_workloads must be a list of bundle names")
+        raise UsageProblem(f"{path}: {name} must be a list of bundle names")
     return tuple(item.strip() for item in value)
 
 
@@ -316,10 +321,12 @@ class Settings:
             return 1
         return max(project.min_approvals, project.min_approvals_by_bundle.get(bundle, 1))
 
-    @property
-    def allow_workloads(self) -> tuple[str, ...]:
-        """Bundles a workload or service token may still approve when approvers are listed."""
-        return self.project.allow_workloads if self.project is not None else ()
+    def allowed_unattended(self, allow_list: str) -> tuple[str, ...]:
+        """Bundles of `.envcat.toml`'s `allow_workloads` or `allow_grants` (issue #17): the
+        deliveries no person approved just now that a project with approvers still accepts."""
+        if self.project is None:
+            return ()
+        return tuple(getattr(self.project, allow_list))
 
     @property
     def allow_vars(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from envcat.cli.context import request_context
 from envcat.cli.display import Terminal
@@ -69,6 +70,7 @@ class Hints:
     service_token: str | None = None  # ENVCAT_TOKEN (issue #16): one header, never shown
     user_token: str | None = None  # `envcat login`'s token: names the requester (issue #17)
     login: bool = False  # `envcat login` itself: the sealed payload is a user token
+    device: SigningKey | None = None  # this terminal user's key (issue #17): signs the request
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,10 @@ def request_body(public_key: str, hints: Hints) -> dict[str, Any]:
         body["template_keys"] = list(hints.template_keys)
     if hints.id_token is not None:
         body["id_token"] = hints.id_token
+    if hints.device is not None:
+        from envcat.cli.device import signed_block
+
+        body["device"] = signed_block(hints.device, body)
     return body
 
 
@@ -214,6 +220,9 @@ class ApprovalFlow:
 
     def _show(self, request: CreatedRequest) -> None:
         """The approval link and phrase; none when a trust policy already approved."""
+        if request.workload_mode == "automatic" and request.workload_kind == "grant":
+            self._terminal.line(f"Asked under {request.workload}; waiting for the sealed delivery…")
+            return
         if request.workload_mode == "automatic":
             self._terminal.line(
                 f"Approved by trust policy for {request.workload}; waiting for the sealed delivery…"

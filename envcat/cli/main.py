@@ -19,6 +19,7 @@ import click
 from envcat import __version__
 from envcat.cli.approvers import approvers
 from envcat.cli.commands import ARGV, CHILD, EnvcatGroup, RecordingCommand, RunCommand
+from envcat.cli.device import device
 from envcat.cli.errors import Cancelled, CliError
 from envcat.cli.login import login, logout, signed_in_token, whoami
 from envcat.cli.options import (
@@ -31,7 +32,7 @@ from envcat.cli.options import (
 from envcat.cli.plan import apply, plan
 from envcat.cli.scan import scan
 from envcat.cli.setup_commands import init, trust
-from envcat.core.wire import is_machine_approver
+from envcat.core.wire import unattended_allow_list
 
 if TYPE_CHECKING:
     from envcat.cli.config import Settings
@@ -70,6 +71,7 @@ cli.add_command(logout)
 cli.add_command(whoami)
 cli.add_command(plan)
 cli.add_command(apply)
+cli.add_command(device)
 
 
 @cli.command(cls=RecordingCommand)
@@ -266,6 +268,7 @@ def _deliver(
     """Ask, wait, and return the envelope only once it passed every check (else exit 6)."""
     from dataclasses import replace
 
+    from envcat.cli.device import for_request, public_fingerprint
     from envcat.cli.display import Terminal, safe_text
     from envcat.cli.flow import ApprovalFlow, Hints
     from envcat.cli.pins import KnownServers
@@ -274,6 +277,10 @@ def _deliver(
     from envcat.cli.verify import Expected, Trust, refuse_dangerous, verify_delivery
 
     workspace = settings.require_workspace()
+    machine = bool(id_token or os.environ.get("ENVCAT_TOKEN"))
+    device_key = None if machine else for_request(_say)  # issue #17: signs the request
+    if device_key is not None:
+        _say(f"this device: {public_fingerprint(device_key)}")
     hints = Hints(
         workspace=workspace,
         bundle=settings.bundle,
@@ -282,6 +289,7 @@ def _deliver(
         id_token=id_token,
         # a service token for CI without OIDC (issue #16); --oidc takes precedence
         service_token=None if id_token else (os.environ.get("ENVCAT_TOKEN") or None),
+        device=device_key,
     )
     if not (hints.id_token or hints.service_token):  # a signed-in terminal names you (#17)
         hints = replace(hints, user_token=signed_in_token(settings.server, workspace))
@@ -312,12 +320,16 @@ def _deliver(
     envelope = verify_delivery(
         sealed.private_key, sealed.ciphertext, expected, trust, _say, also=passkey_check
     )
-    if passkey_check is not None and is_machine_approver(envelope.approver_id):
-        _say("machine delivery accepted: .envcat.toml allows workloads for this bundle")
+    if passkey_check is not None and (allowed := unattended_allow_list(envelope.approver_id)):
+        _say(f"unattended delivery accepted: .envcat.toml's {allowed} names this bundle")
     elif passkey_check is not None:
         _say(passkey_check.summary())
     _refuse_unsafe(envelope.keys)
     refuse_dangerous(envelope.keys, [*allow_vars, *settings.allow_vars])
+    if envelope.grant is not None:
+        from envcat.cli.device import describe_grant
+
+        _say(describe_grant(envelope.grant))
     _say(
         f"approved by {safe_text(envelope.approver_email, 120)} in "
         f"{safe_text(envelope.workspace_slug, 80)} · {safe_text(envelope.bundle_name, 120)}"

@@ -43,6 +43,7 @@ class CreatedRequest:
     expires_in: float
     workload_mode: str | None = None  # "automatic": a trust policy approved it (issue #16)
     workload: str | None = None
+    workload_kind: str | None = None  # "grant": a device grant applies (issue #17)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ def _parse_created(data: dict[str, Any] | None) -> CreatedRequest:
         workload=safe_text(data["workload"], 200)
         if isinstance(data.get("workload"), str)
         else None,
+        workload_kind="grant" if data.get("grant_id") is not None else None,
     )
 
 

@@ -130,6 +130,9 @@ class Envelope:
     approvals_required: int = 1
     # issue #17: {"reason": …} when an owner released alone past the rules (break-glass)
     break_glass: Mapping[str, str] | None = None
+    # issue #17: a delivery under a device grant, {"id", "approved_by", "expires_at"}; absent
+    # otherwise. The marker a CLI listing passkey approvers checks against `allow_grants`.
+    grant: Mapping[str, Any] | None = None
 
     def to_payload(self) -> bytes:
         """Canonical JSON: the exact bytes that are signed."""
@@ -152,6 +155,8 @@ class Envelope:
             document["approvals_required"] = self.approvals_required
         if self.break_glass is not None:
             document["break_glass"] = dict(self.break_glass)
+        if self.grant is not None:
+            document["grant"] = dict(self.grant)
         return json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
@@ -188,6 +193,9 @@ class Envelope:
         break_glass = data.get("break_glass")
         if break_glass is not None:
             break_glass = _object(data, "break_glass", ("reason",))
+        grant = data.get("grant")
+        if grant is not None and not isinstance(grant, dict):
+            raise EnvelopeError("the envelope's grant marker is malformed")
         approved_at = data.get("approved_at")
         if not isinstance(approved_at, int | float) or isinstance(approved_at, bool):
             raise EnvelopeError("the envelope's approved_at is not a number")
@@ -207,6 +215,7 @@ class Envelope:
             passkeys=tuple(passkeys),
             approvals_required=required,
             break_glass=break_glass,
+            grant=grant,
         )
 
     def passkey_proofs(self) -> list[Mapping[str, Any]]:

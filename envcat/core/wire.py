@@ -17,6 +17,14 @@ SERVER_KEY_PATH = "/api/v1/server-key"
 WORKLOAD_APPROVER_PREFIX = "workload-policy:"
 SERVICE_TOKEN_APPROVER_PREFIX = "service-token:"  # noqa: S105  # a prefix, not a secret
 MACHINE_APPROVER_PREFIXES = (WORKLOAD_APPROVER_PREFIX, SERVICE_TOKEN_APPROVER_PREFIX)
+# A delivery under a device grant (issue #17): a person approved once, for some hours.
+GRANT_APPROVER_PREFIX = "grant:"
+# Which `.envcat.toml` list lets a project that lists passkey approvers accept each kind of
+# delivery no person approved just now (bundle names).
+UNATTENDED_ALLOW_LISTS = (
+    (MACHINE_APPROVER_PREFIXES, "allow_workloads"),
+    ((GRANT_APPROVER_PREFIX,), "allow_grants"),
+)
 
 # Exact names that make a shell, the dynamic loader or an interpreter run code,
 # or change which program runs (see docs/security.md, "Dangerous variable names").
@@ -88,3 +96,11 @@ def is_workspace_slug(value: str) -> bool:
 def is_machine_approver(approver_id: str) -> bool:
     """True when a delivery was approved by a workload's policy or a service token."""
     return approver_id.startswith(MACHINE_APPROVER_PREFIXES)
+
+
+def unattended_allow_list(approver_id: str) -> str | None:
+    """The `.envcat.toml` list naming bundles whose unattended deliveries of this kind a
+    project with passkey approvers accepts (`allow_workloads`, `allow_grants`), else None."""
+    return next(
+        (name for kinds, name in UNATTENDED_ALLOW_LISTS if approver_id.startswith(kinds)), None
+    )

@@ -3,6 +3,7 @@
 from envcat.models.audit_sinks import AuditSink
 from envcat.models.base import Base, db, utcnow
 from envcat.models.connectors import Connection, Link, LinkItem
+from envcat.models.grants import BundleGrantPolicy, DeviceGrant
 from envcat.models.groups import BundleEditors, BundleRuleGroup, Group, GroupMember
 from envcat.models.passkeys import Passkey, WorkspacePolicy
 from envcat.models.tables import (
@@ -31,9 +32,11 @@ __all__ = [
     "Bundle",
     "BundleApprovers",
     "BundleEditors",
+    "BundleGrantPolicy",
     "BundleKey",
     "BundleRuleGroup",
     "Connection",
+    "DeviceGrant",
     "Group",
     "GroupMember",
     "Invite",

@@ -40,6 +40,8 @@ OUTCOMES: dict[str, Outcome] = {
     "request.integrity_failed": "failed",
 }
 ACCESSES = frozenset({"key.revealed", "key.version_revealed", "bundle.exported"})
+# A person's approval, or a delivery under a device grant a person made earlier (issue #17).
+RELEASES = frozenset({"request.approved", "request.granted"})
 
 
 def report(tenant_id: str, query: ReportQuery) -> ComplianceReport:
@@ -66,7 +68,7 @@ def report(tenant_id: str, query: ReportQuery) -> ComplianceReport:
         db.session.execute(select(AuditEvent).where(*in_period).order_by(AuditEvent.id)).scalars()
     )
     events, people = audit.describe(tenant_id, rows)
-    approvals = [e for e in events if e.action == "request.approved"]
+    approvals = [e for e in events if e.action in RELEASES]
     outcomes = _outcomes(tenant_id, [e.target for e in approvals])
     releases = [_release(e, outcomes.get(e.target)) for e in approvals]
     chain = audit.verify_chain(tenant_id)
@@ -172,7 +174,7 @@ def _by_bundle(releases: list[Release]) -> list[BundleSummary]:
 def _by_person(events: list[AuditEventOut], people: dict[str, PersonOut]) -> list[PersonSummary]:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for event in events:
-        if event.action == "request.approved":
+        if event.action in RELEASES:
             counts[event.actor]["approvals"] += 1
         elif event.action == "request.denied":
             counts[event.actor]["denials"] += 1

@@ -25,12 +25,13 @@ from sqlalchemy import select
 
 from envcat.core.envelope import Envelope, encode_key, seal_envelope
 from envcat.core.kms import DecryptionError
-from envcat.core.wire import is_machine_approver
+from envcat.core.wire import unattended_allow_list
 from envcat.models import Bundle, BundleKey, Key, Membership, User, db
 from envcat.services import (
     access_requests,
     approvers,
     audit,
+    grants,
     integrity,
     metrics,
     service_tokens,
@@ -137,22 +138,33 @@ def _decrypt(tenant_id: str, selection: Selection) -> dict[str, str]:
     return values
 
 
+# Standing approvals no person gave just now: approver prefix, the check that it still
+# holds (tenant, id, bundle, keys), and why a delivery fails when it no longer does.
+_STANDING = (
+    (
+        workload_access.APPROVER_PREFIX,
+        workload_access.is_still_granted,
+        "the workload's trust policy was deleted or narrowed meanwhile",
+    ),
+    (
+        service_tokens.APPROVER_PREFIX,
+        service_tokens.is_still_granted,
+        "the service token was revoked or expired meanwhile",
+    ),
+    (grants.APPROVER_PREFIX, grants.is_still_granted, "the device grant was revoked or expired"),
+)
+
+
 def _approver_name(approval: Approval) -> str:
     """Who the envelope says approved: a member's email, or a workload's label (issue #16)."""
-    if approval.user_id.startswith(workload_access.APPROVER_PREFIX):
-        policy_id = approval.user_id.removeprefix(workload_access.APPROVER_PREFIX)
-        if not workload_access.is_still_granted(
-            approval.tenant_id, policy_id, approval.bundle_id, approval.include_keys
-        ):
-            raise ValidationFailed("the workload's trust policy was deleted or narrowed meanwhile")
-        return approval.via or approval.user_id
-    if approval.user_id.startswith(service_tokens.APPROVER_PREFIX):
-        token_id = approval.user_id.removeprefix(service_tokens.APPROVER_PREFIX)
-        if not service_tokens.is_still_granted(
-            approval.tenant_id, token_id, approval.bundle_id, approval.include_keys
-        ):
-            raise ValidationFailed("the service token was revoked or expired meanwhile")
-        return approval.via or approval.user_id
+    for prefix, still_holds, gone in _STANDING:
+        if approval.user_id.startswith(prefix):
+            standing_id = approval.user_id.removeprefix(prefix)
+            if not still_holds(
+                approval.tenant_id, standing_id, approval.bundle_id, approval.include_keys
+            ):
+                raise ValidationFailed(gone)
+            return approval.via or approval.user_id
     email = _approver_email(approval.tenant_id, approval.user_id)
     if email is None:
         raise ValidationFailed("the approver no longer has the member role in this tenant")
@@ -168,15 +180,23 @@ def _passkey_fields(approval: Approval) -> dict[str, Any]:
     """
     recorded = json.loads(approval.passkey) if approval.passkey else []
     proofs = recorded if isinstance(recorded, list) else [recorded]
-    # A machine's policy is not a rule; break-glass released past the rule (issue #17) on one
-    # owner's word, and says so: a terminal that wants k passkeys sets min_approvals itself.
-    ruled = not is_machine_approver(approval.user_id) and not approval.break_glass
+    # A machine's policy or a device grant is not a vote under the rule, and break-glass
+    # released past the rule (issue #17) on one owner's word, and says so: a terminal that
+    # wants k passkeys sets min_approvals itself.
+    unattended = unattended_allow_list(approval.user_id) is not None
+    ruled = not unattended and not approval.break_glass
     rule = approvers.rule_of(approval.tenant_id, approval.bundle_id) if ruled else None
     return {
         "passkey": proofs[-1] if proofs else None,
         "passkeys": proofs if len(proofs) > 1 else (),
         "approvals_required": rule.approvals_required if rule is not None else 1,
     }
+
+
+def _grant_marker(approval: Approval) -> dict[str, object] | None:
+    if not approval.user_id.startswith(grants.APPROVER_PREFIX):
+        return None
+    return grants.marker(approval.tenant_id, approval.user_id.removeprefix(grants.APPROVER_PREFIX))
 
 
 def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
@@ -203,6 +223,7 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         # issue #20: the passkey proofs the api verified, under the approval MAC since
         **_passkey_fields(approval),
         break_glass={"reason": approval.break_glass} if approval.break_glass else None,
+        grant=_grant_marker(approval),  # issue #17
     )
     return base64.b64encode(seal_envelope(envelope, keyring)).decode("ascii")
 

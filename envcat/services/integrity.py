@@ -137,6 +137,17 @@ def is_vote_intact(
     return bool(mac) and _verify(_vote_message(request, user_id, selection, proof), mac)
 
 
+def device_mac(request_id: str, cli_pub: str, device: str) -> str:
+    """MAC of the device that signed a request (issue #17): a Redis writer cannot swap in
+    another device, whose key an approver's grant would then trust."""
+    return _mac(_keys()[0], "|".join(("device", "v1", request_id, cli_pub, device)))
+
+
+def is_device_intact(request_id: str, cli_pub: str, device: str, mac: str) -> bool:
+    """True when the stored device of a request is the one the api verified."""
+    return bool(mac) and _verify("|".join(("device", "v1", request_id, cli_pub, device)), mac)
+
+
 def _event_message(event_id: str, event_type: str, data: Mapping[str, Any]) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "|".join(("clerk-event", "v1", event_id, event_type, canonical))

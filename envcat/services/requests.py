@@ -37,6 +37,7 @@ from envcat.services import (
     approvers,
     audit,
     delivery,
+    grants,
     integrity,
     metrics,
     passkey_approvals,
@@ -158,6 +159,7 @@ def describe(request_id: str) -> AccessRequestView:
         workload=request.context.get("workload") or None,
         requester=request.context.get(store.REQUESTER_FIELD) or None,
         kind="login" if request.context.get(store.KIND_FIELD) == "login" else "values",
+        device=grants.device_of(request.id, request.cli_pub),
     )
 
 
@@ -297,6 +299,7 @@ def approve(
     passkey: PasskeyAssertion | None = None,
     role: str | None = None,
     break_glass: str = "",
+    grant_hours: int | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -314,6 +317,12 @@ def approve(
     if workload is None and not break_glass:  # a person: the bundle's approver rules (#17)
         rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
         approvers.refuse_self_approval(rule, request, user_id)
+    device = None  # issue #17: a grant is checked before anything is recorded
+    if grant_hours is not None and workload is None:
+        trusted = grants.device_of(request_id, request.cli_pub)
+        device = grants.check_grant(
+            tenant_id, selection.bundle_id, trusted, grant_hours, break_glass=bool(break_glass)
+        )
     # issue #20: verified here (for every voter of a k-of-n rule), recorded under the
     # approval MAC, carried into the envelope. A workload's approval carries none: a CLI
     # that lists approvers refuses it.
@@ -358,6 +367,8 @@ def approve(
     }
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
+    elif workload is not None and workload.kind == "grant":  # issue #17
+        details.update(grant_id=workload.policy_id, granted_by=workload.policy_name)
     elif workload is not None:
         details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
@@ -370,10 +381,24 @@ def approve(
                 details=details,
                 origin=origin,
             )
+        if device is not None and grant_hours is not None:  # committed with the audit event
+            made = grants.stage(
+                tenant_id,
+                selection.bundle_id,
+                device,
+                selection.names,
+                user_id,
+                voters,
+                request_id,
+                grant_hours,
+            )
+            details.update(grant_id=made.id, grant_hours=grant_hours, device=device)
         audit.record(
             tenant_id,
             workload.label if workload is not None else user_id,
-            "request.approved",
+            "request.granted"
+            if workload is not None and workload.kind == "grant"
+            else "request.approved",
             request_id,
             details=details,
             origin=origin,

@@ -275,6 +275,8 @@ WORKLOAD = {
             True,
         ),
         ([DEFAULT_BUNDLE], {}, False),  # a person without a passkey: allow_workloads is moot
+        # issue #17: a device grant's delivery needs allow_grants, not allow_workloads
+        ([DEFAULT_BUNDLE], {"approver_id": "grant:g-1", "approver_email": "grant by a"}, False),
     ],
 )
 def test_machine_deliveries_need_the_bundle_in_allow_workloads(
@@ -287,13 +289,24 @@ def test_machine_deliveries_need_the_bundle_in_allow_workloads(
     result = _run(FakeApi(tamper=dict(approver)))
     if accepted:
         assert result.exit_code == 0, result.stderr
-        assert "machine delivery accepted" in result.stderr
+        assert "delivery accepted" in result.stderr
         assert result.stdout.strip().startswith("{")
     else:
         assert result.exit_code == 6, result.stderr
         assert result.stdout == ""
         assert "refusing the delivery" in result.stderr
         assert not known_servers.exists()
+
+
+def test_grant_deliveries_need_the_bundle_in_allow_grants(known_servers: Path) -> None:
+    listed = SoftPasskey.es256("listed")
+    _project(listed)
+    text = Path(".envcat.toml").read_text()
+    Path(".envcat.toml").write_text(f'allow_grants = ["{DEFAULT_BUNDLE}"]\n' + text)
+    grant = {"approver_id": "grant:g-1", "approver_email": "grant:g-1 by ada@example.test"}
+    result = _run(FakeApi(tamper=grant))
+    assert result.exit_code == 0, result.stderr
+    assert "allow_grants names this bundle" in result.stderr
 
 
 def test_allow_workloads_must_be_a_list_of_bundle_names(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def encrypt_from_bundle(
             origin=client_origin(),
             passkey=body.passkey,
             role=who.role,  # read by the signature check: not again
+            grant_hours=body.grant_hours,  # issue #17
         )
     except approvers.AwaitingApprovals as waiting:  # k-of-n: recorded, nothing released yet
         recorded = ApprovalRecorded(

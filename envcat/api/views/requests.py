@@ -21,7 +21,7 @@ from envcat.core.schemas.requests import (
     WaitQuery,
     WaitResult,
 )
-from envcat.services import logins, machine_requests, requests
+from envcat.services import device_requests, logins, machine_requests, requests
 from envcat.services.errors import ValidationFailed
 from envcat.services.runtime import current
 from envcat.workers import tasks
@@ -71,7 +71,8 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
     With `id_token` (issue #16) a workspace's trust policy may approve at once, and with
     `Authorization: Bearer ect_…` a service token does; only then does the reply carry
     `workload_mode` and `workload`. With `Authorization: Bearer ecu_…` (a terminal
-    signed in with `envcat login`, issue #17) the request names its requester.
+    signed in with `envcat login`, issue #17) the request names its requester. With a
+    `device` block (issue #17) a live grant to that device may approve at once (`grant_id`).
     """
     refuse_when_behind("create")
     address = client_origin().ip or "unknown"
@@ -87,21 +88,22 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
         )
     elif body.id_token is not None:
         created, accepted = machine_requests.create_for_workload(body, address, client_origin())
+    elif body.device is not None:  # issue #17: signed by a device key; a grant may deliver
+        created, accepted = device_requests.create_for_device(body, address, client_origin())
     else:
         created, accepted = requests.create(body, address), None
     if accepted is None and (body.bundle or body.bundle_id):
         # a person decides: only a request naming a bundle notifies (issue #17)
         team.notify_new_request(created.id, address)
-    if body.id_token is None and bearer is None:
+    if accepted is None:
         return jsonify(created.model_dump(mode="json", exclude_none=True)), 201
-    if accepted is not None:
-        # after the audit commit, as for a person's approval: the task re-reads everything
-        enqueue(
-            tasks.encrypt_from_bundle,
-            (accepted.request_id, accepted.mac),
-            on_failure=lambda: requests.abandon(accepted),
-            message="The task queue is unavailable; retry.",
-        )
+    # after the audit commit, as for a person's approval: the task re-reads everything
+    enqueue(
+        tasks.encrypt_from_bundle,
+        (accepted.request_id, accepted.mac),
+        on_failure=lambda: requests.abandon(accepted),
+        message="The task queue is unavailable; retry.",
+    )
     return created, 201
 
 

@@ -27,6 +27,7 @@ FILTER_FIELDS = ("action", "person", "bundle", "target", "from", "to")
 ACTION_HINTS = (
     "request",
     "request.approved",
+    "request.granted",
     "request.denied",
     "request.delivered",
     "request.cancelled",
@@ -37,6 +38,7 @@ ACTION_HINTS = (
     "bundle.imported",
     "key",
     "key.revealed",
+    "grant",
 )
 MACHINES = {"cli": "Terminal (envcat CLI)", "system": "EnvCat (workers)"}
 CSV_COLUMNS = ("at", "who", "actor", "action", "target", "bundle", "keys", "ip", "user_agent")

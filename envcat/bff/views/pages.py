@@ -143,8 +143,18 @@ def _render_approval(
         hint=context.get("bundle"),
         error=error,
         approvers=approvers,
+        device=context.get("device") if isinstance(context.get("device"), str) else None,
+        grant_limit=_grant_limit(chosen),
         **passkey_mode(),
     )
+
+
+def _grant_limit(chosen: dict[str, Any] | None) -> int:
+    """Issue #17: hours the chosen bundle lets an approver trust the device for (0: none)."""
+    if chosen is None:
+        return 0
+    path = backend.api_path("/api/v1/bundles/{id}/grant-policy", id=chosen["id"])
+    return int(backend.fetch(path).get("max_hours") or 0)
 
 
 def passkey_mode() -> dict[str, bool]:
@@ -168,6 +178,14 @@ def _passkey_field() -> dict[str, Any]:
         }
     except ValueError:
         return {"passkey": {"statement": {}, "credential": {}}}  # the api answers 400
+
+
+def _grant_field() -> dict[str, Any]:
+    """Issue #17: "also trust this device for N hours", when ticked."""
+    hours = request.form.get("grant_hours", "").strip()
+    if request.form.get("grant") != "yes" or not hours:
+        return {}
+    return {"grant_hours": int(hours) if hours.isdigit() and len(hours) < 4 else 0}
 
 
 def _context_rows(raw: object) -> list[tuple[str, str]]:
@@ -244,7 +262,12 @@ def decide(request_id: str) -> Response:
             "POST",
             backend.api_path("/api/v1/requests/{id}/encrypt-from-bundle", id=request_id),
             ok=(200, 202),
-            json={"bundle_id": bundle_id, "include_keys": include, **_passkey_field()},
+            json={
+                "bundle_id": bundle_id,
+                "include_keys": include,
+                **_passkey_field(),
+                **_grant_field(),
+            },
         )
     except UpstreamError as exc:
         return _refused(request_id, exc, bundle_id, include)

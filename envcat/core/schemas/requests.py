@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from envcat.core.schemas.bundles import BundleName, KeyName, ObjectId
+from envcat.core.schemas.grants import DeviceProof, GrantHours
 from envcat.core.schemas.passkeys import PasskeyAssertion
 from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 
@@ -99,6 +100,8 @@ class AccessRequestCreate(BaseModel):
     context: ClientContext = Field(default_factory=ClientContext)
     # An OIDC ID token of a CI workload (issue #16): verified, spent, never stored or echoed.
     id_token: Annotated[str | None, Field(min_length=1, max_length=MAX_ID_TOKEN)] = None
+    # issue #17: the device key's signature over this request (envcat.core.device)
+    device: DeviceProof | None = None
 
     @field_validator("template_keys")
     @classmethod
@@ -123,6 +126,7 @@ class AccessRequestCreated(BaseModel):
     # set when the request carried an ID token (issue #16): "automatic" = already approved
     workload_mode: Literal["automatic", "approval"] | None = None
     workload: str | None = None
+    grant_id: str | None = None  # issue #17: delivered under this device grant
 
 
 class AccessRequestView(BaseModel):
@@ -141,6 +145,7 @@ class AccessRequestView(BaseModel):
     workload: str | None = None  # the verified workload asking (issue #16), else None
     requester: str | None = None  # the signed-in person asking (issue #17), else None
     kind: Literal["values", "login"] = "values"  # "login": `envcat login` (issue #16)
+    device: str | None = None  # issue #17: the signing device's fingerprint, `ab12 cd34 …`
 
 
 class ServerKey(BaseModel):
@@ -188,6 +193,8 @@ class EncryptFromBundle(BaseModel):
     include_keys: Annotated[list[KeyName], Field(min_length=1, max_length=MAX_INCLUDE_KEYS)]
     # issue #20: the approver's passkey assertion over the approval statement
     passkey: PasskeyAssertion | None = None
+    # issue #17: also trust the request's device for this bundle and keys for N hours
+    grant_hours: GrantHours | None = None
 
 
 class DecisionAccepted(BaseModel):

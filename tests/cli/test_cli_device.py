@@ -1,0 +1,45 @@
+"""The device key (issue #17): made once, 0600, refused when others can read it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from envcat.cli.device import describe_grant, device_key_path
+from envcat.cli.main import cli
+
+
+def test_the_device_key_is_made_once_private_and_shown_as_eight_groups() -> None:
+    first = CliRunner().invoke(cli, ["device"])
+    assert first.exit_code == 0, first.output
+    assert re.fullmatch(r"this device: (?:[0-9a-f]{4} ){7}[0-9a-f]{4}\n", first.stdout)
+    path = device_key_path()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o077 == 0
+    again = CliRunner().invoke(cli, ["device"])
+    assert again.stdout == first.stdout  # the same key, not a new one
+
+
+def test_a_key_file_others_can_read_or_a_symlink_is_refused(tmp_path: Path) -> None:
+    CliRunner().invoke(cli, ["device"])
+    path = device_key_path()
+    path.chmod(0o644)
+    result = CliRunner().invoke(cli, ["device"])
+    assert result.exit_code == 1 and "readable by you alone" in result.stderr
+    path.unlink()
+    decoy = tmp_path / "decoy"
+    decoy.write_text("x")
+    decoy.chmod(0o600)
+    path.symlink_to(decoy)
+    result = CliRunner().invoke(cli, ["device"])
+    assert result.exit_code == 1 and "regular file" in result.stderr
+
+
+def test_a_grant_delivery_names_its_approver_and_time_left() -> None:
+    marker = {"id": "g", "approved_by": "alice@acme.dev\x1b[2J", "expires_at": 10_800 + 100}
+    shown = describe_grant(marker, now=100)
+    assert shown.startswith("delivered under grant by alice@acme.dev")
+    assert shown.endswith(", expires in 3 h") and "\x1b" not in shown  # no terminal controls
+    assert describe_grant({**marker, "expires_at": 1300}, now=100).endswith("expires in 20 min")
