@@ -60,7 +60,8 @@ def test_get_stores_no_value_on_disk(home: Path) -> None:
     assert VALUE in result.stdout
     assert _files_holding_the_value(home) == []
     written = sorted(p.relative_to(home) for p in home.rglob("*") if p.is_file())
-    assert written == [Path("config/envcat/known_servers")]
+    # the pinned server key, and this terminal user's device key (issue #17): no value
+    assert written == [Path("config/envcat/device_key"), Path("config/envcat/known_servers")]
 
 
 def test_the_scan_finds_a_value_written_with_write(home: Path) -> None:
