@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from envcat.core.settings import Settings
 from envcat.models import db
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 from tests.support.settings import make_settings
 from tests.support.signed import SignedClient

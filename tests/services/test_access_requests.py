@@ -8,7 +8,7 @@ import redis
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.usercode import user_code
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support.requests import expire_now
 
 

@@ -14,8 +14,8 @@ import redis
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.wire import slugify
-from envcat.services import access_requests as store
 from envcat.services import integrity
+from envcat.services.access_requests import store
 
 TEST_IP = "203.0.113.9"
 

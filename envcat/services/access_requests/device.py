@@ -18,9 +18,9 @@ import time
 from envcat.core import device as device_keys
 from envcat.core.schemas.requests import AccessRequestCreate
 from envcat.services import audit, grants, workspaces
+from envcat.services.access_requests.lifecycle import approve, store_request
+from envcat.services.access_requests.machine import Created
 from envcat.services.errors import EnvCatError
-from envcat.services.machine_requests import Created
-from envcat.services.requests import approve, store_request
 from envcat.services.runtime import current
 from envcat.services.workload_access import WorkloadGrant
 

@@ -32,11 +32,9 @@ from envcat.core.schemas.requests import (
     WaitResult,
 )
 from envcat.models import db
-from envcat.services import access_requests as store
 from envcat.services import (
     approvers,
     audit,
-    delivery,
     grants,
     integrity,
     metrics,
@@ -44,6 +42,7 @@ from envcat.services import (
     workload_access,
     workspaces,
 )
+from envcat.services.access_requests import delivery, store
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,

@@ -17,10 +17,10 @@ import time
 from envcat.core.schemas.logins import LoginCreate
 from envcat.core.schemas.requests import AccessRequestCreate, AccessRequestCreated
 from envcat.core.sealing import seal_values
-from envcat.services import access_requests as store
 from envcat.services import audit, user_tokens, workspaces
+from envcat.services.access_requests import store
+from envcat.services.access_requests.lifecycle import decidable, store_request
 from envcat.services.errors import Conflict
-from envcat.services.requests import decidable, store_request
 from envcat.services.runtime import current
 from envcat.services.tenancy import as_utc
 

@@ -28,7 +28,6 @@ from envcat.core.kms import DecryptionError
 from envcat.core.wire import unattended_allow_list
 from envcat.models import Bundle, BundleKey, Key, Membership, User, db
 from envcat.services import (
-    access_requests,
     approvers,
     audit,
     grants,
@@ -38,7 +37,8 @@ from envcat.services import (
     workload_access,
     workspaces,
 )
-from envcat.services.access_requests import AccessRequest, Approval
+from envcat.services.access_requests import store
+from envcat.services.access_requests.store import AccessRequest, Approval
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
 
@@ -252,7 +252,7 @@ def encrypt_from_bundle(request_id: str, approval_mac: str) -> bool:
     naming the key or bundle, never a value.
     """
     r = current().redis
-    pending = access_requests.get(r, request_id)
+    pending = store.get(r, request_id)
     if pending is None or pending.status != "pending":
         return False
     approval = _intact_approval(pending, approval_mac)
@@ -264,7 +264,7 @@ def encrypt_from_bundle(request_id: str, approval_mac: str) -> bool:
     except ValidationFailed as exc:
         fail(request_id, approval.tenant_id, approval.user_id, exc.message)
         return False
-    return access_requests.mark_ready(r, request_id, ciphertext_b64=ciphertext, approval=approval)
+    return store.mark_ready(r, request_id, ciphertext_b64=ciphertext, approval=approval)
 
 
 def _refuse_tampered(request: AccessRequest) -> None:
@@ -278,7 +278,7 @@ def _refuse_tampered(request: AccessRequest) -> None:
             request.id,
             details={"reason": "the stored request or approval does not carry the api's MAC"},
         )
-    access_requests.mark_failed(current().redis, request.id, message=TAMPERED)
+    store.mark_failed(current().redis, request.id, message=TAMPERED)
 
 
 def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
@@ -293,7 +293,7 @@ def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
         request_id,
         details={"approved_by": user_id, "reason": message},
     )
-    failed = access_requests.mark_failed(current().redis, request_id, message=message)
+    failed = store.mark_failed(current().redis, request_id, message=message)
     if failed:
         metrics.REQUESTS_FAILED.inc()
     return failed
@@ -302,7 +302,7 @@ def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
 def fail_unexpectedly(request_id: str) -> bool:
     """Mark a request failed after a bug, so its CLI stops waiting; True if it was pending."""
     db.session.rollback()
-    request = access_requests.get(current().redis, request_id)
+    request = store.get(current().redis, request_id)
     if request is None or request.approval is None:
         return False
     return fail(request_id, request.tenant_id, request.approval.user_id, INTERNAL_FAILURE)

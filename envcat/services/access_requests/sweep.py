@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 
 from envcat.models import db
-from envcat.services import access_requests as store
 from envcat.services import audit, metrics
-from envcat.services.delivery import SYSTEM_ACTOR
+from envcat.services.access_requests import store
+from envcat.services.access_requests.delivery import SYSTEM_ACTOR
 from envcat.services.runtime import current
 
 log = logging.getLogger("envcat.sweeps")

@@ -14,10 +14,10 @@ from envcat.core.schemas.requests import (
     AccessRequestCreate,
     AccessRequestCreated,
 )
-from envcat.services import access_requests as store
 from envcat.services import audit, service_tokens, workload_access, workspaces
+from envcat.services.access_requests import store
+from envcat.services.access_requests.lifecycle import AcceptedApproval, approve, store_request
 from envcat.services.errors import EnvCatError
-from envcat.services.requests import AcceptedApproval, approve, store_request
 from envcat.services.runtime import current
 
 Created = tuple[AccessRequestCreated, AcceptedApproval | None]
