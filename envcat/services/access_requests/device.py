@@ -4,7 +4,7 @@ The signature is checked (fresh, unspent, over this very request) before anythin
 stored; the device's fingerprint is then kept beside the request under the api's MAC,
 for the approval page and for a grant. When a live grant of the workspace trusts this
 device for the named bundle and the keys asked for, the request is approved at once
-through the same path an automatic workload policy takes (`requests.approve` with a
+through the same path an automatic workload policy takes (`lifecycle.approve` with a
 `WorkloadGrant`, then the view enqueues the sealing task); otherwise it waits for a
 person as usual.
 """
