@@ -60,7 +60,7 @@ def record_approval(
     """Record an approval as the api's approve call does; return the MAC the task carries."""
     approval = store.Approval(
         tenant_id=request.tenant_id,
-        user_id=user_id,
+        decided_by=user_id,
         bundle_id=bundle_id,
         include_keys=tuple(keys),
         approved_at=time.time(),

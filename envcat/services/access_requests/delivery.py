@@ -158,14 +158,14 @@ _STANDING = (
 def _approver_name(approval: Approval) -> str:
     """Who the envelope says approved: a member's email, or a workload's label (issue #16)."""
     for prefix, still_holds, gone in _STANDING:
-        if approval.user_id.startswith(prefix):
-            standing_id = approval.user_id.removeprefix(prefix)
+        if approval.decided_by.startswith(prefix):
+            standing_id = approval.decided_by.removeprefix(prefix)
             if not still_holds(
                 approval.tenant_id, standing_id, approval.bundle_id, approval.include_keys
             ):
                 raise ValidationFailed(gone)
-            return approval.via or approval.user_id
-    email = _approver_email(approval.tenant_id, approval.user_id)
+            return approval.via or approval.decided_by
+    email = _approver_email(approval.tenant_id, approval.decided_by)
     if email is None:
         raise ValidationFailed("the approver no longer has the member role in this tenant")
     return email
@@ -183,7 +183,7 @@ def _passkey_fields(approval: Approval) -> dict[str, Any]:
     # A machine's policy or a device grant is not a vote under the rule, and break-glass
     # released past the rule (issue #17) on one owner's word, and says so: a terminal that
     # wants k passkeys sets min_approvals itself.
-    unattended = unattended_allow_list(approval.user_id) is not None
+    unattended = unattended_allow_list(approval.decided_by) is not None
     ruled = not unattended and not approval.break_glass
     rule = approvers.rule_of(approval.tenant_id, approval.bundle_id) if ruled else None
     return {
@@ -194,9 +194,11 @@ def _passkey_fields(approval: Approval) -> dict[str, Any]:
 
 
 def _grant_marker(approval: Approval) -> dict[str, object] | None:
-    if not approval.user_id.startswith(grants.APPROVER_PREFIX):
+    if not approval.decided_by.startswith(grants.APPROVER_PREFIX):
         return None
-    return grants.marker(approval.tenant_id, approval.user_id.removeprefix(grants.APPROVER_PREFIX))
+    return grants.marker(
+        approval.tenant_id, approval.decided_by.removeprefix(grants.APPROVER_PREFIX)
+    )
 
 
 def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
@@ -215,7 +217,7 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         workspace_slug=request.workspace,
         bundle_id=selection.bundle_id,
         bundle_name=selection.bundle_name,
-        approver_id=approval.user_id,
+        approver_id=approval.decided_by,
         approver_email=email,
         approved_at=approval.approved_at,
         keys=_decrypt(approval.tenant_id, selection),
@@ -262,7 +264,7 @@ def encrypt_from_bundle(request_id: str, approval_mac: str) -> bool:
     try:
         ciphertext = _sealed_envelope(pending, approval)
     except ValidationFailed as exc:
-        fail(request_id, approval.tenant_id, approval.user_id, exc.message)
+        fail(request_id, approval.tenant_id, approval.decided_by, exc.message)
         return False
     return store.mark_ready(r, request_id, ciphertext_b64=ciphertext, approval=approval)
 
@@ -305,4 +307,4 @@ def fail_unexpectedly(request_id: str) -> bool:
     request = store.get(current().redis, request_id)
     if request is None or request.approval is None:
         return False
-    return fail(request_id, request.tenant_id, request.approval.user_id, INTERNAL_FAILURE)
+    return fail(request_id, request.tenant_id, request.approval.decided_by, INTERNAL_FAILURE)

@@ -68,7 +68,7 @@ def sign_in(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Orig
     sealed = seal_values(request.cli_pub, payload)
     approval = store.Approval(
         tenant_id=tenant_id,
-        user_id=user_id,
+        decided_by=user_id,
         bundle_id="",
         include_keys=(),
         approved_at=time.time(),
