@@ -283,7 +283,7 @@ def _refuse_tampered(request: AccessRequest) -> None:
     store.mark_failed(current().redis, request.id, message=TAMPERED)
 
 
-def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
+def fail(request_id: str, tenant_id: str, decided_by: str, message: str) -> bool:
     """Audit `request.failed` and tell the waiting CLI why; True if the request was pending.
 
     The audit comes first: a crash in between repeats the event rather than losing it.
@@ -293,7 +293,7 @@ def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
         SYSTEM_ACTOR,
         "request.failed",
         request_id,
-        details={"approved_by": user_id, "reason": message},
+        details={"approved_by": decided_by, "reason": message},
     )
     failed = store.mark_failed(current().redis, request_id, message=message)
     if failed:
