@@ -37,7 +37,7 @@ from sqlalchemy import insert
 from envcat.core.sealing import encode_public_key, generate_keypair, seal_values
 from envcat.core.settings import Settings
 from envcat.models import Bundle, BundleKey, Key, db, migrate
-from envcat.services import delivery
+from envcat.services.access_requests import delivery
 from envcat.services.runtime import create_service_app, current
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -1,7 +1,7 @@
 """Redis memory per pending request, against the design's budget of 1 KB.
 
 Starts its own private redis-server (no persistence, as deployed), creates N
-pending requests through the request store (`access_requests.create`, the
+pending requests through the request store (`store.create`, the
 function the api calls), and divides the growth of `used_memory` by N. Two
 shapes are measured: a bare request (public key only) and a typical one from
 `envcat get production/api -k …` (bundle hint, three template keys and the CLI's
@@ -26,7 +26,7 @@ from pathlib import Path
 import redis
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from envcat.services import access_requests
+from envcat.services.access_requests import store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support import RedisServer, free_port
@@ -55,9 +55,9 @@ def _store(r: redis.Redis, public_key: str, **hints: object) -> None:
     """One request as the api stores it: a Clerk-sized tenant id, a 128-bit MAC, and a
     client address of its own (the per-address counter costs most when none is shared)."""
     n = next(_COUNTER)
-    access_requests.create(
+    store.create(
         r,
-        access_requests.new_request(TTL),
+        store.new_request(TTL),
         ttl=TTL,
         cli_pub=public_key,
         tenant_id=f"org_2abcdefghijklmno{n // _SPREAD['per_workspace']:010d}",
@@ -65,7 +65,7 @@ def _store(r: redis.Redis, public_key: str, **hints: object) -> None:
         mac="m" * 22,
         client_ip=f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}",
         max_per_ip=1_000_000,
-        **hints,  # type: ignore[arg-type]  # the optional hints of access_requests.create
+        **hints,  # type: ignore[arg-type]  # the optional hints of store.create
     )
 
 
@@ -95,7 +95,7 @@ def bytes_per_request(
     for public_key in keys:
         create(r, public_key)
     after = int(r.info("memory")["used_memory"])
-    assert r.zcard(access_requests.PENDING_INDEX) == count
+    assert r.zcard(store.PENDING_INDEX) == count
     return (after - before) / count
 
 

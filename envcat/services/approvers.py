@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from envcat.core.schemas.team import ApproverOut, ApproversOut, ApproversUpdate
 from envcat.models import BundleApprovers, Membership, User, db
-from envcat.services import access_requests as store
 from envcat.services import audit, groups, integrity
+from envcat.services.access_requests import store
 from envcat.services.errors import Conflict, EnvCatError, Forbidden, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, get_bundle

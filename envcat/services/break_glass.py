@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from envcat.core.schemas.groups import BreakGlass
 from envcat.models import Membership, User, db
-from envcat.services import approvers, audit, requests
+from envcat.services import approvers, audit
+from envcat.services.access_requests import lifecycle
 from envcat.services.errors import Forbidden
 
 ACTION = "request.break_glass"
@@ -35,11 +36,11 @@ def release(
     role: str,
     body: BreakGlass,
     origin: audit.Origin,
-) -> requests.AcceptedApproval:
+) -> lifecycle.AcceptedApproval:
     """Record an owner's break-glass approval; 403 unless owner, 404 for another workspace's."""
     if role != "owner":  # before looking at the request: a non-owner learns nothing of it
         raise OwnersOnly("Only an owner of this workspace may break glass.")
-    return requests.approve(
+    return lifecycle.approve(
         request_id,
         tenant_id=tenant_id,
         user_id=user_id,

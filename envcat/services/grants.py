@@ -4,7 +4,7 @@ A grant is made by the approval that releases a request (for a k-of-n bundle, th
 final vote), only when the bundle's grant policy allows grants (none by default) and
 only for the device that signed that request. Later requests signed by the same
 device key, for the same bundle and a subset of the granted keys, are approved at once
-through the automatic path workloads use (`envcat.services.device_requests`), audited
+through the automatic path workloads use (`envcat.services.access_requests.device`), audited
 `request.granted`. Revoking or expiring a grant stops the next request; the worker
 checks again just before it seals.
 """

@@ -15,8 +15,8 @@ from envcat.core.schemas.audit import AuditPage
 from envcat.core.schemas.inbox import INBOX_MAX, Inbox, PendingRequest
 from envcat.core.schemas.requests import ClientContext
 from envcat.models import AuditEvent, Bundle, db
-from envcat.services import access_requests as store
 from envcat.services import approvers, audit
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 
 # The audit actions that end a request (or release it): the inbox's history.

@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from envcat.services.access_requests import AccessRequest, Approval, NewRequest
+from envcat.services.access_requests.store import AccessRequest, Approval, NewRequest
 from envcat.services.runtime import current
 
 _INFO = b"envcat/request-integrity/v1"

@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import select
 
 from envcat.models import AuditEvent, Bundle, Invite, NotificationTarget, Tenant, User, db
-from envcat.services import access_requests as store
 from envcat.services import approvers, break_glass, members, outbound
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 
 log = logging.getLogger("envcat.notifications")

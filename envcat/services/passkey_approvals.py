@@ -26,8 +26,7 @@ from envcat.core.passkeys import PasskeyProof
 from envcat.core.schemas.passkeys import ApprovalChallenge, PasskeyAssertion
 from envcat.core.schemas.requests import REQUEST_ID_RE
 from envcat.models import Passkey, db, utcnow
-from envcat.services import access_requests as store
-from envcat.services import delivery
+from envcat.services.access_requests import delivery, store
 from envcat.services.errors import Conflict, NotFound, ValidationFailed
 from envcat.services.passkeys import (
     BAD_INPUT,

@@ -45,7 +45,7 @@ def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
     timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
     # redis-py retries a failed command 10 times with backoff (about 4.5 s against a
     # refused port); a long poll retries on its own until its deadline instead
-    # (access_requests.wait_for_change), so its client only retries a stale connection.
+    # (access_requests.store.wait_for_change), so its client only retries a stale connection.
     extra: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if blocking else {}
     return redisconn.connect(
         settings,

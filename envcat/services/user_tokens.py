@@ -1,7 +1,7 @@
 """User tokens (issues #16, #17): a person's short-lived bearer token for one terminal.
 
 `envcat login` gets one when a member of the workspace approves "sign in this
-terminal" (`envcat.services.logins`). A token is `ecu_<prefix>_<secret>`, stored
+terminal" (`envcat.services.access_requests.login`). A token is `ecu_<prefix>_<secret>`, stored
 like a service token (prefix + SHA-256, `service_tokens.hash_token`); it lives
 USER_TOKEN_HOURS, is listed and revocable on the account page, and `envcat logout`
 revokes it. Through the bff it acts as its person in its one workspace; on request

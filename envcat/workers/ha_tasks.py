@@ -7,7 +7,7 @@ import time
 
 from celery import shared_task
 
-from envcat.services import redrive
+from envcat.services.access_requests import redrive
 from envcat.workers import tasks
 
 log = logging.getLogger("envcat.redrive")

@@ -9,7 +9,8 @@ import redis
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from envcat.services import audit_sinks, delivery, provisioning, rotation, sweeps
+from envcat.services import audit_sinks, provisioning, rotation
+from envcat.services.access_requests import delivery, sweep
 from envcat.services.runtime import current
 
 PING_REPLY_TTL = 60
@@ -76,7 +77,7 @@ def encrypt_from_bundle(request_id: str, approval_mac: str) -> None:
 @shared_task(name="envcat.sweep_expired_requests", **RETRY_OPTIONS)
 def sweep_expired_requests() -> None:
     """Prune expired requests and audit approvals that nobody collected."""
-    sweeps.sweep_expired_requests()
+    sweep.sweep_expired_requests()
 
 
 @shared_task(name="envcat.rotate_kms", **RETRY_OPTIONS)

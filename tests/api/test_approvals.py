@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support import free_port, present
 from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 from tests.support.settings import make_settings

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from envcat.core.settings import Settings
 from envcat.models import db
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
 from tests.support.settings import make_settings
 from tests.support.signed import SignedClient
@@ -153,7 +153,7 @@ def test_two_of_n_waits_for_a_second_distinct_approver_of_the_same_keys(
     assert final.status_code == 202 and final.get_json() == {"ok": True}
     stored = store.get(redis_client, cli.id)
     assert stored is not None and stored.approval is not None
-    assert stored.approval.user_id == "u-carol"
+    assert stored.approval.decided_by == "u-carol"
     actions = audit_actions(TENANT)
     assert actions.count(("request.approval_added", cli.id)) == 2
     assert actions.count(("request.approved", cli.id)) == 1

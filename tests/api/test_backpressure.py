@@ -19,7 +19,7 @@ from sqlalchemy import select
 from envcat.api.backpressure import EXTENSION
 from envcat.core.settings import Settings
 from envcat.models import AuditEvent, db
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 from envcat.workers.backlog import Backlog
 from envcat.workers.factory import QUEUES

@@ -15,7 +15,7 @@ import redis
 from flask.testing import FlaskClient
 
 from envcat.models import GroupMember, db
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.api.test_approvers import KEYS, TENANT, _approve, settings
 from tests.api.test_passkeys import ORIGIN, RP_ID, register, statement
 from tests.support.api import REQUESTS, Cli, audit_actions, seed_bundle

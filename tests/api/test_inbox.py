@@ -9,7 +9,7 @@ import redis
 from flask import Flask
 
 from envcat.core.settings import Settings
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle
 
 INBOX = "/api/v1/inbox"

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from envcat.core.approval_statement import ApprovalStatement
 from envcat.core.passkeys import b64url
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from envcat.services.passkeys import CHALLENGE_TTL_SECONDS, _challenge_key
 from envcat.services.runtime import current
 from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle

@@ -18,7 +18,7 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.core.usercode import user_code
 from envcat.models import AuditEvent, db
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, WORKSPACE, Cli, ensure_workspace
 from tests.support.requests import expire_now, stored_request
 from tests.support.settings import make_settings

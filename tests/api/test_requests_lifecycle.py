@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from envcat.models import AuditEvent, db
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support import present
 from tests.support.api import (
     REQUESTS,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
 from tests.hardening.flows import CliRun, sign_up_owner

@@ -18,8 +18,7 @@ import pytest
 import redis
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from envcat.services import access_requests as store
-from envcat.services import delivery
+from envcat.services.access_requests import delivery, store
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
 from tests.hardening.flows import CliRun, sign_up_owner

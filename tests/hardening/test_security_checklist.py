@@ -16,7 +16,7 @@ import redis
 from flask.testing import FlaskClient
 
 from envcat.core import signing
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, Cli
 
 

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import db
 from envcat.models.tables import AuditEvent
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 from tests.support.envelopes import open_delivery
 from tests.support.sentinel import MASTER_NAME, sentinel_cluster

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from envcat.core.approval_statement import ApprovalStatement
-from envcat.services import access_requests
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 from tests.support.passkey_world import (
     CANARY,
@@ -156,7 +156,7 @@ def test_an_assertion_made_for_another_origin_is_refused(
     request_id = cli.request_id()
     public = stack.settings.public_url
     with stack.api_app.app_context():
-        request = access_requests.get(current().redis, request_id)
+        request = store.get(current().redis, request_id)
         assert request is not None
         user_code = request.user_code
     keys = {"DATABASE_URL": CANARY}

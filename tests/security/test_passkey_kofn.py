@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from envcat.core.approval_statement import ApprovalStatement
-from envcat.services import access_requests
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 from tests.bff.browser_support import PASSWORD
 from tests.support.bff import unique_email
@@ -124,7 +124,7 @@ def statement_for(
 ) -> ApprovalStatement:
     """The statement an approver of `keys` from `bundle_id` signs for this request."""
     with stack.api_app.app_context():
-        request = access_requests.get(current().redis, request_id)
+        request = store.get(current().redis, request_id)
     assert request is not None
     return ApprovalStatement.of(
         request_id=request_id,

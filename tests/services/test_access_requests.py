@@ -1,6 +1,7 @@
 """The Redis request store against a real Redis."""
 
 import base64
+import json
 import threading
 import time
 
@@ -8,7 +9,7 @@ import redis
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.usercode import user_code
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from tests.support.requests import expire_now
 
 
@@ -206,8 +207,11 @@ def test_unclaimed_approvals_are_claimed_once(redis_client: redis.Redis) -> None
     )
     assert store.claim_unclaimed(redis_client, time.time(), 10) == []
     later = expire_now(redis_client, request.id)
+    # the member is the shape earlier releases wrote, so entries made before an upgrade sweep
+    member = {"id": request.id, "tenant_id": "t1", "user_id": "u1", "bundle_id": "b1"}
+    assert redis_client.zrange(store.UNCLAIMED_INDEX, 0, -1) == [json.dumps(member, sort_keys=True)]
     claimed = store.claim_unclaimed(redis_client, later, 10)
-    assert claimed == [{"id": request.id, "tenant_id": "t1", "user_id": "u1", "bundle_id": "b1"}]
+    assert claimed == [store.Unclaimed(request.id, "t1", "u1", "b1")]
     assert store.claim_unclaimed(redis_client, later, 10) == []
     store.release_unclaimed(redis_client, claimed[0], time.time())
     assert store.claim_unclaimed(redis_client, time.time(), 10) == claimed
@@ -289,6 +293,27 @@ def test_approval_json_round_trips_and_rejects_other_shapes() -> None:
         except (ValueError, TypeError):
             continue
         raise AssertionError(f"accepted {text}")
+
+
+def test_an_approval_recorded_before_the_decided_by_rename_reads_and_keeps_its_mac() -> None:
+    # issue #13: one field names who decided; the stored JSON (under the approval MAC) keeps
+    # its key, so a request approved by the previous release is delivered after an upgrade.
+    stored = (
+        '{"approved_at":"1700000000.5","bundle_id":"b1","include_keys":["A"],'
+        '"tenant_id":"t1","user_id":"u1"}'
+    )
+    approval = store.Approval.from_json(stored)
+    assert approval.decided_by == "u1"
+    assert approval.to_json() == stored  # byte for byte: the MAC over it still holds
+
+
+def test_who_decided_is_one_field_for_a_denial_and_an_approval(redis_client: redis.Redis) -> None:
+    denied, _ = _new(redis_client)
+    assert store.mark_denied(redis_client, denied.id, denied_by="u-deny")
+    approved, _ = _new(redis_client)
+    assert store.mark_approved(redis_client, approved.id, approval=_approval(user="u-ok"), mac="m")
+    decided = [store.get(redis_client, request.id) for request in (denied, approved)]
+    assert [request.decided_by if request else None for request in decided] == ["u-deny", "u-ok"]
 
 
 def test_the_largest_request_stays_under_4_kb_and_a_typical_one_under_1_kb(

@@ -11,8 +11,7 @@ from flask import Flask
 from envcat.core.envelope import EnvelopeError, SigningKeyring, generate_seed, open_envelope
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import Bundle, BundleKey, Membership, db
-from envcat.services import access_requests as store
-from envcat.services import delivery
+from envcat.services.access_requests import delivery, store
 from envcat.services.errors import NotFound, ValidationFailed
 from tests.support import present
 from tests.support.api import (

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from envcat.core.settings import Settings
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from envcat.services.runtime import MAX_LONG_POLL_SECONDS, make_redis
 
 WAIT_SECONDS = 10.0

@@ -9,9 +9,8 @@ import redis
 from flask import Flask
 
 from envcat.core.sealing import encode_public_key, generate_keypair
-from envcat.services import access_requests as store
-from envcat.services import delivery
-from envcat.services.redrive import REDRIVE_AFTER_SECONDS, stuck_approvals
+from envcat.services.access_requests import delivery, store
+from envcat.services.access_requests.redrive import REDRIVE_AFTER_SECONDS, stuck_approvals
 from tests.support.api import SeedKey, seed_bundle
 from tests.support.envelopes import open_delivery
 from tests.support.requests import record_approval, stored_request

@@ -14,8 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import db
-from envcat.services import access_requests as store
-from envcat.services import sweeps
+from envcat.services.access_requests import store, sweep
 from tests.support.api import audit_actions
 from tests.support.requests import TEST_IP, expire_now, stored_request
 
@@ -56,14 +55,14 @@ def test_sweep_prunes_expired_pending_requests_in_batches(
     alive = _new(redis_client, ttl=60)
     before = _expired_metric("pending")
     later = expire_now(redis_client, *short)
-    report = sweeps.sweep_expired_requests(batch_size=2, now=later)
+    report = sweep.sweep_expired_requests(batch_size=2, now=later)
     assert (report.pruned, report.unclaimed) == (5, 0)
     assert _expired_metric("pending") == before + 5
     assert REGISTRY.get_sample_value("envcat_pending_requests") == 1
     assert redis_client.zrange(store.PENDING_INDEX, 0, -1) == [
         store.pending_member(alive.id, TEST_IP)
     ]
-    assert sweeps.sweep_expired_requests(now=later) == sweeps.SweepReport(pruned=0, unclaimed=0)
+    assert sweep.sweep_expired_requests(now=later) == sweep.SweepReport(pruned=0, unclaimed=0)
     assert db.session.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 0
 
 
@@ -73,15 +72,15 @@ def test_sweep_audits_each_uncollected_approval_once_even_when_run_concurrently(
     ids = _approved_and_uncollected(redis_client, 12)
     before = _expired_metric("unclaimed")
     later = expire_now(redis_client, *ids)
-    reports: list[sweeps.SweepReport] = []
+    reports: list[sweep.SweepReport] = []
     barrier = threading.Barrier(3)
 
-    def sweep() -> None:
+    def run_sweep() -> None:
         with service_app.app_context():
             barrier.wait()
-            reports.append(sweeps.sweep_expired_requests(batch_size=2, now=later))
+            reports.append(sweep.sweep_expired_requests(batch_size=2, now=later))
 
-    threads = [threading.Thread(target=sweep) for _ in range(3)]
+    threads = [threading.Thread(target=run_sweep) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -91,7 +90,7 @@ def test_sweep_audits_each_uncollected_approval_once_even_when_run_concurrently(
     assert sorted(target for _, target in audit_actions(TENANT)) == sorted(ids)
     assert {action for action, _ in audit_actions(TENANT)} == {"request.expired"}
     assert _expired_metric("unclaimed") == before + 12
-    assert sweeps.sweep_expired_requests(now=later).unclaimed == 0  # a later run finds none
+    assert sweep.sweep_expired_requests(now=later).unclaimed == 0  # a later run finds none
 
 
 def test_a_collected_or_cancelled_approval_is_not_reported(
@@ -110,7 +109,7 @@ def test_a_collected_or_cancelled_approval_is_not_reported(
     assert store.take(redis_client, collected.id, collected_token).status == "ready"
     assert store.cancel_request(redis_client, cancelled.id, cancelled_token).outcome == "cancelled"
     later = expire_now(redis_client, collected.id, cancelled.id)
-    assert sweeps.sweep_expired_requests(now=later).unclaimed == 0
+    assert sweep.sweep_expired_requests(now=later).unclaimed == 0
     assert audit_actions(TENANT) == []
 
 
@@ -122,9 +121,9 @@ def test_a_database_failure_gives_the_claims_back_for_the_next_sweep(
     db.session.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
     db.session.commit()
     with pytest.raises(OperationalError):
-        sweeps.sweep_expired_requests(now=later)
+        sweep.sweep_expired_requests(now=later)
     assert redis_client.zcard(store.UNCLAIMED_INDEX) == 3
     db.session.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
     db.session.commit()
-    assert sweeps.sweep_expired_requests(now=later).unclaimed == 3
+    assert sweep.sweep_expired_requests(now=later).unclaimed == 3
     assert sorted(target for _, target in audit_actions(TENANT)) == sorted(ids)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from envcat.core.approval_statement import ApprovalStatement
 from envcat.core.envelope import Envelope, encode_key, seal_envelope
 from envcat.core.passkeys import PasskeyProof
-from envcat.services import access_requests
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 from tests.bff.browser_support import PASSWORD, new_tab
 from tests.support.bff import unique_email
@@ -248,7 +248,7 @@ def deliver_as_worker(
     """
     with stack.api_app.app_context():
         redis = current().redis
-        request = access_requests.get(redis, request_id)
+        request = store.get(redis, request_id)
         assert request is not None
         keyring = stack.settings.signing_keyring()
         envelope = Envelope(
@@ -267,12 +267,10 @@ def deliver_as_worker(
             **stated,
         )
         sealed = base64.b64encode(seal_envelope(envelope, keyring)).decode()
-        approval = access_requests.Approval(
+        approval = store.Approval(
             request.tenant_id, world.ada.user_id, world.bundle_id, tuple(keys), time.time()
         )
-        assert access_requests.mark_ready(
-            redis, request_id, ciphertext_b64=sealed, approval=approval
-        )
+        assert store.mark_ready(redis, request_id, ciphertext_b64=sealed, approval=approval)
 
 
 def assert_refused(cli: WaitingCli, reason: str) -> None:

@@ -14,8 +14,8 @@ import redis
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.wire import slugify
-from envcat.services import access_requests as store
 from envcat.services import integrity
+from envcat.services.access_requests import store
 
 TEST_IP = "203.0.113.9"
 
@@ -60,7 +60,7 @@ def record_approval(
     """Record an approval as the api's approve call does; return the MAC the task carries."""
     approval = store.Approval(
         tenant_id=request.tenant_id,
-        user_id=user_id,
+        decided_by=user_id,
         bundle_id=bundle_id,
         include_keys=tuple(keys),
         approved_at=time.time(),

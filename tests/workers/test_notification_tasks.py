@@ -57,7 +57,7 @@ def _app(sqlite_url: str, redis_url: str, broker_url: str, port: int) -> tuple[S
 def _pending_request(app: Flask) -> str:
     """A real pending request for production/api, made through the api's create path."""
     from envcat.core.schemas.requests import AccessRequestCreate
-    from envcat.services import requests
+    from envcat.services.access_requests import lifecycle
 
     body = AccessRequestCreate.model_validate(
         {
@@ -67,7 +67,7 @@ def _pending_request(app: Flask) -> str:
             "context": {"hostname": "ci-runner"},
         }
     )
-    return requests.create(body, "192.0.2.10").id
+    return lifecycle.create(body, "192.0.2.10").id
 
 
 def test_a_notice_runs_twice_and_sends_once_without_a_value(

@@ -19,8 +19,8 @@ from sqlalchemy.exc import OperationalError
 from envcat.core.keys import new_kms_key
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import db
-from envcat.services import access_requests as store
-from envcat.services import delivery, rotation
+from envcat.services import rotation
+from envcat.services.access_requests import delivery, store
 from envcat.services.runtime import create_service_app
 from envcat.workers import tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery

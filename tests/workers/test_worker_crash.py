@@ -25,7 +25,7 @@ from flask import Flask
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import migrate
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
 from tests.support import RedisServer, present, private_redis

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import AuditEvent, ServiceToken, db, utcnow
-from envcat.services import delivery
+from envcat.services.access_requests import delivery
 from tests.support.api import (
     REQUESTS,
     Cli,

@@ -278,7 +278,7 @@ def test_a_policy_deleted_before_the_worker_runs_releases_nothing(
     response, private_key = _ask(api_client, issuer.mint(), bundle=BUNDLE)
     assert response.status_code == 201
     assert owner.delete(f"/api/v1/workload-policies/{policy['id']}").status_code == 204
-    from envcat.services import delivery
+    from envcat.services.access_requests import delivery
 
     created = response.get_json()
     stored_mac = str(

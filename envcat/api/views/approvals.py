@@ -9,7 +9,8 @@ from envcat.api.openapi import endpoint
 from envcat.api.views import team
 from envcat.core.schemas.requests import DecisionAccepted, EncryptFromBundle
 from envcat.core.schemas.team import ApprovalRecorded
-from envcat.services import approvers, requests
+from envcat.services import approvers
+from envcat.services.access_requests import lifecycle
 from envcat.workers import tasks
 from envcat.workers.enqueue import enqueue
 
@@ -34,7 +35,7 @@ def encrypt_from_bundle(
     who.require("member")
     refuse_when_behind("approve")
     try:
-        accepted = requests.approve(
+        accepted = lifecycle.approve(
             request_id,
             tenant_id=who.tenant_id,
             user_id=who.user_id,
@@ -54,7 +55,7 @@ def encrypt_from_bundle(
     enqueue(
         tasks.encrypt_from_bundle,
         (accepted.request_id, accepted.mac),
-        on_failure=lambda: requests.abandon(accepted),
+        on_failure=lambda: lifecycle.abandon(accepted),
         message="The task queue is unavailable; ask the developer to retry.",
     )
     team.notify_decision(who.tenant_id, request_id, "request.approved")
@@ -74,6 +75,6 @@ def deny(request_id: str) -> DecisionAccepted:
     """Member or above."""
     who = caller()
     who.require("member")
-    requests.deny(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
+    lifecycle.deny(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
     team.notify_decision(who.tenant_id, request_id, "request.denied")
     return DecisionAccepted()

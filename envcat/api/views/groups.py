@@ -17,7 +17,8 @@ from envcat.core.schemas.groups import (
     GroupUpdate,
 )
 from envcat.core.schemas.requests import DecisionAccepted
-from envcat.services import break_glass, editors, groups, requests
+from envcat.services import break_glass, editors, groups
+from envcat.services.access_requests import lifecycle
 from envcat.workers import tasks
 from envcat.workers.enqueue import enqueue
 
@@ -156,7 +157,7 @@ def break_glass_release(request_id: str, body: BreakGlass) -> tuple[DecisionAcce
     enqueue(
         tasks.encrypt_from_bundle,
         (accepted.request_id, accepted.mac),
-        on_failure=lambda: requests.abandon(accepted),
+        on_failure=lambda: lifecycle.abandon(accepted),
         message="The task queue is unavailable; ask the developer to retry.",
     )
     team.notify_decision(who.tenant_id, request_id, break_glass.ACTION)

@@ -15,7 +15,8 @@ from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.logins import LoginCreate, UserTokenList, WhoAmI
 from envcat.core.schemas.requests import AccessRequestCreated, DecisionAccepted
-from envcat.services import logins, user_tokens
+from envcat.services import user_tokens
+from envcat.services.access_requests import login
 from envcat.services.runtime import current
 
 bp = Blueprint("logins", __name__, url_prefix="/api/v1")
@@ -48,7 +49,7 @@ def _token() -> str:
 )
 def create_login(body: LoginCreate) -> tuple[AccessRequestCreated, int]:
     """Anyone may ask; only a member's approval mints a token, sealed to `client_pubkey`."""
-    return logins.create(body, client_origin().ip or "unknown"), 201
+    return login.create(body, client_origin().ip or "unknown"), 201
 
 
 @endpoint(
@@ -92,7 +93,7 @@ def logout() -> tuple[str, int]:
 def sign_in(request_id: str) -> DecisionAccepted:
     """Viewer or above: the token acts as the caller, with the caller's role."""
     who = caller()
-    logins.sign_in(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
+    login.sign_in(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
     return DecisionAccepted()
 
 

@@ -21,7 +21,7 @@ from envcat.core.schemas.requests import (
     WaitQuery,
     WaitResult,
 )
-from envcat.services import device_requests, logins, machine_requests, requests
+from envcat.services.access_requests import device, lifecycle, login, machine
 from envcat.services.errors import ValidationFailed
 from envcat.services.runtime import current
 from envcat.workers import tasks
@@ -80,18 +80,16 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
     if body.id_token is not None and bearer is not None:
         raise ValidationFailed("Send an ID token or a service token, not both.")
     if bearer is not None and bearer.startswith(USER_TOKEN_SCHEME + "_"):  # signed in (#17)
-        created, accepted = logins.create_signed_in(body, bearer, address, client_origin()), None
+        created, accepted = login.create_signed_in(body, bearer, address, client_origin()), None
         bearer = None  # a person's request: answered like an anonymous one
     elif bearer is not None:
-        created, accepted = machine_requests.create_for_service_token(
-            body, bearer, address, client_origin()
-        )
+        created, accepted = machine.create_for_service_token(body, bearer, address, client_origin())
     elif body.id_token is not None:
-        created, accepted = machine_requests.create_for_workload(body, address, client_origin())
+        created, accepted = machine.create_for_workload(body, address, client_origin())
     elif body.device is not None:  # issue #17: signed by a device key; a grant may deliver
-        created, accepted = device_requests.create_for_device(body, address, client_origin())
+        created, accepted = device.create_for_device(body, address, client_origin())
     else:
-        created, accepted = requests.create(body, address), None
+        created, accepted = lifecycle.create(body, address), None
     if accepted is None and (body.bundle or body.bundle_id):
         # a person decides: only a request naming a bundle notifies (issue #17)
         team.notify_new_request(created.id, address)
@@ -101,7 +99,7 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
     enqueue(
         tasks.encrypt_from_bundle,
         (accepted.request_id, accepted.mac),
-        on_failure=lambda: requests.abandon(accepted),
+        on_failure=lambda: lifecycle.abandon(accepted),
         message="The task queue is unavailable; retry.",
     )
     return created, 201
@@ -118,7 +116,7 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
 )
 def server_key() -> ServerKeys:
     """Primary key first; during a rotation the previous keys still sign and are listed."""
-    return requests.server_keys()
+    return lifecycle.server_keys()
 
 
 @endpoint(
@@ -132,7 +130,7 @@ def server_key() -> ServerKeys:
 )
 def request_context(request_id: str) -> AccessRequestView:
     """The approval page's view: phrase, hints, context and times."""
-    return requests.describe(request_id)
+    return lifecycle.describe(request_id)
 
 
 @endpoint(
@@ -147,7 +145,7 @@ def request_context(request_id: str) -> AccessRequestView:
 )
 def wait(request_id: str, query: WaitQuery) -> Response:
     """Pending, or the final state exactly once; 410 once it is gone."""
-    result = requests.wait(
+    result = lifecycle.wait(
         request_id,
         request.headers.get(POLL_TOKEN_HEADER, ""),
         query.timeout,
@@ -168,5 +166,5 @@ def wait(request_id: str, query: WaitQuery) -> Response:
 )
 def cancel(request_id: str) -> tuple[str, int]:
     """Drop the request so nobody can approve what no one waits for."""
-    requests.cancel(request_id, request.headers.get(POLL_TOKEN_HEADER, ""), client_origin())
+    lifecycle.cancel(request_id, request.headers.get(POLL_TOKEN_HEADER, ""), client_origin())
     return "", 204

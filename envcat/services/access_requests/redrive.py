@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import redis
 
-from envcat.services import access_requests as store
+from envcat.services.access_requests import store
 from envcat.services.runtime import current
 
 # An approval not carried out this long after it was recorded is sent again; a

@@ -4,7 +4,7 @@ The signature is checked (fresh, unspent, over this very request) before anythin
 stored; the device's fingerprint is then kept beside the request under the api's MAC,
 for the approval page and for a grant. When a live grant of the workspace trusts this
 device for the named bundle and the keys asked for, the request is approved at once
-through the same path an automatic workload policy takes (`requests.approve` with a
+through the same path an automatic workload policy takes (`lifecycle.approve` with a
 `WorkloadGrant`, then the view enqueues the sealing task); otherwise it waits for a
 person as usual.
 """
@@ -18,9 +18,9 @@ import time
 from envcat.core import device as device_keys
 from envcat.core.schemas.requests import AccessRequestCreate
 from envcat.services import audit, grants, workspaces
+from envcat.services.access_requests.lifecycle import approve, store_request
+from envcat.services.access_requests.machine import Created
 from envcat.services.errors import EnvCatError
-from envcat.services.machine_requests import Created
-from envcat.services.requests import approve, store_request
 from envcat.services.runtime import current
 from envcat.services.workload_access import WorkloadGrant
 

@@ -17,10 +17,10 @@ import time
 from envcat.core.schemas.logins import LoginCreate
 from envcat.core.schemas.requests import AccessRequestCreate, AccessRequestCreated
 from envcat.core.sealing import seal_values
-from envcat.services import access_requests as store
 from envcat.services import audit, user_tokens, workspaces
+from envcat.services.access_requests import store
+from envcat.services.access_requests.lifecycle import decidable, store_request
 from envcat.services.errors import Conflict
-from envcat.services.requests import decidable, store_request
 from envcat.services.runtime import current
 from envcat.services.tenancy import as_utc
 
@@ -68,7 +68,7 @@ def sign_in(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Orig
     sealed = seal_values(request.cli_pub, payload)
     approval = store.Approval(
         tenant_id=tenant_id,
-        user_id=user_id,
+        decided_by=user_id,
         bundle_id="",
         include_keys=(),
         approved_at=time.time(),

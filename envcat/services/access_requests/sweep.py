@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 
 from envcat.models import db
-from envcat.services import access_requests as store
 from envcat.services import audit, metrics
-from envcat.services.delivery import SYSTEM_ACTOR
+from envcat.services.access_requests import store
+from envcat.services.access_requests.delivery import SYSTEM_ACTOR
 from envcat.services.runtime import current
 
 log = logging.getLogger("envcat.sweeps")
@@ -44,16 +44,16 @@ def _prune_pending(now: float, batch_size: int) -> int:
     return total
 
 
-def _audit_unclaimed(entries: list[dict[str, str]], now: float) -> int:
+def _audit_unclaimed(entries: list[store.Unclaimed], now: float) -> int:
     r = current().redis
     for done, entry in enumerate(entries):
         try:
             audit.record(
-                entry["tenant_id"],
+                entry.tenant_id,
                 SYSTEM_ACTOR,
                 "request.expired",
-                entry["id"],
-                details={"approved_by": entry["user_id"], "bundle_id": entry["bundle_id"]},
+                entry.request_id,
+                details={"approved_by": entry.decided_by, "bundle_id": entry.bundle_id},
             )
         except Exception:
             # Give back what this sweep claimed but did not record; a later sweep retries.

@@ -28,7 +28,6 @@ from envcat.core.kms import DecryptionError
 from envcat.core.wire import unattended_allow_list
 from envcat.models import Bundle, BundleKey, Key, Membership, User, db
 from envcat.services import (
-    access_requests,
     approvers,
     audit,
     grants,
@@ -38,7 +37,8 @@ from envcat.services import (
     workload_access,
     workspaces,
 )
-from envcat.services.access_requests import AccessRequest, Approval
+from envcat.services.access_requests import store
+from envcat.services.access_requests.store import AccessRequest, Approval
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
 
@@ -158,14 +158,14 @@ _STANDING = (
 def _approver_name(approval: Approval) -> str:
     """Who the envelope says approved: a member's email, or a workload's label (issue #16)."""
     for prefix, still_holds, gone in _STANDING:
-        if approval.user_id.startswith(prefix):
-            standing_id = approval.user_id.removeprefix(prefix)
+        if approval.decided_by.startswith(prefix):
+            standing_id = approval.decided_by.removeprefix(prefix)
             if not still_holds(
                 approval.tenant_id, standing_id, approval.bundle_id, approval.include_keys
             ):
                 raise ValidationFailed(gone)
-            return approval.via or approval.user_id
-    email = _approver_email(approval.tenant_id, approval.user_id)
+            return approval.via or approval.decided_by
+    email = _approver_email(approval.tenant_id, approval.decided_by)
     if email is None:
         raise ValidationFailed("the approver no longer has the member role in this tenant")
     return email
@@ -183,7 +183,7 @@ def _passkey_fields(approval: Approval) -> dict[str, Any]:
     # A machine's policy or a device grant is not a vote under the rule, and break-glass
     # released past the rule (issue #17) on one owner's word, and says so: a terminal that
     # wants k passkeys sets min_approvals itself.
-    unattended = unattended_allow_list(approval.user_id) is not None
+    unattended = unattended_allow_list(approval.decided_by) is not None
     ruled = not unattended and not approval.break_glass
     rule = approvers.rule_of(approval.tenant_id, approval.bundle_id) if ruled else None
     return {
@@ -194,9 +194,11 @@ def _passkey_fields(approval: Approval) -> dict[str, Any]:
 
 
 def _grant_marker(approval: Approval) -> dict[str, object] | None:
-    if not approval.user_id.startswith(grants.APPROVER_PREFIX):
+    if not approval.decided_by.startswith(grants.APPROVER_PREFIX):
         return None
-    return grants.marker(approval.tenant_id, approval.user_id.removeprefix(grants.APPROVER_PREFIX))
+    return grants.marker(
+        approval.tenant_id, approval.decided_by.removeprefix(grants.APPROVER_PREFIX)
+    )
 
 
 def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
@@ -215,7 +217,7 @@ def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
         workspace_slug=request.workspace,
         bundle_id=selection.bundle_id,
         bundle_name=selection.bundle_name,
-        approver_id=approval.user_id,
+        approver_id=approval.decided_by,
         approver_email=email,
         approved_at=approval.approved_at,
         keys=_decrypt(approval.tenant_id, selection),
@@ -252,7 +254,7 @@ def encrypt_from_bundle(request_id: str, approval_mac: str) -> bool:
     naming the key or bundle, never a value.
     """
     r = current().redis
-    pending = access_requests.get(r, request_id)
+    pending = store.get(r, request_id)
     if pending is None or pending.status != "pending":
         return False
     approval = _intact_approval(pending, approval_mac)
@@ -262,9 +264,9 @@ def encrypt_from_bundle(request_id: str, approval_mac: str) -> bool:
     try:
         ciphertext = _sealed_envelope(pending, approval)
     except ValidationFailed as exc:
-        fail(request_id, approval.tenant_id, approval.user_id, exc.message)
+        fail(request_id, approval.tenant_id, approval.decided_by, exc.message)
         return False
-    return access_requests.mark_ready(r, request_id, ciphertext_b64=ciphertext, approval=approval)
+    return store.mark_ready(r, request_id, ciphertext_b64=ciphertext, approval=approval)
 
 
 def _refuse_tampered(request: AccessRequest) -> None:
@@ -278,10 +280,10 @@ def _refuse_tampered(request: AccessRequest) -> None:
             request.id,
             details={"reason": "the stored request or approval does not carry the api's MAC"},
         )
-    access_requests.mark_failed(current().redis, request.id, message=TAMPERED)
+    store.mark_failed(current().redis, request.id, message=TAMPERED)
 
 
-def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
+def fail(request_id: str, tenant_id: str, decided_by: str, message: str) -> bool:
     """Audit `request.failed` and tell the waiting CLI why; True if the request was pending.
 
     The audit comes first: a crash in between repeats the event rather than losing it.
@@ -291,9 +293,9 @@ def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
         SYSTEM_ACTOR,
         "request.failed",
         request_id,
-        details={"approved_by": user_id, "reason": message},
+        details={"approved_by": decided_by, "reason": message},
     )
-    failed = access_requests.mark_failed(current().redis, request_id, message=message)
+    failed = store.mark_failed(current().redis, request_id, message=message)
     if failed:
         metrics.REQUESTS_FAILED.inc()
     return failed
@@ -302,7 +304,7 @@ def fail(request_id: str, tenant_id: str, user_id: str, message: str) -> bool:
 def fail_unexpectedly(request_id: str) -> bool:
     """Mark a request failed after a bug, so its CLI stops waiting; True if it was pending."""
     db.session.rollback()
-    request = access_requests.get(current().redis, request_id)
+    request = store.get(current().redis, request_id)
     if request is None or request.approval is None:
         return False
-    return fail(request_id, request.tenant_id, request.approval.user_id, INTERNAL_FAILURE)
+    return fail(request_id, request.tenant_id, request.approval.decided_by, INTERNAL_FAILURE)

@@ -1,7 +1,7 @@
 """Requests made by machines (issue #16): a CI workload's OIDC ID token or a service token.
 
 Either is checked first (nothing is stored on a refusal), then the request is stored
-like any other. An automatic grant approves at once through `requests.approve`, the
+like any other. An automatic grant approves at once through `lifecycle.approve`, the
 same path as a person, so the worker seals and signs as usual (the caller enqueues
 the returned approval); a grant in approval mode waits for a person, and the
 approval page names the workload.
@@ -14,10 +14,10 @@ from envcat.core.schemas.requests import (
     AccessRequestCreate,
     AccessRequestCreated,
 )
-from envcat.services import access_requests as store
 from envcat.services import audit, service_tokens, workload_access, workspaces
+from envcat.services.access_requests import store
+from envcat.services.access_requests.lifecycle import AcceptedApproval, approve, store_request
 from envcat.services.errors import EnvCatError
-from envcat.services.requests import AcceptedApproval, approve, store_request
 from envcat.services.runtime import current
 
 Created = tuple[AccessRequestCreated, AcceptedApproval | None]

@@ -32,11 +32,9 @@ from envcat.core.schemas.requests import (
     WaitResult,
 )
 from envcat.models import db
-from envcat.services import access_requests as store
 from envcat.services import (
     approvers,
     audit,
-    delivery,
     grants,
     integrity,
     metrics,
@@ -44,6 +42,7 @@ from envcat.services import (
     workload_access,
     workspaces,
 )
+from envcat.services.access_requests import delivery, store
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
@@ -244,7 +243,7 @@ def _record_delivery(request_id: str, result: store.PollResult, origin: audit.Or
             CLI_ACTOR,
             "request.delivered",
             request_id,
-            details={"approved_by": approval.user_id, "bundle_id": approval.bundle_id},
+            details={"approved_by": approval.decided_by, "bundle_id": approval.bundle_id},
             origin=origin,
         )
     except SQLAlchemyError:
@@ -272,7 +271,7 @@ def cancel(request_id: str, poll_token: str, origin: audit.Origin) -> None:
             CLI_ACTOR,
             "request.cancelled",
             request_id,
-            details={"approved_by": approval.user_id, "bundle_id": approval.bundle_id},
+            details={"approved_by": approval.decided_by, "bundle_id": approval.bundle_id},
             origin=origin,
         )
 
@@ -345,7 +344,7 @@ def approve(
         voters, proofs = [workload.label], ""
     approval = store.Approval(
         tenant_id=tenant_id,
-        user_id=user_id,
+        decided_by=user_id,
         bundle_id=selection.bundle_id,
         include_keys=tuple(selection.names),
         approved_at=time.time(),
@@ -418,7 +417,7 @@ def abandon(accepted: AcceptedApproval) -> None:
     delivery.fail(
         accepted.request_id,
         accepted.approval.tenant_id,
-        accepted.approval.user_id,
+        accepted.approval.decided_by,
         "the approval could not be queued (server busy); ask again",
     )
 

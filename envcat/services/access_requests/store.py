@@ -93,6 +93,9 @@ def view_key(request_id: str) -> str:
 # The hash's fields: status, CLI public key, tenant id, workspace slug, lifetime, expires at,
 # poll-token hash, integrity MAC, client IP; then, as the request moves on,
 # approval JSON, approval MAC, ciphertext, failure message, who denied, unclaimed member.
+# Who decided is stored once per decision kind: a denial's `by`, or the approval's JSON
+# (`a`, under its MAC); a delivered request repeats it in `um`, the unclaimed index's
+# member, kept whole because the take and cancel scripts must remove it byte for byte.
 FIELDS = {
     "s": "status",
     "pub": "cli_pub",
@@ -123,10 +126,12 @@ class Approval:
     """An accepted approval as the api records it and the worker carries it out.
 
     `to_json` is canonical (sorted keys, no spaces): the integrity MAC covers exactly it.
+    `decided_by` is the approver (a user id, or a workload's, token's or grant's prefixed
+    id); its JSON key stays `user_id`, so records and MACs made before the rename hold.
     """
 
     tenant_id: str
-    user_id: str
+    decided_by: str
     bundle_id: str
     include_keys: tuple[str, ...]
     approved_at: float
@@ -139,7 +144,7 @@ class Approval:
         """Canonical JSON of the approval (`via`, `passkey` only when set: old MACs hold)."""
         data: dict[str, Any] = {
             "tenant_id": self.tenant_id,
-            "user_id": self.user_id,
+            "user_id": self.decided_by,
             "bundle_id": self.bundle_id,
             "include_keys": list(self.include_keys),
             "approved_at": repr(self.approved_at),
@@ -159,7 +164,7 @@ class Approval:
         try:
             return cls(
                 tenant_id=str(data["tenant_id"]),
-                user_id=str(data["user_id"]),
+                decided_by=str(data["user_id"]),
                 bundle_id=str(data["bundle_id"]),
                 include_keys=tuple(str(name) for name in data["include_keys"]),
                 approved_at=float(data["approved_at"]),
@@ -189,7 +194,7 @@ class AccessRequest:
     expires_at: float
     poll_token_hash: str = ""
     mac: str = ""  # integrity MAC over the fields the worker relies on (services.integrity)
-    decided_by: str | None = None
+    decided_by: str | None = None  # who denied it, or the approval's `decided_by`
     approval: Approval | None = None  # recorded by mark_approved
     approval_mac: str = ""
 
@@ -354,6 +359,7 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
         json.loads(view_text) if view_text else _NO_VIEW
     )
     approval = data.get("a")
+    recorded = Approval.from_json(approval) if approval else None
     return AccessRequest(
         id=request_id,
         status=data["s"],
@@ -369,8 +375,8 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
         expires_at=float(data["exp"]),
         poll_token_hash=data.get("pth", ""),
         mac=data.get("mac", ""),
-        decided_by=data.get("by") or None,
-        approval=Approval.from_json(approval) if approval else None,
+        decided_by=data.get("by") or (recorded.decided_by if recorded else None),
+        approval=recorded,
         approval_mac=data.get("am", ""),
     )
 
@@ -523,17 +529,45 @@ def _finish(
     return bool(done)
 
 
+@dataclass(frozen=True)
+class Unclaimed:
+    """A delivered request's entry in the unclaimed index: what the sweep audits once the
+    request expired uncollected (its hash is gone by then, so the entry carries it).
+
+    `to_json` is the index member, byte for byte what earlier releases wrote: the same
+    text is ZREMed by the scripts (kept in the hash as `um`) and read back by `from_json`.
+    """
+
+    request_id: str
+    tenant_id: str
+    decided_by: str
+    bundle_id: str
+
+    @classmethod
+    def of(cls, request_id: str, approval: Approval) -> Unclaimed:
+        """The entry of a request delivered under `approval`."""
+        return cls(request_id, approval.tenant_id, approval.decided_by, approval.bundle_id)
+
+    def to_json(self) -> str:
+        """The index member (sorted keys; the approver under its stored key `user_id`)."""
+        data = {
+            "id": self.request_id,
+            "tenant_id": self.tenant_id,
+            "user_id": self.decided_by,
+            "bundle_id": self.bundle_id,
+        }
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Unclaimed:
+        """Parse an index member written by `to_json`."""
+        data = json.loads(text)
+        return cls(data["id"], data["tenant_id"], data["user_id"], data["bundle_id"])
+
+
 def mark_ready(r: redis.Redis, request_id: str, *, ciphertext_b64: str, approval: Approval) -> bool:
     """Store the sealed payload and wake waiters; False if no longer pending."""
-    member = json.dumps(
-        {
-            "id": request_id,
-            "tenant_id": approval.tenant_id,
-            "user_id": approval.user_id,
-            "bundle_id": approval.bundle_id,
-        },
-        sort_keys=True,
-    )
+    member = Unclaimed.of(request_id, approval).to_json()
     fields = {"ct": ciphertext_b64, "a": approval.to_json()}
     return _finish(r, request_id, "ready", fields, member)
 
@@ -671,7 +705,7 @@ def prune_pending(r: redis.Redis, now: float, limit: int) -> list[str]:
     ]
 
 
-def claim_unclaimed(r: redis.Redis, now: float, limit: int) -> list[dict[str, str]]:
+def claim_unclaimed(r: redis.Redis, now: float, limit: int) -> list[Unclaimed]:
     """Take up to `limit` approved-but-never-collected requests that have expired.
 
     ZREM decides the owner, so concurrent sweeps handle each one once.
@@ -680,13 +714,13 @@ def claim_unclaimed(r: redis.Redis, now: float, limit: int) -> list[dict[str, st
     claimed = []
     for member in members:
         if r.zrem(UNCLAIMED_INDEX, member):
-            claimed.append(json.loads(member))
+            claimed.append(Unclaimed.from_json(member))
     return claimed
 
 
-def release_unclaimed(r: redis.Redis, entry: dict[str, str], score: float) -> None:
+def release_unclaimed(r: redis.Redis, entry: Unclaimed, score: float) -> None:
     """Put a claimed entry back after a failed sweep step, so the next sweep retries it."""
-    r.zadd(UNCLAIMED_INDEX, {json.dumps(entry, sort_keys=True): score})
+    r.zadd(UNCLAIMED_INDEX, {entry.to_json(): score})
 
 
 def pending_of_tenant(r: redis.Redis, tenant_id: str, now: float, limit: int) -> list[str]:
