@@ -1,8 +1,9 @@
 """Issue #17 in headless Chromium: who may request, self-approval, a device grant.
 
-One live stack (api, bff, Celery worker) for the module. A signed-in terminal's request
-is made over HTTP with its user token, as the CLI sends it; the grant is exercised with
-real `envcat get` processes, one config directory (so one device key) per "device".
+One live stack (api, bff, Celery worker) for the module: tests/bff/conftest.py's `stack`.
+A signed-in terminal's request is made over HTTP with its user token, as the CLI sends
+it; the grant is exercised with real `envcat get` processes, one config directory (so
+one device key) per "device".
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,7 @@ import pytest
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.services import user_tokens
 from tests.bff.browser_support import chromium, create_bundle, new_tab, save_screenshot, sign_up
-from tests.support.bff import module_stack
-from tests.support.cli_process import ENVCAT, clean_env
+from tests.support.cli_process import ENVCAT, assert_waited, clean_env
 from tests.support.stack import LiveStack
 
 __all__ = ["chromium"]  # the fixture, imported for pytest
@@ -31,14 +30,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CANARY = "canary-browser-requesters-8c1e"
 APPROVE_URL = re.compile(r"/approve/([A-Za-z0-9_-]{16,128})")
-
-
-@pytest.fixture(scope="module")
-def stack(
-    redis_base_url: str, redis_dbs: tuple[int, int], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveStack]:
-    with module_stack(redis_base_url, redis_dbs, tmp_path_factory) as shared:
-        yield shared
 
 
 def _owner(chromium: Any, stack: LiveStack, bundle: str) -> tuple[Any, dict[str, Any], str]:
@@ -123,13 +114,6 @@ def _get(home: Path, stack: LiveStack, slug: str, *args: str) -> subprocess.Pope
     )
 
 
-def _waits(*processes: subprocess.Popen[str]) -> None:
-    for process in processes:
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 3, err  # nobody approved: it waited, then gave up
-        assert out == "" and "under grant" not in err
-
-
 def test_a_grant_ticked_in_the_browser_serves_its_device_until_revoked(
     chromium: Any, stack: LiveStack, tmp_path: Path
 ) -> None:
@@ -163,7 +147,7 @@ def test_a_grant_ticked_in_the_browser_serves_its_device_until_revoked(
         out, err = again.communicate(timeout=60)
         assert again.returncode == 0 and json.loads(out) == {"API_TOKEN": CANARY}, err
         assert "delivered under grant by" in err and "expires in 3 h" in err
-        _waits(other)
+        assert_waited(other)
 
         # revoked on the bundle page: the laptop's next request waits for a person
         page.goto(f"{stack.bff_url}/bundles/{bundle_id}")
@@ -171,6 +155,6 @@ def test_a_grant_ticked_in_the_browser_serves_its_device_until_revoked(
         page.get_by_test_id("grant-row").get_by_role("button", name="Revoke").click()
         page.get_by_text("Grant revoked.").wait_for()
         assert "(revoked)" in page.get_by_test_id("grant-row").inner_text()
-        _waits(_get(laptop, stack, slug, "--timeout", "1"))
+        assert_waited(_get(laptop, stack, slug, "--timeout", "1"))
     finally:
         page.context.close()
