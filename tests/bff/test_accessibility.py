@@ -106,7 +106,7 @@ def _workspace_pages(page: Any, stack: LiveStack, found: dict[str, str]) -> None
     page.goto(f"{stack.bff_url}/bundles/{bundle_id}")
     page.locator("#edit-name").evaluate("el => el.removeAttribute('pattern')")
     page.locator("#edit-name").fill("bad name!")
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save", exact=True).click()
     page.locator("#edit-error").wait_for()
     _check(page, "bundle rename refused", found)
 

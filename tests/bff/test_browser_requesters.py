@@ -71,7 +71,7 @@ def test_members_only_and_self_approval_are_refused_in_the_browser(
             assert api.put(f"/api/v1/bundles/{bundle_id}/approvers", json=rule).status_code == 200
         # the owner makes the bundle members-only on its page
         page.locator("#requesters-choice").select_option("members")
-        page.get_by_role("button", name="Save who may request").click()
+        page.get_by_role("button", name="Update who may request").click()
         page.get_by_text("Who may request saved.").wait_for()
         assert "Signed-in members only" in page.get_by_test_id("requesters-rule").inner_text()
         _screenshot(page, "bundle-requesters.png")
