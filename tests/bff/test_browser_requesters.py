@@ -61,7 +61,7 @@ def _ask(stack: LiveStack, workspace: str, token: str | None = None, **hints: An
 
 
 def test_members_only_and_self_approval_are_refused_in_the_browser(
-    chromium: Any, stack: LiveStack
+    chromium: Any, stack: LiveStack, tmp_path: Path
 ) -> None:
     page, me, bundle_id = _owner(chromium, stack, "production/api")
     try:
@@ -76,10 +76,23 @@ def test_members_only_and_self_approval_are_refused_in_the_browser(
         assert "Signed-in members only" in page.get_by_test_id("requesters-rule").inner_text()
         _screenshot(page, "bundle-requesters.png")
 
-        # named up front and not signed in: refused before a link exists
+        # named up front and not signed in: refused before a link exists, by the real CLI too
         early = _ask(stack, slug, bundle="production/api")
         assert (early.status_code, early.json()["error"]) == (403, "members_only")
         assert "envcat login" in early.json()["message"]
+        env = clean_env(tmp_path, ENVCAT_SERVER=stack.bff_url, ENVCAT_WORKSPACE=slug)
+        cli = subprocess.run(
+            [*ENVCAT, "get", "production/api", "--no-qr"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+        assert cli.returncode == 4 and cli.stdout == "", cli.stderr  # refused
+        assert "released only to members" in cli.stderr and "run envcat login" in cli.stderr
+        assert "/approve/" not in cli.stderr
         # unnamed: the approval page explains, and approving is refused
         anonymous = _ask(stack, slug).json()
         page.goto(f"{stack.bff_url}/approve/{anonymous['id']}?bundle_id={bundle_id}")
