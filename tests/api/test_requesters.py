@@ -164,6 +164,21 @@ def test_another_workspaces_member_or_a_removed_one_does_not_count(
 
 
 @sqlite_only
+def test_a_service_token_is_the_admins_standing_decision_and_passes(
+    api_client: FlaskClient, signed_as: Any
+) -> None:
+    owner = signed_as("u-owner", TENANT, "owner")
+    bundle_id = seed_bundle(TENANT, BUNDLE, KEYS)
+    _members_only(owner, bundle_id)
+    body = {"name": "ci", "bundle_id": bundle_id, "keys": ["API_KEY"]}
+    made = owner.post("/api/v1/service-tokens", json=body)
+    assert made.status_code == 201, made.get_json()
+    asked = _ask(api_client, made.get_json()["token"], bundle=BUNDLE)
+    assert asked.status_code == 201, asked.get_json()
+    assert asked.get_json()["workload_mode"] == "automatic"
+
+
+@sqlite_only
 def test_break_glass_overrides_the_rule_loudly(
     api_client: FlaskClient, signed_as: Any, redis_client: redis.Redis
 ) -> None:
