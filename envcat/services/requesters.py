@@ -93,18 +93,18 @@ def member_requester(request: store.AccessRequest) -> str | None:
     return requester if is_member(request.tenant_id, requester) else None
 
 
+def refuses(tenant_id: str, bundle_id: str, request: store.AccessRequest) -> bool:
+    """Whether the bundle's rule refuses this request (break-glass passes over it)."""
+    return rule_of(tenant_id, bundle_id) == MEMBERS and member_requester(request) is None
+
+
 def require(tenant_id: str, bundle_id: str, request: store.AccessRequest) -> None:
     """MembersOnly (403) when the bundle releases to members only and nobody signed in asked."""
-    if rule_of(tenant_id, bundle_id) == MEMBERS and member_requester(request) is None:
+    if refuses(tenant_id, bundle_id, request):
         raise MembersOnly(
             "This bundle only releases to signed-in members of the workspace, and this "
             f"request comes from a terminal that is not signed in; {ADVICE}."
         )
-
-
-def is_overridden(tenant_id: str, bundle_id: str, request: store.AccessRequest) -> bool:
-    """Whether releasing the bundle for this request passes over its rule (break-glass)."""
-    return rule_of(tenant_id, bundle_id) == MEMBERS and member_requester(request) is None
 
 
 def refuse_early(

@@ -369,7 +369,7 @@ def approve(
         **({"requested_by": requester} if (requester := request.context.get("requester")) else {}),
         **({"break_glass": True, "reason": break_glass} if break_glass else {}),
     }
-    if break_glass and requesters.is_overridden(tenant_id, selection.bundle_id, request):
+    if break_glass and requesters.refuses(tenant_id, selection.bundle_id, request):
         details["requesters_overridden"] = True  # an owner passed over "members only" (#17)
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
