@@ -21,7 +21,7 @@ import pytest
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.services import user_tokens
 from tests.bff.browser_support import chromium, create_bundle, new_tab, save_screenshot, sign_up
-from tests.support.cli_process import ENVCAT, assert_waited, clean_env
+from tests.support.cli_process import ENVCAT, assert_waited, clean_env, run_envcat
 from tests.support.stack import LiveStack
 
 __all__ = ["chromium"]  # the fixture, imported for pytest
@@ -81,15 +81,7 @@ def test_members_only_and_self_approval_are_refused_in_the_browser(
         assert (early.status_code, early.json()["error"]) == (403, "members_only")
         assert "envcat login" in early.json()["message"]
         env = clean_env(tmp_path, ENVCAT_SERVER=stack.bff_url, ENVCAT_WORKSPACE=slug)
-        cli = subprocess.run(
-            [*ENVCAT, "get", "production/api", "--no-qr"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=60,
-            check=False,
-        )
+        cli = run_envcat(["get", "production/api", "--no-qr"], env, tmp_path)
         assert cli.returncode == 4 and cli.stdout == "", cli.stderr  # refused
         assert "released only to members" in cli.stderr and "run envcat login" in cli.stderr
         assert "/approve/" not in cli.stderr

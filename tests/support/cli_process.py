@@ -31,3 +31,18 @@ def assert_waited(process: subprocess.Popen[str]) -> None:
     out, err = process.communicate(timeout=60)
     assert process.returncode == 3, err
     assert out == "" and "under grant" not in err
+
+
+def run_envcat(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `envcat <args>` to the end as a real process; its output captured as text."""
+    return subprocess.run(
+        [*ENVCAT, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
