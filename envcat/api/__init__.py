@@ -39,6 +39,7 @@ def _blueprints() -> list[object]:
         me,
         members,
         passkeys,
+        requesters,
         requests,
         scanning,
         team,
@@ -69,6 +70,7 @@ def _blueprints() -> list[object]:
         logins.signed_bp,
         groups.bp,
         grants.bp,
+        requesters.bp,
     ]
 
 

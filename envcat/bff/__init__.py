@@ -38,6 +38,7 @@ FORM_BLUEPRINTS = frozenset(
         "passkeys",
         "connectors",
         "grants",
+        "requesters",
     }
 )
 
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         pages,
         passkeys,
         proxy,
+        requesters,
         team,
         workloads,
         workspaces,
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         team,
         groups,
         grants,
+        requesters,
         proxy,
     )
     for module in blueprints:

@@ -23,7 +23,8 @@ CODE_FILE = "envcat.toml"
 ROLES = ("owner", "admin", "member", "none")
 MODES = ("automatic", "approval")
 RULE_OPS = ("eq", "glob")
-_BUNDLE_FIELDS = {"description", "tags", "keys", "approvers", "workloads"}
+_BUNDLE_FIELDS = {"description", "tags", "keys", "approvers", "workloads", "requesters"}
+REQUESTERS = ("anyone", "members")  # who may request the bundle (issue #17)
 _KEY_FIELDS = {"from", "required"}
 _APPROVER_FIELDS = {"min_role", "users", "approvals_required", "no_self_approval"}
 _WORKLOAD_FIELDS = {"name", "issuer", "audience", "rules", "keys", "mode"}
@@ -87,6 +88,7 @@ class DeclaredBundle:
     keys: tuple[DeclaredKey, ...]
     approvers: DeclaredApprovers | None = None
     workloads: tuple[DeclaredWorkload, ...] = field(default_factory=tuple)
+    requesters: str | None = None  # "anyone" | "members"; None: left as it is
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,16 @@ def _bundle(reader: _Reader, name: str, raw: object) -> DeclaredBundle:
         workloads=tuple(
             _workload(reader, w, f"{where}.workloads[{i}]") for i, w in enumerate(workloads)
         ),
+        requesters=_requesters(reader, table.get("requesters"), f"{where}.requesters"),
     )
+
+
+def _requesters(reader: _Reader, raw: object, where: str) -> str | None:
+    if raw is None:
+        return None
+    if raw not in REQUESTERS:
+        raise reader.fail(where, f"must be one of {list(REQUESTERS)}")
+    return str(raw)
 
 
 def load(path: Path) -> Declaration:

@@ -138,6 +138,8 @@ class Planner:
         self._keys(bundle, detail["keys"])
         if bundle.approvers is not None:
             self._approvers(bundle, bundle_id, bundle.approvers)
+        if bundle.requesters is not None:
+            self._requesters(bundle, bundle_id, bundle.requesters)
         self._workloads(bundle, bundle_id)
 
     def _create(self, bundle: DeclaredBundle, body: dict[str, Any]) -> None:
@@ -215,6 +217,21 @@ class Planner:
 
     def _put_rule(self, bundle: str, body: dict[str, Any]) -> None:
         self.api.call("PUT", f"/api/v1/bundles/{self.plan.ids[bundle]}/approvers", body)
+
+    def _requesters(self, bundle: DeclaredBundle, bundle_id: str | None, wanted: str) -> None:
+        """Who may request the bundle (issue #17): "anyone" with the link or "members"."""
+        if bundle_id is not None:
+            have = self.api.call("GET", f"/api/v1/bundles/{bundle_id}/requesters")
+            if have["requesters"] == wanted:
+                return
+        elif wanted == "anyone":
+            return  # a new bundle is open to anyone already
+        run = partial(self._put_requesters, bundle.name, wanted)
+        self.plan.add("~", f"{bundle.name} requesters: {wanted}", run)
+
+    def _put_requesters(self, bundle: str, wanted: str) -> None:
+        path = f"/api/v1/bundles/{self.plan.ids[bundle]}/requesters"
+        self.api.call("PUT", path, {"requesters": wanted})
 
     def _workloads(self, bundle: DeclaredBundle, bundle_id: str | None) -> None:
         have = {p["name"]: p for p in self.policies if p["bundle_id"] == bundle_id}

@@ -220,6 +220,15 @@ def create_request(
             "this terminal's sign-in was revoked or has expired: run envcat login again, "
             "or envcat logout to ask without it"
         )
+    if (
+        response.status_code == 403
+        and (_json_object(response) or {}).get("error") == "members_only"
+    ):
+        # issue #17: the bundle is released only to terminals signed in as a member
+        raise RequestDenied(
+            "this bundle is released only to members of the workspace signed in on this "
+            "terminal: run envcat login, then ask again"
+        )
     if body.get("id_token") is not None or service_token:
         _refuse_workload(response)
     if response.status_code != 201:

@@ -6,6 +6,7 @@ from envcat.models.connectors import Connection, Link, LinkItem
 from envcat.models.grants import BundleGrantPolicy, DeviceGrant
 from envcat.models.groups import BundleEditors, BundleRuleGroup, Group, GroupMember
 from envcat.models.passkeys import Passkey, WorkspacePolicy
+from envcat.models.requesters import BundleRequesters
 from envcat.models.tables import (
     ROLES,
     AuditEvent,
@@ -34,6 +35,7 @@ __all__ = [
     "BundleEditors",
     "BundleGrantPolicy",
     "BundleKey",
+    "BundleRequesters",
     "BundleRuleGroup",
     "Connection",
     "DeviceGrant",

@@ -48,6 +48,8 @@ class DeviceGrant(Base):
     approved_by: Mapped[str] = mapped_column(String(128))
     approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
     request_id: Mapped[str] = mapped_column(String(128))
+    # the signed-in requester of that request (issue #17, "who may request"), or None
+    requester_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -115,11 +115,13 @@ def stage(
     approvers: Sequence[str],
     request_id: str,
     hours: int,
+    requester_id: str | None = None,
 ) -> DeviceGrant:
     """Add the grant to the session (the approval's audit commit writes it with the event).
 
     `approved_by` cast the vote that released the request and ticked the grant;
-    `approvers` are every voter of its k-of-n approval.
+    `approvers` are every voter of its k-of-n approval; `requester_id` the request's
+    signed-in requester, if any ("who may request", `envcat.services.requesters`).
     """
     grant = DeviceGrant(
         tenant_id=tenant_id,
@@ -129,6 +131,7 @@ def stage(
         approved_by=approved_by,
         approvers=sorted(set(approvers) | {approved_by}),
         request_id=request_id,
+        requester_id=requester_id,
         created_at=now(),
         expires_at=now() + timedelta(hours=hours),
     )
@@ -147,9 +150,11 @@ def find_usable(
     bundle: str | None,
     bundle_id: str | None,
     template_keys: Sequence[str],
+    accept: Callable[[DeviceGrant], bool] = lambda grant: True,
 ) -> tuple[DeviceGrant, str] | None:
     """A live grant of this tenant to this device for the named bundle whose keys cover
-    the request (all of them when it names none), with the bundle's name; else None."""
+    the request (all of them when it names none) and that `accept`s, with the bundle's
+    name; else None."""
     if bundle is None and bundle_id is None:
         return None
     query = (
@@ -165,7 +170,7 @@ def find_usable(
     )
     query = query.where(Bundle.id == bundle_id) if bundle_id else query.where(Bundle.name == bundle)
     for grant, name in db.session.execute(query).all():
-        if _is_active(grant) and set(template_keys) <= set(grant.keys):
+        if _is_active(grant) and set(template_keys) <= set(grant.keys) and accept(grant):
             return grant, name
     return None
 

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+from envcat.cli.declared import load
+from envcat.cli.errors import UsageProblem
 from envcat.cli.main import cli
 from envcat.cli.tokens import FileBackend, StoredLogin, entry_name
 from envcat.services import user_tokens
@@ -28,6 +30,7 @@ FILE = """
 [bundles."production/api"]
 description = "{description}"
 tags = ["prod"]
+requesters = "members"
 
 [bundles."production/api".keys]
 DATABASE_URL = {{ required = {required} }}
@@ -94,6 +97,7 @@ def test_plan_apply_round_trip_with_prune_refusal_and_idempotence(
     assert "+ bundle production/api" in planned.stdout
     assert "+ production/api key STRIPE_KEY (from STRIPE_LIVE_KEY)" in planned.stdout
     assert "- bundle legacy/app  (needs --prune)" in planned.stdout
+    assert "~ production/api requesters: members" in planned.stdout
 
     refused = envcat("apply")
     assert refused.exit_code == 1 and "need --prune" in refused.stderr
@@ -105,6 +109,7 @@ def test_plan_apply_round_trip_with_prune_refusal_and_idempotence(
     assert state["bundles"] == {"production/api"}
     assert state["keys"] == {("DATABASE_URL", None, True), ("STRIPE_LIVE_KEY", "STRIPE_KEY", False)}
     assert state["approvers"] == ("admin", ["bob@example.test"], True)
+    assert state["requesters"] == "members"  # issue #17
     assert state["policies"] == [("deploy from main", "automatic", ["DATABASE_URL"])]
     assert legacy["id"] not in repr(state)
 
@@ -137,7 +142,9 @@ def _state(stack: LiveStack, user: str, tenant: str) -> dict[str, Any]:
         bundle = api.get(f"/api/v1/bundles/{listed[0]['id']}").json()
         rule = api.get(f"/api/v1/bundles/{bundle['id']}/approvers").json()
         policies = api.get("/api/v1/workload-policies").json()["items"]
+        requesters = api.get(f"/api/v1/bundles/{bundle['id']}/requesters").json()
     return {
+        "requesters": requesters["requesters"],
         "bundles": {b["name"] for b in listed},
         "keys": {(k["name"], k["alias"], k["required"]) for k in bundle["keys"]},
         "approvers": (
@@ -147,3 +154,12 @@ def _state(stack: LiveStack, user: str, tenant: str) -> dict[str, Any]:
         ),
         "policies": [(p["name"], p["mode"], p["keys"]) for p in policies],
     }
+
+
+def test_requesters_in_the_file_must_be_anyone_or_members(tmp_path: Path) -> None:
+    code = tmp_path / "envcat.toml"
+    code.write_text('[bundles."production/api"]\nrequesters = "members"\n')
+    assert load(code).bundles[0].requesters == "members"
+    code.write_text('[bundles."production/api"]\nrequesters = "everyone"\n')
+    with pytest.raises(UsageProblem, match=r"requesters: must be one of \['anyone', 'members'\]"):
+        load(code)

@@ -79,7 +79,12 @@ def create_request(body: AccessRequestCreate) -> tuple[AccessRequestCreated | Re
     bearer = bearer_token()
     if body.id_token is not None and bearer is not None:
         raise ValidationFailed("Send an ID token or a service token, not both.")
-    if bearer is not None and bearer.startswith(USER_TOKEN_SCHEME + "_"):  # signed in (#17)
+    if bearer is not None and bearer.startswith(USER_TOKEN_SCHEME + "_") and body.device:
+        # signed in and signed by the device key (#17): a grant for this person may deliver
+        created, accepted = device.create_for_device(
+            body, address, client_origin(), user_token=bearer
+        )
+    elif bearer is not None and bearer.startswith(USER_TOKEN_SCHEME + "_"):  # signed in (#17)
         created, accepted = login.create_signed_in(body, bearer, address, client_origin()), None
         bearer = None  # a person's request: answered like an anonymous one
     elif bearer is not None:

@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 from envcat.bff import backend
 from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
-from envcat.bff.views import grants, reveals
+from envcat.bff.views import grants, requesters, reveals
 from envcat.bff.views.forms import (
     MASK,
     checkbox,
@@ -149,6 +149,7 @@ def _render(
         approver_groups=backend.fetch("/api/v1/groups")["groups"],  # issue #17
         editors=backend.fetch(_bundle_path(bundle_id, "/editors")),
         **grants.bundle_grants(bundle_id),  # issue #17
+        requesters=requesters.bundle_requesters(bundle_id),  # issue #17
     )
 
 

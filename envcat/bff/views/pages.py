@@ -16,6 +16,7 @@ from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.audit import request_state
 from envcat.bff.views.forms import page, refusal
+from envcat.bff.views.requesters import bundle_requesters
 from envcat.bff.views.workspaces import elsewhere, elsewhere_page
 
 bp = Blueprint("pages", __name__)
@@ -145,6 +146,7 @@ def _render_approval(
         approvers=approvers,
         device=context.get("device") if isinstance(context.get("device"), str) else None,
         grant_limit=_grant_limit(chosen),
+        members_only=chosen is not None and bundle_requesters(chosen["id"]) == "members",  # #17
         **passkey_mode(),
     )
 

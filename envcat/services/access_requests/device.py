@@ -17,7 +17,8 @@ import time
 
 from envcat.core import device as device_keys
 from envcat.core.schemas.requests import AccessRequestCreate
-from envcat.services import audit, grants, workspaces
+from envcat.services import audit, grants, requesters, workspaces
+from envcat.services.access_requests import login
 from envcat.services.access_requests.lifecycle import approve, store_request
 from envcat.services.access_requests.machine import Created
 from envcat.services.errors import EnvCatError
@@ -62,14 +63,33 @@ def verify_device(body: AccessRequestCreate) -> str:
     return device_keys.fingerprint(raw)
 
 
-def create_for_device(body: AccessRequestCreate, client_ip: str, origin: audit.Origin) -> Created:
-    """Store a device-signed request; approve it at once when a live grant covers it."""
+def create_for_device(
+    body: AccessRequestCreate, client_ip: str, origin: audit.Origin, user_token: str | None = None
+) -> Created:
+    """Store a device-signed request; approve it at once when a live grant covers it.
+
+    With `user_token` (a signed-in terminal) the request names its requester as
+    `login.create_signed_in` does; on a members-only bundle only a grant made for the
+    same requester applies (`requesters.grant_applies`).
+    """
     workspace = workspaces.resolve(body.workspace)
+    context: dict[str, object] = body.context.model_dump()
+    requester = None
+    if user_token is not None:
+        context, requester = login.requester_context(body, user_token, workspace)
     device = verify_device(body)
-    _, created = store_request(body, workspace, client_ip, body.context.model_dump())
+    requesters.refuse_early(workspace.id, body.bundle, body.bundle_id, requester)
+    _, created = store_request(body, workspace, client_ip, context)
+    if requester is not None:
+        login.record_requested(body, workspace.id, requester, created.id, origin)
     grants.remember_device(created.id, body.client_pubkey, device, created.expires_in)
     found = grants.find_usable(
-        workspace.id, device, body.bundle, body.bundle_id, body.template_keys
+        workspace.id,
+        device,
+        body.bundle,
+        body.bundle_id,
+        body.template_keys,
+        accept=lambda grant: requesters.grant_applies(grant, requester),
     )
     if found is None:
         return created, None  # a person decides, as for any request

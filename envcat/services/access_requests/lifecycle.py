@@ -39,6 +39,7 @@ from envcat.services import (
     integrity,
     metrics,
     passkey_approvals,
+    requesters,
     workload_access,
     workspaces,
 )
@@ -78,6 +79,7 @@ def create(body: AccessRequestCreate, client_ip: str) -> AccessRequestCreated:
     `client_ip` already holds MAX_PENDING_PER_IP undecided requests.
     """
     workspace = workspaces.resolve(body.workspace)
+    requesters.refuse_early(workspace.id, body.bundle, body.bundle_id, None)  # issue #17
     _, created = store_request(body, workspace, client_ip, body.context.model_dump())
     return created
 
@@ -316,6 +318,8 @@ def approve(
     if workload is None and not break_glass:  # a person: the bundle's approver rules (#17)
         rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
         approvers.refuse_self_approval(rule, request, user_id)
+    if not break_glass and (workload is None or workload.kind == "grant"):  # who may request
+        requesters.require(tenant_id, selection.bundle_id, request)
     device = None  # issue #17: a grant is checked before anything is recorded
     if grant_hours is not None and workload is None:
         trusted = grants.device_of(request_id, request.cli_pub)
@@ -364,6 +368,8 @@ def approve(
         **({"requested_by": requester} if (requester := request.context.get("requester")) else {}),
         **({"break_glass": True, "reason": break_glass} if break_glass else {}),
     }
+    if break_glass and requesters.refuses(tenant_id, selection.bundle_id, request):
+        details["requesters_overridden"] = True  # an owner passed over "members only" (#17)
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
     elif workload is not None and workload.kind == "grant":  # issue #17
@@ -390,6 +396,7 @@ def approve(
                 voters,
                 request_id,
                 grant_hours,
+                request.context.get(store.REQUESTER_ID_FIELD) or None,
             )
             details.update(grant_id=made.id, grant_hours=grant_hours, device=device)
         audit.record(

@@ -34,22 +34,38 @@ def create(body: LoginCreate, client_ip: str) -> AccessRequestCreated:
     return created
 
 
-def create_signed_in(
-    body: AccessRequestCreate, token: str, client_ip: str, origin: audit.Origin
-) -> AccessRequestCreated:
-    """A request whose terminal is signed in: it names its requester (audited)."""
-    workspace = workspaces.resolve(body.workspace)
+def requester_context(
+    body: AccessRequestCreate, token: str, workspace: workspaces.Workspace
+) -> tuple[dict[str, object], str]:
+    """The request's display context naming its requester, and the requester's user id;
+    InvalidUserToken (401) unless the token is a live member's of this workspace."""
     who = user_tokens.resolve(token, workspace.id)
     context = {
         **body.context.model_dump(),
         store.REQUESTER_ID_FIELD: who.user_id,
         store.REQUESTER_FIELD: who.email or who.user_id,
     }
-    _, created = store_request(body, workspace, client_ip, context)
+    return context, who.user_id
+
+
+def record_requested(
+    body: AccessRequestCreate, tenant_id: str, user_id: str, request_id: str, origin: audit.Origin
+) -> None:
+    """Audit `request.requested` under the signed-in requester."""
     details = {"bundle": body.bundle or body.bundle_id, "keys": list(body.template_keys)}
     audit.record(
-        workspace.id, who.user_id, "request.requested", created.id, details=details, origin=origin
+        tenant_id, user_id, "request.requested", request_id, details=details, origin=origin
     )
+
+
+def create_signed_in(
+    body: AccessRequestCreate, token: str, client_ip: str, origin: audit.Origin
+) -> AccessRequestCreated:
+    """A request whose terminal is signed in: it names its requester (audited)."""
+    workspace = workspaces.resolve(body.workspace)
+    context, requester = requester_context(body, token, workspace)
+    _, created = store_request(body, workspace, client_ip, context)
+    record_requested(body, workspace.id, requester, created.id, origin)
     return created
 
 
