@@ -26,7 +26,7 @@ RULE_OPS = ("eq", "glob")
 _BUNDLE_FIELDS = {"description", "tags", "keys", "approvers", "workloads"}
 _KEY_FIELDS = {"from", "required"}
 _APPROVER_FIELDS = {"min_role", "users", "approvals_required", "no_self_approval"}
-_WORKLOAD_FIELDS = {"name", "issuer", "audience", "rules", "keys", "mode"}
+_WORKLOAD_FIELDS = {"name", "issuer", "audience", "rules", "keys", "mode", "scan"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class DeclaredWorkload:
     rules: tuple[tuple[str, str, str], ...]
     keys: tuple[str, ...]
     mode: str
+    scan: bool = False  # issue #19: the workload may also ask the scan oracle
 
     def body(self, bundle_id: str) -> dict[str, Any]:
         """The api's create/update body."""
@@ -74,6 +75,7 @@ class DeclaredWorkload:
             "bundle_id": bundle_id,
             "keys": list(self.keys),
             "mode": self.mode,
+            "scan": self.scan,
         }
 
 
@@ -187,6 +189,7 @@ def _workload(reader: _Reader, raw: object, where: str) -> DeclaredWorkload:
         rules=tuple(rules),
         keys=reader.texts(table.get("keys", []), f"{where}.keys"),
         mode=mode,
+        scan=reader.flag(table.get("scan", False), f"{where}.scan"),
     )
 
 
