@@ -283,7 +283,11 @@ def _planned(
             "or set ENVCAT_TOKEN to an admin service token"
         )
     with client_for(ctx.obj, settings.server) as client:
-        plan = Planner(Api(client, token), declaration).build()
+        api = Api(client, token)
+        # The token says which workspace it administers; it must be the one named here.
+        if (whose := api.call("GET", "/api/v1/logins/whoami").get("workspace")) != slug:
+            raise CliError(f"the token is for workspace {safe_text(str(whose))}, not {slug}")
+        plan = Planner(api, declaration).build()
         for problem in plan.problems:
             _say(f"error: {safe_text(problem)}")
         yield plan

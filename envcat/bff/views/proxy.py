@@ -48,7 +48,7 @@ PUBLIC_ROUTES = (
     ("POST", re.compile(r"logins/logout")),
 )
 BEARER_ROUTES = {("POST", "requests"), ("GET", "logins/whoami"), ("POST", "logins/logout")}
-SERVICE_TOKEN_ROUTES = {("POST", "requests")}
+SERVICE_TOKEN_ROUTES = {("POST", "requests"), ("GET", "logins/whoami")}  # whoami: apply
 # issue #19: the scan oracle takes any scanning credential (service, user or ID token)
 SCAN_ROUTES = {("POST", "scan/matches"), ("POST", "scan/leaks")}
 _SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
