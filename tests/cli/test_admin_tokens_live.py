@@ -81,7 +81,7 @@ def test_plan_apply_round_trip_with_an_admin_token(stack: LiveStack, tmp_path: P
     state = state_of(stack, user, tenant)
     assert state["bundles"] == {"production/api"}
     assert state["approvers"] == ("admin", ["bob@example.test"], True)
-    assert state["policies"] == [("deploy from main", "automatic", ["DATABASE_URL"])]
+    assert state["policies"] == [("deploy from main", "automatic", ["DATABASE_URL"], True)]
     again = envcat("apply")
     assert again.exit_code == 0 and "No changes" in again.stdout
 

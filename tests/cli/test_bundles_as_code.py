@@ -65,7 +65,7 @@ def test_plan_apply_round_trip_with_prune_refusal_and_idempotence(
     assert state["bundles"] == {"production/api"}
     assert state["keys"] == {("DATABASE_URL", None, True), ("STRIPE_LIVE_KEY", "STRIPE_KEY", False)}
     assert state["approvers"] == ("admin", ["bob@example.test"], True)
-    assert state["policies"] == [("deploy from main", "automatic", ["DATABASE_URL"])]
+    assert state["policies"] == [("deploy from main", "automatic", ["DATABASE_URL"], True)]
     assert legacy["id"] not in repr(state)
 
     again = envcat("apply")

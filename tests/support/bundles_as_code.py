@@ -38,6 +38,7 @@ audience = "https://envcat.example"
 rules = [{{ claim = "repository", op = "eq", value = "acme/api" }}]
 keys = ["DATABASE_URL"]
 mode = "automatic"
+scan = true
 """
 
 
@@ -93,5 +94,5 @@ def state_of(stack: LiveStack, user: str, tenant: str) -> dict[str, Any]:
             [u["email"] for u in rule["users"]],
             rule["no_self_approval"],
         ),
-        "policies": [(p["name"], p["mode"], p["keys"]) for p in policies],
+        "policies": [(p["name"], p["mode"], p["keys"], p["scan"]) for p in policies],
     }
