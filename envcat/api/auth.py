@@ -10,6 +10,8 @@ from sqlalchemy import select
 
 from envcat.core import signing
 from envcat.models import Membership, User, db
+from envcat.services import admin_tokens
+from envcat.services.audit import Origin
 from envcat.services.errors import Forbidden, NotFound, Unauthorized
 from envcat.services.runtime import current
 
@@ -73,6 +75,17 @@ def authenticate_user() -> None:
     user_id, tenant_id = verify_signature()
     if user_id == signing.BFF_USER_ID:
         raise Unauthorized("The bff identity may only call internal endpoints.")
+    if admin_tokens.is_token_actor(user_id):  # an admin service token (issue #16)
+        role = admin_tokens.authorize_call(
+            user_id,
+            tenant_id,
+            method=request.method,
+            rest=request.path.removeprefix("/api/v1/"),
+            query=request.args.keys(),
+            origin=Origin(ip=request.remote_addr, user_agent=request.user_agent.string or None),
+        )
+        g.caller = Caller(user_id=user_id, tenant_id=tenant_id, role=role)
+        return
     row = db.session.execute(
         select(Membership.role, User.deleted_at)
         .join(User, User.id == Membership.user_id)

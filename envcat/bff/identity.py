@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import current_app, g, redirect, request, session, url_for
 from werkzeug.exceptions import Forbidden, HTTPException
@@ -27,6 +27,9 @@ from envcat.bff.sessions import SessionStore, record_mac_key
 from envcat.core import signing
 from envcat.core.schemas.logins import USER_TOKEN_BEARER
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger("envcat.bff")
 
 CSRF_FIELD = "csrf_token"
@@ -35,6 +38,8 @@ CLERK_COOKIE = "__session"
 _SID = "sid"
 _CSRF = "csrf"
 _CLERK = "clerk"
+SERVICE_TOKEN_BEARER = "Bearer ect_"  # noqa: S105  # a prefix to match, not a secret
+TERMINAL_BEARERS = (USER_TOKEN_BEARER, SERVICE_TOKEN_BEARER)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -55,6 +60,7 @@ class Identity:
     via_bearer: bool = False
     session_id: str | None = None
     via_user_token: bool = False  # a terminal signed in with `envcat login` (issue #16)
+    via_service_token: bool = False  # an admin service token: bundles as code (issue #16)
 
     @property
     def signer(self) -> Signer:
@@ -144,15 +150,23 @@ def current_identity() -> Identity | None:
 
 
 def _user_token_header() -> str | None:
-    """`Bearer ecu_…` on an `/api/v1/` call (the proxy only: never the UI's pages)."""
+    """`Bearer ecu_…` or `Bearer ect_…` on an `/api/v1/` call (the proxy only: never the
+    UI's pages)."""
     header = request.headers.get("Authorization", "")
-    if request.path.startswith("/api/v1/") and header.startswith(USER_TOKEN_BEARER):
+    if request.path.startswith("/api/v1/") and header.startswith(TERMINAL_BEARERS):
         return header
     return None
 
 
+def bearer_refusal() -> httpx.Response | None:
+    """The api's refusal of this call's terminal bearer (401, 403, 429), to relay as is."""
+    refused: httpx.Response | None = g.get("bearer_refusal")
+    return refused
+
+
 def _user_token_identity() -> Identity | None:
-    """The person a terminal's user token speaks for, as the api's whoami says (issue #16)."""
+    """Who a terminal's user token (or an admin service token) speaks for, as the api's
+    whoami says (issue #16); an admin token acts as `token:<id>` with the admin role."""
     header = _user_token_header() or ""
     response = runtime().api.send(
         "GET",
@@ -162,6 +176,8 @@ def _user_token_identity() -> Identity | None:
         headers={"Authorization": header},
     )
     if response.status_code != 200:
+        if response.status_code in (401, 403, 429):
+            g.bearer_refusal = response
         return None
     me = response.json()
     return Identity(
@@ -171,6 +187,7 @@ def _user_token_identity() -> Identity | None:
         me["role"],
         via_bearer=True,
         via_user_token=True,
+        via_service_token=header.startswith(SERVICE_TOKEN_BEARER),
     )
 
 

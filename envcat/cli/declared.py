@@ -27,7 +27,7 @@ _BUNDLE_FIELDS = {"description", "tags", "keys", "approvers", "workloads", "requ
 REQUESTERS = ("anyone", "members")  # who may request the bundle (issue #17)
 _KEY_FIELDS = {"from", "required"}
 _APPROVER_FIELDS = {"min_role", "users", "approvals_required", "no_self_approval"}
-_WORKLOAD_FIELDS = {"name", "issuer", "audience", "rules", "keys", "mode"}
+_WORKLOAD_FIELDS = {"name", "issuer", "audience", "rules", "keys", "mode", "scan"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class DeclaredWorkload:
     rules: tuple[tuple[str, str, str], ...]
     keys: tuple[str, ...]
     mode: str
+    scan: bool = False  # issue #19: the workload may also ask the scan oracle
 
     def body(self, bundle_id: str) -> dict[str, Any]:
         """The api's create/update body."""
@@ -75,6 +76,7 @@ class DeclaredWorkload:
             "bundle_id": bundle_id,
             "keys": list(self.keys),
             "mode": self.mode,
+            "scan": self.scan,
         }
 
 
@@ -189,6 +191,7 @@ def _workload(reader: _Reader, raw: object, where: str) -> DeclaredWorkload:
         rules=tuple(rules),
         keys=reader.texts(table.get("keys", []), f"{where}.keys"),
         mode=mode,
+        scan=reader.flag(table.get("scan", False), f"{where}.scan"),
     )
 
 

@@ -81,3 +81,32 @@ def obtain_id_token(environ: Mapping[str, str], audience: str, token_file: Path 
         "--oidc needs an ID token: run in GitHub Actions with `permissions: id-token: write`, "
         "or set ENVCAT_ID_TOKEN, or pass --id-token-file FILE"
     )
+
+
+class IdTokens:
+    """ID tokens for a series of calls (`envcat scan --oidc`, issue #19): each token is good
+    for one call on the server, so GitHub's token service is asked afresh for each; a
+    token given as ENVCAT_ID_TOKEN or --id-token-file is one token, for one call only."""
+
+    def __init__(self, environ: Mapping[str, str], audience: str, token_file: Path | None) -> None:
+        self._environ, self._audience, self._file = environ, audience, token_file
+        self.repeatable = (
+            token_file is None
+            and not environ.get("ENVCAT_ID_TOKEN")
+            and bool(environ.get(GITHUB_URL))
+        )
+        self._given: str | None = None
+        if not self.repeatable:  # read it now: a missing token is an error before any work
+            self._given = obtain_id_token(environ, audience, token_file)
+
+    def next(self) -> str:
+        """A token for the next call; CliError when the one given token was used."""
+        if self.repeatable:
+            return obtain_id_token(self._environ, self._audience, self._file)
+        if self._given is None:
+            raise CliError(
+                "the ID token given (ENVCAT_ID_TOKEN or --id-token-file) was used by the "
+                "previous call; each token is good for one call"
+            )
+        token, self._given = self._given, None
+        return token

@@ -2,7 +2,8 @@
 
 Both read `envcat.toml` (`envcat.cli.declared`) and the workspace through the
 existing api (bundles, library keys, approver rules, workload policies, members),
-signed in with `envcat login` as an admin. `plan` prints the changes; `apply`
+signed in with `envcat login` as an admin, or with an admin service token in
+$ENVCAT_TOKEN (CI). `plan` prints the changes; `apply`
 makes them in order (bundles, keys, approvers, policies, then deletions) and is
 idempotent: a second run says "No changes". Deleting anything the file no longer
 declares (a bundle, an attached key, a policy) needs `--prune`; without it `apply`
@@ -13,6 +14,7 @@ live in the file): add it with its value in the web UI first.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -238,6 +240,7 @@ class Planner:
         for policy in bundle.workloads:
             now = have.get(policy.name)
             label = f"{bundle.name} workload policy {policy.name!r} ({policy.mode})"
+            label += ", may scan" if policy.scan else ""
             if now is None:
                 run = partial(self._create_policy, bundle.name, policy)
                 self.plan.add("+", label, run)
@@ -265,7 +268,8 @@ def _same_rule(now: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 def _policy_fields(policy: dict[str, Any]) -> tuple[Any, ...]:
     rules = [(r["claim"], r["op"], r["value"]) for r in policy["rules"]]
-    return (policy["issuer"], policy["audience"], rules, list(policy["keys"]), policy["mode"])
+    scan = bool(policy.get("scan", False))
+    return (policy["issuer"], policy["audience"], rules, list(policy["keys"]), policy["mode"], scan)
 
 
 def _say(text: str) -> None:
@@ -288,11 +292,19 @@ def _planned(
     slug = settings.require_workspace()
     if declaration.workspace is not None and declaration.workspace != slug:
         raise CliError(f"{path} is for workspace {declaration.workspace}, not {slug}")
-    token = signed_in_token(settings.server, slug)
+    # An admin service token (CI) wins over the terminal's sign-in, as for `envcat get`.
+    token = os.environ.get("ENVCAT_TOKEN") or signed_in_token(settings.server, slug)
     if token is None:
-        raise CliError(f"not signed in to {slug}: run envcat login -w {slug} (as an admin)")
+        raise CliError(
+            f"not signed in to {slug}: run envcat login -w {slug} (as an admin), "
+            "or set ENVCAT_TOKEN to an admin service token"
+        )
     with client_for(ctx.obj, settings.server) as client:
-        plan = Planner(Api(client, token), declaration).build()
+        api = Api(client, token)
+        # The token says which workspace it administers; it must be the one named here.
+        if (whose := api.call("GET", "/api/v1/logins/whoami").get("workspace")) != slug:
+            raise CliError(f"the token is for workspace {safe_text(str(whose))}, not {slug}")
+        plan = Planner(api, declaration).build()
         for problem in plan.problems:
             _say(f"error: {safe_text(problem)}")
         yield plan
@@ -351,7 +363,8 @@ def plan(
 ) -> None:
     """Show how the workspace differs from envcat.toml (nothing is changed).
 
-    Needs `envcat login` (any role that may read; applying needs admin). Exit 1
+    Needs `envcat login` (any role that may read; applying needs admin) or an
+    admin service token in $ENVCAT_TOKEN. Exit 1
     when the file names a key the library lacks or an approver who is no member.
     """
     with _planned(ctx, path, server, workspace, insecure_http) as planned:
@@ -373,7 +386,8 @@ def apply(
     """Make the workspace match envcat.toml: bundles, keys, approvers, workload policies.
 
     Idempotent: a second run says "No changes". Deletions (what the file no
-    longer declares) need --prune; without it nothing at all is changed.
+    longer declares) need --prune; without it nothing at all is changed. Signed
+    in with `envcat login` as an admin, or $ENVCAT_TOKEN (an admin service token).
     """
     with _planned(ctx, path, server, workspace, insecure_http) as planned:
         _show(planned, prune)

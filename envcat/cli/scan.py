@@ -3,7 +3,8 @@
 Two kinds of findings: detect-secrets' (high-entropy strings, AWS keys, private keys,
 tokens…) and the workspace's own values. For the latter only the SHA-256 of each
 candidate string leaves this machine, in batches, with the scanning credential
-($ENVCAT_TOKEN, a service token with the "scan" scope); the server answers key names.
+($ENVCAT_TOKEN, a service token with the "scan" scope; else the terminal's `envcat login`;
+or with --oidc a CI job's ID token, fresh for each call); the server answers key names.
 Each confirmed own-value leak is then reported, so the server audits it and alerts
 the workspace's admins. Exit codes: 0 clean, 1 findings, 2 usage, 4 credential refused,
 5 server unreachable, 7 scan failed.
@@ -12,14 +13,15 @@ the workspace's admins. Exit codes: 0 clean, 1 findings, 2 usage, 4 credential r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from envcat.cli.errors import CliError, ServerUnreachable
-from envcat.cli.options import check_server_option, check_workspace_option
+from envcat.cli.errors import CliError, ServerUnreachable, UsageProblem
+from envcat.cli.options import check_server_option, check_workspace_option, oidc_options
 
 if TYPE_CHECKING:
     import httpx
@@ -47,6 +49,15 @@ class CredentialRefused(CliError):
     exit_code = EXIT_REFUSED
 
 
+@dataclass
+class Credential:
+    """The scanning credential: the bearer of each call, and whether only one call can be made
+    (a single OIDC ID token: each token is spent by the call it rides on)."""
+
+    next_bearer: Callable[[], str]
+    single_call: bool = False
+
+
 def _say(text: str) -> None:
     click.echo(f"envcat: {text}", err=True)
 
@@ -60,13 +71,16 @@ def _chunks(root: Path, history: bool) -> Iterator[Chunk]:
         raise ScanFailed(str(exc)) from None
 
 
-def _post(client: httpx.Client, path: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+def _post(
+    client: httpx.Client, path: str, body: dict[str, Any], credential: Credential
+) -> dict[str, Any]:
     import httpx
 
     from envcat.cli.protocol import describe_failure, describe_transport_error
 
+    headers = {"Authorization": f"Bearer {credential.next_bearer()}"}
     try:
-        response = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+        response = client.post(path, json=body, headers=headers)
     except httpx.TransportError as exc:
         raise ServerUnreachable(
             f"cannot reach the EnvCat server: {describe_transport_error(exc)}"
@@ -83,33 +97,48 @@ def _post(client: httpx.Client, path: str, body: dict[str, Any], token: str) -> 
 
 
 def _matched_keys(
-    client: httpx.Client, workspace: str, token: str, hashes: list[str], batch: int
+    client: httpx.Client, workspace: str, credential: Credential, hashes: list[str], batch: int
 ) -> dict[str, list[str]]:
+    batches = -(-len(hashes) // batch)
+    if credential.single_call and batches > 1:
+        raise UsageProblem(
+            f"{len(hashes)} candidate hashes need {batches} calls of --batch-size {batch}, but "
+            "ENVCAT_ID_TOKEN or --id-token-file gives one ID token, good for one call: raise "
+            "--batch-size (up to the server's limit) or let GitHub Actions mint one per call"
+        )
     matched: dict[str, list[str]] = {}
     for start in range(0, len(hashes), batch):
         body = {"workspace": workspace, "hashes": hashes[start : start + batch]}
-        for item in _post(client, MATCHES, body, token).get("matches", []):
+        for item in _post(client, MATCHES, body, credential).get("matches", []):
             if isinstance(item, dict) and item.get("sha256") in hashes:
                 matched[str(item["sha256"])] = [str(name) for name in item.get("keys", [])]
     return matched
 
 
-def _report(client: httpx.Client, workspace: str, token: str, leaks: list[dict[str, Any]]) -> None:
+def _report(
+    client: httpx.Client, workspace: str, credential: Credential, leaks: list[dict[str, Any]]
+) -> None:
+    if credential.single_call:
+        _say(
+            "the leaks found were not reported to the server (no alert raised): the one ID "
+            "token given was spent on the lookup; let GitHub Actions mint one per call"
+        )
+        return
     for start in range(0, len(leaks), LEAKS_PER_CALL):
         body = {"workspace": workspace, "leaks": leaks[start : start + LEAKS_PER_CALL]}
-        alerted = _post(client, LEAKS, body, token).get("alerted", 0)
+        alerted = _post(client, LEAKS, body, credential).get("alerted", 0)
         if alerted:
             _say(f"{alerted} new leak alert(s) raised in the workspace; rotate the keys named.")
 
 
 def _own_values(
-    places: dict[str, list[Place]], server: str, workspace: str, token: str, batch: int
+    places: dict[str, list[Place]], server: str, workspace: str, credential: Credential, batch: int
 ) -> list[Finding]:
     from envcat.cli.protocol import make_client
     from envcat.cli.scan_detect import OWN_VALUE_RULE, Finding
 
     with make_client(server) as client:
-        matched = _matched_keys(client, workspace, token, sorted(places), batch)
+        matched = _matched_keys(client, workspace, credential, sorted(places), batch)
         findings: list[Finding] = []
         leaks: list[dict[str, Any]] = []
         for digest, names in matched.items():
@@ -129,8 +158,27 @@ def _own_values(
                     for name in names
                 )
         if leaks:
-            _report(client, workspace, token, leaks)
+            _report(client, workspace, credential, leaks)
     return findings
+
+
+def _credential(
+    server: str, workspace: str | None, oidc: bool, audience: str | None, token_file: Path | None
+) -> Credential | None:
+    """--oidc, else $ENVCAT_TOKEN, else this terminal's `envcat login` token, else None."""
+    if oidc:
+        from envcat.cli.oidc import IdTokens
+
+        tokens = IdTokens(os.environ, audience or server, token_file)
+        return Credential(tokens.next, single_call=not tokens.repeatable)
+    token = os.environ.get("ENVCAT_TOKEN") or None
+    if token is None and workspace is not None:
+        from envcat.cli.login import signed_in_token
+
+        token = signed_in_token(server, workspace)
+    if token is None:
+        return None
+    return Credential(lambda: token)
 
 
 def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
@@ -164,6 +212,7 @@ def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
     help="Hashes per call to the server.",
 )
 @click.option("--offline", is_flag=True, help="Do not ask the server; detect-secrets only.")
+@oidc_options
 def scan(
     path: Path,
     git_history: bool,
@@ -172,6 +221,9 @@ def scan(
     workspace: str | None,
     batch_size: int,
     offline: bool,
+    oidc: bool,
+    audience: str | None,
+    id_token_file: Path | None,
 ) -> None:
     """Find likely secrets and the workspace's own values in PATH (default: here).
 
@@ -180,9 +232,11 @@ def scan(
     every line any commit on any ref added is read, deleted files included.
 
     The workspace's own values are found without downloading them: only the
-    SHA-256 of each candidate string (12+ characters) is sent, with $ENVCAT_TOKEN
-    (a service token with the "scan" scope). Each leak found is audited and
-    notified by the server, naming the key, never its value.
+    SHA-256 of each candidate string (12+ characters) is sent, with a credential:
+    $ENVCAT_TOKEN (a service token with the "scan" scope), else this terminal's
+    `envcat login` (members and above), or with --oidc the CI job's ID token (a
+    trust policy with the scan permission; one fresh token per call). Each leak
+    found is audited and notified by the server, naming the key, never its value.
 
     \b
     Exit codes: 0 nothing found, 1 findings, 2 usage error, 4 credential refused,
@@ -192,13 +246,24 @@ def scan(
     from envcat.cli.scan_detect import candidates, detect
     from envcat.cli.scan_report import as_json, as_sarif, table
 
-    token = os.environ.get("ENVCAT_TOKEN") or None
-    online = not offline and token is not None
+    if offline and (oidc or audience or id_token_file):
+        raise click.UsageError("--offline asks no server: drop --oidc")
+    if not oidc and (audience is not None or id_token_file is not None):
+        raise click.UsageError("--audience and --id-token-file go with --oidc")
     settings = resolve(server=server, workspace=workspace, bundle=None, environ=os.environ)
+    credential = (
+        None
+        if offline
+        else _credential(settings.server, settings.workspace, oidc, audience, id_token_file)
+    )
+    online = credential is not None
     if online:
         settings.require_workspace()
     elif not offline:
-        _say("no $ENVCAT_TOKEN: the workspace's own values are not checked (detect-secrets only)")
+        _say(
+            "no credential ($ENVCAT_TOKEN, envcat login, or --oidc): the workspace's own "
+            "values are not checked (detect-secrets only)"
+        )
     findings: list[Finding] = []
     places: dict[str, list[Place]] = {}
     for chunk in _chunks(path, git_history):
@@ -207,8 +272,10 @@ def scan(
             for digest, place in candidates(chunk):
                 places.setdefault(digest, []).append(place)
     if online and places:
-        assert token is not None and settings.workspace is not None  # noqa: S101  # online
-        findings.extend(_own_values(places, settings.server, settings.workspace, token, batch_size))
+        assert credential is not None and settings.workspace is not None  # noqa: S101  # online
+        findings.extend(
+            _own_values(places, settings.server, settings.workspace, credential, batch_size)
+        )
     findings = _dedupe(findings)
     if fmt == "json":
         click.echo(as_json(findings, own_values_checked=online), nl=False)

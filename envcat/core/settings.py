@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     """Longest lifetime an admin may give a service token, in days (issue #16)."""
     service_token_rate_limit: int = Field(default=30, ge=1, le=10000)
     """Requests one service token may make per minute; more get 429."""
+    service_token_admin_rate_limit: int = Field(default=300, ge=1, le=100000)
+    """Api calls one admin service token (bundles as code, issue #16) may make per minute
+    through the bff; a plan reads each bundle, so it needs more than a release does."""
     scan_fingerprint_key: SecretStr | None = None
     """HMAC key of the secret-scanning fingerprints (issue #19): urlsafe-base64 32 bytes (the
     format of a BUNDLE_KMS_KEY entry). Unset = derived from each BUNDLE_KMS_KEY entry, so a

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from envcat.models.base import Base, utcnow
@@ -37,6 +46,8 @@ class WorkloadPolicy(Timestamped, Base):
     bundle_id: Mapped[str] = mapped_column(ForeignKey("bundles.id", ondelete="CASCADE"), index=True)
     keys: Mapped[list[str]] = mapped_column(JSON, default=list)
     mode: Mapped[str] = mapped_column(String(16), default="approval")
+    # issue #19: a matching token may also ask the scan oracle (never more than that)
+    scan: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ServiceToken(Base):
@@ -54,12 +65,16 @@ class ServiceToken(Base):
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(32))
     token_hash: Mapped[str] = mapped_column(String(64))
-    bundle_id: Mapped[str] = mapped_column(ForeignKey("bundles.id", ondelete="CASCADE"), index=True)
+    # None for a workspace-wide token (the "admin" scope, migration 0015)
+    bundle_id: Mapped[str | None] = mapped_column(
+        ForeignKey("bundles.id", ondelete="CASCADE"), index=True
+    )
     keys: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # What the token may do (issue #19): "release" its bundle's keys, "scan" for leaked values.
+    # What the token may do (issue #19): "release" its bundle's keys, "scan" for leaked values;
+    # "admin" (alone) administers the workspace like an admin (bundles as code, issue #16).
     scopes: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["release"])

@@ -61,7 +61,7 @@ def matches(stored_hash: str, token: str) -> bool:
     return hmac.compare_digest(stored_hash, hash_token(token))
 
 
-def _out(row: ServiceToken, bundle_name: str) -> ServiceTokenOut:
+def _out(row: ServiceToken, bundle_name: str | None) -> ServiceTokenOut:
     return ServiceTokenOut(
         id=row.id,
         name=row.name,
@@ -79,13 +79,20 @@ def _out(row: ServiceToken, bundle_name: str) -> ServiceTokenOut:
 
 
 def create_token(actor: Actor, body: ServiceTokenCreate) -> ServiceTokenCreated:
-    """Make a token for one bundle (audited); the reply is the only place it appears."""
+    """Make a token (audited); the reply is the only place it appears.
+
+    The view lets admins and owners only; the schema keeps `admin` alone and bundle-less.
+    """
     limit = current().settings.service_token_max_days
     if body.expires_in_days > limit:
         raise ValidationFailed(f"A service token lives at most {limit} days on this server.")
     token, prefix = mint("ect")
     with transaction("Could not make a unique token; retry."):
-        bundle_name = workloads.check_keys(actor.tenant_id, body.bundle_id, body.keys)
+        bundle_name = (
+            None
+            if body.bundle_id is None
+            else workloads.check_keys(actor.tenant_id, body.bundle_id, body.keys)
+        )
         row = ServiceToken(
             tenant_id=actor.tenant_id,
             name=body.name,
@@ -114,7 +121,7 @@ def list_tokens(tenant_id: str) -> ServiceTokenList:
     """The tenant's tokens, newest first (never the tokens themselves)."""
     rows = db.session.execute(
         select(ServiceToken, Bundle.name)
-        .join(Bundle, Bundle.id == ServiceToken.bundle_id)
+        .outerjoin(Bundle, Bundle.id == ServiceToken.bundle_id)
         .where(ServiceToken.tenant_id == tenant_id)
         .order_by(ServiceToken.created_at.desc())
     ).all()
@@ -138,7 +145,8 @@ def revoke_token(actor: Actor, token_id: str) -> None:
         actor.record("service_token.revoked", f"service_token:{token_id}", details)
 
 
-def _usable(token: str, tenant_id: str) -> ServiceToken:
+def find_usable(token: str, tenant_id: str | None = None) -> ServiceToken:
+    """The live token row (of `tenant_id` when given); InvalidServiceToken (401) otherwise."""
     match = TOKEN_RE.fullmatch(token)
     if match is None:
         raise InvalidServiceToken(REFUSED)
@@ -147,7 +155,7 @@ def _usable(token: str, tenant_id: str) -> ServiceToken:
     ).scalar_one_or_none()
     if row is None or not matches(row.token_hash, token):
         raise InvalidServiceToken(REFUSED)
-    if row.tenant_id != tenant_id or row.revoked_at is not None:
+    if (tenant_id is not None and row.tenant_id != tenant_id) or row.revoked_at is not None:
         raise InvalidServiceToken(REFUSED)
     if as_utc(row.expires_at) <= utcnow():
         raise InvalidServiceToken(REFUSED)
@@ -171,18 +179,19 @@ def _throttle(row: ServiceToken) -> None:
     throttle(f"stok:{row.id}", limit, "This service token")
 
 
-def _label(row: ServiceToken) -> str:
+def label(row: ServiceToken) -> str:
+    """How the audit log names a token: `service-token:<name> (<prefix>)`."""
     return f"service-token:{row.name} ({row.prefix})"[:128]
 
 
 def authorize_scan(token: str, *, tenant_id: str) -> tuple[str, str]:
     """(token id, audit label) of a token with the "scan" scope (401 or 403 otherwise)."""
-    row = _usable(token, tenant_id)
+    row = find_usable(token, tenant_id)
     if "scan" not in row.scopes:
-        raise WorkloadNotAllowed(f"{_label(row)} has no scan scope.")
+        raise WorkloadNotAllowed(f"{label(row)} has no scan scope.")
     row.last_used_at = utcnow()
     db.session.commit()
-    return row.id, _label(row)
+    return row.id, label(row)
 
 
 def authorize(
@@ -194,28 +203,28 @@ def authorize(
     template_keys: Sequence[str],
 ) -> WorkloadGrant:
     """The grant a service token gives this request (401, 403 or 429 otherwise)."""
-    row = _usable(token, tenant_id)
+    row = find_usable(token, tenant_id)
     _throttle(row)
+    shown = label(row)
+    if "release" not in row.scopes or row.bundle_id is None:
+        raise WorkloadNotAllowed(f"{shown} may not receive values (no release scope).")
     bundle_name = db.session.execute(
         select(Bundle.name).where(Bundle.id == row.bundle_id)
     ).scalar_one()
-    label = _label(row)
-    if "release" not in row.scopes:
-        raise WorkloadNotAllowed(f"{label} may not receive values (scan scope only).")
     if (bundle_id is not None and bundle_id != row.bundle_id) or (
         bundle is not None and bundle != bundle_name
     ):
-        raise WorkloadNotAllowed(f"{label} may not receive bundle {bundle or bundle_id}.")
+        raise WorkloadNotAllowed(f"{shown} may not receive bundle {bundle or bundle_id}.")
     allowed = list(row.keys) or sorted(bundles.exported_names(row.bundle_id))
     if not set(template_keys) <= set(allowed):
-        raise WorkloadNotAllowed(f"{label} may not receive the keys asked for.")
+        raise WorkloadNotAllowed(f"{shown} may not receive the keys asked for.")
     row.last_used_at = utcnow()
     db.session.commit()
     return WorkloadGrant(
         policy_id=row.id,
         policy_name=row.name,
         mode="automatic",
-        label=label,
+        label=shown,
         bundle_id=row.bundle_id,
         bundle_name=bundle_name,
         keys=tuple(key for key in allowed if not template_keys or key in template_keys),

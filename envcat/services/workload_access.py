@@ -137,6 +137,37 @@ def authorize(
     raise _refuse(workspace, f"{for_bundle} with the keys asked for ({label})")
 
 
+def authorize_scan(id_token: str, *, tenant_id: str, workspace: str) -> tuple[str, str]:
+    """(policy id, workload label) of a policy with `scan` that accepts the token, spent now.
+
+    Only the workspace's scanning policies for the token's issuer are considered (the
+    one issuer fetched). Raises InvalidIdToken (401), IssuerUnavailable (503) or
+    WorkloadNotAllowed (403), as a request's token does.
+    """
+    issuer = oidc.unverified_issuer(id_token)
+    policies = (
+        db.session.execute(
+            select(WorkloadPolicy)
+            .where(
+                WorkloadPolicy.tenant_id == tenant_id,
+                WorkloadPolicy.issuer == issuer,
+                WorkloadPolicy.scan.is_(True),
+            )
+            .order_by(WorkloadPolicy.name)
+        )
+        .scalars()
+        .all()
+    )
+    if not policies:
+        raise _refuse(workspace, f" for scanning from issuer {_shown(issuer)}")
+    token = oidc.verify(id_token, issuer=issuer, audiences={p.audience for p in policies})
+    label = workload_label(token.claims)
+    for policy in policies:
+        if policy.audience in token.audiences and rules_match(policy.rules, token.claims):
+            return policy.id, label
+    raise _refuse(workspace, f" for scanning ({label})")
+
+
 def is_still_granted(tenant_id: str, policy_id: str, bundle_id: str, keys: Sequence[str]) -> bool:
     """True while the policy still exists, approves automatically and allows these keys.
 

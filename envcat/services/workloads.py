@@ -24,7 +24,7 @@ from envcat.services.errors import Conflict, NotFound, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc, get_bundle, transaction
 
-FIELDS = ("name", "issuer", "audience", "rules", "bundle_id", "keys", "mode")
+FIELDS = ("name", "issuer", "audience", "rules", "bundle_id", "keys", "mode", "scan")
 
 
 def _out(policy: WorkloadPolicy, bundle_name: str) -> WorkloadPolicyOut:
@@ -38,6 +38,7 @@ def _out(policy: WorkloadPolicy, bundle_name: str) -> WorkloadPolicyOut:
         bundle_name=bundle_name,
         keys=list(policy.keys),
         mode=policy.mode,
+        scan=bool(policy.scan),
         created_at=as_utc(policy.created_at),
         updated_at=as_utc(policy.updated_at),
     )
@@ -110,6 +111,7 @@ def _summary(policy: WorkloadPolicy, bundle_name: str) -> dict[str, Any]:
         "bundle_name": bundle_name,
         "keys": list(policy.keys),
         "mode": policy.mode,
+        "scan": bool(policy.scan),
     }
 
 
@@ -130,6 +132,7 @@ def create_policy(actor: Actor, body: WorkloadPolicyCreate) -> WorkloadPolicyOut
             bundle_id=body.bundle_id,
             keys=list(dict.fromkeys(body.keys)),
             mode=body.mode,
+            scan=body.scan,
         )
         db.session.add(policy)
     actor.record(

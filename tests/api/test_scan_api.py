@@ -113,4 +113,4 @@ def test_a_scan_only_token_can_never_receive_values(api_client: FlaskClient, tok
     reply = api_client.post(
         "/api/v1/requests", json=body, headers={"Authorization": f"Bearer {token}"}
     )
-    assert reply.status_code == 403 and "scan scope only" in reply.get_json()["message"]
+    assert reply.status_code == 403 and "no release scope" in reply.get_json()["message"]

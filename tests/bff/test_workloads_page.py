@@ -165,3 +165,28 @@ def test_the_bff_forwards_a_service_token_on_request_creation_only(stack: LiveSt
     assert "workload_mode" not in other_bearer.json()
     assert forged.status_code == 401  # forwarded, and refused by the api
     assert forged.json()["error"] == "invalid_service_token"
+
+
+def test_the_forms_grant_scan_to_a_policy_and_make_an_admin_token(stack: LiveStack) -> None:
+    ada = new_user(stack, "grace")
+    bundle_id = _bundle(ada)
+    form = {
+        "name": "scan from ci",
+        "issuer": "https://token.actions.githubusercontent.com",
+        "audience": AUDIENCE,
+        "rules": "repository eq acme/api\n",
+        "bundle_id": bundle_id,
+        "mode": "approval",
+        "scan": "on",
+    }
+    assert ada.post("/workloads", form).status_code == 302
+    [policy] = ada.get("/api/v1/workload-policies").json()["items"]
+    assert policy["scan"] is True and "may scan" in ada.get("/workloads").text
+    made = ada.post(
+        "/workloads/tokens",
+        {"name": "apply", "scopes": "admin", "bundle_id": bundle_id, "expires_in_days": "7"},
+    )
+    assert made.status_code == 201
+    [token] = ada.get("/api/v1/service-tokens").json()["items"]
+    assert (token["scopes"], token["bundle_id"]) == (["admin"], None)
+    assert "no values" in ada.get("/workloads").text

@@ -15,10 +15,11 @@ from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
 from envcat.core.schemas.logins import LoginCreate, UserTokenList, WhoAmI
 from envcat.core.schemas.requests import AccessRequestCreated, DecisionAccepted
-from envcat.services import user_tokens
+from envcat.services import admin_tokens, user_tokens
 from envcat.services.access_requests import login
 from envcat.services.runtime import current
 
+SERVICE_TOKEN_PREFIX = "ect_"  # noqa: S105  # a prefix to match, not a secret
 bp = Blueprint("logins", __name__, url_prefix="/api/v1")
 signed_bp = signed_blueprint("login_approvals")
 
@@ -56,14 +57,21 @@ def create_login(body: LoginCreate) -> tuple[AccessRequestCreated, int]:
     bp,
     "/logins/whoami",
     "GET",
-    summary="Whose terminal token this is (Authorization: Bearer ecu_…)",
+    summary="Whose terminal token this is (Bearer ecu_…, or an admin service token ect_…)",
     auth="public",
     responses={200: WhoAmI},
-    errors=(401,),
+    errors=(401, 403),
 )
 def whoami() -> WhoAmI:
-    """The token's person, workspace, role and expiry; 401 once revoked or expired."""
-    return user_tokens.whoami(_token())
+    """The token's person, workspace, role and expiry; 401 once revoked or expired.
+
+    An admin service token answers its synthetic caller (`token:<id>`, role admin); a
+    service token without the admin scope is 403 (issue #16, bundles as code).
+    """
+    token = _token()
+    if token.startswith(SERVICE_TOKEN_PREFIX):
+        return admin_tokens.whoami(token)
+    return user_tokens.whoami(token)
 
 
 @endpoint(

@@ -18,7 +18,15 @@ from flask import Blueprint, Response, request
 from envcat.bff import metrics
 from envcat.bff.backend import timed_send
 from envcat.bff.errors import json_error
-from envcat.bff.identity import CSRF_HEADER, check_csrf, current_identity
+from envcat.bff.identity import (
+    CSRF_HEADER,
+    SERVICE_TOKEN_BEARER,
+    Identity,
+    bearer_refusal,
+    check_csrf,
+    current_identity,
+)
+from envcat.core.bearer_routes import is_admin_token_route, is_user_token_route
 from envcat.core.schemas.logins import USER_TOKEN_BEARER
 
 bp = Blueprint("proxy", __name__)
@@ -39,18 +47,15 @@ PUBLIC_ROUTES = (
     ("GET", re.compile(r"logins/whoami")),
     ("POST", re.compile(r"logins/logout")),
 )
-# issue #16: what a terminal's user token may call (bundles as code); it never decides a
-# request, reads a value (`?reveal`, versions, export) or manages passkeys.
-USER_TOKEN_ROUTES = re.compile(r"(bundles|keys|workload-policies|members|me|workspace)(/[^/]+)*")
-USER_TOKEN_REFUSED = re.compile(r".*/(export|versions)(/.*)?")
 BEARER_ROUTES = {("POST", "requests"), ("GET", "logins/whoami"), ("POST", "logins/logout")}
-SERVICE_TOKEN_ROUTES = {("POST", "requests"), ("POST", "scan/matches"), ("POST", "scan/leaks")}
+SERVICE_TOKEN_ROUTES = {("POST", "requests"), ("GET", "logins/whoami")}  # whoami: apply
+# issue #19: the scan oracle takes any scanning credential (service, user or ID token)
+SCAN_ROUTES = {("POST", "scan/matches"), ("POST", "scan/leaks")}
 _SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
 # Forwarded from the browser or CLI; everything else (cookies, Authorization, X-User-Id,
 # X-Signature, …) stays here.
 FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Poll-Token")
 WEBHOOK_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
-SERVICE_TOKEN_BEARER = "Bearer ect_"  # noqa: S105  # a prefix to match, not a secret
 RETURNED_HEADERS = (
     "Content-Type",
     "Content-Disposition",
@@ -70,11 +75,12 @@ def is_forwardable(rest: str) -> bool:
     return segments[0] != "internal"
 
 
-def is_user_token_route(rest: str) -> bool:
-    """True for what a terminal signed in with `envcat login` may call through the proxy."""
-    if "reveal" in request.args or USER_TOKEN_REFUSED.fullmatch(rest):
-        return False
-    return USER_TOKEN_ROUTES.fullmatch(rest) is not None
+def is_terminal_route(identity: Identity, rest: str) -> bool:
+    """What a terminal's bearer may call (issue #16, `envcat.core.bearer_routes`): a user
+    token administers and reads, an admin service token runs bundles as code only."""
+    if identity.via_service_token:
+        return is_admin_token_route(request.method, rest, request.args.keys())
+    return is_user_token_route(rest, request.args.keys())
 
 
 def is_public(method: str, rest: str) -> bool:
@@ -85,12 +91,15 @@ def is_public(method: str, rest: str) -> bool:
 def _headers(rest: str) -> dict[str, str]:
     names = FORWARDED_HEADERS + (WEBHOOK_HEADERS if rest == "webhooks/clerk" else ())
     headers = {name: value for name in names if (value := request.headers.get(name)) is not None}
-    # A service token (issue #16) rides on request creation and scanning (issue #19), a
-    # terminal's user token on request creation, whoami and logout; other bearers stay here.
+    # A service token (issue #16) rides on request creation, a terminal's user token on
+    # request creation, whoami and logout, any bearer on scanning (issue #19: the api
+    # decides which credential may scan); other bearers stay here.
     authorization = request.headers.get("Authorization", "")
     route = (request.method, rest)
-    if (route in BEARER_ROUTES and authorization.startswith(USER_TOKEN_BEARER)) or (
-        route in SERVICE_TOKEN_ROUTES and authorization.startswith(SERVICE_TOKEN_BEARER)
+    if (
+        (route in BEARER_ROUTES and authorization.startswith(USER_TOKEN_BEARER))
+        or (route in SERVICE_TOKEN_ROUTES and authorization.startswith(SERVICE_TOKEN_BEARER))
+        or (route in SCAN_ROUTES and authorization.startswith("Bearer "))
     ):
         headers["Authorization"] = authorization
     return headers
@@ -132,8 +141,10 @@ def forward(rest: str) -> Response:
     identity = current_identity()
     if identity is None:
         metrics.PROXY_REJECTED.labels("unauthenticated").inc()
+        if (refused := bearer_refusal()) is not None:
+            return _relay(refused)  # the token's own 401/403/429, not "sign in"
         return json_error(401, "unauthorized", "Sign in first.")
-    if identity.via_user_token and not is_user_token_route(rest):
+    if identity.via_user_token and not is_terminal_route(identity, rest):
         metrics.PROXY_REJECTED.labels("user_token").inc()
         return json_error(403, "forbidden", "A terminal's sign-in cannot do this; use the web UI.")
     if request.method not in SAFE_METHODS and not identity.via_bearer:

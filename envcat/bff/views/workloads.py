@@ -15,6 +15,13 @@ bp = Blueprint("workloads", __name__)
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 RULE_OPS = ("eq", "glob")
+# the form's choice → the token's scopes (admin stands alone: issue #16, bundles as code)
+TOKEN_SCOPES = {
+    "release": ["release"],
+    "scan": ["scan"],
+    "release-scan": ["release", "scan"],
+    "admin": ["admin"],
+}
 
 
 def parse_rules(text: str) -> list[dict[str, str]] | None:
@@ -75,6 +82,7 @@ def create() -> Response:
         "bundle_id": request.form.get("bundle_id", ""),
         "keys": _names(request.form.get("keys", "")),
         "mode": request.form.get("mode", "approval"),
+        "scan": request.form.get("scan") == "on",  # issue #19: may ask the scan oracle
     }
     done = f"Created the trust policy {name}."
     return submit("POST", "/api/v1/workload-policies", json=body, back="/workloads", done=done)
@@ -96,12 +104,15 @@ def create_token() -> Response:
         days = int(request.form.get("expires_in_days", "30"))
     except ValueError:
         days = 0
-    body = {
+    scopes = TOKEN_SCOPES.get(request.form.get("scopes", "release"), ["release"])
+    body: dict[str, Any] = {
         "name": request.form.get("name", "").strip(),
-        "bundle_id": request.form.get("bundle_id", ""),
         "keys": _names(request.form.get("keys", "")),
         "expires_in_days": days,
+        "scopes": scopes,
     }
+    if "admin" not in scopes:  # an admin token is the workspace's, not a bundle's
+        body["bundle_id"] = request.form.get("bundle_id", "")
     try:
         created = backend.call("POST", "/api/v1/service-tokens", json=body, ok=(201,)).json()
     except UpstreamError as exc:

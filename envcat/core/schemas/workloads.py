@@ -57,9 +57,10 @@ Issuer = Annotated[str, Field(max_length=500), AfterValidator(_issuer)]
 Audience = Annotated[str, Field(max_length=500), AfterValidator(_printable)]
 PolicyKeys = Annotated[list[KeyName], Field(max_length=MAX_POLICY_KEYS)]
 Rules = Annotated[list["ClaimRule"], Field(min_length=1, max_length=MAX_RULES)]
-# "release": the bundle's keys (issue #16); "scan": ask which values a repository leaks (#19)
-TokenScope = Literal["release", "scan"]
-TokenScopes = Annotated[list[TokenScope], Field(min_length=1, max_length=2)]
+# "release": the bundle's keys (issue #16); "scan": ask which values a repository leaks (#19);
+# "admin": administer the workspace like an admin (bundles as code, #16), never with another
+TokenScope = Literal["release", "scan", "admin"]
+TokenScopes = Annotated[list[TokenScope], Field(min_length=1, max_length=3)]
 
 
 def _release_only() -> list[TokenScope]:
@@ -96,6 +97,7 @@ class WorkloadPolicyCreate(_Body):
     bundle_id: ObjectId
     keys: PolicyKeys = Field(default_factory=list)
     mode: WorkloadMode = "approval"
+    scan: bool = False  # issue #19: a matching token may also ask the scan oracle
 
 
 class WorkloadPolicyUpdate(_Body):
@@ -108,6 +110,7 @@ class WorkloadPolicyUpdate(_Body):
     bundle_id: ObjectId | None = None
     keys: PolicyKeys | None = None
     mode: WorkloadMode | None = None
+    scan: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -131,6 +134,7 @@ class WorkloadPolicyOut(BaseModel):
     bundle_name: str
     keys: list[str]
     mode: WorkloadMode
+    scan: bool = False
     created_at: datetime
     updated_at: datetime
 
@@ -145,13 +149,29 @@ class WorkloadPolicyList(BaseModel):
 
 
 class ServiceTokenCreate(_Body):
-    """POST /service-tokens (admin+): the token is in the reply, once."""
+    """POST /service-tokens (admin+): the token is in the reply, once.
+
+    `release` needs a bundle; `admin` stands alone and names no bundle or keys (it is
+    the workspace's, and never receives a value); `scan` may name a bundle or not.
+    """
 
     name: PolicyName
-    bundle_id: ObjectId
+    bundle_id: ObjectId | None = None
     keys: PolicyKeys = Field(default_factory=list)
     expires_in_days: Annotated[int, Field(ge=1, le=3650)] = 30
     scopes: TokenScopes = Field(default_factory=_release_only)
+
+    @model_validator(mode="after")
+    def _scopes_fit(self) -> ServiceTokenCreate:
+        if "admin" in self.scopes and set(self.scopes) != {"admin"}:
+            raise ValueError("the admin scope cannot be combined with another scope")
+        if "admin" in self.scopes and (self.bundle_id is not None or self.keys):
+            raise ValueError("an admin token is for the whole workspace: name no bundle or keys")
+        if "release" in self.scopes and self.bundle_id is None:
+            raise ValueError("a token with the release scope needs a bundle_id")
+        if self.keys and self.bundle_id is None:
+            raise ValueError("keys need a bundle_id")
+        return self
 
 
 class ServiceTokenOut(BaseModel):
@@ -160,8 +180,8 @@ class ServiceTokenOut(BaseModel):
     id: str
     name: str
     prefix: str
-    bundle_id: str
-    bundle_name: str
+    bundle_id: str | None
+    bundle_name: str | None
     keys: list[str]
     scopes: list[str]
     created_by: str
