@@ -11,8 +11,9 @@ from envcat.api.context import no_store
 from envcat.api.errors import register_error_handlers
 from envcat.api.extensions import limiter
 from envcat.core import forwarding, redisconn, tracing
-from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
+from envcat.core.logging import request_id_var
 from envcat.core.settings import Settings, load_settings
+from envcat.core.wire import REQUEST_ID_HEADER, clean_request_id
 from envcat.services.runtime import (
     MAX_REDIS_CONNECTIONS,
     REDIS_SOCKET_TIMEOUT,
@@ -75,10 +76,7 @@ def _blueprints() -> list[object]:
 
 
 def _bind_request_id() -> None:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = (
-        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else (secrets.token_hex(8))
-    )
+    g.request_id = clean_request_id(request.headers.get(REQUEST_ID_HEADER)) or secrets.token_hex(8)
     request_id_var.set(g.request_id)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from envcat.api.extensions import limiter
+from envcat.core.wire import error_body, error_code
 from envcat.services.errors import EnvCatError
 
 log = logging.getLogger("envcat.api")
@@ -19,10 +20,7 @@ log = logging.getLogger("envcat.api")
 
 def error_response(status: int, code: str, message: str, details: object = None) -> Response:
     """Build `{"error", "message", "details"?}` with the given status."""
-    body: dict[str, object] = {"error": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    response = jsonify(body)
+    response = jsonify(error_body(code, message, details))
     response.status_code = status
     return response
 
@@ -33,10 +31,6 @@ def validation_details(exc: ValidationError) -> list[dict[str, object]]:
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
-
-
-def _snake(name: str) -> str:
-    return name.lower().replace(" ", "_").replace("-", "_")
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -60,7 +54,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = "rate_limited" if status == 429 else _snake(exc.name)
+        code = "rate_limited" if status == 429 else error_code(exc.name)
         response = error_response(status, code, exc.description or exc.name)
         if status == 429 and exc.response is not None and "Retry-After" in exc.response.headers:
             response.headers["Retry-After"] = exc.response.headers["Retry-After"]

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 import envcat
+from envcat.core.wire import POLL_TOKEN_HEADER
 from envcat.services.errors import ValidationFailed
 
 Auth = Literal["public", "signed", "internal", "svix", "poll"]
@@ -107,7 +108,7 @@ SECURITY_SCHEMES = {
         "description": "HMAC-SHA256 of the canonical call (DESIGN §5) with X-User-Id, "
         "X-Tenant-Id, X-Timestamp and X-Nonce.",
     },
-    "pollToken": {"type": "apiKey", "in": "header", "name": "X-Poll-Token"},
+    "pollToken": {"type": "apiKey", "in": "header", "name": POLL_TOKEN_HEADER},
     "svix": {"type": "apiKey", "in": "header", "name": "svix-signature"},
 }
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {

@@ -19,8 +19,9 @@ from envcat.bff.identity import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_token
 from envcat.bff.runtime import EXTENSION_KEY, build_runtime
 from envcat.bff.security import SessionInterface, install_security_headers, session_secret
 from envcat.core import tracing
-from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
+from envcat.core.logging import request_id_var
 from envcat.core.settings import Settings, load_settings
+from envcat.core.wire import REQUEST_ID_HEADER, clean_request_id
 
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,9 +45,7 @@ FORM_BLUEPRINTS = frozenset(
 
 
 def _bind_request_id() -> None:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    is_usable = 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii()
-    g.request_id = incoming if is_usable else secrets.token_hex(8)
+    g.request_id = clean_request_id(request.headers.get(REQUEST_ID_HEADER)) or secrets.token_hex(8)
     request_id_var.set(g.request_id)
 
 

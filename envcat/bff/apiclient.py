@@ -21,12 +21,11 @@ from urllib.parse import unquote, urlencode, urlsplit
 import httpx
 
 from envcat.core import signing, tracing
-from envcat.core.logging import REQUEST_ID_HEADER
+from envcat.core.wire import MAX_WAIT_SECONDS, REQUEST_ID_HEADER
 
-# The api caps a long poll at 30 s; reads must outlive it.
-LONG_POLL_CAP_SECONDS = 30
+# Reads must outlive the api's longest long poll.
 CONNECT_TIMEOUT_SECONDS = 5.0
-READ_TIMEOUT_SECONDS = LONG_POLL_CAP_SECONDS + 15.0
+READ_TIMEOUT_SECONDS = MAX_WAIT_SECONDS + 15.0
 # Under gevent one process holds many waiting CLIs, each on its own upstream connection
 # while it waits; afterwards at most this many stay open for reuse.
 MAX_IDLE_CONNECTIONS = 100

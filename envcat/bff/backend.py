@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import string
 import time
 from collections.abc import Mapping
@@ -11,15 +10,15 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import httpx
+from pydantic import ValidationError
 
 from envcat.bff import metrics
 from envcat.bff.apiclient import ApiUnavailable, Signer
 from envcat.bff.identity import caller_info, current_identity
 from envcat.bff.runtime import runtime
 from envcat.core import forwarding
-
-# What an id in an api path looks like (UUIDs, urlsafe tokens): no `/`, `?`, `#`, `%` or dots.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+from envcat.core.schemas.requests import AccessRequestView
+from envcat.core.wire import PATH_ID_RE, REQUEST_ID_RE
 
 
 class UpstreamError(Exception):
@@ -43,7 +42,7 @@ def api_path(template: str, **ids: str) -> str:
     if fields != set(ids):
         raise ValueError(f"api_path: {template} needs exactly {sorted(fields)}")
     for value in ids.values():
-        if not ID_PATTERN.fullmatch(value):
+        if not PATH_ID_RE.fullmatch(value):
             metrics.PROXY_REJECTED.labels("path").inc()
             raise UpstreamError(404, "not_found", "Not found.")
     return template.format(**{name: quote(value, safe="") for name, value in ids.items()})
@@ -142,15 +141,22 @@ def fetch(path: str, params: Mapping[str, str] | None = None) -> Any:
     return call("GET", path, params=params).json()
 
 
-def public_context(request_id: str) -> dict[str, Any] | None:
-    """The public context of an access request, or None when unknown or expired."""
-    if not ID_PATTERN.fullmatch(request_id):
-        return None
+def public_context(request_id: str) -> AccessRequestView | None:
+    """The public context of an access request, or None when unknown or expired.
+
+    Parsed into the api's own reply model, so pages read typed fields (times are unix
+    seconds, as the api states them) and a malformed reply is the api failing (503).
+    """
+    if not REQUEST_ID_RE.fullmatch(request_id):
+        return None  # no id of another shape was ever minted: the api would answer 404
     path = api_path("/api/v1/requests/{request_id}/context", request_id=request_id)
     response = timed_send("GET", path, signer=None, kind="page")
     if response.status_code in (404, 410):
         return None
     if response.status_code != 200:
         raise error_from(response)
-    data: dict[str, Any] = response.json()
-    return data
+    try:
+        return AccessRequestView.model_validate_json(response.content)
+    except ValidationError:
+        metrics.API_UNAVAILABLE.inc()
+        raise ApiUnavailable(503, "The api is unavailable; retry in a moment.") from None

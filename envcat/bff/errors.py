@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from envcat.bff.apiclient import ApiUnavailable
 from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import CsrfFailed, Identity, back_path, current_identity, end_session
+from envcat.core.wire import error_body, error_code
 
 log = logging.getLogger("envcat.bff")
 
@@ -50,7 +51,7 @@ def wants_json() -> bool:
 
 def json_error(status: int, code: str, message: str) -> Response:
     """`{"error", "message"}` with the given status."""
-    response = jsonify(error=code, message=message)
+    response = jsonify(error_body(code, message))
     response.status_code = status
     return response
 
@@ -78,10 +79,6 @@ def error_response(status: int, code: str, message: str) -> Response:
     return json_error(status, code, message) if wants_json() else page_error(status, message)
 
 
-def _snake(name: str) -> str:
-    return name.lower().replace(" ", "_").replace("-", "_")
-
-
 def register_error_handlers(app: Flask) -> None:
     """Map every failure to a 4xx/5xx in the right shape; never a traceback."""
 
@@ -94,7 +91,7 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         stock = exc.description == type(exc).description
         message = (_MESSAGES.get(status) if stock else None) or exc.description or exc.name
-        return error_response(status, _snake(exc.name), message)
+        return error_response(status, error_code(exc.name), message)
 
     @app.errorhandler(ApiUnavailable)
     def _unavailable(exc: ApiUnavailable) -> Response:

@@ -12,9 +12,10 @@ import json
 import re
 from collections.abc import Callable, Mapping
 
+from envcat.core.wire import KEY_NAME_RE
+
 FORMATS = ("sh", "fish", "dotenv", "json", "docker")
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # python-dotenv expands ${NAME} and ${NAME:-default} in every kind of value
 # (quoted or not, after unescaping) and has no escape for it.
 _DOTENV_EXPANSION = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
@@ -27,7 +28,7 @@ class FormatError(ValueError):
 
 def is_valid_name(name: str) -> bool:
     """Return whether `name` is a portable environment-variable name."""
-    return _NAME.fullmatch(name) is not None
+    return KEY_NAME_RE.fullmatch(name) is not None
 
 
 def validate_values(values: Mapping[str, str]) -> None:

@@ -49,10 +49,11 @@ def check_write_path(ctx: click.Context, param: click.Parameter, value: Path | N
 def check_names(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> list[str]:
     """Click callback: every value is a variable name (-k, --allow-var)."""
     from envcat.cli.formats import is_valid_name
+    from envcat.core.wire import KEY_NAME_RE
 
     for name in value:
         if not is_valid_name(name):
-            raise click.BadParameter(f"{name!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            raise click.BadParameter(f"{name!r} is not a variable name ({KEY_NAME_RE.pattern})")
     return list(value)
 
 

@@ -11,7 +11,6 @@ import base64
 import binascii
 import contextlib
 import email.utils
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -21,13 +20,13 @@ import httpx
 from envcat.cli.context import CLIENT
 from envcat.cli.display import safe_text
 from envcat.cli.errors import CliError, RequestDenied, RequestExpired, ServerUnreachable
+from envcat.core.wire import MAX_WAIT_SECONDS, PATH_ID_RE, POLL_TOKEN_HEADER, SERVER_KEY_PATH
 
-POLL_SECONDS = 25
+POLL_SECONDS = MAX_WAIT_SECONDS - 5  # each long poll asks for a little under the api's cap
 TIMEOUT = httpx.Timeout(10.0, read=POLL_SECONDS + 20.0)
 CANCEL_TIMEOUT = httpx.Timeout(3.0)
 REQUESTS = "/api/v1/requests"
 LOGINS = "/api/v1/logins"  # `envcat login` (issue #16): then waited on like any request
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _INTERVAL_BOUNDS = (1.0, 60.0)
 
 
@@ -264,7 +263,6 @@ class ServerKey:
 def fetch_server_key(client: httpx.Client) -> ServerKey:
     """Fetch and check the server's public delivery key; CliError when malformed."""
     from envcat.core.envelope import EnvelopeError, decode_key, fingerprint
-    from envcat.core.wire import SERVER_KEY_PATH
 
     try:
         response = client.get(SERVER_KEY_PATH)
@@ -300,7 +298,7 @@ def _parse_created(data: dict[str, Any] | None) -> CreatedRequest:
     if missing or not (_is_number(interval) and _is_number(expires_in)):
         wrong = ", ".join(missing) or "interval/expires_in"
         raise CliError(f"the server's reply to the new request is malformed ({wrong})")
-    if not _REQUEST_ID.fullmatch(data["id"]):
+    if not PATH_ID_RE.fullmatch(data["id"]):
         raise CliError("the server sent a request id that is not URL-safe; refusing it")
     low, high = _INTERVAL_BOUNDS
     return CreatedRequest(
@@ -330,7 +328,7 @@ def wait_once(client: httpx.Client, request: CreatedRequest, timeout: int) -> Ou
     response = client.get(
         f"{REQUESTS}/{request.id}/wait",
         params={"timeout": timeout},
-        headers={"X-Poll-Token": request.poll_token},
+        headers={POLL_TOKEN_HEADER: request.poll_token},
     )
     data = _json_object(response)
     if response.status_code == 200 and data is not None:
@@ -381,6 +379,6 @@ def cancel_request(client: httpx.Client, request: CreatedRequest) -> None:
     with contextlib.suppress(httpx.HTTPError):
         client.delete(
             f"{REQUESTS}/{request.id}",
-            headers={"X-Poll-Token": request.poll_token},
+            headers={POLL_TOKEN_HEADER: request.poll_token},
             timeout=CANCEL_TIMEOUT,
         )

@@ -10,7 +10,6 @@ import time
 import traceback
 from typing import Any
 
-REQUEST_ID_HEADER = "X-Request-Id"
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "envcat_request_id", default=None
 )

@@ -1,14 +1,66 @@
-"""Wire rules both sides need, standard library only (the CLI installs without pydantic).
+"""Wire rules every layer needs, standard library only (the CLI installs without pydantic).
 
-One definition each: the workspace slug, and which variable names change how
-programs load or run (the CLI refuses them unless allowed one by one; the api
-refuses them at write time unless an admin marks the key `dangerous_ok`).
+One definition each (issue #13): what a request id and an id in a path look like, the
+header names, the long-poll cap, cleaning a caller's request id, the JSON error body,
+the workspace slug, and which variable names change how programs load or run (the CLI
+refuses them unless allowed one by one; the api refuses them at write time unless an
+admin marks the key `dangerous_ok`). The cli, bff, api, services and workers import
+these; none keeps its own copy, so the two ends of a wire cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
 
+# An access request's id. The server mints `secrets.token_urlsafe(16)` (22 characters,
+# `services.access_requests.store.new_request`); 16-128 leaves room for a longer id
+# without a new rule. The api, the audit index and the approval page use this one.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+# Any id placed in an api path (UUIDs, urlsafe tokens, request ids): URL-safe, so no
+# `/`, `?`, `#`, `%` or dot can change the path. Looser than REQUEST_ID_RE on purpose:
+# the bff's proxy and pages and the CLI only need an id to be safe in a path, and leave
+# the api to answer an id of another shape with its clean 404.
+PATH_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+# Header names on the wire (names, not secrets).
+POLL_TOKEN_HEADER = "X-Poll-Token"  # noqa: S105  # the CLI's proof on wait and cancel
+REQUEST_ID_HEADER = "X-Request-Id"  # carried CLI/browser → bff → api → task, for logs
+# The caller's request id is adopted only when short, printable ASCII: it goes into
+# logs and back out in a response header.
+MAX_REQUEST_ID_LENGTH = 64
+# The longest wait the api holds a long poll (`GET /requests/{id}/wait?timeout=`); the
+# bff's read timeout and the blocking Redis connection must outlive it.
+MAX_WAIT_SECONDS = 30
+
+
+def clean_request_id(value: object) -> str | None:
+    """The caller's request id when it is 1-64 printable ASCII characters, else None."""
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_REQUEST_ID_LENGTH
+        and value.isprintable()
+        and value.isascii()
+    ):
+        return value
+    return None
+
+
+def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
+    """The one JSON error shape (DESIGN §5): `{"error", "message", "details"?}`."""
+    body: dict[str, object] = {"error": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def error_code(name: str) -> str:
+    """An HTTP reason phrase as an error code: "Method Not Allowed" → method_not_allowed."""
+    return name.lower().replace(" ", "_").replace("-", "_")
+
+
+# A key's (environment variable's) name: the api stores no other (core.schemas.bundles adds
+# the length cap), and the CLI writes no other into a shell, dotenv or docker file.
+KEY_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WORKSPACE_SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
 WORKSPACE_SLUG_RULE = "lower-case letters, digits, '-' and '_', 1-64 characters"
 SERVER_KEY_PATH = "/api/v1/server-key"

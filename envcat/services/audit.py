@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import json
 import random
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from envcat.core.schemas.audit import (
     PersonOut,
     TargetKind,
 )
+from envcat.core.wire import REQUEST_ID_RE
 from envcat.models import AuditEvent, Bundle, Key, User, db, utcnow
 from envcat.services.errors import ValidationFailed
 
@@ -184,7 +184,6 @@ def tenants_with_events() -> list[str]:
 
 # Actors that are not people: the CLI collecting its values, the workers and sweeps.
 MACHINE_ACTORS = frozenset({"cli", "system"})
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 def _encode_cursor(event_id: int) -> str:
@@ -284,7 +283,7 @@ def _split_target(event: AuditEvent) -> tuple[TargetKind, str]:
     kind, _, rest = target.partition(":")
     if kind in ("bundle", "key") and rest:
         return ("bundle" if kind == "bundle" else "key"), rest
-    if event.action.startswith("request.") and _REQUEST_ID.fullmatch(target):
+    if event.action.startswith("request.") and REQUEST_ID_RE.fullmatch(target):
         return "request", target
     return ("other", target) if target else ("none", "")
 

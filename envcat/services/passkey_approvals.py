@@ -24,7 +24,7 @@ from webauthn.helpers import bytes_to_base64url
 from envcat.core.approval_statement import ApprovalStatement, StatementError
 from envcat.core.passkeys import PasskeyProof
 from envcat.core.schemas.passkeys import ApprovalChallenge, PasskeyAssertion
-from envcat.core.schemas.requests import REQUEST_ID_RE
+from envcat.core.wire import REQUEST_ID_RE
 from envcat.models import Passkey, db, utcnow
 from envcat.services.access_requests import delivery, store
 from envcat.services.errors import Conflict, NotFound, ValidationFailed

@@ -17,12 +17,12 @@ from redis.retry import Retry
 from envcat.core import redisconn
 from envcat.core.kms import Keyring
 from envcat.core.settings import Settings
+from envcat.core.wire import MAX_WAIT_SECONDS
 from envcat.models import db
 
 EXTENSION_KEY = "envcat"
 # Ordinary commands fail fast; the long-poll connection must outlive the longest wait.
 REDIS_SOCKET_TIMEOUT = 5.0
-MAX_LONG_POLL_SECONDS = 30
 # redis-py >= 6 caps a pool at 100 connections, then raises MaxConnectionsError (a 503).
 # Under gevent one process holds thousands of long polls, each on its own connection for
 # up to 30 s, beside bursts of short commands; gunicorn's worker_connections bounds them.
@@ -42,7 +42,7 @@ class Runtime:
 def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
     """Return a pooled client (TLS or Sentinel as configured); `blocking` ones wait longer
     than any long poll."""
-    timeout = MAX_LONG_POLL_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
+    timeout = MAX_WAIT_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
     # redis-py retries a failed command 10 times with backoff (about 4.5 s against a
     # refused port); a long poll retries on its own until its deadline instead
     # (access_requests.store.wait_for_change), so its client only retries a stale connection.

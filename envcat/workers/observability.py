@@ -30,11 +30,12 @@ from prometheus_client import multiprocess, start_http_server
 from envcat.core import exposition
 from envcat.core.logging import configure_logging, request_id_var
 from envcat.core.settings import Settings
+from envcat.core.wire import clean_request_id
 from envcat.services import metrics
 
-# The message header that carries the request id (JSON-serialisable, never a secret).
+# The Celery message header that carries the request id (JSON-serialisable, never a
+# secret); the HTTP one is `core.wire.REQUEST_ID_HEADER`.
 REQUEST_ID_HEADER = "envcat_request_id"
-MAX_REQUEST_ID_LENGTH = 64
 QUEUE_DEPTH_SECONDS = 15.0
 _LOG_LEVEL = "envcat_log_level"
 _METRICS_PORT = "envcat_worker_metrics_port"
@@ -75,13 +76,6 @@ def _configure_worker_logging(**_: Any) -> None:
 
 def _configure_beat_logging(sender: Any = None, **_: Any) -> None:
     configure_logging("beat", current_app.conf.get(_LOG_LEVEL) or "INFO")
-
-
-def clean_request_id(value: object) -> str | None:
-    """The request id when it is a short printable string, else None."""
-    if isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isprintable():
-        return value
-    return None
 
 
 def _attach_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:

@@ -230,11 +230,11 @@ def test_unknown_or_expired_requests_get_a_friendly_page(ada: Browser) -> None:
 
 def test_pick_bundle_and_key_choices() -> None:
     bundles = [{"id": "1", "name": "prod/api"}, {"id": "2", "name": "Prod/Web"}]
-    assert pick_bundle(bundles, "2", {"bundle_id": "1"}) == bundles[1]
-    assert pick_bundle(bundles, "9", {"bundle_id": "1"}) == bundles[0]
-    assert pick_bundle(bundles, None, {"bundle": "prod/web"}) == bundles[1]
-    assert pick_bundle(bundles, None, {"bundle": "nope"}) is None
-    assert pick_bundle(bundles[:1], None, {}) == bundles[0]
+    assert pick_bundle(bundles, "2", hint_id="1") == bundles[1]
+    assert pick_bundle(bundles, "9", hint_id="1") == bundles[0]
+    assert pick_bundle(bundles, None, hint="prod/web") == bundles[1]
+    assert pick_bundle(bundles, None, hint="nope") is None
+    assert pick_bundle(bundles[:1], None) == bundles[0]
     keys: list[dict[str, Any]] = [{"name": "A", "required": True}, {"name": "B"}, {"name": "C"}]
     assert [c.checked for c in key_choices(keys, [])] == [True, True, True]
     assert [c.checked for c in key_choices(keys, ["C"])] == [True, False, True]

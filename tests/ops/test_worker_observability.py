@@ -20,9 +20,10 @@ from celery import Celery
 from celery.signals import before_task_publish
 from flask import Flask
 
-from envcat.core.logging import REQUEST_ID_HEADER, request_id_var
+from envcat.core.logging import request_id_var
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
+from envcat.core.wire import REQUEST_ID_HEADER
 from envcat.models import migrate
 from envcat.ops.config import settings_environment
 from envcat.services import metrics

@@ -13,15 +13,16 @@ import pytest
 import redis
 
 from envcat.core.settings import Settings
+from envcat.core.wire import MAX_WAIT_SECONDS
 from envcat.services.access_requests import store
-from envcat.services.runtime import MAX_LONG_POLL_SECONDS, make_redis
+from envcat.services.runtime import make_redis
 
 WAIT_SECONDS = 10.0
 
 
 def _blocking_client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(
-        redis_url, decode_responses=True, socket_timeout=MAX_LONG_POLL_SECONDS + 10
+        redis_url, decode_responses=True, socket_timeout=MAX_WAIT_SECONDS + 10
     )
 
 

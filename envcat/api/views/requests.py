@@ -21,13 +21,12 @@ from envcat.core.schemas.requests import (
     WaitQuery,
     WaitResult,
 )
+from envcat.core.wire import POLL_TOKEN_HEADER
 from envcat.services.access_requests import device, lifecycle, login, machine
 from envcat.services.errors import ValidationFailed
 from envcat.services.runtime import current
 from envcat.workers import tasks
 from envcat.workers.enqueue import enqueue
-
-POLL_TOKEN_HEADER = "X-Poll-Token"  # noqa: S105  # a header name, not a secret
 
 bp = Blueprint("requests", __name__, url_prefix="/api/v1")
 

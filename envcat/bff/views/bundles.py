@@ -11,7 +11,7 @@ from flask import Blueprint, Response, flash, redirect, request
 from markupsafe import Markup, escape
 
 from envcat.bff import backend
-from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
+from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views import grants, requesters, reveals
 from envcat.bff.views.forms import (
@@ -23,6 +23,7 @@ from envcat.bff.views.forms import (
     submit,
     tags_field,
 )
+from envcat.core.wire import PATH_ID_RE
 
 bp = Blueprint("bundles", __name__)
 
@@ -182,7 +183,7 @@ def show(bundle_id: str) -> Response:
 def reveal(bundle_id: str, key_id: str) -> Response:
     """Leave a reveal ticket and go to the GET page that spends it (post/redirect/get)."""
     identity = current_identity()
-    if identity is None or not (ID_PATTERN.fullmatch(bundle_id) and ID_PATTERN.fullmatch(key_id)):
+    if identity is None or not (PATH_ID_RE.fullmatch(bundle_id) and PATH_ID_RE.fullmatch(key_id)):
         raise UpstreamError(404, "not_found", "Not found.")
     token = reveals.issue(identity, key_id)
     return redirect(f"{_back(bundle_id)}?reveal={token}#value-{key_id}", 303)  # type: ignore[return-value]

@@ -7,10 +7,11 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, request
 
 from envcat.bff import backend
-from envcat.bff.backend import ID_PATTERN, UpstreamError, api_path
+from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views import reveals
 from envcat.bff.views.forms import MASK, checkbox, describe, page, page_params, submit
+from envcat.core.wire import PATH_ID_RE
 
 bp = Blueprint("keys", __name__)
 
@@ -49,7 +50,7 @@ def create() -> Response:
 def _from_bundle() -> str:
     """The bundle whose page this key page was opened from (`?bundle=` or the form's), or ""."""
     bundle_id = request.values.get("bundle", "")
-    return bundle_id if ID_PATTERN.fullmatch(bundle_id) else ""
+    return bundle_id if PATH_ID_RE.fullmatch(bundle_id) else ""
 
 
 def _bundle_back() -> str | None:
@@ -132,7 +133,7 @@ def show(key_id: str) -> Response:
 def reveal(key_id: str) -> Response:
     """Leave a reveal ticket and go to the GET page that spends it (post/redirect/get)."""
     identity = current_identity()
-    if identity is None or not ID_PATTERN.fullmatch(key_id):
+    if identity is None or not PATH_ID_RE.fullmatch(key_id):
         raise UpstreamError(404, "not_found", "Not found.")
     token = reveals.issue(identity, key_id)
     bundle_id = _from_bundle()
@@ -145,7 +146,7 @@ def reveal(key_id: str) -> Response:
 def reveal_version(key_id: str, number: int) -> Response:
     """Leave a ticket for one old value and go to the GET page that spends it."""
     identity = current_identity()
-    if identity is None or not ID_PATTERN.fullmatch(key_id):
+    if identity is None or not PATH_ID_RE.fullmatch(key_id):
         raise UpstreamError(404, "not_found", "Not found.")
     token = reveals.issue(identity, _version_ticket(key_id, number))
     bundle_id = _from_bundle()

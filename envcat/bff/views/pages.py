@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -18,10 +16,11 @@ from envcat.bff.views.audit import request_state
 from envcat.bff.views.forms import page, refusal
 from envcat.bff.views.requesters import bundle_requesters
 from envcat.bff.views.workspaces import elsewhere, elsewhere_page
+from envcat.core.schemas.requests import AccessRequestView, ClientContext
+from envcat.core.wire import REQUEST_ID_RE
 
 bp = Blueprint("pages", __name__)
 
-REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,256}")
 CONTEXT_FIELDS = (
     ("hostname", "Host"),
     ("cwd", "Directory"),
@@ -49,28 +48,19 @@ def landing() -> Response:
     return page("landing.html", identity=current_identity())
 
 
-def epoch_seconds(value: object) -> float | None:
-    """A time from the api as unix seconds (number or ISO 8601 text), or None."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
 def pick_bundle(
-    bundles: list[dict[str, Any]], chosen_id: str | None, context: dict[str, Any]
+    bundles: list[dict[str, Any]],
+    chosen_id: str | None,
+    *,
+    hint_id: str | None = None,
+    hint: str | None = None,
 ) -> dict[str, Any] | None:
     """The bundle to show: the approver's pick, else the CLI's id or name hint, else the only."""
     by_id = {b["id"]: b for b in bundles}
-    for candidate in (chosen_id, context.get("bundle_id")):
+    for candidate in (chosen_id, hint_id):
         if candidate and candidate in by_id:
             return by_id[candidate]
-    hint = context.get("bundle")
-    if isinstance(hint, str) and hint:
+    if hint:
         exact = [b for b in bundles if b["name"] == hint]
         folded = [b for b in bundles if b["name"].casefold() == hint.casefold()]
         if exact or len(folded) == 1:
@@ -111,7 +101,7 @@ def _gone() -> Response:
 
 def _render_approval(
     request_id: str,
-    context: dict[str, Any],
+    context: AccessRequestView,
     chosen_id: str | None,
     *,
     error: str | None = None,
@@ -119,7 +109,7 @@ def _render_approval(
     status: int = 200,
 ) -> Response:
     bundles: list[dict[str, Any]] = backend.fetch("/api/v1/bundles")["bundles"]
-    chosen = pick_bundle(bundles, chosen_id, context)
+    chosen = pick_bundle(bundles, chosen_id, hint_id=context.bundle_id, hint=context.bundle)
     detail = (
         backend.fetch(backend.api_path("/api/v1/bundles/{id}", id=chosen["id"])) if chosen else None
     )
@@ -128,23 +118,23 @@ def _render_approval(
         if chosen
         else None
     )
-    template_keys = [k for k in context.get("template_keys") or [] if isinstance(k, str)]
+    template_keys = context.template_keys
     choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
     names = {choice.name for choice in choices}
     return page(
         "approve.html",
         status,
         **_request_fields(request_id, context),
-        workload=context.get("workload") if isinstance(context.get("workload"), str) else None,
-        requester=context.get("requester") if isinstance(context.get("requester"), str) else None,
+        workload=context.workload,
+        requester=context.requester,
         bundles=bundles,
         chosen=chosen,
         choices=choices,
         missing=[k for k in template_keys if chosen and k not in names],
-        hint=context.get("bundle"),
+        hint=context.bundle,
         error=error,
         approvers=approvers,
-        device=context.get("device") if isinstance(context.get("device"), str) else None,
+        device=context.device,
         grant_limit=_grant_limit(chosen),
         members_only=chosen is not None and bundle_requesters(chosen["id"]) == "members",  # #17
         **passkey_mode(),
@@ -190,48 +180,40 @@ def _grant_field() -> dict[str, Any]:
     return {"grant_hours": int(hours) if hours.isdigit() and len(hours) < 4 else 0}
 
 
-def _context_rows(raw: object) -> list[tuple[str, str]]:
-    data = raw if isinstance(raw, dict) else {}
-    rows = []
-    for field, label in CONTEXT_FIELDS:
-        value = data.get(field)
-        if isinstance(value, list):
-            value = " ".join(str(part) for part in value)
-        rows.append((label, str(value) if value else "—"))
-    return rows
+def _context_rows(context: ClientContext) -> list[tuple[str, str]]:
+    return [(label, getattr(context, field) or "—") for field, label in CONTEXT_FIELDS]
 
 
 @bp.get("/approve/<request_id>")
 @login_required
 def approve(request_id: str) -> Response:
     """Show the phrase, the context, the time left, the bundle and the keys to release."""
-    context = backend.public_context(request_id) if REQUEST_ID.fullmatch(request_id) else None
+    context = backend.public_context(request_id)
     if context is None:
-        state = request_state(request_id) if REQUEST_ID.fullmatch(request_id) else None
+        state = request_state(request_id) if REQUEST_ID_RE.fullmatch(request_id) else None
         return page("approve_gone.html", 404, state=state)
-    if context.get("status") != "pending":
-        return page("approve_done.html", 409, outcome="decided", state=context.get("status"))
-    if (found := elsewhere(context)) is not None:
+    if context.status != "pending":
+        return page("approve_done.html", 409, outcome="decided", state=context.status)
+    if (found := elsewhere(context.workspace)) is not None:
         return elsewhere_page(request_id, found)
-    if context.get("kind") == "login":  # `envcat login` (issue #16)
+    if context.kind == "login":  # `envcat login` (issue #16)
         return _render_login(request_id, context)
     return _render_approval(request_id, context, request.args.get("bundle_id"))
 
 
-def _request_fields(request_id: str, context: dict[str, Any]) -> dict[str, Any]:
+def _request_fields(request_id: str, context: AccessRequestView) -> dict[str, Any]:
     """What every approval page shows of a request: phrase, workspace, context, time left."""
-    expires_at = epoch_seconds(context.get("expires_at"))
     return {
         "identity": current_identity(),
         "request_id": request_id,
-        "phrase": context.get("user_code", ""),
-        "workspace": context.get("workspace", ""),
-        "details": _context_rows(context.get("context")),
-        "seconds_left": max(0, int((expires_at or time.time()) - time.time())),
+        "phrase": context.user_code,
+        "workspace": context.workspace,
+        "details": _context_rows(context.context),
+        "seconds_left": max(0, int(context.expires_at - time.time())),
     }
 
 
-def _render_login(request_id: str, context: dict[str, Any]) -> Response:
+def _render_login(request_id: str, context: AccessRequestView) -> Response:
     return page("approve_login.html", **_request_fields(request_id, context))
 
 
@@ -251,7 +233,7 @@ def _sign_in(request_id: str) -> Response:
 @login_required
 def decide(request_id: str) -> Response:
     """Approve (encrypt the chosen keys for the CLI) or deny."""
-    if not REQUEST_ID.fullmatch(request_id):
+    if not REQUEST_ID_RE.fullmatch(request_id):
         return _gone()
     if request.form.get("decision") == "deny":
         return _deny(request_id)
@@ -283,7 +265,7 @@ def _deny(request_id: str) -> Response:
         backend.call("POST", backend.api_path("/api/v1/requests/{id}/deny", id=request_id))
     except UpstreamError as exc:
         context = backend.public_context(request_id) if exc.status == 404 else None
-        if context is not None and (found := elsewhere(context)) is not None:
+        if context is not None and (found := elsewhere(context.workspace)) is not None:
             return elsewhere_page(request_id, found)
         if exc.status in (404, 410):
             return _gone()
@@ -301,9 +283,9 @@ def _refused(request_id: str, exc: UpstreamError, bundle_id: str, include: list[
     context = backend.public_context(request_id)
     if context is None:
         return _gone()
-    if context.get("status") != "pending":
+    if context.status != "pending":
         return page("approve_done.html", 409, outcome="decided")
-    if (found := elsewhere(context)) is not None:
+    if (found := elsewhere(context.workspace)) is not None:
         return elsewhere_page(request_id, found)
     return _render_approval(
         request_id, context, bundle_id, error=refusal(exc), selected=include, status=exc.status

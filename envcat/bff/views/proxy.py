@@ -28,12 +28,13 @@ from envcat.bff.identity import (
 )
 from envcat.core.bearer_routes import is_admin_token_route, is_user_token_route
 from envcat.core.schemas.logins import USER_TOKEN_BEARER
+from envcat.core.wire import PATH_ID_RE, POLL_TOKEN_HEADER
 
 bp = Blueprint("proxy", __name__)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_ID = r"[A-Za-z0-9_-]{1,256}"
+_ID = PATH_ID_RE.pattern  # any URL-safe id: the api answers an unknown one with its 404
 PUBLIC_ROUTES = (
     ("POST", re.compile(r"requests")),
     ("GET", re.compile(rf"requests/{_ID}/context")),
@@ -54,7 +55,7 @@ SCAN_ROUTES = {("POST", "scan/matches"), ("POST", "scan/leaks")}
 _SEGMENT = re.compile(r"[A-Za-z0-9_~.-]{1,256}")
 # Forwarded from the browser or CLI; everything else (cookies, Authorization, X-User-Id,
 # X-Signature, …) stays here.
-FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Poll-Token")
+FORWARDED_HEADERS = ("Content-Type", "Accept", POLL_TOKEN_HEADER)
 WEBHOOK_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 RETURNED_HEADERS = (
     "Content-Type",

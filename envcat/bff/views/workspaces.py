@@ -35,10 +35,10 @@ class Elsewhere:
     member_of: dict[str, Any] | None  # the wanted workspace, when the person belongs to it
 
 
-def elsewhere(context: dict[str, Any]) -> Elsewhere | None:
-    """None when the request is for the workspace the person acts in, else what to show."""
+def elsewhere(wanted: str) -> Elsewhere | None:
+    """None when a request for workspace `wanted` is for the one the person acts in, else
+    what to show."""
     listed = backend.fetch("/api/v1/workspaces")
-    wanted = str(context.get("workspace") or "")
     if wanted == listed["current"]:
         return None
     match = next((w for w in listed["workspaces"] if w["slug"] == wanted), None)

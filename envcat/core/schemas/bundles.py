@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
 
+from envcat.core.wire import KEY_NAME_RE
+
 KEY_NAME_MAX = 200
 BUNDLE_NAME_MAX = 200
 MAX_VALUE_BYTES = 64 * 1024
@@ -23,7 +25,6 @@ MAX_TAG = 64
 MAX_POSITION = 1_000_000
 MAX_IMPORT_CONTENT = 1024 * 1024
 
-KEY_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BUNDLE_NAME_RE = re.compile(r"[A-Za-z0-9._/-]+")
 
 
@@ -70,7 +71,7 @@ def text_problem(value: str) -> str | None:
 def _key_name(name: str) -> str:
     if not is_valid_key_name(name):
         raise ValueError(
-            f"must match ^[A-Za-z_][A-Za-z0-9_]*$ and be at most {KEY_NAME_MAX} characters"
+            f"must match ^{KEY_NAME_RE.pattern}$ and be at most {KEY_NAME_MAX} characters"
         )
     return name
 

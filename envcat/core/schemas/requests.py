@@ -25,7 +25,7 @@ from pydantic import (
 from envcat.core.schemas.bundles import BundleName, KeyName, ObjectId
 from envcat.core.schemas.grants import DeviceProof, GrantHours
 from envcat.core.schemas.passkeys import PasskeyAssertion
-from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
+from envcat.core.wire import MAX_WAIT_SECONDS, WORKSPACE_SLUG_RULE, is_workspace_slug
 
 PUBLIC_KEY_BYTES = 32
 MAX_CONTEXT_FIELD = 1024  # accepted; the store keeps the first 200 bytes of each (display only)
@@ -35,9 +35,7 @@ MAX_TEMPLATE_KEY_LENGTH = 128
 MAX_TEMPLATE_KEYS_TOTAL = 1500  # characters of all names together: the worst request < 4 KB
 MAX_INCLUDE_KEYS = 1000
 MAX_ID_TOKEN = 16 * 1024
-MAX_WAIT_SECONDS = 30
 POLL_INTERVAL_SECONDS = 5
-REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 RequestStatus = Literal["pending", "ready", "denied", "failed"]
 

@@ -22,7 +22,6 @@ from envcat.core.envelope import encode_key, fingerprint
 from envcat.core.schemas.passkeys import PasskeyAssertion
 from envcat.core.schemas.requests import (
     POLL_INTERVAL_SECONDS,
-    REQUEST_ID_RE,
     AccessRequestCreate,
     AccessRequestCreated,
     AccessRequestView,
@@ -31,6 +30,7 @@ from envcat.core.schemas.requests import (
     ServerKeys,
     WaitResult,
 )
+from envcat.core.wire import POLL_TOKEN_HEADER, REQUEST_ID_RE
 from envcat.models import db
 from envcat.services import (
     approvers,
@@ -212,7 +212,7 @@ def wait(
     `is_listening` tells a long poll whether its caller is still connected.
     """
     if not poll_token:
-        raise InvalidPollToken("The X-Poll-Token header is required.")
+        raise InvalidPollToken(f"The {POLL_TOKEN_HEADER} header is required.")
     if not _is_request_id(request_id):
         raise ExpiredToken("The request expired, was already delivered, or never existed.")
     result = _take(request_id, poll_token)
@@ -258,7 +258,7 @@ def _record_delivery(request_id: str, result: store.PollResult, origin: audit.Or
 def cancel(request_id: str, poll_token: str, origin: audit.Origin) -> None:
     """Delete a request for its CLI; audited in its workspace."""
     if not poll_token:
-        raise InvalidPollToken("The X-Poll-Token header is required.")
+        raise InvalidPollToken(f"The {POLL_TOKEN_HEADER} header is required.")
     if not _is_request_id(request_id):
         raise ExpiredToken("The request expired, was already delivered, or never existed.")
     cancellation = store.cancel_request(current().redis, request_id, poll_token)
