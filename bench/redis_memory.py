@@ -127,9 +127,7 @@ def main() -> int:
             )
             _SPREAD["per_workspace"] = options.requests  # every request in one workspace
             client.config_set("hash-max-listpack-value", 64)
-            results[ONE_WORKSPACE] = bytes_per_request(
-                client, options.requests, typical
-            )
+            results[ONE_WORKSPACE] = bytes_per_request(client, options.requests, typical)
             client.close()
         finally:
             server.stop()

@@ -41,8 +41,11 @@ def test_inbox_lists_this_workspaces_pending_requests_with_their_context(
     assert "sk-inbox-canary" not in text and cli.poll_token not in text
     assert cli.public_key not in text
     # the workspace's index in Redis holds the id and the client's address only
-    (member,) = redis_client.zrange(store.tenant_pending_key("t-acme"), 0, -1)
-    assert member.split(" ")[0] == cli.id and len(member.split(" ")) == 2
+    members = [
+        str(member) for member in redis_client.zrange(store.tenant_pending_key("t-acme"), 0, -1)
+    ]
+    assert [member.split(" ")[0] for member in members] == [cli.id]
+    assert all(len(member.split(" ")) == 2 for member in members)
 
 
 def test_another_workspaces_member_sees_nothing_and_cannot_name_it(
