@@ -1,6 +1,6 @@
 """The approver inbox (issue #15): what waits for a decision in a workspace, and what was decided.
 
-Pending requests come from the workspace's index in Redis (ids only; each request is
+Pending requests come from the workspace's index in Redis (ids and addresses; each request is
 read as the approval page reads it). The history is the audit log's decisions, so
 it says who decided and what was released without keeping anything new.
 """

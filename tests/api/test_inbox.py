@@ -8,7 +8,6 @@ from typing import Any
 import redis
 from flask import Flask
 
-from envcat.core.settings import Settings
 from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle
 
@@ -41,8 +40,12 @@ def test_inbox_lists_this_workspaces_pending_requests_with_their_context(
     text = owner.get(INBOX).get_data(as_text=True)
     assert "sk-inbox-canary" not in text and cli.poll_token not in text
     assert cli.public_key not in text
-    # the workspace's index in Redis holds ids only
-    assert redis_client.zrange(store.tenant_pending_key("t-acme"), 0, -1) == [cli.id]
+    # the workspace's index in Redis holds the id and the client's address only
+    members = [
+        str(member) for member in redis_client.zrange(store.tenant_pending_key("t-acme"), 0, -1)
+    ]
+    assert [member.split(" ")[0] for member in members] == [cli.id]
+    assert all(len(member.split(" ")) == 2 for member in members)
 
 
 def test_another_workspaces_member_sees_nothing_and_cannot_name_it(
@@ -76,15 +79,16 @@ def test_a_decided_request_leaves_the_inbox_and_enters_the_history(
 
 
 def test_expired_requests_are_dropped_from_the_workspace_index(
-    api_app: Flask, signed_as: Any, redis_client: redis.Redis, settings: Settings
+    api_app: Flask, signed_as: Any, redis_client: redis.Redis
 ) -> None:
     owner = signed_as("u-owner", "t-acme", "owner")
     cli = Cli.start(api_app.test_client(), bundle="production/api")
     key = store.tenant_pending_key("t-acme")
-    assert 0 < redis_client.ttl(key) <= settings.request_ttl
     later = time.time() + 24 * 3600  # a clock past every request's expiry
-    assert store.pending_of_tenant(redis_client, "t-acme", later, 10) == []
-    assert redis_client.zcard(key) == 0  # cleaned up on the way, not merely hidden
+    assert store.pending_of_tenant(redis_client, "t-acme", later, 10) == []  # hidden at once
+    # the sweep removes it (counting its address down), and the workspace from the directory
+    assert store.prune_pending(redis_client, later, 10) == [cli.id]
+    assert redis_client.zcard(key) == 0 and redis_client.zcard(store.PENDING_TENANTS) == 0
     assert cli.id not in _ids(owner)
 
 

@@ -51,3 +51,18 @@ def test_load_bench_delivers_with_no_errors() -> None:
     assert delivered is not None, result.stdout
     assert int(delivered.group(1)) > 0, result.stdout
     assert re.search(r"^errors: 0$", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_a_pending_request_fits_the_redis_budget_at_defaults() -> None:
+    # issue #14: at most 1 KB per pending request with Redis's default configuration,
+    # spread over workspaces and all in one (N = 2,000 keeps this to about a second)
+    result = subprocess.run(
+        [sys.executable, "bench/redis_memory.py", "--requests", "2000", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert re.search(r"^typical, all in one workspace\s+\d+ bytes", result.stdout, re.M)

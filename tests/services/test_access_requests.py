@@ -2,6 +2,7 @@
 
 import base64
 import json
+import math
 import threading
 import time
 
@@ -10,7 +11,7 @@ import redis
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.usercode import user_code
 from envcat.services.access_requests import store
-from tests.support.requests import expire_now
+from tests.support.requests import as_made_before_upgrade, expire_now
 
 
 def _new(
@@ -75,7 +76,8 @@ def test_ready_is_taken_exactly_once(redis_client: redis.Redis) -> None:
     assert first.tenant_id == "t1"
     assert store.take(redis_client, request.id, token).status == "gone"
     assert redis_client.zcard(store.UNCLAIMED_INDEX) == 0
-    assert redis_client.zcard(store.PENDING_INDEX) == 0
+    assert redis_client.zcard(store.tenant_pending_key("t1")) == 0
+    assert redis_client.zcard(store.PENDING_TENANTS) == 0  # its workspace has none left
 
 
 def test_final_states_do_not_change_again(redis_client: redis.Redis) -> None:
@@ -357,3 +359,60 @@ def test_the_largest_request_stays_under_4_kb_and_a_typical_one_under_1_kb(
     )
     assert typical < 800  # the request's own keys; the pending index adds ~100-150 B
     assert worst < 3500
+
+
+def test_the_directory_lists_only_workspaces_with_expired_requests(
+    redis_client: redis.Redis,
+) -> None:
+    soon, _ = _new(redis_client, ttl=30, ip="198.51.100.20")
+    late = store.create(
+        redis_client,
+        store.new_request(120),
+        ttl=120,
+        cli_pub=encode_public_key(generate_keypair()),
+        tenant_id="t2",
+        workspace="other",
+        mac="m",
+        client_ip="198.51.100.21",
+        max_per_ip=10,
+    )
+    assert late is not None
+    later, _ = _new(redis_client, ttl=90, ip="198.51.100.20")
+    # each workspace is scored by its earliest expiry, whole seconds rounded up
+    assert redis_client.zrange(store.PENDING_TENANTS, 0, -1, withscores=True) == [
+        ("t1", math.ceil(soon.expires_at)),
+        ("t2", math.ceil(late.expires_at)),
+    ]
+    between = soon.expires_at + 31  # past t1's first request, short of every other one
+    assert store.prune_pending(redis_client, between, 10) == [soon.id]
+    assert redis_client.get(store.ip_pending_key("198.51.100.20")) == "1"
+    # t1 stays, scored by what is left
+    assert redis_client.zscore(store.PENDING_TENANTS, "t1") == math.ceil(later.expires_at)
+    assert set(store.pending_ids(redis_client, between, 10)) == {later.id, late.id}
+    assert store.pending_count(redis_client) == 2
+
+
+def test_requests_indexed_by_the_release_before_are_listed_swept_and_counted_down_once(
+    redis_client: redis.Redis,
+) -> None:
+    ip = "198.51.100.30"
+    decided, _ = _new(redis_client, ip=ip)
+    expiring, _ = _new(redis_client, ip=ip)
+    for request in (decided, expiring):
+        as_made_before_upgrade(redis_client, request, ip)
+    counter = store.ip_pending_key(ip)
+    assert redis_client.get(counter) == "2"
+    now = time.time()
+    assert set(store.pending_of_tenant(redis_client, "t1", now, 10)) == {decided.id, expiring.id}
+    assert set(store.pending_ids(redis_client, now, 10)) == {decided.id, expiring.id}
+    assert store.pending_count(redis_client) == 2
+    # a decision by this release takes it out of the old indexes and counts down once
+    assert store.mark_failed(redis_client, decided.id, message="m")
+    assert redis_client.get(counter) == "1"
+    assert store.pending_of_tenant(redis_client, "t1", now, 10) == [expiring.id]
+    # the sweep still empties the old global index, counting the address down
+    later = expiring.expires_at + 1
+    assert store.prune_pending(redis_client, later, 10) == [expiring.id]
+    assert store.prune_pending(redis_client, later, 10) == []
+    assert redis_client.get(counter) is None
+    assert redis_client.zcard(store.PENDING_INDEX) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -59,9 +60,11 @@ def test_sweep_prunes_expired_pending_requests_in_batches(
     assert (report.pruned, report.unclaimed) == (5, 0)
     assert _expired_metric("pending") == before + 5
     assert REGISTRY.get_sample_value("envcat_pending_requests") == 1
-    assert redis_client.zrange(store.PENDING_INDEX, 0, -1) == [
+    assert redis_client.zrange(store.tenant_pending_key(TENANT), 0, -1) == [
         store.pending_member(alive.id, TEST_IP)
     ]
+    # the workspace stays in the directory, scored by what is left: the live request's expiry
+    assert redis_client.zscore(store.PENDING_TENANTS, TENANT) == math.ceil(alive.expires_at)
     assert sweep.sweep_expired_requests(now=later) == sweep.SweepReport(pruned=0, unclaimed=0)
     assert db.session.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 0
 

@@ -6,6 +6,7 @@ an app context (the integrity MAC key comes from the runtime's keyring).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -82,3 +83,15 @@ def expire_now(redis_client: redis.Redis, *request_ids: str, after: float = 2.0)
         for key in redis_client.scan_iter(match=f"req:{request_id}*"):
             redis_client.pexpireat(key, 1)
     return time.time() + after
+
+
+def as_made_before_upgrade(r: redis.Redis, request: store.AccessRequest, client_ip: str) -> None:
+    """Index `request` as the release before issue #14's per-workspace index did: in the
+    global pending index (`<id> <ip>` by expiry) and the inbox's ids-only workspace index."""
+    member = store.pending_member(request.id, client_ip)
+    r.zrem(store.tenant_pending_key(request.tenant_id), member)
+    r.zrem(store.PENDING_TENANTS, request.tenant_id)
+    r.zadd(store.PENDING_INDEX, {member: request.expires_at})
+    legacy = store.legacy_tenant_pending_key(request.tenant_id)
+    r.zadd(legacy, {request.id: math.ceil(request.expires_at)})
+    r.expire(legacy, int(request.expires_at - request.created))

@@ -37,17 +37,13 @@ def stuck_approvals(now: float, *, batch_size: int = BATCH_SIZE) -> list[tuple[s
     """(request id, approval MAC) of the pending requests approved over
     REDRIVE_AFTER_SECONDS ago; each is returned once per REDRIVE_AFTER_SECONDS.
 
-    Reads the pending index page by page, at most MAX_PAGES pages per run.
+    Reads the workspaces' pending indexes, at most MAX_PAGES batches per run.
     """
     r = current().redis
+    request_ids = store.pending_ids(r, now, MAX_PAGES * batch_size)
     found = []
-    for page in range(MAX_PAGES):
-        members: list[str] = r.zrangebyscore(  # type: ignore[assignment]  # decode_responses
-            store.PENDING_INDEX, now, "+inf", start=page * batch_size, num=batch_size
-        )
-        found += _stuck(r, [member.split(" ", 1)[0] for member in members], now)
-        if len(members) < batch_size:
-            break
+    for start in range(0, len(request_ids), batch_size):
+        found += _stuck(r, request_ids[start : start + batch_size], now)
     return found
 
 

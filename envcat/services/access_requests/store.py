@@ -10,10 +10,14 @@ value under 64 bytes so it stays a listpack, and what only the approval page
 reads (bundle hint, template keys, CLI context) is one JSON string beside it,
 `req:{id}:v`. Field names, one to three letters, are listed in FIELDS.
 
-The per-IP counter (`ip:<addr>:n`) and the workspace's inbox index
-(`requests:pending:t:<tenant>`, issue #15) are named inside the scripts from the
-request's own `ip` and `tid` fields, so the scripts touch keys they were not passed: fine
-on one Redis or Sentinel, not on Redis Cluster (which EnvCat does not support).
+Undecided requests are indexed once, per workspace (`requests:pending:w:<tenant>`,
+members `<id> <ip>` scored by whole-second expiry): the approver inbox (issue #15)
+lists one of them, and the sweep and redrive walk them through a directory of the
+workspaces that have any (`requests:pending:ws`, scored by each one's earliest
+expiry). The per-IP counter (`ip:<addr>:n`) and a workspace's index are named
+inside the scripts from the request's own `ip` and `tid` fields, so the scripts touch
+keys they were not passed: fine on one Redis or Sentinel, not on Redis Cluster (which
+EnvCat does not support).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,9 +35,15 @@ import redis
 
 from envcat.core.usercode import user_code
 
+# A workspace's undecided requests, `<id> <ip>` by whole-second expiry (compact while at
+# most 128), and the workspaces that have any, by their earliest expiry (issue #14).
+TENANT_PENDING_PREFIX = "requests:pending:w:"
+PENDING_TENANTS = "requests:pending:ws"
+# Written by the release before: one index of every workspace's requests (`<id> <ip>` by
+# expiry) and an inbox index of ids per workspace. Still read and emptied, so requests
+# made before an upgrade are swept, listed and redriven; both are empty 5 minutes after.
 PENDING_INDEX = "requests:pending"
-# issue #15: a workspace's pending request ids (score: expires_at), for the approver inbox.
-TENANT_PENDING_PREFIX = "requests:pending:t:"  # scores are whole seconds: compact
+LEGACY_TENANT_PENDING_PREFIX = "requests:pending:t:"
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
 PROGRESS_WAKE = "progress"
@@ -76,13 +87,18 @@ def waiter_key(request_id: str) -> str:
 
 
 def tenant_pending_key(tenant_id: str) -> str:
-    """One workspace's pending request ids, scored by expiry (the approver inbox, issue #15).
+    """One workspace's undecided requests, `<id> <ip>` scored by expiry (issues #14, #15).
 
-    Ids only, no ciphertext or context. Kept bounded without a sweep: each create
-    drops the entries already expired and the set's own TTL is the longest
-    request's; a request leaves it when it leaves the pending index.
+    The only index of a pending request: the inbox lists it, the sweep prunes it (and
+    counts the address down), redrive walks it. No context or ciphertext; no TTL of its
+    own, so an expired entry cannot vanish before the sweep counts its address down.
     """
     return f"{TENANT_PENDING_PREFIX}{tenant_id}"
+
+
+def legacy_tenant_pending_key(tenant_id: str) -> str:
+    """The previous release's inbox index of a workspace (ids only, with a TTL): read only."""
+    return f"{LEGACY_TENANT_PENDING_PREFIX}{tenant_id}"
 
 
 def view_key(request_id: str) -> str:
@@ -215,19 +231,21 @@ class PollResult:
     approval: Approval | None = None
 
 
-# KEYS: req hash, pending index, ip counter, view, workspace index. ARGV: now, ttl, cap,
-# expires_at, pending-index member ("<id> <ip>"), view JSON, then field/value pairs.
+# KEYS: req hash, ip counter, view, workspace index, workspace directory. ARGV: ttl, cap,
+# index score (expiry, whole seconds rounded up), index member ("<id> <ip>"), view JSON,
+# tenant id, then field/value pairs.
 _CREATE = """
-local n = tonumber(redis.call('GET', KEYS[3]) or '0')
-if n >= tonumber(ARGV[3]) then return 0 end
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-redis.call('INCR', KEYS[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[1])
-redis.call('ZADD', KEYS[5], math.ceil(tonumber(ARGV[4])), string.sub(KEYS[1], 5))
-if redis.call('TTL', KEYS[5]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[5], ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+local earliest = redis.call('ZSCORE', KEYS[5], ARGV[6])
+if not earliest or tonumber(earliest) > tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[6])
+end
 return 1
 """
 
@@ -309,11 +327,13 @@ def create(
         extra.pop()
     view.extend(extra)
     pairs = [item for pair in fields.items() for item in pair]
-    keys = [request_key(new.id), PENDING_INDEX, ip_pending_key(client_ip), view_key(new.id)]
-    keys.append(tenant_pending_key(tenant_id))
+    keys = [request_key(new.id), ip_pending_key(client_ip), view_key(new.id)]
+    keys += [tenant_pending_key(tenant_id), PENDING_TENANTS]
+    # whole seconds, rounded up: an integer score is compact, and it never sorts before expiry
+    score = math.ceil(new.expires_at)
     member = pending_member(new.id, client_ip)
-    args: list[str | int] = [repr(new.created), ttl, max_per_ip, repr(new.expires_at), member]
-    args.append(json.dumps(view, separators=(",", ":"), ensure_ascii=False))
+    view_json = json.dumps(view, separators=(",", ":"), ensure_ascii=False)
+    args: list[str | int] = [ttl, max_per_ip, score, member, view_json, tenant_id]
     return request if _eval(r, _CREATE, 5, *keys, *args, *pairs) else None
 
 
@@ -381,19 +401,44 @@ def get(r: redis.Redis, request_id: str) -> AccessRequest | None:
     )
 
 
-LEAVE_PENDING = """
-local function leave_pending(h, index)
-  -- Out of the pending index once; only then is its address's counter counted down.
-  -- Out of its workspace's index too (the approver inbox, issue #15).
-  local tid = redis.call('HGET', h, 'tid')
-  if tid then redis.call('ZREM', 'requests:pending:t:' .. tid, string.sub(h, 5)) end
-  local ip = redis.call('HGET', h, 'ip') or ''
-  if redis.call('ZREM', index, string.sub(h, 5) .. ' ' .. ip) == 1 and ip ~= '' then
-    local counter = 'ip:' .. ip .. ':n'
-    if redis.call('DECR', counter) <= 0 then redis.call('DEL', counter) end
-  end
+# Lua helpers every script that takes a request out of the pending indexes shares.
+INDEX_HELPERS = f"""
+local function count_down(ip)
+  if ip == '' then return end
+  local counter = 'ip:' .. ip .. ':n'
+  if redis.call('DECR', counter) <= 0 then redis.call('DEL', counter) end
+end
+local function reindex(index, tid)
+  -- the directory scores a workspace by its earliest expiry; one with none leaves it
+  local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', '{PENDING_TENANTS}', first[2], tid)
+  else redis.call('ZREM', '{PENDING_TENANTS}', tid) end
 end
 """
+
+LEAVE_PENDING = (
+    INDEX_HELPERS
+    + f"""
+local function leave_pending(h, legacy_index)
+  -- Out of its workspace's index once; only then is its address's counter counted down.
+  -- A request made by the release before sits in the legacy indexes instead (issue #14).
+  local id = string.sub(h, 5)
+  local ip = redis.call('HGET', h, 'ip') or ''
+  local member = id .. ' ' .. ip
+  local counted = redis.call('ZREM', legacy_index, member)
+  local tid = redis.call('HGET', h, 'tid')
+  if tid then
+    redis.call('ZREM', '{LEGACY_TENANT_PENDING_PREFIX}' .. tid, id)
+    local index = '{TENANT_PENDING_PREFIX}' .. tid
+    if redis.call('ZREM', index, member) == 1 then
+      counted = 1
+      reindex(index, tid)
+    end
+  end
+  if counted == 1 then count_down(ip) end
+end
+"""
+)
 
 # KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash.
 _TAKE = (
@@ -679,16 +724,31 @@ def is_polling_too_fast(r: redis.Redis, request_id: str, interval: int) -> bool:
     return not first
 
 
-# KEYS: pending index. ARGV: member ("<id> <ip>").
-_PRUNE = """
-local ip = string.match(ARGV[1], ' (.*)$') or ''
+# KEYS: legacy pending index. ARGV: member ("<id> <ip>").
+_PRUNE_LEGACY = (
+    INDEX_HELPERS
+    + """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-if ip ~= '' then
-  local counter = 'ip:' .. ip .. ':n'
-  if redis.call('DECR', counter) <= 0 then redis.call('DEL', counter) end
-end
+count_down(string.match(ARGV[1], ' (.*)$') or '')
 return 1
 """
+)
+
+# KEYS: a workspace's index. ARGV: now, limit, tenant id. Returns the ids removed.
+_PRUNE = (
+    INDEX_HELPERS
+    + """
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local ids = {}
+for _, member in ipairs(members) do
+  redis.call('ZREM', KEYS[1], member)
+  count_down(string.match(member, ' (.*)$') or '')
+  ids[#ids + 1] = string.match(member, '^[^ ]*')
+end
+reindex(KEYS[1], ARGV[3])
+return ids
+"""
+)
 
 
 def pending_member(request_id: str, client_ip: str) -> str:
@@ -696,13 +756,27 @@ def pending_member(request_id: str, client_ip: str) -> str:
     return f"{request_id} {client_ip}"
 
 
+def _pending_id(member: str) -> str:
+    return member.split(" ", 1)[0]
+
+
 def prune_pending(r: redis.Redis, now: float, limit: int) -> list[str]:
-    """Remove up to `limit` expired requests from the pending index (and from their
-    address's count); return the ids removed. ZREM decides, so each is handled once."""
+    """Remove up to `limit` expired requests from the pending indexes (and from their
+    address's count); return the ids removed. Each removal is one script (ZREM decides
+    in the legacy index), so concurrent sweeps handle each request once."""
     expired: list[str] = r.zrangebyscore(PENDING_INDEX, "-inf", now, start=0, num=limit)  # type: ignore[assignment]  # decode_responses
-    return [
-        member.split(" ", 1)[0] for member in expired if _eval(r, _PRUNE, 1, PENDING_INDEX, member)
+    removed = [
+        _pending_id(member)
+        for member in expired
+        if _eval(r, _PRUNE_LEGACY, 1, PENDING_INDEX, member)
     ]
+    tenants: list[str] = r.zrangebyscore(PENDING_TENANTS, "-inf", now, start=0, num=limit)  # type: ignore[assignment]
+    for tenant_id in tenants:
+        if len(removed) >= limit:
+            break
+        key = tenant_pending_key(tenant_id)
+        removed += _eval(r, _PRUNE, 1, key, now, limit - len(removed), tenant_id)
+    return removed
 
 
 def claim_unclaimed(r: redis.Redis, now: float, limit: int) -> list[Unclaimed]:
@@ -725,15 +799,37 @@ def release_unclaimed(r: redis.Redis, entry: Unclaimed, score: float) -> None:
 
 def pending_of_tenant(r: redis.Redis, tenant_id: str, now: float, limit: int) -> list[str]:
     """Ids of a workspace's requests still pending at `now`, soonest expiry first (at most
-    `limit`); expired entries are dropped from its index on the way (issue #15)."""
-    key = tenant_pending_key(tenant_id)
+    `limit`; issue #15). Expired entries are left to the sweep, which counts their
+    addresses down."""
     pipe = r.pipeline(transaction=False)
-    pipe.zremrangebyscore(key, "-inf", now)
-    pipe.zrangebyscore(key, now, "+inf", start=0, num=limit)
-    _, ids = pipe.execute()
-    return list(ids)
+    for key in (tenant_pending_key(tenant_id), legacy_tenant_pending_key(tenant_id)):
+        pipe.zrangebyscore(key, now, "+inf", start=0, num=limit, withscores=True)
+    current_index, legacy_index = pipe.execute()
+    listed = sorted([*current_index, *legacy_index], key=lambda entry: entry[1])
+    return [_pending_id(member) for member, _ in listed[:limit]]
+
+
+def _pending_tenants(r: redis.Redis, limit: int = 0) -> list[str]:
+    """The workspaces with pending requests (at most `limit`; 0: all)."""
+    tenants: list[str] = r.zrange(PENDING_TENANTS, 0, limit - 1)  # type: ignore[assignment]  # decode_responses
+    return tenants
+
+
+def pending_ids(r: redis.Redis, now: float, limit: int) -> list[str]:
+    """Ids of requests still pending at `now`, every workspace's (at most `limit`)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zrangebyscore(PENDING_INDEX, now, "+inf", start=0, num=limit)
+    for tenant_id in _pending_tenants(r, limit):
+        pipe.zrangebyscore(tenant_pending_key(tenant_id), now, "+inf", start=0, num=limit)
+    members = [member for listed in pipe.execute() for member in listed]
+    return [_pending_id(member) for member in members[:limit]]
 
 
 def pending_count(r: redis.Redis) -> int:
     """Requests still waiting for a decision (for the dashboard and metrics)."""
-    return int(r.zcount(PENDING_INDEX, time.time(), "+inf"))
+    now = time.time()
+    pipe = r.pipeline(transaction=False)
+    pipe.zcount(PENDING_INDEX, now, "+inf")
+    for tenant_id in _pending_tenants(r):
+        pipe.zcount(tenant_pending_key(tenant_id), now, "+inf")
+    return sum(int(count) for count in pipe.execute())
