@@ -11,11 +11,8 @@ to every approver of the bundle and every owner and admin of the workspace.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from envcat.core.schemas.groups import BreakGlass
-from envcat.models import Membership, User, db
-from envcat.services import approvers, audit
+from envcat.services import approvers, audit, members
 from envcat.services.access_requests import lifecycle
 from envcat.services.errors import Forbidden
 
@@ -56,14 +53,5 @@ def release(
 def recipients(tenant_id: str, bundle_id: str) -> list[str]:
     """Emails to tell: the bundle's approvers and the workspace's owners and admins."""
     told = [email for _, email in approvers.eligible(tenant_id, bundle_id)]
-    leads = db.session.execute(
-        select(User.email)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.tenant_id == tenant_id,
-            Membership.role.in_(("owner", "admin")),
-            User.deleted_at.is_(None),
-        )
-        .order_by(User.email)
-    ).scalars()
+    leads = members.lead_emails(tenant_id)
     return list(dict.fromkeys([*told, *leads]))

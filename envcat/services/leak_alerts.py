@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from envcat.models import AuditEvent, Membership, Tenant, User, db
-from envcat.services import notifications
+from envcat.models import AuditEvent, Tenant, db
+from envcat.services import members, notifications
 
 
 @dataclass
@@ -56,19 +56,6 @@ class LeakNotice(notifications.Notice):
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _admin_emails(tenant_id: str) -> list[str]:
-    rows = db.session.execute(
-        select(User.email)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.tenant_id == tenant_id,
-            Membership.role.in_(("owner", "admin")),
-            User.deleted_at.is_(None),
-        )
-    ).scalars()
-    return sorted(rows)
-
-
 def notify_leak(tenant_id: str, event_id: int) -> None:
     """Send the notice of one `secret.leaked` event (task body); gone = nothing."""
     event = db.session.execute(
@@ -97,4 +84,4 @@ def notify_leak(tenant_id: str, event_id: int) -> None:
         line=int(details.get("line") or 0),
         commit=details.get("commit"),
     )
-    notifications.send(notice, _admin_emails(tenant_id))
+    notifications.send(notice, members.lead_emails(tenant_id))

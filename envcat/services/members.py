@@ -375,3 +375,19 @@ def accept(user_id: str, token: str, origin: audit.Origin) -> InviteAccepted:
         tenant=TenantOut(id=tenant.id, name=tenant.name, kind=tenant.kind, slug=tenant.slug),
         role=role,
     )
+
+
+def lead_emails(tenant_id: str) -> list[str]:
+    """Emails of the workspace's owners and admins (live accounts), sorted: who hears of a
+    break-glass release or a leaked secret."""
+    rows = db.session.execute(
+        select(User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.tenant_id == tenant_id,
+            Membership.role.in_(("owner", "admin")),
+            User.deleted_at.is_(None),
+        )
+        .order_by(User.email)
+    ).scalars()
+    return list(rows)
