@@ -10,7 +10,7 @@ from flask import Flask
 
 from envcat.core.envelope import EnvelopeError, SigningKeyring, generate_seed, open_envelope
 from envcat.core.sealing import encode_public_key, generate_keypair
-from envcat.models import Bundle, BundleKey, Membership, db
+from envcat.models import Bundle, BundleApprovers, BundleKey, Membership, db
 from envcat.services.access_requests import delivery, store
 from envcat.services.errors import NotFound, ValidationFailed
 from tests.support import present
@@ -203,3 +203,30 @@ def test_fail_audits_first_and_reports_whether_the_request_was_pending(
     assert _failure(redis_client, request.id) == delivery.INTERNAL_FAILURE
     assert delivery.fail(request.id, TENANT, USER, "again") is False
     assert audit_actions(TENANT) == [("request.failed", request.id)] * 2
+
+
+@pytest.mark.parametrize(("reason", "stated"), [("", 2), ("prod is down, nobody answers", 1)])
+def test_the_envelope_states_the_rules_k_except_for_break_glass(
+    bundle_id: str, redis_client: redis.Redis, reason: str, stated: int
+) -> None:
+    """A 2-of-n bundle's delivery says the rule wanted 2 (issue #20); a break-glass release
+    (issue #17) happened on one owner's word and says 1 with its reason, so only the
+    terminal's own `min_approvals` can hold it back."""
+    db.session.add(
+        BundleApprovers(
+            bundle_id=bundle_id, tenant_id=TENANT, min_role="member", approvals_required=2
+        )
+    )
+    db.session.commit()
+    private_key = generate_keypair()
+    request, token = stored_request(
+        redis_client, tenant_id=TENANT, cli_pub=encode_public_key(private_key)
+    )
+    mac = record_approval(
+        redis_client, request, USER, bundle_id, ["DATABASE_URL"], break_glass=reason
+    )
+    assert delivery.encrypt_from_bundle(request.id, mac) is True
+    result = store.take(redis_client, request.id, token)
+    envelope = open_verified(private_key, result.ciphertext or "")
+    assert envelope.approvals_required == stated
+    assert envelope.break_glass == ({"reason": reason} if reason else None)

@@ -57,14 +57,18 @@ def record_approval(
     user_id: str,
     bundle_id: str,
     keys: Sequence[str],
+    *,
+    break_glass: str = "",
 ) -> str:
-    """Record an approval as the api's approve call does; return the MAC the task carries."""
+    """Record an approval as the api's approve call does; return the MAC the task carries.
+    `break_glass`: an owner's reason for releasing alone past the rules (issue #17)."""
     approval = store.Approval(
         tenant_id=request.tenant_id,
         decided_by=user_id,
         bundle_id=bundle_id,
         include_keys=tuple(keys),
         approved_at=time.time(),
+        break_glass=break_glass,
     )
     mac = integrity.approval_mac(request, approval)
     assert store.mark_approved(r, request.id, approval=approval, mac=mac)
