@@ -60,8 +60,9 @@ class ChainFields(Protocol):
     def details(self) -> dict[str, Any]: ...
 
 
-def _digest(prev_hash: str, event: ChainFields, at: datetime) -> str:
-    body = {
+def hashed_fields(event: ChainFields, at: datetime) -> dict[str, Any]:
+    """What the chain hash covers, as it is hashed (and exported: an auditor recomputes it)."""
+    return {
         "tenant_id": event.tenant_id,
         "actor": event.actor,
         "action": event.action,
@@ -71,6 +72,10 @@ def _digest(prev_hash: str, event: ChainFields, at: datetime) -> str:
         "at": at.isoformat(timespec="microseconds"),
         "details": event.details,
     }
+
+
+def _digest(prev_hash: str, event: ChainFields, at: datetime) -> str:
+    body = hashed_fields(event, at)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from envcat.core.schemas.audit_sink import AuditSinkIn, AuditSinkOut, ExportQuery
 from envcat.models import AuditEvent, AuditSink, db, utcnow
+from envcat.services import audit
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc
@@ -152,14 +153,7 @@ def event_json(event: AuditEvent) -> dict[str, Any]:
     """The event as exported and streamed: everything the chain hashes, and the hashes."""
     return {
         "id": event.id,
-        "tenant_id": event.tenant_id,
-        "actor": event.actor,
-        "action": event.action,
-        "target": event.target,
-        "ip": event.ip,
-        "user_agent": event.user_agent,
-        "at": as_utc(event.at).isoformat(timespec="microseconds"),
-        "details": event.details,
+        **audit.hashed_fields(event, as_utc(event.at)),
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
