@@ -12,11 +12,8 @@ victim's value, and the CLI names who approved, from which workspace and bundle.
 from __future__ import annotations
 
 import os
-import queue
 import re
-import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +21,17 @@ import httpx
 import pytest
 
 from tests.support.bff import Browser, add_key, create_bundle, new_user
+from tests.support.cli_process import WatchedCli
 from tests.support.signed import add_member
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow
 
 ENVCAT = Path(sys.executable).parent / "envcat"
-APPROVAL_URL = re.compile(r"/approve/([A-Za-z0-9_-]+)")
 WAIT = 30
 
 
-class RunningCli:
+class RunningCli(WatchedCli):
     """`envcat run` in a subprocess with its own config dir; stderr read as it comes."""
 
     def __init__(self, stack: LiveStack, workspace: str, home: Path, out: Path) -> None:
@@ -42,35 +39,10 @@ class RunningCli:
         argv += ["--server", stack.bff_url, "--no-qr", "--timeout", "60", "--"]
         argv += ["sh", "-c", f'printf %s "$DATABASE_URL" > {out}']
         env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home)}
-        self.process = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            self.lines.put(raw.decode("utf-8", "replace"))
-
-    def request_id(self) -> str:
-        while True:
-            line = self.lines.get(timeout=WAIT)
-            self.seen.append(line)
-            if found := APPROVAL_URL.search(line):
-                return found.group(1)
+        super().__init__(argv, env, wait=WAIT)
 
     def finish(self) -> tuple[int, str]:
-        code = self.process.wait(timeout=WAIT)
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-        return code, "".join(self.seen)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        return self.exit_code(), self.stderr()
 
 
 def _audit_targets(stack: LiveStack, who: Browser) -> list[str]:

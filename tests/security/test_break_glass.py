@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.bff import Browser, csrf_in, module_stack, new_user
+from tests.support.cli_process import APPROVAL_URL
 from tests.support.inboxes import SmtpInbox, WebhookInbox, smtp_inbox, webhook_inbox
 from tests.support.signed import add_member
 from tests.support.stack import LiveStack
@@ -33,7 +33,6 @@ from tests.support.stack import LiveStack
 pytestmark = pytest.mark.slow
 
 ENVCAT = Path(sys.executable).parent / "envcat"
-APPROVAL_URL = re.compile(r"/approve/([A-Za-z0-9_-]+)")
 CANARY = "postgres://break-glass-canary-5d1e@db.internal/app"
 REASON = "INC-4242 checkout down, approvers asleep"
 WAIT = 45

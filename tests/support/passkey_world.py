@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +22,10 @@ from envcat.services.access_requests import store
 from envcat.services.runtime import current
 from tests.bff.browser_support import PASSWORD, new_tab
 from tests.support.bff import unique_email
+from tests.support.cli_process import WatchedCli
 from tests.support.stack import LiveStack
 
 ENVCAT = Path(sys.executable).parent / "envcat"
-
-
-APPROVAL_URL = re.compile(r"/approve/([A-Za-z0-9_-]+)")
 
 
 WAIT = 45
@@ -124,48 +120,17 @@ def _env(home: Path) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home)}
 
 
-class WaitingCli:
+class WaitingCli(WatchedCli):
     """`envcat get` in a subprocess; stderr read as it comes, stdout kept whole."""
 
     def __init__(self, world: World, *argv: str, cwd: Path | None = None) -> None:
         command = [str(ENVCAT), "get", *argv, "--format", "json", "--no-qr", "--timeout", "90"]
-        self.process = subprocess.Popen(
-            command,
-            cwd=cwd or world.project,
-            env=_env(world.home),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            self.lines.put(raw.decode("utf-8", "replace"))
-
-    def request_id(self) -> str:
-        while True:
-            line = self.lines.get(timeout=WAIT)
-            self.seen.append(line)
-            if found := APPROVAL_URL.search(line):
-                return found.group(1)
+        super().__init__(command, _env(world.home), cwd=cwd or world.project, wait=WAIT)
 
     def finish(self) -> tuple[int, str, str]:
         assert self.process.stdout is not None
         stdout = self.process.stdout.read().decode("utf-8", "replace")
-        code = self.process.wait(timeout=WAIT)
-        time.sleep(0.1)
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-        return code, stdout, "".join(self.seen)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        return self.exit_code(), stdout, self.stderr()
 
 
 def trust_ada(world: World) -> None:
