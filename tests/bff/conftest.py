@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.bff import Browser, module_stack, new_user
+from tests.support.inboxes import SmtpInbox, WebhookInbox, smtp_inbox, webhook_inbox
 from tests.support.stack import LiveStack
 
 
@@ -22,3 +23,17 @@ def stack(
 @pytest.fixture
 def ada(stack: LiveStack) -> Browser:
     return new_user(stack, "ada")
+
+
+@pytest.fixture(scope="module")
+def inbox() -> Iterator[SmtpInbox]:
+    """A real SMTP server on loopback for one module (a stack's SMTP_PORT points at it)."""
+    with smtp_inbox() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hooks() -> Iterator[WebhookInbox]:
+    """A real webhook receiver on loopback for one module."""
+    with webhook_inbox() as server:
+        yield server

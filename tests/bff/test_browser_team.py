@@ -20,7 +20,7 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from tests.bff.browser_support import chromium, new_tab, save_screenshot, sign_up
 from tests.support.bff import module_stack
 from tests.support.envelopes import open_delivery
-from tests.support.inboxes import SmtpInbox, smtp_inbox
+from tests.support.inboxes import SmtpInbox
 from tests.support.stack import LiveStack
 
 __all__ = ["chromium"]  # the fixture, imported for pytest
@@ -29,12 +29,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CANARY = "canary-browser-team-5d21"
 _LINK = re.compile(r"https?://\S+")
-
-
-@pytest.fixture(scope="module")
-def inbox() -> Iterator[SmtpInbox]:
-    with smtp_inbox() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

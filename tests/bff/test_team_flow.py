@@ -33,7 +33,7 @@ from tests.support.bff import (
     sign_in,
 )
 from tests.support.envelopes import open_delivery
-from tests.support.inboxes import SmtpInbox, WebhookInbox, smtp_inbox, webhook_inbox
+from tests.support.inboxes import SmtpInbox, WebhookInbox
 from tests.support.stack import LiveStack
 
 pytestmark = pytest.mark.slow
@@ -41,18 +41,6 @@ pytestmark = pytest.mark.slow
 CANARY = "canary-team-7f3e-do-not-leak"
 NOTIFY_CAP = 4
 _LINK = re.compile(r"https?://\S+")
-
-
-@pytest.fixture(scope="module")
-def inbox() -> Iterator[SmtpInbox]:
-    with smtp_inbox() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def hooks() -> Iterator[WebhookInbox]:
-    with webhook_inbox() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
