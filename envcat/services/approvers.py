@@ -20,7 +20,7 @@ from envcat.services import audit, groups, integrity
 from envcat.services.access_requests import store
 from envcat.services.errors import Conflict, EnvCatError, Forbidden, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, get_bundle
+from envcat.services.tenancy import Actor, emails_of, get_bundle
 
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 DEFAULT_MIN_ROLE = "member"
@@ -141,11 +141,7 @@ def describe(tenant_id: str, bundle_id: str, caller_id: str) -> ApproversOut:
     """The bundle's rule as the bundle and approval pages show it."""
     get_bundle(tenant_id, bundle_id)
     rule = rule_of(tenant_id, bundle_id)
-    emails = dict(
-        db.session.execute(
-            select(User.id, User.email).where(User.id.in_(rule.user_ids or ("",)))
-        ).all()
-    )
+    emails = emails_of(rule.user_ids)
     users = [ApproverOut(user_id=u, email=emails.get(u, u)) for u in rule.user_ids]
     return ApproversOut(
         bundle_id=bundle_id,

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from envcat.core.schemas.groups import EditorsOut, EditorsUpdate, GroupMemberOut
-from envcat.models import BundleEditors, BundleKey, User, db
+from envcat.models import BundleEditors, BundleKey, db
 from envcat.services import approvers, groups
 from envcat.services.approvers import ROLE_RANK
 from envcat.services.errors import Forbidden
-from envcat.services.tenancy import Actor, get_bundle
+from envcat.services.tenancy import Actor, emails_of, get_bundle
 
 DEFAULT_MIN_ROLE = "admin"
 
@@ -93,11 +93,7 @@ def describe(tenant_id: str, bundle_id: str, caller_id: str, role: str) -> Edito
     """The bundle's edit rule as the bundle page shows it."""
     get_bundle(tenant_id, bundle_id)
     rule = rule_of(tenant_id, bundle_id)
-    emails = dict(
-        db.session.execute(
-            select(User.id, User.email).where(User.id.in_(rule.user_ids or ("",)))
-        ).all()
-    )
+    emails = emails_of(rule.user_ids)
     return EditorsOut(
         bundle_id=bundle_id,
         min_role=rule.min_role,

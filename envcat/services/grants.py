@@ -28,7 +28,7 @@ from envcat.models import Bundle, BundleGrantPolicy, DeviceGrant, User, db, utcn
 from envcat.services import integrity
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, get_bundle, transaction
+from envcat.services.tenancy import Actor, as_utc, emails_of, get_bundle, transaction
 
 APPROVER_PREFIX = wire.GRANT_APPROVER_PREFIX  # Approval.user_id of a delivery under a grant
 # The clock grants expire by; tests replace it (no sleeping past an expiry).
@@ -224,11 +224,7 @@ def list_grants(tenant_id: str, bundle_id: str | None = None) -> GrantList:
     if bundle_id is not None:
         query = query.where(DeviceGrant.bundle_id == bundle_id)
     rows = db.session.execute(query).all()
-    emails = dict(
-        db.session.execute(
-            select(User.id, User.email).where(User.id.in_({g.approved_by for g, _ in rows} or {""}))
-        ).all()
-    )
+    emails = emails_of(g.approved_by for g, _ in rows)
     return GrantList(
         items=[
             GrantOut(

@@ -7,7 +7,7 @@ indistinguishable from one that does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,3 +97,12 @@ def transaction(conflict: str = "The change conflicts with another one; retry.")
     except BaseException:
         db.session.rollback()
         raise
+
+
+def emails_of(user_ids: Iterable[str]) -> dict[str, str]:
+    """Each known user id's email (one query; unknown ids are simply absent)."""
+    wanted = {user_id for user_id in user_ids if user_id}
+    if not wanted:
+        return {}
+    rows = db.session.execute(select(User.id, User.email).where(User.id.in_(wanted))).all()
+    return {user_id: email for user_id, email in rows}

@@ -17,11 +17,11 @@ from sqlalchemy import delete, func, inspect, select
 
 from envcat.core.kms import DecryptionError
 from envcat.core.schemas.bundles import ImportUndone, KeyVersionList, KeyVersionOut
-from envcat.models import AuditEvent, Bundle, BundleKey, Key, KeyVersion, User, db
+from envcat.models import AuditEvent, Bundle, BundleKey, Key, KeyVersion, db
 from envcat.services import fingerprints
 from envcat.services.errors import Conflict, EnvCatError, NotFound
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
+from envcat.services.tenancy import Actor, as_utc, emails_of, get_bundle, get_key, transaction
 
 log = logging.getLogger("envcat.versions")
 
@@ -140,13 +140,6 @@ def _out(
     )
 
 
-def _emails(user_ids: set[str]) -> dict[str, str]:
-    if not user_ids:
-        return {}
-    rows = db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).all()
-    return {user_id: email for user_id, email in rows}
-
-
 def list_versions(tenant_id: str, key_id: str) -> KeyVersionList:
     """The key's kept versions, newest first: time, author and size, never the value."""
     key = get_key(tenant_id, key_id)
@@ -158,7 +151,7 @@ def list_versions(tenant_id: str, key_id: str) -> KeyVersionList:
         ).scalars()
     )
     latest = rows[0].version if rows else 0
-    emails = _emails({row.created_by for row in rows if row.created_by})
+    emails = emails_of({row.created_by for row in rows if row.created_by})
     return KeyVersionList(
         key_id=key.id, name=key.name, versions=[_out(row, latest, emails, None) for row in rows]
     )
@@ -168,7 +161,7 @@ def version_out(tenant_id: str, key_id: str, number: int) -> KeyVersionOut:
     """One version's metadata (never its value)."""
     key = get_key(tenant_id, key_id)
     found = _get(key, number)
-    return _out(found, _latest(key.id), _emails({found.created_by or ""}), None)
+    return _out(found, _latest(key.id), emails_of({found.created_by or ""}), None)
 
 
 def reveal_version(actor: Actor, key_id: str, number: int) -> KeyVersionOut:
@@ -176,7 +169,7 @@ def reveal_version(actor: Actor, key_id: str, number: int) -> KeyVersionOut:
     key = get_key(actor.tenant_id, key_id)
     found = _get(key, number)
     value = _decrypt(key, found)
-    out = _out(found, _latest(key.id), _emails({found.created_by or ""}), value)
+    out = _out(found, _latest(key.id), emails_of({found.created_by or ""}), value)
     actor.record("key.version_revealed", f"key:{key.id}", {"name": key.name, "version": number})
     return out
 
@@ -195,7 +188,7 @@ def rollback(actor: Actor, key_id: str, number: int) -> KeyVersionOut:
         {"name": key.name, "version": number, "new_version": new_number},
     )
     found = _get(key, new_number)
-    return _out(found, new_number, _emails({actor.user_id}), None)
+    return _out(found, new_number, emails_of({actor.user_id}), None)
 
 
 # ---- undoing an import as one unit ------------------------------------------------------
