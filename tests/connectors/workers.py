@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,24 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from envcat.core.settings import Settings
-
-_SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+from envcat.ops.config import settings_environment
+from tests.support.cli_env import clean_environment
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in _SETTING_NAMES}
-    env.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        CELERY_BROKER_URL=settings.broker_url,
-        BUNDLE_KMS_KEY=settings.kms_key_value(),
-        DELIVERY_SIGNING_KEY=settings.signing_keyring_text(),
-        BFF_SHARED_SECRET=settings.bff_shared_secret.get_secret_value(),
-        REQUEST_TTL=str(settings.request_ttl),
-        CONNECTOR_AWS_WRITE_TPS=str(settings.connector_aws_write_tps),
-        LOG_LEVEL="WARNING",
-    )
-    return env
+    """This environment without EnvCat settings, plus every setting of `settings`."""
+    return clean_environment(**{**settings_environment(settings), "LOG_LEVEL": "WARNING"})
 
 
 def start_worker(settings: Settings, name: str, log: Path) -> subprocess.Popen[bytes]:

@@ -9,7 +9,6 @@ and seals, then blocks on its final atomic write; it is killed right there.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -25,11 +24,13 @@ from flask import Flask
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import migrate
+from envcat.ops.config import settings_environment
 from envcat.services.access_requests import store
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import create_celery
 from tests.support import RedisServer, present, private_redis
 from tests.support.api import SeedKey, seed_bundle
+from tests.support.cli_env import clean_environment
 from tests.support.envelopes import open_delivery
 from tests.support.requests import record_approval, stored_request
 from tests.support.settings import make_settings
@@ -37,7 +38,6 @@ from tests.support.signed import add_member
 
 TENANT, USER = "t-acme", "u-owner"
 REQUEST_TTL = 30  # the Settings minimum; visibility_timeout = max(10, 30 * 0.2) = 10 s
-_SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 
 def _eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
@@ -67,17 +67,7 @@ def crash_settings(tmp_path: Path, servers: tuple[RedisServer, RedisServer]) -> 
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in _SETTING_NAMES}
-    env.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        CELERY_BROKER_URL=settings.broker_url,
-        BUNDLE_KMS_KEY=settings.kms_key_value(),
-        DELIVERY_SIGNING_KEY=settings.signing_keyring_text(),
-        BFF_SHARED_SECRET=settings.bff_shared_secret.get_secret_value(),
-        REQUEST_TTL=str(settings.request_ttl),
-    )
-    return env
+    return clean_environment(**settings_environment(settings))
 
 
 def _start_worker(settings: Settings, name: str, log: Path) -> subprocess.Popen[bytes]:
