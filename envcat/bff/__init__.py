@@ -14,6 +14,7 @@ from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from envcat.bff import metrics
+from envcat.bff.apiclient import wire_time
 from envcat.bff.errors import register_error_handlers
 from envcat.bff.identity import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_token
 from envcat.bff.runtime import EXTENSION_KEY, build_runtime
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.context_processor(_template_globals)
     # Globals (unlike context values) reach imported macros too.
     app.jinja_env.globals.update(csrf_token=csrf_token, auth_provider=settings.auth_provider)
+    app.jinja_env.filters["wire_time"] = wire_time  # times as the api wrote them
     blueprints = (
         health,
         auth,

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
+import logging
 import select
 import socket
 import ssl
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar, overload
 from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from envcat.bff import metrics
 from envcat.core import signing, tracing
 from envcat.core.wire import MAX_WAIT_SECONDS, REQUEST_ID_HEADER
+
+log = logging.getLogger("envcat.bff")
 
 # Reads must outlive the api's longest long poll.
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -87,6 +93,51 @@ class ApiUnavailable(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+MALFORMED_REPLY = "The api sent a reply EnvCat could not read; retry in a moment."
+Reply = TypeVar("Reply", bound=BaseModel)
+Shape = TypeVar("Shape")
+
+
+@overload
+def reply_as(model: type[Reply], response: httpx.Response) -> Reply: ...
+@overload
+def reply_as(model: TypeAdapter[Shape], response: httpx.Response) -> Shape: ...
+def reply_as(model: type[BaseModel] | TypeAdapter[Any], response: httpx.Response) -> Any:
+    """A successful api reply parsed into the `core.schemas` model the api built it from
+    (a TypeAdapter for a reply that is one of several models).
+
+    The one door through which the bff reads an api reply (issue #13): pages and
+    templates get typed objects, and a reply of another shape is the api failing,
+    a 502, never a 500.
+    """
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_json(response.content)
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        metrics.API_UNAVAILABLE.inc()
+        # The reply's shape and how many fields broke, never the reply: it may hold a value.
+        log.warning(
+            "api reply of the wrong shape",
+            extra={"model": exc.title, "errors": exc.error_count()},
+        )
+        raise ApiUnavailable(502, MALFORMED_REPLY) from None
+
+
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def wire_time(value: object) -> object:
+    """A time as the api wrote it (ISO 8601, `Z` for UTC); any other value unchanged.
+
+    Pages, CSV cells and downloads show what the api sent, whether it arrived as
+    text or was parsed into a `datetime` field of a reply model.
+    """
+    if isinstance(value, datetime):
+        return _TIME.dump_python(value, mode="json")
+    return value
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import httpx
-from pydantic import ValidationError
 
 from envcat.bff import metrics
-from envcat.bff.apiclient import ApiUnavailable, Signer
+from envcat.bff.apiclient import ApiUnavailable, Reply, Signer, reply_as
 from envcat.bff.identity import caller_info, current_identity
 from envcat.bff.runtime import runtime
 from envcat.core import forwarding
@@ -92,18 +91,22 @@ def timed_send(
     return response
 
 
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    """An api error body (DESIGN §5: `error`, `message`, `details`); {} when it is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def error_from(response: httpx.Response) -> UpstreamError | ApiUnavailable:
     """Turn an unexpected api reply into the exception a page handles.
 
     A 503 `busy` (the approval workers are behind, issue #22) is the api's own
     answer, with a message the page shows; any other 5xx means the api is away.
     """
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        data = {}
+    data = _error_body(response)
     busy = response.status_code == 503 and data.get("error") == "busy"
     if response.status_code >= 500 and not busy:
         metrics.API_UNAVAILABLE.inc()
@@ -136,16 +139,33 @@ def call(
     return response
 
 
-def fetch(path: str, params: Mapping[str, str] | None = None) -> Any:
-    """GET a JSON document as the signed-in person."""
-    return call("GET", path, params=params).json()
+def fetch(model: type[Reply], path: str, params: Mapping[str, str] | None = None) -> Reply:
+    """GET an api document as the signed-in person, parsed into its `core.schemas` model."""
+    return reply_as(model, call("GET", path, params=params))
+
+
+def send_as(
+    model: type[Reply],
+    method: str,
+    path: str,
+    *,
+    ok: tuple[int, ...] = (200,),
+    json: Any = None,
+) -> Reply:
+    """`call`, then the reply parsed into its `core.schemas` model."""
+    return reply_as(model, call(method, path, ok=ok, json=json))
+
+
+def refusal_message(response: httpx.Response, default: str) -> str:
+    """The message of an api refusal (its error body), or `default` when it has none."""
+    return str(_error_body(response).get("message") or default)
 
 
 def public_context(request_id: str) -> AccessRequestView | None:
     """The public context of an access request, or None when unknown or expired.
 
     Parsed into the api's own reply model, so pages read typed fields (times are unix
-    seconds, as the api states them) and a malformed reply is the api failing (503).
+    seconds, as the api states them) and a malformed reply is the api failing (502).
     """
     if not REQUEST_ID_RE.fullmatch(request_id):
         return None  # no id of another shape was ever minted: the api would answer 404
@@ -155,8 +175,4 @@ def public_context(request_id: str) -> AccessRequestView | None:
         return None
     if response.status_code != 200:
         raise error_from(response)
-    try:
-        return AccessRequestView.model_validate_json(response.content)
-    except ValidationError:
-        metrics.API_UNAVAILABLE.inc()
-        raise ApiUnavailable(503, "The api is unavailable; retry in a moment.") from None
+    return reply_as(AccessRequestView, response)

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from flask import current_app, g, redirect, request, session, url_for
 from werkzeug.exceptions import Forbidden, HTTPException
 
-from envcat.bff.apiclient import BFF_SIGNER, CallerInfo, Signer
+from envcat.bff.apiclient import BFF_SIGNER, CallerInfo, Signer, reply_as
 from envcat.bff.clerk import ClerkClaims, InvalidToken
 from envcat.bff.runtime import runtime
 from envcat.bff.security import session_secret
 from envcat.bff.sessions import SessionStore, record_mac_key
 from envcat.core import signing
-from envcat.core.schemas.logins import USER_TOKEN_BEARER
+from envcat.core.schemas.accounts import AccountOut
+from envcat.core.schemas.logins import USER_TOKEN_BEARER, WhoAmI
 
 if TYPE_CHECKING:
     import httpx
@@ -101,15 +102,14 @@ def sessions() -> SessionStore:
     return SessionStore(bff.redis, record_mac_key(session_secret(bff.settings)))
 
 
-def start_session(account: dict[str, Any]) -> None:
+def start_session(account: AccountOut) -> None:
     """Replace the session (no fixation) with a new server-side one for the api's account reply."""
+    _start(account.user.id, account.tenant.id, account.user.email, account.role)
+
+
+def _start(user_id: str, tenant_id: str, email: str, role: str) -> None:
     end_session()
-    session_id = sessions().create(
-        account["user"]["id"],
-        account["tenant"]["id"],
-        account["user"].get("email") or "",
-        account.get("role", "viewer"),
-    )
+    session_id = sessions().create(user_id, tenant_id, email, role)
     session.permanent = True
     session[_SID] = session_id
     session[_CSRF] = secrets.token_urlsafe(32)
@@ -122,12 +122,7 @@ def renew_session(identity: Identity) -> int:
     A new id here too: a thief holding a copy of this very cookie is signed out as well.
     """
     ended = sessions().revoke_user(identity.user_id)
-    account = {
-        "user": {"id": identity.user_id, "email": identity.email},
-        "tenant": {"id": identity.tenant_id},
-        "role": identity.role,
-    }
-    start_session(account)
+    _start(identity.user_id, identity.tenant_id, identity.email, identity.role)
     return max(0, ended - 1)
 
 
@@ -179,12 +174,12 @@ def _user_token_identity() -> Identity | None:
         if response.status_code in (401, 403, 429):
             g.bearer_refusal = response
         return None
-    me = response.json()
+    me = reply_as(WhoAmI, response)
     return Identity(
-        me["user_id"],
-        me["tenant_id"],
-        me["email"],
-        me["role"],
+        me.user_id,
+        me.tenant_id,
+        me.email,
+        me.role,
         via_bearer=True,
         via_user_token=True,
         via_service_token=header.startswith(SERVICE_TOKEN_BEARER),
@@ -257,8 +252,8 @@ def _clerk_account(claims: ClerkClaims) -> dict[str, str] | None:
     if response.status_code != 200:
         log.info("clerk user has no account here", extra={"status": response.status_code})
         return None
-    me = response.json()
-    return {"email": me["user"].get("email") or "", "role": me["role"]}
+    me = reply_as(AccountOut, response)
+    return {"email": me.user.email, "role": me.role}
 
 
 def _jit_body(claims: ClerkClaims) -> dict[str, str]:

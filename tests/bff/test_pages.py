@@ -6,11 +6,12 @@ The audit page has its own module, tests/bff/test_audit_page.py.
 from __future__ import annotations
 
 import re
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 
 from envcat.bff.views.pages import key_choices, pick_bundle
+from envcat.core.schemas.bundles import BundleKeyOut, BundleSummary
 from tests.support.bff import (
     Browser,
     add_key,
@@ -228,14 +229,40 @@ def test_unknown_or_expired_requests_get_a_friendly_page(ada: Browser) -> None:
     assert denied.status_code == 404 and "expired or does not exist" in denied.text
 
 
+def _summary(bundle_id: str, name: str) -> BundleSummary:
+    now = datetime.now(UTC)
+    return BundleSummary(
+        id=bundle_id,
+        name=name,
+        description="",
+        tags=[],
+        key_count=0,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _key(name: str, *, required: bool = False) -> BundleKeyOut:
+    return BundleKeyOut(
+        id=name.lower(),
+        name=name,
+        export_name=name,
+        is_secret=True,
+        required=required,
+        position=0,
+        description="",
+        value=None,
+    )
+
+
 def test_pick_bundle_and_key_choices() -> None:
-    bundles = [{"id": "1", "name": "prod/api"}, {"id": "2", "name": "Prod/Web"}]
+    bundles = [_summary("1", "prod/api"), _summary("2", "Prod/Web")]
     assert pick_bundle(bundles, "2", hint_id="1") == bundles[1]
     assert pick_bundle(bundles, "9", hint_id="1") == bundles[0]
     assert pick_bundle(bundles, None, hint="prod/web") == bundles[1]
     assert pick_bundle(bundles, None, hint="nope") is None
     assert pick_bundle(bundles[:1], None) == bundles[0]
-    keys: list[dict[str, Any]] = [{"name": "A", "required": True}, {"name": "B"}, {"name": "C"}]
+    keys = [_key("A", required=True), _key("B"), _key("C")]
     assert [c.checked for c in key_choices(keys, [])] == [True, True, True]
     assert [c.checked for c in key_choices(keys, ["C"])] == [True, False, True]
     assert [c.checked for c in key_choices(keys, ["C"], selected=["B"])] == [True, True, False]

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 
 from envcat.bff import backend
 from envcat.bff.apiclient import BFF_SIGNER
-from envcat.bff.backend import error_from, fetch, timed_send
+from envcat.bff.backend import error_from, fetch, refusal_message, timed_send
 from envcat.bff.clerk import frontend_api_host
 from envcat.bff.identity import (
     Identity,
@@ -26,6 +26,8 @@ from envcat.bff.identity import (
 )
 from envcat.bff.runtime import runtime
 from envcat.bff.views.forms import submit
+from envcat.core.schemas.logins import UserTokenList
+from envcat.core.schemas.passkeys import PasskeyList, WorkspacePolicyOut
 from envcat.core.settings import Settings
 
 bp = Blueprint("account", __name__)
@@ -70,9 +72,9 @@ def _page(status: int = 200, error: str | None = None, **extra: Any) -> Response
         is_local=settings.auth_provider == "local",
         clerk_profile_url=clerk_profile_url(settings),
         session_count=sessions().count(identity.user_id) if identity.session_id else None,
-        passkeys=fetch("/api/v1/passkeys")["passkeys"],  # issue #20
-        require_passkey=fetch("/api/v1/workspace/policy")["require_passkey"],
-        terminals=fetch("/api/v1/me/user-tokens")["items"],  # issue #16: `envcat login`
+        passkeys=fetch(PasskeyList, "/api/v1/passkeys").passkeys,  # issue #20
+        require_passkey=fetch(WorkspacePolicyOut, "/api/v1/workspace/policy").require_passkey,
+        terminals=fetch(UserTokenList, "/api/v1/me/user-tokens").items,  # issue #16: `envcat login`
         **extra,
     )
     return Response(body, status=status, mimetype="text/html")
@@ -137,7 +139,7 @@ def change_password() -> Response:
     if reply.status_code == 401:
         return _wrong_password(identity, "The current password is wrong.")
     if reply.status_code == 400:
-        return _page(400, str(reply.json().get("message") or "Choose another password."))
+        return _page(400, refusal_message(reply, "Choose another password."))
     if reply.status_code != 200:
         raise error_from(reply)
     ended = renew_session(identity)
@@ -189,7 +191,7 @@ def delete_account() -> Response:
     if reply.status_code == 401:
         return _wrong_password(identity, wrong)
     if reply.status_code == 409:
-        return _page(409, str(reply.json().get("message") or "The account cannot be deleted."))
+        return _page(409, refusal_message(reply, "The account cannot be deleted."))
     if reply.status_code != 200:
         raise error_from(reply)
     sessions().revoke_user(identity.user_id)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, request
 
 from envcat.bff import backend
+from envcat.bff.apiclient import wire_time
 from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.forms import describe, page
+from envcat.core.schemas.audit import AuditEventOut, AuditPage, AuditPeople, PersonOut
+from envcat.core.schemas.bundles import BundleList
+from envcat.core.schemas.compliance import ComplianceReport
 
 bp = Blueprint("audit", __name__)
 
@@ -83,12 +88,12 @@ def api_params(filters: dict[str, str]) -> tuple[dict[str, str], str | None]:
     return params, None
 
 
-def who(actor: str, people: dict[str, Any]) -> str:
+def who(actor: str, people: Mapping[str, PersonOut]) -> str:
     """A person's email (or a label for the CLI and the workers); the raw id otherwise."""
     if actor in MACHINES:
         return MACHINES[actor]
-    person = people.get(actor) or {}
-    return str(person.get("email") or actor)
+    person = people.get(actor)
+    return (person.email if person else None) or actor
 
 
 @bp.get("/audit")
@@ -98,31 +103,31 @@ def index() -> Response:
     filters = _filters()
     params, problem = api_params(filters)
     cursor = request.args.get("cursor", "").strip()
-    data: dict[str, Any] = {"events": [], "next_cursor": None, "people": {}}
+    data = AuditPage(events=[], next_cursor=None, people={})
     if problem is None:
         query = {**params, "limit": str(AUDIT_PAGE_SIZE), **({"cursor": cursor} if cursor else {})}
         try:
-            data = backend.fetch("/api/v1/audit", query)
+            data = backend.fetch(AuditPage, "/api/v1/audit", query)
         except UpstreamError as exc:
             if exc.status != 400:
                 raise
             problem = describe(exc)
-    people = backend.fetch("/api/v1/audit/people")["people"]
-    bundles = backend.fetch("/api/v1/bundles")["bundles"]
+    people = backend.fetch(AuditPeople, "/api/v1/audit/people").people
+    bundles = backend.fetch(BundleList, "/api/v1/bundles").bundles
     return page(
         "audit.html",
         400 if problem else 200,
         identity=current_identity(),
-        events=data["events"],
-        people=data["people"],
-        next_cursor=data["next_cursor"],
+        events=data.events,
+        people=data.people,
+        next_cursor=data.next_cursor,
         is_first_page=not cursor,
         filters=filters,
         active={k: v for k, v in filters.items() if v},
         problem=problem,
-        person_choices=[(p["id"], p["email"] or p["id"]) for p in people],
+        person_choices=[(p.id, p.email or p.id) for p in people],
         machines=MACHINES,
-        bundle_choices=[(b["id"], b["name"]) for b in bundles],
+        bundle_choices=[(b.id, b.name) for b in bundles],
         action_hints=ACTION_HINTS,
         who=who,
     )
@@ -138,52 +143,53 @@ def request_state(request_id: str) -> str | None:
     the log of this workspace never saw it (another workspace's request looks unknown).
     """
     try:
-        data = backend.fetch("/api/v1/audit", {"target": request_id, "limit": "20"})
+        data = backend.fetch(AuditPage, "/api/v1/audit", {"target": request_id, "limit": "20"})
     except UpstreamError:
         return None
-    actions = [str(event.get("action", "")) for event in data.get("events", [])]
+    actions = [event.action for event in data.events]
     for action in actions:  # newest first: the last thing that happened
         if (ending := action.removeprefix("request.")) in REQUEST_ENDINGS:
             return ending
     return "approved" if "request.approved" in actions else None
 
 
-def _all_events(params: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
-    events: list[dict[str, Any]] = []
-    people: dict[str, Any] = {}
+def _all_events(
+    params: dict[str, str],
+) -> tuple[list[AuditEventOut], dict[str, PersonOut], bool]:
+    events: list[AuditEventOut] = []
+    people: dict[str, PersonOut] = {}
     cursor = ""
     while len(events) < EXPORT_MAX_EVENTS:
         query = {**params, "limit": str(EXPORT_BATCH), **({"cursor": cursor} if cursor else {})}
-        data = backend.fetch("/api/v1/audit", query)
-        events += data["events"]
-        people.update(data["people"])
-        cursor = data["next_cursor"] or ""
+        data = backend.fetch(AuditPage, "/api/v1/audit", query)
+        events += data.events
+        people.update(data.people)
+        cursor = data.next_cursor or ""
         if not cursor:
             return events, people, False
     return events[:EXPORT_MAX_EVENTS], people, True
 
 
 def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
+    text = "" if value is None else str(wire_time(value))
     # A spreadsheet would run a cell starting with = + - @ as a formula.
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _csv_row(event: dict[str, Any], people: dict[str, Any]) -> list[str]:
-    details = event.get("details") or {}
-    keys = details.get("keys")
+def _csv_row(event: AuditEventOut, people: Mapping[str, PersonOut]) -> list[str]:
+    keys = event.details.get("keys")
     if not isinstance(keys, list):
         keys = []
     row = {
-        "at": event["at"],
-        "who": who(event["actor"], people),
-        "actor": event["actor"],
-        "action": event["action"],
-        "target": event["target"],
-        "bundle": event.get("bundle_name") or "",
+        "at": event.at,
+        "who": who(event.actor, people),
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "bundle": event.bundle_name or "",
         "keys": " ".join(str(k) for k in keys),
-        "ip": event.get("ip"),
-        "user_agent": event.get("user_agent"),
+        "ip": event.ip,
+        "user_agent": event.user_agent,
     }
     return [_cell(row[column]) for column in CSV_COLUMNS]
 
@@ -199,9 +205,12 @@ def export(fmt: str) -> Response:
         raise UpstreamError(400, "validation_error", problem)
     events, people, truncated = _all_events(params)
     if fmt == "json":
-        body = json.dumps(
-            {"events": events, "people": people, "truncated": truncated}, ensure_ascii=False
-        )
+        document = {
+            "events": [event.model_dump(mode="json") for event in events],
+            "people": {key: person.model_dump(mode="json") for key, person in people.items()},
+            "truncated": truncated,
+        }
+        body = json.dumps(document, ensure_ascii=False)
         response = Response(body, mimetype="application/json")
     else:
         out = io.StringIO()
@@ -246,39 +255,42 @@ def _report_period() -> tuple[dict[str, str], dict[str, str], str | None]:
     return days, params, problem
 
 
-def _report_rows(report: dict[str, Any]) -> list[list[str]]:
-    people = report.get("people") or {}
+def _report_rows(report: ComplianceReport) -> list[list[str]]:
     rows: list[dict[str, Any]] = []
-    for release in report["releases"]:
+    for release in report.releases:
         rows.append(
             {
                 "section": "release",
-                "at": release["approved_at"],
-                "actor": release["approved_by"],
+                "at": release.approved_at,
+                "actor": release.approved_by,
                 "action": "request.approved",
-                "bundle_or_name": release.get("bundle_name") or release.get("bundle_id") or "",
-                "keys": " ".join(release["keys"]),
-                "outcome": release["outcome"],
-                "outcome_at": release.get("outcome_at"),
-                "delivered_to_ip": release.get("delivered_to_ip"),
-                "delivered_to_agent": release.get("delivered_to_agent"),
-                "target": release["request_id"],
+                "bundle_or_name": release.bundle_name or release.bundle_id or "",
+                "keys": " ".join(release.keys),
+                "outcome": release.outcome,
+                "outcome_at": release.outcome_at,
+                "delivered_to_ip": release.delivered_to_ip,
+                "delivered_to_agent": release.delivered_to_agent,
+                "target": release.request_id,
             }
         )
-    for section, name in (("denial", "denials"), ("access", "accesses"), ("change", "changes")):
-        for item in report[name]:
+    for section, decisions in (
+        ("denial", report.denials),
+        ("access", report.accesses),
+        ("change", report.changes),
+    ):
+        for item in decisions:
             rows.append(
                 {
                     "section": section,
-                    "at": item["at"],
-                    "actor": item["actor"],
-                    "action": item["action"],
-                    "bundle_or_name": item.get("name") or "",
-                    "target": item["target"],
+                    "at": item.at,
+                    "actor": item.actor,
+                    "action": item.action,
+                    "bundle_or_name": item.name or "",
+                    "target": item.target,
                 }
             )
     for row in rows:
-        row["who"] = who(row["actor"], people)
+        row["who"] = who(row["actor"], report.people)
     return [[_cell(row.get(column)) for column in REPORT_CSV_COLUMNS] for row in rows]
 
 
@@ -287,10 +299,10 @@ def _report_rows(report: dict[str, Any]) -> list[list[str]]:
 def report_page() -> Response:
     """A printable compliance report of a period: releases, denials, accesses, changes."""
     days, params, problem = _report_period()
-    report: dict[str, Any] | None = None
+    report: ComplianceReport | None = None
     if problem is None:
         try:
-            report = backend.fetch("/api/v1/audit/report", params)
+            report = backend.fetch(ComplianceReport, "/api/v1/audit/report", params)
         except UpstreamError as exc:
             if exc.status != 400:
                 raise
@@ -315,9 +327,10 @@ def report_download(fmt: str) -> Response:
     days, params, problem = _report_period()
     if problem is not None:
         raise UpstreamError(400, "validation_error", problem)
-    report = backend.fetch("/api/v1/audit/report", params)
+    report = backend.fetch(ComplianceReport, "/api/v1/audit/report", params)
     if fmt == "json":
-        response = Response(json.dumps(report, ensure_ascii=False), mimetype="application/json")
+        document = json.dumps(report.model_dump(mode="json"), ensure_ascii=False)
+        response = Response(document, mimetype="application/json")
     else:
         out = io.StringIO()
         writer = csv.writer(out)

@@ -17,14 +17,15 @@ from flask import (
 )
 
 from envcat.bff import metrics
-from envcat.bff.apiclient import BFF_SIGNER, ApiUnavailable
-from envcat.bff.backend import timed_send
+from envcat.bff.apiclient import BFF_SIGNER, ApiUnavailable, reply_as
+from envcat.bff.backend import refusal_message, timed_send
 from envcat.bff.clerk import frontend_api_host
 from envcat.bff.errors import page_error
 from envcat.bff.identity import CLERK_COOKIE, current_identity, end_session, start_session
 from envcat.bff.runtime import runtime
 from envcat.bff.security import safe_redirect_target
 from envcat.bff.throttle import REASON_DELAY, REASON_NETWORK, REASON_PAIR
+from envcat.core.schemas.accounts import AccountOut
 
 log = logging.getLogger("envcat.bff")
 bp = Blueprint("auth", __name__)
@@ -32,6 +33,7 @@ bp = Blueprint("auth", __name__)
 DEFAULT_AFTER_SIGN_IN = "/bundles"
 MAX_EMAIL_LENGTH = 320
 MAX_PASSWORD_LENGTH = 1024
+SIGN_UP_PROBLEM = "Use a valid email and a password of at least 10 characters."
 SIGN_UP_CLOSED = "Sign-up is closed on this server. Ask an administrator for an account."
 # The same words for a new account and for an email that already has one (no oracle).
 SIGNED_UP = (
@@ -130,7 +132,7 @@ def sign_in_submit() -> Response:
     if reply.status_code == 200:
         throttle.clear(ip, email)
         metrics.SIGN_INS.labels("success").inc()
-        start_session(reply.json())
+        start_session(reply_as(AccountOut, reply))
         return redirect(_target())  # type: ignore[return-value]
     if reply.status_code in (400, 401):
         throttle.record_failure(ip, email)
@@ -173,16 +175,9 @@ def sign_up_submit() -> Response:
     if reply.status_code == 403:
         return _form("sign_up.html", 403, SIGN_UP_CLOSED, email)
     if reply.status_code == 400:
-        return _form("sign_up.html", 400, _sign_up_problem(reply.json()), email)
+        return _form("sign_up.html", 400, refusal_message(reply, SIGN_UP_PROBLEM), email)
     log.warning("sign-up failed upstream", extra={"status": reply.status_code})
     raise ApiUnavailable(503, "Signing up is unavailable right now; retry in a moment.")
-
-
-def _sign_up_problem(data: object) -> str:
-    message = data.get("message") if isinstance(data, dict) else None
-    if isinstance(message, str) and message:
-        return message
-    return "Use a valid email and a password of at least 10 characters."
 
 
 @bp.post("/sign-out")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, request
 from markupsafe import Markup, escape
@@ -23,6 +22,17 @@ from envcat.bff.views.forms import (
     submit,
     tags_field,
 )
+from envcat.core.schemas.accounts import AccountOut
+from envcat.core.schemas.bundles import (
+    BundleDetail,
+    BundleList,
+    ImportPreview,
+    ImportResult,
+    KeyList,
+    KeyOut,
+)
+from envcat.core.schemas.groups import EditorsOut, GroupList
+from envcat.core.schemas.team import ApproversOut, MemberList
 from envcat.core.wire import PATH_ID_RE
 
 bp = Blueprint("bundles", __name__)
@@ -60,12 +70,12 @@ def _bundles_page(
     form: dict[str, str] | None = None, error: str | None = None, status: int = 200
 ) -> Response:
     query = request.args.get("q", "").strip()
-    listed = backend.fetch("/api/v1/bundles", page_params(query))
+    listed = backend.fetch(BundleList, "/api/v1/bundles", page_params(query))
     return page(
         "bundles.html",
         status,
         identity=current_identity(),
-        bundles=listed["bundles"],
+        bundles=listed.bundles,
         listed=listed,
         cursor=request.args.get("cursor", ""),
         q=query,
@@ -102,15 +112,15 @@ def create() -> Response:
         "tags": tags_field(),
     }
     try:
-        created = backend.call("POST", "/api/v1/bundles", ok=(201,), json=body).json()
+        created = backend.send_as(BundleDetail, "POST", "/api/v1/bundles", ok=(201,), json=body)
     except UpstreamError as exc:
         if exc.status == 401:
             raise
         # Render (not redirect) so the typed name, description and tags stay in the form.
         typed = {field: request.form.get(field, "") for field in ("name", "description", "tags")}
         return _bundles_page(typed, _create_problem(exc), 409 if exc.status == 409 else 400)
-    flash(f"Created bundle {created['name']}.", "success")
-    return redirect(_back(created["id"]))  # type: ignore[return-value]
+    flash(f"Created bundle {created.name}.", "success")
+    return redirect(_back(created.id))  # type: ignore[return-value]
 
 
 def _render(
@@ -121,14 +131,14 @@ def _render(
     edit_error: str | None = None,
     status: int = 200,
 ) -> Response:
-    bundle = backend.fetch(_bundle_path(bundle_id))
-    attached = {key["id"] for key in bundle["keys"]}
-    listed = backend.fetch("/api/v1/keys", {"limit": str(LIBRARY_SHOWN)})
-    library = [k for k in listed["keys"] if k["id"] not in attached]
+    bundle = backend.fetch(BundleDetail, _bundle_path(bundle_id))
+    attached = {key.id for key in bundle.keys}
+    listed = backend.fetch(KeyList, "/api/v1/keys", {"limit": str(LIBRARY_SHOWN)})
+    library = [k for k in listed.keys if k.id not in attached]
     # The CLI names the workspace (-w): show the command exactly as it must be typed.
-    workspace = str(backend.fetch("/api/v1/me").get("tenant", {}).get("slug") or "")
-    approvers = backend.fetch(_bundle_path(bundle_id, "/approvers"))
-    members = backend.fetch("/api/v1/members")["members"]
+    workspace = backend.fetch(AccountOut, "/api/v1/me").tenant.slug
+    approvers = backend.fetch(ApproversOut, _bundle_path(bundle_id, "/approvers"))
+    members = backend.fetch(MemberList, "/api/v1/members").members
     return page(
         "bundle.html",
         status,
@@ -136,19 +146,19 @@ def _render(
         bundle=bundle,
         edit=edit
         or {
-            "name": bundle["name"],
-            "description": bundle.get("description") or "",
-            "tags": ", ".join(bundle.get("tags") or []),
+            "name": bundle.name,
+            "description": bundle.description,
+            "tags": ", ".join(bundle.tags),
         },
         edit_error=edit_error,
-        get_command=f"envcat get {bundle['name']}" + (f" -w {workspace}" if workspace else ""),
+        get_command=f"envcat get {bundle.name}" + (f" -w {workspace}" if workspace else ""),
         library=library,
         revealed=revealed or {},
         mask=MASK,
         approvers=approvers,
-        approver_choices=[m for m in members if m["role"] != "viewer"],
-        approver_groups=backend.fetch("/api/v1/groups")["groups"],  # issue #17
-        editors=backend.fetch(_bundle_path(bundle_id, "/editors")),
+        approver_choices=[m for m in members if m.role != "viewer"],
+        approver_groups=backend.fetch(GroupList, "/api/v1/groups").groups,  # issue #17
+        editors=backend.fetch(EditorsOut, _bundle_path(bundle_id, "/editors")),
         **grants.bundle_grants(bundle_id),  # issue #17
         requesters=requesters.bundle_requesters(bundle_id),  # issue #17
     )
@@ -169,13 +179,13 @@ def show(bundle_id: str) -> Response:
         return _render(bundle_id)
     try:
         path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
-        key: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
+        key = backend.fetch(KeyOut, path, {"reveal": "true"})
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
         flash(describe(exc), "error")
         return _render(bundle_id)
-    return _render(bundle_id, {key_id: key.get("value") or ""})
+    return _render(bundle_id, {key_id: key.value or ""})
 
 
 @bp.post("/bundles/<bundle_id>/keys/<key_id>/reveal")
@@ -299,7 +309,9 @@ def import_values(bundle_id: str) -> Response:
     if request.form.get("content_b64"):  # the preview's per-key choice of secret or plain
         body["secret_names"] = request.form.getlist("secret")
     try:
-        result = backend.call("POST", _bundle_path(bundle_id, "/import"), json=body).json()
+        result = backend.send_as(
+            ImportResult, "POST", _bundle_path(bundle_id, "/import"), json=body
+        )
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
@@ -309,10 +321,14 @@ def import_values(bundle_id: str) -> Response:
     return redirect(_back(bundle_id))  # type: ignore[return-value]
 
 
-def _import_summary(result: dict[str, list[str]]) -> str:
+def _import_summary(result: ImportResult) -> str:
     parts = []
-    for outcome in ("created", "updated", "unchanged", "skipped"):
-        names = result.get(outcome) or []
+    for outcome, names in (
+        ("created", result.created),
+        ("updated", result.updated),
+        ("unchanged", result.unchanged),
+        ("skipped", result.skipped),
+    ):
         listed = f" ({', '.join(names[:10])}{', …' if len(names) > 10 else ''})" if names else ""
         parts.append(f"{len(names)} {outcome}{listed}")
     return "Imported: " + "; ".join(parts) + "."
@@ -357,7 +373,8 @@ def preview_import(bundle_id: str) -> Response:
     options = {"overwrite": checkbox("overwrite"), "is_secret": checkbox("is_secret")}
     body = {"format": fmt, "content": content, **options}
     try:
-        preview = backend.call("POST", _bundle_path(bundle_id, "/import/preview"), json=body)
+        path = _bundle_path(bundle_id, "/import/preview")
+        preview = backend.send_as(ImportPreview, "POST", path, json=body)
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
@@ -366,8 +383,8 @@ def preview_import(bundle_id: str) -> Response:
     return page(
         "import_preview.html",
         identity=current_identity(),
-        bundle=backend.fetch(_bundle_path(bundle_id)),
-        preview=preview.json(),
+        bundle=backend.fetch(BundleDetail, _bundle_path(bundle_id)),
+        preview=preview,
         content_b64=base64.b64encode(content.encode("utf-8")).decode("ascii"),
         format=fmt,
         options=options,

@@ -3,14 +3,13 @@ errors, "test" and "sync now". Connections and links are created through the api
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response
 
 from envcat.bff import backend
 from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.forms import page, submit
+from envcat.core.schemas.connectors import ConnectionList, ConnectionOut, LinkList
 
 bp = Blueprint("connectors", __name__)
 
@@ -19,10 +18,10 @@ bp = Blueprint("connectors", __name__)
 @login_required
 def index() -> Response:
     """Every link of the workspace (any role) and its connections (admins)."""
-    links = backend.fetch("/api/v1/links")["links"]
-    connections: list[dict[str, Any]] | None
+    links = backend.fetch(LinkList, "/api/v1/links").links
+    connections: list[ConnectionOut] | None
     try:
-        connections = backend.fetch("/api/v1/connections")["connections"]
+        connections = backend.fetch(ConnectionList, "/api/v1/connections").connections
     except UpstreamError as exc:
         if exc.status != 403:
             raise

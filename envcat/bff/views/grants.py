@@ -12,15 +12,20 @@ from envcat.bff import backend
 from envcat.bff.backend import api_path
 from envcat.bff.identity import login_required
 from envcat.bff.views.forms import submit
+from envcat.core.schemas.grants import GrantList, GrantPolicy
 
 bp = Blueprint("grants", __name__)
 
 
+def grant_policy(bundle_id: str) -> GrantPolicy:
+    """The longest grant, in hours, the bundle lets an approver give (0: none)."""
+    return backend.fetch(GrantPolicy, api_path("/api/v1/bundles/{id}/grant-policy", id=bundle_id))
+
+
 def bundle_grants(bundle_id: str) -> dict[str, object]:
     """What the bundle page shows: the grant limit and the bundle's grants."""
-    policy = backend.fetch(api_path("/api/v1/bundles/{id}/grant-policy", id=bundle_id))
-    listed = backend.fetch("/api/v1/grants", {"bundle_id": bundle_id})
-    return {"grant_policy": policy, "grants": listed["items"]}
+    listed = backend.fetch(GrantList, "/api/v1/grants", {"bundle_id": bundle_id})
+    return {"grant_policy": grant_policy(bundle_id), "grants": listed.items}
 
 
 @bp.post("/bundles/<bundle_id>/grant-policy")

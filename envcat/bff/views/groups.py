@@ -12,6 +12,9 @@ from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.errors import page_error
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.forms import describe, page, submit
+from envcat.core.schemas.accounts import AccountOut
+from envcat.core.schemas.groups import GroupList
+from envcat.core.schemas.team import MemberList
 
 bp = Blueprint("groups", __name__)
 
@@ -24,12 +27,12 @@ def _ids(field: str = "user_ids") -> list[str]:
 @login_required
 def groups() -> Response:
     """The workspace's groups and their members; admins create, change and delete them."""
-    role = str(backend.fetch("/api/v1/me").get("role") or "viewer")
+    role = backend.fetch(AccountOut, "/api/v1/me").role
     return page(
         "groups.html",
         identity=current_identity(),
-        groups=backend.fetch("/api/v1/groups")["groups"],
-        members=backend.fetch("/api/v1/members")["members"],
+        groups=backend.fetch(GroupList, "/api/v1/groups").groups,
+        members=backend.fetch(MemberList, "/api/v1/members").members,
         is_admin=role in ("admin", "owner"),
     )
 

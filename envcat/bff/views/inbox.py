@@ -14,6 +14,8 @@ from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.audit import who
 from envcat.bff.views.forms import page
 from envcat.bff.views.pages import CONTEXT_FIELDS
+from envcat.core.schemas.audit import AuditPage
+from envcat.core.schemas.inbox import Inbox, PendingRequest
 
 bp = Blueprint("inbox", __name__)
 
@@ -28,45 +30,42 @@ OUTCOMES = {
 }
 
 
-def _row(item: dict[str, Any], now: float) -> dict[str, Any]:
-    context = item.get("context") or {}
-    need = item.get("approvals_required")
+def _row(item: PendingRequest, now: float) -> dict[str, Any]:
+    """One pending request as the page and its short poll (`/requests.json`) show it."""
+    need = item.approvals_required
+    facts = [(label, getattr(item.context, field)) for field, label in CONTEXT_FIELDS]
     return {
-        "id": item["id"],
-        "phrase": item["user_code"],
-        "bundle": item.get("bundle") or "",
-        "context": [
-            {"label": label, "value": str(context[field])}
-            for field, label in CONTEXT_FIELDS
-            if context.get(field)
-        ]
-        + ([{"label": "Workload", "value": item["workload"]}] if item.get("workload") else []),
-        "age_seconds": max(0, int(now - float(item["created"]))),
-        "seconds_left": max(0, int(float(item["expires_at"]) - now)),
-        "approvals": f"{item['approvals']} of {need}" if need else str(item["approvals"]),
-        "href": f"/approve/{item['id']}",
+        "id": item.id,
+        "phrase": item.user_code,
+        "bundle": item.bundle or "",
+        "context": [{"label": label, "value": str(value)} for label, value in facts if value]
+        + ([{"label": "Workload", "value": item.workload}] if item.workload else []),
+        "age_seconds": max(0, int(now - item.created)),
+        "seconds_left": max(0, int(item.expires_at - now)),
+        "approvals": f"{item.approvals} of {need}" if need else str(item.approvals),
+        "href": f"/approve/{item.id}",
     }
 
 
 def _pending() -> list[dict[str, Any]]:
     now = time.time()
-    return [_row(item, now) for item in backend.fetch("/api/v1/inbox")["requests"]]
+    return [_row(item, now) for item in backend.fetch(Inbox, "/api/v1/inbox").requests]
 
 
-def _decided(history: dict[str, Any]) -> list[dict[str, Any]]:
-    people = history.get("people") or {}
+def _decided(history: AuditPage) -> list[dict[str, Any]]:
     rows = []
-    for event in history.get("events") or []:
-        details = event.get("details") or {}
+    for event in history.events:
+        details = event.details
         approvers = details.get("approvers") or []
+        by = ", ".join(who(a, history.people) for a in approvers)
         rows.append(
             {
-                "at": event["at"],
-                "id": event["target"],
-                "outcome": OUTCOMES.get(event["action"], event["action"]),
-                "by": ", ".join(who(a, people) for a in approvers) or who(event["actor"], people),
-                "bundle": event.get("bundle_name") or details.get("bundle_name") or "",
-                "bundle_id": event.get("bundle_id") if event.get("bundle_exists") else None,
+                "at": event.at,
+                "id": event.target,
+                "outcome": OUTCOMES.get(event.action, event.action),
+                "by": by or who(event.actor, history.people),
+                "bundle": event.bundle_name or details.get("bundle_name") or "",
+                "bundle_id": event.bundle_id if event.bundle_exists else None,
                 "keys": ", ".join(details.get("keys") or []),
             }
         )
@@ -77,7 +76,7 @@ def _decided(history: dict[str, Any]) -> list[dict[str, Any]]:
 @login_required
 def index() -> Response:
     """Pending requests of this workspace (live) and the latest decisions."""
-    history = backend.fetch("/api/v1/inbox/history", {"limit": "25"})
+    history = backend.fetch(AuditPage, "/api/v1/inbox/history", {"limit": "25"})
     return page(
         "requests.html",
         identity=current_identity(),

@@ -11,6 +11,7 @@ from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views import reveals
 from envcat.bff.views.forms import MASK, checkbox, describe, page, page_params, submit
+from envcat.core.schemas.bundles import KeyList, KeyOut, KeyVersionList, KeyVersionOut
 from envcat.core.wire import PATH_ID_RE
 
 bp = Blueprint("keys", __name__)
@@ -21,11 +22,11 @@ bp = Blueprint("keys", __name__)
 def index() -> Response:
     """Every key of the tenant, with a search box and the create form."""
     query = request.args.get("q", "").strip()
-    listed = backend.fetch("/api/v1/keys", page_params(query))
+    listed = backend.fetch(KeyList, "/api/v1/keys", page_params(query))
     return page(
         "keys.html",
         identity=current_identity(),
-        keys=listed["keys"],
+        keys=listed.keys,
         listed=listed,
         cursor=request.args.get("cursor", ""),
         q=query,
@@ -66,14 +67,15 @@ def _key_page(key_id: str) -> str:
 def _render(
     key_id: str, revealed: str | None = None, version_shown: tuple[int, str] | None = None
 ) -> Response:
-    key = backend.fetch(api_path("/api/v1/keys/{key_id}", key_id=key_id))
-    history = backend.fetch(api_path("/api/v1/keys/{key_id}/versions", key_id=key_id))
+    key = backend.fetch(KeyOut, api_path("/api/v1/keys/{key_id}", key_id=key_id))
+    path = api_path("/api/v1/keys/{key_id}/versions", key_id=key_id)
+    history = backend.fetch(KeyVersionList, path)
     return page(
         "key.html",
         identity=current_identity(),
         key=key,
         revealed=revealed,
-        versions=history.get("versions", []),
+        versions=history.versions,
         version_shown=version_shown,
         mask=MASK,
         bundle_id=_from_bundle(),
@@ -95,13 +97,13 @@ def _show_version(key_id: str, token: str) -> Response:
     number = int(ticket[len(prefix) :])
     path = api_path("/api/v1/keys/{key_id}/versions/{n}", key_id=key_id, n=str(number))
     try:
-        shown: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
+        shown = backend.fetch(KeyVersionOut, path, {"reveal": "true"})
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
         flash(describe(exc), "error")
         return _render(key_id)
-    return _render(key_id, version_shown=(number, str(shown.get("value") or "")))
+    return _render(key_id, version_shown=(number, shown.value or ""))
 
 
 @bp.get("/keys/<key_id>")
@@ -119,13 +121,13 @@ def show(key_id: str) -> Response:
         return _render(key_id)
     try:
         path = api_path("/api/v1/keys/{key_id}", key_id=key_id)
-        key: dict[str, Any] = backend.fetch(path, {"reveal": "true"})
+        key = backend.fetch(KeyOut, path, {"reveal": "true"})
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
         flash(describe(exc), "error")
         return _render(key_id)
-    return _render(key_id, key.get("value") or "")
+    return _render(key_id, key.value or "")
 
 
 @bp.post("/keys/<key_id>/reveal")

@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, request
+from pydantic import Field, TypeAdapter
 
 from envcat.bff import backend
+from envcat.bff.apiclient import reply_as
 from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.audit import request_state
 from envcat.bff.views.forms import page, refusal
+from envcat.bff.views.grants import grant_policy
 from envcat.bff.views.requesters import bundle_requesters
 from envcat.bff.views.workspaces import elsewhere, elsewhere_page
-from envcat.core.schemas.requests import AccessRequestView, ClientContext
+from envcat.core.schemas.bundles import BundleDetail, BundleKeyOut, BundleList, BundleSummary
+from envcat.core.schemas.passkeys import PasskeyList, WorkspacePolicyOut
+from envcat.core.schemas.requests import AccessRequestView, ClientContext, DecisionAccepted
+from envcat.core.schemas.team import ApprovalRecorded, ApproversOut
 from envcat.core.wire import REQUEST_ID_RE
 
 bp = Blueprint("pages", __name__)
@@ -27,6 +33,10 @@ CONTEXT_FIELDS = (
     ("command", "Command"),
     ("git_remote", "Git remote"),
     ("client", "Client"),
+)
+# An approval's 202: released, or recorded while k-of-n waits for more (issue #17).
+APPROVAL_REPLY: TypeAdapter[ApprovalRecorded | DecisionAccepted] = TypeAdapter(
+    Annotated[ApprovalRecorded | DecisionAccepted, Field(union_mode="left_to_right")]
 )
 
 
@@ -49,47 +59,43 @@ def landing() -> Response:
 
 
 def pick_bundle(
-    bundles: list[dict[str, Any]],
+    bundles: list[BundleSummary],
     chosen_id: str | None,
     *,
     hint_id: str | None = None,
     hint: str | None = None,
-) -> dict[str, Any] | None:
+) -> BundleSummary | None:
     """The bundle to show: the approver's pick, else the CLI's id or name hint, else the only."""
-    by_id = {b["id"]: b for b in bundles}
+    by_id = {b.id: b for b in bundles}
     for candidate in (chosen_id, hint_id):
         if candidate and candidate in by_id:
             return by_id[candidate]
     if hint:
-        exact = [b for b in bundles if b["name"] == hint]
-        folded = [b for b in bundles if b["name"].casefold() == hint.casefold()]
+        exact = [b for b in bundles if b.name == hint]
+        folded = [b for b in bundles if b.name.casefold() == hint.casefold()]
         if exact or len(folded) == 1:
             return (exact or folded)[0]
     return bundles[0] if len(bundles) == 1 else None
 
 
-def _exported(key: dict[str, Any]) -> str:
-    # The approver ticks, and the CLI receives, the name the bundle exports (issue #19).
-    return str(key.get("export_name") or key["name"])
-
-
 def key_choices(
-    keys: list[dict[str, Any]], template_keys: list[str], selected: list[str] | None = None
+    keys: list[BundleKeyOut], template_keys: list[str], selected: list[str] | None = None
 ) -> list[KeyChoice]:
     """Checkboxes: the approver's last pick, else the CLI's template keys, else every key.
 
-    Required keys are always checked (and locked on the page).
+    Required keys are always checked (and locked on the page). The approver ticks, and
+    the CLI receives, the name the bundle exports (issue #19).
     """
     wanted = set(selected if selected is not None else template_keys)
     every = selected is None and not template_keys
     return [
         KeyChoice(
-            name=_exported(key),
-            is_secret=bool(key.get("is_secret", True)),
-            required=bool(key.get("required")),
-            checked=bool(key.get("required")) or every or _exported(key) in wanted,
-            description=str(key.get("description") or ""),
-            library_name=key["name"] if key.get("alias") else "",
+            name=key.export_name,
+            is_secret=key.is_secret,
+            required=key.required,
+            checked=key.required or every or key.export_name in wanted,
+            description=key.description,
+            library_name=key.name if key.alias else "",
         )
         for key in keys
     ]
@@ -108,18 +114,15 @@ def _render_approval(
     selected: list[str] | None = None,
     status: int = 200,
 ) -> Response:
-    bundles: list[dict[str, Any]] = backend.fetch("/api/v1/bundles")["bundles"]
+    bundles = backend.fetch(BundleList, "/api/v1/bundles").bundles
     chosen = pick_bundle(bundles, chosen_id, hint_id=context.bundle_id, hint=context.bundle)
-    detail = (
-        backend.fetch(backend.api_path("/api/v1/bundles/{id}", id=chosen["id"])) if chosen else None
-    )
-    approvers = (
-        backend.fetch(backend.api_path("/api/v1/bundles/{id}/approvers", id=chosen["id"]))
-        if chosen
-        else None
-    )
+    detail, approvers = None, None
+    if chosen is not None:
+        path = backend.api_path("/api/v1/bundles/{id}", id=chosen.id)
+        detail = backend.fetch(BundleDetail, path)
+        approvers = backend.fetch(ApproversOut, path + "/approvers")
     template_keys = context.template_keys
-    choices = key_choices(detail["keys"] if detail else [], template_keys, selected)
+    choices = key_choices(detail.keys if detail else [], template_keys, selected)
     names = {choice.name for choice in choices}
     return page(
         "approve.html",
@@ -135,24 +138,16 @@ def _render_approval(
         error=error,
         approvers=approvers,
         device=context.device,
-        grant_limit=_grant_limit(chosen),
-        members_only=chosen is not None and bundle_requesters(chosen["id"]) == "members",  # #17
+        grant_limit=grant_policy(chosen.id).max_hours if chosen else 0,  # issue #17
+        members_only=chosen is not None and bundle_requesters(chosen.id) == "members",  # #17
         **passkey_mode(),
     )
 
 
-def _grant_limit(chosen: dict[str, Any] | None) -> int:
-    """Issue #17: hours the chosen bundle lets an approver trust the device for (0: none)."""
-    if chosen is None:
-        return 0
-    path = backend.api_path("/api/v1/bundles/{id}/grant-policy", id=chosen["id"])
-    return int(backend.fetch(path).get("max_hours") or 0)
-
-
 def passkey_mode() -> dict[str, bool]:
     """Issue #20: approve with a passkey when the approver has one or the workspace requires it."""
-    owned = backend.fetch("/api/v1/passkeys")["passkeys"]
-    required = bool(backend.fetch("/api/v1/workspace/policy")["require_passkey"])
+    owned = backend.fetch(PasskeyList, "/api/v1/passkeys").passkeys
+    required = backend.fetch(WorkspacePolicyOut, "/api/v1/workspace/policy").require_passkey
     return {"use_passkey": bool(owned) or required, "has_passkey": bool(owned)}
 
 
@@ -255,8 +250,9 @@ def decide(request_id: str) -> Response:
         )
     except UpstreamError as exc:
         return _refused(request_id, exc, bundle_id, include)
-    if reply.json().get("status") == "awaiting_approvals":  # k-of-n (issue #17)
-        return page("approve_done.html", 202, outcome="recorded", recorded=reply.json())
+    decision = reply_as(APPROVAL_REPLY, reply)
+    if isinstance(decision, ApprovalRecorded):  # k-of-n (issue #17)
+        return page("approve_done.html", 202, outcome="recorded", recorded=decision)
     return page("approve_done.html", outcome="approved", count=len(include))
 
 

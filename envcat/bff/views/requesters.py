@@ -12,14 +12,15 @@ from envcat.bff import backend
 from envcat.bff.backend import api_path
 from envcat.bff.identity import login_required
 from envcat.bff.views.forms import submit
+from envcat.core.schemas.requesters import RequestersRule
 
 bp = Blueprint("requesters", __name__)
 
 
 def bundle_requesters(bundle_id: str) -> str:
     """The bundle's rule: "anyone" or "members"."""
-    rule = backend.fetch(api_path("/api/v1/bundles/{id}/requesters", id=bundle_id))
-    return str(rule.get("requesters") or "anyone")
+    path = api_path("/api/v1/bundles/{id}/requesters", id=bundle_id)
+    return backend.fetch(RequestersRule, path).requesters
 
 
 @bp.post("/bundles/<bundle_id>/requesters")

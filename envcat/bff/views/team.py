@@ -11,10 +11,18 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, request
 
 from envcat.bff import backend
-from envcat.bff.apiclient import Signer
+from envcat.bff.apiclient import Signer, reply_as
 from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required, start_session
 from envcat.bff.views.forms import checkbox, describe, page, submit
+from envcat.core.schemas.accounts import AccountOut, TenantOut
+from envcat.core.schemas.team import (
+    InviteAccepted,
+    InviteCreated,
+    InviteList,
+    MemberList,
+    NotificationSettingsOut,
+)
 
 bp = Blueprint("team", __name__)
 MAX_TOKEN = 128
@@ -22,18 +30,20 @@ MAX_TOKEN = 128
 
 def _members_page(status: int = 200, **shown: Any) -> Response:
     identity = current_identity()
-    listed = backend.fetch("/api/v1/members")
+    listed = backend.fetch(MemberList, "/api/v1/members")
     # the role now, not the one the session saw at sign-in (it may have changed since)
-    role = str(backend.fetch("/api/v1/me").get("role") or "viewer")
+    role = backend.fetch(AccountOut, "/api/v1/me").role
     is_admin = role in ("admin", "owner")
-    invites = backend.fetch("/api/v1/invites")["invites"] if is_admin else []
-    notifications = backend.fetch("/api/v1/notifications") if is_admin else None
+    invites = backend.fetch(InviteList, "/api/v1/invites").invites if is_admin else []
+    notifications = (
+        backend.fetch(NotificationSettingsOut, "/api/v1/notifications") if is_admin else None
+    )
     return page(
         "members.html",
         status,
         identity=identity,
-        members=listed["members"],
-        managed_by=listed["managed_by"],
+        members=listed.members,
+        managed_by=listed.managed_by,
         invites=invites,
         notifications=notifications,
         is_admin=is_admin,
@@ -54,12 +64,12 @@ def invite() -> Response:
     """Invite an email with a role; the link is shown once in this answer."""
     body = {"email": request.form.get("email", ""), "role": request.form.get("role", "member")}
     try:
-        made = backend.call("POST", "/api/v1/invites", json=body, ok=(201,)).json()
+        made = backend.send_as(InviteCreated, "POST", "/api/v1/invites", json=body, ok=(201,))
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
         return _members_page(exc.status, error=describe(exc))
-    return _members_page(201, invite_link=made["link"], invited=made)
+    return _members_page(201, invite_link=made.link, invited=made)
 
 
 @bp.post("/members/<user_id>/role")
@@ -98,12 +108,12 @@ def notifications() -> Response:
         "rotate_secret": checkbox("rotate_secret"),
     }
     try:
-        saved = backend.call("PUT", "/api/v1/notifications", json=body).json()
+        saved = backend.send_as(NotificationSettingsOut, "PUT", "/api/v1/notifications", json=body)
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
         return _members_page(exc.status, error=describe(exc))
-    return _members_page(webhook_secret=saved.get("webhook_secret"), saved=True)
+    return _members_page(webhook_secret=saved.webhook_secret, saved=True)
 
 
 def _switch_to(tenant_id: str) -> None:
@@ -114,7 +124,7 @@ def _switch_to(tenant_id: str) -> None:
         "GET", "/api/v1/me", signer=Signer(identity.user_id, tenant_id), kind="page"
     )
     if reply.status_code == 200:
-        start_session(reply.json())
+        start_session(reply_as(AccountOut, reply))
 
 
 @bp.post("/workspaces/new")
@@ -125,14 +135,14 @@ def create_workspace() -> Response:
     if slug := request.form.get("slug", "").strip():
         body["slug"] = slug
     try:
-        made = backend.call("POST", "/api/v1/workspaces", json=body, ok=(201,)).json()
+        made = backend.send_as(TenantOut, "POST", "/api/v1/workspaces", json=body, ok=(201,))
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise
         flash(describe(exc), "error")
         return redirect("/members")  # type: ignore[return-value]
-    _switch_to(made["id"])
-    flash(f"Created the workspace {made['name']} ({made['slug']}); you are its owner.", "success")
+    _switch_to(made.id)
+    flash(f"Created the workspace {made.name} ({made.slug}); you are its owner.", "success")
     return redirect("/members")  # type: ignore[return-value]
 
 
@@ -150,7 +160,7 @@ def accept() -> Response:
     """Join the invitation's workspace and act in it."""
     token = request.form.get("token", "")[:MAX_TOKEN]
     try:
-        joined = backend.call("POST", "/api/v1/join", json={"token": token}).json()
+        joined = backend.send_as(InviteAccepted, "POST", "/api/v1/join", json={"token": token})
     except UpstreamError as exc:
         if exc.status == 401:
             raise
@@ -158,8 +168,8 @@ def accept() -> Response:
         return page(
             "invite_accept.html", exc.status, identity=current_identity(), token="", error=error
         )
-    _switch_to(joined["tenant"]["id"])
-    flash(f"You joined {joined['tenant']['name']} as {joined['role']}.", "success")
+    _switch_to(joined.tenant.id)
+    flash(f"You joined {joined.tenant.name} as {joined.role}.", "success")
     return redirect("/bundles")  # type: ignore[return-value]
 
 

@@ -10,6 +10,12 @@ from envcat.bff import backend
 from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.forms import describe, page, submit
+from envcat.core.schemas.bundles import BundleList
+from envcat.core.schemas.workloads import (
+    ServiceTokenCreated,
+    ServiceTokenList,
+    WorkloadPolicyList,
+)
 
 bp = Blueprint("workloads", __name__)
 
@@ -47,13 +53,13 @@ def index() -> Response:
     """The workspace's trust policies and the form to add one (admins only)."""
     identity = current_identity()
     try:
-        policies: list[dict[str, Any]] = backend.fetch("/api/v1/workload-policies")["items"]
+        policies = backend.fetch(WorkloadPolicyList, "/api/v1/workload-policies").items
     except UpstreamError as exc:
         if exc.status != 403:
             raise
         return page("workloads.html", 403, identity=identity, forbidden=True, policies=[])
-    bundles = backend.fetch("/api/v1/bundles")["bundles"]
-    tokens = backend.fetch("/api/v1/service-tokens")["items"]
+    bundles = backend.fetch(BundleList, "/api/v1/bundles").bundles
+    tokens = backend.fetch(ServiceTokenList, "/api/v1/service-tokens").items
     return page(
         "workloads.html",
         identity=identity,
@@ -114,7 +120,9 @@ def create_token() -> Response:
     if "admin" not in scopes:  # an admin token is the workspace's, not a bundle's
         body["bundle_id"] = request.form.get("bundle_id", "")
     try:
-        created = backend.call("POST", "/api/v1/service-tokens", json=body, ok=(201,)).json()
+        created = backend.send_as(
+            ServiceTokenCreated, "POST", "/api/v1/service-tokens", json=body, ok=(201,)
+        )
     except UpstreamError as exc:
         if exc.status in (401, 404):
             raise

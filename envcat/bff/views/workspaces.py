@@ -10,17 +10,18 @@ organisation in Clerk's own menu).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Blueprint, Response, request
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response as BaseResponse
 
 from envcat.bff import backend
-from envcat.bff.apiclient import Signer
+from envcat.bff.apiclient import Signer, reply_as
 from envcat.bff.identity import current_identity, login_required, start_session
 from envcat.bff.runtime import runtime
 from envcat.bff.views.forms import page
+from envcat.core.schemas.accounts import AccountOut, TenantOut
+from envcat.core.schemas.workspaces import WorkspaceList
 from envcat.core.signing import ID_PATTERN
 
 bp = Blueprint("workspaces", __name__)
@@ -32,17 +33,17 @@ class Elsewhere:
 
     wanted: str  # the request's workspace slug
     current: str
-    member_of: dict[str, Any] | None  # the wanted workspace, when the person belongs to it
+    member_of: TenantOut | None  # the wanted workspace, when the person belongs to it
 
 
 def elsewhere(wanted: str) -> Elsewhere | None:
     """None when a request for workspace `wanted` is for the one the person acts in, else
     what to show."""
-    listed = backend.fetch("/api/v1/workspaces")
-    if wanted == listed["current"]:
+    listed = backend.fetch(WorkspaceList, "/api/v1/workspaces")
+    if wanted == listed.current:
         return None
-    match = next((w for w in listed["workspaces"] if w["slug"] == wanted), None)
-    return Elsewhere(wanted=wanted, current=listed["current"], member_of=match)
+    match = next((w for w in listed.workspaces if w.slug == wanted), None)
+    return Elsewhere(wanted=wanted, current=listed.current, member_of=match)
 
 
 def elsewhere_page(request_id: str, found: Elsewhere) -> Response:
@@ -73,5 +74,5 @@ def switch() -> BaseResponse:
     reply = backend.timed_send("GET", "/api/v1/me", signer=signer, kind="page")
     if reply.status_code != 200:  # not a member there: the same page, nothing changes
         return redirect(back, code=303)
-    start_session(reply.json())
+    start_session(reply_as(AccountOut, reply))
     return redirect(back, code=303)
