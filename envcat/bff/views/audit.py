@@ -210,7 +210,7 @@ def export(fmt: str) -> Response:
             "people": {key: person.model_dump(mode="json") for key, person in people.items()},
             "truncated": truncated,
         }
-        body = json.dumps(document, ensure_ascii=False)
+        body = json.dumps(document, ensure_ascii=False, sort_keys=True)  # as the api orders it
         response = Response(body, mimetype="application/json")
     else:
         out = io.StringIO()
@@ -329,7 +329,7 @@ def report_download(fmt: str) -> Response:
         raise UpstreamError(400, "validation_error", problem)
     report = backend.fetch(ComplianceReport, "/api/v1/audit/report", params)
     if fmt == "json":
-        document = json.dumps(report.model_dump(mode="json"), ensure_ascii=False)
+        document = json.dumps(report.model_dump(mode="json"), ensure_ascii=False, sort_keys=True)
         response = Response(document, mimetype="application/json")
     else:
         out = io.StringIO()

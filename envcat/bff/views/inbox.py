@@ -5,6 +5,8 @@ requests decided lately."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -52,22 +54,35 @@ def _pending() -> list[dict[str, Any]]:
     return [_row(item, now) for item in backend.fetch(Inbox, "/api/v1/inbox").requests]
 
 
-def _decided(history: AuditPage) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Decided:
+    """One decided request in the page's history table."""
+
+    at: datetime
+    id: str
+    outcome: str
+    by: str
+    bundle: str
+    bundle_id: str | None  # set while the bundle still exists (a link)
+    keys: str
+
+
+def _decided(history: AuditPage) -> list[Decided]:
     rows = []
     for event in history.events:
         details = event.details
         approvers = details.get("approvers") or []
         by = ", ".join(who(a, history.people) for a in approvers)
         rows.append(
-            {
-                "at": event.at,
-                "id": event.target,
-                "outcome": OUTCOMES.get(event.action, event.action),
-                "by": by or who(event.actor, history.people),
-                "bundle": event.bundle_name or details.get("bundle_name") or "",
-                "bundle_id": event.bundle_id if event.bundle_exists else None,
-                "keys": ", ".join(details.get("keys") or []),
-            }
+            Decided(
+                at=event.at,
+                id=event.target,
+                outcome=OUTCOMES.get(event.action, event.action),
+                by=by or who(event.actor, history.people),
+                bundle=event.bundle_name or details.get("bundle_name") or "",
+                bundle_id=event.bundle_id if event.bundle_exists else None,
+                keys=", ".join(details.get("keys") or []),
+            )
         )
     return rows
 
