@@ -218,6 +218,10 @@ def test_approval_page_preselects_hints_and_locks_required_keys(
     assert "2 keys will be sealed" in approved.text
     again = ada.post(f"/approve/{created['id']}", {"decision": "deny"})
     assert again.status_code in (404, 409)  # decided (or already delivered and gone)
+    # the inbox's history names the keys released (a dict's `keys` method once showed here)
+    history = ada.get("/requests").text
+    assert "<code>REQUIRED_ONE,<wbr> WANTED</code>" in history
+    assert "built-in method" not in history
 
 
 def test_unknown_or_expired_requests_get_a_friendly_page(ada: Browser) -> None:
