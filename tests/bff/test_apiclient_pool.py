@@ -7,15 +7,17 @@ connections it accepts and the requests it reads.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from envcat.bff.apiclient import ApiClient, ApiUnavailable, CallerInfo, Signer
 from envcat.core import signing
+from tests.support.api_stand_in import serving, stand_in
+
+Reply = tuple[int, bytes] | None
 
 SECRET = "ab" * 32
 NOBODY = CallerInfo(client_ip=None, user_agent=None, request_id=None)
@@ -29,49 +31,26 @@ class Seen:
 
 
 def _server(seen: Seen) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def connected() -> None:
+        seen.connections += 1
 
-        def setup(self) -> None:
-            seen.connections += 1
-            super().setup()
+    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        seen.requests.append((method, path, headers, body))
+        return None if method in seen.hang_up_on else (200, b'{"ok":true}')
 
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            seen.requests.append((self.command, self.path, dict(self.headers.items()), body))
-            if self.command in seen.hang_up_on:
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            reply = b'{"ok":true}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        do_GET = do_POST = _answer  # http.server's naming
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    return stand_in(answer, on_connect=connected)
 
 
 @pytest.fixture
 def api() -> Iterator[tuple[ApiClient, Seen, ThreadingHTTPServer]]:
     seen = Seen()
     server = _server(seen)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    client = ApiClient(f"http://127.0.0.1:{server.server_address[1]}", SECRET)
-    try:
-        yield client, seen, server
-    finally:
-        client.close()
-        server.shutdown()
-        server.server_close()
+    with serving(server) as url:
+        client = ApiClient(url, SECRET)
+        try:
+            yield client, seen, server
+        finally:
+            client.close()
 
 
 def test_calls_reuse_one_kept_alive_connection(api: tuple[ApiClient, Seen, object]) -> None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
 from envcat.bff import create_app
+from tests.support.api_stand_in import Answer, serving, stand_in
 from tests.support.bff import csrf_in
 from tests.support.settings import make_settings
 from tests.support.stack import runtime_of
@@ -32,27 +31,14 @@ ACCOUNT = {"user": USER, "tenant": TENANT, "role": "owner"}
 Replies = dict[str, object]  # path (no query) → the JSON body the api stand-in answers 200
 
 
-def _stand_in(replies: Replies) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            path = self.path.partition("?")[0]
-            found = path in replies
-            body = json.dumps(
-                replies[path] if found else {"error": "not_found", "message": "Not found."}
-            ).encode()
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def _answer(replies: Replies) -> Answer:
+    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        found = replies.get(path.partition("?")[0])
+        if found is None:
+            return 404, json.dumps({"error": "not_found", "message": "Not found."}).encode()
+        return 200, json.dumps(found).encode()
 
-        do_GET = do_POST = _answer  # http.server's naming
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    return answer
 
 
 @pytest.fixture
@@ -62,22 +48,15 @@ def replies() -> Replies:
 
 @pytest.fixture
 def bff(replies: Replies, tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[FlaskClient]:
-    server = _stand_in(replies)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    settings = make_settings(
-        f"sqlite:///{tmp_path / 'unused.db'}",
-        redis_url,
-        broker_url,
-        api_base_url=f"http://127.0.0.1:{server.server_address[1]}",
-    )
-    app = create_app(settings)
-    try:
-        yield app.test_client()
-    finally:
-        runtime_of(app).close()
-        server.shutdown()
-        server.server_close()
+    with serving(stand_in(_answer(replies))) as url:
+        settings = make_settings(
+            f"sqlite:///{tmp_path / 'unused.db'}", redis_url, broker_url, api_base_url=url
+        )
+        app = create_app(settings)
+        try:
+            yield app.test_client()
+        finally:
+            runtime_of(app).close()
 
 
 def _sign_in(client: FlaskClient) -> None:
