@@ -144,6 +144,7 @@ class Bench:
                 headers={"X-Poll-Token": created["poll_token"]},
             )
             arrived.append((time.perf_counter(), reply.get_json()))
+            reply.close()  # as a server does once the reply is sent: runs the delivery's audit
 
         waiting = self._blocked_waiters()
         poller = threading.Thread(target=long_poll)

@@ -14,6 +14,11 @@ the approval-to-delivery time, and the resident memory of every process (and
 Redis's used_memory) after warm-up and at the end. Targets: 0 errors, and no
 growth after warm-up beyond noise (`--growth-mb`, per process).
 
+Baseline in the same run (issue #22): the bare Flask+Redis app of
+`bench/baselines.py` runs beside the stack, and every CLI loop creates one request
+on it right before each real create, so both see the same load. Target: the
+create's p50 through the bff at most 3x the bare app's p50.
+
     python bench/load.py [--seconds 60] [--clis 8] [--check]
 
 `--check` exits 1 when there were errors or a process grew beyond `--growth-mb`.
@@ -59,10 +64,15 @@ from tests.support import RedisServer, free_port
 from tests.support.envelopes import open_delivery
 from tests.support.settings import make_settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import start_bare_flask
+
 VALUES = {f"LOAD_KEY_{i}": f"value-{i}-" + "x" * 40 for i in range(10)}
 LONG_POLL_SECONDS = 10
 REQUESTS, KEYS = "/api/v1/requests", "/api/v1/keys"
 MB = 1024 * 1024
+CREATE, BARE_CREATE = "create request", "create (bare app)"
+CREATE_TARGET_RATIO = 3.0
 
 
 @dataclass
@@ -107,6 +117,7 @@ class Traffic:
     """What the traffic threads share."""
 
     bff_url: str
+    bare_url: str
     person: BffSession
     bundle_id: str
     workspace: str
@@ -149,11 +160,15 @@ def _poll_until_delivered(
 
 def cli_loop(traffic: Traffic) -> None:
     """Ask, wait, open; again and again, as many `envcat get` runs would."""
-    with httpx.Client(base_url=traffic.bff_url, timeout=LONG_POLL_SECONDS + 20) as client:
+    with (
+        httpx.Client(base_url=traffic.bff_url, timeout=LONG_POLL_SECONDS + 20) as client,
+        httpx.Client(base_url=traffic.bare_url, timeout=LONG_POLL_SECONDS + 20) as bare,
+    ):
         while not traffic.stop.is_set():
             key = generate_keypair()
             body = {"client_pubkey": encode_public_key(key), "workspace": traffic.workspace}
-            reply = timed(traffic.stats, "create request", 201, client.post, REQUESTS, json=body)
+            timed(traffic.stats, BARE_CREATE, 201, bare.post, REQUESTS, json=body)
+            reply = timed(traffic.stats, CREATE, 201, client.post, REQUESTS, json=body)
             if reply is None:
                 time.sleep(0.5)
                 continue
@@ -208,6 +223,7 @@ class Stack:
     redis: RedisServer
     procs: Processes
     bff_url: str
+    bare_url: str
 
 
 @contextmanager
@@ -235,7 +251,8 @@ def stack(directory: Path, web_workers: int) -> Iterator[Stack]:
             bff = procs.start_web("bff", bff_port, env, workers=web_workers, name="bff")
             wait_until_healthy(api)
             wait_until_healthy(bff)
-            yield Stack(settings, server, procs, bff)
+            bare = start_bare_flask(procs, server.url, directory)
+            yield Stack(settings, server, procs, bff, bare)
     finally:
         server.stop()
 
@@ -290,7 +307,9 @@ def run(options: argparse.Namespace, target: Stack) -> tuple[Stats, dict[str, in
     for name, value in VALUES.items():
         person.api("POST", f"/api/v1/bundles/{bundle_id}/keys", {"name": name, "value": value})
     workspace = person.api("GET", "/api/v1/me").json()["tenant"]["slug"]
-    traffic = Traffic(target.bff_url, person, bundle_id, workspace, Stats(), threading.Event())
+    traffic = Traffic(
+        target.bff_url, target.bare_url, person, bundle_id, workspace, Stats(), threading.Event()
+    )
     loops = [cli_loop] * options.clis + [approver_loop] * 2 + [reader_loop] * 2 + [writer_loop]
     threads = [threading.Thread(target=loop, args=(traffic,), daemon=True) for loop in loops]
     for thread in threads:
@@ -326,6 +345,13 @@ def main() -> int:
     growth = report(stats, elapsed, warm, end)
     deliveries = len(stats.latencies.get("approval → delivery", []))
     print(f"\ndeliveries: {deliveries} in {elapsed:.0f} s ({deliveries / elapsed:.1f}/s)")
+    if stats.latencies.get(CREATE) and stats.latencies.get(BARE_CREATE):
+        ours = percentile(stats.latencies[CREATE], 0.5)
+        floor = percentile(stats.latencies[BARE_CREATE], 0.5)
+        print(
+            f"create p50 {ours * 1000:.1f} ms vs bare Flask+Redis p50 {floor * 1000:.1f} ms "
+            f"(same run): {ours / floor:.2f}x (target <= {CREATE_TARGET_RATIO}x)"
+        )
     failed = sum(stats.errors.values()) > 0 or growth > options.growth_mb
     return 1 if options.check and failed else 0
 

@@ -84,6 +84,7 @@ def _cycle(bench: latency.Bench) -> dict[str, tuple[float, float]]:
             headers={"X-Poll-Token": created["poll_token"]},
         )
         arrived.append((time.time(), reply.get_json()))
+        reply.close()  # as a server does once the reply is sent (the delivery's audit)
 
     waiting = bench._blocked_waiters()
     mark = time.time()

@@ -31,7 +31,11 @@ from envcat.models import migrate
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import QUEUES, create_celery
 from tests.support import RedisServer, free_port, port_answers
+from tests.support.flask_client import ClosingClient
 from tests.support.settings import POSTGRES_ADMIN_URL, make_settings, postgres_reachable
+
+# Replies are closed like a server closes them, so work run after a reply is sent happens.
+Flask.test_client_class = ClosingClient
 
 EXTRA_ENV = (
     "ENVCAT_SERVER",

@@ -6,11 +6,16 @@ actor, and the one `no-store` rule every api reply follows.
 
 from __future__ import annotations
 
-from flask import Response, request
+import logging
+from collections.abc import Callable
+
+from flask import Response, after_this_request, current_app, request
 
 from envcat.api.auth import caller
 from envcat.services.audit import Origin
 from envcat.services.tenancy import Actor
+
+log = logging.getLogger(__name__)
 
 
 def client_origin() -> Origin:
@@ -35,3 +40,25 @@ def no_store(response: Response) -> Response:
     (bff, proxy, browser) may keep it."""
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def after_response(work: Callable[[], None]) -> None:
+    """Run `work` once the reply has been handed to the server, in a fresh app context.
+
+    For bookkeeping the caller must not wait for (issue #14: the CLI's long poll is
+    answered before the delivery's audit append). The WSGI server calls it when it
+    closes the reply; an error is logged, never sent (the reply is already gone).
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the real app, past the proxy
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                work()
+            except Exception:
+                log.exception("work after the response failed")
+
+    @after_this_request
+    def _schedule(response: Response) -> Response:
+        response.call_on_close(run)
+        return response

@@ -8,7 +8,7 @@ import socket
 from flask import Blueprint, Response, jsonify, request
 
 from envcat.api.backpressure import refuse_when_behind
-from envcat.api.context import bearer_token, client_origin
+from envcat.api.context import after_response, bearer_token, client_origin
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
 from envcat.api.views import team
@@ -155,6 +155,7 @@ def wait(request_id: str, query: WaitQuery) -> Response:
         query.timeout,
         client_origin(),
         is_listening=_caller_connected,
+        defer=after_response,
     )
     return jsonify(result.model_dump(mode="json", exclude_none=True))
 

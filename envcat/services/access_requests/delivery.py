@@ -97,17 +97,21 @@ def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> 
     wanted = set(include_keys)
     if not wanted:
         raise ValidationFailed("Choose at least one key.")
-    # Approvers tick, and CLIs receive, the exported names (issue #19: aliases).
-    exported = [(row, row.alias or row.name) for row in rows]
-    attached = {name for _, name in exported}
+    # Approvers tick, and CLIs receive, the exported names (issue #19: aliases). Rows are
+    # unpacked as tuples: attribute access by name cost more than the decryption at 1,000 keys.
+    exported = [
+        (required, alias or name, key_id, name, value)
+        for required, alias, key_id, name, value in rows
+    ]
+    attached = {shown for _, shown, _, _, _ in exported}
     if unknown := sorted(wanted - attached):
         raise ValidationFailed(f"Not in bundle {bundle.name}: {', '.join(unknown)}.")
-    if missing := [name for row, name in exported if row.required and name not in wanted]:
+    if missing := [shown for required, shown, *_ in exported if required and shown not in wanted]:
         raise ValidationFailed(f"Required keys left out: {', '.join(missing)}.")
     chosen = [
-        ChosenKey(row.id, name, row.value, library_name=row.name)
-        for row, name in exported
-        if name in wanted
+        ChosenKey(key_id, shown, value, library_name=name)
+        for _, shown, key_id, name, value in exported
+        if shown in wanted
     ]
     return Selection(bundle_id=bundle.id, bundle_name=bundle.name, keys=chosen)
 

@@ -9,6 +9,7 @@ revealed to a poller. What the worker will rely on is MACed here (integrity).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -206,10 +207,14 @@ def wait(
     timeout: int,
     origin: audit.Origin,
     is_listening: Callable[[], bool] = lambda: True,
+    defer: Callable[[Callable[[], None]], None] = lambda work: work(),
 ) -> WaitResult:
     """One poll by the CLI: pending, or the final state exactly once (then the request is gone).
 
-    `is_listening` tells a long poll whether its caller is still connected.
+    `is_listening` tells a long poll whether its caller is still connected. `defer` runs
+    the delivery's audit append: the api passes "after the reply is sent", so the CLI
+    does not wait for it (the values were taken already; audit-before-release is the
+    approval's event, committed before the worker was asked).
     """
     if not poll_token:
         raise InvalidPollToken(f"The {POLL_TOKEN_HEADER} header is required.")
@@ -222,7 +227,8 @@ def wait(
     elif result.status == "pending":
         result = _long_poll(request_id, poll_token, timeout, is_listening)
     if result.status == "ready":
-        _record_delivery(request_id, result, origin)
+        _count_delivery(result.approval)
+        defer(functools.partial(_record_delivery, request_id, result.approval, origin))
     counted = approvers.progress(request_id) if result.status == "pending" else None
     return WaitResult(
         status=result.status,  # gone and bad_token were raised by _take
@@ -233,12 +239,17 @@ def wait(
     )
 
 
-def _record_delivery(request_id: str, result: store.PollResult, origin: audit.Origin) -> None:
+def _count_delivery(approval: store.Approval | None) -> None:
     metrics.REQUESTS_DELIVERED.inc()
-    approval = result.approval
+    if approval is not None:
+        metrics.APPROVAL_TO_DELIVERY.observe(max(0.0, time.time() - approval.approved_at))
+
+
+def _record_delivery(
+    request_id: str, approval: store.Approval | None, origin: audit.Origin
+) -> None:
     if approval is None:
         return
-    metrics.APPROVAL_TO_DELIVERY.observe(max(0.0, time.time() - approval.approved_at))
     try:
         audit.record(
             approval.tenant_id,
