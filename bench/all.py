@@ -49,10 +49,11 @@ def approval_rows(full: bool) -> list[Row]:
     """Approval -> long-poll answer against the bare Celery no-op round trip."""
     import approval_latency
 
-    latencies, floors, pings = approval_latency.run(200 if full else 60)
+    latencies, floors, pings, big = approval_latency.run(200 if full else 60, big_keys=1000)
     p50, p99 = approval_latency._percentiles(latencies)
     b50, b99 = approval_latency._percentiles(floors)
     g50, _ = approval_latency._percentiles(pings)
+    k50, _ = approval_latency._percentiles(big)
     return [
         Row(
             "approve 202 -> long-poll answer p50 (5 keys)",
@@ -65,6 +66,13 @@ def approval_rows(full: bool) -> list[Row]:
             "  same, p99", _ms(p99), f"bare Celery no-op {_ms(b99)}", f"{p99 / b99:.2f}x", "<= 10x"
         ),
         Row("  envcat.ping round trip p50", _ms(g50), f"bare {_ms(b50)}", f"{g50 / b50:.2f}x", "-"),
+        Row(
+            "1,000-key approve 202 -> answer p50",
+            _ms(k50),
+            f"5-key approval {_ms(p50)}",
+            f"{k50 / p50:.2f}x",
+            "<= 1.5x",
+        ),
     ]
 
 

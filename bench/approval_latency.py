@@ -16,7 +16,11 @@ noise hits all alike:
 
 Targets: p50 within 3x the bare hop's p50, p99 within 10x its p99.
 
-    python bench/approval_latency.py [--n 200] [--check]
+With `--big-keys N` (default 1,000; 0 to skip), each round also approves a bundle of
+N keys, and its 202 -> answer p50 is printed beside the 5-key p50 of the same run
+(issue #14's target: at most 1.5x).
+
+    python bench/approval_latency.py [--n 200] [--big-keys 1000] [--check]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from flask import Flask
@@ -60,6 +64,7 @@ TENANT, USER = "t-bench", "u-bench"
 POLLING_MEAN_SECONDS = 1.5  # a 3-second poll interval waits 1.5 s on average
 TARGET_RATIO = 3.0
 TARGET_P99_RATIO = 10.0
+TARGET_BIG_RATIO = 1.5
 WARMUP = 5
 BUNDLE_KEYS = [SeedKey(f"KEY_{i}", f"value-{i}-" + "x" * 40) for i in range(5)]
 
@@ -105,6 +110,7 @@ class Bench:
 
     def __init__(self, app: Flask, settings: Settings, bundle_id: str, bare: BareCelery) -> None:
         self.app, self.settings, self.bundle_id, self.bare = app, settings, bundle_id, bare
+        self.names = [key.name for key in BUNDLE_KEYS]
         self.client: FlaskClient = app.test_client()
         self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         self.blocking = redis.Redis.from_url(
@@ -131,8 +137,12 @@ class Bench:
     def _blocked_waiters(self) -> int:
         return sum(1 for c in self.redis.client_list() if c["cmd"] == "blpop" and "b" in c["flags"])
 
-    def approval_latency(self) -> float:
-        """Seconds from the approve call returning to the long poll's answer arriving."""
+    def approval_latency(self, bundle: tuple[str, list[str]] | None = None) -> float:
+        """Seconds from the approve call returning to the long poll's answer arriving.
+
+        `bundle` is (id, key names) to approve; the 5-key bundle by default.
+        """
+        bundle_id, names = bundle or (self.bundle_id, self.names)
         pub = encode_public_key(generate_keypair())
         body = {"client_pubkey": pub, "workspace": TENANT}
         created = self.client.post("/api/v1/requests", json=body).get_json()
@@ -152,8 +162,7 @@ class Bench:
         while self._blocked_waiters() <= waiting:
             time.sleep(0.0005)
         approve = f"/api/v1/requests/{created['id']}/encrypt-from-bundle"
-        names = [key.name for key in BUNDLE_KEYS]
-        response = self._signed_post(approve, {"bundle_id": self.bundle_id, "include_keys": names})
+        response = self._signed_post(approve, {"bundle_id": bundle_id, "include_keys": names})
         approved = time.perf_counter()
         if response.status_code != 202:
             raise RuntimeError(f"approval refused: {response.get_json()}")
@@ -169,8 +178,17 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), cuts[98]
 
 
-def run(n: int) -> tuple[list[float], list[float], list[float]]:
-    """Return (approval latencies, bare Celery round trips, envcat.ping round trips), n each."""
+class Timings(NamedTuple):
+    """Seconds per round: approvals, bare Celery hops, envcat.ping, big-bundle approvals."""
+
+    latencies: list[float]
+    floors: list[float]
+    pings: list[float]
+    big: list[float]
+
+
+def run(n: int, big_keys: int = 0) -> Timings:
+    """Time n rounds (a big-bundle approval in each too when `big_keys`)."""
     with tempfile.TemporaryDirectory(prefix="envcat-bench-") as tmp:
         directory = Path(tmp)
         server = RedisServer(port=free_port(), directory=directory / "redis")
@@ -182,6 +200,10 @@ def run(n: int) -> tuple[list[float], list[float], list[float]]:
             with app.app_context():
                 add_member(USER, TENANT)
                 bundle_id = seed_bundle(TENANT, "bench/api", BUNDLE_KEYS)
+                big_specs = [
+                    SeedKey(f"BIG_{i:04d}", f"big-{i}-" + "x" * 40) for i in range(big_keys)
+                ]
+                big = (seed_bundle(TENANT, "bench/big", big_specs), [k.name for k in big_specs])
                 db.session.commit()
                 with (
                     _worker(settings, directory / "worker.log"),
@@ -193,12 +215,16 @@ def run(n: int) -> tuple[list[float], list[float], list[float]]:
                         bare.round_trip()
                         bench.ping_round_trip()
                         bench.approval_latency()
-                    latencies, floors, pings = [], [], []
+                    if big_keys:
+                        bench.approval_latency(big)
+                    timings = Timings([], [], [], [])
                     for _ in range(n):
-                        floors.append(bare.round_trip())
-                        latencies.append(bench.approval_latency())
-                        pings.append(bench.ping_round_trip())
-            return latencies, floors, pings
+                        timings.floors.append(bare.round_trip())
+                        timings.latencies.append(bench.approval_latency())
+                        timings.pings.append(bench.ping_round_trip())
+                        if big_keys:
+                            timings.big.append(bench.approval_latency(big))
+            return timings
         finally:
             server.stop()
 
@@ -207,9 +233,12 @@ def main() -> int:
     """Print p50/p99 of both and their ratios; with --check, fail above the target."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="approvals to time (default 200)")
+    parser.add_argument(
+        "--big-keys", type=int, default=1000, help="keys of the big bundle (0: skip; default 1000)"
+    )
     parser.add_argument("--check", action="store_true", help=f"exit 1 above {TARGET_RATIO}x")
     options = parser.parse_args()
-    latencies, floors, pings = run(options.n)
+    latencies, floors, pings, big = run(options.n, options.big_keys)
     p50, p99 = _percentiles(latencies)
     bare50, bare99 = _percentiles(floors)
     ping50, ping99 = _percentiles(pings)
@@ -225,6 +254,11 @@ def main() -> int:
     print(f"{'ratio p50 / bare p50':40} {ratio:.2f}  (target <= {TARGET_RATIO})")
     print(f"{'ratio p99 / bare p99':40} {p99 / bare99:.2f}  (target <= {TARGET_P99_RATIO})")
     print(f"{'envcat.ping p50 / bare p50':40} {ping50 / bare50:.2f}")
+    if big:
+        big50, big99 = _percentiles(big)
+        label = f"{options.big_keys}-key approve 202 -> answer"
+        print(f"{label:40} p50 {big50 * 1000:7.2f} ms   p99 {big99 * 1000:7.2f} ms")
+        print(f"{'ratio big p50 / 5-key p50':40} {big50 / p50:.2f}  (target <= {TARGET_BIG_RATIO})")
     print(
         f"{'vs 3-second polling (mean 1.5 s)':40} {POLLING_MEAN_SECONDS / p50:.0f}x faster at p50, "
         f"{POLLING_MEAN_SECONDS / p99:.0f}x at p99"

@@ -195,6 +195,19 @@ def test_select_keys_orders_by_bundle_and_refuses_bad_choices(bundle_id: str) ->
             delivery.select_keys(TENANT, bundle_id, choice)
 
 
+def test_another_tenants_key_attached_to_a_bundle_is_never_selected(bundle_id: str) -> None:
+    """A row of bundle_keys pointing at another workspace's key (a bad write, a restore
+    gone wrong) releases nothing of it: the keys' tenant is checked as rows are read."""
+    seed_bundle("t-other", "other/app", [SeedKey("OTHER_SECRET", "other-canary-2718")])
+    foreign = key_row("t-other", "OTHER_SECRET")
+    db.session.add(BundleKey(bundle_id=bundle_id, key_id=foreign.id, position=9))
+    db.session.commit()
+    selection = delivery.select_keys(TENANT, bundle_id, ["DATABASE_URL"])
+    assert selection.names == ["DATABASE_URL"]
+    with pytest.raises(ValidationFailed, match="OTHER_SECRET"):
+        delivery.select_keys(TENANT, bundle_id, ["DATABASE_URL", "OTHER_SECRET"])
+
+
 def test_fail_audits_first_and_reports_whether_the_request_was_pending(
     bundle_id: str, redis_client: redis.Redis
 ) -> None:
