@@ -9,8 +9,9 @@ approve all N through the bff's proxy (session + CSRF) as fast as they can.
 
 Printed per run: deliveries per second (first approval sent to last delivery
 received), p50 and p99 from an approval's send to its delivery, CPU seconds per
-delivery of each process (api, bff, workers, redis-server; the PostgreSQL server
-is shared by the machine and not attributed), and whether every request was
+delivery of each process (api, bff, workers, redis-server, and on PostgreSQL the
+server backends connected to the bench's own database, read from /proc), and
+whether every request was
 delivered exactly once with no 5xx and nothing expired. Beside them, measured in
 the same run with the same K worker processes on the same Redis: a bare Celery
 app's no-op throughput, and a bare Celery app doing one INSERT + COMMIT per task
@@ -191,6 +192,24 @@ def insert_burst(client: BareCelery, count: int) -> float:
     return time.perf_counter() - started
 
 
+def postgres_backends(database_url: str) -> list[int]:
+    """Pids of the PostgreSQL backends connected to the bench's database (not this probe)."""
+    import psycopg
+
+    url = database_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def backend_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each backend so far (a backend gone meanwhile reads as 0)."""
+    return {pid: bench_stack.cpu_seconds(pid) for pid in pids}
+
+
 def ask(bff: str, workspace: str) -> Asker:
     """Create one request through the bff, as `envcat get` does."""
     private_key = generate_keypair()
@@ -304,6 +323,8 @@ def burst(database: str, workers: int, count: int, approvers: int) -> Run:
         pids = {name: child.pid for name, child in running.group.children.items()}
         pids["redis-server"] = running.redis_pid
         before = {name: bench_stack.cpu_seconds(pid) for name, pid in pids.items()}
+        pooled = postgres_backends(database_url) if database == "postgres" else []
+        database_before = backend_cpu(pooled)
         polled = threading.Event()
         waiting = threading.Thread(
             target=asyncio.run, args=(wait_all(running.bff, askers, polled),)
@@ -313,6 +334,11 @@ def burst(database: str, workers: int, count: int, approvers: int) -> Run:
         errors = approve_all(person, askers, bundle_id, approvers)
         waiting.join(WAIT_SECONDS * 12)
         cpu = {name: bench_stack.cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        if database == "postgres":  # backends opened during the burst started from zero
+            after = backend_cpu(postgres_backends(database_url))
+            cpu["postgres backends"] = sum(
+                seconds - database_before.get(pid, 0.0) for pid, seconds in after.items()
+            )
         person.client.close()
 
     problems = list(errors)
