@@ -147,35 +147,6 @@ def test_single_use_race_between_twenty_threads(redis_url: str) -> None:
         assert all(r.ciphertext is None for r in results if r.status != "ready")
 
 
-def test_wait_wakes_every_waiter_within_milliseconds(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    request, _ = _new(client)
-    woke: list[float] = []
-
-    def waiter() -> None:
-        blocking = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=40)
-        if store.wait_for_change(blocking, request.id, timeout=10):
-            woke.append(time.monotonic())
-
-    threads = [threading.Thread(target=waiter) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.3)
-    signalled = time.monotonic()
-    store.mark_denied(client, request.id, denied_by="u")
-    for thread in threads:
-        thread.join()
-    assert len(woke) == 5
-    assert max(woke) - signalled < 0.5
-
-
-def test_wait_times_out_when_nothing_happens(redis_client: redis.Redis) -> None:
-    request, _ = _new(redis_client)
-    started = time.monotonic()
-    assert not store.wait_for_change(redis_client, request.id, timeout=0.3)
-    assert time.monotonic() - started >= 0.25
-
-
 def test_cancel_deletes_and_wakes(redis_client: redis.Redis) -> None:
     request, token = _new(redis_client)
     assert store.cancel_request(redis_client, request.id, token).outcome == "cancelled"

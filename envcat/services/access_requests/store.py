@@ -47,8 +47,9 @@ LEGACY_TENANT_PENDING_PREFIX = "requests:pending:t:"
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
 PROGRESS_WAKE = "progress"
-# A long poll whose Redis connection broke tries again this often until its deadline.
-RECONNECT_PAUSE_SECONDS = 0.25
+# Wake-ups are published here: `<id>` when a request ends, `<id> progress` on a k-of-n vote.
+# Each api process subscribes once and wakes its own long polls (wakeups.py, issue #14).
+WAKE_CHANNEL = "req:wakes"
 TOKEN_BYTES = 24  # the poll token: 192 bits
 ID_BYTES = 16  # the request id: 128 bits (DESIGN §5), short because Redis holds it three times
 
@@ -62,7 +63,11 @@ def request_key(request_id: str) -> str:
 
 
 def wake_key(request_id: str) -> str:
-    """The list a long poll blocks on; the worker pushes to it when state changes."""
+    """The list the release before's long polls block on (BLPOP).
+
+    Still pushed by the scripts that end a request, so an api process of the release
+    before wakes during a rolling upgrade; nothing of this release reads it (issue #14).
+    """
     return f"req:{request_id}:wake"
 
 
@@ -459,7 +464,7 @@ return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
 
 # KEYS: req hash, wake list, pending index, unclaimed index. ARGV: new status, json of
 # fields to set, unclaimed member ('' for none), wake TTL, '1' to refuse a request whose
-# approval is already being carried out.
+# approval is already being carried out, wake channel, request id.
 _FINISH = (
     LEAVE_PENDING
     + """
@@ -476,11 +481,13 @@ if ARGV[3] ~= '' then
 end
 redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 """
 )
 
-# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash, wake TTL.
+# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash, wake TTL,
+# wake channel, request id.
 _CANCEL = (
     LEAVE_PENDING
     + """
@@ -493,6 +500,7 @@ redis.call('DEL', h, h .. ':v')
 if f[2] then redis.call('ZREM', KEYS[4], f[2]) end
 redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {'cancelled', f[1] or '', f[3] or ''}
 """
 )
@@ -570,6 +578,8 @@ def _finish(
         unclaimed_member,
         WAKE_TTL_SECONDS,
         "1" if unless_approved else "",
+        WAKE_CHANNEL,
+        request_id,
     )
     return bool(done)
 
@@ -653,7 +663,14 @@ class Cancellation:
 def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancellation:
     """Delete a request on behalf of its CLI (Ctrl-C), reporting any approval it had."""
     reply: list[str] = _eval(
-        r, _CANCEL, 4, *_keys(request_id), hash_poll_token(poll_token), WAKE_TTL_SECONDS
+        r,
+        _CANCEL,
+        4,
+        *_keys(request_id),
+        hash_poll_token(poll_token),
+        WAKE_TTL_SECONDS,
+        WAKE_CHANNEL,
+        request_id,
     )
     outcome, approval, tenant_id = reply
     return Cancellation(
@@ -674,48 +691,25 @@ def holds_wait(r: redis.Redis, request_id: str, holder: str) -> bool:
     return current_holder is None or current_holder == holder
 
 
-def wait_for_change(
-    r_blocking: redis.Redis, request_id: str, timeout: float, *, resume: bool = False
-) -> bool:
-    """Block until the request's state changes or `timeout` passes; True when woken.
-
-    The wake token is pushed back at once so every other waiter on the same
-    request wakes too (a chain, not a single hand-off). With `resume` (under
-    Sentinel) a broken connection is retried on the next primary until the
-    deadline; without it the error is raised at once (a lone Redis that went away
-    comes back empty, and the CLI should hear it now).
-    """
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            popped = r_blocking.blpop([wake_key(request_id)], timeout=remaining)
-            break
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            if not resume:
-                raise
-            # The primary went away (a Sentinel failover, a restart): wait on whichever
-            # primary answers next, within the same deadline; a wake-up pushed meanwhile
-            # is still in its list (issue #21).
-            time.sleep(min(RECONNECT_PAUSE_SECONDS, max(0.0, remaining)))
-    else:
-        return False
-    if popped is None:
-        return False
-    if popped[1] in (PROGRESS_WAKE, PROGRESS_WAKE.encode()):
-        return True  # news for one waiter while still pending (a k-of-n vote): not chained
-    pipe = r_blocking.pipeline(transaction=True)
-    pipe.lpush(wake_key(request_id), "1")
-    pipe.expire(wake_key(request_id), WAKE_TTL_SECONDS)
-    pipe.execute()
-    return True
-
-
 def wake_with_progress(r: redis.Redis, request_id: str) -> None:
     """Wake the request's long poll to report progress (a k-of-n vote), not a final state."""
-    pipe = r.pipeline(transaction=True)
-    pipe.lpush(wake_key(request_id), PROGRESS_WAKE)
-    pipe.expire(wake_key(request_id), WAKE_TTL_SECONDS)
-    pipe.execute()
+    r.publish(WAKE_CHANNEL, f"{request_id} {PROGRESS_WAKE}")
+
+
+def parse_wake(message: str | bytes) -> tuple[str, str]:
+    """(request id, kind) of a message on WAKE_CHANNEL; kind is PROGRESS_WAKE or ''."""
+    text = message.decode() if isinstance(message, bytes) else message
+    request_id, _, kind = text.partition(" ")
+    return request_id, kind
+
+
+def not_pending(r: redis.Redis, request_ids: list[str]) -> list[str]:
+    """Those of `request_ids` that are final or gone (one pipelined round trip)."""
+    pipe = r.pipeline(transaction=False)
+    for request_id in request_ids:
+        pipe.hget(request_key(request_id), "s")
+    states = pipe.execute()
+    return [rid for rid, s in zip(request_ids, states, strict=True) if s != "pending"]
 
 
 def is_polling_too_fast(r: redis.Redis, request_id: str, interval: int) -> bool:
