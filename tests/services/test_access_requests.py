@@ -249,12 +249,23 @@ def test_a_decision_counts_the_address_down_exactly_once(redis_client: redis.Red
 
 
 def test_a_newer_long_poll_replaces_the_older(redis_client: redis.Redis) -> None:
-    request, _ = _new(redis_client)
-    store.hold_wait(redis_client, request.id, "first", 20)
-    assert store.holds_wait(redis_client, request.id, "first")
-    store.hold_wait(redis_client, request.id, "second", 20)
-    assert not store.holds_wait(redis_client, request.id, "first")
-    assert store.holds_wait(redis_client, request.id, "second")
+    request, token = _new(redis_client)
+    first, second = store.Hold.new("first", 20), store.Hold.new("second", 20)
+    assert store.take(redis_client, request.id, token, hold=first).status == "pending"
+    assert redis_client.ttl(store.waiter_key(request.id)) == 25
+    assert not store.take(redis_client, request.id, token, hold=first.after_wake()).replaced
+    assert store.take(redis_client, request.id, token, hold=second).status == "pending"
+    store.mark_denied(redis_client, request.id, denied_by="u")
+    replaced = store.take(redis_client, request.id, token, hold=first.after_wake())
+    assert (replaced.status, replaced.replaced) == ("pending", True)  # took nothing
+    assert store.take(redis_client, request.id, token, hold=second.after_wake()).status == "denied"
+
+
+def test_a_pending_take_says_whether_votes_are_recorded(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client)
+    assert not store.take(redis_client, request.id, token).has_votes
+    redis_client.hset(store.votes_key(request.id), "u-1", "{}")
+    assert store.take(redis_client, request.id, token).has_votes
 
 
 def test_approval_json_round_trips_and_rejects_other_shapes() -> None:

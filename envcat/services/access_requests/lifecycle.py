@@ -164,8 +164,8 @@ def describe(request_id: str) -> AccessRequestView:
     )
 
 
-def _take(request_id: str, poll_token: str) -> store.PollResult:
-    result = store.take(current().redis, request_id, poll_token)
+def _take(request_id: str, poll_token: str, hold: store.Hold | None = None) -> store.PollResult:
+    result = store.take(current().redis, request_id, poll_token, hold=hold)
     if result.status == "gone":
         raise ExpiredToken("The request expired, was already delivered, or never existed.")
     if result.status == "bad_token":
@@ -183,25 +183,23 @@ def _long_poll(
     the payload: a newer wait (a CLI that reconnected) replaces this one, which then
     answers "pending" and takes nothing.
     """
-    runtime = current()
-    with runtime.wakeups.waiting(request_id) as waiter:
-        result = _take(request_id, poll_token)
-        if result.status != "pending":
-            return result
-        holder = secrets.token_urlsafe(8)
-        store.hold_wait(runtime.redis, request_id, holder, timeout)
+    with current().wakeups.waiting(request_id) as waiter:
+        hold = store.Hold.new(secrets.token_urlsafe(8), timeout)
+        result = _take(request_id, poll_token, hold)  # claims the request while pending
         deadline = time.monotonic() + timeout
         while result.status == "pending" and (remaining := deadline - time.monotonic()) > 0:
             wake = waiter.next(remaining)
             if wake is None:
                 break  # nothing happened: still pending (or silently expired; the next poll says)
-            if not is_listening() or not store.holds_wait(runtime.redis, request_id, holder):
-                # The poller hung up while we waited (e.g. a restarted bff), or reconnected on
-                # another connection: taking the payload now would hand it to nobody.
+            if not is_listening():
+                # The poller hung up while we waited (e.g. a restarted bff): taking the
+                # payload now would hand it to nobody.
                 break
-            result = _take(request_id, poll_token)
-            if wake is wakeups.Wake.PROGRESS:
-                break  # still pending with news (a k-of-n vote): answer now
+            result = _take(request_id, poll_token, hold.after_wake())
+            if result.replaced or wake is wakeups.Wake.PROGRESS:
+                # A newer poll (the CLI reconnected) takes instead, or news while still
+                # pending (a k-of-n vote): answer now.
+                break
     return result
 
 
@@ -231,7 +229,7 @@ def wait(
             raise SlowDown(f"Poll at most every {POLL_INTERVAL_SECONDS} s, or long-poll.")
     if result.status == "ready":
         _record_delivery(request_id, result, origin)
-    counted = approvers.progress(request_id) if result.status == "pending" else None
+    counted = approvers.progress(request_id) if result.has_votes else None
     return WaitResult(
         status=result.status,  # gone and bad_token were raised by _take
         ciphertext_base64=result.ciphertext,

@@ -91,6 +91,11 @@ def waiter_key(request_id: str) -> str:
     return f"req:{request_id}:waiter"
 
 
+def votes_key(request_id: str) -> str:
+    """Redis hash of a request's MACed k-of-n votes (approver id → {selection, mac, passkey})."""
+    return f"req:{request_id}:votes"
+
+
 def tenant_pending_key(tenant_id: str) -> str:
     """One workspace's undecided requests, `<id> <ip>` scored by expiry (issues #14, #15).
 
@@ -234,6 +239,8 @@ class PollResult:
     message: str | None = None
     tenant_id: str | None = None
     approval: Approval | None = None
+    has_votes: bool = False  # pending with k-of-n votes recorded
+    replaced: bool = False  # pending for this poll: a newer long poll holds the request
 
 
 # KEYS: req hash, ip counter, view, workspace index, workspace directory. ARGV: ttl, cap,
@@ -445,15 +452,26 @@ end
 """
 )
 
-# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash.
+# KEYS: req hash, wake list, pending index, unclaimed index, waiter, votes. ARGV: token
+# hash, holder ('' for none), mode, hold seconds. Mode 'hold': a long poll's first take,
+# which names `holder` the request's one long poll while it is pending; 'held': a woken
+# poll's take, refused ('replaced') when a newer poll holds the request (issue #14: one
+# round trip each, where the take and the holder's SET or GET were two).
 _TAKE = (
     LEAVE_PENDING
     + """
 local h = KEYS[1]
+if ARGV[3] == 'held' then
+  local holder = redis.call('GET', KEYS[5])
+  if holder and holder ~= ARGV[2] then return {'replaced'} end
+end
 if redis.call('EXISTS', h) == 0 then return {'gone'} end
 if redis.call('HGET', h, 'pth') ~= ARGV[1] then return {'bad_token'} end
 local status = redis.call('HGET', h, 's')
-if status == 'pending' then return {'pending'} end
+if status == 'pending' then
+  if ARGV[3] == 'hold' then redis.call('SET', KEYS[5], ARGV[2], 'EX', ARGV[4]) end
+  return {'pending', redis.call('EXISTS', KEYS[6])}
+end
 local f = redis.call('HMGET', h, 'ct', 'msg', 'tid', 'a', 'um')
 leave_pending(h, KEYS[3])
 redis.call('DEL', h, h .. ':v')
@@ -543,15 +561,31 @@ def _eval(r: redis.Redis, script: str, numkeys: int, *keys_and_args: str | int |
         return r.eval(script, numkeys, *keys_and_args)
 
 
-def take(r: redis.Redis, request_id: str, poll_token: str) -> PollResult:
-    """Look at a request as its CLI; a final state is returned once and deleted atomically."""
-    reply: list[str] = _eval(r, _TAKE, 4, *_keys(request_id), hash_poll_token(poll_token))
+def take(
+    r: redis.Redis, request_id: str, poll_token: str, *, hold: Hold | None = None
+) -> PollResult:
+    """Look at a request as its CLI; a final state is returned once and deleted atomically.
+
+    With `hold`, a long poll's take also claims the request while pending, or (after a
+    wake-up) takes nothing when a newer poll has claimed it (`replaced`).
+    """
+    keys = [*_keys(request_id), waiter_key(request_id), votes_key(request_id)]
+    token_hash = hash_poll_token(poll_token)
+    if hold is None:
+        reply: list[Any] = _eval(r, _TAKE, 6, *keys, token_hash, "", "", 0)
+    else:
+        mode = "held" if hold.woken else "hold"
+        reply = _eval(r, _TAKE, 6, *keys, token_hash, hold.holder, mode, hold.seconds)
     status = reply[0]
-    if status in ("gone", "bad_token", "pending"):
-        return PollResult(status=status)  # type: ignore[arg-type]  # written only by _TAKE
+    if status == "replaced":
+        return PollResult(status="pending", replaced=True)
+    if status == "pending":
+        return PollResult(status="pending", has_votes=bool(reply[1]))
+    if status in ("gone", "bad_token"):
+        return PollResult(status=status)
     ciphertext, message, tenant_id, approval = reply[1:5]
     return PollResult(
-        status=status,  # type: ignore[arg-type]  # written only by _TAKE
+        status=status,
         ciphertext=ciphertext or None,
         message=message or None,
         tenant_id=tenant_id or None,
@@ -680,15 +714,22 @@ def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancella
     )
 
 
-def hold_wait(r: redis.Redis, request_id: str, holder: str, seconds: float) -> None:
-    """Make `holder` the one long poll of this request; an older holder stops taking."""
-    r.set(waiter_key(request_id), holder, ex=max(1, int(seconds) + 5))
+@dataclass(frozen=True)
+class Hold:
+    """A long poll's claim on its request: a newer wait replaces an older one (issue #12)."""
 
+    holder: str
+    seconds: int  # how long the claim lasts (the poll's timeout and a margin)
+    woken: bool = False  # False: claim it now; True: take only while still the holder
 
-def holds_wait(r: redis.Redis, request_id: str, holder: str) -> bool:
-    """True while no newer long poll of this request has replaced `holder`."""
-    current_holder = r.get(waiter_key(request_id))
-    return current_holder is None or current_holder == holder
+    @classmethod
+    def new(cls, holder: str, timeout: float) -> Hold:
+        """The claim of a poll that waits `timeout` seconds."""
+        return cls(holder, max(1, int(timeout) + 5))
+
+    def after_wake(self) -> Hold:
+        """The same claim, for the take after a wake-up."""
+        return Hold(self.holder, self.seconds, woken=True)
 
 
 def wake_with_progress(r: redis.Redis, request_id: str) -> None:
