@@ -44,6 +44,7 @@ from envcat.core import signing
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import db, migrate
+from envcat.services.access_requests import store
 
 # The seeding helpers and the private redis-server live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -128,8 +129,12 @@ class Bench:
         headers["Content-Type"] = "application/json"
         return self.client.post(path, data=raw, headers=headers)
 
-    def _blocked_waiters(self) -> int:
-        return sum(1 for c in self.redis.client_list() if c["cmd"] == "blpop" and "b" in c["flags"])
+    def wait_until_waiting(self, request_id: str) -> None:
+        """Return once the long poll of `request_id` took and waits: its take claimed the
+        request, and it registered for wake-ups before that take."""
+        key = store.waiter_key(request_id)
+        while not self.redis.exists(key):
+            time.sleep(0.0005)
 
     def approval_latency(self) -> float:
         """Seconds from the approve call returning to the long poll's answer arriving."""
@@ -145,11 +150,9 @@ class Bench:
             )
             arrived.append((time.perf_counter(), reply.get_json()))
 
-        waiting = self._blocked_waiters()
         poller = threading.Thread(target=long_poll)
         poller.start()
-        while self._blocked_waiters() <= waiting:
-            time.sleep(0.0005)
+        self.wait_until_waiting(created["id"])
         approve = f"/api/v1/requests/{created['id']}/encrypt-from-bundle"
         names = [key.name for key in BUNDLE_KEYS]
         response = self._signed_post(approve, {"bundle_id": self.bundle_id, "include_keys": names})
