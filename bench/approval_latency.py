@@ -9,8 +9,9 @@ noise hits all alike:
 1. baseline: `send_task` to the bare app, whose task LPUSHes a key the client BLPOPs
    (the floor of one task-queue hop, issue #14);
 2. a CLI creates a request and long-polls `wait?timeout=25` in a thread; once its
-   take has claimed the request (it then waits for a wake-up), the approver's signed encrypt-from-bundle call (a 5-key
-   bundle) is made; the latency is from that call's 202 to the long-poll answer;
+   take has claimed the request (it then waits for a wake-up), the approver's signed
+   encrypt-from-bundle call (a 5-key bundle) is made; the latency is from that call's
+   202 to the long-poll answer;
 3. extra line: the project's own `envcat.ping` task round trip (not the baseline: it
    carries EnvCat's per-task overhead, which the ratio must show, not hide).
 
