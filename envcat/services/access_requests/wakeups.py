@@ -98,6 +98,7 @@ class WakeHub:
         self._pid = os.getpid()
         self._waiters: dict[str, set[Waiter]] = {}
         self._thread: threading.Thread | None = None
+        self._outage = False  # the subscriber's own: Redis lost and not yet subscribed again
 
     @contextmanager
     def waiting(self, request_id: str) -> Iterator[Waiter]:
@@ -141,7 +142,9 @@ class WakeHub:
             try:
                 self._listen()
             except REDIS_DOWN:
-                log.warning("wake-up subscription lost; reconnecting")
+                if not self._outage:  # one warning per outage, not one per attempt
+                    log.warning("wake-up subscription lost; reconnecting")
+                self._outage = True
                 if not self._resume:
                     self._wake(Wake.BROKEN)
                 time.sleep(RECONNECT_PAUSE_SECONDS)
@@ -181,6 +184,7 @@ class WakeHub:
     def _dispatch(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":
             # Anything published before this moment reached nobody here: take again.
+            self._outage = False
             self._wake(Wake.RECHECK)
         elif message["type"] == "message":
             request_id, wake = store.parse_wake(message["data"])
