@@ -9,8 +9,9 @@ noise hits all alike:
 1. baseline: `send_task` to the bare app, whose task LPUSHes a key the client BLPOPs
    (the floor of one task-queue hop, issue #14);
 2. a CLI creates a request and long-polls `wait?timeout=25` in a thread; once its
-   BLPOP is seen in Redis, the approver's signed encrypt-from-bundle call (a 5-key
-   bundle) is made; the latency is from that call's 202 to the long-poll answer;
+   take has claimed the request (it then waits for a wake-up), the approver's signed
+   encrypt-from-bundle call (a 5-key bundle) is made; the latency is from that call's
+   202 to the long-poll answer;
 3. extra line: the project's own `envcat.ping` task round trip (not the baseline: it
    carries EnvCat's per-task overhead, which the ratio must show, not hide).
 
@@ -48,6 +49,7 @@ from envcat.core import signing
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.models import db, migrate
+from envcat.services.access_requests import store
 
 # The seeding helpers and the private redis-server live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -134,8 +136,12 @@ class Bench:
         headers["Content-Type"] = "application/json"
         return self.client.post(path, data=raw, headers=headers)
 
-    def _blocked_waiters(self) -> int:
-        return sum(1 for c in self.redis.client_list() if c["cmd"] == "blpop" and "b" in c["flags"])
+    def wait_until_waiting(self, request_id: str) -> None:
+        """Return once the long poll of `request_id` took and waits: its take claimed the
+        request, and it registered for wake-ups before that take."""
+        key = store.waiter_key(request_id)
+        while not self.redis.exists(key):
+            time.sleep(0.0005)
 
     def approval_latency(self, bundle: tuple[str, list[str]] | None = None) -> float:
         """Seconds from the approve call returning to the long poll's answer arriving.
@@ -156,11 +162,9 @@ class Bench:
             arrived.append((time.perf_counter(), reply.get_json()))
             reply.close()  # as a server does once the reply is sent: runs the delivery's audit
 
-        waiting = self._blocked_waiters()
         poller = threading.Thread(target=long_poll)
         poller.start()
-        while self._blocked_waiters() <= waiting:
-            time.sleep(0.0005)
+        self.wait_until_waiting(created["id"])
         approve = f"/api/v1/requests/{created['id']}/encrypt-from-bundle"
         response = self._signed_post(approve, {"bundle_id": bundle_id, "include_keys": names})
         approved = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Long polls (`GET /requests/{id}/wait`, up to 30 s) must not pin one OS thread
 each, so the workers are gevent: one process holds thousands of waiting CLIs as
-greenlets, each blocked in its own Redis BLPOP. See docs/api-deployment.md.
+greenlets, each waiting for a wake-up from the process's one Redis subscription.
+See docs/api-deployment.md.
 Command-line flags override anything here (e.g. `-b 0.0.0.0:5000 -w 4`).
 """
 
@@ -25,7 +26,8 @@ accesslog = "-"
 errorlog = "-"
 proc_name = "envcat-api"
 
-# Each waiting poll holds a client socket and a Redis connection in its worker process.
+# Each waiting poll holds a client socket, and each short Redis command in flight a
+# pooled connection, in its worker process.
 _FILES_PER_CONNECTION = 2
 
 

@@ -234,7 +234,7 @@ class Vote:
 
 def votes_key(request_id: str) -> str:
     """Redis hash of a request's MACed votes (approver id → {selection, mac, passkey})."""
-    return f"req:{request_id}:votes"
+    return store.votes_key(request_id)  # the take script reports whether it exists
 
 
 def withdraw_vote(request_id: str, user_id: str) -> None:

@@ -19,13 +19,14 @@ from envcat.core.kms import Keyring
 from envcat.core.settings import Settings
 from envcat.core.wire import MAX_WAIT_SECONDS
 from envcat.models import db
+from envcat.services.access_requests.wakeups import WakeHub
 
 EXTENSION_KEY = "envcat"
-# Ordinary commands fail fast; the long-poll connection must outlive the longest wait.
+# Ordinary commands fail fast; the wake-up subscription's connection waits longer.
 REDIS_SOCKET_TIMEOUT = 5.0
 # redis-py >= 6 caps a pool at 100 connections, then raises MaxConnectionsError (a 503).
-# Under gevent one process holds thousands of long polls, each on its own connection for
-# up to 30 s, beside bursts of short commands; gunicorn's worker_connections bounds them.
+# Under gevent one process serves thousands of greenlets, each of which may hold a
+# connection for a short command at once; gunicorn's worker_connections bounds them.
 MAX_REDIS_CONNECTIONS = 10_000
 
 
@@ -37,6 +38,7 @@ class Runtime:
     redis: Redis
     redis_blocking: Redis
     keyring: Keyring
+    wakeups: WakeHub  # the process's one wake-up subscription for its long polls
 
 
 def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
@@ -44,8 +46,8 @@ def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:
     than any long poll."""
     timeout = MAX_WAIT_SECONDS + 10 if blocking else REDIS_SOCKET_TIMEOUT
     # redis-py retries a failed command 10 times with backoff (about 4.5 s against a
-    # refused port); a long poll retries on its own until its deadline instead
-    # (access_requests.store.wait_for_change), so its client only retries a stale connection.
+    # refused port); the wake-up subscriber reconnects on its own instead
+    # (access_requests.wakeups), so its client only retries a stale connection once.
     extra: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if blocking else {}
     return redisconn.connect(
         settings,
@@ -72,11 +74,15 @@ def init_app(app: Flask, settings: Settings) -> Runtime:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(settings.database_url)
     app.config["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
     db.init_app(app)
+    r = make_redis(settings)
+    r_blocking = make_redis(settings, blocking=True)
     runtime = Runtime(
         settings=settings,
-        redis=make_redis(settings),
-        redis_blocking=make_redis(settings, blocking=True),
+        redis=r,
+        redis_blocking=r_blocking,
         keyring=Keyring.from_setting(settings.kms_key_value()),
+        # Under Sentinel a long poll outlives a failover: it resumes on the new primary.
+        wakeups=WakeHub(r_blocking, r, resume=bool(settings.redis_sentinels)),
     )
     app.extensions[EXTENSION_KEY] = runtime
     return runtime

@@ -31,7 +31,7 @@ def _hang_up_a_long_poll(api_url: str, request_id: str, poll_token: str) -> None
             f"GET /api/v1/requests/{request_id}/wait?timeout=20 HTTP/1.1\r\n"
             f"Host: {address.netloc}\r\nX-Poll-Token: {poll_token}\r\n\r\n".encode()
         )
-        time.sleep(0.5)  # the api is now blocked on the request's wake-up list
+        time.sleep(0.5)  # the api's poll now waits for the request's wake-up
 
 
 @pytest.mark.slow

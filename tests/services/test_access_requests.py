@@ -147,35 +147,6 @@ def test_single_use_race_between_twenty_threads(redis_url: str) -> None:
         assert all(r.ciphertext is None for r in results if r.status != "ready")
 
 
-def test_wait_wakes_every_waiter_within_milliseconds(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    request, _ = _new(client)
-    woke: list[float] = []
-
-    def waiter() -> None:
-        blocking = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=40)
-        if store.wait_for_change(blocking, request.id, timeout=10):
-            woke.append(time.monotonic())
-
-    threads = [threading.Thread(target=waiter) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.3)
-    signalled = time.monotonic()
-    store.mark_denied(client, request.id, denied_by="u")
-    for thread in threads:
-        thread.join()
-    assert len(woke) == 5
-    assert max(woke) - signalled < 0.5
-
-
-def test_wait_times_out_when_nothing_happens(redis_client: redis.Redis) -> None:
-    request, _ = _new(redis_client)
-    started = time.monotonic()
-    assert not store.wait_for_change(redis_client, request.id, timeout=0.3)
-    assert time.monotonic() - started >= 0.25
-
-
 def test_cancel_deletes_and_wakes(redis_client: redis.Redis) -> None:
     request, token = _new(redis_client)
     assert store.cancel_request(redis_client, request.id, token).outcome == "cancelled"
@@ -278,12 +249,23 @@ def test_a_decision_counts_the_address_down_exactly_once(redis_client: redis.Red
 
 
 def test_a_newer_long_poll_replaces_the_older(redis_client: redis.Redis) -> None:
-    request, _ = _new(redis_client)
-    store.hold_wait(redis_client, request.id, "first", 20)
-    assert store.holds_wait(redis_client, request.id, "first")
-    store.hold_wait(redis_client, request.id, "second", 20)
-    assert not store.holds_wait(redis_client, request.id, "first")
-    assert store.holds_wait(redis_client, request.id, "second")
+    request, token = _new(redis_client)
+    first, second = store.Hold.new("first", 20), store.Hold.new("second", 20)
+    assert store.take(redis_client, request.id, token, hold=first).status == "pending"
+    assert redis_client.ttl(store.waiter_key(request.id)) == 25
+    assert not store.take(redis_client, request.id, token, hold=first.after_wake()).replaced
+    assert store.take(redis_client, request.id, token, hold=second).status == "pending"
+    store.mark_denied(redis_client, request.id, denied_by="u")
+    replaced = store.take(redis_client, request.id, token, hold=first.after_wake())
+    assert (replaced.status, replaced.replaced) == ("pending", True)  # took nothing
+    assert store.take(redis_client, request.id, token, hold=second.after_wake()).status == "denied"
+
+
+def test_a_pending_take_says_whether_votes_are_recorded(redis_client: redis.Redis) -> None:
+    request, token = _new(redis_client)
+    assert not store.take(redis_client, request.id, token).has_votes
+    redis_client.hset(store.votes_key(request.id), "u-1", "{}")
+    assert store.take(redis_client, request.id, token).has_votes
 
 
 def test_approval_json_round_trips_and_rejects_other_shapes() -> None:

@@ -44,7 +44,7 @@ from envcat.services import (
     workload_access,
     workspaces,
 )
-from envcat.services.access_requests import delivery, store
+from envcat.services.access_requests import delivery, store, wakeups
 from envcat.services.errors import (
     Conflict,
     ExpiredToken,
@@ -165,8 +165,8 @@ def describe(request_id: str) -> AccessRequestView:
     )
 
 
-def _take(request_id: str, poll_token: str) -> store.PollResult:
-    result = store.take(current().redis, request_id, poll_token)
+def _take(request_id: str, poll_token: str, hold: store.Hold | None = None) -> store.PollResult:
+    result = store.take(current().redis, request_id, poll_token, hold=hold)
     if result.status == "gone":
         raise ExpiredToken("The request expired, was already delivered, or never existed.")
     if result.status == "bad_token":
@@ -177,27 +177,30 @@ def _take(request_id: str, poll_token: str) -> store.PollResult:
 def _long_poll(
     request_id: str, poll_token: str, timeout: int, is_listening: Callable[[], bool]
 ) -> store.PollResult:
-    """Block on the request's wake-up list (no sleep loop) until final or `timeout`.
+    """Take, and if still pending wait for a wake-up (no sleep loop) until final or `timeout`.
 
-    One long poll per request takes the payload: a newer wait (a CLI that
-    reconnected) replaces this one, which then answers "pending" and takes nothing.
+    The poll registers with the process's wake-up hub before it takes, so a wake-up
+    published after the take reaches it (wakeups.py). One long poll per request takes
+    the payload: a newer wait (a CLI that reconnected) replaces this one, which then
+    answers "pending" and takes nothing.
     """
-    runtime = current()
-    holder = secrets.token_urlsafe(8)
-    store.hold_wait(runtime.redis, request_id, holder, timeout)
-    deadline = time.monotonic() + timeout
-    result = store.PollResult(status="pending")
-    while (remaining := deadline - time.monotonic()) > 0:
-        # Under Sentinel a wait outlives a failover: it resumes on the new primary.
-        resume = bool(runtime.settings.redis_sentinels)
-        if not store.wait_for_change(runtime.redis_blocking, request_id, remaining, resume=resume):
-            break  # nothing was signalled: still pending (or silently expired; the next poll says)
-        if not is_listening() or not store.holds_wait(runtime.redis, request_id, holder):
-            # The poller hung up while we waited (e.g. a restarted bff), or reconnected on
-            # another connection: taking the payload now would hand it to nobody.
-            break
-        result = _take(request_id, poll_token)
-        break  # final, or still pending with news (a k-of-n vote): answer now
+    with current().wakeups.waiting(request_id) as waiter:
+        hold = store.Hold.new(secrets.token_urlsafe(8), timeout)
+        result = _take(request_id, poll_token, hold)  # claims the request while pending
+        deadline = time.monotonic() + timeout
+        while result.status == "pending" and (remaining := deadline - time.monotonic()) > 0:
+            wake = waiter.next(remaining)
+            if wake is None:
+                break  # nothing happened: still pending (or silently expired; the next poll says)
+            if not is_listening():
+                # The poller hung up while we waited (e.g. a restarted bff): taking the
+                # payload now would hand it to nobody.
+                break
+            result = _take(request_id, poll_token, hold.after_wake())
+            if result.replaced or wake is wakeups.Wake.PROGRESS:
+                # A newer poll (the CLI reconnected) takes instead, or news while still
+                # pending (a k-of-n vote): answer now.
+                break
     return result
 
 
@@ -220,16 +223,19 @@ def wait(
         raise InvalidPollToken(f"The {POLL_TOKEN_HEADER} header is required.")
     if not _is_request_id(request_id):
         raise ExpiredToken("The request expired, was already delivered, or never existed.")
-    result = _take(request_id, poll_token)
-    if result.status == "pending" and timeout == 0:
-        if store.is_polling_too_fast(current().redis, request_id, POLL_INTERVAL_SECONDS):
-            raise SlowDown(f"Poll at most every {POLL_INTERVAL_SECONDS} s, or long-poll.")
-    elif result.status == "pending":
+    if timeout > 0:
         result = _long_poll(request_id, poll_token, timeout, is_listening)
+    else:
+        result = _take(request_id, poll_token)
+        too_fast = result.status == "pending" and store.is_polling_too_fast(
+            current().redis, request_id, POLL_INTERVAL_SECONDS
+        )
+        if too_fast:
+            raise SlowDown(f"Poll at most every {POLL_INTERVAL_SECONDS} s, or long-poll.")
     if result.status == "ready":
         _count_delivery(result.approval)
         defer(functools.partial(_record_delivery, request_id, result.approval, origin))
-    counted = approvers.progress(request_id) if result.status == "pending" else None
+    counted = approvers.progress(request_id) if result.has_votes else None
     return WaitResult(
         status=result.status,  # gone and bad_token were raised by _take
         ciphertext_base64=result.ciphertext,

@@ -47,8 +47,9 @@ LEGACY_TENANT_PENDING_PREFIX = "requests:pending:t:"
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
 PROGRESS_WAKE = "progress"
-# A long poll whose Redis connection broke tries again this often until its deadline.
-RECONNECT_PAUSE_SECONDS = 0.25
+# Wake-ups are published here: `<id>` when a request ends, `<id> progress` on a k-of-n vote.
+# Each api process subscribes once and wakes its own long polls (wakeups.py, issue #14).
+WAKE_CHANNEL = "req:wakes"
 TOKEN_BYTES = 24  # the poll token: 192 bits
 ID_BYTES = 16  # the request id: 128 bits (DESIGN §5), short because Redis holds it three times
 
@@ -62,7 +63,11 @@ def request_key(request_id: str) -> str:
 
 
 def wake_key(request_id: str) -> str:
-    """The list a long poll blocks on; the worker pushes to it when state changes."""
+    """The list the release before's long polls block on (BLPOP).
+
+    Still pushed by the scripts that end a request, so an api process of the release
+    before wakes during a rolling upgrade; nothing of this release reads it (issue #14).
+    """
     return f"req:{request_id}:wake"
 
 
@@ -84,6 +89,11 @@ def ip_pending_key(ip: str) -> str:
 def waiter_key(request_id: str) -> str:
     """Who holds the long poll of a request: a newer wait replaces an older one."""
     return f"req:{request_id}:waiter"
+
+
+def votes_key(request_id: str) -> str:
+    """Redis hash of a request's MACed k-of-n votes (approver id → {selection, mac, passkey})."""
+    return f"req:{request_id}:votes"
 
 
 def tenant_pending_key(tenant_id: str) -> str:
@@ -229,6 +239,8 @@ class PollResult:
     message: str | None = None
     tenant_id: str | None = None
     approval: Approval | None = None
+    has_votes: bool = False  # pending with k-of-n votes recorded
+    replaced: bool = False  # pending for this poll: a newer long poll holds the request
 
 
 # KEYS: req hash, ip counter, view, workspace index, workspace directory. ARGV: ttl, cap,
@@ -440,15 +452,26 @@ end
 """
 )
 
-# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash.
+# KEYS: req hash, wake list, pending index, unclaimed index, waiter, votes. ARGV: token
+# hash, holder ('' for none), mode, hold seconds. Mode 'hold': a long poll's first take,
+# which names `holder` the request's one long poll while it is pending; 'held': a woken
+# poll's take, refused ('replaced') when a newer poll holds the request (issue #14: one
+# round trip each, where the take and the holder's SET or GET were two).
 _TAKE = (
     LEAVE_PENDING
     + """
 local h = KEYS[1]
+if ARGV[3] == 'held' then
+  local holder = redis.call('GET', KEYS[5])
+  if holder and holder ~= ARGV[2] then return {'replaced'} end
+end
 if redis.call('EXISTS', h) == 0 then return {'gone'} end
 if redis.call('HGET', h, 'pth') ~= ARGV[1] then return {'bad_token'} end
 local status = redis.call('HGET', h, 's')
-if status == 'pending' then return {'pending'} end
+if status == 'pending' then
+  if ARGV[3] == 'hold' then redis.call('SET', KEYS[5], ARGV[2], 'EX', ARGV[4]) end
+  return {'pending', redis.call('EXISTS', KEYS[6])}
+end
 local f = redis.call('HMGET', h, 'ct', 'msg', 'tid', 'a', 'um')
 leave_pending(h, KEYS[3])
 redis.call('DEL', h, h .. ':v')
@@ -459,7 +482,7 @@ return {status, f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
 
 # KEYS: req hash, wake list, pending index, unclaimed index. ARGV: new status, json of
 # fields to set, unclaimed member ('' for none), wake TTL, '1' to refuse a request whose
-# approval is already being carried out.
+# approval is already being carried out, wake channel, request id.
 _FINISH = (
     LEAVE_PENDING
     + """
@@ -476,11 +499,13 @@ if ARGV[3] ~= '' then
 end
 redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 """
 )
 
-# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash, wake TTL.
+# KEYS: req hash, wake list, pending index, unclaimed index. ARGV: token hash, wake TTL,
+# wake channel, request id.
 _CANCEL = (
     LEAVE_PENDING
     + """
@@ -493,6 +518,7 @@ redis.call('DEL', h, h .. ':v')
 if f[2] then redis.call('ZREM', KEYS[4], f[2]) end
 redis.call('LPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {'cancelled', f[1] or '', f[3] or ''}
 """
 )
@@ -535,15 +561,31 @@ def _eval(r: redis.Redis, script: str, numkeys: int, *keys_and_args: str | int |
         return r.eval(script, numkeys, *keys_and_args)
 
 
-def take(r: redis.Redis, request_id: str, poll_token: str) -> PollResult:
-    """Look at a request as its CLI; a final state is returned once and deleted atomically."""
-    reply: list[str] = _eval(r, _TAKE, 4, *_keys(request_id), hash_poll_token(poll_token))
+def take(
+    r: redis.Redis, request_id: str, poll_token: str, *, hold: Hold | None = None
+) -> PollResult:
+    """Look at a request as its CLI; a final state is returned once and deleted atomically.
+
+    With `hold`, a long poll's take also claims the request while pending, or (after a
+    wake-up) takes nothing when a newer poll has claimed it (`replaced`).
+    """
+    keys = [*_keys(request_id), waiter_key(request_id), votes_key(request_id)]
+    token_hash = hash_poll_token(poll_token)
+    if hold is None:
+        reply: list[Any] = _eval(r, _TAKE, 6, *keys, token_hash, "", "", 0)
+    else:
+        mode = "held" if hold.woken else "hold"
+        reply = _eval(r, _TAKE, 6, *keys, token_hash, hold.holder, mode, hold.seconds)
     status = reply[0]
-    if status in ("gone", "bad_token", "pending"):
-        return PollResult(status=status)  # type: ignore[arg-type]  # written only by _TAKE
+    if status == "replaced":
+        return PollResult(status="pending", replaced=True)
+    if status == "pending":
+        return PollResult(status="pending", has_votes=bool(reply[1]))
+    if status in ("gone", "bad_token"):
+        return PollResult(status=status)
     ciphertext, message, tenant_id, approval = reply[1:5]
     return PollResult(
-        status=status,  # type: ignore[arg-type]  # written only by _TAKE
+        status=status,
         ciphertext=ciphertext or None,
         message=message or None,
         tenant_id=tenant_id or None,
@@ -570,6 +612,8 @@ def _finish(
         unclaimed_member,
         WAKE_TTL_SECONDS,
         "1" if unless_approved else "",
+        WAKE_CHANNEL,
+        request_id,
     )
     return bool(done)
 
@@ -653,7 +697,14 @@ class Cancellation:
 def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancellation:
     """Delete a request on behalf of its CLI (Ctrl-C), reporting any approval it had."""
     reply: list[str] = _eval(
-        r, _CANCEL, 4, *_keys(request_id), hash_poll_token(poll_token), WAKE_TTL_SECONDS
+        r,
+        _CANCEL,
+        4,
+        *_keys(request_id),
+        hash_poll_token(poll_token),
+        WAKE_TTL_SECONDS,
+        WAKE_CHANNEL,
+        request_id,
     )
     outcome, approval, tenant_id = reply
     return Cancellation(
@@ -663,59 +714,43 @@ def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancella
     )
 
 
-def hold_wait(r: redis.Redis, request_id: str, holder: str, seconds: float) -> None:
-    """Make `holder` the one long poll of this request; an older holder stops taking."""
-    r.set(waiter_key(request_id), holder, ex=max(1, int(seconds) + 5))
+@dataclass(frozen=True)
+class Hold:
+    """A long poll's claim on its request: a newer wait replaces an older one (issue #12)."""
 
+    holder: str
+    seconds: int  # how long the claim lasts (the poll's timeout and a margin)
+    woken: bool = False  # False: claim it now; True: take only while still the holder
 
-def holds_wait(r: redis.Redis, request_id: str, holder: str) -> bool:
-    """True while no newer long poll of this request has replaced `holder`."""
-    current_holder = r.get(waiter_key(request_id))
-    return current_holder is None or current_holder == holder
+    @classmethod
+    def new(cls, holder: str, timeout: float) -> Hold:
+        """The claim of a poll that waits `timeout` seconds."""
+        return cls(holder, max(1, int(timeout) + 5))
 
-
-def wait_for_change(
-    r_blocking: redis.Redis, request_id: str, timeout: float, *, resume: bool = False
-) -> bool:
-    """Block until the request's state changes or `timeout` passes; True when woken.
-
-    The wake token is pushed back at once so every other waiter on the same
-    request wakes too (a chain, not a single hand-off). With `resume` (under
-    Sentinel) a broken connection is retried on the next primary until the
-    deadline; without it the error is raised at once (a lone Redis that went away
-    comes back empty, and the CLI should hear it now).
-    """
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            popped = r_blocking.blpop([wake_key(request_id)], timeout=remaining)
-            break
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            if not resume:
-                raise
-            # The primary went away (a Sentinel failover, a restart): wait on whichever
-            # primary answers next, within the same deadline; a wake-up pushed meanwhile
-            # is still in its list (issue #21).
-            time.sleep(min(RECONNECT_PAUSE_SECONDS, max(0.0, remaining)))
-    else:
-        return False
-    if popped is None:
-        return False
-    if popped[1] in (PROGRESS_WAKE, PROGRESS_WAKE.encode()):
-        return True  # news for one waiter while still pending (a k-of-n vote): not chained
-    pipe = r_blocking.pipeline(transaction=True)
-    pipe.lpush(wake_key(request_id), "1")
-    pipe.expire(wake_key(request_id), WAKE_TTL_SECONDS)
-    pipe.execute()
-    return True
+    def after_wake(self) -> Hold:
+        """The same claim, for the take after a wake-up."""
+        return Hold(self.holder, self.seconds, woken=True)
 
 
 def wake_with_progress(r: redis.Redis, request_id: str) -> None:
     """Wake the request's long poll to report progress (a k-of-n vote), not a final state."""
-    pipe = r.pipeline(transaction=True)
-    pipe.lpush(wake_key(request_id), PROGRESS_WAKE)
-    pipe.expire(wake_key(request_id), WAKE_TTL_SECONDS)
-    pipe.execute()
+    r.publish(WAKE_CHANNEL, f"{request_id} {PROGRESS_WAKE}")
+
+
+def parse_wake(message: str | bytes) -> tuple[str, str]:
+    """(request id, kind) of a message on WAKE_CHANNEL; kind is PROGRESS_WAKE or ''."""
+    text = message.decode() if isinstance(message, bytes) else message
+    request_id, _, kind = text.partition(" ")
+    return request_id, kind
+
+
+def not_pending(r: redis.Redis, request_ids: list[str]) -> list[str]:
+    """Those of `request_ids` that are final or gone (one pipelined round trip)."""
+    pipe = r.pipeline(transaction=False)
+    for request_id in request_ids:
+        pipe.hget(request_key(request_id), "s")
+    states = pipe.execute()
+    return [rid for rid, s in zip(request_ids, states, strict=True) if s != "pending"]
 
 
 def is_polling_too_fast(r: redis.Redis, request_id: str, interval: int) -> bool:
