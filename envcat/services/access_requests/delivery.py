@@ -82,21 +82,30 @@ def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> 
     Raises NotFound when the bundle is not the tenant's, ValidationFailed when a
     name is not attached, a required key is left out, or nothing is chosen.
     """
-    bundle = db.session.execute(
-        select(Bundle).where(Bundle.id == bundle_id, Bundle.tenant_id == tenant_id)
-    ).scalar_one_or_none()
-    if bundle is None:
-        raise NotFound("No such bundle.")
-    # Plain columns, not Key entities: building 1,000 ORM objects cost 4x the decryption.
-    # The keys' tenant is checked here rather than in SQL: with `keys.tenant_id` in the
-    # WHERE, PostgreSQL without fresh statistics (a bundle just imported) planned a nested
-    # loop over the tenant's keys, quadratic in the bundle's size (257 ms at 1,000 keys).
+    # One statement for the bundle and its entries (outer joins: a bundle without keys is
+    # still found). Plain columns, not Key entities: building 1,000 ORM objects cost 4x the
+    # decryption. The keys' tenant is checked as rows are read rather than in SQL: with
+    # `keys.tenant_id` in the WHERE, PostgreSQL without fresh statistics (a bundle just
+    # imported) planned a nested loop quadratic in the bundle's size (257 ms at 1,000 keys).
     rows = db.session.execute(
-        select(BundleKey.required, BundleKey.alias, Key.id, Key.name, Key.value, Key.tenant_id)
-        .join(Key, Key.id == BundleKey.key_id)
-        .where(BundleKey.bundle_id == bundle.id)
+        select(
+            Bundle.name,
+            BundleKey.required,
+            BundleKey.alias,
+            Key.id,
+            Key.name,
+            Key.value,
+            Key.tenant_id,
+        )
+        .select_from(Bundle)
+        .outerjoin(BundleKey, BundleKey.bundle_id == Bundle.id)
+        .outerjoin(Key, Key.id == BundleKey.key_id)
+        .where(Bundle.id == bundle_id, Bundle.tenant_id == tenant_id)
         .order_by(BundleKey.position, Key.name)
     ).all()
+    if not rows:
+        raise NotFound("No such bundle.")
+    bundle_name = rows[0][0]
     wanted = set(include_keys)
     if not wanted:
         raise ValidationFailed("Choose at least one key.")
@@ -104,12 +113,12 @@ def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> 
     # unpacked as tuples: attribute access by name cost more than the decryption at 1,000 keys.
     exported = [
         (required, alias or name, key_id, name, value)
-        for required, alias, key_id, name, value, owner in rows
-        if owner == tenant_id
+        for _, required, alias, key_id, name, value, owner in rows
+        if owner == tenant_id  # None too: the one row of a bundle without keys
     ]
     attached = {shown for _, shown, _, _, _ in exported}
     if unknown := sorted(wanted - attached):
-        raise ValidationFailed(f"Not in bundle {bundle.name}: {', '.join(unknown)}.")
+        raise ValidationFailed(f"Not in bundle {bundle_name}: {', '.join(unknown)}.")
     if missing := [shown for required, shown, *_ in exported if required and shown not in wanted]:
         raise ValidationFailed(f"Required keys left out: {', '.join(missing)}.")
     chosen = [
@@ -117,7 +126,7 @@ def select_keys(tenant_id: str, bundle_id: str, include_keys: Sequence[str]) -> 
         for _, shown, key_id, name, value in exported
         if shown in wanted
     ]
-    return Selection(bundle_id=bundle.id, bundle_name=bundle.name, keys=chosen)
+    return Selection(bundle_id=bundle_id, bundle_name=bundle_name, keys=chosen)
 
 
 def _approver_email(tenant_id: str, user_id: str) -> str | None:
