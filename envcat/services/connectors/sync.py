@@ -30,6 +30,7 @@ from envcat.services.connectors.provider import (
     Unreachable,
 )
 from envcat.services.runtime import current
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.connectors.sync")
 LOCK_TTL_SECONDS = 15
@@ -114,7 +115,7 @@ def _report(run: steps.Run) -> dict[str, Any]:
         ("connector.conflict", conflicts),
     ):
         if entries and action not in done:
-            audit.record(
+            audit.append(
                 run.link.tenant_id,
                 ACTOR,
                 action,
@@ -131,20 +132,20 @@ def _report(run: steps.Run) -> dict[str, Any]:
 
 
 def _finish(link_id: str, run_id: str, status: str, error: str, summary: dict[str, Any]) -> None:
+    """End the run's link state, in the caller's transaction."""
     link = db.session.get(Link, link_id)
     if link is None or link.run_id != run_id:
-        db.session.rollback()
         return
     now = utcnow()
     link.run_id, link.last_status, link.last_error = None, status, error
     link.last_summary, link.last_sync_at = summary, now
     link.next_sync_at = now + timedelta(seconds=link.interval_seconds)
-    db.session.commit()
 
 
 def fail_run(link_id: str, run_id: str, message: str) -> None:
     """End a run with an error the user must act on (no retry)."""
-    _finish(link_id, run_id, "error", message, {})
+    with transaction():
+        _finish(link_id, run_id, "error", message, {})
 
 
 def sync_link(link_id: str, run_id: str) -> str:
@@ -173,7 +174,6 @@ def sync_link(link_id: str, run_id: str) -> str:
             }
             run = steps.Run(link, connection, store, run_id, lock, items)
             steps.apply(run, steps.plan(run))
-            summary = _report(run)
         except CredentialsRejected as exc:
             db.session.rollback()
             _mark_connection(connection.id, str(exc))
@@ -186,9 +186,11 @@ def sync_link(link_id: str, run_id: str) -> str:
             db.session.rollback()
             fail_run(link_id, run_id, str(exc))
             return "error"
-        status = "conflict" if summary["conflicts"] else ("partial" if run.errors else "ok")
-        first = "; ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())[:3])
-        _finish(link_id, run_id, status, first, summary)
+        with transaction():  # the run's audit events and its end, committed together
+            summary = _report(run)
+            status = "conflict" if summary["conflicts"] else ("partial" if run.errors else "ok")
+            first = "; ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())[:3])
+            _finish(link_id, run_id, status, first, summary)
         return "done"
     finally:
         lock.release()
