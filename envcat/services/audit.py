@@ -6,12 +6,14 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Select, or_, select, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from envcat.core.schemas.audit import (
     AuditEventOut,
@@ -23,10 +25,12 @@ from envcat.core.schemas.audit import (
 )
 from envcat.core.wire import REQUEST_ID_RE
 from envcat.models import AuditEvent, Bundle, Key, User, db, utcnow
-from envcat.services.errors import ValidationFailed
+from envcat.services.errors import AuditUnavailable, ValidationFailed
 from envcat.services.transactions import in_transaction, transaction
 
 GENESIS = "0" * 64
+AUDIT_FAILED = "The audit log could not record this, so nothing was changed; retry."
+log = logging.getLogger("envcat.audit")
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,25 @@ def append(
         raise RuntimeError("audit.append joins a unit of work: call it inside transaction()")
     origin = origin or Origin()
     db.session.flush()  # the change first: its row locks come before the chain's lock
+    try:
+        return _add_event(tenant_id, actor, action, target, details or {}, origin)
+    except OperationalError:
+        raise  # the database is away or busy: transient, as for any write (workers retry it)
+    except SQLAlchemyError:
+        # The store refused the event itself (the change was flushed above, so this is not
+        # the change's conflict): say so; the caller's transaction rolls the change back.
+        log.exception("audit append failed", extra={"tenant_id": tenant_id, "action": action})
+        raise AuditUnavailable(AUDIT_FAILED) from None
+
+
+def _add_event(
+    tenant_id: str,
+    actor: str,
+    action: str,
+    target: str,
+    details: dict[str, Any],
+    origin: Origin,
+) -> AuditEvent:
     _lock_chain(tenant_id)
     prev_hash = _last_hash(tenant_id)
     at = utcnow()
@@ -140,7 +163,7 @@ def append(
         ip=origin.ip,
         user_agent=(origin.user_agent or "")[:512] or None,
         at=at,
-        details=details or {},
+        details=details,
         prev_hash=prev_hash,
     )
     event.hash = _digest(prev_hash, event, _as_utc(at))

@@ -44,6 +44,7 @@ from envcat.services import (
 )
 from envcat.services.access_requests import delivery, store
 from envcat.services.errors import (
+    AuditUnavailable,
     Conflict,
     ExpiredToken,
     InvalidPollToken,
@@ -248,7 +249,7 @@ def _record_delivery(request_id: str, result: store.PollResult, origin: audit.Or
             details={"approved_by": approval.decided_by, "bundle_id": approval.bundle_id},
             origin=origin,
         )
-    except SQLAlchemyError:
+    except (SQLAlchemyError, AuditUnavailable):
         # The request is already taken: a database outage must not destroy the only
         # copy of the ciphertext, so the CLI still gets it and the gap is logged.
         log.error("could not audit a delivery", extra={"id": request_id}, exc_info=True)
