@@ -1,6 +1,6 @@
 """Bundles: named, ordered selections of library keys, with .env/JSON import and export.
 
-Each write is one transaction followed by its audit event; a failed write (a
+Each write is one transaction holding its audit event; a failed write (a
 bad value, a name taken in a race) is rolled back whole, so the previous state
 stays intact.
 """
