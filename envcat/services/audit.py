@@ -181,8 +181,9 @@ def record(
     details: dict[str, Any] | None = None,
     origin: Origin | None = None,
 ) -> AuditEvent:
-    """Append one event as its own unit of work and commit it: for something that
-    happened outside the database (a delivery, a reveal), with no change of its own."""
+    """Append one event as its own unit of work and commit it (inside another
+    `transaction()` it joins that one): for something that happened outside the database
+    (a delivery, a denial, a vote in Redis), with no change of its own."""
     with transaction():
         return append(tenant_id, actor, action, target, details=details, origin=origin)
 
