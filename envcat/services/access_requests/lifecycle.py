@@ -377,17 +377,10 @@ def approve(
     elif workload is not None:
         details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
-        # One unit of work, committed before the caller queues the release.
+        # One unit of work, committed before the caller queues the release: the grant
+        # first, the events last (the chain head stays locked until the commit).
         with transaction():
-            if break_glass:  # first: no break-glass release without its own loud event
-                audit.append(
-                    tenant_id,
-                    user_id,
-                    "request.break_glass",
-                    request_id,
-                    details=details,
-                    origin=origin,
-                )
+            granted: dict[str, object] = {}
             if device is not None and grant_hours is not None:  # committed with the event
                 made = grants.stage(
                     tenant_id,
@@ -400,7 +393,16 @@ def approve(
                     grant_hours,
                     request.context.get(store.REQUESTER_ID_FIELD) or None,
                 )
-                details.update(grant_id=made.id, grant_hours=grant_hours, device=device)
+                granted = {"grant_id": made.id, "grant_hours": grant_hours, "device": device}
+            if break_glass:  # first: no break-glass release without its own loud event
+                audit.append(
+                    tenant_id,
+                    user_id,
+                    "request.break_glass",
+                    request_id,
+                    details=details,
+                    origin=origin,
+                )
             audit.append(
                 tenant_id,
                 workload.label if workload is not None else user_id,
@@ -408,7 +410,7 @@ def approve(
                 if workload is not None and workload.kind == "grant"
                 else "request.approved",
                 request_id,
-                details=details,
+                details={**details, **granted},
                 origin=origin,
             )
     except Exception:

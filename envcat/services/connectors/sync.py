@@ -83,8 +83,10 @@ def _reported(link: Link, run_id: str) -> set[str]:
     return {action for action, details in rows if (details or {}).get("run_id") == run_id}
 
 
-def _report(run: steps.Run) -> dict[str, Any]:
-    """Audit what this run changed (names and versions, never values); return the summary."""
+def _end_run(run: steps.Run) -> None:
+    """End the run on its link and audit what it changed (names and versions, never
+    values), in the caller's transaction: the link's row first, the events last (the
+    chain head stays locked until the commit)."""
     rows = (
         db.session.execute(
             select(LinkItem).where(LinkItem.link_id == run.link.id, LinkItem.run_id == run.run_id)
@@ -107,6 +109,16 @@ def _report(run: steps.Run) -> dict[str, Any]:
         for r in rows
         if r.action and r.action.endswith("!")
     ]
+    summary = {
+        "pulled": len(pulled),
+        "pushed": len(pushed),
+        "conflicts": sorted(c["name"] for c in conflicts),
+        "errors": dict(sorted(run.errors.items())[:50]),
+        "error_count": len(run.errors),
+    }
+    status = "conflict" if conflicts else ("partial" if run.errors else "ok")
+    first = "; ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())[:3])
+    _finish(run.link.id, run.run_id, status, first, summary)
     done = _reported(run.link, run.run_id)
     base = {"run_id": run.run_id, "connection": run.connection.name}
     for action, entries in (
@@ -122,13 +134,6 @@ def _report(run: steps.Run) -> dict[str, Any]:
                 f"link:{run.link.id}",
                 details={**base, "keys": sorted(entries, key=lambda e: str(e["name"]))},
             )
-    return {
-        "pulled": len(pulled),
-        "pushed": len(pushed),
-        "conflicts": sorted(c["name"] for c in conflicts),
-        "errors": dict(sorted(run.errors.items())[:50]),
-        "error_count": len(run.errors),
-    }
 
 
 def _finish(link_id: str, run_id: str, status: str, error: str, summary: dict[str, Any]) -> None:
@@ -186,11 +191,8 @@ def sync_link(link_id: str, run_id: str) -> str:
             db.session.rollback()
             fail_run(link_id, run_id, str(exc))
             return "error"
-        with transaction():  # the run's audit events and its end, committed together
-            summary = _report(run)
-            status = "conflict" if summary["conflicts"] else ("partial" if run.errors else "ok")
-            first = "; ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())[:3])
-            _finish(link_id, run_id, status, first, summary)
+        with transaction():  # the run's end and its audit events, committed together
+            _end_run(run)
         return "done"
     finally:
         lock.release()
