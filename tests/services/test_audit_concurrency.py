@@ -15,7 +15,8 @@ from sqlalchemy import select
 from envcat.models import AuditEvent, Bundle, Tenant, db, migrate
 from envcat.services import audit
 from envcat.services.runtime import create_service_app
-from tests.support.audit_faults import write_chain
+from envcat.services.transactions import transaction
+from tests.support.audit_faults import chain_is_free, write_chain
 from tests.support.settings import make_settings
 
 TENANT = "t-race"
@@ -69,3 +70,16 @@ def test_concurrent_units_of_work_keep_one_chain_and_every_change_its_event(
     for action in ("bundle.created", "bundle.updated", "test.read"):
         assert {t for (a, t) in per_action if a == action} == {f"bundle:{b}" for b in bundle_ids}
     assert set(per_action.values()) == {1}
+
+
+def test_the_chain_head_is_locked_from_append_to_commit(chain_db: Flask, database_url: str) -> None:
+    """The experiment behind the SQLite lock: pysqlite (legacy transaction mode) reads
+    outside a transaction, so a read of the head takes no lock; append takes the write lock
+    (SQLite) or the chain's advisory lock (PostgreSQL) and holds it until the commit."""
+    with transaction():
+        db.session.execute(select(AuditEvent.hash).where(AuditEvent.tenant_id == TENANT)).all()
+        assert chain_is_free(database_url, TENANT)  # a read alone locks nothing
+        audit.append(TENANT, "u-0", "test.locked")
+        assert not chain_is_free(database_url, TENANT)
+    assert chain_is_free(database_url, TENANT)
+    assert audit.verify_chain(TENANT).events == 1

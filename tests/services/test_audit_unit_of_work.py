@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import func, select, text
 from werkzeug.test import TestResponse
 
-from envcat.core.schemas.bundles import BundleUpdate
+from envcat.core.schemas.bundles import BundleCreate, BundleUpdate
 from envcat.models import AuditEvent, Bundle, BundleKey, Key, KeyVersion, Membership, db
 from envcat.services import audit, bundles
 from envcat.services.access_requests import store
@@ -171,6 +171,17 @@ def test_a_commit_refused_after_the_event_was_flushed_leaves_no_event(
     db.session.expire_all()
     assert present(db.session.get(Bundle, bundle_id)).name == "production/api"
     assert audit_actions(WORKSPACE) == before
+
+
+def test_a_transaction_inside_another_joins_it(chain_app: Flask) -> None:
+    """A service's own transaction() called inside the caller's commits nothing by itself."""
+    owner = _owner(chain_app)
+    actor = Actor(WORKSPACE, "u-owner")
+    with pytest.raises(RuntimeError, match="outer unit fails"), transaction():
+        made = bundles.create_bundle(actor, BundleCreate(name="joined"))
+        raise RuntimeError("the outer unit fails")
+    assert owner.get(f"{BUNDLES}/{made.id}").status_code == 404
+    assert audit_actions(WORKSPACE) == []
 
 
 def test_append_outside_a_unit_of_work_is_refused(chain_app: Flask) -> None:

@@ -9,11 +9,14 @@ connection and appends to one tenant's chain while writing changes.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Barrier
 
+import psycopg
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from envcat.core.schemas.bundles import BundleCreate, BundleUpdate
 from envcat.models import db
@@ -23,6 +26,7 @@ from envcat.services.tenancy import Actor
 from tests.support.settings import make_settings
 
 REFUSED = "audit store refused"
+SQLITE_BUSY_TIMEOUT = 0  # the probe asks once: "locked" means another writer holds it now
 _ACTION = re.compile(r"[a-z_.]+")
 
 
@@ -73,6 +77,30 @@ def refused_audit(action: str | None = None) -> Iterator[None]:
         db.session.rollback()
         _drop_trigger(dialect)
         db.session.commit()
+
+
+def chain_is_free(database_url: str, tenant_id: str) -> bool:
+    """Whether another connection could take the tenant's chain-head lock right now: SQLite's
+    write lock (`BEGIN IMMEDIATE`), or PostgreSQL's advisory lock of the chain."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        probe = sqlite3.connect(
+            str(url.database), timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None
+        )
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:  # "database is locked"
+            return False
+        finally:
+            probe.close()
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain) as conn:
+        row = conn.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtext(%s))", (f"audit:{tenant_id}",)
+        ).fetchone()
+        return bool(row and row[0])
 
 
 def write_chain(
