@@ -186,13 +186,10 @@ def api_client(api_app: Flask):
 @pytest.fixture
 def signed_as(api_app: Flask, settings: Settings):
     """`signed_as(user, tenant, role="owner")` → a SignedClient for a member of the tenant."""
-    from tests.support.signed import SignedClient, add_member
+    from tests.support.signed import SignedClient, member_client
 
     def make(user_id: str, tenant_id: str, role: str = "owner") -> SignedClient:
-        add_member(user_id, tenant_id, role)
-        return SignedClient(
-            api_app.test_client(), settings.bff_shared_secret.get_secret_value(), user_id, tenant_id
-        )
+        return member_client(api_app, user_id, tenant_id, role)
 
     return make
 

@@ -32,7 +32,8 @@ from envcat.models import Bundle, Key, Membership, Tenant, User, db, utcnow
 from envcat.services import audit
 from envcat.services.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import account, transaction
+from envcat.services.tenancy import account
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.accounts")
 # argon2id with OWASP's first recommended profile (19 MiB, t=2, p=1): about 0.1 s of one
@@ -190,7 +191,7 @@ def change_password(
     new_hash = HASHER.hash(new_password)
     with transaction():
         user.password_hash = new_hash
-    audit.record(user.id, user.id, "account.password_changed", user.id, origin=origin)
+        audit.append(user.id, user.id, "account.password_changed", user.id, origin=origin)
     log.info("password changed", extra={"user_id": user.id})
     return PasswordChanged(user_id=user.id)
 
@@ -266,8 +267,11 @@ def delete_account(user_id: str, password: str, origin: audit.Origin) -> Account
         user.email = f"{user.id}@deleted.invalid"
         user.name = None
         user.password_hash = None
-    for tenant_id, _, _, _ in memberships:
-        details = {"workspace_deleted": tenant_id in retired}
-        audit.record(tenant_id, user.id, "account.deleted", user.id, details=details, origin=origin)
+        # one chain lock per workspace, always taken in the same order (no deadlock)
+        for tenant_id in sorted(t for t, _, _, _ in memberships):
+            details = {"workspace_deleted": tenant_id in retired}
+            audit.append(
+                tenant_id, user.id, "account.deleted", user.id, details=details, origin=origin
+            )
     log.info("local account deleted", extra={"user_id": user.id, "tenants": len(retired)})
     return AccountDeleted(user_id=user.id, deleted_tenants=retired)

@@ -24,6 +24,7 @@ from envcat.services import audit, service_tokens
 from envcat.services.errors import Forbidden, InvalidServiceToken, WorkloadNotAllowed
 from envcat.services.runtime import current
 from envcat.services.tenancy import as_utc
+from envcat.services.transactions import transaction
 
 ACTOR_PREFIX = "token:"  # the synthetic caller's id prefix, not a secret
 SCOPE = "admin"
@@ -79,15 +80,15 @@ def authorize_call(
         raise Forbidden("An admin service token administers bundles as code only.")
     limit = current().settings.service_token_admin_rate_limit
     service_tokens.throttle(f"stok-admin:{row.id}", limit, "This admin service token")
-    row.last_used_at = utcnow()
-    db.session.commit()
     details = {"name": row.name, "prefix": row.prefix, "scope": SCOPE, "call": f"{method} {rest}"}
-    audit.record(
-        tenant_id,
-        actor_id,
-        "service_token.used",
-        f"service_token:{row.id}",
-        details=details,
-        origin=origin,
-    )
+    with transaction():
+        row.last_used_at = utcnow()
+        audit.append(
+            tenant_id,
+            actor_id,
+            "service_token.used",
+            f"service_token:{row.id}",
+            details=details,
+            origin=origin,
+        )
     return ROLE

@@ -338,8 +338,7 @@ def quorum(
             },
             origin=origin,
         )
-    except Exception:
-        db.session.rollback()
+    except Exception:  # audit.record rolled its own unit of work back
         withdraw_vote(request.id, user_id)  # an approval that is not audited does not count
         raise
     store.wake_with_progress(current().redis, request.id)  # the terminal shows "1 of 2"

@@ -6,15 +6,14 @@ import base64
 import binascii
 import hashlib
 import json
-import random
-import time
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Select, or_, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from envcat.core.schemas.audit import (
     AuditEventOut,
@@ -26,11 +25,12 @@ from envcat.core.schemas.audit import (
 )
 from envcat.core.wire import REQUEST_ID_RE
 from envcat.models import AuditEvent, Bundle, Key, User, db, utcnow
-from envcat.services.errors import ValidationFailed
+from envcat.services.errors import AuditUnavailable, ValidationFailed
+from envcat.services.transactions import in_transaction, transaction
 
 GENESIS = "0" * 64
-CHAIN_RETRIES = 40
-BACKOFF_STEP_SECONDS = 0.005
+AUDIT_FAILED = "The audit log could not record this, so nothing was changed; retry."
+log = logging.getLogger("envcat.audit")
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,22 @@ def _as_utc(at: datetime) -> datetime:
 
 
 def _lock_chain(tenant_id: str) -> None:
-    """On PostgreSQL, serialise appends per tenant until commit (no retries needed)."""
-    if db.session.get_bind().dialect.name == "postgresql":
+    """Hold the tenant's chain head until this transaction ends, so no other writer
+    can append between our read of the head and our commit.
+
+    PostgreSQL: a per-tenant advisory lock. SQLite has one writer at a time, but
+    pysqlite (legacy transaction mode) opens a transaction only before a write, so
+    a SELECT of the head alone would read outside it; a write that touches no row
+    opens the transaction and takes SQLite's write lock (waiting out another
+    writer through the busy timeout) before the head is read.
+    """
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
         db.session.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:chain))"), {"chain": f"audit:{tenant_id}"}
         )
+    elif dialect == "sqlite":
+        db.session.execute(text("UPDATE audit_events SET id = id WHERE 0"))
 
 
 def _last_hash(tenant_id: str) -> str:
@@ -103,6 +114,64 @@ def _last_hash(tenant_id: str) -> str:
     return last or GENESIS
 
 
+def append(
+    tenant_id: str,
+    actor: str,
+    action: str,
+    target: str = "",
+    *,
+    details: dict[str, Any] | None = None,
+    origin: Origin | None = None,
+) -> AuditEvent:
+    """Add one event to the tenant's chain in the caller's `transaction()`: flushed, not
+    committed, so it commits or fails with the change it records (issue #13).
+
+    Never pass a secret value in `details`. The chain head stays locked until the
+    transaction ends, so append last: after the change (flushed here first).
+    """
+    if not in_transaction():
+        raise RuntimeError("audit.append joins a unit of work: call it inside transaction()")
+    origin = origin or Origin()
+    db.session.flush()  # the change first: its row locks come before the chain's lock
+    try:
+        return _add_event(tenant_id, actor, action, target, details or {}, origin)
+    except OperationalError:
+        raise  # the database is away or busy: transient, as for any write (workers retry it)
+    except SQLAlchemyError:
+        # The store refused the event itself (the change was flushed above, so this is not
+        # the change's conflict): say so; the caller's transaction rolls the change back.
+        log.exception("audit append failed", extra={"tenant_id": tenant_id, "action": action})
+        raise AuditUnavailable(AUDIT_FAILED) from None
+
+
+def _add_event(
+    tenant_id: str,
+    actor: str,
+    action: str,
+    target: str,
+    details: dict[str, Any],
+    origin: Origin,
+) -> AuditEvent:
+    _lock_chain(tenant_id)
+    prev_hash = _last_hash(tenant_id)
+    at = utcnow()
+    event = AuditEvent(
+        tenant_id=tenant_id,
+        actor=actor,
+        action=action,
+        target=target,
+        ip=origin.ip,
+        user_agent=(origin.user_agent or "")[:512] or None,
+        at=at,
+        details=details,
+        prev_hash=prev_hash,
+    )
+    event.hash = _digest(prev_hash, event, _as_utc(at))
+    db.session.add(event)
+    db.session.flush()
+    return event
+
+
 def record(
     tenant_id: str,
     actor: str,
@@ -112,37 +181,11 @@ def record(
     details: dict[str, Any] | None = None,
     origin: Origin | None = None,
 ) -> AuditEvent:
-    """Append one event and commit it. Never pass a secret value in `details`.
-
-    PostgreSQL appends take a per-tenant advisory lock. Elsewhere (SQLite) two
-    writers racing on one tenant collide on UNIQUE(tenant_id, prev_hash); the
-    loser backs off, re-reads the head and tries again, so the chain never forks.
-    """
-    origin = origin or Origin()
-    for attempt in range(CHAIN_RETRIES):
-        _lock_chain(tenant_id)
-        prev_hash = _last_hash(tenant_id)
-        at = utcnow()
-        event = AuditEvent(
-            tenant_id=tenant_id,
-            actor=actor,
-            action=action,
-            target=target,
-            ip=origin.ip,
-            user_agent=(origin.user_agent or "")[:512] or None,
-            at=at,
-            details=details or {},
-            prev_hash=prev_hash,
-        )
-        event.hash = _digest(prev_hash, event, _as_utc(at))
-        db.session.add(event)
-        try:
-            db.session.commit()
-            return event
-        except IntegrityError:
-            db.session.rollback()
-            time.sleep(random.uniform(0, BACKOFF_STEP_SECONDS * (attempt + 1)))  # noqa: S311
-    raise RuntimeError(f"audit chain for tenant {tenant_id} is too contended")
+    """Append one event as its own unit of work and commit it (inside another
+    `transaction()` it joins that one): for something that happened outside the database
+    (a delivery, a denial, a vote in Redis), with no change of its own."""
+    with transaction():
+        return append(tenant_id, actor, action, target, details=details, origin=origin)
 
 
 @dataclass(frozen=True)

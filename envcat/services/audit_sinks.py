@@ -34,6 +34,7 @@ from envcat.services import audit
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
 from envcat.services.tenancy import Actor, as_utc
+from envcat.services.transactions import transaction
 
 # 32473 is the private enterprise number IANA reserves for documentation (RFC 5612).
 SD_ID = "envcat@32473"
@@ -96,19 +97,19 @@ def configure(actor: Actor, body: AuditSinkIn) -> AuditSinkOut:
     """Create or change the sink (audited). A new destination receives the whole log."""
     if body.ca_pem:
         _check_ca(body.ca_pem)
-    sink = db.session.get(AuditSink, actor.tenant_id)
-    if sink is None:
-        sink = AuditSink(tenant_id=actor.tenant_id, cursor=0, shipped=0)
-        db.session.add(sink)
-    elif (sink.host, sink.port) != (body.host, body.port):
-        sink.cursor, sink.shipped = 0, 0
-    sink.host, sink.port, sink.tls = body.host, body.port, body.tls
-    sink.ca_pem, sink.enabled = body.ca_pem or None, body.enabled
-    sink.last_error, sink.last_error_at = None, None
-    sink.updated_at, sink.updated_by = utcnow(), actor.user_id
-    db.session.flush()
-    details = {"host": body.host, "port": body.port, "tls": body.tls, "enabled": body.enabled}
-    actor.record("audit_sink.configured", f"sink:{body.host}:{body.port}", details)
+    with transaction():
+        sink = db.session.get(AuditSink, actor.tenant_id)
+        if sink is None:
+            sink = AuditSink(tenant_id=actor.tenant_id, cursor=0, shipped=0)
+            db.session.add(sink)
+        elif (sink.host, sink.port) != (body.host, body.port):
+            sink.cursor, sink.shipped = 0, 0
+        sink.host, sink.port, sink.tls = body.host, body.port, body.tls
+        sink.ca_pem, sink.enabled = body.ca_pem or None, body.enabled
+        sink.last_error, sink.last_error_at = None, None
+        sink.updated_at, sink.updated_by = utcnow(), actor.user_id
+        details = {"host": body.host, "port": body.port, "tls": body.tls, "enabled": body.enabled}
+        actor.append("audit_sink.configured", f"sink:{body.host}:{body.port}", details)
     return _out(sink)
 
 
@@ -118,9 +119,9 @@ def remove(actor: Actor) -> None:
     if sink is None:
         raise NotFound("This workspace streams its audit log nowhere.")
     target = f"sink:{sink.host}:{sink.port}"
-    db.session.delete(sink)
-    db.session.flush()
-    actor.record("audit_sink.removed", target, {"shipped": sink.shipped})
+    with transaction():
+        db.session.delete(sink)
+        actor.append("audit_sink.removed", target, {"shipped": sink.shipped})
 
 
 def due_tenants() -> list[str]:

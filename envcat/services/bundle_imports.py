@@ -21,7 +21,8 @@ from envcat.core.schemas.bundles import (
 )
 from envcat.models import Bundle, BundleKey, Key, db, new_uuid, utcnow
 from envcat.services import bundles, dotenv_io, keys
-from envcat.services.tenancy import Actor, get_bundle, transaction
+from envcat.services.tenancy import Actor, get_bundle
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.bundles")
 
@@ -173,20 +174,20 @@ def import_into_bundle(actor: Actor, bundle_id: str, body: ImportRequest) -> Imp
         _apply_import(bundle, parsed.values, body, result, run)
         if result.updated:
             bundle.updated_at = utcnow()
-    actor.record(
-        "bundle.imported",
-        f"bundle:{bundle.id}",
-        {
-            "bundle": bundle.name,
-            "import_id": run.import_id,
-            "format": body.format,
-            "overwrite": body.overwrite,
-            "created": result.created,
-            "updated": result.updated,
-            "unchanged": result.unchanged,
-            "skipped_count": len(result.skipped),
-        },
-    )
+        actor.append(
+            "bundle.imported",
+            f"bundle:{bundle.id}",
+            {
+                "bundle": bundle.name,
+                "import_id": run.import_id,
+                "format": body.format,
+                "overwrite": body.overwrite,
+                "created": result.created,
+                "updated": result.updated,
+                "unchanged": result.unchanged,
+                "skipped_count": len(result.skipped),
+            },
+        )
     log.info(
         "bundle imported",
         extra={

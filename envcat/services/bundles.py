@@ -1,6 +1,6 @@
 """Bundles: named, ordered selections of library keys, with .env/JSON import and export.
 
-Each write is one transaction followed by its audit event; a failed write (a
+Each write is one transaction holding its audit event; a failed write (a
 bad value, a name taken in a race) is rolled back whole, so the previous state
 stays intact.
 """
@@ -26,7 +26,8 @@ from envcat.core.schemas.bundles import (
 from envcat.models import Bundle, BundleKey, Key, db, utcnow
 from envcat.services import dotenv_io, keys, paging
 from envcat.services.errors import Conflict, NotFound
-from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key, transaction
+from envcat.services.tenancy import Actor, as_utc, get_bundle, get_key
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.bundles")
 EXPORT_TYPES = {
@@ -139,7 +140,8 @@ def create_bundle(actor: Actor, body: BundleCreate) -> BundleDetail:
             tenant_id=actor.tenant_id, name=body.name, description=body.description, tags=body.tags
         )
         db.session.add(bundle)
-    actor.record("bundle.created", f"bundle:{bundle.id}", {"name": bundle.name})
+        db.session.flush()  # the id the event names
+        actor.append("bundle.created", f"bundle:{bundle.id}", {"name": bundle.name})
     return detail(actor.tenant_id, bundle.id)
 
 
@@ -166,11 +168,11 @@ def update_bundle(actor: Actor, bundle_id: str, body: BundleUpdate) -> BundleDet
         bundle = get_bundle(actor.tenant_id, bundle_id)
         old_name = bundle.name
         changed = _apply_update(bundle, body)
-    if changed:
-        details: dict[str, object] = {"name": old_name, "fields": sorted(changed)}
-        if "name" in changed:
-            details["new_name"] = bundle.name
-        actor.record("bundle.updated", f"bundle:{bundle.id}", details)
+        if changed:
+            details: dict[str, object] = {"name": old_name, "fields": sorted(changed)}
+            if "name" in changed:
+                details["new_name"] = bundle.name
+            actor.append("bundle.updated", f"bundle:{bundle.id}", details)
     return detail(actor.tenant_id, bundle.id)
 
 
@@ -180,7 +182,7 @@ def delete_bundle(actor: Actor, bundle_id: str) -> None:
         bundle = get_bundle(actor.tenant_id, bundle_id)
         name = bundle.name
         db.session.delete(bundle)
-    actor.record("bundle.deleted", f"bundle:{bundle_id}", {"name": name})
+        actor.append("bundle.deleted", f"bundle:{bundle_id}", {"name": name})
 
 
 def next_position(bundle_id: str) -> int:
@@ -237,7 +239,7 @@ def _attached_event(
     details = {"bundle": bundle.name, "key_id": key.id, "key": key.name}
     if alias is not None and alias != key.name:
         details["alias"] = alias
-    actor.record(action, f"bundle:{bundle.id}", details)
+    actor.append(action, f"bundle:{bundle.id}", details)
 
 
 def attach_key(actor: Actor, bundle_id: str, body: AttachKey) -> BundleDetail:
@@ -248,7 +250,7 @@ def attach_key(actor: Actor, bundle_id: str, body: AttachKey) -> BundleDetail:
         if db.session.get(BundleKey, (bundle.id, key.id)) is not None:
             raise Conflict(f"{key.name} is already in this bundle.")
         attach_entry(bundle, key, required=body.required, position=body.position, alias=body.alias)
-    _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
+        _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
 
 
@@ -269,8 +271,8 @@ def create_and_attach_key(actor: Actor, bundle_id: str, body: CreateAndAttachKey
             author=actor.user_id,
         )
         attach_entry(bundle, key, required=body.required, position=body.position, alias=body.alias)
-    actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
-    _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
+        actor.append("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
+        _attached_event(actor, "bundle.key_attached", bundle, key, body.alias)
     return detail(actor.tenant_id, bundle.id)
 
 
@@ -285,7 +287,7 @@ def detach_key(actor: Actor, bundle_id: str, key_id: str) -> None:
         alias = entry.alias
         db.session.delete(entry)
         bundle.updated_at = utcnow()
-    _attached_event(actor, "bundle.key_detached", bundle, key, alias)
+        _attached_event(actor, "bundle.key_detached", bundle, key, alias)
 
 
 def bulk_keys(actor: Actor, bundle_id: str, body: BundleKeysBulk) -> BundleDetail:
@@ -312,11 +314,11 @@ def bulk_keys(actor: Actor, bundle_id: str, body: BundleKeysBulk) -> BundleDetai
                 raise Conflict(f"{key.name} is already in this bundle.")
             attach_entry(bundle, key, required=False, position=position, exported=exported)
             position += 1
-    actor.record(
-        f"bundle.keys_{body.action}ed",
-        f"bundle:{bundle.id}",
-        {"bundle": bundle.name, "keys": [k.name for k in chosen], "key_ids": ids},
-    )
+        actor.append(
+            f"bundle.keys_{body.action}ed",
+            f"bundle:{bundle.id}",
+            {"bundle": bundle.name, "keys": [k.name for k in chosen], "key_ids": ids},
+        )
     return detail(actor.tenant_id, bundle.id)
 
 
@@ -330,10 +332,11 @@ def export_bundle(actor: Actor, bundle_id: str, fmt: str) -> ExportFile:
         dotenv_io.serialise_dotenv(values) if fmt == "dotenv" else dotenv_io.serialise_json(values)
     )
     content_type, suffix = EXPORT_TYPES[fmt]
-    actor.record(
-        "bundle.exported",
-        f"bundle:{bundle.id}",
-        {"bundle": bundle.name, "format": fmt, "keys": list(values)}
-        | ({"aliases": aliases} if aliases else {}),
-    )
+    with transaction():  # the export is handed out only once its event is committed
+        actor.append(
+            "bundle.exported",
+            f"bundle:{bundle.id}",
+            {"bundle": bundle.name, "format": fmt, "keys": list(values)}
+            | ({"aliases": aliases} if aliases else {}),
+        )
     return ExportFile(bundle.name.replace("/", "_") + suffix, content_type, body)

@@ -62,6 +62,11 @@ class Unavailable(EnvCatError):
     status, code = 503, "unavailable"
 
 
+class AuditUnavailable(Unavailable):
+    """The audit log could not record an event; the change it records is rolled back with it
+    (issue #13)."""
+
+
 class Busy(EnvCatError):
     status, code = 503, "busy"  # details: seconds for Retry-After
 

@@ -28,7 +28,8 @@ from envcat.models import Bundle, BundleGrantPolicy, DeviceGrant, User, db, utcn
 from envcat.services import integrity
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, emails_of, get_bundle, transaction
+from envcat.services.tenancy import Actor, as_utc, emails_of, get_bundle
+from envcat.services.transactions import transaction
 
 APPROVER_PREFIX = wire.GRANT_APPROVER_PREFIX  # Approval.user_id of a delivery under a grant
 # The clock grants expire by; tests replace it (no sleeping past an expiry).
@@ -78,11 +79,11 @@ def set_policy(actor: Actor, bundle_id: str, body: GrantPolicy) -> GrantPolicy:
             db.session.add(row)
         row.max_hours = body.max_hours
         row.updated_by = actor.user_id
-    actor.record(
-        "bundle.grant_policy_changed",
-        bundle_id,
-        details={"bundle_id": bundle_id, "max_hours": body.max_hours},
-    )
+        actor.append(
+            "bundle.grant_policy_changed",
+            bundle_id,
+            details={"bundle_id": bundle_id, "max_hours": body.max_hours},
+        )
     return body
 
 
@@ -117,7 +118,7 @@ def stage(
     hours: int,
     requester_id: str | None = None,
 ) -> DeviceGrant:
-    """Add the grant to the session (the approval's audit commit writes it with the event).
+    """Add the grant to the caller's transaction (committed with the approval's event).
 
     `approved_by` cast the vote that released the request and ticked the grant;
     `approvers` are every voter of its k-of-n approval; `requester_id` the request's
@@ -259,6 +260,6 @@ def revoke(actor: Actor, grant_id: str) -> None:
         already = grant.revoked_at is not None
         grant.revoked_at = grant.revoked_at or now()
         grant.revoked_by = grant.revoked_by or actor.user_id
-    if not already:
-        details = {"bundle_id": grant.bundle_id, "device": grant.device_fingerprint}
-        actor.record("grant.revoked", f"grant:{grant_id}", details)
+        if not already:
+            details = {"bundle_id": grant.bundle_id, "device": grant.device_fingerprint}
+            actor.append("grant.revoked", f"grant:{grant_id}", details)

@@ -34,7 +34,8 @@ from envcat.models import (
     db,
 )
 from envcat.services.errors import Conflict, NotFound, ValidationFailed
-from envcat.services.tenancy import Actor, transaction
+from envcat.services.tenancy import Actor
+from envcat.services.transactions import transaction
 
 APPROVE, EDIT = "approve", "edit"
 _Row = TypeVar("_Row", BundleApprovers, BundleEditors)
@@ -132,9 +133,9 @@ def save_rule(
             setattr(row, name, value)
         row.updated_by = actor.user_id
         replace_rule_groups(bundle_id, purpose, group_ids)
-    action = "bundle.approvers_changed" if purpose == APPROVE else "bundle.editors_changed"
-    details = {"bundle_id": bundle_id, **values, "group_ids": list(group_ids)}
-    actor.record(action, bundle_id, details=details)
+        action = "bundle.approvers_changed" if purpose == APPROVE else "bundle.editors_changed"
+        details = {"bundle_id": bundle_id, **values, "group_ids": list(group_ids)}
+        actor.append(action, bundle_id, details=details)
 
 
 # ---- CRUD --------------------------------------------------------------------------------
@@ -218,9 +219,9 @@ def create(actor: Actor, body: GroupCreate) -> GroupOut:
         db.session.add(group)
         db.session.flush()
         _set_members(actor, group, user_ids)
-    actor.record(
-        "group.created", group.id, details={"name": group.name, "user_ids": list(user_ids)}
-    )
+        actor.append(
+            "group.created", group.id, details={"name": group.name, "user_ids": list(user_ids)}
+        )
     return _out(group)
 
 
@@ -235,10 +236,10 @@ def update(actor: Actor, group_id: str, body: GroupUpdate) -> GroupOut:
             group.description = body.description
         if user_ids is not None:
             _set_members(actor, group, user_ids)
-    details: dict[str, object] = {"name": group.name}
-    if user_ids is not None:
-        details["user_ids"] = list(user_ids)
-    actor.record("group.updated", group.id, details=details)
+        details: dict[str, object] = {"name": group.name}
+        if user_ids is not None:
+            details["user_ids"] = list(user_ids)
+        actor.append("group.updated", group.id, details=details)
     return _out(group)
 
 
@@ -259,4 +260,4 @@ def remove(actor: Actor, group_id: str) -> None:
     name = group.name
     with transaction():
         db.session.delete(group)
-    actor.record("group.deleted", group_id, details={"name": name})
+        actor.append("group.deleted", group_id, details={"name": name})

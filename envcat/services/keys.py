@@ -20,7 +20,8 @@ from envcat.models import BundleKey, Key, db, new_uuid
 from envcat.services import paging, versions
 from envcat.services.errors import Conflict, EnvCatError, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, get_key, transaction
+from envcat.services.tenancy import Actor, as_utc, get_key
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.keys")
 
@@ -178,7 +179,8 @@ def reveal_key(actor: Actor, key_id: str) -> KeyOut:
     key = get_key(actor.tenant_id, key_id)
     value = decrypt(key)
     out = _out(key, _bundle_counts([key.id]).get(key.id, 0), value)
-    actor.record("key.revealed", f"key:{key.id}", {"name": key.name})
+    with transaction():
+        actor.append("key.revealed", f"key:{key.id}", {"name": key.name})
     return out
 
 
@@ -197,7 +199,7 @@ def create_key(actor: Actor, body: KeyCreate) -> KeyOut:
             dangerous_ok=body.dangerous_ok,
             author=actor.user_id,
         )
-    actor.record("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
+        actor.append("key.created", f"key:{key.id}", {"name": key.name, "is_secret": key.is_secret})
     return key_out(actor.tenant_id, key.id)
 
 
@@ -233,11 +235,11 @@ def update_key(actor: Actor, key_id: str, body: KeyUpdate) -> KeyOut:
         key = get_key(actor.tenant_id, key_id)
         old_name = key.name
         changed = _apply_update(key, body, actor.user_id)
-    if changed:
-        details: dict[str, object] = {"name": old_name, "fields": sorted(changed)}
-        if "name" in changed:
-            details["new_name"] = key.name
-        actor.record("key.updated", f"key:{key.id}", details)
+        if changed:
+            details: dict[str, object] = {"name": old_name, "fields": sorted(changed)}
+            if "name" in changed:
+                details["new_name"] = key.name
+            actor.append("key.updated", f"key:{key.id}", details)
     return key_out(actor.tenant_id, key.id)
 
 
@@ -251,4 +253,4 @@ def delete_key(actor: Actor, key_id: str) -> None:
         )
         db.session.execute(delete(BundleKey).where(BundleKey.key_id == key.id))
         db.session.delete(key)
-    actor.record("key.deleted", f"key:{key_id}", {"name": name, "detached_from": detached})
+        actor.append("key.deleted", f"key:{key_id}", {"name": name, "detached_from": detached})

@@ -41,7 +41,8 @@ from envcat.services.errors import (
     ValidationFailed,
 )
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, transaction
+from envcat.services.tenancy import Actor, as_utc
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.members")
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
@@ -125,7 +126,7 @@ def create_workspace(actor: Actor, body: WorkspaceCreate) -> TenantOut:
         db.session.add(tenant)
         db.session.flush()
         db.session.add(Membership(user_id=actor.user_id, tenant_id=tenant_id, role="owner"))
-    audit.record(tenant_id, actor.user_id, "workspace.created", tenant_id, origin=actor.origin)
+        audit.append(tenant_id, actor.user_id, "workspace.created", tenant_id, origin=actor.origin)
     return TenantOut(id=tenant.id, name=tenant.name, kind="org", slug=tenant.slug)
 
 
@@ -185,7 +186,7 @@ def change_role(actor: Actor, actor_role: str, user_id: str, role: str) -> Membe
         if previous == "owner" and _owner_count(actor.tenant_id) <= 1:
             raise LastOwner("The workspace needs an owner: make someone else owner first.")
         membership.role = role
-    actor.record("member.role_changed", user_id, details={"from": previous, "to": role})
+        actor.append("member.role_changed", user_id, details={"from": previous, "to": role})
     return _member_out(membership)
 
 
@@ -202,7 +203,7 @@ def remove_member(actor: Actor, actor_role: str, user_id: str) -> None:
         if role == "owner" and _owner_count(actor.tenant_id) <= 1:
             raise LastOwner("The workspace needs an owner: make someone else owner first.")
         db.session.delete(membership)
-    actor.record("member.removed", user_id, details={"role": role})
+        actor.append("member.removed", user_id, details={"role": role})
 
 
 def _member_out(membership: Membership) -> MemberOut:
@@ -272,7 +273,8 @@ def invite(actor: Actor, actor_role: str, body: InviteCreate) -> NewInvite:
     )
     with transaction():
         db.session.add(row)
-    actor.record("member.invited", row.id, details={"email": row.email, "role": row.role})
+        db.session.flush()  # the id the event names
+        actor.append("member.invited", row.id, details={"email": row.email, "role": row.role})
     emailed = bool(settings.smtp_host)
     if emailed:
         sealed = runtime.keyring.encrypt(token, tenant_id=actor.tenant_id, key_id=row.id)
@@ -313,14 +315,14 @@ def revoke_invite(actor: Actor, invite_id: str) -> None:
             .values(revoked_at=_now())
             .execution_options(synchronize_session=False)
         )
-    if not _rowcount(done):
-        if db.session.execute(
-            select(Invite.id).where(Invite.id == invite_id, Invite.tenant_id == actor.tenant_id)
-        ).first():
-            raise Conflict("This invitation was already used or revoked.")
-        raise NotFound("No such invitation.")
+        if not _rowcount(done):
+            if db.session.execute(
+                select(Invite.id).where(Invite.id == invite_id, Invite.tenant_id == actor.tenant_id)
+            ).first():
+                raise Conflict("This invitation was already used or revoked.")
+            raise NotFound("No such invitation.")
+        actor.append("invite.revoked", invite_id)
     current().redis.delete(mail_key(invite_id))
-    actor.record("invite.revoked", invite_id)
 
 
 def accept(user_id: str, token: str, origin: audit.Origin) -> InviteAccepted:
@@ -361,14 +363,14 @@ def accept(user_id: str, token: str, origin: audit.Origin) -> InviteAccepted:
         if not _rowcount(spent):
             raise InviteGone("This invitation was already used, revoked, or has expired.")
         db.session.add(Membership(user_id=user_id, tenant_id=tenant_id, role=role))
-    audit.record(
-        tenant_id,
-        user_id,
-        "member.joined",
-        user_id,
-        details={"invite_id": invite_id, "role": role},
-        origin=origin,
-    )
+        audit.append(
+            tenant_id,
+            user_id,
+            "member.joined",
+            user_id,
+            details={"invite_id": invite_id, "role": role},
+            origin=origin,
+        )
     tenant = db.session.get(Tenant, tenant_id)
     assert tenant is not None  # noqa: S101  # the invite's foreign key
     return InviteAccepted(

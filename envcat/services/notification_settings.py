@@ -20,7 +20,8 @@ from envcat.core.schemas.team import NotificationSettingsOut, NotificationSettin
 from envcat.models import NotificationTarget, db
 from envcat.services import outbound
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, transaction
+from envcat.services.tenancy import Actor
+from envcat.services.transactions import transaction
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  # a prefix, not a secret
 log = logging.getLogger("envcat.notifications")
@@ -79,15 +80,15 @@ def update(actor: Actor, body: NotificationSettingsUpdate) -> NotificationSettin
             target.webhook_secret = keyring.encrypt(
                 new_secret, tenant_id=actor.tenant_id, key_id="webhook-secret"
             )
-    actor.record(
-        "notifications.changed",
-        actor.tenant_id,
-        details={
-            "webhook": _shown(url),
-            "email_enabled": body.email_enabled,
-            "secret_rotated": new_secret is not None,
-        },
-    )
+        actor.append(
+            "notifications.changed",
+            actor.tenant_id,
+            details={
+                "webhook": _shown(url),
+                "email_enabled": body.email_enabled,
+                "secret_rotated": new_secret is not None,
+            },
+        )
     out = show(actor.tenant_id)
     out.webhook_secret = new_secret
     return out

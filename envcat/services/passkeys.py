@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from webauthn import (
     generate_registration_options,
     verify_registration_response,
@@ -47,6 +46,7 @@ from envcat.models import Membership, Passkey, User, WorkspacePolicy, db
 from envcat.services import audit, workspaces
 from envcat.services.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from envcat.services.runtime import current
+from envcat.services.transactions import transaction
 
 ALGORITHMS = [COSEAlgorithmIdentifier.EDDSA, COSEAlgorithmIdentifier.ECDSA_SHA_256]
 CHALLENGE_TTL_SECONDS = 300
@@ -165,19 +165,16 @@ def register(user_id: str, tenant_id: str, body: PasskeyRegistration) -> Passkey
         sign_count=verified.sign_count,
         name=body.name,
     )
-    db.session.add(key)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict("This passkey is already registered.") from None
-    audit.record(
-        tenant_id,
-        user_id,
-        "passkey.registered",
-        f"passkey:{key.id}",
-        details={"name": key.name, "fingerprint": key_fingerprint(public)},
-    )
+    with transaction("This passkey is already registered."):
+        db.session.add(key)
+        db.session.flush()  # a duplicate credential is refused here; the id the event names
+        audit.append(
+            tenant_id,
+            user_id,
+            "passkey.registered",
+            f"passkey:{key.id}",
+            details={"name": key.name, "fingerprint": key_fingerprint(public)},
+        )
     return _out(key)
 
 
@@ -205,9 +202,11 @@ def remove(user_id: str, tenant_id: str, passkey_id: str) -> None:
     """Delete one of the user's passkeys; audited."""
     key = _mine(user_id, passkey_id)
     details = {"name": key.name, "fingerprint": _out(key).fingerprint}
-    db.session.delete(key)
-    db.session.flush()
-    audit.record(tenant_id, user_id, "passkey.removed", f"passkey:{passkey_id}", details=details)
+    with transaction():
+        db.session.delete(key)
+        audit.append(
+            tenant_id, user_id, "passkey.removed", f"passkey:{passkey_id}", details=details
+        )
 
 
 def approvers(slug: str) -> ApproverList:
@@ -251,17 +250,17 @@ def requires_passkey(tenant_id: str) -> bool:
 
 def set_policy(tenant_id: str, user_id: str, require_passkey: bool) -> bool:
     """Change `require_passkey` (the caller checked the owner role); audited."""
-    policy = db.session.get(WorkspacePolicy, tenant_id)
-    if policy is None:
-        policy = WorkspacePolicy(tenant_id=tenant_id, require_passkey=require_passkey)
-        db.session.add(policy)
-    policy.require_passkey = require_passkey
-    db.session.flush()
-    audit.record(
-        tenant_id,
-        user_id,
-        "workspace.policy_changed",
-        f"tenant:{tenant_id}",
-        details={"require_passkey": require_passkey},
-    )
+    with transaction():
+        policy = db.session.get(WorkspacePolicy, tenant_id)
+        if policy is None:
+            policy = WorkspacePolicy(tenant_id=tenant_id, require_passkey=require_passkey)
+            db.session.add(policy)
+        policy.require_passkey = require_passkey
+        audit.append(
+            tenant_id,
+            user_id,
+            "workspace.policy_changed",
+            f"tenant:{tenant_id}",
+            details={"require_passkey": require_passkey},
+        )
     return require_passkey

@@ -26,7 +26,8 @@ from envcat.core.schemas.requesters import Requesters, RequestersRule
 from envcat.models import Bundle, BundleRequesters, DeviceGrant, Membership, User, db
 from envcat.services.access_requests import store
 from envcat.services.errors import Forbidden
-from envcat.services.tenancy import Actor, get_bundle, transaction
+from envcat.services.tenancy import Actor, get_bundle
+from envcat.services.transactions import transaction
 
 ANYONE: Final = "anyone"
 MEMBERS: Final = "members"
@@ -63,11 +64,11 @@ def set_rule(actor: Actor, bundle_id: str, body: RequestersRule) -> RequestersRu
         before = row.requesters or ANYONE
         row.requesters = body.requesters
         row.updated_by = actor.user_id
-    actor.record(
-        "bundle.requesters_changed",
-        bundle_id,
-        details={"bundle_id": bundle_id, "requesters": body.requesters, "before": before},
-    )
+        actor.append(
+            "bundle.requesters_changed",
+            bundle_id,
+            details={"bundle_id": bundle_id, "requesters": body.requesters, "before": before},
+        )
     return body
 
 

@@ -34,6 +34,7 @@ from envcat.services import (
 from envcat.services.approvers import ROLE_RANK
 from envcat.services.errors import Forbidden, InvalidServiceToken, ValidationFailed
 from envcat.services.runtime import current
+from envcat.services.transactions import transaction
 
 SCAN_MIN_ROLE = "member"  # who may reveal a value may confirm one; a viewer may not
 LEAK_ALERT_SECONDS = 24 * 3600  # one alert per key, file and commit a day, however often CI runs
@@ -110,25 +111,26 @@ def report(
     found = fingerprints.matching_names(who.tenant_id, [leak.sha256 for leak in body.leaks])
     events: list[int] = []
     keys: set[str] = set()
-    for leak in body.leaks:
-        for name in found.get(leak.sha256, []):
-            keys.add(name)
-            if not _first_alert(who.tenant_id, name, leak.path, leak.commit):
-                continue
-            details = {
-                "key": name,
-                "path": leak.path,
-                "line": leak.line,
-                "commit": leak.commit,
-                "advice": f"Rotate {name}: its value is in a repository.",
-            }
-            event = audit.record(
-                who.tenant_id,
-                who.label,
-                "secret.leaked",
-                who.target,
-                details=details,
-                origin=origin,
-            )
-            events.append(event.id)
+    with transaction():  # every alert of the report, or none
+        for leak in body.leaks:
+            for name in found.get(leak.sha256, []):
+                keys.add(name)
+                if not _first_alert(who.tenant_id, name, leak.path, leak.commit):
+                    continue
+                details = {
+                    "key": name,
+                    "path": leak.path,
+                    "line": leak.line,
+                    "commit": leak.commit,
+                    "advice": f"Rotate {name}: its value is in a repository.",
+                }
+                event = audit.append(
+                    who.tenant_id,
+                    who.label,
+                    "secret.leaked",
+                    who.target,
+                    details=details,
+                    origin=origin,
+                )
+                events.append(event.id)
     return LeaksAlerted(alerted=len(events), keys=sorted(keys)), who.tenant_id, events

@@ -37,7 +37,8 @@ from envcat.services.errors import (
     WorkloadNotAllowed,
 )
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, transaction
+from envcat.services.tenancy import Actor, as_utc
+from envcat.services.transactions import transaction
 from envcat.services.workload_access import WorkloadGrant
 
 TOKEN_RE = re.compile(r"ect_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
@@ -105,15 +106,16 @@ def create_token(actor: Actor, body: ServiceTokenCreate) -> ServiceTokenCreated:
             expires_at=utcnow() + timedelta(days=body.expires_in_days),
         )
         db.session.add(row)
-    details = {
-        "name": row.name,
-        "prefix": prefix,
-        "bundle_id": row.bundle_id,
-        "keys": list(row.keys),
-        "scopes": list(row.scopes),
-        "expires_at": as_utc(row.expires_at).isoformat(),
-    }
-    actor.record("service_token.created", f"service_token:{row.id}", details)
+        db.session.flush()  # the id the event names
+        details = {
+            "name": row.name,
+            "prefix": prefix,
+            "bundle_id": row.bundle_id,
+            "keys": list(row.keys),
+            "scopes": list(row.scopes),
+            "expires_at": as_utc(row.expires_at).isoformat(),
+        }
+        actor.append("service_token.created", f"service_token:{row.id}", details)
     return ServiceTokenCreated(**_out(row, bundle_name).model_dump(), token=token)
 
 
@@ -140,9 +142,9 @@ def revoke_token(actor: Actor, token_id: str) -> None:
             raise NotFound("No such service token.")
         already = row.revoked_at is not None
         row.revoked_at = row.revoked_at or utcnow()
-    if not already:
-        details = {"name": row.name, "prefix": row.prefix}
-        actor.record("service_token.revoked", f"service_token:{token_id}", details)
+        if not already:
+            details = {"name": row.name, "prefix": row.prefix}
+            actor.append("service_token.revoked", f"service_token:{token_id}", details)
 
 
 def find_usable(token: str, tenant_id: str | None = None) -> ServiceToken:

@@ -7,19 +7,17 @@ indistinguishable from one that does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from envcat.core.schemas.accounts import AccountOut, TenantOut, UserOut
 from envcat.models import AuditEvent, Bundle, Key, Membership, Tenant, User, db
 from envcat.services import audit
-from envcat.services.errors import Conflict, NotFound
+from envcat.services.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -30,9 +28,10 @@ class Actor:
     user_id: str
     origin: audit.Origin = field(default_factory=audit.Origin)
 
-    def record(self, action: str, target: str, details: dict[str, Any] | None = None) -> AuditEvent:
-        """Append an audit event for this actor. `details` holds names and ids, never values."""
-        return audit.record(
+    def append(self, action: str, target: str, details: dict[str, Any] | None = None) -> AuditEvent:
+        """Append an audit event for this actor to the current `transaction()` (audit.append).
+        `details` holds names and ids, never values."""
+        return audit.append(
             self.tenant_id, self.user_id, action, target, details=details, origin=self.origin
         )
 
@@ -78,25 +77,6 @@ def account(user_id: str, tenant_id: str) -> AccountOut:
         tenant=TenantOut(id=tenant.id, name=tenant.name, kind=tenant.kind, slug=tenant.slug),
         role=role,
     )
-
-
-@contextmanager
-def transaction(conflict: str = "The change conflicts with another one; retry.") -> Iterator[None]:
-    """Run the block's writes as one transaction and commit them.
-
-    A unique-constraint clash at any flush or at commit (a race with another
-    writer) becomes a 409 with `conflict` as its message; any error rolls the
-    whole block back, so a failed write leaves the previous state intact.
-    """
-    try:
-        yield
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict(conflict) from None
-    except BaseException:
-        db.session.rollback()
-        raise
 
 
 def emails_of(user_ids: Iterable[str]) -> dict[str, str]:

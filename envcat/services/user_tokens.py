@@ -22,7 +22,8 @@ from envcat.models import Membership, Tenant, User, UserToken, db, utcnow
 from envcat.services import audit, service_tokens
 from envcat.services.errors import EnvCatError, NotFound
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, transaction
+from envcat.services.tenancy import Actor, as_utc
+from envcat.services.transactions import transaction
 
 TOKEN_RE = re.compile(rf"{USER_TOKEN_SCHEME}_([0-9a-f]{{12}})_[A-Za-z0-9_-]{{43}}")
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -66,9 +67,9 @@ def issue(tenant_id: str, user_id: str, name: str) -> tuple[str, UserToken]:
 
 
 def discard(token_id: str) -> None:
-    """Delete a token nobody received (its sign-in could not be delivered)."""
+    """Delete a token nobody received (its sign-in could not be delivered), in the caller's
+    transaction."""
     db.session.execute(delete(UserToken).where(UserToken.id == token_id))
-    db.session.commit()
 
 
 def resolve(token: str, tenant_id: str | None = None) -> SignedIn:
@@ -118,11 +119,11 @@ def whoami(token: str) -> WhoAmI:
 def _revoke(row: UserToken, actor: Actor) -> None:
     if row.revoked_at is not None:
         return  # revoking twice is harmless
-    row.revoked_at = utcnow()
-    db.session.commit()
-    actor.record(
-        "user_token.revoked", f"user_token:{row.id}", {"name": row.name, "prefix": row.prefix}
-    )
+    with transaction():
+        row.revoked_at = utcnow()
+        actor.append(
+            "user_token.revoked", f"user_token:{row.id}", {"name": row.name, "prefix": row.prefix}
+        )
 
 
 def log_out(token: str, origin: audit.Origin) -> None:
@@ -170,4 +171,4 @@ def revoke(actor: Actor, token_id: str) -> None:
         ).scalar_one_or_none()
         if row is None:
             raise NotFound("No such signed-in terminal.")
-    _revoke(row, actor)
+        _revoke(row, actor)

@@ -21,7 +21,8 @@ from envcat.models import AuditEvent, Bundle, BundleKey, Key, KeyVersion, db
 from envcat.services import fingerprints
 from envcat.services.errors import Conflict, EnvCatError, NotFound
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, emails_of, get_bundle, get_key, transaction
+from envcat.services.tenancy import Actor, as_utc, emails_of, get_bundle, get_key
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.versions")
 
@@ -170,7 +171,8 @@ def reveal_version(actor: Actor, key_id: str, number: int) -> KeyVersionOut:
     found = _get(key, number)
     value = _decrypt(key, found)
     out = _out(found, _latest(key.id), emails_of({found.created_by or ""}), value)
-    actor.record("key.version_revealed", f"key:{key.id}", {"name": key.name, "version": number})
+    with transaction():
+        actor.append("key.version_revealed", f"key:{key.id}", {"name": key.name, "version": number})
     return out
 
 
@@ -182,11 +184,11 @@ def rollback(actor: Actor, key_id: str, number: int) -> KeyVersionOut:
         previous = key.value
         key.value = current().keyring.encrypt(value, tenant_id=key.tenant_id, key_id=key.id)
         new_number = record(key, value, author=actor.user_id, previous_ciphertext=previous)
-    actor.record(
-        "key.rolled_back",
-        f"key:{key.id}",
-        {"name": key.name, "version": number, "new_version": new_number},
-    )
+        actor.append(
+            "key.rolled_back",
+            f"key:{key.id}",
+            {"name": key.name, "version": number, "new_version": new_number},
+        )
     found = _get(key, new_number)
     return _out(found, new_number, emails_of({actor.user_id}), None)
 
@@ -290,15 +292,15 @@ def undo_import(actor: Actor, bundle_id: str, import_id: str) -> ImportUndone:
                     BundleKey.bundle_id == bundle.id, BundleKey.key_id.in_(plan.detach)
                 )
             )
-    result = ImportUndone(
-        import_id=import_id,
-        restored=sorted(key.name for key, _ in plan.restore),
-        deleted=sorted(deleted),
-        detached=len(plan.detach),
-    )
-    actor.record(
-        "bundle.import_undone",
-        f"bundle:{bundle.id}",
-        {"bundle": bundle.name, **result.model_dump()},
-    )
+        result = ImportUndone(
+            import_id=import_id,
+            restored=sorted(key.name for key, _ in plan.restore),
+            deleted=sorted(deleted),
+            detached=len(plan.detach),
+        )
+        actor.append(
+            "bundle.import_undone",
+            f"bundle:{bundle.id}",
+            {"bundle": bundle.name, **result.model_dump()},
+        )
     return result

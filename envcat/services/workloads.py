@@ -1,7 +1,7 @@
 """Workload trust policies (issue #16): create, list, update, delete; admin+ in the view.
 
 A policy belongs to one tenant and names one of its bundles; another tenant's policy
-or bundle is NotFound. Each write is one transaction followed by its audit event
+or bundle is NotFound. Each write is one transaction holding its audit event
 (`workload_policy.created|updated|deleted`); a failed write leaves the previous state.
 """
 
@@ -22,7 +22,8 @@ from envcat.models import Bundle, WorkloadPolicy, db
 from envcat.services import bundles, oidc
 from envcat.services.errors import Conflict, NotFound, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, get_bundle, transaction
+from envcat.services.tenancy import Actor, as_utc, get_bundle
+from envcat.services.transactions import transaction
 
 FIELDS = ("name", "issuer", "audience", "rules", "bundle_id", "keys", "mode", "scan")
 
@@ -135,9 +136,10 @@ def create_policy(actor: Actor, body: WorkloadPolicyCreate) -> WorkloadPolicyOut
             scan=body.scan,
         )
         db.session.add(policy)
-    actor.record(
-        "workload_policy.created", f"workload_policy:{policy.id}", _summary(policy, bundle_name)
-    )
+        db.session.flush()  # the id the event names
+        actor.append(
+            "workload_policy.created", f"workload_policy:{policy.id}", _summary(policy, bundle_name)
+        )
     return _out(policy, bundle_name)
 
 
@@ -161,9 +163,9 @@ def update_policy(actor: Actor, policy_id: str, body: WorkloadPolicyUpdate) -> W
             setattr(policy, name, value)
         bundle_name = check_keys(actor.tenant_id, policy.bundle_id, list(policy.keys))
         changed = sorted(name for name in FIELDS if getattr(policy, name) != before[name])
-    if changed:
-        details = {**_summary(policy, bundle_name), "fields": changed}
-        actor.record("workload_policy.updated", f"workload_policy:{policy.id}", details)
+        if changed:
+            details = {**_summary(policy, bundle_name), "fields": changed}
+            actor.append("workload_policy.updated", f"workload_policy:{policy.id}", details)
     return _out(policy, bundle_name)
 
 
@@ -173,4 +175,4 @@ def delete_policy(actor: Actor, policy_id: str) -> None:
         policy = get_policy(actor.tenant_id, policy_id)
         name = policy.name
         db.session.delete(policy)
-    actor.record("workload_policy.deleted", f"workload_policy:{policy_id}", {"name": name})
+        actor.append("workload_policy.deleted", f"workload_policy:{policy_id}", {"name": name})

@@ -10,7 +10,8 @@ from envcat.core.schemas.accounts import TenantOut
 from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 from envcat.models import Membership, Tenant, db
 from envcat.services.errors import Conflict, UnknownWorkspace, ValidationFailed
-from envcat.services.tenancy import Actor, transaction
+from envcat.services.tenancy import Actor
+from envcat.services.transactions import transaction
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def rename(actor: Actor, slug: str) -> TenantOut:
         if db.session.execute(select(Tenant.id).where(Tenant.slug == slug)).first() is not None:
             raise Conflict("That slug is taken; choose another.")
         tenant.slug = slug
-    actor.record("workspace.renamed", tenant.id, details={"from": previous, "to": slug})
+        actor.append("workspace.renamed", tenant.id, details={"from": previous, "to": slug})
     return _out(tenant)
 
 

@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
 from envcat.core.settings import Settings
-from envcat.models import db
 from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
+from tests.support.audit_faults import refused_audit
 from tests.support.settings import make_settings
 from tests.support.signed import SignedClient
 
@@ -196,10 +195,8 @@ def test_more_approvals_than_eligible_approvers_is_a_400_at_write_time(signed_as
 
 
 def test_an_approval_whose_audit_fails_does_not_count_and_may_be_made_again(
-    api_client: FlaskClient, signed_as: Any, redis_client: redis.Redis, settings: Settings
+    api_client: FlaskClient, signed_as: Any, redis_client: redis.Redis
 ) -> None:
-    if not settings.database_url.startswith("sqlite"):
-        pytest.skip("the failing audit is a SQLite trigger; the code path is the same")
     admin = signed_as("u-admin", TENANT, "admin")
     alice = signed_as("u-alice", TENANT, "member")
     bundle_id = seed_bundle(TENANT, "production/api", KEYS)
@@ -209,18 +206,10 @@ def test_an_approval_whose_audit_fails_does_not_count_and_may_be_made_again(
     assert _approve(alice, cli.id, bundle_id).get_json()["status"] == "awaiting_approvals"
     # The database refuses the final approval's audit event: nothing may be released,
     # and the approver's vote must not stay behind as "already approved".
-    db.session.execute(
-        text(
-            "CREATE TRIGGER no_approvals BEFORE INSERT ON audit_events "
-            "WHEN NEW.action = 'request.approved' BEGIN SELECT RAISE(ABORT, 'audit down'); END"
-        )
-    )
-    db.session.commit()
-    failed = _approve(admin, cli.id, bundle_id)
-    assert failed.status_code == 500
+    with refused_audit("request.approved"):
+        failed = _approve(admin, cli.id, bundle_id)
+    assert failed.status_code == 503 and failed.get_json()["error"] == "unavailable"
     stored = store.get(redis_client, cli.id)
     assert stored is not None and stored.approval is None
-    db.session.execute(text("DROP TRIGGER no_approvals"))
-    db.session.commit()
     again = _approve(admin, cli.id, bundle_id)
     assert again.status_code == 202 and again.get_json() == {"ok": True}

@@ -7,10 +7,22 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
+from envcat.api import create_app
 from envcat.models import db, migrate
 from envcat.services.runtime import create_service_app
 from tests.support.rotation import NEW, OLD
 from tests.support.settings import make_settings
+
+
+@pytest.fixture
+def chain_app(database_url: str, redis_url: str, broker_url: str) -> Iterator[Flask]:
+    """The real api on both database backends, inside an app context."""
+    migrate.upgrade(database_url)
+    app = create_app(make_settings(database_url, redis_url, broker_url))
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
 
 
 @pytest.fixture

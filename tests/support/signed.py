@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -82,3 +83,10 @@ def add_member(
     else:
         membership.role = role
     db.session.commit()
+
+
+def member_client(app: Flask, user_id: str, tenant_id: str, role: str = "owner") -> SignedClient:
+    """A SignedClient on `app` for a user given `role` in the tenant (both created if needed)."""
+    add_member(user_id, tenant_id, role)
+    secret = app.extensions["envcat"].settings.bff_shared_secret.get_secret_value()
+    return SignedClient(app.test_client(), secret, user_id, tenant_id)

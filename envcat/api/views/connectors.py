@@ -117,10 +117,7 @@ def test_connection(connection_id: str) -> tuple[Queued, int]:
     """Admins test connections; a worker makes the provider call."""
     caller().require("admin")
     tenant_id = caller().tenant_id
-    connection = connections.get(tenant_id, connection_id)
-    current_actor().record(
-        "connection.test_requested", f"connection:{connection.id}", {"name": connection.name}
-    )
+    connection = connections.request_test(current_actor(), connection_id)
     enqueue(
         connector_tasks.test_connection,
         (tenant_id, connection.id),
@@ -234,8 +231,7 @@ def sync_link(link_id: str) -> tuple[Queued, int]:
     """Admins start a sync."""
     caller().require("admin")
     tenant_id = caller().tenant_id
-    run_id = links.start_run(tenant_id, link_id)
-    current_actor().record("link.sync_requested", f"link:{link_id}", {"run_id": run_id})
+    run_id = links.start_run(tenant_id, link_id, current_actor())
     enqueue(
         connector_tasks.sync_link,
         (link_id, run_id),

@@ -32,7 +32,6 @@ from envcat.core.schemas.requests import (
     WaitResult,
 )
 from envcat.core.wire import POLL_TOKEN_HEADER, REQUEST_ID_RE
-from envcat.models import db
 from envcat.services import (
     approvers,
     audit,
@@ -46,6 +45,7 @@ from envcat.services import (
 )
 from envcat.services.access_requests import delivery, store, wakeups
 from envcat.services.errors import (
+    AuditUnavailable,
     Conflict,
     ExpiredToken,
     InvalidPollToken,
@@ -55,6 +55,7 @@ from envcat.services.errors import (
     Unavailable,
 )
 from envcat.services.runtime import current
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.requests")
 CLI_ACTOR = "cli"
@@ -265,10 +266,9 @@ def _record_delivery(
             details={"approved_by": approval.decided_by, "bundle_id": approval.bundle_id},
             origin=origin,
         )
-    except SQLAlchemyError:
+    except (SQLAlchemyError, AuditUnavailable):
         # The request is already taken: a database outage must not destroy the only
         # copy of the ciphertext, so the CLI still gets it and the gap is logged.
-        db.session.rollback()
         log.error("could not audit a delivery", extra={"id": request_id}, exc_info=True)
 
 
@@ -394,40 +394,44 @@ def approve(
     elif workload is not None:
         details.update(token_id=workload.policy_id, token=workload.policy_name)
     try:
-        if break_glass:  # first: no break-glass release without its own loud event
-            audit.record(
+        # One unit of work, committed before the caller queues the release: the grant
+        # first, the events last (the chain head stays locked until the commit).
+        with transaction():
+            granted: dict[str, object] = {}
+            if device is not None and grant_hours is not None:  # committed with the event
+                made = grants.stage(
+                    tenant_id,
+                    selection.bundle_id,
+                    device,
+                    selection.names,
+                    user_id,
+                    voters,
+                    request_id,
+                    grant_hours,
+                    request.context.get(store.REQUESTER_ID_FIELD) or None,
+                )
+                granted = {"grant_id": made.id, "grant_hours": grant_hours, "device": device}
+            if break_glass:  # first: no break-glass release without its own loud event
+                audit.append(
+                    tenant_id,
+                    user_id,
+                    "request.break_glass",
+                    request_id,
+                    details=details,
+                    origin=origin,
+                )
+            audit.append(
                 tenant_id,
-                user_id,
-                "request.break_glass",
+                workload.label if workload is not None else user_id,
+                "request.granted"
+                if workload is not None and workload.kind == "grant"
+                else "request.approved",
                 request_id,
-                details=details,
+                details={**details, **granted},
                 origin=origin,
             )
-        if device is not None and grant_hours is not None:  # committed with the audit event
-            made = grants.stage(
-                tenant_id,
-                selection.bundle_id,
-                device,
-                selection.names,
-                user_id,
-                voters,
-                request_id,
-                grant_hours,
-                request.context.get(store.REQUESTER_ID_FIELD) or None,
-            )
-            details.update(grant_id=made.id, grant_hours=grant_hours, device=device)
-        audit.record(
-            tenant_id,
-            workload.label if workload is not None else user_id,
-            "request.granted"
-            if workload is not None and workload.kind == "grant"
-            else "request.approved",
-            request_id,
-            details=details,
-            origin=origin,
-        )
     except Exception:
-        db.session.rollback()
+        # Nothing was committed: give the Redis claim back, so the request is decidable again.
         store.release_approval(r, request_id)
         if workload is None:
             approvers.withdraw_vote(request_id, user_id)  # so the same person can try again

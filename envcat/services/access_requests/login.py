@@ -23,6 +23,7 @@ from envcat.services.access_requests.lifecycle import decidable, store_request
 from envcat.services.errors import Conflict
 from envcat.services.runtime import current
 from envcat.services.tenancy import as_utc
+from envcat.services.transactions import transaction
 
 
 def create(body: LoginCreate, client_ip: str) -> AccessRequestCreated:
@@ -53,7 +54,7 @@ def record_requested(
 ) -> None:
     """Audit `request.requested` under the signed-in requester."""
     details = {"bundle": body.bundle or body.bundle_id, "keys": list(body.template_keys)}
-    audit.record(
+    audit.record(  # its own unit of work: the request itself lives in Redis
         tenant_id, user_id, "request.requested", request_id, details=details, origin=origin
     )
 
@@ -78,8 +79,13 @@ def sign_in(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Orig
     request = decidable(request_id, tenant_id)
     if request.context.get(store.KIND_FIELD) != "login":
         raise Conflict("This request asks for values, not to sign a terminal in.")
-    token, row = user_tokens.issue(tenant_id, user_id, request.context.get("hostname") or "")
-    expires_at = as_utc(row.expires_at).isoformat()
+    with transaction():  # the token and its event, committed before the CLI can take it
+        token, row = user_tokens.issue(tenant_id, user_id, request.context.get("hostname") or "")
+        expires_at = as_utc(row.expires_at).isoformat()
+        details = {"name": row.name, "prefix": row.prefix, "expires_at": expires_at}
+        audit.append(
+            tenant_id, user_id, "user_token.created", request_id, details=details, origin=origin
+        )
     payload = {"token": token, "workspace": request.workspace, "expires_at": expires_at}
     sealed = seal_values(request.cli_pub, payload)
     approval = store.Approval(
@@ -94,13 +100,14 @@ def sign_in(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Orig
     if not store.mark_ready(
         current().redis, request_id, ciphertext_b64=ciphertext, approval=approval
     ):
-        user_tokens.discard(row.id)
+        with transaction():  # nobody received it: gone again, and the log says so
+            user_tokens.discard(row.id)
+            audit.append(
+                tenant_id,
+                user_id,
+                "user_token.discarded",
+                request_id,
+                details=details,
+                origin=origin,
+            )
         raise Conflict("This request has already been decided.")
-    details = {
-        "name": row.name,
-        "prefix": row.prefix,
-        "expires_at": as_utc(row.expires_at).isoformat(),
-    }
-    audit.record(
-        tenant_id, user_id, "user_token.created", request_id, details=details, origin=origin
-    )

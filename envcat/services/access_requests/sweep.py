@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from envcat.models import db
 from envcat.services import audit, metrics
 from envcat.services.access_requests import store
 from envcat.services.access_requests.delivery import SYSTEM_ACTOR
@@ -57,7 +56,6 @@ def _audit_unclaimed(entries: list[store.Unclaimed], now: float) -> int:
             )
         except Exception:
             # Give back what this sweep claimed but did not record; a later sweep retries.
-            db.session.rollback()
             for left in entries[done:]:
                 store.release_unclaimed(r, left, now)
             if done:

@@ -28,7 +28,8 @@ from envcat.services.connectors.gcp import GcpStore
 from envcat.services.connectors.provider import ProviderError, SecretStore
 from envcat.services.errors import NotFound, ValidationFailed
 from envcat.services.runtime import current
-from envcat.services.tenancy import Actor, as_utc, transaction
+from envcat.services.tenancy import Actor, as_utc
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.connectors")
 CONFIG_FIELDS = ("region", "endpoint_url", "role_arn", "project_id")
@@ -131,11 +132,11 @@ def create(actor: Actor, body: ConnectionCreate) -> ConnectionOut:
             status_message="",
         )
         db.session.add(connection)
-    actor.record(
-        "connection.created",
-        f"connection:{connection.id}",
-        {"name": connection.name, "provider": connection.provider},
-    )
+        actor.append(
+            "connection.created",
+            f"connection:{connection.id}",
+            {"name": connection.name, "provider": connection.provider},
+        )
     return out(connection)
 
 
@@ -174,12 +175,22 @@ def update(actor: Actor, connection_id: str, body: ConnectionUpdate) -> Connecti
             connection.credentials = _seal(actor.tenant_id, connection.id, body)
             changed.append("credentials")
         connection.status, connection.status_message = "untested", ""
-    actor.record(
-        "connection.updated",
-        f"connection:{connection.id}",
-        {"name": connection.name, "fields": changed},
-    )
+        actor.append(
+            "connection.updated",
+            f"connection:{connection.id}",
+            {"name": connection.name, "fields": changed},
+        )
     return out(connection)
+
+
+def request_test(actor: Actor, connection_id: str) -> Connection:
+    """Audit `connection.test_requested` (committed before the caller queues the test)."""
+    with transaction():
+        connection = get(actor.tenant_id, connection_id)
+        actor.append(
+            "connection.test_requested", f"connection:{connection.id}", {"name": connection.name}
+        )
+    return connection
 
 
 def delete(actor: Actor, connection_id: str) -> None:
@@ -188,7 +199,7 @@ def delete(actor: Actor, connection_id: str) -> None:
         connection = get(actor.tenant_id, connection_id)
         name = connection.name
         db.session.delete(connection)
-    actor.record("connection.deleted", f"connection:{connection_id}", {"name": name})
+        actor.append("connection.deleted", f"connection:{connection_id}", {"name": name})
 
 
 def store_for(connection: Connection) -> SecretStore:
@@ -243,11 +254,11 @@ def record_test(tenant_id: str, connection_id: str) -> bool:
     with transaction():
         connection.status, connection.status_message = status, message
         connection.tested_at = utcnow()
-    audit.record(
-        tenant_id,
-        "system",
-        "connection.tested",
-        f"connection:{connection_id}",
-        details={"name": connection.name, "status": status, "message": message},
-    )
+        audit.append(
+            tenant_id,
+            "system",
+            "connection.tested",
+            f"connection:{connection_id}",
+            details={"name": connection.name, "status": status, "message": message},
+        )
     return True

@@ -16,7 +16,8 @@ from envcat.core.schemas.connectors import LinkCreate, LinkList, LinkOut, LinkUp
 from envcat.models import Bundle, Connection, Link, db, new_uuid, utcnow
 from envcat.services.connectors import connections
 from envcat.services.errors import Conflict, NotFound
-from envcat.services.tenancy import Actor, as_utc, get_bundle, transaction
+from envcat.services.tenancy import Actor, as_utc, get_bundle
+from envcat.services.transactions import transaction
 
 
 def _changed(statement: Executable) -> bool:
@@ -107,16 +108,16 @@ def create(actor: Actor, body: LinkCreate) -> LinkOut:
             last_summary={},
         )
         db.session.add(link)
-    actor.record(
-        "link.created",
-        f"link:{link.id}",
-        {
-            "bundle": bundle.name,
-            "connection": connection.name,
-            "prefix": link.prefix,
-            "direction": link.direction,
-        },
-    )
+        actor.append(
+            "link.created",
+            f"link:{link.id}",
+            {
+                "bundle": bundle.name,
+                "connection": connection.name,
+                "prefix": link.prefix,
+                "direction": link.direction,
+            },
+        )
     return _out(link, connection, bundle)
 
 
@@ -132,7 +133,7 @@ def change(actor: Actor, link_id: str, body: LinkUpdate) -> LinkOut:
             raise Conflict("expand_json is for pull links only.")
         if "interval_seconds" in fields:
             link.next_sync_at = utcnow() + timedelta(seconds=link.interval_seconds)
-    actor.record("link.updated", f"link:{link.id}", {"fields": fields})
+        actor.append("link.updated", f"link:{link.id}", {"fields": fields})
     return link_out(actor.tenant_id, link.id)
 
 
@@ -141,21 +142,24 @@ def delete(actor: Actor, link_id: str) -> None:
     with transaction():
         link = get(actor.tenant_id, link_id)
         db.session.delete(link)
-    actor.record("link.deleted", f"link:{link_id}", {})
+        actor.append("link.deleted", f"link:{link_id}", {})
 
 
-def start_run(tenant_id: str, link_id: str) -> str:
-    """Give the link a new run id (the task message carries it) and commit; 409 if running."""
-    get(tenant_id, link_id)
-    run_id = new_uuid()
-    claimed = _changed(
-        update(Link)
-        .where(Link.id == link_id, Link.run_id.is_(None))
-        .values(run_id=run_id, last_status="queued")
-    )
-    db.session.commit()
-    if not claimed:
-        raise Conflict("A sync of this link is already queued or running.")
+def start_run(tenant_id: str, link_id: str, actor: Actor | None = None) -> str:
+    """Give the link a new run id (the task message carries it) and commit; 409 if running.
+    A person's request (`actor`) is audited `link.sync_requested` in the same commit."""
+    with transaction():
+        get(tenant_id, link_id)
+        run_id = new_uuid()
+        claimed = _changed(
+            update(Link)
+            .where(Link.id == link_id, Link.run_id.is_(None))
+            .values(run_id=run_id, last_status="queued")
+        )
+        if not claimed:
+            raise Conflict("A sync of this link is already queued or running.")
+        if actor is not None:
+            actor.append("link.sync_requested", f"link:{link_id}", {"run_id": run_id})
     return run_id
 
 

@@ -30,6 +30,7 @@ from envcat.services.connectors.provider import (
     Unreachable,
 )
 from envcat.services.runtime import current
+from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.connectors.sync")
 LOCK_TTL_SECONDS = 15
@@ -82,8 +83,10 @@ def _reported(link: Link, run_id: str) -> set[str]:
     return {action for action, details in rows if (details or {}).get("run_id") == run_id}
 
 
-def _report(run: steps.Run) -> dict[str, Any]:
-    """Audit what this run changed (names and versions, never values); return the summary."""
+def _end_run(run: steps.Run) -> None:
+    """End the run on its link and audit what it changed (names and versions, never
+    values), in the caller's transaction: the link's row first, the events last (the
+    chain head stays locked until the commit)."""
     rows = (
         db.session.execute(
             select(LinkItem).where(LinkItem.link_id == run.link.id, LinkItem.run_id == run.run_id)
@@ -106,6 +109,16 @@ def _report(run: steps.Run) -> dict[str, Any]:
         for r in rows
         if r.action and r.action.endswith("!")
     ]
+    summary = {
+        "pulled": len(pulled),
+        "pushed": len(pushed),
+        "conflicts": sorted(c["name"] for c in conflicts),
+        "errors": dict(sorted(run.errors.items())[:50]),
+        "error_count": len(run.errors),
+    }
+    status = "conflict" if conflicts else ("partial" if run.errors else "ok")
+    first = "; ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())[:3])
+    _finish(run.link.id, run.run_id, status, first, summary)
     done = _reported(run.link, run.run_id)
     base = {"run_id": run.run_id, "connection": run.connection.name}
     for action, entries in (
@@ -114,37 +127,30 @@ def _report(run: steps.Run) -> dict[str, Any]:
         ("connector.conflict", conflicts),
     ):
         if entries and action not in done:
-            audit.record(
+            audit.append(
                 run.link.tenant_id,
                 ACTOR,
                 action,
                 f"link:{run.link.id}",
                 details={**base, "keys": sorted(entries, key=lambda e: str(e["name"]))},
             )
-    return {
-        "pulled": len(pulled),
-        "pushed": len(pushed),
-        "conflicts": sorted(c["name"] for c in conflicts),
-        "errors": dict(sorted(run.errors.items())[:50]),
-        "error_count": len(run.errors),
-    }
 
 
 def _finish(link_id: str, run_id: str, status: str, error: str, summary: dict[str, Any]) -> None:
+    """End the run's link state, in the caller's transaction."""
     link = db.session.get(Link, link_id)
     if link is None or link.run_id != run_id:
-        db.session.rollback()
         return
     now = utcnow()
     link.run_id, link.last_status, link.last_error = None, status, error
     link.last_summary, link.last_sync_at = summary, now
     link.next_sync_at = now + timedelta(seconds=link.interval_seconds)
-    db.session.commit()
 
 
 def fail_run(link_id: str, run_id: str, message: str) -> None:
     """End a run with an error the user must act on (no retry)."""
-    _finish(link_id, run_id, "error", message, {})
+    with transaction():
+        _finish(link_id, run_id, "error", message, {})
 
 
 def sync_link(link_id: str, run_id: str) -> str:
@@ -173,7 +179,6 @@ def sync_link(link_id: str, run_id: str) -> str:
             }
             run = steps.Run(link, connection, store, run_id, lock, items)
             steps.apply(run, steps.plan(run))
-            summary = _report(run)
         except CredentialsRejected as exc:
             db.session.rollback()
             _mark_connection(connection.id, str(exc))
@@ -186,9 +191,8 @@ def sync_link(link_id: str, run_id: str) -> str:
             db.session.rollback()
             fail_run(link_id, run_id, str(exc))
             return "error"
-        status = "conflict" if summary["conflicts"] else ("partial" if run.errors else "ok")
-        first = "; ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())[:3])
-        _finish(link_id, run_id, status, first, summary)
+        with transaction():  # the run's end and its audit events, committed together
+            _end_run(run)
         return "done"
     finally:
         lock.release()
