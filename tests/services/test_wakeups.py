@@ -21,6 +21,7 @@ from envcat.services.access_requests import store
 from envcat.services.access_requests.wakeups import RECHECK_SECONDS, Wake, WakeHub
 from envcat.services.runtime import current, make_redis
 from tests.support.requests import stored_request
+from tests.support.settings import make_settings
 from tests.support.wakeups import (
     Poll,
     pubsub_clients,
@@ -209,3 +210,23 @@ def test_under_sentinel_a_poll_that_cannot_reach_redis_ends_at_its_deadline(
     with hub.waiting("req-gone") as waiter:
         assert waiter.next(1.0) is None  # "still pending": the CLI polls again
     assert time.monotonic() - started < 1.5
+
+
+def test_a_deployment_on_another_database_of_the_server_is_not_woken(
+    settings: Settings,
+    service_app: Flask,
+    redis_client: redis.Redis,
+    redis_base_url: str,
+    redis_dbs: tuple[int, int],
+    sqlite_url: str,
+    broker_url: str,
+) -> None:
+    """Pub/Sub spans a server's databases: each database has its own wake channel."""
+    other_db = next(db for db in range(16) if db not in redis_dbs)
+    neighbour = make_settings(sqlite_url, f"{redis_base_url}/{other_db}", broker_url)
+    ours, theirs = _hub(settings, resume=False), _hub(neighbour, resume=False)
+    request, _ = stored_request(redis_client)
+    with ours.waiting(request.id) as mine, theirs.waiting(request.id) as neighbours:
+        assert store.mark_denied(redis_client, request.id, denied_by="u-1")
+        assert mine.next(PROMPT) is Wake.FINAL
+        assert neighbours.next(PROMPT) is None  # the same id, another deployment: no news

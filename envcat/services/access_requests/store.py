@@ -47,8 +47,8 @@ LEGACY_TENANT_PENDING_PREFIX = "requests:pending:t:"
 UNCLAIMED_INDEX = "requests:unclaimed"
 WAKE_TTL_SECONDS = 60
 PROGRESS_WAKE = "progress"
-# Wake-ups are published here: `<id>` when a request ends, `<id> progress` on a k-of-n vote.
-# Each api process subscribes once and wakes its own long polls (wakeups.py, issue #14).
+# Wake-ups are published on `wake_channel()`: `<id>` when a request ends, `<id> progress` on
+# a k-of-n vote. Each api process subscribes once and wakes its own long polls (wakeups.py).
 WAKE_CHANNEL = "req:wakes"
 TOKEN_BYTES = 24  # the poll token: 192 bits
 ID_BYTES = 16  # the request id: 128 bits (DESIGN §5), short because Redis holds it three times
@@ -612,7 +612,7 @@ def _finish(
         unclaimed_member,
         WAKE_TTL_SECONDS,
         "1" if unless_approved else "",
-        WAKE_CHANNEL,
+        wake_channel(r),
         request_id,
     )
     return bool(done)
@@ -703,7 +703,7 @@ def cancel_request(r: redis.Redis, request_id: str, poll_token: str) -> Cancella
         *_keys(request_id),
         hash_poll_token(poll_token),
         WAKE_TTL_SECONDS,
-        WAKE_CHANNEL,
+        wake_channel(r),
         request_id,
     )
     outcome, approval, tenant_id = reply
@@ -732,13 +732,22 @@ class Hold:
         return Hold(self.holder, self.seconds, woken=True)
 
 
+def wake_channel(r: redis.Redis) -> str:
+    """The wake-up channel of `r`'s database, `req:wakes:<db>`.
+
+    Pub/Sub channels span a server's databases: two deployments sharing one Redis on
+    different database numbers must not wake (and re-check) each other's long polls.
+    """
+    return f"{WAKE_CHANNEL}:{int(r.connection_pool.connection_kwargs.get('db') or 0)}"
+
+
 def wake_with_progress(r: redis.Redis, request_id: str) -> None:
     """Wake the request's long poll to report progress (a k-of-n vote), not a final state."""
-    r.publish(WAKE_CHANNEL, f"{request_id} {PROGRESS_WAKE}")
+    r.publish(wake_channel(r), f"{request_id} {PROGRESS_WAKE}")
 
 
 def parse_wake(message: str | bytes) -> tuple[str, str]:
-    """(request id, kind) of a message on WAKE_CHANNEL; kind is PROGRESS_WAKE or ''."""
+    """(request id, kind) of a message on the wake channel; kind is PROGRESS_WAKE or ''."""
     text = message.decode() if isinstance(message, bytes) else message
     request_id, _, kind = text.partition(" ")
     return request_id, kind

@@ -165,7 +165,7 @@ class WakeHub:
         """Subscribe and dispatch until idle for IDLE_SECONDS; raise when Redis goes away."""
         pubsub = self._subscriber.pubsub()
         try:
-            pubsub.subscribe(store.WAKE_CHANNEL)
+            pubsub.subscribe(store.wake_channel(self._subscriber))
             next_check = time.monotonic() + RECHECK_SECONDS
             idle_since = time.monotonic()
             while True:
