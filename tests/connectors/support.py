@@ -42,8 +42,10 @@ class ProviderProxy:
     port: int = field(default_factory=free_port)
     latency: float = 0.0
     throttle_writes: int = 0  # answer the next N writes with ThrottlingException
+    fail_writes: int = 0  # answer the next N writes with a 500 InternalFailure
     calls: list[tuple[float, str, str]] = field(default_factory=list)  # (time, action, key id)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _upstream: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -77,6 +79,16 @@ class ProviderProxy:
                     throttle = action in WRITES and proxy.throttle_writes > 0
                     if throttle:
                         proxy.throttle_writes -= 1
+                    fail = not throttle and action in WRITES and proxy.fail_writes > 0
+                    if fail:
+                        proxy.fail_writes -= 1
+                if fail:
+                    self._answer(
+                        500,
+                        {"x-amzn-ErrorType": "InternalFailure"},
+                        json.dumps({"__type": "InternalFailure", "message": "oops"}).encode(),
+                    )
+                    return
                 if throttle:
                     self._answer(
                         400,
@@ -89,7 +101,10 @@ class ProviderProxy:
                 if proxy.latency:
                     time.sleep(proxy.latency)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                reply = client.post(self.path, content=body, headers=headers)
+                # One call at a time: moto's server is not thread-safe (concurrent
+                # CreateSecret calls raised "dictionary changed size during iteration").
+                with proxy._upstream:
+                    reply = client.post(self.path, content=body, headers=headers)
                 self._answer(reply.status_code, dict(reply.headers), reply.content)
 
             def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:

@@ -201,6 +201,26 @@ def test_throttling_backs_off_and_the_run_completes(
     assert link_row(link_id).last_status == "ok"
 
 
+def test_aws_server_errors_are_retried_and_the_run_completes(
+    service_app: Flask, proxy: ProviderProxy
+) -> None:
+    """A 500 InternalFailure is AWS's own failure, which its documentation says to retry."""
+    actor = owner()
+    bundle_id = bundle_with(actor, "f", {f"K{i}": f"v{i}" for i in range(3)})
+    link_id = link(
+        actor, aws_connection(actor, proxy.url), bundle_id, prefix="f/", direction="push"
+    )
+    proxy.fail_writes = 2
+    _run(link_id)
+    client = aws(proxy.upstream)
+    assert all(
+        client.get_secret_value(SecretId=f"f/K{i}")["SecretString"] == f"v{i}" for i in range(3)
+    )
+    assert proxy.fail_writes == 0
+    assert proxy.actions()["CreateSecret"] == 3 + 2  # two failed, then each written once
+    assert link_row(link_id).last_status == "ok"
+
+
 def test_an_explicit_mapping_reaches_outside_the_prefix_both_ways(
     service_app: Flask, proxy: ProviderProxy
 ) -> None:

@@ -118,7 +118,13 @@ class AwsStore:
         )
 
     def _call(self, bucket: Bucket, cost: int, call: Callable[[], T]) -> T:
-        """Take tokens, call, and ride out throttling with jittered backoff."""
+        """Take tokens, call, and ride out throttling and AWS's own 5xx with jittered backoff.
+
+        A 500/503 (InternalFailure, ServiceUnavailable) is AWS's failure, which its
+        documentation says to retry; after MAX_THROTTLE_RETRIES it is Unreachable, which
+        the task retries with the same run id.
+        """
+        failed: str | None = None
         for attempt in range(MAX_THROTTLE_RETRIES):
             bucket.take(cost)
             try:
@@ -131,6 +137,14 @@ class AwsStore:
                     bucket.pause(delay)
                     log.warning("aws throttled", extra={"code": code, "delay": round(delay, 2)})
                     time.sleep(delay)
+                    failed = None
+                    continue
+                if isinstance(status, int) and status >= 500:
+                    delay = backoff_seconds(attempt)
+                    extra = {"code": code, "status": status, "delay": round(delay, 2)}
+                    log.warning("aws server error", extra=extra)
+                    time.sleep(delay)
+                    failed = str(code or status)
                     continue
                 if code in CREDENTIAL_CODES or status in (401, 403):
                     raise CredentialsRejected(f"AWS refused the credentials ({code}).") from None
@@ -139,6 +153,8 @@ class AwsStore:
                 raise Unreachable(f"AWS is unreachable ({type(exc).__name__}).") from None
             except BotoCoreError as exc:
                 raise ProviderError(f"AWS client error ({type(exc).__name__}).") from None
+        if failed is not None:
+            raise Unreachable(f"AWS kept failing ({failed}) after {MAX_THROTTLE_RETRIES} attempts.")
         raise Throttled(f"AWS kept throttling after {MAX_THROTTLE_RETRIES} attempts.")
 
     def check(self) -> None:
