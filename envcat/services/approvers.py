@@ -73,6 +73,17 @@ class Rule:
         return self.min_role is not None and ROLE_RANK[role] >= ROLE_RANK[self.min_role]
 
 
+def approvals_required(tenant_id: str, bundle_id: str) -> int:
+    """The k of the bundle's rule (1 without one): one column, for the delivery's envelope
+    and the waiting CLI's count, which need no more of the rule."""
+    k = db.session.execute(
+        select(BundleApprovers.approvals_required).where(
+            BundleApprovers.bundle_id == bundle_id, BundleApprovers.tenant_id == tenant_id
+        )
+    ).scalar_one_or_none()
+    return max(1, k or 1)
+
+
 def rule_of(tenant_id: str, bundle_id: str) -> Rule:
     """The bundle's rule, or the default (member and above)."""
     row = db.session.get(BundleApprovers, bundle_id)
@@ -288,7 +299,7 @@ def progress(request_id: str) -> tuple[int, int] | None:
         return None
     selection, have = max(groups.items(), key=lambda item: item[1])
     bundle_id = selection.partition("|")[0]
-    return have, rule_of(request.tenant_id, bundle_id).approvals_required
+    return have, approvals_required(request.tenant_id, bundle_id)
 
 
 def quorum(

@@ -202,11 +202,11 @@ def _passkey_fields(approval: Approval) -> dict[str, Any]:
     # wants k passkeys sets min_approvals itself.
     unattended = unattended_allow_list(approval.decided_by) is not None
     ruled = not unattended and not approval.break_glass
-    rule = approvers.rule_of(approval.tenant_id, approval.bundle_id) if ruled else None
+    required = approvers.approvals_required(approval.tenant_id, approval.bundle_id) if ruled else 1
     return {
         "passkey": proofs[-1] if proofs else None,
         "passkeys": proofs if len(proofs) > 1 else (),
-        "approvals_required": rule.approvals_required if rule is not None else 1,
+        "approvals_required": required,
     }
 
 
