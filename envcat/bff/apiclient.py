@@ -149,6 +149,33 @@ class CallerInfo:
     request_id: str | None
 
 
+@dataclass(frozen=True)
+class Relayed:
+    """An api reply as the proxy passes it on: status, header lines and body bytes.
+
+    Lighter than an httpx.Response (which the proxy used to build and read back for
+    every relayed call, issue #14): the body is never decoded or re-encoded.
+    """
+
+    status_code: int
+    header_lines: list[tuple[str, str]]
+    content: bytes
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Relayed:
+        """The same reply, from an httpx.Response."""
+        return cls(response.status_code, list(response.headers.items()), response.content)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (any case), or None."""
+        wanted = name.lower()
+        return next((v for k, v in self.header_lines if k.lower() == wanted), None)
+
+    def as_httpx(self) -> httpx.Response:
+        """The same reply as an httpx.Response (what pages read)."""
+        return httpx.Response(self.status_code, headers=self.header_lines, content=self.content)
+
+
 class _Connections:
     """Idle HTTP/1.1 connections to one api origin, reused last in, first out.
 
@@ -287,6 +314,31 @@ class ApiClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Make one call; signed when `signer` is given. Raise ApiUnavailable on network errors."""
+        reply = self.relay(
+            method,
+            path,
+            signer=signer,
+            caller=caller,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+        )
+        return reply.as_httpx()
+
+    def relay(
+        self,
+        method: str,
+        path: str,
+        *,
+        signer: Signer | None,
+        caller: CallerInfo,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Relayed:
+        """`send`, answering with the reply's bytes as they came (the proxy's relay)."""
         all_headers = dict(headers or {})
         if caller.client_ip:
             all_headers["X-Forwarded-For"] = caller.client_ip
@@ -295,7 +347,9 @@ class ApiClient:
         if caller.request_id:
             all_headers[REQUEST_ID_HEADER] = caller.request_id
         if self._client is not None:
-            return self._send_httpx(method, path, signer, params, json, content, all_headers)
+            return Relayed.of(
+                self._send_httpx(method, path, signer, params, json, content, all_headers)
+            )
         body = content if content is not None else b""
         if json is not None:
             body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
@@ -324,9 +378,7 @@ class ApiClient:
             call.finish(response.status_code)
         return response
 
-    def _exchange(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> httpx.Response:
+    def _exchange(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Relayed:
         assert self._connections is not None  # noqa: S101  # send() checked
         prefix = self._connections.prefix
         for attempt in (1, 2):
@@ -354,7 +406,7 @@ class ApiClient:
                 connection.close()
             else:
                 self._connections.give_back(connection)
-            return httpx.Response(reply.status, headers=reply.getheaders(), content=data)
+            return Relayed(reply.status, reply.getheaders(), data)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send_httpx(

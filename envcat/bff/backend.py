@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote
 import httpx
 
 from envcat.bff import metrics
-from envcat.bff.apiclient import ApiUnavailable, Reply, Signer, reply_as
+from envcat.bff.apiclient import ApiUnavailable, Relayed, Reply, Signer, reply_as
 from envcat.bff.identity import caller_info, current_identity
 from envcat.bff.runtime import runtime
 from envcat.core import forwarding
@@ -69,11 +69,36 @@ def timed_send(
     headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     """One api call with the caller's IP (with its proof), user agent and request id, timed."""
+    reply = timed_relay(
+        method,
+        path,
+        signer=signer,
+        kind=kind,
+        params=params,
+        json=json,
+        content=content,
+        headers=headers,
+    )
+    return reply.as_httpx()
+
+
+def timed_relay(
+    method: str,
+    path: str,
+    *,
+    signer: Signer | None,
+    kind: str,
+    params: Mapping[str, str] | None = None,
+    json: Any = None,
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Relayed:
+    """`timed_send`, answering with the reply's bytes as they came (the proxy's relay)."""
     started = time.perf_counter()
     # The client address travels only with its proof, never as a bare X-Forwarded-For.
     caller = replace(caller_info(), client_ip=None)
     try:
-        response = runtime().api.send(
+        response = runtime().api.relay(
             method,
             path,
             signer=signer,
