@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from flask import Blueprint, Request, Response, request
+from flask import Blueprint, Response, request
+from werkzeug.wrappers import Request
 
 from envcat.bff import metrics
 from envcat.bff.apiclient import Relayed
