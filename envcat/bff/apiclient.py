@@ -176,6 +176,33 @@ class Relayed:
         return httpx.Response(self.status_code, headers=self.header_lines, content=self.content)
 
 
+class _OneWrite:
+    """Send a request's head and a bytes body in one write (http.client sends them apart).
+
+    Two writes are two system calls and two loopback deliveries, on the bff and on the
+    api, for every relayed request with a body (issue #14); a stream or chunked body
+    keeps http.client's own way.
+    """
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]  # mixin
+            return
+        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]  # http.client's own
+        buffer.extend((b"", b""))
+        message = b"\r\n".join(buffer) + message_body
+        del buffer[:]
+        self.send(message)  # type: ignore[attr-defined]  # HTTPConnection.send
+
+
+class _Connection(_OneWrite, http.client.HTTPConnection):
+    """An HTTP/1.1 connection to the api that sends each request in one write."""
+
+
+class _TlsConnection(_OneWrite, http.client.HTTPSConnection):
+    """The same over TLS."""
+
+
 class _Connections:
     """Idle HTTP/1.1 connections to one api origin, reused last in, first out.
 
@@ -219,12 +246,12 @@ class _Connections:
     def _connect(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection
         if self._tls is not None:
-            connection = http.client.HTTPSConnection(
+            connection = _TlsConnection(
                 self.host, self.port, timeout=CONNECT_TIMEOUT_SECONDS, context=self._tls
             )
             connection.connect()
         else:
-            connection = http.client.HTTPConnection(self.host, self.port)
+            connection = _Connection(self.host, self.port)
             connection.sock = self._open_socket()
         if connection.sock is not None:  # reads must outlive the longest poll
             connection.sock.settimeout(READ_TIMEOUT_SECONDS)
