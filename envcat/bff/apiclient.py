@@ -7,6 +7,7 @@ identity on the internal endpoints).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json as jsonlib
 import logging
@@ -14,10 +15,10 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
@@ -176,6 +177,19 @@ class Relayed:
         return httpx.Response(self.status_code, headers=self.header_lines, content=self.content)
 
 
+Call = ParamSpec("Call")
+
+
+def answering_httpx(relay: Callable[Call, Relayed]) -> Callable[Call, httpx.Response]:
+    """`relay`'s call, answering with an httpx.Response instead of its `Relayed`."""
+
+    @functools.wraps(relay)
+    def send(*args: Call.args, **kwargs: Call.kwargs) -> httpx.Response:
+        return relay(*args, **kwargs).as_httpx()
+
+    return send
+
+
 class _OneWrite:
     """Send a request's head and a bytes body in one write (http.client sends them apart).
 
@@ -328,31 +342,6 @@ class ApiClient:
             else None
         )
 
-    def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        signer: Signer | None,
-        caller: CallerInfo,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """Make one call; signed when `signer` is given. Raise ApiUnavailable on network errors."""
-        reply = self.relay(
-            method,
-            path,
-            signer=signer,
-            caller=caller,
-            params=params,
-            json=json,
-            content=content,
-            headers=headers,
-        )
-        return reply.as_httpx()
-
     def relay(
         self,
         method: str,
@@ -365,7 +354,11 @@ class ApiClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Relayed:
-        """`send`, answering with the reply's bytes as they came (the proxy's relay)."""
+        """Make one call; signed when `signer` is given. Raise ApiUnavailable on network errors.
+
+        The reply comes as its bytes (what the proxy passes on); `send` makes the same
+        call and answers with an httpx.Response (what pages read).
+        """
         all_headers = dict(headers or {})
         if caller.client_ip:
             all_headers["X-Forwarded-For"] = caller.client_ip
@@ -404,6 +397,8 @@ class ApiClient:
             response = self._exchange(method, target, all_headers, body)
             call.finish(response.status_code)
         return response
+
+    send = answering_httpx(relay)
 
     def _exchange(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Relayed:
         assert self._connections is not None  # noqa: S101  # send() checked

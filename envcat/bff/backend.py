@@ -12,7 +12,14 @@ from urllib.parse import quote, unquote
 import httpx
 
 from envcat.bff import metrics
-from envcat.bff.apiclient import ApiUnavailable, Relayed, Reply, Signer, reply_as
+from envcat.bff.apiclient import (
+    ApiUnavailable,
+    Relayed,
+    Reply,
+    Signer,
+    answering_httpx,
+    reply_as,
+)
 from envcat.bff.identity import caller_info, current_identity
 from envcat.bff.runtime import runtime
 from envcat.core import forwarding
@@ -57,31 +64,6 @@ def _client_headers(method: str, path: str) -> dict[str, str]:
     return forwarding.client_headers(secret, info.client_ip, method, target)
 
 
-def timed_send(
-    method: str,
-    path: str,
-    *,
-    signer: Signer | None,
-    kind: str,
-    params: Mapping[str, str] | None = None,
-    json: Any = None,
-    content: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    """One api call with the caller's IP (with its proof), user agent and request id, timed."""
-    reply = timed_relay(
-        method,
-        path,
-        signer=signer,
-        kind=kind,
-        params=params,
-        json=json,
-        content=content,
-        headers=headers,
-    )
-    return reply.as_httpx()
-
-
 def timed_relay(
     method: str,
     path: str,
@@ -93,7 +75,11 @@ def timed_relay(
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Relayed:
-    """`timed_send`, answering with the reply's bytes as they came (the proxy's relay)."""
+    """One api call with the caller's IP (with its proof), user agent and request id, timed.
+
+    The reply comes as its bytes (the proxy's relay); `timed_send` answers with an
+    httpx.Response (what pages read).
+    """
     started = time.perf_counter()
     # The client address travels only with its proof, never as a bare X-Forwarded-For.
     caller = replace(caller_info(), client_ip=None)
@@ -114,6 +100,9 @@ def timed_relay(
     finally:
         metrics.API_CALL_SECONDS.labels(kind).observe(time.perf_counter() - started)
     return response
+
+
+timed_send = answering_httpx(timed_relay)
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:
