@@ -7,10 +7,11 @@ holds no database connection (DESIGN §1).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from envcat.bff import metrics
@@ -67,7 +68,7 @@ def _template_globals() -> dict[str, Any]:
     return {"signed_in": g.get("identity")}
 
 
-def _configure(app: Flask, settings: Settings) -> None:
+def _configure(app: Flask, settings: Settings, sessionless: Callable[[Request], bool]) -> None:
     app.config.update(
         SECRET_KEY=session_secret(settings),
         SESSION_COOKIE_NAME="envcat_session",
@@ -78,7 +79,7 @@ def _configure(app: Flask, settings: Settings) -> None:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         TEMPLATES_AUTO_RELOAD=False,
     )
-    app.session_interface = SessionInterface()
+    app.session_interface = SessionInterface(sessionless)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -110,7 +111,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # TLS terminator); with none, the client address is the socket's.
     hops = settings.trusted_proxies
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    _configure(app, settings)
+    # The CLI's public relay routes carry no session: none is opened for them.
+    _configure(app, settings, proxy.is_public_call)
     app.extensions[EXTENSION_KEY] = build_runtime(settings)
     app.before_request(_bind_request_id)
     app.before_request(_check_form_csrf)

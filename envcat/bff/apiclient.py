@@ -7,6 +7,7 @@ identity on the internal endpoints).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json as jsonlib
 import logging
@@ -14,10 +15,10 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
@@ -149,6 +150,73 @@ class CallerInfo:
     request_id: str | None
 
 
+@dataclass(frozen=True)
+class Relayed:
+    """An api reply as the proxy passes it on: status, header lines and body bytes.
+
+    Lighter than an httpx.Response (which the proxy used to build and read back for
+    every relayed call, issue #14): the body is never decoded or re-encoded.
+    """
+
+    status_code: int
+    header_lines: list[tuple[str, str]]
+    content: bytes
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Relayed:
+        """The same reply, from an httpx.Response."""
+        return cls(response.status_code, list(response.headers.items()), response.content)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (any case), or None."""
+        wanted = name.lower()
+        return next((v for k, v in self.header_lines if k.lower() == wanted), None)
+
+    def as_httpx(self) -> httpx.Response:
+        """The same reply as an httpx.Response (what pages read)."""
+        return httpx.Response(self.status_code, headers=self.header_lines, content=self.content)
+
+
+Call = ParamSpec("Call")
+
+
+def answering_httpx(relay: Callable[Call, Relayed]) -> Callable[Call, httpx.Response]:
+    """`relay`'s call, answering with an httpx.Response instead of its `Relayed`."""
+
+    @functools.wraps(relay)
+    def send(*args: Call.args, **kwargs: Call.kwargs) -> httpx.Response:
+        return relay(*args, **kwargs).as_httpx()
+
+    return send
+
+
+class _OneWrite:
+    """Send a request's head and a bytes body in one write (http.client sends them apart).
+
+    Two writes are two system calls and two loopback deliveries, on the bff and on the
+    api, for every relayed request with a body (issue #14); a stream or chunked body
+    keeps http.client's own way.
+    """
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]  # mixin
+            return
+        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]  # http.client's own
+        buffer.extend((b"", b""))
+        message = b"\r\n".join(buffer) + message_body
+        del buffer[:]
+        self.send(message)  # type: ignore[attr-defined]  # HTTPConnection.send
+
+
+class _Connection(_OneWrite, http.client.HTTPConnection):
+    """An HTTP/1.1 connection to the api that sends each request in one write."""
+
+
+class _TlsConnection(_OneWrite, http.client.HTTPSConnection):
+    """The same over TLS."""
+
+
 class _Connections:
     """Idle HTTP/1.1 connections to one api origin, reused last in, first out.
 
@@ -192,12 +260,12 @@ class _Connections:
     def _connect(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection
         if self._tls is not None:
-            connection = http.client.HTTPSConnection(
+            connection = _TlsConnection(
                 self.host, self.port, timeout=CONNECT_TIMEOUT_SECONDS, context=self._tls
             )
             connection.connect()
         else:
-            connection = http.client.HTTPConnection(self.host, self.port)
+            connection = _Connection(self.host, self.port)
             connection.sock = self._open_socket()
         if connection.sock is not None:  # reads must outlive the longest poll
             connection.sock.settimeout(READ_TIMEOUT_SECONDS)
@@ -274,7 +342,7 @@ class ApiClient:
             else None
         )
 
-    def send(
+    def relay(
         self,
         method: str,
         path: str,
@@ -285,8 +353,12 @@ class ApiClient:
         json: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """Make one call; signed when `signer` is given. Raise ApiUnavailable on network errors."""
+    ) -> Relayed:
+        """Make one call; signed when `signer` is given. Raise ApiUnavailable on network errors.
+
+        The reply comes as its bytes (what the proxy passes on); `send` makes the same
+        call and answers with an httpx.Response (what pages read).
+        """
         all_headers = dict(headers or {})
         if caller.client_ip:
             all_headers["X-Forwarded-For"] = caller.client_ip
@@ -295,7 +367,9 @@ class ApiClient:
         if caller.request_id:
             all_headers[REQUEST_ID_HEADER] = caller.request_id
         if self._client is not None:
-            return self._send_httpx(method, path, signer, params, json, content, all_headers)
+            return Relayed.of(
+                self._send_httpx(method, path, signer, params, json, content, all_headers)
+            )
         body = content if content is not None else b""
         if json is not None:
             body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
@@ -324,9 +398,9 @@ class ApiClient:
             call.finish(response.status_code)
         return response
 
-    def _exchange(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> httpx.Response:
+    send = answering_httpx(relay)
+
+    def _exchange(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Relayed:
         assert self._connections is not None  # noqa: S101  # send() checked
         prefix = self._connections.prefix
         for attempt in (1, 2):
@@ -354,7 +428,7 @@ class ApiClient:
                 connection.close()
             else:
                 self._connections.give_back(connection)
-            return httpx.Response(reply.status, headers=reply.getheaders(), content=data)
+            return Relayed(reply.status, reply.getheaders(), data)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send_httpx(

@@ -12,7 +12,14 @@ from urllib.parse import quote, unquote
 import httpx
 
 from envcat.bff import metrics
-from envcat.bff.apiclient import ApiUnavailable, Reply, Signer, reply_as
+from envcat.bff.apiclient import (
+    ApiUnavailable,
+    Relayed,
+    Reply,
+    Signer,
+    answering_httpx,
+    reply_as,
+)
 from envcat.bff.identity import caller_info, current_identity
 from envcat.bff.runtime import runtime
 from envcat.core import forwarding
@@ -57,7 +64,7 @@ def _client_headers(method: str, path: str) -> dict[str, str]:
     return forwarding.client_headers(secret, info.client_ip, method, target)
 
 
-def timed_send(
+def timed_relay(
     method: str,
     path: str,
     *,
@@ -67,13 +74,17 @@ def timed_send(
     json: Any = None,
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    """One api call with the caller's IP (with its proof), user agent and request id, timed."""
+) -> Relayed:
+    """One api call with the caller's IP (with its proof), user agent and request id, timed.
+
+    The reply comes as its bytes (the proxy's relay); `timed_send` answers with an
+    httpx.Response (what pages read).
+    """
     started = time.perf_counter()
     # The client address travels only with its proof, never as a bare X-Forwarded-For.
     caller = replace(caller_info(), client_ip=None)
     try:
-        response = runtime().api.send(
+        response = runtime().api.relay(
             method,
             path,
             signer=signer,
@@ -89,6 +100,9 @@ def timed_send(
     finally:
         metrics.API_CALL_SECONDS.labels(kind).observe(time.perf_counter() - started)
     return response
+
+
+timed_send = answering_httpx(timed_relay)
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from flask import Request
 
+from envcat.bff.views.proxy import is_public_call
 from envcat.core import signing
 from envcat.core.sealing import encode_public_key, generate_keypair
 from tests.support.bff import (
@@ -191,6 +193,62 @@ def test_long_poll_wakes_on_approval_without_blocking_others(
     assert isinstance(reply, httpx.Response)
     assert reply.json()["status"] == "ready"
     assert float(outcome["seconds"]) < 10  # type: ignore[arg-type]  # set by the waiter thread
+
+
+def test_public_relay_routes_neither_read_nor_write_the_session(
+    stack: LiveStack, ada: Browser
+) -> None:
+    """Issue #14: the CLI's public routes cost no session; pages still keep theirs."""
+    created = ada.client.post(
+        "/api/v1/requests",
+        json={"client_pubkey": encode_public_key(generate_keypair()), "workspace": ada.workspace},
+    )
+    assert created.status_code == 201, created.text
+    assert "set-cookie" not in created.headers  # a signed-in browser's cookie is left alone
+    context = ada.get(f"/api/v1/requests/{created.json()['id']}/context")
+    assert context.status_code == 200
+    assert "set-cookie" not in context.headers
+    assert context.headers["Cache-Control"] == "no-store"
+    # A cookie that is no session at all is not even read there (no 400, no cookie back).
+    garbage = httpx.get(
+        f"{stack.bff_url}/api/v1/requests/{created.json()['id']}/context",
+        headers={"Cookie": "envcat_session=not.a.signed.cookie"},
+    )
+    assert garbage.status_code == 200
+    assert "set-cookie" not in garbage.headers
+    # The same browser's session still signs it in on the other proxy routes and pages.
+    assert ada.get("/api/v1/me").status_code == 200
+    with stack.browser() as fresh:
+        page = fresh.get("/sign-in")
+    assert page.status_code == 200
+    assert "envcat_session=" in page.headers["set-cookie"]  # the form's CSRF token
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "public"),
+    [
+        ("POST", "/api/v1/requests", True),
+        ("GET", "/api/v1/requests/abcdefghijklmnop/wait", True),
+        ("GET", "/api/v1/requests/abcdefghijklmnop/context", True),
+        ("DELETE", "/api/v1/requests/abcdefghijklmnop", True),
+        ("GET", "/api/v1/requests", False),
+        ("POST", "/api/v1/requests/abcdefghijklmnop/deny", False),
+        ("GET", "/api/v1/me", False),
+        ("GET", "/sign-in", False),
+        ("POST", "/api/v1requests", False),
+    ],
+)
+def test_only_public_routes_go_without_a_session(method: str, path: str, public: bool) -> None:
+    assert is_public_call(Request.from_values(path=path, method=method)) is public
+
+
+def test_a_public_reply_is_relayed_byte_for_byte(stack: LiveStack) -> None:
+    """The proxy passes the api's body on as it came, never parsed and written again."""
+    direct = httpx.get(f"{stack.api_url}/api/v1/openapi.json")
+    relayed = httpx.get(f"{stack.bff_url}/api/v1/openapi.json")
+    assert relayed.status_code == direct.status_code == 200
+    assert relayed.content == direct.content
+    assert relayed.headers["Content-Type"] == direct.headers["Content-Type"]
 
 
 def test_request_id_is_kept_end_to_end(stack: LiveStack, ada: Browser) -> None:

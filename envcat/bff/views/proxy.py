@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-import httpx
 from flask import Blueprint, Response, request
+from werkzeug.wrappers import Request
 
 from envcat.bff import metrics
-from envcat.bff.backend import timed_send
+from envcat.bff.apiclient import Relayed
+from envcat.bff.backend import timed_relay
 from envcat.bff.errors import json_error
 from envcat.bff.identity import (
     CSRF_HEADER,
@@ -34,6 +35,7 @@ bp = Blueprint("proxy", __name__)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PREFIX = "/api/v1/"
 _ID = PATH_ID_RE.pattern  # any URL-safe id: the api answers an unknown one with its 404
 PUBLIC_ROUTES = (
     ("POST", re.compile(r"requests")),
@@ -89,6 +91,12 @@ def is_public(method: str, rest: str) -> bool:
     return any(method == m and pattern.fullmatch(rest) for m, pattern in PUBLIC_ROUTES)
 
 
+def is_public_call(call: Request) -> bool:
+    """True for a call to a public route: the bff opens no session for it (issue #14)."""
+    path = call.path
+    return path.startswith(PREFIX) and is_public(call.method, path[len(PREFIX) :])
+
+
 def _headers(rest: str) -> dict[str, str]:
     names = FORWARDED_HEADERS + (WEBHOOK_HEADERS if rest == "webhooks/clerk" else ())
     headers = {name: value for name in names if (value := request.headers.get(name)) is not None}
@@ -106,11 +114,11 @@ def _headers(rest: str) -> dict[str, str]:
     return headers
 
 
-def _relay(upstream: httpx.Response) -> Response:
+def _relay(upstream: Relayed) -> Response:
     response = Response(upstream.content, status=upstream.status_code)
     response.headers.pop("Content-Type", None)
     for name in RETURNED_HEADERS:
-        if (value := upstream.headers.get(name)) is not None:
+        if (value := upstream.header(name)) is not None:
             response.headers[name] = value
     return response
 
@@ -122,7 +130,7 @@ def _target(rest: str) -> str:
     return f"{path}?{query}" if query else path
 
 
-@bp.route("/api/v1/<path:rest>", methods=METHODS)
+@bp.route(PREFIX + "<path:rest>", methods=METHODS)
 def forward(rest: str) -> Response:
     """Forward one call to the api and relay its status, body and useful headers."""
     if not is_forwardable(rest):
@@ -130,7 +138,7 @@ def forward(rest: str) -> Response:
         return json_error(404, "not_found", "No such endpoint.")
     body = request.get_data(cache=False)
     if is_public(request.method, rest):
-        upstream = timed_send(
+        upstream = timed_relay(
             request.method,
             _target(rest),
             signer=None,
@@ -143,7 +151,7 @@ def forward(rest: str) -> Response:
     if identity is None:
         metrics.PROXY_REJECTED.labels("unauthenticated").inc()
         if (refused := bearer_refusal()) is not None:
-            return _relay(refused)  # the token's own 401/403/429, not "sign in"
+            return _relay(Relayed.of(refused))  # the token's own 401/403/429, not "sign in"
         return json_error(401, "unauthorized", "Sign in first.")
     if identity.via_user_token and not is_terminal_route(identity, rest):
         metrics.PROXY_REJECTED.labels("user_token").inc()
@@ -151,7 +159,7 @@ def forward(rest: str) -> Response:
     if request.method not in SAFE_METHODS and not identity.via_bearer:
         # A cookie rides along on cross-site requests; a bearer token does not.
         check_csrf(request.headers.get(CSRF_HEADER))
-    upstream = timed_send(
+    upstream = timed_relay(
         request.method,
         _target(rest),
         signer=identity.signer,
