@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -52,6 +53,13 @@ def _read(path: Path) -> SigningKey:
 
 
 def _create(path: Path) -> SigningKey:
+    """Make the key and put it in place whole, or use the one another envcat made first.
+
+    The key is written to a private temporary file and then hard-linked to its name:
+    the link appears complete or not at all and never replaces an existing file, so
+    several `envcat get`s started at once on a new machine all end up with one key and
+    none reads a half-written file.
+    """
     from nacl.signing import SigningKey
 
     from envcat.core.device import encode
@@ -59,13 +67,22 @@ def _create(path: Path) -> SigningKey:
     key = SigningKey.generate()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        descriptor, staged = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise CliError(f"cannot create the device key {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:  # mkstemp: mode 0600
+            stream.write(encode(bytes(key)) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.link(staged, path)
     except FileExistsError:
         return _read(path)  # another envcat made it first: use theirs
     except OSError as exc:
         raise CliError(f"cannot create the device key {path}: {exc.strerror or exc}") from None
-    with os.fdopen(descriptor, "w", encoding="ascii") as stream:
-        stream.write(encode(bytes(key)) + "\n")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
     return key
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from envcat.cli.device import describe_grant, device_key_path
+from envcat.cli.device import describe_grant, device_key_path, load_or_create, public_fingerprint
+from envcat.cli.errors import CliError
 from envcat.cli.main import cli
 
 
@@ -43,3 +48,35 @@ def test_a_grant_delivery_names_its_approver_and_time_left() -> None:
     assert shown.startswith("delivered under grant by alice@acme.dev")
     assert shown.endswith(", expires in 3 h") and "\x1b" not in shown  # no terminal controls
     assert describe_grant({**marker, "expires_at": 1300}, now=100).endswith("expires in 20 min")
+
+
+def _make_key_at_once(config_home: str, start: Barrier, fingerprints: Queue[str]) -> None:
+    os.environ["XDG_CONFIG_HOME"] = config_home
+    start.wait(timeout=30)
+    try:
+        fingerprints.put(public_fingerprint(load_or_create()))
+    except CliError as exc:
+        fingerprints.put(f"error: {exc.message}")
+
+
+def test_envcats_started_at_once_on_a_new_machine_share_one_whole_key(tmp_path: Path) -> None:
+    # Several `envcat get`s in one CI job's first second: each must read a whole key
+    # (never another's half-written file) and all must end up with the same one.
+    spawn = multiprocessing.get_context("spawn")
+    processes = 6
+    for round_ in range(8):
+        home = tmp_path / f"round-{round_}"
+        start, fingerprints = spawn.Barrier(processes), spawn.Queue()
+        workers = [
+            spawn.Process(target=_make_key_at_once, args=(str(home), start, fingerprints))
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        seen = [fingerprints.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=30)
+        assert len(set(seen)) == 1 and not seen[0].startswith("error"), seen
+        key_dir = home / "envcat"
+        assert [entry.name for entry in key_dir.iterdir()] == ["device_key"]  # no staged leftovers
+        assert (key_dir / "device_key").stat().st_mode & 0o777 == 0o600
