@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from envcat.api import create_app
 from envcat.core.settings import Settings
-from envcat.models import AuditEvent, Bundle, Membership, Tenant, User, db, migrate
+from envcat.models import AuditEvent, Bundle, Membership, Tenant, User, db
 from tests.support import present
+from tests.support.databases import migrated
 from tests.support.signed import SignedClient, add_member
 
 SIGN_UP = "/api/v1/internal/local-auth/sign-up"
@@ -28,7 +29,7 @@ NEW_PASSWORD = "a brand new passphrase"
 @pytest.fixture
 def both_app(database_url: str, settings: Settings) -> Iterator[Flask]:
     """The api on SQLite and on PostgreSQL (skipped when no server answers)."""
-    migrate.upgrade(database_url)
+    migrated(database_url)
     app = create_app(settings.model_copy(update={"database_url": database_url}))
     with app.app_context():
         yield app

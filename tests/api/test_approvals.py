@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from envcat.services.access_requests import store
 from tests.support import free_port, present
 from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, seed_bundle
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
@@ -186,11 +187,10 @@ def test_an_unreachable_queue_fails_the_request_instead_of_leaving_it_hanging(
     sqlite_url: str, redis_url: str
 ) -> None:
     from envcat.api import create_app
-    from envcat.models import migrate
 
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"
     settings = make_settings(sqlite_url, redis_url, dead_broker)
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     app = create_app(settings)
     with app.app_context():
         add_member("u-owner", TENANT)

@@ -17,9 +17,10 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from envcat.core.settings import Settings
-from envcat.models import AuditEvent, db, migrate
+from envcat.models import AuditEvent, db
 from tests.support import RedisServer, free_port
 from tests.support.api import REQUESTS, Cli, SeedKey, seed_bundle
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
@@ -39,7 +40,7 @@ def outage_app(sqlite_url: str, redis_server: RedisServer) -> Iterator[tuple[Fla
     from envcat.api import create_app
 
     settings = make_settings(sqlite_url, f"{redis_server.url}/0", f"{redis_server.url}/1")
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     app = create_app(settings)
     with app.app_context():
         yield app, settings

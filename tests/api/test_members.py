@@ -10,8 +10,9 @@ from sqlalchemy import select, text
 
 from envcat.api import create_app
 from envcat.core.settings import Settings
-from envcat.models import Invite, Membership, db, migrate
+from envcat.models import Invite, Membership, db
 from tests.support.api import audit_actions
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
@@ -160,7 +161,7 @@ def test_under_clerk_members_are_read_only(
         auth_provider="clerk",
         clerk_jwks_url="https://clerk.example.test/.well-known/jwks.json",
     )
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     app: Flask = create_app(settings)
     with app.app_context():
         add_member("user_1", "org_1", "owner", kind="org")

@@ -20,6 +20,7 @@ from envcat.core.usercode import user_code
 from envcat.models import AuditEvent, db
 from envcat.services.access_requests import store
 from tests.support.api import REQUESTS, WORKSPACE, Cli, ensure_workspace
+from tests.support.databases import migrated
 from tests.support.requests import expire_now, stored_request
 from tests.support.settings import make_settings
 
@@ -152,10 +153,9 @@ def _api_with(
 ) -> tuple[FlaskClient, Callable[[str], Any]]:
     """An api with these settings, and `post(ip)` creating a request from that address."""
     from envcat.api import create_app
-    from envcat.models import migrate
 
     settings = make_settings(sqlite_url, redis_url, broker_url, **overrides)
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     app = create_app(settings)
     client = app.test_client()
     with app.app_context():

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 
 from envcat.api import create_app
 from envcat.core.settings import Settings
-from envcat.models import User, WebhookEvent, db, migrate
+from envcat.models import User, WebhookEvent, db
 from envcat.services.provisioning import placeholder_email
 from tests.support import free_port
 from tests.support.clerk_events import (
@@ -30,6 +30,7 @@ from tests.support.clerk_events import (
     org_data,
     user_data,
 )
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 from tests.support.webhooks import (
     URL,
@@ -227,7 +228,7 @@ def test_several_signatures_in_the_header_verify_when_one_matches(
 def test_missing_secret_answers_503_and_stores_nothing(
     sqlite_url: str, redis_url: str, broker_url: str, broker: redis.Redis
 ) -> None:
-    migrate.upgrade(sqlite_url)
+    migrated(sqlite_url)
     app = create_app(make_settings(sqlite_url, redis_url, broker_url))
     with app.app_context():
         response = post_event(app, "user.created", user_data(new_id("user")))
@@ -356,7 +357,7 @@ def test_broker_down_unrecords_the_delivery_so_the_retry_is_accepted(
     settings: Settings, broker: redis.Redis
 ) -> None:
     dead = settings.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{free_port()}/0"})
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     down, up = create_app(dead), create_app(settings)
     body, headers = sign(clerk_event("user.created", user_data(new_id("user"))))
     previous = celery_state.get_current_app()

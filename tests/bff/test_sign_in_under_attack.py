@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from envcat.bff.throttle import FREE_EMAIL_FAILURES, TAINT_AFTER
-from envcat.models import migrate
 from tests.hardening.processes import processes, server_environment, wait_until_healthy
 from tests.support import free_port, private_redis
 from tests.support.bff import PASSWORD, csrf_in, unique_email
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 pytestmark = [pytest.mark.slow]
@@ -69,7 +69,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             public_url=f"http://127.0.0.1:{bff_port}",
             trusted_proxies=1,
         )
-        migrate.upgrade(settings.database_url)
+        migrated(settings.database_url)
         env = server_environment(settings)
         api_url = procs.start_web("api", api_port, env)
         bff_url = procs.start_web("bff", bff_port, env)

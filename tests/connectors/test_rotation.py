@@ -9,10 +9,11 @@ import pytest
 from flask import Flask
 
 from envcat.core.keys import new_kms_key
-from envcat.models import Connection, db, migrate
+from envcat.models import Connection, db
 from envcat.services import rotation
 from envcat.services.connectors import connections
 from tests.connectors.support import aws_connection, owner
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 OLD, NEW = new_kms_key(), new_kms_key()
@@ -25,7 +26,7 @@ def apps(
     """(old keyring, new primary + old, new key alone)."""
     from envcat.services.runtime import create_service_app
 
-    migrate.upgrade(database_url)
+    migrated(database_url)
     built = tuple(
         create_service_app(make_settings(database_url, redis_url, broker_url, bundle_kms_key=key))
         for key in (OLD, f"{NEW},{OLD}", NEW)

@@ -16,7 +16,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from envcat.core.settings import Settings
-from envcat.models import AuditEvent, Key, KeyVersion, db, migrate
+from envcat.models import AuditEvent, Key, KeyVersion, db
 from envcat.services.connectors import links
 from envcat.services.runtime import create_service_app
 from envcat.workers import connector_tasks
@@ -33,6 +33,7 @@ from tests.connectors.support import (
 )
 from tests.connectors.workers import eventually, start_worker, stop
 from tests.support import private_redis
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 REQUEST_TTL = 30  # visibility_timeout = max(10, 30 * 0.2) = 10 s
@@ -48,7 +49,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Settings, Flask, Celery]]:
             request_ttl=REQUEST_TTL,
             connector_aws_write_tps=20.0,
         )
-        migrate.upgrade(settings.database_url)
+        migrated(settings.database_url)
         flask_app = create_service_app(settings)
         celery = create_celery(settings, flask_app)
         with flask_app.app_context():

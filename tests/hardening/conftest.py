@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from envcat.models import migrate
 from tests.hardening.processes import (
     REQUEST_TTL,
     ProcessStack,
@@ -17,6 +16,7 @@ from tests.hardening.processes import (
     worker_argv,
 )
 from tests.support import free_port, private_redis
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 
@@ -40,7 +40,7 @@ def process_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessS
             worker_metrics_port=free_port(),
             log_level="DEBUG",
         )
-        migrate.upgrade(settings.database_url)
+        migrated(settings.database_url)
         env = server_environment(settings)
         procs.start("worker", worker_argv("worker", ["approvals"]), env)
         api_url = procs.start_web("api", api_port, env)

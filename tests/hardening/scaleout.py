@@ -31,7 +31,6 @@ from nacl.public import PrivateKey
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
-from envcat.models import migrate
 from envcat.workers.factory import create_celery
 from tests.hardening.flows import BffSession
 from tests.hardening.processes import (
@@ -43,6 +42,7 @@ from tests.hardening.processes import (
     worker_metric,
 )
 from tests.support import free_port, private_redis
+from tests.support.databases import migrated
 from tests.support.envelopes import open_delivery
 from tests.support.settings import make_settings
 
@@ -135,7 +135,7 @@ def cluster(directory: Path, database_url: str, broker_url: str | None) -> Itera
             max_pending_per_ip=100_000,  # every asker is on loopback
             log_level="WARNING",
         )
-        migrate.upgrade(database_url)
+        migrated(database_url)
         base = server_environment(settings)
         ports = {name: free_port() for name in WORKERS}
         for name, queues in WORKERS.items():

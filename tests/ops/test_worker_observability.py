@@ -24,7 +24,6 @@ from envcat.core.logging import request_id_var
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.core.wire import REQUEST_ID_HEADER
-from envcat.models import migrate
 from envcat.ops.config import settings_environment
 from envcat.services import metrics
 from envcat.workers.factory import QUEUES, create_celery
@@ -32,6 +31,7 @@ from envcat.workers.observability import QUEUE_DEPTH_SECONDS, queue_depth, recor
 from envcat.workers.observability import REQUEST_ID_HEADER as MESSAGE_HEADER
 from tests.support import free_port, port_answers, wait_for_port
 from tests.support.cli_env import clean_environment
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 from tests.support.signed import SignedClient, add_member
 
@@ -68,7 +68,7 @@ def worker(
         f"{redis_base_url}/{broker}",
         worker_metrics_port=free_port(),
     )
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     multiproc = directory / "prometheus"
     multiproc.mkdir()
     env = clean_environment(**settings_environment(settings))

@@ -15,16 +15,17 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from envcat.models import WebhookEvent, db, migrate
+from envcat.models import WebhookEvent, db
 from envcat.services import integrity, provisioning
 from envcat.services.runtime import create_service_app
 from tests.support.clerk_events import apply, membership_data, new_id, role_of
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 
 @pytest.fixture
 def runtime(sqlite_url: str, redis_url: str, broker_url: str) -> Iterator[Flask]:
-    migrate.upgrade(sqlite_url)
+    migrated(sqlite_url)
     app = create_service_app(make_settings(sqlite_url, redis_url, broker_url))
     with app.app_context():
         yield app

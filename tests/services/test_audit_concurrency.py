@@ -12,11 +12,12 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from envcat.models import AuditEvent, Bundle, Tenant, db, migrate
+from envcat.models import AuditEvent, Bundle, Tenant, db
 from envcat.services import audit
 from envcat.services.runtime import create_service_app
 from envcat.services.transactions import transaction
 from tests.support.audit_faults import chain_is_free, write_chain
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 TENANT = "t-race"
@@ -25,7 +26,7 @@ WRITERS, ROUNDS = 4, 8
 
 @pytest.fixture
 def chain_db(database_url: str, redis_url: str) -> Iterator[Flask]:
-    migrate.upgrade(database_url)
+    migrated(database_url)
     app = create_service_app(make_settings(database_url, redis_url, None))
     with app.app_context():
         db.session.add(Tenant(id=TENANT, name=TENANT, kind="org"))

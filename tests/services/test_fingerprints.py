@@ -18,11 +18,12 @@ from sqlalchemy import select, text
 from envcat.core.keys import new_kms_key
 from envcat.core.schemas.bundles import KeyCreate, KeyUpdate
 from envcat.core.settings import Settings
-from envcat.models import Key, KeyVersion, Tenant, db, migrate
+from envcat.models import Key, KeyVersion, Tenant, db
 from envcat.services import fingerprints, keys
 from envcat.services.runtime import create_service_app
 from envcat.services.tenancy import Actor
 from tests.support.api import SeedKey, seed_bundle
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 OLD = "canary-old-value-7f3a91c2"
@@ -41,7 +42,7 @@ def settings(database_url: str, redis_url: str, broker_url: str) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Flask]:
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     service = create_service_app(settings)
     with service.app_context():
         for tenant in ("t-one", "t-two"):

@@ -10,11 +10,12 @@ from sqlalchemy import select
 
 from envcat.core.keys import new_kms_key
 from envcat.core.kms import VERSION, Keyring
-from envcat.models import Key, KeyVersion, Tenant, db, migrate
+from envcat.models import Key, KeyVersion, Tenant, db
 from envcat.services import keys, rotation, versions
 from envcat.services.runtime import create_service_app
 from envcat.services.tenancy import Actor
 from tests.support import present
+from tests.support.databases import migrated
 from tests.support.settings import make_settings
 
 OLD, NEW = new_kms_key(), new_kms_key()
@@ -26,7 +27,7 @@ def apps(
     database_url: str, redis_url: str, broker_url: str
 ) -> Iterator[tuple[Flask, Flask, Flask]]:
     """(old keyring only, new primary that still reads the old, new key only)."""
-    migrate.upgrade(database_url)
+    migrated(database_url)
     made = tuple(
         create_service_app(make_settings(database_url, redis_url, broker_url, bundle_kms_key=ring))
         for ring in (OLD, f"{NEW},{OLD}", NEW)

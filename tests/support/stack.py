@@ -27,9 +27,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from envcat.bff.apiclient import BFF_SIGNER, HmacAuth, Signer
 from envcat.bff.runtime import EXTENSION_KEY, BffRuntime
 from envcat.core.settings import Settings
-from envcat.models import migrate
 from envcat.workers.factory import QUEUES
 from tests.support import free_port, wait_for_port
+from tests.support.databases import migrated
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 0.05  # how soon a server thread notices shutdown
@@ -125,7 +125,7 @@ def live_stack(
     }
     values.update(overrides)
     settings = make_settings(database_url, redis_url, broker_url, **values)
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     api_app = create_api(settings)
     bff_app = create_bff(settings)
     servers = [_ServerThread(api_app, api_port), _ServerThread(bff_app, bff_port)]

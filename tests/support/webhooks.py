@@ -16,11 +16,12 @@ from werkzeug.test import TestResponse
 
 from envcat.api import create_app
 from envcat.core.settings import Settings
-from envcat.models import WebhookEvent, db, migrate
+from envcat.models import WebhookEvent, db
 from tests.support.clerk_events import (
     clerk_event,
     new_id,
 )
+from tests.support.databases import migrated
 from tests.support.signed import SignedClient
 
 URL = "/api/v1/webhooks/clerk"
@@ -40,7 +41,7 @@ def signed(app: Flask, settings: Settings, user_id: str, tenant_id: str) -> Sign
 
 
 def api_on(database_url: str, settings: Settings) -> Flask:
-    migrate.upgrade(database_url)
+    migrated(database_url)
     return create_app(settings.model_copy(update={"database_url": database_url}))
 
 

@@ -25,13 +25,13 @@ from flask import Flask
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
-from envcat.models import migrate
 from envcat.services import notifications, outbound
 from envcat.services.runtime import create_service_app
 from envcat.workers import notification_tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
 from tests.support import free_port
 from tests.support.api import SeedKey, seed_bundle
+from tests.support.databases import migrated
 from tests.support.inboxes import SmtpInbox, smtp_inbox
 from tests.support.settings import make_settings
 from tests.support.signed import add_member
@@ -50,7 +50,7 @@ def _app(sqlite_url: str, redis_url: str, broker_url: str, port: int) -> tuple[S
     settings = make_settings(
         sqlite_url, redis_url, broker_url, smtp_host="127.0.0.1", smtp_port=port
     )
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     return settings, create_service_app(settings)
 
 
@@ -212,7 +212,7 @@ def test_starttls_comes_before_the_login_and_the_mail(
             "smtp_password": "mail-password-canary",
         }
         settings = make_settings(sqlite_url, redis_url, broker_url, **smtp)
-        migrate.upgrade(settings.database_url)
+        migrated(settings.database_url)
         app = create_service_app(settings)
         with app.app_context():
             add_member("u-ada", TENANT, "owner", email="ada@example.test", kind="org")

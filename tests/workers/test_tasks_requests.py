@@ -26,6 +26,7 @@ from envcat.workers import tasks
 from envcat.workers.factory import QUEUES, TASK_ROUTES, create_celery
 from tests.support import present
 from tests.support.api import SeedKey, audit_actions, seed_bundle
+from tests.support.databases import migrated
 from tests.support.requests import record_approval, stored_request
 from tests.support.settings import make_settings
 from tests.support.signed import add_member
@@ -144,12 +145,11 @@ def test_a_bug_fails_the_request_at_once_instead_of_retrying(
 def test_rotate_kms_runs_batches_on_the_maintenance_queue(
     tmp_path: Path, redis_url: str, broker_url: str
 ) -> None:
-    from envcat.models import migrate
     from tests.support.rotation import seed_values
 
     old_key, new_key = new_kms_key(), new_kms_key()
     database_url = f"sqlite:///{tmp_path / 'rotate.db'}"
-    migrate.upgrade(database_url)
+    migrated(database_url)
     seed_values(
         create_service_app(
             make_settings(database_url, redis_url, broker_url, bundle_kms_key=old_key)

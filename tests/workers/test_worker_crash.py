@@ -23,7 +23,6 @@ from flask import Flask
 
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
-from envcat.models import migrate
 from envcat.ops.config import settings_environment
 from envcat.services.access_requests import store
 from envcat.services.runtime import create_service_app
@@ -31,6 +30,7 @@ from envcat.workers.factory import create_celery
 from tests.support import RedisServer, present, private_redis
 from tests.support.api import SeedKey, seed_bundle
 from tests.support.cli_env import clean_environment
+from tests.support.databases import migrated
 from tests.support.envelopes import open_delivery
 from tests.support.requests import record_approval, stored_request
 from tests.support.settings import make_settings
@@ -62,7 +62,7 @@ def crash_settings(tmp_path: Path, servers: tuple[RedisServer, RedisServer]) -> 
         f"{broker.url}/0",
         request_ttl=REQUEST_TTL,
     )
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     return settings
 
 
