@@ -27,10 +27,10 @@ from sqlalchemy.engine import make_url
 import envcat.workers.tasks  # noqa: F401  # registers the shared tasks with every Celery app
 from envcat.core.logging import JsonFormatter
 from envcat.core.settings import Settings
-from envcat.models import migrate
 from envcat.services.runtime import create_service_app
 from envcat.workers.factory import QUEUES, create_celery
 from tests.support import RedisServer, free_port, port_answers
+from tests.support.databases import migrated
 from tests.support.flask_client import ClosingClient
 from tests.support.settings import POSTGRES_ADMIN_URL, make_settings, postgres_reachable
 
@@ -94,7 +94,13 @@ def redis_url(redis_base_url: str, redis_dbs: tuple[int, int]) -> str:
 
 @pytest.fixture
 def broker_url(redis_base_url: str, redis_dbs: tuple[int, int]) -> str:
-    return f"{redis_base_url}/{redis_dbs[1]}"
+    """URL of the Celery broker's database, emptied for this test: an earlier test's
+    unconsumed tasks must not reach this test's worker or fill its queue."""
+    url = f"{redis_base_url}/{redis_dbs[1]}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
 
 
 @pytest.fixture
@@ -144,7 +150,7 @@ def settings(sqlite_url: str, redis_url: str, broker_url: str) -> Settings:
 @pytest.fixture
 def service_app(settings: Settings) -> Iterator[Flask]:
     """A migrated database and the runtime, inside an app context."""
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     app = create_service_app(settings)
     with app.app_context():
         yield app
@@ -172,7 +178,7 @@ def api_app(settings: Settings) -> Iterator[Flask]:
     """The real api app on a migrated database, inside an app context."""
     from envcat.api import create_app
 
-    migrate.upgrade(settings.database_url)
+    migrated(settings.database_url)
     app = create_app(settings)
     with app.app_context():
         yield app
