@@ -85,7 +85,8 @@ def test_two_polls_of_one_request_the_newer_takes(
     first_holder = redis_client.get(store.waiter_key(request.id))
     newer = start_poll(service_app, request.id, token, timeout=10)
     wait_until(lambda: redis_client.get(store.waiter_key(request.id)) != first_holder)
-    assert current().wakeups.waiting_count() == 2
+    # The older poll may already have left: any wake-up (its subscription starting,
+    # the sweep) makes it take again, find itself replaced and answer pending.
     decided = time.monotonic()
     assert store.mark_denied(redis_client, request.id, denied_by="u-1")
     assert newer.answer().status == "denied"
