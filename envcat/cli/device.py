@@ -146,8 +146,10 @@ def describe_grant(grant: Mapping[str, Any], now: float | None = None) -> str:
     left = (float(expires_at) if isinstance(expires_at, int | float) else 0.0) - (
         time.time() if now is None else now
     )
-    when = f"{left / 3600:.0f} h" if left >= 5400 else f"{max(1, round(left / 60))} min"
     by = safe_text(str(grant.get("approved_by") or "?"), 120)
+    if left <= 0:  # sealed just before it ended (the worker checks it), shown just after
+        return f"delivered under grant by {by}, which has expired since"
+    when = f"{left / 3600:.0f} h" if left >= 5400 else f"{max(1, round(left / 60))} min"
     return f"delivered under grant by {by}, expires in {when}"
 
 

@@ -48,6 +48,7 @@ def test_a_grant_delivery_names_its_approver_and_time_left() -> None:
     assert shown.startswith("delivered under grant by alice@acme.dev")
     assert shown.endswith(", expires in 3 h") and "\x1b" not in shown  # no terminal controls
     assert describe_grant({**marker, "expires_at": 1300}, now=100).endswith("expires in 20 min")
+    assert describe_grant({**marker, "expires_at": 99}, now=100).endswith("which has expired since")
 
 
 def _make_key_at_once(config_home: str, start: Barrier, fingerprints: Queue[str]) -> None:
