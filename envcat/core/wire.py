@@ -68,6 +68,8 @@ SERVER_KEY_PATH = "/api/v1/server-key"
 # a workload's trust policy or a service token, never a person.
 WORKLOAD_APPROVER_PREFIX = "workload-policy:"
 SERVICE_TOKEN_APPROVER_PREFIX = "service-token:"  # noqa: S105  # a prefix, not a secret
+# issue #16: an admin service token acts as this caller (`token:<id>`) in the audit log
+TOKEN_ACTOR_PREFIX = "token:"  # noqa: S105  # a prefix, not a secret
 MACHINE_APPROVER_PREFIXES = (WORKLOAD_APPROVER_PREFIX, SERVICE_TOKEN_APPROVER_PREFIX)
 # A delivery under a device grant (issue #17): a person approved once, for some hours.
 GRANT_APPROVER_PREFIX = "grant:"

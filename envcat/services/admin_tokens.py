@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from envcat.core.bearer_routes import is_admin_token_route
 from envcat.core.schemas.logins import WhoAmI
+from envcat.core.wire import TOKEN_ACTOR_PREFIX
 from envcat.models import ServiceToken, Tenant, db, utcnow
 from envcat.services import audit, service_tokens
 from envcat.services.errors import Forbidden, InvalidServiceToken, WorkloadNotAllowed
@@ -26,7 +27,7 @@ from envcat.services.runtime import current
 from envcat.services.tenancy import as_utc
 from envcat.services.transactions import transaction
 
-ACTOR_PREFIX = "token:"  # the synthetic caller's id prefix, not a secret
+ACTOR_PREFIX = TOKEN_ACTOR_PREFIX  # the synthetic caller's id prefix
 SCOPE = "admin"
 ROLE = "admin"
 

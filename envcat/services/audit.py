@@ -23,8 +23,8 @@ from envcat.core.schemas.audit import (
     PersonOut,
     TargetKind,
 )
-from envcat.core.wire import REQUEST_ID_RE
-from envcat.models import AuditEvent, Bundle, Key, User, db, utcnow
+from envcat.core.wire import REQUEST_ID_RE, TOKEN_ACTOR_PREFIX
+from envcat.models import AuditEvent, Bundle, Key, ServiceToken, User, db, utcnow
 from envcat.services.errors import AuditUnavailable, ValidationFailed
 from envcat.services.transactions import in_transaction, transaction
 
@@ -301,7 +301,7 @@ def describe(
         for event, (kind, target_id) in zip(rows, targets, strict=True)
     ]
     mentioned = [e.actor for e in rows] + [_approver(e) for e in rows]
-    return events, _people(mentioned)
+    return events, _people(tenant_id, mentioned)
 
 
 def list_people(tenant_id: str) -> AuditPeople:
@@ -309,7 +309,7 @@ def list_people(tenant_id: str) -> AuditPeople:
     actors = db.session.execute(
         select(AuditEvent.actor).where(AuditEvent.tenant_id == tenant_id).distinct()
     ).scalars()
-    people = _people(actors)
+    people = _people(tenant_id, actors)
     return AuditPeople(people=sorted(people.values(), key=lambda p: (p.email or p.id).lower()))
 
 
@@ -318,12 +318,27 @@ def _approver(event: AuditEvent) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _people(ids: Iterable[str]) -> dict[str, PersonOut]:
+def _people(tenant_id: str, ids: Iterable[str]) -> dict[str, PersonOut]:
+    """Users by email and name; an admin service token's caller (`token:<id>`, issue #16)
+    by its name, when it is this tenant's token (a revoked token keeps its row and name)."""
     wanted = {i for i in ids if i and i not in MACHINE_ACTORS}
-    if not wanted:
-        return {}
-    users = db.session.execute(select(User).where(User.id.in_(wanted))).scalars()
-    return {u.id: PersonOut(id=u.id, email=u.email, name=u.name) for u in users}
+    tokens = {
+        i.removeprefix(TOKEN_ACTOR_PREFIX) for i in wanted if i.startswith(TOKEN_ACTOR_PREFIX)
+    }
+    people: dict[str, PersonOut] = {}
+    if users := wanted - {TOKEN_ACTOR_PREFIX + t for t in tokens}:
+        found = db.session.execute(select(User).where(User.id.in_(users))).scalars()
+        people |= {u.id: PersonOut(id=u.id, email=u.email, name=u.name) for u in found}
+    if tokens:
+        named = db.session.execute(
+            select(ServiceToken.id, ServiceToken.name).where(
+                ServiceToken.id.in_(tokens), ServiceToken.tenant_id == tenant_id
+            )
+        ).all()
+        for token_id, name in named:
+            actor = TOKEN_ACTOR_PREFIX + token_id
+            people[actor] = PersonOut(id=actor, email=None, name=f"service token {name}")
+    return people
 
 
 def _split_target(event: AuditEvent) -> tuple[TargetKind, str]:

@@ -209,6 +209,25 @@ def test_people_name_approvers_and_skip_machines(signed_as) -> None:
     assert [p["id"] for p in people] == ["u-owner"]  # only actors, never "system"
 
 
+def test_an_admin_tokens_changes_name_the_token_of_this_workspace_only(signed_as) -> None:
+    owner = signed_as("u-owner", "t-a", "owner")
+    stranger = signed_as("u-stranger", "t-b", "owner")
+    body = {"name": "ci apply", "scopes": ["admin"]}
+    ours = owner.post("/api/v1/service-tokens", body).get_json()["id"]
+    theirs = stranger.post("/api/v1/service-tokens", body).get_json()["id"]
+    audit.record("t-a", f"token:{ours}", "bundle.created", "bundle:b1")
+    audit.record("t-a", f"token:{theirs}", "bundle.created", "bundle:b2")  # a forged actor
+    people = owner.get("/api/v1/audit").get_json()["people"]
+    assert people[f"token:{ours}"] == {
+        "id": f"token:{ours}",
+        "email": None,
+        "name": "service token ci apply",
+    }
+    assert f"token:{theirs}" not in people  # another workspace's token is not named here
+    listed = owner.get("/api/v1/audit/people").get_json()["people"]
+    assert [p["name"] for p in listed if p["id"].startswith("token:")] == ["service token ci apply"]
+
+
 def test_people_are_only_the_callers_tenant(signed_as) -> None:
     owner = signed_as("u-owner", "t-a", "owner")
     signed_as("u-stranger", "t-b", "owner")

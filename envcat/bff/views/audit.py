@@ -89,11 +89,12 @@ def api_params(filters: dict[str, str]) -> tuple[dict[str, str], str | None]:
 
 
 def who(actor: str, people: Mapping[str, PersonOut]) -> str:
-    """A person's email (or a label for the CLI and the workers); the raw id otherwise."""
+    """A person's email (or a label for the CLI and the workers, an admin token's name);
+    the raw id otherwise."""
     if actor in MACHINES:
         return MACHINES[actor]
     person = people.get(actor)
-    return (person.email if person else None) or actor
+    return (person.email or person.name if person else None) or actor
 
 
 @bp.get("/audit")
