@@ -8,6 +8,7 @@ process hold one Redis connection, not one each.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import ExitStack
 from functools import partial
@@ -18,8 +19,13 @@ from flask import Flask
 
 from envcat.core.settings import Settings
 from envcat.services.access_requests import store
-from envcat.services.access_requests.wakeups import RECHECK_SECONDS, Wake, WakeHub
-from envcat.services.runtime import current, make_redis
+from envcat.services.access_requests.wakeups import (
+    RECHECK_SECONDS,
+    RECONNECT_PAUSE_SECONDS,
+    Wake,
+    WakeHub,
+)
+from envcat.services.runtime import EXTENSION_KEY, current, make_redis
 from tests.support.requests import stored_request
 from tests.support.settings import make_settings
 from tests.support.wakeups import (
@@ -74,6 +80,28 @@ def test_a_vote_wakes_the_poll_with_pending_news(
     assert poll.answer().status == "pending"
     assert poll.answered_at - voted < PROMPT
     assert store.get(redis_client, request.id) is not None  # a vote takes nothing
+
+
+def test_a_first_vote_published_before_the_subscription_starts_still_answers(
+    settings: Settings, service_app: Flask, redis_client: redis.Redis
+) -> None:
+    """The vote's news reached nobody (this process had no subscription yet): the
+    recheck that the subscription's start brings must answer the poll, not its timeout."""
+    hub = _hub(settings, resume=True, subscribed=False)  # subscribes when a poll registers
+    runtime = service_app.extensions[EXTENSION_KEY]
+    service_app.extensions[EXTENSION_KEY] = dataclasses.replace(runtime, wakeups=hub)
+    request, token = stored_request(redis_client)
+    runtime.redis.ping()  # the poll's take reuses this pooled connection in the block below
+    subscribed_before = pubsub_clients(redis_client)
+    with refusing_new_connections(redis_client):  # the subscriber cannot connect yet
+        poll = start_poll(service_app, request.id, token, timeout=10)
+        wait_until(partial(_holds, redis_client, store.waiter_key(request.id)))
+        redis_client.hset(store.votes_key(request.id), "u-1", "a vote")  # as the vote script
+        store.wake_with_progress(redis_client, request.id)
+        assert pubsub_clients(redis_client) - subscribed_before == set()  # reached nobody
+    allowed = time.monotonic()
+    assert poll.answer().status == "pending"
+    assert poll.answered_at - allowed < PROMPT + RECONNECT_PAUSE_SECONDS  # not the 10 s
 
 
 def test_two_polls_of_one_request_the_newer_takes(
