@@ -273,5 +273,7 @@ def delete_account(user_id: str, password: str, origin: audit.Origin) -> Account
             audit.append(
                 tenant_id, user.id, "account.deleted", user.id, details=details, origin=origin
             )
+    for tenant_id in retired:  # after the commit: a lookup meanwhile saw the live row
+        current().slugs.forget_tenant(tenant_id)
     log.info("local account deleted", extra={"user_id": user.id, "tenants": len(retired)})
     return AccountDeleted(user_id=user.id, deleted_tenants=retired)

@@ -6,7 +6,7 @@ through `current()`, so they need an app context but never `flask.request`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app
@@ -20,6 +20,7 @@ from envcat.core.settings import Settings
 from envcat.core.wire import MAX_WAIT_SECONDS
 from envcat.models import db
 from envcat.services.access_requests.wakeups import WakeHub
+from envcat.services.slug_cache import SlugCache
 
 EXTENSION_KEY = "envcat"
 # Ordinary commands fail fast; the wake-up subscription's connection waits longer.
@@ -39,6 +40,7 @@ class Runtime:
     redis_blocking: Redis
     keyring: Keyring
     wakeups: WakeHub  # the process's one wake-up subscription for its long polls
+    slugs: SlugCache = field(default_factory=SlugCache)  # workspace slugs, a few seconds
 
 
 def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:

@@ -10,6 +10,7 @@ from envcat.core.schemas.accounts import TenantOut
 from envcat.core.wire import WORKSPACE_SLUG_RULE, is_workspace_slug
 from envcat.models import Membership, Tenant, db
 from envcat.services.errors import Conflict, UnknownWorkspace, ValidationFailed
+from envcat.services.runtime import current
 from envcat.services.tenancy import Actor
 from envcat.services.transactions import transaction
 
@@ -23,7 +24,14 @@ class Workspace:
 
 
 def resolve(slug: str) -> Workspace:
-    """Return the live workspace with this slug, or raise UnknownWorkspace (404)."""
+    """Return the live workspace with this slug, or raise UnknownWorkspace (404).
+
+    Remembered for a few seconds per process (`envcat.services.slug_cache`): every
+    request creation names its workspace.
+    """
+    slugs = current().slugs
+    if (known := slugs.get(slug)) is not None:
+        return Workspace(id=known[0], slug=known[1])
     row = db.session.execute(
         select(Tenant.id, Tenant.slug).where(Tenant.slug == slug, Tenant.deleted_at.is_(None))
     ).one_or_none()
@@ -31,6 +39,7 @@ def resolve(slug: str) -> Workspace:
         raise UnknownWorkspace(
             f"There is no workspace {slug!r} on this server; check -w / ENVCAT_WORKSPACE."
         )
+    slugs.put(row.slug, row.id)
     return Workspace(id=row.id, slug=row.slug)
 
 
@@ -66,6 +75,7 @@ def rename(actor: Actor, slug: str) -> TenantOut:
             raise Conflict("That slug is taken; choose another.")
         tenant.slug = slug
         actor.append("workspace.renamed", tenant.id, details={"from": previous, "to": slug})
+    current().slugs.forget(previous, slug)  # after the commit: a lookup meanwhile saw the old
     return _out(tenant)
 
 
