@@ -75,7 +75,12 @@ def _create(path: Path) -> SigningKey:
             stream.write(encode(bytes(key)) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
-        os.link(staged, path)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: create it exclusively instead
+            _write_exclusively(path, encode(bytes(key)))
     except FileExistsError:
         return _read(path)  # another envcat made it first: use theirs
     except OSError as exc:
@@ -84,6 +89,13 @@ def _create(path: Path) -> SigningKey:
         with contextlib.suppress(OSError):
             os.unlink(staged)
     return key
+
+
+def _write_exclusively(path: Path, encoded: str) -> None:
+    """O_EXCL creation, for where links are refused (another envcat may briefly see it empty)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+        stream.write(encoded + "\n")
 
 
 def load_or_create() -> SigningKey:
@@ -148,7 +160,7 @@ def describe_grant(grant: Mapping[str, Any], now: float | None = None) -> str:
     )
     by = safe_text(str(grant.get("approved_by") or "?"), 120)
     if left <= 0:  # sealed just before it ended (the worker checks it), shown just after
-        return f"delivered under grant by {by}, which has expired since"
+        return f"delivered under grant by {by}, now expired"
     when = f"{left / 3600:.0f} h" if left >= 5400 else f"{max(1, round(left / 60))} min"
     return f"delivered under grant by {by}, expires in {when}"
 

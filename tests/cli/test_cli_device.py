@@ -9,6 +9,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from envcat.cli.device import describe_grant, device_key_path, load_or_create, public_fingerprint
@@ -48,7 +49,7 @@ def test_a_grant_delivery_names_its_approver_and_time_left() -> None:
     assert shown.startswith("delivered under grant by alice@acme.dev")
     assert shown.endswith(", expires in 3 h") and "\x1b" not in shown  # no terminal controls
     assert describe_grant({**marker, "expires_at": 1300}, now=100).endswith("expires in 20 min")
-    assert describe_grant({**marker, "expires_at": 99}, now=100).endswith("which has expired since")
+    assert describe_grant({**marker, "expires_at": 99}, now=100).endswith(", now expired")
 
 
 def _make_key_at_once(config_home: str, start: Barrier, fingerprints: Queue[str]) -> None:
@@ -81,3 +82,17 @@ def test_envcats_started_at_once_on_a_new_machine_share_one_whole_key(tmp_path: 
         key_dir = home / "envcat"
         assert [entry.name for entry in key_dir.iterdir()] == ["device_key"]  # no staged leftovers
         assert (key_dir / "device_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_system_without_hard_links_still_gets_a_whole_private_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_links(source: str, target: str) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what such a mount answers
+
+    monkeypatch.setattr(os, "link", no_links)
+    first = public_fingerprint(load_or_create())
+    path = device_key_path()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [entry.name for entry in path.parent.iterdir()] == ["device_key"]
+    assert public_fingerprint(load_or_create()) == first  # read back whole
