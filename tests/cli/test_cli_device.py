@@ -64,13 +64,13 @@ def _make_key_at_once(config_home: str, start: Barrier, fingerprints: Queue[str]
 def test_envcats_started_at_once_on_a_new_machine_share_one_whole_key(tmp_path: Path) -> None:
     # Several `envcat get`s in one CI job's first second: each must read a whole key
     # (never another's half-written file) and all must end up with the same one.
-    spawn = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # starts at once: the race is at the file
     processes = 6
     for round_ in range(8):
         home = tmp_path / f"round-{round_}"
-        start, fingerprints = spawn.Barrier(processes), spawn.Queue()
+        start, fingerprints = context.Barrier(processes), context.Queue()
         workers = [
-            spawn.Process(target=_make_key_at_once, args=(str(home), start, fingerprints))
+            context.Process(target=_make_key_at_once, args=(str(home), start, fingerprints))
             for _ in range(processes)
         ]
         for worker in workers:
