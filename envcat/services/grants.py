@@ -192,6 +192,11 @@ def is_still_granted(tenant_id: str, grant_id: str, bundle_id: str, keys: Sequen
     return grant is not None and grant.bundle_id == bundle_id and set(keys) <= set(grant.keys)
 
 
+def live(tenant_id: str, grant_id: str) -> DeviceGrant | None:
+    """The grant while it is unrevoked and unexpired, else None."""
+    return _live(tenant_id, grant_id)
+
+
 def _email(user_id: str) -> str:
     return db.session.execute(select(User.email).where(User.id == user_id)).scalar() or user_id
 

@@ -11,6 +11,8 @@ tests/bff/test_browser_requesters.py.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -22,9 +24,10 @@ from sqlalchemy import select
 from envcat.cli.device import signed_block
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
+from envcat.core.wire import POLL_TOKEN_HEADER
 from envcat.models import AuditEvent, db
 from envcat.services import user_tokens
-from envcat.services.access_requests import store
+from envcat.services.access_requests import delivery, store
 from tests.support.api import REQUESTS, Cli, SeedKey, audit_actions, ensure_workspace, seed_bundle
 from tests.support.settings import make_settings
 
@@ -224,3 +227,43 @@ def test_a_grant_on_a_members_only_bundle_serves_only_its_requester(
     assert bob.status_code == 201 and "grant_id" not in bob.get_json()
     assert ("request.granted", again.get_json()["id"]) in audit_actions(TENANT)
     assert ("request.requested", again.get_json()["id"]) in audit_actions(TENANT)
+
+
+def _run_queued_delivery(broker_url: str, request_id: str) -> None:
+    """Run the request's queued encrypt_from_bundle exactly as the worker's task does."""
+    broker = redis.Redis.from_url(broker_url)
+    for raw in broker.lrange("approvals", 0, -1):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        if message["headers"]["task"] == "envcat.encrypt_from_bundle" and args[0] == request_id:
+            delivery.encrypt_from_bundle(*args)
+            break
+    else:
+        raise AssertionError(f"no queued delivery for {request_id}")
+    broker.close()
+
+
+@sqlite_only
+def test_a_grant_delivery_queued_before_the_bundle_became_members_only_releases_nothing(
+    api_client: FlaskClient, signed_as: Any, broker_url: str, redis_client: redis.Redis
+) -> None:
+    """The api accepted a grant delivery; the task runs later (a deep queue), after an
+    admin made the bundle members-only: the worker checks the rule again and fails it."""
+    admin = signed_as("u-admin", TENANT, "admin")
+    bundle_id = seed_bundle(TENANT, BUNDLE, KEYS)
+    admin.put(f"/api/v1/bundles/{bundle_id}/grant-policy", json={"max_hours": 4})
+    device = SigningKey.generate()
+    first = _ask(api_client, device=device, bundle=BUNDLE, template_keys=["API_KEY"])
+    assert _approve(admin, first.get_json()["id"], bundle_id, hours=4).status_code == 202
+    queued = _ask(api_client, device=device, bundle=BUNDLE, template_keys=["API_KEY"])
+    assert queued.status_code == 201 and queued.get_json().get("grant_id"), queued.get_json()
+    request_id = queued.get_json()["id"]
+    _members_only(admin, bundle_id)  # while the delivery waits in the queue
+    _run_queued_delivery(broker_url, request_id)
+    stored = store.get(redis_client, request_id)
+    assert stored is not None and stored.status == "failed"
+    headers = {POLL_TOKEN_HEADER: queued.get_json()["poll_token"]}
+    answer = api_client.get(f"{REQUESTS}/{request_id}/wait", headers=headers).get_json()
+    assert answer["status"] == "failed" and "members only" in answer["message"], answer
+    assert answer.get("ciphertext_base64") is None  # nothing was sealed
+    assert ("request.failed", request_id) in audit_actions(TENANT)

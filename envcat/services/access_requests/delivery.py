@@ -33,6 +33,7 @@ from envcat.services import (
     grants,
     integrity,
     metrics,
+    requesters,
     service_tokens,
     workload_access,
     workspaces,
@@ -218,8 +219,27 @@ def _grant_marker(approval: Approval) -> dict[str, object] | None:
     )
 
 
+def _grant_still_serves(request: AccessRequest, approval: Approval) -> None:
+    """A grant delivery: the bundle's "who may request" rule still admits this requester.
+
+    The api checked it when the request was made; the task may run minutes later behind
+    a deep queue, after an admin made the bundle members-only (issue #17).
+    """
+    if not approval.decided_by.startswith(grants.APPROVER_PREFIX):
+        return
+    grant_id = approval.decided_by.removeprefix(grants.APPROVER_PREFIX)
+    grant = grants.live(approval.tenant_id, grant_id)
+    requester = request.context.get(store.REQUESTER_ID_FIELD) or None
+    if grant is None or not requesters.grant_applies(grant, requester):
+        raise ValidationFailed(
+            "the bundle now releases to signed-in members only, and the device grant "
+            "does not serve this requester"
+        )
+
+
 def _sealed_envelope(request: AccessRequest, approval: Approval) -> str:
     email = _approver_name(approval)
+    _grant_still_serves(request, approval)
     try:
         selection = select_keys(approval.tenant_id, approval.bundle_id, approval.include_keys)
     except NotFound:
