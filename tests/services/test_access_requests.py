@@ -261,11 +261,14 @@ def test_a_newer_long_poll_replaces_the_older(redis_client: redis.Redis) -> None
     assert store.take(redis_client, request.id, token, hold=second.after_wake()).status == "denied"
 
 
-def test_a_pending_take_says_whether_votes_are_recorded(redis_client: redis.Redis) -> None:
+def test_a_pending_take_says_how_many_votes_are_recorded(redis_client: redis.Redis) -> None:
     request, token = _new(redis_client)
     assert not store.take(redis_client, request.id, token).has_votes
     redis_client.hset(store.votes_key(request.id), "u-1", "{}")
-    assert store.take(redis_client, request.id, token).has_votes
+    taken = store.take(redis_client, request.id, token)
+    assert (taken.has_votes, taken.votes) == (True, 1)
+    redis_client.hset(store.votes_key(request.id), "u-2", "{}")
+    assert store.take(redis_client, request.id, token).votes == 2
 
 
 def test_approval_json_round_trips_and_rejects_other_shapes() -> None:

@@ -188,7 +188,7 @@ def _long_poll(
     with current().wakeups.waiting(request_id) as waiter:
         hold = store.Hold.new(secrets.token_urlsafe(8), timeout)
         result = _take(request_id, poll_token, hold)  # claims the request while pending
-        had_votes = result.has_votes
+        votes_seen = result.votes
         deadline = time.monotonic() + timeout
         while result.status == "pending" and (remaining := deadline - time.monotonic()) > 0:
             wake = waiter.next(remaining)
@@ -199,9 +199,9 @@ def _long_poll(
                 # payload now would hand it to nobody.
                 break
             result = _take(request_id, poll_token, hold.after_wake())
-            if result.replaced or wake is wakeups.Wake.PROGRESS or result.has_votes > had_votes:
+            if result.replaced or wake is wakeups.Wake.PROGRESS or result.votes > votes_seen:
                 # A newer poll (the CLI reconnected) takes instead, or news while still
-                # pending (a k-of-n vote): answer now. A first vote is news however the
+                # pending (a k-of-n vote): answer now. A new vote is news however the
                 # poll woke: one published while this process's subscription was
                 # starting reached nobody, and only the recheck that follows sees it.
                 break

@@ -239,8 +239,13 @@ class PollResult:
     message: str | None = None
     tenant_id: str | None = None
     approval: Approval | None = None
-    has_votes: bool = False  # pending with k-of-n votes recorded
+    votes: int = 0  # pending: how many k-of-n votes are recorded
     replaced: bool = False  # pending for this poll: a newer long poll holds the request
+
+    @property
+    def has_votes(self) -> bool:
+        """Pending with k-of-n votes recorded."""
+        return self.votes > 0
 
 
 # KEYS: req hash, ip counter, view, workspace index, workspace directory. ARGV: ttl, cap,
@@ -470,7 +475,7 @@ if redis.call('HGET', h, 'pth') ~= ARGV[1] then return {'bad_token'} end
 local status = redis.call('HGET', h, 's')
 if status == 'pending' then
   if ARGV[3] == 'hold' then redis.call('SET', KEYS[5], ARGV[2], 'EX', ARGV[4]) end
-  return {'pending', redis.call('EXISTS', KEYS[6])}
+  return {'pending', redis.call('HLEN', KEYS[6])}
 end
 local f = redis.call('HMGET', h, 'ct', 'msg', 'tid', 'a', 'um')
 leave_pending(h, KEYS[3])
@@ -580,7 +585,7 @@ def take(
     if status == "replaced":
         return PollResult(status="pending", replaced=True)
     if status == "pending":
-        return PollResult(status="pending", has_votes=bool(reply[1]))
+        return PollResult(status="pending", votes=int(reply[1]))
     if status in ("gone", "bad_token"):
         return PollResult(status=status)
     ciphertext, message, tenant_id, approval = reply[1:5]
