@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 import envcat.workers.tasks  # noqa: F401  # registers the shared tasks with every Celery app
 from envcat.core.logging import JsonFormatter
 from envcat.core.settings import Settings
-from envcat.services.runtime import create_service_app
+from envcat.services.runtime import create_service_app, current
 from envcat.workers.factory import QUEUES, create_celery
 from tests.support import RedisServer, free_port, port_answers
 from tests.support.databases import migrated
@@ -154,6 +154,7 @@ def service_app(settings: Settings) -> Iterator[Flask]:
     app = create_service_app(settings)
     with app.app_context():
         yield app
+        current().wakeups.close()  # its subscriber must not outlive the test
 
 
 @pytest.fixture
@@ -182,6 +183,7 @@ def api_app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     with app.app_context():
         yield app
+        current().wakeups.close()  # its subscriber must not outlive the test
 
 
 @pytest.fixture

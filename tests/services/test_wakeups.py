@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from functools import partial
 
@@ -39,9 +40,20 @@ from tests.support.wakeups import (
 PROMPT = 1.0  # seconds: a wake-up reaches its poll well within this (the sweep is 5 s)
 
 
+_HUBS: list[WakeHub] = []  # closed after each test: no subscriber outlives its test
+
+
+@pytest.fixture(autouse=True)
+def _close_hubs() -> Iterator[None]:
+    yield
+    while _HUBS:
+        _HUBS.pop().close()
+
+
 def _hub(settings: Settings, *, resume: bool, subscribed: bool = True) -> WakeHub:
     """A hub of its own; `subscribed`: its subscription is confirmed before it returns."""
     hub = WakeHub(make_redis(settings, blocking=True), make_redis(settings), resume=resume)
+    _HUBS.append(hub)
     if subscribed:
         with hub.waiting("warm-up") as waiter:
             # The confirmation wakes every poll registered before it to take again.
@@ -267,3 +279,20 @@ def test_a_deployment_on_another_database_of_the_server_is_not_woken(
         assert store.mark_denied(redis_client, request.id, denied_by="u-1")
         assert mine.next(PROMPT) is Wake.FINAL
         assert neighbours.next(PROMPT) is None  # the same id, another deployment: no news
+
+
+def test_a_closed_hub_lets_go_of_its_subscription_and_a_later_poll_starts_another(
+    settings: Settings, service_app: Flask, redis_client: redis.Redis
+) -> None:
+    """A test's app (or a worker shutting down) closes its hub: the subscriber thread and
+    its connection are gone when close() returns, not up to IDLE_SECONDS later."""
+    subscribed_before = pubsub_clients(redis_client)
+    hub = _hub(settings, resume=True)  # subscribed, then idle: it would linger a minute
+    assert len(pubsub_clients(redis_client) - subscribed_before) == 1
+    started = time.monotonic()
+    hub.close()
+    assert time.monotonic() - started < PROMPT
+    wait_until(lambda: pubsub_clients(redis_client) - subscribed_before == set(), timeout=2.0)
+    with hub.waiting("req-later") as waiter:
+        assert waiter.next(5.0) is Wake.RECHECK  # a new subscription, confirmed
+    assert len(pubsub_clients(redis_client) - subscribed_before) == 1

@@ -27,6 +27,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from envcat.bff.apiclient import BFF_SIGNER, HmacAuth, Signer
 from envcat.bff.runtime import EXTENSION_KEY, BffRuntime
 from envcat.core.settings import Settings
+from envcat.services.runtime import EXTENSION_KEY as RUNTIME_KEY
 from envcat.workers.factory import QUEUES
 from tests.support import free_port, wait_for_port
 from tests.support.databases import migrated
@@ -131,6 +132,7 @@ def live_stack(
     servers = [_ServerThread(api_app, api_port), _ServerThread(bff_app, bff_port)]
     with contextlib.ExitStack() as stack:
         stack.callback(runtime_of(bff_app).close)
+        stack.callback(api_app.extensions[RUNTIME_KEY].wakeups.close)  # after the servers
         for server in servers:
             server.start()
             stack.callback(server.stop)

@@ -27,6 +27,7 @@ primary, within their deadline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -92,6 +93,7 @@ class WakeHub:
         self._checker = checker  # ordinary commands (the periodic sweep)
         self._resume = resume
         self.lock = threading.Lock()
+        self._generation = 0  # a subscriber thread serves while it is the current one
         self._reset()
 
     def _reset(self) -> None:
@@ -110,7 +112,7 @@ class WakeHub:
             self._waiters.setdefault(request_id, set()).add(waiter)
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="envcat-wakeups", daemon=True
+                    target=self._run, args=(self._generation,), name="envcat-wakeups", daemon=True
                 )
                 self._thread.start()
         try:
@@ -122,6 +124,25 @@ class WakeHub:
                     polls.discard(waiter)
                     if not polls:
                         del self._waiters[request_id]
+
+    def close(self, wait: float = 2.0) -> None:
+        """Let the subscriber go (its app is done: a test's, or a worker shutting down).
+
+        It stops without a word, even if Redis goes away meanwhile, and its connection is
+        closed before this returns (within `wait` seconds); a later poll starts a new one.
+        """
+        with self.lock:
+            self._generation += 1
+            thread, self._thread = self._thread, None
+        if thread is None or not thread.is_alive():
+            return
+        with contextlib.suppress(*REDIS_DOWN):  # an empty message ends its wait at once
+            self._checker.publish(store.wake_channel(self._subscriber), "")
+        thread.join(wait)
+
+    def _current(self, generation: int) -> bool:
+        with self.lock:
+            return generation == self._generation
 
     def waiting_count(self) -> int:
         """How many polls are registered in this process."""
@@ -137,11 +158,13 @@ class WakeHub:
             for waiter in chosen:
                 waiter.notify(wake)
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         while True:
             try:
-                self._listen()
+                self._listen(generation)
             except REDIS_DOWN:
+                if not self._current(generation):
+                    return  # closed: nobody to tell
                 if not self._outage:  # one warning per outage, not one per attempt
                     log.warning("wake-up subscription lost; reconnecting")
                 self._outage = True
@@ -153,15 +176,18 @@ class WakeHub:
                 # poll takes again and the next one starts a fresh subscriber.
                 log.exception("wake-up subscriber failed")
                 with self.lock:
-                    self._thread = None
+                    if generation == self._generation:
+                        self._thread = None
                 self._wake(Wake.RECHECK)
                 return
             with self.lock:
+                if generation != self._generation:
+                    return  # closed
                 if not self._waiters:  # idle (or Redis is down and nobody waits): let go
                     self._thread = None
                     return
 
-    def _listen(self) -> None:
+    def _listen(self, generation: int) -> None:
         """Subscribe and dispatch until idle for IDLE_SECONDS; raise when Redis goes away."""
         pubsub = self._subscriber.pubsub()
         try:
@@ -170,6 +196,8 @@ class WakeHub:
             idle_since = time.monotonic()
             while True:
                 message = pubsub.get_message(timeout=max(0.0, next_check - time.monotonic()))
+                if not self._current(generation):
+                    return
                 if message is not None:
                     self._dispatch(message)
                 if time.monotonic() >= next_check:
