@@ -176,7 +176,8 @@ def find_usable(
     return None
 
 
-def _live(tenant_id: str, grant_id: str) -> DeviceGrant | None:
+def live(tenant_id: str, grant_id: str) -> DeviceGrant | None:
+    """The grant while it is unrevoked and unexpired, else None."""
     grant = db.session.execute(
         select(DeviceGrant).where(DeviceGrant.id == grant_id, DeviceGrant.tenant_id == tenant_id)
     ).scalar_one_or_none()
@@ -188,13 +189,8 @@ def is_still_granted(tenant_id: str, grant_id: str, bundle_id: str, keys: Sequen
 
     The worker asks just before it seals: a grant revoked in between releases nothing.
     """
-    grant = _live(tenant_id, grant_id)
+    grant = live(tenant_id, grant_id)
     return grant is not None and grant.bundle_id == bundle_id and set(keys) <= set(grant.keys)
-
-
-def live(tenant_id: str, grant_id: str) -> DeviceGrant | None:
-    """The grant while it is unrevoked and unexpired, else None."""
-    return _live(tenant_id, grant_id)
 
 
 def _email(user_id: str) -> str:

@@ -21,7 +21,7 @@ MAX_SLUGS = 10_000  # then start again: bounded memory whatever callers send
 
 
 class SlugCache:
-    """slug → (tenant id, slug) for live workspaces, each kept SLUG_CACHE_SECONDS."""
+    """slug → tenant id for live workspaces, each kept SLUG_CACHE_SECONDS."""
 
     def __init__(
         self,
@@ -30,25 +30,25 @@ class SlugCache:
     ) -> None:
         self._seconds = seconds
         self._clock = clock
-        self._entries: dict[str, tuple[str, str, float]] = {}
+        self._entries: dict[str, tuple[str, float]] = {}  # slug → (tenant id, when)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, slug: str) -> tuple[str, str] | None:
-        """The remembered (tenant id, slug), or None when unknown or too old."""
+    def get(self, slug: str) -> str | None:
+        """The remembered tenant id, or None when unknown or too old."""
         entry = self._entries.get(slug)
-        if entry is None or self._clock() - entry[2] >= self._seconds:
+        if entry is None or self._clock() - entry[1] >= self._seconds:
             return None
-        return entry[0], entry[1]
+        return entry[0]
 
     def put(self, slug: str, tenant_id: str) -> None:
         """Remember a slug that just resolved to a live tenant."""
         with self._lock:
             if len(self._entries) >= MAX_SLUGS:
                 self._entries.clear()
-            self._entries[slug] = (tenant_id, slug, self._clock())
+            self._entries[slug] = (tenant_id, self._clock())
 
     def forget(self, *slugs: str) -> None:
         """Drop slugs this process renamed or deleted: the next lookup reads the database."""

@@ -30,8 +30,8 @@ def resolve(slug: str) -> Workspace:
     request creation names its workspace.
     """
     slugs = current().slugs
-    if (known := slugs.get(slug)) is not None:
-        return Workspace(id=known[0], slug=known[1])
+    if (tenant_id := slugs.get(slug)) is not None:
+        return Workspace(id=tenant_id, slug=slug)
     row = db.session.execute(
         select(Tenant.id, Tenant.slug).where(Tenant.slug == slug, Tenant.deleted_at.is_(None))
     ).one_or_none()
