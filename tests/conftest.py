@@ -27,7 +27,9 @@ from sqlalchemy.engine import make_url
 import envcat.workers.tasks  # noqa: F401  # registers the shared tasks with every Celery app
 from envcat.core.logging import JsonFormatter
 from envcat.core.settings import Settings
-from envcat.services.runtime import create_service_app, current
+from envcat.services import runtime as runtime_module
+from envcat.services.access_requests.wakeups import WakeHub
+from envcat.services.runtime import create_service_app
 from envcat.workers.factory import QUEUES, create_celery
 from tests.support import RedisServer, free_port, port_answers
 from tests.support.databases import migrated
@@ -53,6 +55,24 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's shell must not change results."""
     for name in list(Settings.model_fields) + list(EXTRA_ENV):
         monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _wake_hubs_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every wake-up hub an app makes during a test is closed after it, the fixtures' apps
+    and those a test builds by hand alike: no subscriber outlives its test (one that did
+    logged into a finished test's output when a later test stopped its Redis)."""
+    made: list[WakeHub] = []
+
+    class Recorded(WakeHub):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(runtime_module, "WakeHub", Recorded)
+    yield
+    for hub in made:
+        hub.close()
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +174,6 @@ def service_app(settings: Settings) -> Iterator[Flask]:
     app = create_service_app(settings)
     with app.app_context():
         yield app
-        current().wakeups.close()  # its subscriber must not outlive the test
 
 
 @pytest.fixture
@@ -183,7 +202,6 @@ def api_app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     with app.app_context():
         yield app
-        current().wakeups.close()  # its subscriber must not outlive the test
 
 
 @pytest.fixture
