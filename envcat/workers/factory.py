@@ -87,6 +87,10 @@ def create_celery(settings: Settings, flask_app: Flask | None = None) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A worker that loses its broker (a Redis failover) lets its running tasks finish:
+        # they are idempotent, and a delivery sealed now beats one redelivered after the
+        # visibility timeout. Said explicitly: Celery 6 turns this on by default.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue="approvals",
         task_routes=TASK_ROUTES,
         worker_prefetch_multiplier=1,

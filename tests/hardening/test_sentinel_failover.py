@@ -14,13 +14,16 @@ import contextlib
 import statistics
 import threading
 import time
+import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from celery.exceptions import CPendingDeprecationWarning
 from sqlalchemy import select
 
 from envcat.core.sealing import encode_public_key, generate_keypair
@@ -160,6 +163,19 @@ def _beat(stack: LiveStack, stop: threading.Event) -> None:
             celery.send_task("envcat.redrive_approvals")
 
 
+@contextlib.contextmanager
+def _broker_loss_expected() -> Iterator[None]:
+    """The in-process worker loses its broker on purpose here, and Celery then warns that
+    version 6 will cancel running tasks on such a loss (the worker's setting says no:
+    envcat.workers.factory). The filter is set after the worker started, because starting
+    it puts Celery's own "always show" filter for that warning in front of pyproject's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", r"\s*In Celery 5\.1 we introduced", CPendingDeprecationWarning
+        )
+        yield
+
+
 def test_killing_the_primary_loses_no_request_and_hangs_none(
     sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -173,6 +189,7 @@ def test_killing_the_primary_loses_no_request_and_hangs_none(
             redis_sentinel_master=MASTER_NAME,
             max_pending_per_ip=1000,
         ) as stack,
+        _broker_loss_expected(),
     ):
         assert stack.settings.broker_url.startswith("sentinel://")
         account = stack.sign_up("failover@example.test", "correct horse battery staple")
