@@ -4,8 +4,9 @@ When `.envcat.toml` lists `approvers`, a delivery is accepted only if it
 carries a WebAuthn assertion by one of those passkeys over the approval
 statement this CLI rebuilds from what it asked (request id, its public key,
 workspace slug, the phrase it showed) and what it received (bundle id, the names
-actually delivered, decided_at), made for the configured server's origin with
-the user verified. For k-of-n it needs valid assertions by k different listed
+actually delivered, decided_at, and the break-glass reason when the delivery
+says it is one), made for the configured server's origin with the user
+verified. For k-of-n it needs valid assertions by k different listed
 people, k being the higher of the project's `min_approvals` and the number the
 envelope states. A compromised server can still refuse or stall; it cannot make
 this terminal accept values fewer listed people approved.
@@ -64,6 +65,7 @@ def check_passkey_approval(
             "no passkey signature"
         )
     need = max(min_approvals, envelope.approvals_required)
+    reason = _break_glass_reason(envelope)
     listed = {approver.credential_id: approver for approver in approvers}
     counted: dict[str, PasskeyProof] = {}
     unlisted: list[str] = []
@@ -76,7 +78,16 @@ def check_passkey_approval(
         if approver is None:
             unlisted.append(safe_text(proof.credential_id, 40))
             continue
-        _verify_proof(proof, approver, envelope, request_id, cli_public_key, workspace, server)
+        _verify_proof(
+            proof,
+            approver,
+            envelope,
+            request_id,
+            cli_public_key,
+            workspace,
+            server,
+            break_glass=reason,
+        )
         counted.setdefault(approver.holder, proof)
     if len(counted) >= need:
         return list(counted.values())
@@ -92,6 +103,36 @@ def check_passkey_approval(
     )
 
 
+def _break_glass_reason(envelope: Envelope) -> str:
+    """The reason a break-glass delivery states, "" for any other; Untrusted when unusable.
+
+    A passkey signs a break-glass release's reason (issue #17/#20), so a marker whose
+    reason no approval statement can carry (empty, several lines, too long) is refused.
+    """
+    from envcat.core.approval_statement import StatementError, check_reason
+
+    if envelope.break_glass is None:
+        return ""
+    try:
+        return check_reason(envelope.break_glass.get("reason"))
+    except StatementError as exc:
+        raise Untrusted(
+            f"refusing the delivery: it says break-glass, but the signed statement does not "
+            f"match it: {exc}"
+        ) from None
+
+
+def _break_glass_difference(signed: str, delivered: str) -> str:
+    """How a signed statement's break-glass reason differs from the delivery's ("" if not)."""
+    if signed == delivered:
+        return ""
+    if not signed:
+        return "the passkey approved an ordinary release, and the delivery says break-glass"
+    if not delivered:
+        return "the passkey signed a break-glass release, and the delivery does not say so"
+    return "the delivery's break-glass reason is not the one the passkey signed"
+
+
 def _verify_proof(
     proof: PasskeyProof,
     approver: TrustedApprover,
@@ -100,8 +141,15 @@ def _verify_proof(
     cli_public_key: str,
     workspace: str,
     server: str,
+    *,
+    break_glass: str,
 ) -> None:
-    """Check one assertion over the statement this CLI rebuilds; Untrusted when it fails."""
+    """Check one assertion over the statement this CLI rebuilds; Untrusted when it fails.
+
+    `break_glass` is the delivery's break-glass reason ("" when it is not one): the
+    statement is rebuilt with it, so a reason the passkey did not sign, or a marker
+    added to or taken from what it signed, does not verify.
+    """
     from envcat.cli.config import origin
     from envcat.core.approval_statement import ApprovalStatement
     from envcat.core.passkeys import PasskeyError, b64decode, load_public_key, verify_assertion
@@ -115,7 +163,15 @@ def _verify_proof(
         keys=envelope.keys,
         user_code=user_code(request_id, cli_public_key),
         decided_at=proof.statement.decided_at,  # each voter signed at their own time
+        break_glass=break_glass,
     )
+    # The statement the envelope repeats is the server's word; the challenge check below
+    # decides. This only names the difference when the server left the statement as signed.
+    if difference := _break_glass_difference(proof.statement.break_glass, break_glass):
+        raise Untrusted(
+            f"refusing the delivery: the passkey approval by {safe_text(approver.name, 60)!r} "
+            f"fails: the signed statement does not match this delivery: {difference}"
+        )
     try:
         key = load_public_key(b64decode(approver.public_key))
         verify_assertion(

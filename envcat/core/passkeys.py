@@ -231,7 +231,7 @@ def verify_assertion(
     if not isinstance(signed_challenge, str) or not hmac.compare_digest(
         signed_challenge.rstrip("="), b64url(challenge)
     ):
-        raise PasskeyError("the passkey signed another statement (challenge mismatch)")
+        raise PasskeyError("the signed statement does not match this delivery (challenge mismatch)")
     if client.get("origin") != origin:
         raise PasskeyError(
             f"the passkey signed for origin {str(client.get('origin'))[:80]!r}, not {origin!r}"

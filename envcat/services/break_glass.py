@@ -3,7 +3,8 @@
 Only an owner of the request's workspace may, always with a reason (one line,
 capped). The release is the ordinary approval otherwise: the request must be
 this workspace's (404 for anyone else's), the keys are checked, a required
-passkey is still required (the owner's own assertion), and the worker seals
+passkey is still required (the owner's own assertion, over a statement that
+carries the reason, so the terminal can check it), and the worker seals
 the usual signed envelope, which says `break_glass` with the reason so the CLI
 warns. It is audited `request.break_glass` (before `request.approved`) and told
 to every approver of the bundle and every owner and admin of the workspace.

@@ -3,11 +3,14 @@
 An approval's WebAuthn challenge is not random: it is the SHA-256 of the
 approval statement (envcat.core.approval_statement), so the assertion proves
 which request, terminal key, workspace, bundle, keys and phrase the person
-approved; the request is decided once, which makes a replay useless. The api
-checks the statement is exactly this approval and the assertion with the
-`webauthn` library against the caller's own passkey; the proof then goes into
-the approval record (under the approval MAC) and, by the worker, into the
-signed envelope, where the CLI checks it against the approvers it trusts.
+approved, and for an owner's break-glass release the reason too (so an ordinary
+approval's assertion cannot serve a break-glass release, nor the reverse, and no
+server can change the reason a passkey signed); the request is decided once,
+which makes a replay useless. The api checks the statement is exactly this
+approval and the assertion with the `webauthn` library against the caller's own
+passkey; the proof then goes into the approval record (under the approval MAC)
+and, by the worker, into the signed envelope, where the CLI checks it against
+the approvers it trusts.
 """
 
 from __future__ import annotations
@@ -55,9 +58,16 @@ def _pending(request_id: str, tenant_id: str) -> store.AccessRequest:
 
 
 def statement_for(
-    request: store.AccessRequest, bundle_id: str, names: Sequence[str], decided_at: int
+    request: store.AccessRequest,
+    bundle_id: str,
+    names: Sequence[str],
+    decided_at: int,
+    break_glass: str = "",
 ) -> ApprovalStatement:
-    """The statement an approval of `names` from `bundle_id` for `request` must sign."""
+    """The statement an approval of `names` from `bundle_id` for `request` must sign.
+
+    `break_glass` is an owner's reason for a break-glass release, "" otherwise.
+    """
     return ApprovalStatement.of(
         request_id=request.id,
         cli_public_key=request.cli_pub,
@@ -66,16 +76,28 @@ def statement_for(
         keys=names,
         user_code=request.user_code,
         decided_at=decided_at,
+        break_glass=break_glass,
     )
 
 
 def challenge(
-    request_id: str, tenant_id: str, user_id: str, bundle_id: str, include_keys: Sequence[str]
+    request_id: str,
+    tenant_id: str,
+    user_id: str,
+    bundle_id: str,
+    include_keys: Sequence[str],
+    break_glass: str = "",
 ) -> ApprovalChallenge:
-    """What the approval page asks the passkey to sign for this choice of bundle and keys."""
+    """What the approval page asks the passkey to sign for this choice of bundle and keys.
+
+    With `break_glass` (the owner's validated reason) the statement is a break-glass
+    release's, which only the break-glass endpoint accepts.
+    """
     request = _pending(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
-    statement = statement_for(request, selection.bundle_id, selection.names, int(time.time()))
+    statement = statement_for(
+        request, selection.bundle_id, selection.names, int(time.time()), break_glass
+    )
     rp_id, _ = relying_party()
     keys = owned(user_id)
     if not keys:
@@ -95,13 +117,17 @@ def approval_proof(
     bundle_id: str,
     names: Sequence[str],
     submitted: PasskeyAssertion | None,
+    *,
+    break_glass: str,
 ) -> str:
     """The canonical proof JSON for the approval record, "" without a passkey.
 
-    Raises PasskeyRequired when the workspace requires one and none came, and
-    ValidationFailed when the statement is not exactly this approval or the
-    assertion does not verify (signature, origin, RP id, UV flag, sign count)
-    under one of the approver's own passkeys.
+    `break_glass` is the owner's reason of a break-glass release ("" for any other
+    approval): the signed statement must carry exactly it. Raises PasskeyRequired
+    when the workspace requires a passkey and none came, and ValidationFailed when
+    the statement is not exactly this approval or the assertion does not verify
+    (signature, origin, RP id, UV flag, sign count) under one of the approver's own
+    passkeys.
     """
     if submitted is None:
         if requires_passkey(request.tenant_id):
@@ -114,9 +140,9 @@ def approval_proof(
         given = ApprovalStatement.from_dict(submitted.statement)
     except StatementError as exc:
         raise ValidationFailed(f"The approval statement is malformed: {exc}.") from None
-    expected = statement_for(request, bundle_id, names, given.decided_at)
+    expected = statement_for(request, bundle_id, names, given.decided_at, break_glass)
     if given != expected:
-        raise ValidationFailed("The signed statement is not this approval; approve again.")
+        raise ValidationFailed(_mismatch(given, expected))
     age = time.time() - given.decided_at
     if not -STATEMENT_MAX_SKEW_SECONDS <= age <= STATEMENT_MAX_AGE_SECONDS:
         raise ValidationFailed("The signed statement is too old; approve again.")
@@ -126,6 +152,20 @@ def approval_proof(
         separators=(",", ":"),
         ensure_ascii=False,
     )
+
+
+def _mismatch(given: ApprovalStatement, expected: ApprovalStatement) -> str:
+    """Why a signed statement is refused, without repeating any of its text."""
+    if given.break_glass == expected.break_glass:
+        return "The signed statement is not this approval; approve again."
+    if not expected.break_glass:
+        return "The passkey signed a break-glass release, not this approval; approve again."
+    if not given.break_glass:
+        return (
+            "The passkey signed an ordinary approval, not this break-glass release; "
+            "sign the release with its reason."
+        )
+    return "The passkey signed another break-glass reason than this one; sign the release again."
 
 
 def combined_proof(proofs: Sequence[str]) -> str:

@@ -176,7 +176,9 @@ def test_break_glass_is_an_owners_alone_with_a_reason(
     assert (unsigned.status_code, unsigned.get_json()["error"]) == (403, "passkey_required")
     key = SoftPasskey.es256("owner-key")
     register(owner, key)
-    signed = key.assertion(statement(cli, bundle_id, ["API_KEY"]), origin=ORIGIN, rp_id=RP_ID)
+    # the passkey signs the release with its reason, as the api reads it (stripped)
+    released = statement(cli, bundle_id, ["API_KEY"], break_glass="INC-42")
+    signed = key.assertion(released, origin=ORIGIN, rp_id=RP_ID)
     body = {"bundle_id": bundle_id, "include_keys": ["API_KEY"], "passkey": signed}
     done = owner.post(f"{REQUESTS}/{cli.id}/break-glass", json={**body, "reason": " INC-42 "})
     assert done.status_code == 202, done.get_json()
@@ -186,3 +188,67 @@ def test_break_glass_is_an_owners_alone_with_a_reason(
     actions = audit_actions(TENANT)
     assert ("request.break_glass", cli.id) in actions and ("request.approved", cli.id) in actions
     assert _break_glass(owner, cli.id, bundle_id, "again").status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        ("ordinary_statement", "signed an ordinary approval, not this break-glass release"),
+        ("another_reason", "signed another break-glass reason than this one"),
+        ("break_glass_statement_approving", "signed a break-glass release, not this approval"),
+    ],
+)
+def test_a_passkey_signature_serves_only_the_release_and_reason_it_signed(
+    api_client: FlaskClient,
+    signed_as: Any,
+    redis_client: redis.Redis,
+    broker_url: str,
+    attack: str,
+    message: str,
+) -> None:
+    """Issue #20: the break-glass reason is in the signed statement, so the owner's
+    ordinary approval cannot become a break-glass release, nor the reverse, and a
+    release cannot carry another reason than the one the passkey signed."""
+    owner = signed_as("u-owner", TENANT, "owner")
+    signed_as("u-alice", TENANT, "member")
+    bundle_id = seed_bundle(TENANT, "production/api", KEYS)
+    approving = attack == "break_glass_statement_approving"
+    if not approving:  # alice alone approves: the owner may only break glass
+        rule = {"min_role": None, "user_ids": ["u-alice"]}
+        assert owner.put(f"/api/v1/bundles/{bundle_id}/approvers", json=rule).status_code == 200
+    key = SoftPasskey.es256("owner-key")
+    register(owner, key)
+    cli = Cli.start(api_client)
+    signed_reason = "" if attack == "ordinary_statement" else "INC-42 checkout down"
+    passkey = key.assertion(
+        statement(cli, bundle_id, ["API_KEY"], break_glass=signed_reason),
+        origin=ORIGIN,
+        rp_id=RP_ID,
+    )
+    body = {"bundle_id": bundle_id, "include_keys": ["API_KEY"]}
+    if approving:  # the owner may approve this bundle: the statement alone is wrong
+        path, right = f"{REQUESTS}/{cli.id}/encrypt-from-bundle", ""
+    else:
+        path, right = f"{REQUESTS}/{cli.id}/break-glass", "INC-42 checkout down"
+        body["reason"] = "routine rotation" if attack == "another_reason" else right
+    broker = redis.Redis.from_url(broker_url)
+    queued = broker.llen("approvals")
+    refused = owner.post(path, json={**body, "passkey": passkey})
+    assert refused.status_code == 400, refused.get_json()
+    assert refused.get_json()["error"] == "validation_error"
+    assert message in refused.get_json()["message"]
+    stored = store.get(redis_client, cli.id)
+    assert stored is not None and stored.status == "pending" and stored.approval is None
+    assert broker.llen("approvals") == queued  # nothing was queued for a worker
+    actions = audit_actions(TENANT)
+    assert ("request.break_glass", cli.id) not in actions
+    assert ("request.approved", cli.id) not in actions
+    # the owner's passkey over exactly this decision passes: only the statement was wrong
+    if not approving:
+        body["reason"] = right
+    good = statement(cli, bundle_id, ["API_KEY"], break_glass=right)
+    passkey = key.assertion(good, origin=ORIGIN, rp_id=RP_ID)
+    accepted = owner.post(path, json={**body, "passkey": passkey})
+    assert accepted.status_code == 202, accepted.get_json()
+    assert broker.llen("approvals") == queued + 1
+    broker.close()

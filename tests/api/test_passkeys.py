@@ -167,6 +167,34 @@ def test_the_statement_endpoint_states_what_the_passkey_must_sign(
     assert reply["challenge"] == b64url(given.challenge())
 
 
+def test_the_statement_of_a_break_glass_release_carries_its_reason(
+    api_client: FlaskClient, signed_as: Any
+) -> None:
+    owner = signed_as("u-owner", TENANT)
+    bundle_id = seed_bundle(TENANT, "prod/api", KEYS)
+    register(owner, SoftPasskey.es256("owner-key"))
+    cli = Cli.start(api_client, TENANT)
+    path = f"{REQUESTS}/{cli.id}/approval-statement"
+    body = {"bundle_id": bundle_id, "include_keys": ["DATABASE_URL"]}
+    reply = owner.post(path, json={**body, "reason": " INC-42 checkout down "}).get_json()
+    given = ApprovalStatement.from_dict(reply["statement"])
+    assert reply["statement"]["break_glass"] == "INC-42 checkout down"  # as the release reads it
+    assert given == statement(
+        cli,
+        bundle_id,
+        ["DATABASE_URL"],
+        decided_at=given.decided_at,
+        break_glass="INC-42 checkout down",
+    )
+    assert reply["challenge"] == b64url(given.challenge())
+    ordinary = owner.post(path, json=body).get_json()  # no reason: the statement has no field
+    assert "break_glass" not in ordinary["statement"]
+    for reason in ("", "   ", "x" * 501, "line\nbreak", 7):
+        refused = owner.post(path, json={**body, "reason": reason})
+        assert refused.status_code == 400, reason
+        assert refused.get_json()["error"] == "validation_error"
+
+
 @pytest.mark.parametrize(
     "attack",
     [

@@ -27,7 +27,7 @@ from envcat.core.approval_statement import ApprovalStatement
 from envcat.core.envelope import Envelope, EnvelopeError
 from envcat.core.passkeys import PasskeyError, key_fingerprint, load_public_key, spki
 from envcat.core.usercode import user_code
-from tests.cli.cli_fakes import DEFAULT_BUNDLE, FakeApi, FakeClock, mock_client
+from tests.cli.cli_fakes import APPROVER, DEFAULT_BUNDLE, FakeApi, FakeClock, mock_client
 from tests.cli.cli_fakes import WORKSPACE as FAKE_WORKSPACE
 from tests.support.passkeys import SoftPasskey
 
@@ -193,11 +193,21 @@ def test_envcat_toml_approvers_are_parsed_and_checked(tmp_path: Path) -> None:
 
 
 class PasskeyApi(FakeApi):
-    """The fake server, its envelope carrying an assertion by `signer` over the statement."""
+    """The fake server, its envelope carrying an assertion by `signer` over the statement.
 
-    def __init__(self, signer: SoftPasskey, origin: str = FAKE_SERVER) -> None:
-        super().__init__()
-        self.signer, self.origin = signer, origin
+    `signed_reason`: the passkey signed a break-glass release with this reason.
+    """
+
+    def __init__(
+        self,
+        signer: SoftPasskey,
+        origin: str = FAKE_SERVER,
+        *,
+        signed_reason: str = "",
+        **fields: Any,
+    ) -> None:
+        super().__init__(**fields)
+        self.signer, self.origin, self.signed_reason = signer, origin, signed_reason
 
     def envelope(self) -> Envelope:
         envelope = super().envelope()
@@ -209,6 +219,7 @@ class PasskeyApi(FakeApi):
             keys=envelope.keys,
             user_code=user_code(envelope.request_id, envelope.cli_public_key),
             decided_at=int(time.time()),
+            break_glass=self.signed_reason,
         )
         proof = self.signer.sign(statement, origin=self.origin, rp_id="envcat.test")
         return replace(envelope, passkey=proof.as_dict())
@@ -255,6 +266,69 @@ def test_a_refused_passkey_check_prints_nothing_and_pins_nothing(
     assert result.stdout == ""
     assert "refusing the delivery" in result.stderr
     assert not known_servers.exists()  # a first use that fails a check trusts nobody
+
+
+REASON = "INC-42 checkout down, approvers asleep"
+
+
+@pytest.mark.parametrize(
+    ("signed", "marker", "refusal"),
+    [
+        (REASON, {"reason": REASON}, None),
+        (REASON, {"reason": "routine rotation"}, "reason is not the one the passkey signed"),
+        ("", {"reason": REASON}, "approved an ordinary release, and the delivery says break-glass"),
+        (REASON, None, "signed a break-glass release, and the delivery does not say so"),
+        ("", {"reason": ""}, "it says break-glass, but the signed statement does not match it"),
+    ],
+    ids=["as_signed", "another_reason", "ordinary_as_break_glass", "stripped", "empty_marker"],
+)
+def test_envcat_get_checks_the_break_glass_reason_the_passkey_signed(
+    known_servers: Path, signed: str, marker: dict[str, str] | None, refusal: str | None
+) -> None:
+    listed = SoftPasskey.es256("listed")
+    _project(listed)
+    # the server signs the envelope with its own key: only the passkey vouches for the reason
+    result = _run(PasskeyApi(listed, signed_reason=signed, tamper={"break_glass": marker}))
+    if refusal is None:
+        assert result.exit_code == 0, result.stderr
+        assert "passkey approval verified" in result.stderr
+        assert f"delivered by break-glass: {APPROVER} — {REASON}" in result.stderr
+        assert result.stdout.strip().startswith("{")
+        return
+    assert result.exit_code == 6, result.stderr
+    assert result.stdout == ""
+    assert "refusing the delivery" in result.stderr and refusal in result.stderr
+    assert "signed statement does not match" in result.stderr
+    assert "delivered by break-glass" not in result.stderr
+    assert "s3cr3t" not in result.stderr
+    assert not known_servers.exists()
+
+
+@pytest.mark.parametrize("restated", ["INC-7 another reason", ""])
+def test_a_statement_the_server_restates_to_fit_its_marker_fails_the_challenge(
+    passkey: SoftPasskey, restated: str
+) -> None:
+    # the passkey signed REASON; the server rewrites the reason (or strips it) both in the
+    # marker and in the statement the envelope repeats: the assertion no longer fits
+    proof = passkey.sign(_statement(break_glass=REASON), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    statement = {k: v for k, v in proof["statement"].items() if k != "break_glass"}
+    if restated:
+        statement["break_glass"] = restated
+    envelope = replace(
+        _envelope({**proof, "statement": statement}),
+        break_glass={"reason": restated} if restated else None,
+    )
+    with pytest.raises(Untrusted, match="signed statement does not match this delivery"):
+        _check(envelope, passkey)
+
+
+def test_a_break_glass_marker_no_statement_could_carry_is_refused(passkey: SoftPasskey) -> None:
+    proof = passkey.sign(_statement(break_glass=REASON), origin=ORIGIN, rp_id=RP_ID).as_dict()
+    for reason in (REASON + "\n\x1b[2Kroutine", "x" * 501):
+        envelope = replace(_envelope(proof), break_glass={"reason": reason})
+        with pytest.raises(Untrusted, match="it says break-glass") as refused:
+            _check(envelope, passkey)
+        assert "\x1b" not in str(refused.value) and "routine" not in str(refused.value)
 
 
 WORKLOAD = {

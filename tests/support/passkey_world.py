@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,36 +144,40 @@ def trust_ada(world: World) -> None:
     assert world.ada.fingerprint in added.stderr
 
 
-def approve_in_browser(
-    stack: LiveStack, person: Person, request_id: str, *, keep: str = ""
+def posted_with_passkey(
+    stack: LiveStack,
+    person: Person,
+    request_id: str,
+    path: str,
+    act: Callable[[Any], None],
+    *,
+    hold: bool = False,
 ) -> dict[str, Any]:
-    """Approve on the page with the passkey; return the form the page posted.
+    """Open the approval page, `act` on it (the passkey signs), and return the form the
+    page then POSTed to `path` (`/approve/<id>` or `/approve/<id>/break-glass`).
 
-    With `keep`, only that key stays ticked and the post is stopped before the
-    server sees it: the test holds a real assertion nobody has used.
+    With `hold` the post is stopped before the server sees it: the test holds a real
+    assertion nobody has used.
     """
     page = person.page
     captured: dict[str, Any] = {}
 
     def capture(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
         captured.update(parse_qs(route.request.post_data or ""))
-        if keep:
+        if hold:
             route.fulfill(status=204, body="")
         else:
             route.continue_()
 
-    pattern = re.compile(rf"/approve/{re.escape(request_id)}$")
-    page.route(
-        pattern,
-        lambda route: capture(route) if route.request.method == "POST" else route.continue_(),
-    )
+    pattern = re.compile(rf"{re.escape(path)}$")
+    page.route(pattern, capture)
     try:
         page.goto(f"{stack.settings.public_url}/approve/{request_id}")
-        if keep:
-            for box in page.locator("input[type=checkbox][name=include_keys]").all():
-                box.set_checked(box.get_attribute("value") == keep)
-        page.get_by_role("button", name="Approve").click()
-        if keep:
+        act(page)
+        if hold:
             deadline = time.monotonic() + WAIT
             while "passkey_credential" not in captured and time.monotonic() < deadline:
                 page.wait_for_timeout(100)
@@ -182,6 +187,25 @@ def approve_in_browser(
         page.unroute(pattern)
     assert "passkey_credential" in captured, "the page posted no passkey assertion"
     return captured
+
+
+def approve_in_browser(
+    stack: LiveStack, person: Person, request_id: str, *, keep: str = ""
+) -> dict[str, Any]:
+    """Approve on the page with the passkey; return the form the page posted.
+
+    With `keep`, only that key stays ticked and the post is stopped before the
+    server sees it: the test holds a real assertion nobody has used.
+    """
+
+    def approve(page: Any) -> None:
+        if keep:
+            for box in page.locator("input[type=checkbox][name=include_keys]").all():
+                box.set_checked(box.get_attribute("value") == keep)
+        page.get_by_role("button", name="Approve").click()
+
+    path = f"/approve/{request_id}"
+    return posted_with_passkey(stack, person, request_id, path, approve, hold=bool(keep))
 
 
 def proof_from(form: dict[str, Any], email: str) -> dict[str, Any]:

@@ -138,11 +138,19 @@ def put_policy(body: WorkspacePolicyIn) -> WorkspacePolicyOut:
     errors=(400, 403, 409),
 )
 def approval_statement(request_id: str, body: StatementRequest) -> ApprovalChallenge:
-    """Member or above; the same checks as approving, nothing recorded."""
+    """Member or above; the same checks as approving, nothing recorded.
+
+    With `reason`, the statement of an owner's break-glass release: it carries the reason.
+    """
     who = caller()
     who.require("member")
     return passkey_approvals.challenge(
-        request_id, who.tenant_id, who.user_id, body.bundle_id, body.include_keys
+        request_id,
+        who.tenant_id,
+        who.user_id,
+        body.bundle_id,
+        body.include_keys,
+        body.reason or "",
     )
 
 

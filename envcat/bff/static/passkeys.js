@@ -1,6 +1,7 @@
 /* Passkeys (issue #20): register one on the account page; sign approvals with it.
    The challenge of an approval is the SHA-256 of the approval statement the server
-   builds for exactly the chosen bundle and keys; the terminal checks the signature. */
+   builds for exactly the chosen bundle and keys (and, for a break-glass release, its
+   reason); the terminal checks the signature. */
 (function () {
   "use strict";
 
@@ -76,11 +77,23 @@
   }
 
   function approve(form) {
-    var status = document.querySelector("[data-passkey-status]");
+    var status = form.querySelector("[data-passkey-status]") || document.querySelector("[data-passkey-status]");
     var data = new FormData(form);
     var body = { bundle_id: data.get("bundle_id"), include_keys: data.getAll("include_keys") };
+    // The break-glass form: the passkey signs the reason too, so the terminal can
+    // check it; it must be written before the ceremony and stays as signed.
+    var reason = form.querySelector("input[name=reason]");
+    if (reason) {
+      if (!reason.value.trim()) {
+        say(status, "Write the reason first: your passkey signs it with the release.", true);
+        reason.focus();
+        return;
+      }
+      body.reason = reason.value;
+    }
     if (!window.PublicKeyCredential) { say(status, "This browser does not support passkeys.", true); return; }
     say(status, "Confirm with your passkey…");
+    if (reason) { reason.readOnly = true; }
     var statement;
     post(form.getAttribute("data-passkey-approve"), form, body).then(function (challenge) {
       statement = challenge.statement;
@@ -112,7 +125,10 @@
       });
       say(status, "Signed; approving…");
       form.submit();
-    }).catch(function (error) { say(status, error.message || String(error), true); });
+    }).catch(function (error) {
+      if (reason) { reason.readOnly = false; }
+      say(status, error.message || String(error), true);
+    });
   }
 
   function onReady(fn) {

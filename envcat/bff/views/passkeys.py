@@ -3,8 +3,9 @@
 The browser runs the WebAuthn ceremonies (static/passkeys.js); this blueprint
 relays them to the api as the signed-in person: registration options and
 results, rename and removal (forms), the owner's "require a passkey" setting,
-and the statement an approval's passkey signs. The JSON routes answer
-`{"error", "message"}` on refusal, so the page's script can show the message.
+and the statement an approval's (or a break-glass release's) passkey signs. The
+JSON routes answer `{"error", "message"}` on refusal, so the page's script can
+show the message.
 """
 
 from __future__ import annotations
@@ -98,14 +99,17 @@ def workspace_policy() -> Response:
 @bp.post("/approve/<request_id>/statement")
 @login_required
 def statement(request_id: str) -> Response:
-    """The statement to sign for the chosen bundle and keys, and the assertion's options."""
+    """The statement to sign for the chosen bundle and keys, and the assertion's options.
+
+    The break-glass form also sends its `reason`: the passkey then signs it (the api
+    validates it as it validates the release's reason).
+    """
     body = _json_body()
     try:
         path = backend.api_path("/api/v1/requests/{id}/approval-statement", id=request_id)
     except UpstreamError as exc:
         return json_error(exc.status, exc.code, exc.message)
-    return _relay(
-        "POST",
-        path,
-        {"bundle_id": body.get("bundle_id"), "include_keys": body.get("include_keys")},
-    )
+    asked = {"bundle_id": body.get("bundle_id"), "include_keys": body.get("include_keys")}
+    if "reason" in body:
+        asked["reason"] = body["reason"]
+    return _relay("POST", path, asked)

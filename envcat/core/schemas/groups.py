@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from envcat.core.schemas.bundles import KeyName, ObjectId
-from envcat.core.schemas.passkeys import PasskeyAssertion
+from envcat.core.schemas.passkeys import BreakGlassReason, PasskeyAssertion
 from envcat.core.schemas.requests import MAX_INCLUDE_KEYS
 from envcat.core.schemas.team import (
     MAX_NAMED_APPROVERS,
@@ -24,7 +24,6 @@ GroupName = Annotated[
     ),
 ]
 MAX_GROUP_MEMBERS = 500
-BREAK_GLASS_REASON_MAX = 500
 EditorRole = Literal["owner", "admin", "member"]
 
 
@@ -89,15 +88,7 @@ class EditorsOut(BaseModel):
     can_edit: bool  # the caller
 
 
-Reason = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=BREAK_GLASS_REASON_MAX,
-        pattern=r"^[^\x00-\x1f\x7f]+$",  # one line: it is printed in terminals and notices
-    ),
-]
+Reason = BreakGlassReason  # the one rule, shared with the approval statement (issue #20)
 
 
 class BreakGlass(_Body):

@@ -7,8 +7,24 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from envcat.core.approval_statement import (
+    BREAK_GLASS_REASON_MAX,
+    BREAK_GLASS_REASON_PATTERN,
+    STATEMENT_FIELDS,
+)
 from envcat.core.schemas.bundles import KeyName, ObjectId
 
+# An owner's break-glass reason (issue #17): the rule the approval statement parser
+# applies too, so what the api accepts is what a passkey may sign and a CLI may read.
+BreakGlassReason = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=BREAK_GLASS_REASON_MAX,
+        pattern=BREAK_GLASS_REASON_PATTERN,  # one line: it is printed in terminals and notices
+    ),
+]
 PasskeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 # A WebAuthn PublicKeyCredential as the browser's JSON form (base64url fields); the
 # webauthn library parses it, and anything it refuses is a 400.
@@ -88,12 +104,16 @@ class WorkspacePolicyIn(BaseModel):
 
 
 class StatementRequest(BaseModel):
-    """POST /requests/{id}/approval-statement: the bundle and keys about to be approved."""
+    """POST /requests/{id}/approval-statement: the bundle and keys about to be approved.
+
+    `reason` is given for an owner's break-glass release: the statement then carries it.
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
     bundle_id: ObjectId
     include_keys: Annotated[list[KeyName], Field(min_length=1, max_length=1000)]
+    reason: BreakGlassReason | None = None
 
 
 class ApprovalChallenge(BaseModel):
@@ -111,5 +131,6 @@ class PasskeyAssertion(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    statement: Annotated[dict[str, Any], Field(max_length=7)]
+    # the seven fields, and `break_glass` in a break-glass release's statement
+    statement: Annotated[dict[str, Any], Field(max_length=len(STATEMENT_FIELDS) + 1)]
     credential: CredentialJson

@@ -351,7 +351,7 @@ def approve(
     # that lists approvers refuses it.
     proof = (
         passkey_approvals.approval_proof(
-            request, user_id, selection.bundle_id, selection.names, passkey
+            request, user_id, selection.bundle_id, selection.names, passkey, break_glass=break_glass
         )
         if workload is None
         else ""
