@@ -42,13 +42,16 @@ class Operation:
     query: type[BaseModel] | None
     responses: dict[int, ResponseSpec] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
+    body_optional: bool = False
 
 
 OPERATIONS: list[Operation] = []
 _RULE_PARAM = re.compile(r"<(?:[a-z]+:)?([A-Za-z_]+)>")
 
 
-def _parse_body(model: type[BaseModel]) -> BaseModel:
+def _parse_body(model: type[BaseModel], optional: bool = False) -> BaseModel:
+    if optional and not request.get_data(cache=True):
+        return model()  # an optional body left out: its defaults
     try:
         data = request.get_json(silent=True)
     except RecursionError:  # absurdly deep nesting: json gives up before `silent` applies
@@ -77,14 +80,19 @@ def endpoint(
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     errors: tuple[int, ...] = (),
+    body_optional: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Route `rule` on `bp`, parse `body=`/`query=` models into kwargs, and document it."""
+    """Route `rule` on `bp`, parse `body=`/`query=` models into kwargs, and document it.
+
+    With `body_optional`, a call without a body gets the model's defaults (a body that
+    was added to an endpoint its clients called without one).
+    """
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def wrapper(**kwargs: Any) -> Response:
             if body is not None:
-                kwargs["body"] = _parse_body(body)
+                kwargs["body"] = _parse_body(body, body_optional)
             if query is not None:
                 kwargs["query"] = query.model_validate(request.args.to_dict())
             result: Response = _reply(view(**kwargs))
@@ -93,7 +101,18 @@ def endpoint(
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])
         path = _RULE_PARAM.sub(r"{\1}", (bp.url_prefix or "") + rule)
         OPERATIONS.append(
-            Operation(method.lower(), path, summary, auth, bp.name, body, query, responses, errors)
+            Operation(
+                method.lower(),
+                path,
+                summary,
+                auth,
+                bp.name,
+                body,
+                query,
+                responses,
+                errors,
+                body_optional,
+            )
         )
         return wrapper
 
@@ -156,7 +175,7 @@ def _operation_doc(
         doc["parameters"] += _query_parameters(op.query)
     if op.body is not None:
         doc["requestBody"] = {
-            "required": True,
+            "required": not op.body_optional,
             "content": {"application/json": {"schema": ref(op.body)}},
         }
     for status, model in op.responses.items():

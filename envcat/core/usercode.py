@@ -12,6 +12,7 @@ import hashlib
 
 ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 LENGTH = 8
+TYPED_MAX = 32  # what an approver may type (the phrase is 9; room for spaces)
 
 
 def user_code(request_id: str, public_key_b64: str) -> str:
@@ -27,3 +28,8 @@ def user_code(request_id: str, public_key_b64: str) -> str:
         chars.append(ALPHABET[index])
     code = "".join(chars)
     return f"{code[:4]}-{code[4:]}"
+
+
+def normalise(phrase: str) -> str:
+    """The phrase as compared: upper case, without spaces and hyphens (`wdjb mjht` = `WDJBMJHT`)."""
+    return "".join(phrase.split()).replace("-", "").upper()

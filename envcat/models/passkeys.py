@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from envcat.models.base import Base, utcnow
@@ -38,6 +38,8 @@ class WorkspacePolicy(Base):
     )
     # every approval in this workspace needs a passkey assertion
     require_passkey: Mapped[bool] = mapped_column(Boolean, default=False)
+    # approvers type the phrase their terminal shows; no page shows it (RFC 8628 §5.4)
+    require_phrase: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )

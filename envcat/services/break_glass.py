@@ -48,6 +48,7 @@ def release(
         passkey=body.passkey,
         role=role,
         break_glass=body.reason,
+        phrase=body.phrase,  # where the workspace requires it, an owner types it too
     )
 
 

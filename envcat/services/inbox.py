@@ -15,7 +15,7 @@ from envcat.core.schemas.audit import AuditPage
 from envcat.core.schemas.inbox import INBOX_MAX, Inbox, PendingRequest
 from envcat.core.schemas.requests import ClientContext
 from envcat.models import AuditEvent, Bundle, db
-from envcat.services import approvers, audit
+from envcat.services import approvers, audit, phrases
 from envcat.services.access_requests import store
 from envcat.services.runtime import current
 
@@ -41,12 +41,14 @@ def _bundle_id(tenant_id: str, request: store.AccessRequest) -> str | None:
     return db.session.execute(statement).scalar_one_or_none()
 
 
-def _pending_out(tenant_id: str, request: store.AccessRequest, votes: int) -> PendingRequest:
+def _pending_out(
+    tenant_id: str, request: store.AccessRequest, votes: int, hide_phrase: bool
+) -> PendingRequest:
     bundle_id = _bundle_id(tenant_id, request)
     need = approvers.rule_of(tenant_id, bundle_id).approvals_required if bundle_id else None
     return PendingRequest(
         id=request.id,
-        user_code=request.user_code,
+        user_code=None if hide_phrase else request.user_code,  # approvers type it
         bundle=request.bundle,
         bundle_id=request.bundle_id,
         context=ClientContext.model_validate(request.context),
@@ -64,6 +66,7 @@ def pending(tenant_id: str) -> Inbox:
     An approved request whose release is under way has left the inbox: it is decided.
     """
     r = current().redis
+    hide_phrase = phrases.requires_phrase(tenant_id)
     listed = []
     for request_id in store.pending_of_tenant(r, tenant_id, time.time(), INBOX_MAX):
         request = store.get(r, request_id)
@@ -72,7 +75,7 @@ def pending(tenant_id: str) -> Inbox:
         if request.status != "pending" or request.approval is not None:
             continue
         votes = int(r.hlen(approvers.votes_key(request_id)))
-        listed.append(_pending_out(tenant_id, request, votes))
+        listed.append(_pending_out(tenant_id, request, votes, hide_phrase))
     return Inbox(requests=listed)
 
 

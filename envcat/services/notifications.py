@@ -24,12 +24,14 @@ from typing import Any
 from sqlalchemy import select
 
 from envcat.models import AuditEvent, Bundle, Invite, NotificationTarget, Tenant, User, db
-from envcat.services import approvers, break_glass, members, outbound
+from envcat.services import approvers, break_glass, members, outbound, phrases
 from envcat.services.access_requests import store
 from envcat.services.runtime import current
 
 log = logging.getLogger("envcat.notifications")
 SENT_TTL = 24 * 3600
+# where the workspace requires approvers to type the phrase, notices never carry it
+TYPED = "not shown: approvers type the one the requester's terminal shows"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 CONTEXT_LABELS = (
     ("hostname", "Host"),
@@ -116,7 +118,7 @@ class Notice:
     bundle_id: str | None
     bundle: str
     request_id: str
-    phrase: str
+    phrase: str | None  # None where approvers must type it: no notice carries it then
     link: str
     requester: dict[str, str] = field(default_factory=dict)
     decided_by: str | None = None
@@ -136,7 +138,7 @@ class Notice:
         lines = [
             f"Workspace: {self.workspace}",
             f"Bundle: {self.bundle or '-'}",
-            f"Verification phrase: {self.phrase}",
+            f"Verification phrase: {self.phrase or TYPED}",
         ]
         if self.keys:
             lines.append(f"Keys: {', '.join(self.keys)}")
@@ -146,7 +148,10 @@ class Notice:
             if value := self.requester.get(name):
                 lines.append(f"{label}: {value}")
         if self.event == "request.created":
-            lines.append("Check that the phrase matches the requester's terminal, then decide:")
+            if self.phrase is None:
+                lines.append("Ask the requester for their terminal's phrase, then decide:")
+            else:
+                lines.append("Check that the phrase matches the requester's terminal, then decide:")
             lines.append(self.link)
         return lines
 
@@ -183,7 +188,8 @@ def send(notice: Notice, recipients: list[str]) -> None:
     base = f"notify:sent:{notice.request_id}:{notice.event}"
     wants_email = target is None or target.email_enabled
     if settings.smtp_host and wants_email:
-        subject = _one_line(f"[EnvCat] {notice.headline()} ({notice.phrase})")
+        shown = f" ({notice.phrase})" if notice.phrase else ""
+        subject = _one_line(f"[EnvCat] {notice.headline()}{shown}")
         text = "\n".join([notice.headline(), "", *notice.lines(), ""])
         for address in recipients:
             # one mark per recipient: a retry after a failure mid-list skips who got it
@@ -241,7 +247,7 @@ def notify_request(request_id: str) -> None:
         bundle_id=bundle.id,
         bundle=bundle.name,
         request_id=request.id,
-        phrase=request.user_code,
+        phrase=phrases.shown(request),
         link=_link(request.id),
         requester=_requester(request),
     )
@@ -274,7 +280,7 @@ def notify_decision(tenant_id: str, request_id: str, action: str) -> None:
         bundle_id=bundle_id,
         bundle=str(details.get("bundle_name") or ""),
         request_id=request_id,
-        phrase=request.user_code if request is not None else "-",
+        phrase=phrases.shown(request) if request is not None else "-",
         link=_link(request_id),
         requester=_requester(request) if request is not None else {},
         decided_by=decider.email if decider is not None else event.actor,

@@ -29,6 +29,7 @@ from envcat.core.passkeys import PasskeyProof
 from envcat.core.schemas.passkeys import ApprovalChallenge, PasskeyAssertion
 from envcat.core.wire import REQUEST_ID_RE
 from envcat.models import Passkey, db, utcnow
+from envcat.services import phrases
 from envcat.services.access_requests import delivery, store
 from envcat.services.errors import Conflict, NotFound, ValidationFailed
 from envcat.services.passkeys import (
@@ -87,14 +88,18 @@ def challenge(
     bundle_id: str,
     include_keys: Sequence[str],
     break_glass: str = "",
+    phrase: str | None = None,
 ) -> ApprovalChallenge:
     """What the approval page asks the passkey to sign for this choice of bundle and keys.
 
     With `break_glass` (the owner's validated reason) the statement is a break-glass
-    release's, which only the break-glass endpoint accepts.
+    release's, which only the break-glass endpoint accepts. Where the workspace requires
+    the typed phrase, it is checked first: the statement carries the phrase and the CLI's
+    key, and a wrong one must not cost the approver a passkey ceremony.
     """
     request = _pending(request_id, tenant_id)
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    phrases.check(request, phrase)
     statement = statement_for(
         request, selection.bundle_id, selection.names, int(time.time()), break_glass
     )

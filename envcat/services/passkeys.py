@@ -41,6 +41,8 @@ from envcat.core.schemas.passkeys import (
     PasskeyList,
     PasskeyOut,
     PasskeyRegistration,
+    WorkspacePolicyIn,
+    WorkspacePolicyOut,
 )
 from envcat.models import Membership, Passkey, User, WorkspacePolicy, db
 from envcat.services import audit, workspaces
@@ -248,19 +250,37 @@ def requires_passkey(tenant_id: str) -> bool:
     return bool(policy and policy.require_passkey)
 
 
-def set_policy(tenant_id: str, user_id: str, require_passkey: bool) -> bool:
-    """Change `require_passkey` (the caller checked the owner role); audited."""
+def policy_of(tenant_id: str) -> WorkspacePolicyOut:
+    """The workspace's approval policy (the defaults when it never set one)."""
+    policy = db.session.get(WorkspacePolicy, tenant_id)
+    return WorkspacePolicyOut(
+        require_passkey=bool(policy and policy.require_passkey),
+        require_phrase=bool(policy and policy.require_phrase),
+    )
+
+
+def set_policy(tenant_id: str, user_id: str, body: WorkspacePolicyIn) -> WorkspacePolicyOut:
+    """Change the settings the body gives, keep the others (the caller checked the owner
+    role); audited with the resulting settings."""
     with transaction():
         policy = db.session.get(WorkspacePolicy, tenant_id)
         if policy is None:
-            policy = WorkspacePolicy(tenant_id=tenant_id, require_passkey=require_passkey)
+            policy = WorkspacePolicy(
+                tenant_id=tenant_id, require_passkey=False, require_phrase=False
+            )
             db.session.add(policy)
-        policy.require_passkey = require_passkey
+        if body.require_passkey is not None:
+            policy.require_passkey = body.require_passkey
+        if body.require_phrase is not None:
+            policy.require_phrase = body.require_phrase
+        chosen = WorkspacePolicyOut(
+            require_passkey=policy.require_passkey, require_phrase=policy.require_phrase
+        )
         audit.append(
             tenant_id,
             user_id,
             "workspace.policy_changed",
             f"tenant:{tenant_id}",
-            details={"require_passkey": require_passkey},
+            details=chosen.model_dump(),
         )
-    return require_passkey
+    return chosen

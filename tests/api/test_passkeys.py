@@ -126,8 +126,9 @@ def test_require_passkey_is_owner_only_and_refuses_approvals_without_one(
         member.call("PUT", "/api/v1/workspace/policy", {"require_passkey": True}).status_code == 403
     )
     on = owner.call("PUT", "/api/v1/workspace/policy", {"require_passkey": True})
-    assert on.get_json() == {"require_passkey": True}
-    assert member.get("/api/v1/workspace/policy").get_json() == {"require_passkey": True}
+    policy = {"require_passkey": True, "require_phrase": False}  # the other setting kept
+    assert on.get_json() == policy
+    assert member.get("/api/v1/workspace/policy").get_json() == policy
     cli = Cli.start(api_client, TENANT)
     refused = approve(member, cli, bundle_id, ["DATABASE_URL"])
     assert refused.status_code == 403

@@ -45,6 +45,7 @@ def encrypt_from_bundle(
             passkey=body.passkey,
             role=who.role,  # read by the signature check: not again
             grant_hours=body.grant_hours,  # issue #17
+            phrase=body.phrase,  # where the workspace requires approvers to type it
         )
     except approvers.AwaitingApprovals as waiting:  # k-of-n: recorded, nothing released yet
         recorded = ApprovalRecorded(

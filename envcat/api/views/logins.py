@@ -13,7 +13,7 @@ from envcat.api.auth import caller, signed_blueprint
 from envcat.api.context import bearer_token, client_origin, current_actor
 from envcat.api.extensions import limiter
 from envcat.api.openapi import endpoint
-from envcat.core.schemas.logins import LoginCreate, UserTokenList, WhoAmI
+from envcat.core.schemas.logins import LoginCreate, SignInApproval, UserTokenList, WhoAmI
 from envcat.core.schemas.requests import AccessRequestCreated, DecisionAccepted
 from envcat.services import admin_tokens, user_tokens
 from envcat.services.access_requests import login
@@ -95,13 +95,21 @@ def logout() -> tuple[str, int]:
     "POST",
     summary="Approve a login: sign the asking terminal in as the caller",
     auth="signed",
+    body=SignInApproval,
+    body_optional=True,  # only where the workspace requires the typed phrase
     responses={200: DecisionAccepted},
-    errors=(401, 403, 404, 409),
+    errors=(400, 401, 403, 404, 409),
 )
-def sign_in(request_id: str) -> DecisionAccepted:
+def sign_in(request_id: str, body: SignInApproval) -> DecisionAccepted:
     """Viewer or above: the token acts as the caller, with the caller's role."""
     who = caller()
-    login.sign_in(request_id, tenant_id=who.tenant_id, user_id=who.user_id, origin=client_origin())
+    login.sign_in(
+        request_id,
+        tenant_id=who.tenant_id,
+        user_id=who.user_id,
+        origin=client_origin(),
+        phrase=body.phrase,
+    )
     return DecisionAccepted()
 
 

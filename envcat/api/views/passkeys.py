@@ -106,25 +106,24 @@ def remove(passkey_id: str) -> tuple[str, int]:
 )
 def get_policy() -> WorkspacePolicyOut:
     """Any member."""
-    return WorkspacePolicyOut(require_passkey=passkeys.requires_passkey(caller().tenant_id))
+    return passkeys.policy_of(caller().tenant_id)
 
 
 @endpoint(
     bp,
     "/workspace/policy",
     "PUT",
-    summary="Require a passkey for every approval in the workspace (owner only); audited",
+    summary="Require a passkey, or the typed phrase, for every approval (owner only); audited",
     auth="signed",
     body=WorkspacePolicyIn,
     responses={200: WorkspacePolicyOut},
     errors=(400, 403),
 )
 def put_policy(body: WorkspacePolicyIn) -> WorkspacePolicyOut:
-    """Owner only."""
+    """Owner only; a field left out keeps its setting."""
     who = caller()
     who.require("owner")
-    chosen = passkeys.set_policy(who.tenant_id, who.user_id, body.require_passkey)
-    return WorkspacePolicyOut(require_passkey=chosen)
+    return passkeys.set_policy(who.tenant_id, who.user_id, body)
 
 
 @endpoint(
@@ -151,6 +150,7 @@ def approval_statement(request_id: str, body: StatementRequest) -> ApprovalChall
         body.bundle_id,
         body.include_keys,
         body.reason or "",
+        body.phrase,
     )
 
 

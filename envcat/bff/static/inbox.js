@@ -14,7 +14,9 @@
     var tr = el("tr");
     tr.setAttribute("data-request", item.id);
     var phrase = el("td");
-    phrase.appendChild(el("strong", item.phrase, "phrase-inline"));
+    // null where the workspace requires approvers to type the phrase: never shown then
+    phrase.appendChild(item.phrase ? el("strong", item.phrase, "phrase-inline")
+      : el("span", "typed on the approval page", "muted"));
     tr.appendChild(phrase);
     var bundle = el("td");
     bundle.appendChild(item.bundle ? el("code", item.bundle) : el("span", "none named", "muted"));

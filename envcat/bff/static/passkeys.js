@@ -1,7 +1,9 @@
 /* Passkeys (issue #20): register one on the account page; sign approvals with it.
    The challenge of an approval is the SHA-256 of the approval statement the server
    builds for exactly the chosen bundle and keys (and, for a break-glass release, its
-   reason); the terminal checks the signature. */
+   reason); the terminal checks the signature. Where the workspace requires approvers to
+   type the verification phrase, the typed phrase goes with the statement request, which
+   the server refuses before any passkey prompt when it is wrong. */
 (function () {
   "use strict";
 
@@ -80,6 +82,10 @@
     var status = form.querySelector("[data-passkey-status]") || document.querySelector("[data-passkey-status]");
     var data = new FormData(form);
     var body = { bundle_id: data.get("bundle_id"), include_keys: data.getAll("include_keys") };
+    // Where the workspace requires approvers to type the phrase, the server checks it
+    // before the ceremony (a wrong one costs no passkey prompt); the form carries it again.
+    var phrase = form.querySelector("input[name=phrase]");
+    if (phrase) { body.phrase = phrase.value; }
     // The break-glass form: the passkey signs the reason too, so the terminal can
     // check it; it must be written before the ceremony and stays as signed.
     var reason = form.querySelector("input[name=reason]");
@@ -94,6 +100,7 @@
     if (!window.PublicKeyCredential) { say(status, "This browser does not support passkeys.", true); return; }
     say(status, "Confirm with your passkey…");
     if (reason) { reason.readOnly = true; }
+    if (phrase) { phrase.readOnly = true; }  // what the server checked is what the form sends
     var statement;
     post(form.getAttribute("data-passkey-approve"), form, body).then(function (challenge) {
       statement = challenge.statement;
@@ -127,6 +134,7 @@
       form.submit();
     }).catch(function (error) {
       if (reason) { reason.readOnly = false; }
+      if (phrase) { phrase.readOnly = false; }
       say(status, error.message || String(error), true);
     });
   }

@@ -73,7 +73,7 @@ def _page(status: int = 200, error: str | None = None, **extra: Any) -> Response
         clerk_profile_url=clerk_profile_url(settings),
         session_count=sessions().count(identity.user_id) if identity.session_id else None,
         passkeys=fetch(PasskeyList, "/api/v1/passkeys").passkeys,  # issue #20
-        require_passkey=fetch(WorkspacePolicyOut, "/api/v1/workspace/policy").require_passkey,
+        policy=fetch(WorkspacePolicyOut, "/api/v1/workspace/policy"),  # passkey, typed phrase
         terminals=fetch(UserTokenList, "/api/v1/me/user-tokens").items,  # issue #16: `envcat login`
         **extra,
     )

@@ -35,6 +35,12 @@ def checkbox(name: str) -> bool:
     return request.form.get(name) in ("on", "true", "1", "yes")
 
 
+def phrase_field() -> dict[str, str]:
+    """The phrase the approver typed, where the workspace requires it (the api compares)."""
+    typed = request.form.get("phrase")
+    return {} if typed is None else {"phrase": typed}
+
+
 def tags_field(name: str = "tags") -> list[str]:
     """Comma-separated tags, trimmed, without empties or duplicates."""
     raw = request.form.get(name, "")

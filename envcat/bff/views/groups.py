@@ -11,7 +11,7 @@ from envcat.bff import backend
 from envcat.bff.backend import UpstreamError, api_path
 from envcat.bff.errors import page_error
 from envcat.bff.identity import current_identity, login_required
-from envcat.bff.views.forms import describe, page, submit
+from envcat.bff.views.forms import describe, page, phrase_field, submit
 from envcat.core.schemas.accounts import AccountOut
 from envcat.core.schemas.groups import GroupList
 from envcat.core.schemas.team import MemberList
@@ -89,6 +89,7 @@ def break_glass(request_id: str) -> Response:
         "bundle_id": request.form.get("bundle_id", ""),
         "include_keys": include,
         "reason": request.form.get("reason", ""),
+        **phrase_field(),  # where the workspace requires approvers to type it
     }
     statement, credential = (
         request.form.get("passkey_statement"),

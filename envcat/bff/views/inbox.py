@@ -38,7 +38,7 @@ def _row(item: PendingRequest, now: float) -> dict[str, Any]:
     facts = [(label, getattr(item.context, field)) for field, label in CONTEXT_FIELDS]
     return {
         "id": item.id,
-        "phrase": item.user_code,
+        "phrase": item.user_code,  # None where approvers must type it: never sent then
         "bundle": item.bundle or "",
         "context": [{"label": label, "value": str(value)} for label, value in facts if value]
         + ([{"label": "Workload", "value": item.workload}] if item.workload else []),

@@ -15,7 +15,7 @@ from envcat.bff.apiclient import reply_as
 from envcat.bff.backend import UpstreamError
 from envcat.bff.identity import current_identity, login_required
 from envcat.bff.views.audit import request_state
-from envcat.bff.views.forms import page, refusal
+from envcat.bff.views.forms import page, phrase_field, refusal
 from envcat.bff.views.grants import grant_policy
 from envcat.bff.views.requesters import bundle_requesters
 from envcat.bff.views.workspaces import elsewhere, elsewhere_page
@@ -197,30 +197,41 @@ def approve(request_id: str) -> Response:
 
 
 def _request_fields(request_id: str, context: AccessRequestView) -> dict[str, Any]:
-    """What every approval page shows of a request: phrase, workspace, context, time left."""
+    """What every approval page shows of a request: phrase, workspace, context, time left.
+
+    The api leaves the phrase out where the workspace requires approvers to type it: the
+    page then asks for it instead (`type_phrase`).
+    """
     return {
         "identity": current_identity(),
         "request_id": request_id,
         "phrase": context.user_code,
+        "type_phrase": context.user_code is None,
         "workspace": context.workspace,
         "details": _context_rows(context.context),
         "seconds_left": max(0, int(context.expires_at - time.time())),
     }
 
 
-def _render_login(request_id: str, context: AccessRequestView) -> Response:
-    return page("approve_login.html", **_request_fields(request_id, context))
+def _render_login(
+    request_id: str, context: AccessRequestView, error: str | None = None, status: int = 200
+) -> Response:
+    return page("approve_login.html", status, error=error, **_request_fields(request_id, context))
 
 
 def _sign_in(request_id: str) -> Response:
+    path = backend.api_path("/api/v1/requests/{id}/sign-in", id=request_id)
     try:
-        backend.call("POST", backend.api_path("/api/v1/requests/{id}/sign-in", id=request_id))
+        backend.call("POST", path, json=phrase_field() or None)
     except UpstreamError as exc:
         if exc.status in (404, 410):
             return _gone()
         if exc.status == 409:
             return page("approve_done.html", 409, outcome="decided")
-        raise
+        context = backend.public_context(request_id) if exc.status in (400, 403) else None
+        if context is None or context.status != "pending":
+            raise
+        return _render_login(request_id, context, error=refusal(exc), status=exc.status)
     return page("approve_done.html", outcome="signed_in")
 
 
@@ -246,6 +257,7 @@ def decide(request_id: str) -> Response:
                 "include_keys": include,
                 **_passkey_field(),
                 **_grant_field(),
+                **phrase_field(),
             },
         )
     except UpstreamError as exc:

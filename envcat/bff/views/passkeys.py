@@ -2,8 +2,10 @@
 
 The browser runs the WebAuthn ceremonies (static/passkeys.js); this blueprint
 relays them to the api as the signed-in person: registration options and
-results, rename and removal (forms), the owner's "require a passkey" setting,
-and the statement an approval's (or a break-glass release's) passkey signs. The
+results, rename and removal (forms), the owner's "require a passkey" and
+"approvers type the phrase" settings, and the statement an approval's (or a
+break-glass release's) passkey signs (with the typed phrase, which the api checks
+before the ceremony where the workspace requires it). The
 JSON routes answer `{"error", "message"}` on refusal, so the page's script can
 show the message.
 """
@@ -85,14 +87,15 @@ def remove(passkey_id: str) -> Response:
 @bp.post("/account/workspace-policy")
 @login_required
 def workspace_policy() -> Response:
-    """The owner's "require a passkey for every approval" switch (form)."""
-    required = checkbox("require_passkey")
+    """The owner's "require a passkey" and "approvers type the phrase" switches (form)."""
+    required, typed = checkbox("require_passkey"), checkbox("require_phrase")
     return submit(
         "PUT",
         "/api/v1/workspace/policy",
         back="/account",
-        done=f"Approvals in this workspace {'now' if required else 'no longer'} need a passkey.",
-        json={"require_passkey": required},
+        done=f"Approvals in this workspace {'now' if required else 'no longer'} need a passkey. "
+        f"Approvers {'now' if typed else 'no longer'} type the verification phrase.",
+        json={"require_passkey": required, "require_phrase": typed},
     )
 
 
@@ -110,6 +113,7 @@ def statement(request_id: str) -> Response:
     except UpstreamError as exc:
         return json_error(exc.status, exc.code, exc.message)
     asked = {"bundle_id": body.get("bundle_id"), "include_keys": body.get("include_keys")}
-    if "reason" in body:
-        asked["reason"] = body["reason"]
+    for optional in ("reason", "phrase"):  # the phrase: where approvers must type it
+        if optional in body:
+            asked[optional] = body[optional]
     return _relay("POST", path, asked)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from envcat.core.schemas.bundles import KeyName, ObjectId
-from envcat.core.schemas.passkeys import BreakGlassReason, PasskeyAssertion
+from envcat.core.schemas.passkeys import BreakGlassReason, PasskeyAssertion, TypedPhrase
 from envcat.core.schemas.requests import MAX_INCLUDE_KEYS
 from envcat.core.schemas.team import (
     MAX_NAMED_APPROVERS,
@@ -98,3 +98,4 @@ class BreakGlass(_Body):
     include_keys: Annotated[list[KeyName], Field(min_length=1, max_length=MAX_INCLUDE_KEYS)]
     reason: Reason
     passkey: PasskeyAssertion | None = None
+    phrase: TypedPhrase | None = None  # where the workspace requires approvers to type it

@@ -20,7 +20,7 @@ class PendingRequest(BaseModel):
     """
 
     id: str
-    user_code: str
+    user_code: str | None  # None where the workspace requires approvers to type it
     bundle: str | None
     bundle_id: str | None
     context: ClientContext

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from envcat.core.schemas.passkeys import TypedPhrase
 from envcat.core.schemas.requests import ClientContext, PublicKey, WorkspaceSlug
 
 USER_TOKEN_SCHEME = "ecu"  # noqa: S105  # a token's prefix, not a secret
@@ -24,6 +25,15 @@ class LoginCreate(BaseModel):
     client_pubkey: PublicKey
     workspace: WorkspaceSlug
     context: ClientContext = Field(default_factory=ClientContext)
+
+
+class SignInApproval(BaseModel):
+    """POST /requests/{id}/sign-in (optional body): the phrase the approver typed, where the
+    workspace requires approvers to type it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    phrase: TypedPhrase | None = None
 
 
 class WhoAmI(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from envcat.core.approval_statement import (
     BREAK_GLASS_REASON_MAX,
@@ -13,6 +13,7 @@ from envcat.core.approval_statement import (
     STATEMENT_FIELDS,
 )
 from envcat.core.schemas.bundles import KeyName, ObjectId
+from envcat.core.usercode import TYPED_MAX
 
 # An owner's break-glass reason (issue #17): the rule the approval statement parser
 # applies too, so what the api accepts is what a passkey may sign and a CLI may read.
@@ -25,6 +26,9 @@ BreakGlassReason = Annotated[
         pattern=BREAK_GLASS_REASON_PATTERN,  # one line: it is printed in terminals and notices
     ),
 ]
+# The verification phrase as an approver typed it, where the workspace requires typing it
+# (RFC 8628 §5.4); compared normalised (envcat.core.usercode.normalise).
+TypedPhrase = Annotated[str, Field(max_length=TYPED_MAX)]
 PasskeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 # A WebAuthn PublicKeyCredential as the browser's JSON form (base64url fields); the
 # webauthn library parses it, and anything it refuses is a 400.
@@ -93,14 +97,22 @@ class WorkspacePolicyOut(BaseModel):
     """GET/PUT /workspace/policy."""
 
     require_passkey: bool
+    require_phrase: bool  # approvers type the phrase; no page shows it
 
 
 class WorkspacePolicyIn(BaseModel):
-    """PUT /workspace/policy (owner only)."""
+    """PUT /workspace/policy (owner only): a field left out keeps its setting."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    require_passkey: bool
+    require_passkey: bool | None = None
+    require_phrase: bool | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> WorkspacePolicyIn:
+        if self.require_passkey is None and self.require_phrase is None:
+            raise ValueError("Give require_passkey, require_phrase or both.")
+        return self
 
 
 class StatementRequest(BaseModel):
@@ -114,6 +126,7 @@ class StatementRequest(BaseModel):
     bundle_id: ObjectId
     include_keys: Annotated[list[KeyName], Field(min_length=1, max_length=1000)]
     reason: BreakGlassReason | None = None
+    phrase: TypedPhrase | None = None  # where the workspace requires approvers to type it
 
 
 class ApprovalChallenge(BaseModel):

@@ -24,7 +24,7 @@ from pydantic import (
 
 from envcat.core.schemas.bundles import BundleName, KeyName, ObjectId
 from envcat.core.schemas.grants import DeviceProof, GrantHours
-from envcat.core.schemas.passkeys import PasskeyAssertion
+from envcat.core.schemas.passkeys import PasskeyAssertion, TypedPhrase
 from envcat.core.wire import MAX_WAIT_SECONDS, WORKSPACE_SLUG_RULE, is_workspace_slug
 
 PUBLIC_KEY_BYTES = 32
@@ -133,7 +133,7 @@ class AccessRequestView(BaseModel):
     id: str
     status: RequestStatus
     workspace: str
-    user_code: str
+    user_code: str | None  # None where the workspace requires approvers to type it
     template_keys: list[str]
     bundle: str | None
     bundle_id: str | None
@@ -193,6 +193,8 @@ class EncryptFromBundle(BaseModel):
     passkey: PasskeyAssertion | None = None
     # issue #17: also trust the request's device for this bundle and keys for N hours
     grant_hours: GrantHours | None = None
+    # the phrase the approver typed, where the workspace requires it (no page shows it)
+    phrase: TypedPhrase | None = None
 
 
 class DecisionAccepted(BaseModel):

@@ -39,6 +39,7 @@ from envcat.services import (
     integrity,
     metrics,
     passkey_approvals,
+    phrases,
     requesters,
     workload_access,
     workspaces,
@@ -152,7 +153,7 @@ def describe(request_id: str) -> AccessRequestView:
         id=request.id,
         status=request.status,
         workspace=request.workspace,
-        user_code=request.user_code,
+        user_code=phrases.shown(request),  # hidden where approvers must type it
         template_keys=request.template_keys,
         bundle=request.bundle,
         bundle_id=request.bundle_id,
@@ -321,6 +322,7 @@ def approve(
     role: str | None = None,
     break_glass: str = "",
     grant_hours: int | None = None,
+    phrase: str | None = None,
 ) -> AcceptedApproval:
     """Validate and record an approval, audited; the caller then enqueues the task.
 
@@ -328,12 +330,15 @@ def approve(
     decided) or ValidationFailed (keys). Nothing is left behind when the audit
     write fails. `break_glass` (an owner's reason, checked by envcat.services.break_glass)
     skips the bundle's approver rules and k-of-n, and is audited `request.break_glass`.
+    `phrase` is what a person typed where the workspace requires it (services.phrases).
     """
     r = current().redis
     request = decidable(request_id, tenant_id)
     if request.context.get(store.KIND_FIELD) == "login":
         raise Conflict("This request signs a terminal in; it releases no values.")
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    if workload is None:  # a person types the terminal's phrase where the workspace says so
+        phrases.check(request, phrase)
     rule = None
     if workload is None and not break_glass:  # a person: the bundle's approver rules (#17)
         rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)

@@ -17,7 +17,7 @@ import time
 from envcat.core.schemas.logins import LoginCreate
 from envcat.core.schemas.requests import AccessRequestCreate, AccessRequestCreated
 from envcat.core.sealing import seal_values
-from envcat.services import audit, user_tokens, workspaces
+from envcat.services import audit, phrases, user_tokens, workspaces
 from envcat.services.access_requests import store
 from envcat.services.access_requests.lifecycle import decidable, store_request
 from envcat.services.errors import Conflict
@@ -70,15 +70,24 @@ def create_signed_in(
     return created
 
 
-def sign_in(request_id: str, *, tenant_id: str, user_id: str, origin: audit.Origin) -> None:
+def sign_in(
+    request_id: str,
+    *,
+    tenant_id: str,
+    user_id: str,
+    origin: audit.Origin,
+    phrase: str | None = None,
+) -> None:
     """Approve a login: mint the approver's token, seal it to the CLI, mark the request ready.
 
     NotFound for another workspace's request, Conflict for a request for values or one
-    already decided; a token nobody can receive is deleted again.
+    already decided, PhraseRequired/PhraseMismatch where the workspace requires the typed
+    phrase and it is missing or wrong; a token nobody can receive is deleted again.
     """
     request = decidable(request_id, tenant_id)
     if request.context.get(store.KIND_FIELD) != "login":
         raise Conflict("This request asks for values, not to sign a terminal in.")
+    phrases.check(request, phrase)  # before a token exists: nothing to undo
     with transaction():  # the token and its event, committed before the CLI can take it
         token, row = user_tokens.issue(tenant_id, user_id, request.context.get("hostname") or "")
         expires_at = as_utc(row.expires_at).isoformat()
