@@ -134,7 +134,8 @@ class Terminal:
                 self._stream.write(code)
                 self.line()
         self.line(f"Verification phrase:  {shown_phrase}")
-        self.line("Approve only if the page shows this same phrase.")
+        # A workspace may hide the phrase on the page and have the approver type it.
+        self.line("Approve only if the page shows this same phrase, or type it where it asks.")
         self.line()
 
     def start_waiting(self, seconds_left: Callable[[], float]) -> None:

@@ -119,7 +119,7 @@ def get(
     signed this exact approval (see `envcat approvers`).
     Only the values go to stdout. The approval URL, QR code, verification
     phrase and progress go to stderr: approve only if the page shows the
-    same phrase.
+    same phrase (or, where the page asks for it, type it there).
 
     \b
     Examples:
