@@ -34,7 +34,10 @@ API_CONF = str(PACKAGE / "api" / "gunicorn.conf.py")
 BFF_CONF = str(PACKAGE / "bff" / "gunicorn.conf.py")
 GUNICORN = [sys.executable, "-m", "gunicorn", "--no-control-socket", "--graceful-timeout", "2"]
 CELERY = [sys.executable, "-m", "celery", "-A", "envcat.workers"]
-STOP_WITHIN_SECONDS = 10.0
+# A bad setting stops the process at start-up: one that kept running, restarting its
+# workers or retrying would run into `_run`'s 60 s timeout. The bound leaves room for a
+# start-up's imports on a busy machine (12 s was seen with six test processes on 2 cores).
+STOP_WITHIN_SECONDS = 25.0
 TOKEN = "scrape-token-1234"
 SHORT = "BFF_SHARED_SECRET: must be at least 64 hex characters"
 
