@@ -25,6 +25,7 @@ from tests.bff.browser_support import (
     create_bundle,
     describe_violations,
     new_tab,
+    save_screenshot,
     sign_up,
 )
 from tests.support.bff import add_key, new_user, open_request
@@ -119,6 +120,7 @@ def test_a_link_holder_cannot_approve_without_the_terminals_phrase(
         ).wait_for()
         _assert_nowhere(holder, stack, request_id, phrase)
         assert cli.process.poll() is None
+        save_screenshot(holder, "approve-typed-phrase.png")
 
         # read out by whoever ran the command, as the terminal printed it
         holder.get_by_label(LABEL).fill(phrase)
