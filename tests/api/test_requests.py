@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import random
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
@@ -18,7 +20,7 @@ from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.core.settings import Settings
 from envcat.core.usercode import user_code
 from envcat.models import AuditEvent, db
-from envcat.services.access_requests import store
+from envcat.services.access_requests import lifecycle, store
 from tests.support.api import REQUESTS, WORKSPACE, Cli, ensure_workspace
 from tests.support.databases import migrated
 from tests.support.requests import expire_now, stored_request
@@ -302,7 +304,26 @@ def test_long_poll_holds_until_its_timeout(api_client: FlaskClient) -> None:
     cli = Cli.start(api_client)
     started = time.monotonic()
     assert cli.wait(timeout=1).get_json() == {"status": "pending"}
-    assert 0.9 <= time.monotonic() - started < 3
+    assert 0.9 <= time.monotonic() - started < 3  # at most a tenth early
+
+
+def test_pending_long_polls_answer_spread_a_little_before_their_timeout(
+    api_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls that began together fall due over a few seconds, not in one instant."""
+    spreads: list[tuple[float, float]] = []
+
+    def latest(low: float, high: float) -> float:
+        spreads.append((low, high))
+        return high
+
+    monkeypatch.setattr(random, "uniform", latest)  # the draw lifecycle makes
+    assert [lifecycle.answer_early(t) for t in (1, 10, 20, 60)] == [0.1, 1.0, 2.0, 2.0]
+    assert spreads == [(0.0, 0.1), (0.0, 1.0), (0.0, 2.0), (0.0, 2.0)]
+    cli = Cli.start(api_client)
+    started = time.monotonic()
+    assert cli.wait(timeout=4).get_json() == {"status": "pending"}
+    assert 3.5 <= time.monotonic() - started < 3.95  # 0.4 s early, as drawn
 
 
 def test_long_poll_returns_within_milliseconds_of_a_decision(

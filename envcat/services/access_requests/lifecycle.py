@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -60,6 +61,12 @@ from envcat.services.transactions import transaction
 
 log = logging.getLogger("envcat.requests")
 CLI_ACTOR = "cli"
+# A long poll with nothing to report answers "pending" up to this share of its timeout
+# early (at most EARLY_MAX_SECONDS): polls that began together (a fleet of CI jobs at the
+# top of the hour, CLIs reconnecting after a restart) then fall due over a few seconds,
+# not in one instant that two cores cannot answer in time. A CLI polls again at once.
+EARLY_SHARE = 0.1
+EARLY_MAX_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -176,10 +183,18 @@ def _take(request_id: str, poll_token: str, hold: store.Hold | None = None) -> s
     return result
 
 
+def answer_early(timeout: float) -> float:
+    """How long before its `timeout` a pending long poll answers: at random, up to a tenth
+    of it and at most EARLY_MAX_SECONDS."""
+    spread = min(timeout * EARLY_SHARE, EARLY_MAX_SECONDS)
+    return random.uniform(0.0, spread)  # noqa: S311  # jitter, not a secret
+
+
 def _long_poll(
     request_id: str, poll_token: str, timeout: int, is_listening: Callable[[], bool]
 ) -> store.PollResult:
-    """Take, and if still pending wait for a wake-up (no sleep loop) until final or `timeout`.
+    """Take, and if still pending wait for a wake-up (no sleep loop) until final or `timeout`
+    (a little before it, spread at random: EARLY_SHARE).
 
     The poll registers with the process's wake-up hub before it takes, so a wake-up
     published after the take reaches it (wakeups.py). One long poll per request takes
@@ -190,7 +205,7 @@ def _long_poll(
         hold = store.Hold.new(secrets.token_urlsafe(8), timeout)
         result = _take(request_id, poll_token, hold)  # claims the request while pending
         votes_seen = result.votes
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout - answer_early(timeout)
         while result.status == "pending" and (remaining := deadline - time.monotonic()) > 0:
             wake = waiter.next(remaining)
             if wake is None:
