@@ -43,14 +43,21 @@ def _public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str) -
     return cast(dict[str, Any], jwk)
 
 
+def _kid(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
+
+
 class LoopbackIssuer:
     """Serves `/.well-known/openid-configuration` and `/jwks` on 127.0.0.1."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.rsa_kid, self.rsa_key = "rsa-1", rsa.generate_private_key(65537, 2048)
-        self.ec_kid, self.ec_key = "ec-1", ec.generate_private_key(ec.SECP256R1())
+        # Key ids unique to this issuer, as a real issuer's are: a later issuer of a test in
+        # the same process may get the same port (so the same URL), and the api's per-process
+        # key cache must then meet unknown kids and fetch, not reuse the earlier issuer's key.
+        self.rsa_kid, self.rsa_key = _kid("rsa"), rsa.generate_private_key(65537, 2048)
+        self.ec_kid, self.ec_key = _kid("ec"), ec.generate_private_key(ec.SECP256R1())
         self.jwks_hits = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -94,7 +101,7 @@ class LoopbackIssuer:
 
     def rotate(self) -> None:
         """A new RSA key with a new kid; the old one is no longer published."""
-        self.rsa_kid, self.rsa_key = "rsa-2", rsa.generate_private_key(65537, 2048)
+        self.rsa_kid, self.rsa_key = _kid("rsa"), rsa.generate_private_key(65537, 2048)
 
     # ---- tokens -------------------------------------------------------------------------
 

@@ -67,7 +67,9 @@ def test_a_token_signed_by_another_key_with_the_issuers_kid_is_refused(
     service_app: Flask, issuer: LoopbackIssuer, fresh_cache: oidc.JwksCache
 ) -> None:
     impostor = rsa.generate_private_key(65537, 2048)
-    token = jwt.encode(issuer.claims(), impostor, algorithm="RS256", headers={"kid": "rsa-1"})
+    token = jwt.encode(
+        issuer.claims(), impostor, algorithm="RS256", headers={"kid": issuer.rsa_kid}
+    )
     with pytest.raises(InvalidIdToken, match="signature"):
         _verify(issuer, token)
 
@@ -119,6 +121,25 @@ def test_a_key_rotation_at_the_issuer_is_picked_up(
     verified = _verify(issuer, issuer.mint())  # new kid: fetched again (cooldown 0 here)
     assert verified.claims["repository"] == "acme/api"
     assert issuer.jwks_hits == 2
+
+
+def test_a_new_issuer_at_an_earlier_ones_url_is_verified_with_its_own_keys(
+    service_app: Flask, fresh_cache: oidc.JwksCache
+) -> None:
+    """The api's key cache is per process and keyed by issuer URL: a test issuer started
+    later on a reused port must not be checked against the earlier one's cached key (its
+    kids differ, so the cache fetches). Constant kids made a live test fail in one run."""
+    first = LoopbackIssuer().start()
+    try:
+        _verify(first, first.mint())
+    finally:
+        first.stop()
+    second = LoopbackIssuer(port=first.port).start()
+    try:
+        assert _verify(second, second.mint()).claims["repository"] == "acme/api"
+        assert second.jwks_hits == 1
+    finally:
+        second.stop()
 
 
 def test_unknown_kids_refetch_at_most_once_per_cooldown(
