@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,13 +26,28 @@ PHRASE_LINE = re.compile(r"Verification phrase:\s+([A-Z]{4}-[A-Z]{4})")
 LABEL = "Type the verification phrase your terminal shows"
 
 
+@pytest.fixture
+def typed_phrase(stack: LiveStack, world: World) -> Iterator[None]:
+    """ada's workspace requires the typed phrase for this test only (the world is the
+    module's, so a later test must not inherit the policy)."""
+    ada = world.ada
+
+    def require(on: bool) -> None:
+        with stack.signed(ada.user_id, ada.tenant_id) as api:
+            saved = api.put("/api/v1/workspace/policy", json={"require_phrase": on})
+            assert saved.status_code == 200, saved.text
+
+    require(True)
+    yield
+    require(False)
+
+
+@pytest.mark.usefixtures("typed_phrase")
 def test_a_wrong_typed_phrase_costs_no_passkey_ceremony_and_the_right_one_approves(
     stack: LiveStack, world: World, waiting: Any
 ) -> None:
     ada = world.ada
     trust_ada(world)
-    with stack.signed(ada.user_id, ada.tenant_id) as api:
-        assert api.put("/api/v1/workspace/policy", json={"require_phrase": True}).status_code == 200
     cli = waiting()
     request_id = cli.request_id()
     while not (found := PHRASE_LINE.search(cli.stderr())):
