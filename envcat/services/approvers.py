@@ -86,7 +86,12 @@ def approvals_required(tenant_id: str, bundle_id: str) -> int:
 
 def rule_of(tenant_id: str, bundle_id: str) -> Rule:
     """The bundle's rule, or the default (member and above)."""
-    row = db.session.get(BundleApprovers, bundle_id)
+    return rule_from(db.session.get(BundleApprovers, bundle_id), tenant_id, bundle_id)
+
+
+def rule_from(row: BundleApprovers | None, tenant_id: str, bundle_id: str) -> Rule:
+    """The rule a bundle's row says (None: no row, the default); another workspace's
+    row counts as none. Reads the named groups' members where the row names groups."""
     if row is None or row.tenant_id != tenant_id:
         return Rule(min_role=DEFAULT_MIN_ROLE, user_ids=(), is_default=True)
     group_ids = groups.rule_groups(bundle_id, groups.APPROVE)
@@ -106,13 +111,20 @@ def _role(tenant_id: str, user_id: str) -> str:
     return membership.role if membership is not None else "viewer"
 
 
-def require_approver(tenant_id: str, user_id: str, bundle_id: str, role: str | None = None) -> Rule:
+def require_approver(
+    tenant_id: str,
+    user_id: str,
+    bundle_id: str,
+    role: str | None = None,
+    rule: Rule | None = None,
+) -> Rule:
     """The bundle's rule; NotAnApprover (403) unless the member may approve under it.
 
     `role` is the member's role when the caller already read it (the api's signature
-    check does), so the hot path does not read it twice.
+    check does), and `rule` the bundle's rule (envcat.services.decision_rules), so the
+    hot path reads neither twice.
     """
-    rule = rule_of(tenant_id, bundle_id)
+    rule = rule_of(tenant_id, bundle_id) if rule is None else rule
     if not rule.allows(user_id, role if role is not None else _role(tenant_id, user_id)):
         who = (
             f"members with the {rule.min_role} role or above"

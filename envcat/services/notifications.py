@@ -26,6 +26,7 @@ from sqlalchemy import select
 from envcat.models import AuditEvent, Bundle, Invite, NotificationTarget, Tenant, User, db
 from envcat.services import approvers, break_glass, members, outbound, phrases
 from envcat.services.access_requests import store
+from envcat.services.decision_rules import channel_open
 from envcat.services.runtime import current
 
 log = logging.getLogger("envcat.notifications")
@@ -66,9 +67,11 @@ def _target(tenant_id: str) -> NotificationTarget | None:
 def has_channel(tenant_id: str) -> bool:
     """Whether the workspace has a webhook, or email to send through SMTP."""
     target = _target(tenant_id)
-    has_webhook = target is not None and bool(target.webhook_url)
-    wants_email = target is None or target.email_enabled
-    return has_webhook or (wants_email and bool(current().settings.smtp_host))
+    return channel_open(
+        target.webhook_url if target is not None else None,
+        target.email_enabled if target is not None else None,
+        current().settings.smtp_host,
+    )
 
 
 def admit_request(request_id: str, client_ip: str) -> bool:

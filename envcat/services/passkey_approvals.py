@@ -124,18 +124,20 @@ def approval_proof(
     submitted: PasskeyAssertion | None,
     *,
     break_glass: str,
+    required: bool | None = None,
 ) -> str:
     """The canonical proof JSON for the approval record, "" without a passkey.
 
     `break_glass` is the owner's reason of a break-glass release ("" for any other
-    approval): the signed statement must carry exactly it. Raises PasskeyRequired
+    approval): the signed statement must carry exactly it. `required` is the
+    workspace's passkey policy when the caller has read it already. Raises PasskeyRequired
     when the workspace requires a passkey and none came, and ValidationFailed when
     the statement is not exactly this approval or the assertion does not verify
     (signature, origin, RP id, UV flag, sign count) under one of the approver's own
     passkeys.
     """
     if submitted is None:
-        if requires_passkey(request.tenant_id):
+        if requires_passkey(request.tenant_id) if required is None else required:
             raise PasskeyRequired(
                 "This workspace requires a passkey to approve. Register one on your "
                 "account page, then approve again."

@@ -41,12 +41,13 @@ def shown(request: AccessRequest) -> str | None:
     return None if requires_phrase(request.tenant_id) else request.user_code
 
 
-def check(request: AccessRequest, typed: str | None) -> None:
+def check(request: AccessRequest, typed: str | None, *, required: bool | None = None) -> None:
     """Refuse a person's decision whose typed phrase is missing (400) or wrong (403).
 
-    A no-op where the workspace does not require it. Nothing is recorded either way.
+    A no-op where the workspace does not require it (`required`, when the caller has
+    already read the policy; read here otherwise). Nothing is recorded either way.
     """
-    if not requires_phrase(request.tenant_id):
+    if not (requires_phrase(request.tenant_id) if required is None else required):
         return
     if not typed or not typed.strip():
         raise PhraseRequired(

@@ -94,14 +94,20 @@ def member_requester(request: store.AccessRequest) -> str | None:
     return requester if is_member(request.tenant_id, requester) else None
 
 
-def refuses(tenant_id: str, bundle_id: str, request: store.AccessRequest) -> bool:
-    """Whether the bundle's rule refuses this request (break-glass passes over it)."""
-    return rule_of(tenant_id, bundle_id) == MEMBERS and member_requester(request) is None
+def refuses(
+    tenant_id: str, bundle_id: str, request: store.AccessRequest, rule: Requesters | None = None
+) -> bool:
+    """Whether the bundle's rule (`rule`, when the caller has read it) refuses this
+    request (break-glass passes over it)."""
+    rule = rule_of(tenant_id, bundle_id) if rule is None else rule
+    return rule == MEMBERS and member_requester(request) is None
 
 
-def require(tenant_id: str, bundle_id: str, request: store.AccessRequest) -> None:
+def require(
+    tenant_id: str, bundle_id: str, request: store.AccessRequest, rule: Requesters | None = None
+) -> None:
     """MembersOnly (403) when the bundle releases to members only and nobody signed in asked."""
-    if refuses(tenant_id, bundle_id, request):
+    if refuses(tenant_id, bundle_id, request, rule):
         raise MembersOnly(
             "This bundle only releases to signed-in members of the workspace, and this "
             f"request comes from a terminal that is not signed in; {ADVICE}."

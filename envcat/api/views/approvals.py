@@ -59,7 +59,7 @@ def encrypt_from_bundle(
         on_failure=lambda: lifecycle.abandon(accepted),
         message="The task queue is unavailable; ask the developer to retry.",
     )
-    team.notify_decision(who.tenant_id, request_id, "request.approved")
+    team.notify_decision(who.tenant_id, request_id, "request.approved", accepted.notice)
     return DecisionAccepted(), 202
 
 

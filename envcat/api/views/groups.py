@@ -160,5 +160,5 @@ def break_glass_release(request_id: str, body: BreakGlass) -> tuple[DecisionAcce
         on_failure=lambda: lifecycle.abandon(accepted),
         message="The task queue is unavailable; ask the developer to retry.",
     )
-    team.notify_decision(who.tenant_id, request_id, break_glass.ACTION)
+    team.notify_decision(who.tenant_id, request_id, break_glass.ACTION, accepted.notice)
     return DecisionAccepted(), 202

@@ -100,10 +100,16 @@ def notify_new_request(request_id: str, client_ip: str) -> None:
         log.warning("request notice not queued", extra={"id": request_id}, exc_info=True)
 
 
-def notify_decision(tenant_id: str, request_id: str, action: str) -> None:
-    """Queue the notice of a decision; never fails the decision."""
+def notify_decision(
+    tenant_id: str, request_id: str, action: str, wanted: bool | None = None
+) -> None:
+    """Queue the notice of a decision; never fails the decision.
+
+    `wanted` is whether the workspace has a channel, when the decision read it inside
+    its own unit (an approval does: envcat.services.decision_rules); read here otherwise.
+    """
     try:
-        if notifications.has_channel(tenant_id):
+        if notifications.has_channel(tenant_id) if wanted is None else wanted:
             notification_tasks.notify_decision.apply_async((tenant_id, request_id, action))
     except _QUIET:
         db.session.rollback()

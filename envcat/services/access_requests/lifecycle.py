@@ -36,6 +36,7 @@ from envcat.core.wire import POLL_TOKEN_HEADER, REQUEST_ID_RE
 from envcat.services import (
     approvers,
     audit,
+    decision_rules,
     grants,
     integrity,
     metrics,
@@ -76,6 +77,7 @@ class AcceptedApproval:
     request_id: str
     approval: store.Approval
     mac: str
+    notice: bool = False  # the workspace has a channel for the decision's notice
 
 
 def _is_request_id(request_id: str) -> bool:
@@ -352,14 +354,18 @@ def approve(
     if request.context.get(store.KIND_FIELD) == "login":
         raise Conflict("This request signs a terminal in; it releases no values.")
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
+    # issue #22: the workspace's and bundle's rules in one statement, inside this unit
+    rules = decision_rules.read(tenant_id, selection.bundle_id)
     if workload is None:  # a person types the terminal's phrase where the workspace says so
-        phrases.check(request, phrase)
+        phrases.check(request, phrase, required=rules.require_phrase)
     rule = None
     if workload is None and not break_glass:  # a person: the bundle's approver rules (#17)
-        rule = approvers.require_approver(tenant_id, user_id, selection.bundle_id, role)
+        rule = approvers.require_approver(
+            tenant_id, user_id, selection.bundle_id, role, rule=rules.approvers
+        )
         approvers.refuse_self_approval(rule, request, user_id)
     if not break_glass and (workload is None or workload.kind == "grant"):  # who may request
-        requesters.require(tenant_id, selection.bundle_id, request)
+        requesters.require(tenant_id, selection.bundle_id, request, rules.requesters)
     device = None  # issue #17: a grant is checked before anything is recorded
     if grant_hours is not None and workload is None:
         trusted = grants.device_of(request_id, request.cli_pub)
@@ -371,7 +377,13 @@ def approve(
     # that lists approvers refuses it.
     proof = (
         passkey_approvals.approval_proof(
-            request, user_id, selection.bundle_id, selection.names, passkey, break_glass=break_glass
+            request,
+            user_id,
+            selection.bundle_id,
+            selection.names,
+            passkey,
+            break_glass=break_glass,
+            required=rules.require_passkey,
         )
         if workload is None
         else ""
@@ -408,7 +420,9 @@ def approve(
         **({"requested_by": requester} if (requester := request.context.get("requester")) else {}),
         **({"break_glass": True, "reason": break_glass} if break_glass else {}),
     }
-    if break_glass and requesters.refuses(tenant_id, selection.bundle_id, request):
+    if break_glass and requesters.refuses(
+        tenant_id, selection.bundle_id, request, rules.requesters
+    ):
         details["requesters_overridden"] = True  # an owner passed over "members only" (#17)
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
         details.update(policy_id=workload.policy_id, policy=workload.policy_name)
@@ -460,7 +474,7 @@ def approve(
             approvers.withdraw_vote(request_id, user_id)  # so the same person can try again
         raise
     metrics.REQUESTS_APPROVED.inc()
-    return AcceptedApproval(request_id, approval, mac)
+    return AcceptedApproval(request_id, approval, mac, notice=rules.notice)
 
 
 def abandon(accepted: AcceptedApproval) -> None:
