@@ -7,8 +7,9 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -39,6 +40,17 @@ class Origin:
 
     ip: str | None = None
     user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event to append (`append_all`, `Ledger.record`): who did what, to what, from where."""
+
+    actor: str
+    action: str
+    target: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    origin: Origin = field(default_factory=Origin)
 
 
 class ChainFields(Protocol):
@@ -129,47 +141,50 @@ def append(
     Never pass a secret value in `details`. The chain head stays locked until the
     transaction ends, so append last: after the change (flushed here first).
     """
+    entry = Entry(actor, action, target, details or {}, origin or Origin())
+    return append_all(tenant_id, [entry])[0]
+
+
+def append_all(tenant_id: str, entries: Sequence[Entry]) -> list[AuditEvent]:
+    """`append` for several events of one tenant, in order: one lock of the chain, one
+    read of its head, one flush (issue #22: a batch of deliveries costs one unit)."""
     if not in_transaction():
         raise RuntimeError("audit.append joins a unit of work: call it inside transaction()")
-    origin = origin or Origin()
     db.session.flush()  # the change first: its row locks come before the chain's lock
     try:
-        return _add_event(tenant_id, actor, action, target, details or {}, origin)
+        return _add_events(tenant_id, entries)
     except OperationalError:
         raise  # the database is away or busy: transient, as for any write (workers retry it)
     except SQLAlchemyError:
         # The store refused the event itself (the change was flushed above, so this is not
         # the change's conflict): say so; the caller's transaction rolls the change back.
-        log.exception("audit append failed", extra={"tenant_id": tenant_id, "action": action})
+        actions = sorted({entry.action for entry in entries})
+        log.exception("audit append failed", extra={"tenant_id": tenant_id, "action": actions})
         raise AuditUnavailable(AUDIT_FAILED) from None
 
 
-def _add_event(
-    tenant_id: str,
-    actor: str,
-    action: str,
-    target: str,
-    details: dict[str, Any],
-    origin: Origin,
-) -> AuditEvent:
+def _add_events(tenant_id: str, entries: Sequence[Entry]) -> list[AuditEvent]:
     _lock_chain(tenant_id)
-    prev_hash = _last_hash(tenant_id)
-    at = utcnow()
-    event = AuditEvent(
-        tenant_id=tenant_id,
-        actor=actor,
-        action=action,
-        target=target,
-        ip=origin.ip,
-        user_agent=(origin.user_agent or "")[:512] or None,
-        at=at,
-        details=details,
-        prev_hash=prev_hash,
-    )
-    event.hash = _digest(prev_hash, event, _as_utc(at))
-    db.session.add(event)
+    prev_hash = _last_hash(tenant_id)  # held until the commit: nobody appends meanwhile
+    events = []
+    for entry in entries:
+        at = utcnow()
+        event = AuditEvent(
+            tenant_id=tenant_id,
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            ip=entry.origin.ip,
+            user_agent=(entry.origin.user_agent or "")[:512] or None,
+            at=at,
+            details=entry.details,
+            prev_hash=prev_hash,
+        )
+        event.hash = prev_hash = _digest(prev_hash, event, _as_utc(at))
+        db.session.add(event)
+        events.append(event)
     db.session.flush()
-    return event
+    return events
 
 
 def record(
@@ -186,6 +201,79 @@ def record(
     (a delivery, a denial, a vote in Redis), with no change of its own."""
     with transaction():
         return append(tenant_id, actor, action, target, details=details, origin=origin)
+
+
+class Ledger:
+    """One-event units of work from many requests of a process, committed together.
+
+    For events recorded after the reply (a delivery's `request.delivered`, issue #22).
+    This is group commit: `record` returns once its event is committed (or its unit
+    refused and logged), as `record` above does; a caller that finds another caller's
+    unit committing leaves its event and waits for that unit to end, and then the first
+    of those waiting writes every event left meanwhile as one unit per workspace
+    (`append_all`: one lock of the chain, one read of its head). So a lone delivery
+    costs what it did, and a burst's deliveries share units instead of queueing one by
+    one on the workspace's chain lock, each holding a database connection while it
+    waits. Nobody writes more than one batch, so nobody waits for more than two units.
+    A unit the database refuses is logged with its events' targets and actions (never
+    their details) and dropped, as a lone event's failure was.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what  # for the log: "a delivery", say
+        self._changed = threading.Condition()  # gevent's under the api's monkey-patching
+        self._waiting: list[tuple[str, Entry]] = []
+        self._writing = False
+        self._left = 0  # events ever left here: event n is the n-th (0-based)
+        self._done = 0  # events 0 .. done-1 are written or logged
+
+    @property
+    def waiting(self) -> int:
+        """Events left for the next unit (those of the unit committing now not counted)."""
+        with self._changed:
+            return len(self._waiting)
+
+    def record(self, tenant_id: str, entry: Entry) -> None:
+        """Append `entry` to the tenant's chain, alone or with others left meanwhile."""
+        with self._changed:
+            mine = self._left
+            self._left += 1
+            self._waiting.append((tenant_id, entry))
+            while self._writing and self._done <= mine:
+                self._changed.wait()
+            if self._done > mine:  # another caller's batch carried it
+                return
+            self._writing = True
+            batch, self._waiting = self._waiting, []
+            upto = self._left
+        try:
+            self._write(batch)
+        finally:  # written, logged, or (a bug, the greenlet killed) raised to the caller
+            with self._changed:
+                self._writing = False
+                self._done = upto
+                self._changed.notify_all()
+
+    def _write(self, batch: list[tuple[str, Entry]]) -> None:
+        by_tenant: dict[str, list[Entry]] = {}
+        for tenant_id, entry in batch:
+            by_tenant.setdefault(tenant_id, []).append(entry)
+        for tenant_id, entries in by_tenant.items():
+            try:
+                with transaction():
+                    append_all(tenant_id, entries)
+            except (SQLAlchemyError, AuditUnavailable):
+                log.error(
+                    "could not audit %s",
+                    self._what,
+                    extra={
+                        "tenant_id": tenant_id,
+                        "events": len(entries),
+                        "action": sorted({entry.action for entry in entries}),
+                        "id": [entry.target for entry in entries],
+                    },
+                    exc_info=True,
+                )
 
 
 @dataclass(frozen=True)

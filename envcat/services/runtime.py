@@ -20,6 +20,7 @@ from envcat.core.settings import Settings
 from envcat.core.wire import MAX_WAIT_SECONDS
 from envcat.models import db
 from envcat.services.access_requests.wakeups import WakeHub
+from envcat.services.audit import Ledger
 from envcat.services.slug_cache import SlugCache
 
 EXTENSION_KEY = "envcat"
@@ -41,6 +42,8 @@ class Runtime:
     keyring: Keyring
     wakeups: WakeHub  # the process's one wake-up subscription for its long polls
     slugs: SlugCache = field(default_factory=SlugCache)  # workspace slugs, a few seconds
+    # deliveries' `request.delivered`, after the reply: a burst shares units (issue #22)
+    deliveries: Ledger = field(default_factory=lambda: Ledger("a delivery"))
 
 
 def make_redis(settings: Settings, *, blocking: bool = False) -> Redis:

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from envcat.core.envelope import encode_key, fingerprint
 from envcat.core.schemas.passkeys import PasskeyAssertion
 from envcat.core.schemas.requests import (
@@ -48,7 +46,6 @@ from envcat.services import (
 )
 from envcat.services.access_requests import delivery, store, wakeups
 from envcat.services.errors import (
-    AuditUnavailable,
     Conflict,
     ExpiredToken,
     InvalidPollToken,
@@ -278,19 +275,19 @@ def _record_delivery(
 ) -> None:
     if approval is None:
         return
-    try:
-        audit.record(
-            approval.tenant_id,
+    # The request is already taken: a database outage must not destroy the only copy of
+    # the ciphertext, so the CLI has it already and the ledger logs any gap. A burst's
+    # deliveries share units of work (issue #22).
+    current().deliveries.record(
+        approval.tenant_id,
+        audit.Entry(
             CLI_ACTOR,
             "request.delivered",
             request_id,
             details={"approved_by": approval.decided_by, "bundle_id": approval.bundle_id},
             origin=origin,
-        )
-    except (SQLAlchemyError, AuditUnavailable):
-        # The request is already taken: a database outage must not destroy the only
-        # copy of the ciphertext, so the CLI still gets it and the gap is logged.
-        log.error("could not audit a delivery", extra={"id": request_id}, exc_info=True)
+        ),
+    )
 
 
 def cancel(request_id: str, poll_token: str, origin: audit.Origin) -> None:
