@@ -125,6 +125,8 @@ class Run:
     problems: list[str]
     bare_noop_per_s: float
     bare_insert_per_s: float
+    transactions: int = 0  # PostgreSQL: commits and rollbacks in the bench's database
+    approving_seconds: float = 0.0  # first approval sent to last approval answered 202
 
     @property
     def rate(self) -> float:
@@ -203,6 +205,26 @@ def postgres_backends(database_url: str) -> list[int]:
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchall()
     return [int(pid) for (pid,) in rows]
+
+
+STATS_FLUSH_SECONDS = 11  # an idle backend reports its counts within 10 s (PostgreSQL 15)
+
+
+def transactions(database_url: str) -> int:
+    """Commits and rollbacks so far in the bench's database (pg_stat_database), this
+    probe's own included (subtract two readings: one probe each). Waits until every
+    backend has reported what it did before."""
+    import psycopg
+
+    time.sleep(STATS_FLUSH_SECONDS)
+    url = database_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = connection.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def backend_cpu(pids: list[int]) -> dict[int, float]:
@@ -320,6 +342,7 @@ def burst(database: str, workers: int, count: int, approvers: int) -> Run:
 
         with ThreadPoolExecutor(16) as pool:
             askers = list(pool.map(lambda _: ask(running.bff, workspace), range(count)))
+        units_before = transactions(database_url) if database == "postgres" else 0
         pids = {name: child.pid for name, child in running.group.children.items()}
         pids["redis-server"] = running.redis_pid
         before = {name: bench_stack.cpu_seconds(pid) for name, pid in pids.items()}
@@ -339,6 +362,10 @@ def burst(database: str, workers: int, count: int, approvers: int) -> Run:
             cpu["postgres backends"] = sum(
                 seconds - database_before.get(pid, 0.0) for pid, seconds in after.items()
             )
+            # the probes between the two readings: postgres_backends twice, this one once
+            units = transactions(database_url) - units_before - 3
+        else:
+            units = 0
         person.client.close()
 
     problems = list(errors)
@@ -358,6 +385,8 @@ def burst(database: str, workers: int, count: int, approvers: int) -> Run:
         problems,
         noop_rate,
         insert_rate,
+        units,
+        max(asker.approved_at for asker in askers) - first,
     )
 
 
@@ -373,9 +402,16 @@ def show(run: Run) -> None:
     p50 = bench_stack.percentile(run.latencies, 50) * 1000
     p99 = bench_stack.percentile(run.latencies, 99) * 1000
     print(f"  approval -> delivery p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")
+    print(
+        f"  every approval sent within {run.approving_seconds:.1f} s of the first"
+        f" (first approval to last delivery: {run.seconds:.1f} s)"
+    )
     per = {name: seconds / run.requests * 1000 for name, seconds in run.cpu.items()}
     shown = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(per.items()))
     print(f"  CPU ms per delivery: {shown}")
+    if run.transactions:
+        per = run.transactions / run.requests
+        print(f"  database transactions per delivery: {per:.2f} (commits and rollbacks)")
     delivered = run.requests - sum(1 for p in run.problems if p.startswith("request"))
     print(f"  delivered exactly once: {delivered}/{run.requests}")
     for problem in run.problems[:10]:
