@@ -158,7 +158,7 @@ def append_all(tenant_id: str, entries: Sequence[Entry]) -> list[AuditEvent]:
     except SQLAlchemyError:
         # The store refused the event itself (the change was flushed above, so this is not
         # the change's conflict): say so; the caller's transaction rolls the change back.
-        actions = sorted({entry.action for entry in entries})
+        actions = ",".join(sorted({entry.action for entry in entries}))
         log.exception("audit append failed", extra={"tenant_id": tenant_id, "action": actions})
         raise AuditUnavailable(AUDIT_FAILED) from None
 
@@ -248,7 +248,7 @@ class Ledger:
             upto = self._left
         try:
             self._write(batch)
-        finally:  # written, logged, or (a bug, the greenlet killed) raised to the caller
+        finally:  # written or logged (or the greenlet killed: the process is going away)
             with self._changed:
                 self._writing = False
                 self._done = upto
@@ -262,14 +262,14 @@ class Ledger:
             try:
                 with transaction():
                     append_all(tenant_id, entries)
-            except (SQLAlchemyError, AuditUnavailable):
+            except Exception:  # the database refused it, or a bug: others' events too, so log
                 log.error(
                     "could not audit %s",
                     self._what,
                     extra={
                         "tenant_id": tenant_id,
                         "events": len(entries),
-                        "action": sorted({entry.action for entry in entries}),
+                        "action": ",".join(sorted({entry.action for entry in entries})),
                         "id": [entry.target for entry in entries],
                     },
                     exc_info=True,

@@ -183,7 +183,7 @@ def test_a_refused_unit_is_logged_without_details_and_other_workspaces_are_writt
     assert _events(TENANT) == []  # refused by the database: logged, nothing half-written
     [logged] = [r for r in caplog.records if r.getMessage() == "could not audit a test event"]
     assert logged.tenant_id == TENANT and logged.id == ["lost-1"]  # type: ignore[attr-defined]
-    assert logged.action == ["test.refused"]  # type: ignore[attr-defined]
+    assert logged.action == "test.refused"  # type: ignore[attr-defined]
     assert CANARY not in caplog.text  # the events' details never reach the log
     assert audit.verify_chain(OTHER).is_intact
     # the writer is free again: the next record writes itself
