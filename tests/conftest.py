@@ -39,32 +39,6 @@ from tests.support.settings import POSTGRES_ADMIN_URL, make_settings, postgres_r
 # Replies are closed like a server closes them, so work run after a reply is sent happens.
 Flask.test_client_class = ClosingClient
 
-# The files that take a minute or more (`--durations`, CI of 2026-12-07), started first:
-# `./scripts/test` hands whole files to its four processes in collection order, so a long
-# file collected late (connectors, ops) set the end of the run while the others idled.
-SLOW_FILES_FIRST = (
-    "tests/connectors/test_worker_processes.py",
-    "tests/bff/test_accessibility.py",
-    "tests/ops/test_serving.py",
-    "tests/cli/test_cli_install.py",
-    "tests/hardening/test_scaleout.py",
-    "tests/connectors/test_sync_aws.py",
-    "tests/test_security_claims.py",
-    "tests/hardening/test_sentinel_failover.py",
-    "tests/ops/test_benches.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow files first, everything else in its usual order (a stable sort)."""
-    root = Path(__file__).resolve().parent.parent
-    missing = [name for name in SLOW_FILES_FIRST if not (root / name).exists()]
-    if missing:  # renamed or removed: keep the list true
-        raise pytest.UsageError(f"SLOW_FILES_FIRST names files that do not exist: {missing}")
-    rank = {name: index for index, name in enumerate(SLOW_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
-
-
 EXTRA_ENV = (
     "ENVCAT_SERVER",
     "ENVCAT_WORKSPACE",
