@@ -31,6 +31,7 @@ from envcat.models import (
     db,
 )
 from envcat.services import approvers
+from envcat.services.errors import NotFound
 from envcat.services.requesters import ANYONE, MEMBERS
 from envcat.services.runtime import current
 
@@ -63,7 +64,7 @@ def read(tenant_id: str, bundle_id: str) -> DecisionRules:
 
     `bundle_id` must already be known to be the workspace's (the approve path reads
     it with its keys first); a rule row of another workspace is ignored, as the
-    one-by-one readers ignore it.
+    one-by-one readers ignore it. NotFound when the workspace is gone (deleted since).
     """
     row = db.session.execute(
         select(
@@ -86,7 +87,9 @@ def read(tenant_id: str, bundle_id: str) -> DecisionRules:
             and_(BundleRequesters.bundle_id == bundle_id, BundleRequesters.tenant_id == Tenant.id),
         )
         .where(Tenant.id == tenant_id)
-    ).one()
+    ).one_or_none()
+    if row is None:  # the workspace was deleted since its bundle was read: nothing to approve
+        raise NotFound("No such bundle.")
     return DecisionRules(
         require_phrase=bool(row.require_phrase),
         require_passkey=bool(row.require_passkey),

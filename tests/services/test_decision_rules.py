@@ -20,6 +20,7 @@ from envcat.models import (
 )
 from envcat.models.groups import BundleRuleGroup
 from envcat.services import approvers, decision_rules, notifications, passkeys, phrases, requesters
+from envcat.services.errors import NotFound
 from tests.support.api import SeedKey, seed_bundle
 from tests.support.settings import make_settings
 from tests.support.signed import add_member
@@ -145,3 +146,9 @@ def test_without_smtp_only_a_webhook_is_a_channel(
         assert notifications.has_channel(TENANT) is True
         db.session.remove()
         db.engine.dispose()
+
+
+def test_a_workspace_deleted_meanwhile_is_not_found(service_app: Flask) -> None:
+    """Deleted between the bundle's read and this one: a 404, never a 500."""
+    with pytest.raises(NotFound):
+        decision_rules.read("t-deleted", "b-any")
