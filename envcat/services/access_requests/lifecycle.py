@@ -351,17 +351,23 @@ def approve(
     if request.context.get(store.KIND_FIELD) == "login":
         raise Conflict("This request signs a terminal in; it releases no values.")
     selection = delivery.select_keys(tenant_id, bundle_id, include_keys)
-    # issue #22: the workspace's and bundle's rules in one statement, inside this unit
-    rules = decision_rules.read(tenant_id, selection.bundle_id)
-    if workload is None:  # a person types the terminal's phrase where the workspace says so
-        phrases.check(request, phrase, required=rules.require_phrase)
+    # issue #22: the workspace's and bundle's rules in one statement, inside this unit, for
+    # a person or a device grant; a workload's standing approval consults none of them
+    rules = (
+        decision_rules.read(tenant_id, selection.bundle_id)
+        if workload is None or workload.kind == "grant"
+        else None
+    )
+    person = rules if workload is None else None
+    if person is not None:  # a person types the terminal's phrase where the workspace says so
+        phrases.check(request, phrase, required=person.require_phrase)
     rule = None
-    if workload is None and not break_glass:  # a person: the bundle's approver rules (#17)
+    if person is not None and not break_glass:  # a person: the bundle's approver rules (#17)
         rule = approvers.require_approver(
-            tenant_id, user_id, selection.bundle_id, role, rule=rules.approvers
+            tenant_id, user_id, selection.bundle_id, role, rule=person.approvers
         )
         approvers.refuse_self_approval(rule, request, user_id)
-    if not break_glass and (workload is None or workload.kind == "grant"):  # who may request
+    if rules is not None and not break_glass:  # a person or a grant: who may request
         requesters.require(tenant_id, selection.bundle_id, request, rules.requesters)
     device = None  # issue #17: a grant is checked before anything is recorded
     if grant_hours is not None and workload is None:
@@ -380,9 +386,9 @@ def approve(
             selection.names,
             passkey,
             break_glass=break_glass,
-            required=rules.require_passkey,
+            required=person.require_passkey,
         )
-        if workload is None
+        if person is not None
         else ""
     )
     if break_glass:  # an owner alone, past the rules (issue #17)
@@ -417,8 +423,10 @@ def approve(
         **({"requested_by": requester} if (requester := request.context.get("requester")) else {}),
         **({"break_glass": True, "reason": break_glass} if break_glass else {}),
     }
-    if break_glass and requesters.refuses(
-        tenant_id, selection.bundle_id, request, rules.requesters
+    if (
+        break_glass
+        and person is not None
+        and requesters.refuses(tenant_id, selection.bundle_id, request, person.requesters)
     ):
         details["requesters_overridden"] = True  # an owner passed over "members only" (#17)
     if workload is not None and workload.kind == "oidc":  # names the workload, policy, keys
@@ -471,7 +479,7 @@ def approve(
             approvers.withdraw_vote(request_id, user_id)  # so the same person can try again
         raise
     metrics.REQUESTS_APPROVED.inc()
-    return AcceptedApproval(request_id, approval, mac, notice=rules.notice)
+    return AcceptedApproval(request_id, approval, mac, notice=person is not None and person.notice)
 
 
 def abandon(accepted: AcceptedApproval) -> None:
