@@ -19,6 +19,7 @@ from sqlalchemy import select
 from envcat.core.sealing import encode_public_key, generate_keypair
 from envcat.models import AuditEvent, db
 from envcat.services import workload_access
+from tests.api.test_decision_reads import recorded
 from tests.support.api import (
     REQUESTS,
     Cli,
@@ -343,3 +344,19 @@ def test_an_automatic_policy_is_not_held_by_the_bundles_human_approver_rules(
     )
     assert vote.status_code == 202
     assert vote.get_json()["status"] == "awaiting_approvals"
+
+
+def test_an_automatic_delivery_reads_no_person_rules(
+    api_client: FlaskClient, owner: SignedClient, issuer: LoopbackIssuer
+) -> None:
+    """A trust policy is a standing approval: the typed phrase, passkey, approver and
+    requester rules a person's approval reads (in one statement) cost it nothing."""
+    bundle_id = seed_bundle(TENANT, BUNDLE, KEYS)
+    _policy(owner, issuer, bundle_id)
+    token = issuer.mint()
+    with recorded() as (statements, _):
+        response, _ = _ask(api_client, token, bundle=BUNDLE)
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["workload_mode"] == "automatic"  # approved in this call
+    assert statements  # the approval's own reads and audit were recorded
+    assert not [s for s in statements if "workspace_policies" in s and "bundle_approvers" in s]
