@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from envcat.bff.clerk import ClerkVerifier, InvalidToken, frontend_api_host
 from envcat.core.settings import ConfigError, Settings
-from tests.support import free_port
+from tests.support import free_port, serve_in_background
 from tests.support.bff import module_stack
 from tests.support.clerk import FAPI_HOST, ISSUER, PARTY, PUBLISHABLE_KEY, mint, pem
 from tests.support.settings import make_settings
@@ -165,8 +164,7 @@ def jwks_server(rsa_key: rsa.RSAPrivateKey) -> Iterator[tuple[str, list[int]]]:
 
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_background(server)
     yield f"http://127.0.0.1:{port}/.well-known/jwks.json", hits
     server.shutdown()
     server.server_close()

@@ -32,6 +32,7 @@ from envcat.core.envelope import Envelope, SigningKeyring, encode_key, fingerpri
 from envcat.core.sealing import seal_values
 from envcat.core.usercode import user_code
 from envcat.core.wire import SERVER_KEY_PATH
+from tests.support import serve_in_background
 
 REQUESTS = "/api/v1/requests"
 SERVER_SEED = bytes(range(32))
@@ -286,8 +287,7 @@ def serve(api: FakeApi) -> Iterator[str]:
     """Serve `api` over HTTP on 127.0.0.1 in a thread; yield its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(api))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    thread = serve_in_background(server)
     api.public_url = f"http://127.0.0.1:{server.server_port}"
     try:
         yield api.public_url

@@ -8,7 +8,6 @@ its entry early and set another variable is caught by what the runner would do.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +20,7 @@ from envcat.cli.errors import CliError
 from envcat.cli.formats import FormatError
 from envcat.cli.github import append_github_env, github_env_text, mask_commands
 from envcat.cli.oidc import obtain_id_token
-from tests.support import free_port
+from tests.support import free_port, serve_in_background
 from tests.support.github import parse_github_env
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln"
@@ -111,7 +110,7 @@ class TokenService:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_background(self.server)
 
     @property
     def url(self) -> str:

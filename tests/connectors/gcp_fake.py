@@ -12,7 +12,6 @@ import base64
 import json
 import re
 import secrets
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.support import free_port
+from tests.support import free_port, serve_in_background
 
 MAX_PAYLOAD = 64 * 1024
 _SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -77,7 +76,7 @@ class FakeSecretManager:
 
     def start(self) -> None:
         self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_background(self._server)
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -25,7 +25,7 @@ from envcat.models import BundleKey, Key, Link, db
 from envcat.services import bundles, keys
 from envcat.services.connectors import connections, links
 from envcat.services.tenancy import Actor
-from tests.support import free_port
+from tests.support import free_port, serve_in_background
 from tests.support.signed import add_member
 
 REGION = "eu-west-1"
@@ -126,7 +126,7 @@ class ProviderProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_background(self._server)
 
     def stop(self) -> None:
         if self._server is not None:

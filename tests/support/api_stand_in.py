@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support import serve_in_background
 
 # (method, path with query, headers, body) → (status, JSON body), or None to hang up
 Answer = Callable[[str, str, dict[str, str], bytes], tuple[int, bytes] | None]
@@ -47,8 +48,7 @@ def stand_in(answer: Answer, on_connect: Callable[[], None] = lambda: None) -> T
 @contextlib.contextmanager
 def serving(server: ThreadingHTTPServer) -> Iterator[str]:
     """Serve on a thread; yield the base URL; stop and close afterwards."""
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_background(server)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:

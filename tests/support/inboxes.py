@@ -22,7 +22,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.support import free_port
+from tests.support import free_port, serve_in_background
 
 HOST = "127.0.0.1"
 # aiosmtpd logs every connection at INFO, also from its own thread while it stops, which
@@ -144,9 +144,7 @@ def webhook_inbox() -> Iterator[WebhookInbox]:
             return
 
     server = ThreadingHTTPServer((HOST, port), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
+    thread = serve_in_background(server)
     try:
         yield inbox
     finally:

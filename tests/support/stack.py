@@ -29,11 +29,10 @@ from envcat.bff.runtime import EXTENSION_KEY, BffRuntime
 from envcat.core.settings import Settings
 from envcat.services.runtime import EXTENSION_KEY as RUNTIME_KEY
 from envcat.workers.factory import QUEUES
-from tests.support import free_port, wait_for_port
+from tests.support import SHUTDOWN_POLL_SECONDS, free_port, wait_for_port
 from tests.support.databases import migrated
 
 HOST = "127.0.0.1"
-POLL_SECONDS = 0.05  # how soon a server thread notices shutdown
 
 
 @dataclass
@@ -89,7 +88,9 @@ class _ServerThread:
     def __init__(self, app: Flask, port: int) -> None:
         self.server: BaseWSGIServer = make_server(HOST, port, app, threaded=True)
         self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": POLL_SECONDS}, daemon=True
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+            daemon=True,
         )
 
     def start(self) -> None:

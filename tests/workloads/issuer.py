@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.support import free_port
+from tests.support import free_port, serve_in_background
 
 AUDIENCE = "https://envcat.test"
 REPOSITORY = "acme/api"
@@ -89,8 +89,7 @@ class LoopbackIssuer:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._thread = serve_in_background(self._server)
         return self
 
     def stop(self) -> None:
@@ -185,7 +184,7 @@ class GithubTokenService:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_background(self._server)
 
     @property
     def environ(self) -> dict[str, str]:
