@@ -50,6 +50,17 @@ EXTRA_ENV = (
 )
 
 
+COLLECTED = pytest.StashKey[list[pytest.Item]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep every collected test before -k, -m or --deselect narrow the run: the check of
+    docs/security.md asks whether a named test exists, not whether this run selected it.
+    (Each xdist process collects the whole suite, so that check collects nothing again.)"""
+    config.stash[COLLECTED] = list(items)
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's shell must not change results."""

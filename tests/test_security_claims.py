@@ -13,6 +13,7 @@ claims inventory must still appear in what users read (README, docs, templates,
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -21,6 +22,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
+
+from tests.conftest import COLLECTED
 
 ROOT = Path(__file__).resolve().parents[1]
 SECURITY_MD = ROOT / "docs" / "security.md"
@@ -31,21 +36,27 @@ _ID = re.compile(
 )
 _CODE = re.compile(r"`([^`]+)`")
 
-# Run in a fresh interpreter: collects the given files and writes, per item, its node id
-# and "skip" (skipped whatever the circumstances: skip, or skipif(True)), "xfail" or "run".
-_COLLECTOR = """
-import json, sys
-import pytest
 
+def item_status(item: pytest.Item) -> str:
+    """The test's status: skipped whatever the circumstances (skip, or skipif(True)) is
+    "skip", expected to fail is "xfail", anything else "run"."""
+    names = {
+        m.name for m in item.iter_markers() if m.name != "skipif" or (m.args and m.args[0] is True)
+    }
+    return "skip" if {"skip", "skipif"} & names else "xfail" if "xfail" in names else "run"
+
+
+# Run in a fresh interpreter: collects the given files and writes, per item, its node id
+# and its status (item_status, whose source it carries).
+_COLLECTOR = (
+    "import json, sys\nimport pytest\n"
+    + inspect.getsource(item_status)
+    + """
 class Report:
     def __init__(self):
         self.items = {}
     def pytest_collection_finish(self, session):
-        for item in session.items:
-            names = [m.name for m in item.iter_markers()
-                     if m.name != "skipif" or (m.args and m.args[0] is True)]
-            self.items[item.nodeid] = ("skip" if {"skip", "skipif"} & set(names)
-                                       else "xfail" if "xfail" in names else "run")
+        self.items = {item.nodeid: item_status(item) for item in session.items}
 
 report = Report()
 code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *sys.argv[2:]],
@@ -53,6 +64,7 @@ code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *sys.argv[
 with open(sys.argv[1], "w", encoding="utf-8") as out:
     json.dump({"code": int(code), "items": report.items}, out)
 """
+)
 
 
 @dataclass
@@ -149,13 +161,21 @@ def claim_rows(markdown: str) -> tuple[list[Row], list[str]]:
     return rows, problems
 
 
-def collect(ids: list[str], root: Path) -> tuple[dict[str, str], list[str]]:
-    """Collect the files of `ids` with pytest under `root`: {node id: skip, xfail or run}."""
+def collect(
+    ids: list[str], root: Path, known: dict[str, str] | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """{node id: skip, xfail or run} of the files of `ids` under `root`. `known` is what
+    this pytest session collected from whole files; the files it lacks are collected by
+    pytest in a fresh interpreter."""
     files = sorted({test_id.split("::", 1)[0] for test_id in ids})
     problems = [f"{file}: no such file" for file in files if not (root / file).is_file()]
     present = [file for file in files if (root / file).is_file()]
+    known = known or {}
+    in_session = {node.split("::", 1)[0] for node in known}
+    items = {node: status for node, status in known.items() if node.split("::", 1)[0] in files}
+    present = [file for file in present if file not in in_session]
     if not present:
-        return {}, problems
+        return items, problems
     handle, name = tempfile.mkstemp(suffix=".json")
     os.close(handle)
     out = Path(name)
@@ -177,10 +197,12 @@ def collect(ids: list[str], root: Path) -> tuple[dict[str, str], list[str]]:
     report = json.loads(written)
     if report["code"] not in (0, 5):
         problems.append(f"pytest could not collect {' '.join(present)} (exit {report['code']})")
-    return dict(report["items"]), problems
+    return {**items, **report["items"]}, problems
 
 
-def check_claims(markdown_path: Path, root: Path = ROOT) -> list[str]:
+def check_claims(
+    markdown_path: Path, root: Path = ROOT, known: dict[str, str] | None = None
+) -> list[str]:
     """Return every problem of the page's claim tables and test ids (empty: all proven)."""
     markdown = markdown_path.read_text(encoding="utf-8")
     rows, problems = claim_rows(markdown)
@@ -191,7 +213,7 @@ def check_claims(markdown_path: Path, root: Path = ROOT) -> list[str]:
     ]
     all_ids, bad = find_test_ids(markdown)
     problems += bad
-    items, collect_problems = collect(all_ids, root)
+    items, collect_problems = collect(all_ids, root, known)
     problems += collect_problems
     status: dict[str, set[str]] = {}
     for test_id in sorted(set(all_ids)):
@@ -214,10 +236,21 @@ def check_claims(markdown_path: Path, root: Path = ROOT) -> list[str]:
     return problems
 
 
-def test_every_claim_in_security_md_names_tests_that_exist_and_run() -> None:
+def session_collected(config: pytest.Config) -> dict[str, str]:
+    """{node id: status} of every test this session collected, before -k, -m or
+    --deselect narrowed it; empty when a node id on the command line collected only part
+    of a file (such a file's other tests would look missing)."""
+    if any("::" in arg for arg in config.args):
+        return {}
+    return {item.nodeid: item_status(item) for item in config.stash.get(COLLECTED, [])}
+
+
+def test_every_claim_in_security_md_names_tests_that_exist_and_run(
+    request: pytest.FixtureRequest,
+) -> None:
     rows, _ = claim_rows(SECURITY_MD.read_text(encoding="utf-8"))
     assert len(rows) >= 20, "the claim tables are missing"
-    problems = check_claims(SECURITY_MD)
+    problems = check_claims(SECURITY_MD, known=session_collected(request.config))
     assert problems == [], "\n".join(problems)
 
 
