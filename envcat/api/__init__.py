@@ -7,10 +7,11 @@ import secrets
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from envcat.api import auth
 from envcat.api.context import no_store
 from envcat.api.errors import register_error_handlers
 from envcat.api.extensions import limiter
-from envcat.core import forwarding, redisconn, tracing
+from envcat.core import forwarding, redisconn, signing, tracing
 from envcat.core.logging import request_id_var
 from envcat.core.settings import Settings, load_settings
 from envcat.core.wire import REQUEST_ID_HEADER, clean_request_id
@@ -104,9 +105,19 @@ def _adopt_client_ip() -> None:
     if verified is None:
         return
     ip, nonce = verified
-    key = forwarding.NONCE_KEY_PREFIX + nonce
-    # Single use: a proof seen on the wire cannot be replayed to borrow the address.
-    if runtime.redis.set(key, "1", nx=True, ex=forwarding.NONCE_TTL_SECONDS):
+    # Single use: a proof seen on the wire cannot be replayed to borrow the address. A
+    # genuinely signed call's own nonce is spent in the same round trip (issue #22: one
+    # Redis round trip fewer on every signed call from the bff); `verify_signature`
+    # then reads the outcome instead of asking Redis again.
+    call_nonce = auth.genuine_nonce()
+    pipe = runtime.redis.pipeline(transaction=False)
+    pipe.set(forwarding.NONCE_KEY_PREFIX + nonce, "1", nx=True, ex=forwarding.NONCE_TTL_SECONDS)
+    if call_nonce is not None:
+        pipe.set(auth.call_nonce_key(call_nonce), "1", nx=True, ex=signing.NONCE_TTL_SECONDS)
+    proof_fresh, *call_fresh = pipe.execute()
+    if call_nonce is not None:
+        auth.note_spent(call_nonce, bool(call_fresh[0]))
+    if proof_fresh:
         request.remote_addr = ip
         request.environ["REMOTE_ADDR"] = ip
 

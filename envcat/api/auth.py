@@ -39,8 +39,32 @@ def _header(name: str) -> str:
     return value
 
 
-def verify_signature() -> tuple[str, str]:
-    """Check the five headers against this exact call; return (user id, tenant id)."""
+@dataclass(frozen=True)
+class Signature:
+    """A call's signature headers, checked against this exact call (nothing spent yet)."""
+
+    user_id: str
+    tenant_id: str
+    nonce: str
+
+
+# This call's checked signature and its nonce's outcome, kept in the WSGI environ: it
+# belongs to one request whatever app context the request shares (flask.g may outlive it).
+_CHECKED, _SPENT = "envcat.checked_signature", "envcat.spent_call_nonce"
+
+
+def call_nonce_key(nonce: str) -> str:
+    """Where a signed call's nonce is spent in Redis (the client-address proofs use `nonce:ip:`)."""
+    return f"nonce:{nonce}"
+
+
+def checked_signature() -> Signature:
+    """Check the five headers against this exact call, without Redis; raise 401 if they fail.
+
+    Checked once per call: the client-address hook may ask before the blueprint does."""
+    known: Signature | None = request.environ.get(_CHECKED)
+    if known is not None:
+        return known
     user_id, tenant_id = _header(signing.HEADER_USER), _header(signing.HEADER_TENANT)
     timestamp, nonce = _header(signing.HEADER_TIMESTAMP), _header(signing.HEADER_NONCE)
     signature = _header(signing.HEADER_SIGNATURE)
@@ -50,7 +74,6 @@ def verify_signature() -> tuple[str, str]:
         raise Unauthorized("Malformed signature headers.")
     if abs(time.time() - int(timestamp)) > signing.CLOCK_SKEW_SECONDS:
         raise Unauthorized("Signature timestamp is outside the allowed window.")
-    runtime = current()
     message = signing.canonical_message(
         user_id,
         tenant_id,
@@ -61,13 +84,44 @@ def verify_signature() -> tuple[str, str]:
         request.query_string.decode("latin-1"),
         request.get_data(cache=True),
     )
-    secret = runtime.settings.bff_shared_secret.get_secret_value()
+    secret = current().settings.bff_shared_secret.get_secret_value()
     if not signing.signature_matches(secret, message, signature):
         raise Unauthorized("Bad signature.")
-    # Only a correctly signed call may spend a nonce, so forgers cannot burn them.
-    if not runtime.redis.set(f"nonce:{nonce}", "1", nx=True, ex=signing.NONCE_TTL_SECONDS):
+    checked = Signature(user_id, tenant_id, nonce)
+    request.environ[_CHECKED] = checked
+    return checked
+
+
+def genuine_nonce() -> str | None:
+    """The nonce of this call when it carries a genuine signature, else None (nothing raised)."""
+    if request.headers.get(signing.HEADER_SIGNATURE) is None:
+        return None
+    try:
+        return checked_signature().nonce
+    except Unauthorized:
+        return None
+
+
+def note_spent(nonce: str, fresh: bool) -> None:
+    """Record that `nonce` was spent for this call already, and whether it was new then."""
+    request.environ[_SPENT] = (nonce, fresh)
+
+
+def verify_signature() -> tuple[str, str]:
+    """Check the five headers against this exact call; return (user id, tenant id)."""
+    signed = checked_signature()
+    # Only a correctly signed call may spend a nonce, so forgers cannot burn them. A call
+    # that carried a client-address proof had its nonce spent with the proof's, in one
+    # round trip (`envcat.api._adopt_client_ip`); any other call spends it here.
+    spent = request.environ.get(_SPENT)
+    if spent is not None and spent[0] == signed.nonce:
+        fresh = bool(spent[1])
+    else:
+        key, ttl = call_nonce_key(signed.nonce), signing.NONCE_TTL_SECONDS
+        fresh = bool(current().redis.set(key, "1", nx=True, ex=ttl))
+    if not fresh:
         raise Unauthorized("Nonce already used.")
-    return user_id, tenant_id
+    return signed.user_id, signed.tenant_id
 
 
 def authenticate_user() -> None:
