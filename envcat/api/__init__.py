@@ -109,14 +109,16 @@ def _adopt_client_ip() -> None:
     # genuinely signed call's own nonce is spent in the same round trip (issue #22: one
     # Redis round trip fewer on every signed call from the bff); `verify_signature`
     # then reads the outcome instead of asking Redis again.
+    proof_key, proof_ttl = forwarding.NONCE_KEY_PREFIX + nonce, forwarding.NONCE_TTL_SECONDS
     call_nonce = auth.genuine_nonce()
-    pipe = runtime.redis.pipeline(transaction=False)
-    pipe.set(forwarding.NONCE_KEY_PREFIX + nonce, "1", nx=True, ex=forwarding.NONCE_TTL_SECONDS)
-    if call_nonce is not None:
+    if call_nonce is None:  # a relayed CLI call, unsigned: the proof's nonce alone
+        proof_fresh = runtime.redis.set(proof_key, "1", nx=True, ex=proof_ttl)
+    else:
+        pipe = runtime.redis.pipeline(transaction=False)
+        pipe.set(proof_key, "1", nx=True, ex=proof_ttl)
         pipe.set(auth.call_nonce_key(call_nonce), "1", nx=True, ex=signing.NONCE_TTL_SECONDS)
-    proof_fresh, *call_fresh = pipe.execute()
-    if call_nonce is not None:
-        auth.note_spent(call_nonce, bool(call_fresh[0]))
+        proof_fresh, call_fresh = pipe.execute()
+        auth.note_spent(call_nonce, bool(call_fresh))
     if proof_fresh:
         request.remote_addr = ip
         request.environ["REMOTE_ADDR"] = ip
