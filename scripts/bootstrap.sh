@@ -52,9 +52,10 @@ if [ "${had_digest:-}" != "$digest" ] || [ "$missing" = 1 ]; then
   [ "${had_digest:-}" = "$digest" ] && extras=$(printf '%s\n' ${had_extras//,/ } ${extras//,/ } | sort -u | paste -sd, -)
   # uv installs the same requirements, resolved the same way, in seconds where pip takes
   # most of a minute (a fresh clone's test run pays it every time); pip is the fallback
-  # wherever uv cannot be had or fails.
+  # wherever uv cannot be had or fails. --compile-bytecode does what pip does: otherwise
+  # the first imports compile every module, in each of the test processes at once.
   if "$VENV/bin/python" -m pip install -q uv 2>/dev/null &&
-    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e ".[$extras]"; then
+    "$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" -e ".[$extras]"; then
     :
   else
     "$VENV/bin/python" -m pip install -q --upgrade pip
