@@ -327,6 +327,31 @@ def test_the_checker_fails_on_broken_references(tmp_path: Path) -> None:
     )
 
 
+def test_what_the_session_collected_answers_without_a_fresh_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statuses a full run's session already holds give the same answers."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_fake.py").write_text(FAKE_TESTS, encoding="utf-8")
+    page = tmp_path / "security.md"
+    page.write_text(BROKEN_PAGE, encoding="utf-8")
+    fake = "tests/test_fake.py::"
+    known = {
+        **{fake + name: "run" for name in ("test_fine", "test_also_fine")},
+        **{fake + f"test_param[{x}]": "run" for x in ("one", "two")},
+        fake + "test_skipped": "skip",
+        fake + "test_skipped_if_true": "skip",
+        fake + "test_expected_to_fail": "xfail",
+    }
+    fresh = check_claims(page, root=tmp_path)
+
+    def no_interpreter(*args: object, **kwargs: object) -> None:
+        raise AssertionError("collected again although the session knew the file")
+
+    monkeypatch.setattr(subprocess, "run", no_interpreter)
+    assert sorted(check_claims(page, root=tmp_path, known=known)) == sorted(fresh)
+
+
 def test_the_checker_passes_a_page_whose_references_all_hold(tmp_path: Path) -> None:
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_fake.py").write_text(FAKE_TESTS, encoding="utf-8")
