@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from envcat.workers.enqueue import BROKER_ERRORS
+from envcat.workers.enqueue import broker_gone
 from envcat.workers.observability import queue_depth
 
 APPROVALS_QUEUE = "approvals"
@@ -50,5 +50,7 @@ class Backlog:
             with self._app.connection_for_read() as connection:
                 connection.ensure_connection(max_retries=1, timeout=1)
                 return queue_depth(connection, self._queue)
-        except BROKER_ERRORS:
+        except Exception as error:
+            if not broker_gone(error):
+                raise
             return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import kombu.transport.redis
+import pytest
 import redis
 from flask.testing import FlaskClient
 
@@ -212,6 +214,39 @@ def test_an_unreachable_queue_fails_the_request_instead_of_leaving_it_hanging(
             ("request.approved", cli.id),
             ("request.failed", cli.id),
         ]
+
+
+def test_a_broker_channel_closed_under_a_call_is_a_503_not_a_500(
+    api_client: FlaskClient, signed_as: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Sentinel failover closed the shared channel while another call was inside kombu,
+    whose transport then raised AttributeError (a 500 in the failover test). It is the
+    broker going away: the queue-depth sample says nothing (creation goes on), and the
+    approval's publish fails the request cleanly so the approver may ask again."""
+    channel: Any = kombu.transport.redis.Channel
+    connparams, put = channel._connparams, channel._put
+
+    def params_of_a_closed_channel(self: Any, asynchronous: bool = False) -> Any:
+        self.connection = None  # what another greenlet's close of the channel leaves
+        return connparams(self, asynchronous)
+
+    def put_on_a_closed_channel(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._pool, self.connection = None, None  # closed meanwhile: the pool is remade
+        return put(self, *args, **kwargs)
+
+    monkeypatch.setattr(channel, "_connparams", params_of_a_closed_channel)
+    monkeypatch.setattr(channel, "_put", put_on_a_closed_channel)
+    bundle_id = seed_bundle(TENANT, "production/api", KEYS)
+    cli = Cli.start(api_client)  # the backlog sample meets the closed channel: no refusal
+    response = _approve(
+        signed_as("u-owner", TENANT),
+        cli.id,
+        {"bundle_id": bundle_id, "include_keys": ["DATABASE_URL"]},
+    )
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["error"] == "unavailable"
+    assert cli.wait().get_json()["status"] == "failed"
+    assert audit_actions(TENANT) == [("request.approved", cli.id), ("request.failed", cli.id)]
 
 
 def test_openapi_lists_the_request_endpoints_with_their_models(api_client: FlaskClient) -> None:
