@@ -18,10 +18,14 @@ def test_threads_sharing_a_bucket_stay_within_the_limit_per_second(
     shared = bucket(redis_client, "t", "aws", "eu-west-1", "write", 30)
     grants: list[float] = []
     lock = threading.Lock()
-    stop = time.monotonic() + 3.2
+    # The window starts once every thread runs: on a loaded machine starting six threads
+    # once took long enough that the grants spanned no full second at all.
+    started = threading.Barrier(7)
+    stop: list[float] = []
 
     def worker() -> None:  # the pool is thread-safe: each thread takes its own connection
-        while time.monotonic() < stop:
+        started.wait()
+        while time.monotonic() < stop[0]:
             shared.take()
             with lock:
                 grants.append(time.time())
@@ -29,6 +33,8 @@ def test_threads_sharing_a_bucket_stay_within_the_limit_per_second(
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for thread in threads:
         thread.start()
+    stop.append(time.monotonic() + 4.2)  # at least three whole seconds
+    started.wait()
     for thread in threads:
         thread.join()
     per_second = Counter(int(at) for at in grants)
