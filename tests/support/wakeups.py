@@ -77,11 +77,19 @@ def refusing_new_connections(
     """Redis refuses new connections in the block, after closing the connections `killing`
     (`maxclients` at the count left, so none of them can come back)."""
     before = str(r.config_get("maxclients")["maxclients"])
-    connected = int(r.info("clients")["connected_clients"])
-    r.config_set("maxclients", connected - len(killing))
+    limit = int(r.info("clients")["connected_clients"]) - len(killing)
+    r.config_set("maxclients", limit)
     try:
         for client_id in killing:
             r.client_kill_filter(_id=client_id)
+        # A connection that was closing when counted frees its slot a moment later, which
+        # a newcomer could then take (a flaky CI run): follow the count down meanwhile.
+        settle = time.monotonic() + 0.3
+        while time.monotonic() < settle:
+            if (connected := int(r.info("clients")["connected_clients"])) < limit:
+                limit = connected
+                r.config_set("maxclients", limit)
+            time.sleep(0.02)
         yield
     finally:
         r.config_set("maxclients", before)
